@@ -1,0 +1,87 @@
+//! Errors every API returns: JSON with a stable machine-readable code and a message
+//! that tells the caller what to fix.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not JSON, or JSON of the wrong shape (types, missing fields).
+    MalformedBody,
+    /// The body parsed but a field breaks a rule (see `details`).
+    InvalidTask,
+    /// A query parameter is invalid.
+    InvalidParameter,
+    /// A `page_token` this server did not issue.
+    InvalidPageToken,
+    NotFound,
+    BodyTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+    Internal,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::MalformedBody
+            | ErrorCode::InvalidTask
+            | ErrorCode::InvalidParameter
+            | ErrorCode::InvalidPageToken => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound => 404,
+            ErrorCode::BodyTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+}
+
+/// One broken rule: where (a JSON path such as `executors[0].image`) and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Self {
+        ApiError::new(ErrorCode::NotFound, format!("{what} {id:?} does not exist"))
+    }
+
+    pub fn invalid_task(details: Vec<FieldError>) -> Self {
+        let message = match details.as_slice() {
+            [one] => format!("invalid task: {}: {}", one.field, one.message),
+            many => format!(
+                "invalid task: {} problems, first: {}: {}",
+                many.len(),
+                many.first().map(|d| d.field.as_str()).unwrap_or(""),
+                many.first().map(|d| d.message.as_str()).unwrap_or("")
+            ),
+        };
+        ApiError {
+            code: ErrorCode::InvalidTask,
+            message,
+            details,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Tessera's domain model, shared by every other crate.
+//!
+//! Everything here is plain data and pure functions: no I/O, no async, no heavy
+//! dependencies, so that the store, the executors and the HTTP layer can all depend on it
+//! without dragging each other along.
+
+pub mod error;
+pub mod id;
+pub mod page;
+pub mod state;
+pub mod task;
+pub mod tes;
+pub mod time_fmt;
+pub mod validate;
+pub mod view;
+
+pub use error::{ApiError, ErrorCode};
+pub use state::State;
+pub use task::{Event, TaskRecord};

@@ -1,0 +1,66 @@
+//! The one internal task: what the store keeps and every API maps from.
+
+use crate::state::State;
+use crate::tes;
+use serde::{Deserialize, Serialize};
+
+/// A stored task. `spec` is the submitted TES document as validated and normalised
+/// (no id, state, logs or creation_time); `logs` holds one entry per attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    /// Store-assigned, strictly increasing with creation; the keyset for paging.
+    pub seq: i64,
+    pub state: State,
+    /// Why the task is not moving, or why it ended where it did. Never empty for a
+    /// non-terminal task that is waiting on something.
+    pub reason: Option<String>,
+    pub spec: tes::Task,
+    pub logs: Vec<tes::TaskLog>,
+    pub creation_time: String,
+}
+
+impl TaskRecord {
+    pub fn name(&self) -> Option<&str> {
+        self.spec.name.as_deref()
+    }
+
+    pub fn executors(&self) -> &[tes::Executor] {
+        self.spec.executors.as_deref().unwrap_or(&[])
+    }
+
+    pub fn inputs(&self) -> &[tes::Input] {
+        self.spec.inputs.as_deref().unwrap_or(&[])
+    }
+
+    pub fn outputs(&self) -> &[tes::Output] {
+        self.spec.outputs.as_deref().unwrap_or(&[])
+    }
+
+    pub fn volumes(&self) -> &[String] {
+        self.spec.volumes.as_deref().unwrap_or(&[])
+    }
+}
+
+/// A task submitted for creation, ready for the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub id: String,
+    pub spec: tes::Task,
+    pub creation_time: String,
+    /// Initial reason shown while QUEUED.
+    pub reason: Option<String>,
+    /// Initial log entry, e.g. warnings from validation about ignored parameters.
+    pub logs: Vec<tes::TaskLog>,
+}
+
+/// One state change, as stored for the event stream and audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: i64,
+    pub task_id: String,
+    pub at: String,
+    pub from_state: Option<State>,
+    pub to_state: State,
+    pub reason: Option<String>,
+}

@@ -1,0 +1,26 @@
+//! RFC 3339 timestamps, the only time format on the wire.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Now, in RFC 3339 with UTC offset and sub-second precision.
+pub fn now_rfc3339() -> String {
+    format_rfc3339(OffsetDateTime::now_utc())
+}
+
+pub fn format_rfc3339(t: OffsetDateTime) -> String {
+    // Formatting a valid OffsetDateTime as RFC 3339 only fails for years outside 0..=9999.
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+}
+
+pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+/// Milliseconds between two RFC 3339 timestamps, if both parse and `end >= start`.
+pub fn millis_between(start: &str, end: &str) -> Option<i64> {
+    let (s, e) = (parse_rfc3339(start)?, parse_rfc3339(end)?);
+    let ms = (e - s).whole_milliseconds();
+    (ms >= 0).then_some(ms as i64)
+}

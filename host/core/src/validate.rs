@@ -1,0 +1,657 @@
+//! Validation of submitted TES tasks: every rule a task must meet before it is stored.
+//!
+//! All problems are collected, not just the first, each with the JSON path of the field,
+//! so a client can fix a document in one round trip.
+
+use crate::error::FieldError;
+use crate::tes::{FileType, Task};
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+/// What this server supports, from configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Host directories that `file://` inputs may be read from and outputs written to.
+    /// Lexically normalised absolute paths. Empty: `file://` is refused.
+    pub file_roots: Vec<PathBuf>,
+    /// backend_parameters keys this server honours (lower case).
+    pub backend_parameters: Vec<String>,
+    /// Largest inline input `content`, in bytes.
+    pub max_content_bytes: usize,
+    /// The largest cpu_cores / ram_gb a task may ask for, when known.
+    pub max_cpu_cores: Option<i32>,
+    pub max_ram_gb: Option<f64>,
+}
+
+/// The storage URL prefixes a policy supports, as service-info lists them.
+pub fn storage_prefixes(policy: &Policy) -> Vec<String> {
+    policy
+        .file_roots
+        .iter()
+        .map(|r| format!("file://{}", r.display()))
+        .collect()
+}
+
+/// A task that passed validation, plus warnings to record in its system logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    pub spec: Task,
+    pub warnings: Vec<String>,
+}
+
+pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldError>> {
+    let mut errs = Errors::default();
+    let mut warnings = Vec::new();
+
+    // Read-only fields are the server's to set.
+    task.id = None;
+    task.state = None;
+    task.logs = None;
+    task.creation_time = None;
+
+    if let Some(name) = &task.name {
+        if name.len() > 4096 {
+            errs.push("name", "must be at most 4096 bytes");
+        }
+    }
+
+    match task.executors.as_deref() {
+        None => errs.push(
+            "executors",
+            "is required: a task needs at least one executor",
+        ),
+        Some([]) => errs.push("executors", "must contain at least one executor"),
+        Some(execs) => {
+            for (i, e) in execs.iter().enumerate() {
+                let at = |f: &str| format!("executors[{i}].{f}");
+                if e.image.trim().is_empty() {
+                    errs.push(at("image"), "is required: name the container image to run");
+                } else if e.image.chars().any(|c| c.is_whitespace() || c == '\0') {
+                    errs.push(at("image"), "must not contain whitespace");
+                }
+                if e.command.is_empty() {
+                    errs.push(
+                        at("command"),
+                        "is required: give the program and its arguments",
+                    );
+                } else if e.command[0].is_empty() {
+                    errs.push(at("command[0]"), "must name the program to run");
+                }
+                if e.command.iter().any(|a| a.contains('\0')) {
+                    errs.push(at("command"), "must not contain NUL bytes");
+                }
+                for (field, value) in [
+                    ("workdir", &e.workdir),
+                    ("stdin", &e.stdin),
+                    ("stdout", &e.stdout),
+                    ("stderr", &e.stderr),
+                ] {
+                    if let Some(p) = value {
+                        if let Err(m) = check_container_path(p) {
+                            errs.push(at(field), m);
+                        }
+                    }
+                }
+                for key in e.env.iter().flat_map(|m| m.keys()) {
+                    if key.is_empty() || key.contains('=') || key.contains('\0') {
+                        errs.push(
+                            at("env"),
+                            format!("variable name {key:?} must be non-empty without '=' or NUL"),
+                        );
+                    }
+                }
+                if e.env
+                    .iter()
+                    .flat_map(|m| m.values())
+                    .any(|v| v.contains('\0'))
+                {
+                    errs.push(at("env"), "values must not contain NUL bytes");
+                }
+            }
+        }
+    }
+
+    let mut seen_paths = BTreeSet::new();
+    for (i, input) in task.inputs.iter().flatten().enumerate() {
+        let at = |f: &str| format!("inputs[{i}].{f}");
+        if let Err(m) = check_container_path(&input.path) {
+            errs.push(at("path"), m);
+        } else if !seen_paths.insert(normalise(&input.path)) {
+            errs.push(
+                at("path"),
+                format!("{:?} is used by another input", input.path),
+            );
+        }
+        match (&input.content, &input.url) {
+            (Some(c), _) if !c.is_empty() => {
+                if input.r#type == Some(FileType::Directory) {
+                    errs.push(at("content"), "inline content can only make a FILE input");
+                }
+                if c.len() > policy.max_content_bytes {
+                    errs.push(
+                        at("content"),
+                        format!(
+                            "is {} bytes; this server accepts at most {}",
+                            c.len(),
+                            policy.max_content_bytes
+                        ),
+                    );
+                }
+            }
+            (_, Some(url)) if !url.is_empty() => {
+                if let Err(m) = check_url(url, policy) {
+                    errs.push(at("url"), m);
+                }
+            }
+            _ => errs.push(at("url"), "an input needs a url or non-empty content"),
+        }
+    }
+
+    for (i, output) in task.outputs.iter().flatten().enumerate() {
+        let at = |f: &str| format!("outputs[{i}].{f}");
+        if let Err(m) = check_container_path(&output.path) {
+            errs.push(at("path"), m);
+        }
+        if output.url.is_empty() {
+            errs.push(at("url"), "is required: say where the output goes");
+        } else if let Err(m) = check_url(&output.url, policy) {
+            errs.push(at("url"), m);
+        }
+        if has_wildcard(&output.path) {
+            match &output.path_prefix {
+                None => errs.push(
+                    at("path_prefix"),
+                    "is required when path contains wildcards (*, ?, [)",
+                ),
+                Some(prefix) => {
+                    if let Err(m) = check_container_path(prefix) {
+                        errs.push(at("path_prefix"), m);
+                    } else if !output.path.starts_with(prefix.as_str()) {
+                        errs.push(at("path_prefix"), "must be a prefix of path");
+                    } else if has_wildcard(prefix) {
+                        errs.push(at("path_prefix"), "must not contain wildcards");
+                    }
+                }
+            }
+        }
+    }
+
+    let mut seen_volumes = BTreeSet::new();
+    for (i, v) in task.volumes.iter().flatten().enumerate() {
+        if let Err(m) = check_container_path(v) {
+            errs.push(format!("volumes[{i}]"), m);
+        } else if !seen_volumes.insert(normalise(v)) {
+            errs.push(format!("volumes[{i}]"), format!("{v:?} is listed twice"));
+        }
+    }
+
+    for key in task.tags.iter().flat_map(|t| t.keys()) {
+        if key.is_empty() {
+            errs.push("tags", "tag keys must not be empty");
+        }
+    }
+
+    if let Some(res) = task.resources.as_mut() {
+        if let Some(c) = res.cpu_cores {
+            if c < 0 {
+                errs.push("resources.cpu_cores", "must not be negative");
+            } else if let Some(max) = policy.max_cpu_cores.filter(|m| c > *m) {
+                errs.push(
+                    "resources.cpu_cores",
+                    format!("asks for {c} cores; the largest this server can run is {max}"),
+                );
+            }
+        }
+        for (field, value) in [("ram_gb", res.ram_gb), ("disk_gb", res.disk_gb)] {
+            if let Some(v) = value {
+                if !v.is_finite() || v < 0.0 {
+                    errs.push(
+                        format!("resources.{field}"),
+                        "must be a non-negative number",
+                    );
+                }
+            }
+        }
+        if let (Some(v), Some(max)) = (res.ram_gb, policy.max_ram_gb) {
+            if v.is_finite() && v > max {
+                errs.push(
+                    "resources.ram_gb",
+                    format!("asks for {v} GB; the largest this server can run is {max:.1} GB"),
+                );
+            }
+        }
+        let strict = res.backend_parameters_strict.unwrap_or(false);
+        if let Some(params) = res.backend_parameters.as_mut() {
+            let unsupported: Vec<String> = params
+                .keys()
+                .filter(|k| !policy.backend_parameters.contains(&k.to_ascii_lowercase()))
+                .cloned()
+                .collect();
+            if !unsupported.is_empty() {
+                let supported = if policy.backend_parameters.is_empty() {
+                    "none".to_string()
+                } else {
+                    policy.backend_parameters.join(", ")
+                };
+                if strict {
+                    for k in &unsupported {
+                        errs.push(
+                            format!("resources.backend_parameters.{k}"),
+                            format!(
+                                "is not supported (backend_parameters_strict is true); supported keys: {supported}"
+                            ),
+                        );
+                    }
+                } else {
+                    // The spec: log a warning, and neither store nor return unsupported keys.
+                    for k in &unsupported {
+                        params.remove(k);
+                    }
+                    warnings.push(format!(
+                        "ignored unsupported backend_parameters: {}; supported keys: {supported}",
+                        unsupported.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+
+    if errs.0.is_empty() {
+        Ok(Validated {
+            spec: task,
+            warnings,
+        })
+    } else {
+        Err(errs.0)
+    }
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn has_wildcard(p: &str) -> bool {
+    p.contains(['*', '?', '['])
+}
+
+/// A path inside the container: absolute, no `..`, not the root itself.
+pub fn check_container_path(p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("is required: an absolute path inside the container".into());
+    }
+    if p.contains('\0') {
+        return Err("must not contain NUL bytes".into());
+    }
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} must be an absolute path"));
+    }
+    if Path::new(p).components().any(|c| c == Component::ParentDir) {
+        return Err(format!("{p:?} must not contain '..'"));
+    }
+    if normalise(p) == "/" {
+        return Err("must not be the container's root directory".into());
+    }
+    Ok(())
+}
+
+/// Lexical normalisation: collapse `//` and `.`; callers have rejected `..`.
+pub fn normalise(p: &str) -> String {
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// The host path of a `file://` URL (or bare absolute path), if it is one.
+/// `Ok(None)` for other schemes.
+pub fn file_url_path(url: &str) -> Result<Option<PathBuf>, String> {
+    let rest = if let Some(rest) = url.strip_prefix("file://") {
+        // Only local file URLs: file:///p or file://localhost/p.
+        let rest = rest.strip_prefix("localhost").unwrap_or(rest);
+        if !rest.starts_with('/') {
+            return Err(format!("{url:?}: file URLs must be file:///absolute/path"));
+        }
+        rest
+    } else if url.starts_with('/') {
+        url
+    } else {
+        return Ok(None);
+    };
+    let decoded = percent_decode(rest).ok_or_else(|| format!("{url:?} has a bad %-escape"))?;
+    if decoded.contains('\0') {
+        return Err(format!("{url:?} must not contain NUL bytes"));
+    }
+    if Path::new(&decoded)
+        .components()
+        .any(|c| c == Component::ParentDir)
+    {
+        return Err(format!("{url:?} must not contain '..'"));
+    }
+    Ok(Some(PathBuf::from(normalise(&decoded))))
+}
+
+/// Whether a normalised host path lies inside one of the allowed roots.
+pub fn within_roots(path: &Path, roots: &[PathBuf]) -> bool {
+    roots.iter().any(|r| path.starts_with(r))
+}
+
+fn check_url(url: &str, policy: &Policy) -> Result<(), String> {
+    match file_url_path(url)? {
+        Some(path) => {
+            if policy.file_roots.is_empty() {
+                Err("file:// URLs are not enabled on this server (no allowed directories are configured)".into())
+            } else if within_roots(&path, &policy.file_roots) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} is outside the directories this server allows: {}",
+                    path.display(),
+                    policy
+                        .file_roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        }
+        None => {
+            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or(url);
+            let supported = storage_prefixes(policy);
+            Err(format!(
+                "URL scheme {scheme:?} is not supported by this server; supported: {}",
+                if supported.is_empty() {
+                    "inline content only".to_string()
+                } else {
+                    supported.join(", ")
+                }
+            ))
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tes::{Executor, Input, Output, Resources};
+    use proptest::prelude::*;
+
+    fn policy() -> Policy {
+        Policy {
+            file_roots: vec![PathBuf::from("/srv/data")],
+            backend_parameters: vec!["network".into()],
+            max_content_bytes: 1 << 20,
+            max_cpu_cores: Some(2),
+            max_ram_gb: None,
+        }
+    }
+
+    fn ok_task() -> Task {
+        Task {
+            executors: Some(vec![Executor {
+                image: "busybox".into(),
+                command: vec!["echo".into(), "hi".into()],
+                ..Executor::default()
+            }]),
+            ..Task::default()
+        }
+    }
+
+    fn fields(t: Task) -> Vec<String> {
+        validate(t, &policy())
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn accepts_a_minimal_task_and_strips_read_only_fields() {
+        let mut t = ok_task();
+        t.id = Some("mine".into());
+        t.state = Some(crate::State::Complete);
+        let v = validate(t, &policy()).unwrap();
+        assert_eq!(v.spec.id, None);
+        assert_eq!(v.spec.state, None);
+    }
+
+    #[test]
+    fn rejects_missing_executors_image_and_command() {
+        assert_eq!(fields(Task::default()), ["executors"]);
+        let mut t = ok_task();
+        t.executors = Some(vec![Executor::default()]);
+        assert_eq!(fields(t), ["executors[0].image", "executors[0].command"]);
+    }
+
+    #[test]
+    fn rejects_inputs_without_source_and_bad_paths() {
+        let mut t = ok_task();
+        t.inputs = Some(vec![
+            Input {
+                path: "/a".into(),
+                ..Input::default()
+            },
+            Input {
+                path: "rel".into(),
+                content: Some("x".into()),
+                ..Input::default()
+            },
+            Input {
+                path: "/b/../etc".into(),
+                content: Some("x".into()),
+                ..Input::default()
+            },
+            Input {
+                path: "/c".into(),
+                url: Some("file:///etc/passwd".into()),
+                ..Input::default()
+            },
+            Input {
+                path: "/d".into(),
+                url: Some("file:///srv/data/../../etc/passwd".into()),
+                ..Input::default()
+            },
+            Input {
+                path: "/e".into(),
+                url: Some("s3://bucket/key".into()),
+                ..Input::default()
+            },
+        ]);
+        assert_eq!(
+            fields(t),
+            [
+                "inputs[0].url",
+                "inputs[1].path",
+                "inputs[2].path",
+                "inputs[3].url",
+                "inputs[4].url",
+                "inputs[5].url"
+            ]
+        );
+    }
+
+    #[test]
+    fn file_urls_inside_roots_are_accepted() {
+        let mut t = ok_task();
+        t.inputs = Some(vec![Input {
+            path: "/in/x".into(),
+            url: Some("file:///srv/data/sub/x%20y".into()),
+            ..Input::default()
+        }]);
+        t.outputs = Some(vec![Output {
+            path: "/out/*.txt".into(),
+            path_prefix: Some("/out/".into()),
+            url: "file:///srv/data/results/".into(),
+            ..Output::default()
+        }]);
+        validate(t, &policy()).unwrap();
+    }
+
+    #[test]
+    fn wildcard_outputs_need_a_prefix() {
+        let mut t = ok_task();
+        t.outputs = Some(vec![Output {
+            path: "/out/*.txt".into(),
+            url: "file:///srv/data/r".into(),
+            ..Output::default()
+        }]);
+        assert_eq!(fields(t), ["outputs[0].path_prefix"]);
+    }
+
+    #[test]
+    fn backend_parameters_strict_and_lenient() {
+        let mut t = ok_task();
+        t.resources = Some(Resources {
+            backend_parameters: Some(
+                [
+                    ("VmSize".to_string(), "x".to_string()),
+                    ("Network".to_string(), "none".to_string()),
+                ]
+                .into(),
+            ),
+            ..Resources::default()
+        });
+        let v = validate(t.clone(), &policy()).unwrap();
+        let params = v.spec.resources.unwrap().backend_parameters.unwrap();
+        assert_eq!(
+            params.keys().collect::<Vec<_>>(),
+            ["Network"],
+            "unsupported keys are not stored"
+        );
+        assert_eq!(v.warnings.len(), 1);
+        t.resources.as_mut().unwrap().backend_parameters_strict = Some(true);
+        assert_eq!(fields(t), ["resources.backend_parameters.VmSize"]);
+    }
+
+    #[test]
+    fn resources_must_be_sane() {
+        let mut t = ok_task();
+        t.resources = Some(Resources {
+            cpu_cores: Some(64),
+            ram_gb: Some(f64::NAN),
+            disk_gb: Some(-1.0),
+            ..Resources::default()
+        });
+        assert_eq!(
+            fields(t),
+            [
+                "resources.cpu_cores",
+                "resources.ram_gb",
+                "resources.disk_gb"
+            ]
+        );
+    }
+
+    fn arb_path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("/data/x".to_string()),
+            Just("/".to_string()),
+            Just("".to_string()),
+            Just("/a/../b".to_string()),
+            "[a-z/.]{0,12}",
+            ".{0,8}",
+        ]
+    }
+
+    fn arb_task() -> impl Strategy<Value = Task> {
+        let exec = (
+            ".{0,6}",
+            proptest::collection::vec(".{0,4}", 0..3),
+            proptest::option::of(arb_path()),
+        )
+            .prop_map(|(image, command, workdir)| Executor {
+                image,
+                command,
+                workdir,
+                ..Executor::default()
+            });
+        let input = (
+            arb_path(),
+            proptest::option::of(".{0,20}"),
+            proptest::option::of(".{0,6}"),
+        )
+            .prop_map(|(path, url, content)| Input {
+                path,
+                url,
+                content,
+                ..Input::default()
+            });
+        let output = (arb_path(), ".{0,30}", proptest::option::of(arb_path())).prop_map(
+            |(path, url, path_prefix)| Output {
+                path,
+                url,
+                path_prefix,
+                ..Output::default()
+            },
+        );
+        (
+            proptest::option::of(proptest::collection::vec(exec, 0..3)),
+            proptest::option::of(proptest::collection::vec(input, 0..3)),
+            proptest::option::of(proptest::collection::vec(output, 0..3)),
+            proptest::option::of(proptest::collection::vec(arb_path(), 0..3)),
+            proptest::option::of((any::<i32>(), any::<f64>())),
+        )
+            .prop_map(|(executors, inputs, outputs, volumes, res)| Task {
+                executors,
+                inputs,
+                outputs,
+                volumes,
+                resources: res.map(|(c, r)| Resources {
+                    cpu_cores: Some(c),
+                    ram_gb: Some(r),
+                    ..Resources::default()
+                }),
+                ..Task::default()
+            })
+    }
+
+    proptest! {
+        /// Whatever the document, validation answers without panicking, and anything it
+        /// accepts obeys the rules the executors rely on.
+        #[test]
+        fn validation_is_total_and_sound(task in arb_task()) {
+            if let Ok(v) = validate(task, &policy()) {
+                let execs = v.spec.executors.unwrap();
+                prop_assert!(!execs.is_empty());
+                for e in &execs {
+                    prop_assert!(!e.image.trim().is_empty() && !e.command.is_empty());
+                }
+                for i in v.spec.inputs.iter().flatten() {
+                    prop_assert!(check_container_path(&i.path).is_ok());
+                    if let Some(Some(p)) = i.url.as_deref().filter(|_| i.content.as_deref().unwrap_or("").is_empty()).map(|u| file_url_path(u).ok().flatten()) {
+                        prop_assert!(within_roots(&p, &policy().file_roots));
+                    }
+                }
+                for o in v.spec.outputs.iter().flatten() {
+                    prop_assert!(check_container_path(&o.path).is_ok());
+                }
+            }
+        }
+    }
+}

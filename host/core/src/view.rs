@@ -1,0 +1,109 @@
+//! The three TES views of a stored task.
+
+use crate::task::TaskRecord;
+use crate::tes::{Task, View};
+
+/// Render a stored task in a TES view:
+/// MINIMAL is exactly `id` and `state`; BASIC omits executor stdout/stderr,
+/// `inputs[].content` and `system_logs`; FULL has everything.
+pub fn render(record: &TaskRecord, view: View) -> Task {
+    if view == View::Minimal {
+        return Task {
+            id: Some(record.id.clone()),
+            state: Some(record.state),
+            ..Task::default()
+        };
+    }
+    let mut task = record.spec.clone();
+    task.id = Some(record.id.clone());
+    task.state = Some(record.state);
+    task.creation_time = Some(record.creation_time.clone());
+    task.logs = Some(record.logs.clone());
+    if task.executors.is_none() {
+        task.executors = Some(Vec::new());
+    }
+    if view == View::Basic {
+        if let Some(inputs) = task.inputs.as_mut() {
+            for input in inputs {
+                input.content = None;
+            }
+        }
+        if let Some(logs) = task.logs.as_mut() {
+            for log in logs {
+                log.system_logs = None;
+                for exec in &mut log.logs {
+                    exec.stdout = None;
+                    exec.stderr = None;
+                }
+            }
+        }
+    }
+    task
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::State;
+    use crate::tes::{Executor, ExecutorLog, Input, TaskLog};
+
+    fn record() -> TaskRecord {
+        TaskRecord {
+            id: "t1".into(),
+            seq: 1,
+            state: State::Complete,
+            reason: None,
+            spec: Task {
+                name: Some("n".into()),
+                inputs: Some(vec![Input {
+                    path: "/in".into(),
+                    content: Some("secret-ish".into()),
+                    ..Input::default()
+                }]),
+                executors: Some(vec![Executor {
+                    image: "busybox".into(),
+                    command: vec!["true".into()],
+                    ..Executor::default()
+                }]),
+                ..Task::default()
+            },
+            logs: vec![TaskLog {
+                logs: vec![ExecutorLog {
+                    stdout: Some("out".into()),
+                    stderr: Some("err".into()),
+                    exit_code: 0,
+                    ..ExecutorLog::default()
+                }],
+                system_logs: Some(vec!["sys".into()]),
+                ..TaskLog::default()
+            }],
+            creation_time: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn minimal_is_exactly_id_and_state() {
+        let v = serde_json::to_value(render(&record(), View::Minimal)).unwrap();
+        assert_eq!(v, serde_json::json!({"id": "t1", "state": "COMPLETE"}));
+    }
+
+    #[test]
+    fn basic_hides_logs_content_and_system_logs() {
+        let v = serde_json::to_value(render(&record(), View::Basic)).unwrap();
+        assert!(v["inputs"][0].get("content").is_none());
+        assert!(v["logs"][0].get("system_logs").is_none());
+        assert!(v["logs"][0]["logs"][0].get("stdout").is_none());
+        assert!(v["logs"][0]["logs"][0].get("stderr").is_none());
+        assert_eq!(v["logs"][0]["logs"][0]["exit_code"], 0);
+        assert_eq!(v["name"], "n");
+    }
+
+    #[test]
+    fn full_has_everything() {
+        let v = serde_json::to_value(render(&record(), View::Full)).unwrap();
+        assert_eq!(v["inputs"][0]["content"], "secret-ish");
+        assert_eq!(v["logs"][0]["system_logs"][0], "sys");
+        assert_eq!(v["logs"][0]["logs"][0]["stdout"], "out");
+        assert_eq!(v["creation_time"], "2026-01-01T00:00:00Z");
+    }
+}
