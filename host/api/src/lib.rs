@@ -1,0 +1,160 @@
+//! The HTTP layer. Routes:
+//! - GA4GH TES v1.1.0 under `/ga4gh/tes/v1`
+//! - `GET /v1/tasks/{id}`: a task with its current reason and event history
+//! - `/healthz`, `/readyz`, `/metrics` (no authentication)
+
+mod error;
+mod metrics;
+mod tes;
+
+pub use error::Error;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use tessera_core::ErrorCode;
+use tessera_core::validate::Policy;
+use tessera_runner::{EngineStatus, Runner};
+
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Bearer token required on every API but health and metrics; `None` disables auth.
+    pub auth_token: Option<String>,
+    pub max_body_bytes: usize,
+    /// What validation allows (storage roots, backend parameters, content size).
+    pub policy: Policy,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    runner: Runner,
+    cfg: ApiConfig,
+}
+
+impl AppState {
+    pub fn new(runner: Runner, cfg: ApiConfig) -> Self {
+        AppState(Arc::new(Inner { runner, cfg }))
+    }
+
+    fn runner(&self) -> &Runner {
+        &self.0.runner
+    }
+
+    /// The validation policy with limits from the engine, when it is known.
+    fn policy(&self) -> Policy {
+        let mut p = self.0.cfg.policy.clone();
+        if let EngineStatus::Ready {
+            cpus, memory_bytes, ..
+        } = self.runner().engine_status()
+        {
+            p.max_cpu_cores = i32::try_from(cpus).ok().filter(|c| *c > 0);
+            p.max_ram_gb = (memory_bytes > 0).then(|| memory_bytes as f64 / (1u64 << 30) as f64);
+        }
+        p
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/ga4gh/tes/v1/service-info", get(tes::service_info))
+        .route(
+            "/ga4gh/tes/v1/tasks",
+            get(tes::list_tasks).post(tes::create_task),
+        )
+        .route(
+            "/ga4gh/tes/v1/tasks/{id}",
+            get(tes::get_task).post(tes::cancel_task),
+        )
+        .route("/v1/tasks/{id}", get(tes::task_status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        .fallback(|| async { Error::new(ErrorCode::NotFound, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Error::new(
+                    ErrorCode::InvalidParameter,
+                    "method not allowed on this endpoint",
+                ),
+            )
+                .into_response()
+        })
+        .layer(DefaultBodyLimit::max(state.0.cfg.max_body_bytes))
+        .layer(middleware::from_fn(metrics::track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            Error::new(
+                ErrorCode::Internal,
+                "the server hit a bug handling this request",
+            )
+            .into_response()
+        }))
+        .with_state(state)
+}
+
+async fn authenticate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = state.0.cfg.auth_token.as_deref() else {
+        return next.run(req).await;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        Some(_) => Error::new(ErrorCode::Unauthorized, "the bearer token is not valid").into_response(),
+        None => Error::new(
+            ErrorCode::Unauthorized,
+            "authentication required: send 'Authorization: Bearer <token>' (the token is in <data_dir>/api-token unless configured)",
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let store = state.runner().store().ping().await;
+    let engine = state.runner().engine_status();
+    let executor = match &engine {
+        EngineStatus::Disabled => serde_json::json!({"kind": "none", "status": "disabled"}),
+        EngineStatus::Unknown => serde_json::json!({"kind": "docker", "status": "unknown"}),
+        EngineStatus::Ready { version, .. } => {
+            serde_json::json!({"kind": "docker", "status": "ready", "version": version})
+        }
+        EngineStatus::Unreachable(why) => {
+            serde_json::json!({"kind": "docker", "status": "unreachable", "reason": why})
+        }
+    };
+    let body = serde_json::json!({
+        "store": match &store { Ok(()) => serde_json::json!({"status": "ok"}), Err(e) => serde_json::json!({"status": "unreachable", "reason": e.to_string()}) },
+        "executor": executor,
+    });
+    // Ready means the API can serve: tasks are accepted and queue while Docker is away.
+    let status = if store.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}

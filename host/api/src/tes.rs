@@ -1,0 +1,332 @@
+//! GA4GH TES v1.1.0 handlers.
+
+use crate::{AppState, Error};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+use tessera_core::id::{is_valid_task_id, new_task_id};
+use tessera_core::task::NewTask;
+use tessera_core::tes::{
+    CancelTaskResponse, CreateTaskResponse, ListTasksResponse, Organization, ServiceInfo,
+    ServiceType, Task, TaskLog, View,
+};
+use tessera_core::time_fmt::now_rfc3339;
+use tessera_core::validate::{storage_prefixes, validate};
+use tessera_core::{ApiError, ErrorCode, Event, State as TaskState, page, view};
+use tessera_runner::CancelOutcome;
+use tessera_store::ListQuery;
+
+/// Default and largest list page. The spec says page_size "must be less than 2048";
+/// larger requests are clamped to 2047 (and page on with next_page_token).
+pub const DEFAULT_PAGE_SIZE: u32 = 256;
+pub const MAX_PAGE_SIZE: u32 = 2047;
+
+pub async fn service_info(State(state): State<AppState>) -> Json<ServiceInfo> {
+    let policy = state.policy();
+    Json(ServiceInfo {
+        id: "org.tessera.tes".into(),
+        name: "Tessera".into(),
+        r#type: ServiceType {
+            group: "org.ga4gh".into(),
+            artifact: "tes".into(),
+            version: "1.1.0".into(),
+        },
+        description: Some(
+            "Tessera task execution service (GA4GH TES v1.1.0) running containers on Docker".into(),
+        ),
+        organization: Organization {
+            name: "Tessera".into(),
+            url: "https://github.com/tessera".into(),
+        },
+        contact_url: None,
+        documentation_url: None,
+        created_at: None,
+        updated_at: None,
+        environment: None,
+        version: env!("CARGO_PKG_VERSION").into(),
+        storage: storage_prefixes(&policy),
+        tes_resources_backend_parameters: policy.backend_parameters.clone(),
+    })
+}
+
+pub async fn create_task(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CreateTaskResponse>, Error> {
+    let body = body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::new(
+                ErrorCode::BodyTooLarge,
+                format!(
+                    "the request body is larger than this server accepts ({} bytes)",
+                    state.0.cfg.max_body_bytes
+                ),
+            )
+        } else {
+            Error::new(
+                ErrorCode::MalformedBody,
+                format!("could not read the request body: {rej}"),
+            )
+        }
+    })?;
+    let task: Task = parse_json(&body)?;
+    let validated = validate(task, &state.policy()).map_err(ApiError::invalid_task)?;
+    let logs = if validated.warnings.is_empty() {
+        Vec::new()
+    } else {
+        vec![TaskLog {
+            system_logs: Some(validated.warnings.clone()),
+            ..TaskLog::default()
+        }]
+    };
+    let new = NewTask {
+        id: new_task_id(),
+        spec: validated.spec,
+        creation_time: now_rfc3339(),
+        reason: None,
+        logs,
+    };
+    let record = state
+        .runner()
+        .submit(new)
+        .await
+        .map_err(|e| Error::internal("storing the task failed", e))?;
+    tracing::debug!(task_id = %record.id, "task created");
+    Ok(Json(CreateTaskResponse { id: record.id }))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    if body.is_empty() {
+        return Err(Error::new(
+            ErrorCode::MalformedBody,
+            "the request body is empty; send a JSON task document",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if path.is_empty() || path == "." {
+            format!("the body is not a valid task document: {inner}")
+        } else {
+            format!("the body is not a valid task document: at {path}: {inner}")
+        };
+        let mut err = ApiError::new(ErrorCode::MalformedBody, message);
+        if !path.is_empty() && path != "." {
+            err.details.push(tessera_core::error::FieldError {
+                field: path,
+                message: inner.to_string(),
+            });
+        }
+        Error(err)
+    })
+}
+
+/// Query parameters, parsed by hand: `tag_key`/`tag_value` repeat.
+#[derive(Default)]
+struct ListParams {
+    name_prefix: Option<String>,
+    state: Option<TaskState>,
+    tag_keys: Vec<String>,
+    tag_values: Vec<String>,
+    page_size: u32,
+    page_token: Option<i64>,
+    view: View,
+}
+
+fn bad_param(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::InvalidParameter, msg)
+}
+
+fn parse_view(v: &str) -> Result<View, Error> {
+    match v.to_ascii_uppercase().as_str() {
+        "MINIMAL" => Ok(View::Minimal),
+        "BASIC" => Ok(View::Basic),
+        "FULL" => Ok(View::Full),
+        _ => Err(bad_param(format!(
+            "view {v:?} is not one of MINIMAL, BASIC, FULL"
+        ))),
+    }
+}
+
+fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| bad_param(format!("could not parse the query string: {e}")))
+}
+
+fn parse_list_params(raw: Option<&str>) -> Result<ListParams, Error> {
+    let mut p = ListParams {
+        page_size: DEFAULT_PAGE_SIZE,
+        ..ListParams::default()
+    };
+    for (k, v) in query_pairs(raw)? {
+        match k.as_str() {
+            "name_prefix" => p.name_prefix = Some(v).filter(|s| !s.is_empty()),
+            "state" => {
+                p.state = Some(v.parse::<TaskState>().map_err(bad_param)?);
+            }
+            "tag_key" => p.tag_keys.push(v),
+            "tag_value" => p.tag_values.push(v),
+            "page_size" => {
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| bad_param(format!("page_size {v:?} is not an integer")))?;
+                p.page_size = match n {
+                    n if n < 0 => return Err(bad_param("page_size must not be negative")),
+                    0 => DEFAULT_PAGE_SIZE,
+                    n => n.min(MAX_PAGE_SIZE as i64) as u32,
+                };
+            }
+            "page_token" => {
+                if !v.is_empty() {
+                    p.page_token = Some(page::decode(&v).ok_or_else(|| {
+                        Error::new(
+                            ErrorCode::InvalidPageToken,
+                            "page_token is not one this server issued; start again without it",
+                        )
+                    })?);
+                }
+            }
+            "view" => p.view = parse_view(&v)?,
+            _ => {}
+        }
+    }
+    if p.tag_values.len() > p.tag_keys.len() {
+        return Err(bad_param(
+            "there are more tag_value parameters than tag_key parameters",
+        ));
+    }
+    Ok(p)
+}
+
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<ListTasksResponse>, Error> {
+    let p = parse_list_params(raw.as_deref())?;
+    let tags = p
+        .tag_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), p.tag_values.get(i).cloned().unwrap_or_default()))
+        .collect();
+    let query = ListQuery {
+        name_prefix: p.name_prefix,
+        state: p.state,
+        tags,
+        before_seq: p.page_token,
+        // One more than asked tells whether another page exists.
+        limit: p.page_size + 1,
+        minimal: p.view == View::Minimal,
+    };
+    let mut records = state
+        .runner()
+        .store()
+        .list_tasks(&query)
+        .await
+        .map_err(|e| Error::internal("listing tasks failed", e))?;
+    let next_page_token = if records.len() > p.page_size as usize {
+        records.truncate(p.page_size as usize);
+        records.last().map(|r| page::encode(r.seq))
+    } else {
+        None
+    };
+    Ok(Json(ListTasksResponse {
+        tasks: records.iter().map(|r| view::render(r, p.view)).collect(),
+        next_page_token,
+    }))
+}
+
+fn check_id(id: &str) -> Result<(), Error> {
+    if is_valid_task_id(id) {
+        Ok(())
+    } else {
+        Err(Error(ApiError::not_found("task", id)))
+    }
+}
+
+pub async fn get_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Task>, Error> {
+    let mut view_param = View::Minimal;
+    for (k, v) in query_pairs(raw.as_deref())? {
+        if k == "view" {
+            view_param = parse_view(&v)?;
+        }
+    }
+    check_id(&id)?;
+    let record = state
+        .runner()
+        .store()
+        .get_task(&id)
+        .await
+        .map_err(|e| Error::internal("reading the task failed", e))?
+        .ok_or_else(|| Error(ApiError::not_found("task", &id)))?;
+    Ok(Json(view::render(&record, view_param)))
+}
+
+/// `POST /tasks/{id}:cancel`. The router cannot split `{id}:cancel` inside one path
+/// segment, so the suffix is checked here.
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    Path(id_action): Path<String>,
+) -> Result<Json<CancelTaskResponse>, Error> {
+    let Some(id) = id_action.strip_suffix(":cancel") else {
+        return Err(Error::new(
+            ErrorCode::NotFound,
+            "POST is only defined for /tasks/{id}:cancel",
+        ));
+    };
+    check_id(id)?;
+    match state
+        .runner()
+        .cancel(id)
+        .await
+        .map_err(|e| Error::internal("canceling the task failed", e))?
+    {
+        CancelOutcome::NotFound => Err(Error(ApiError::not_found("task", id))),
+        CancelOutcome::AlreadyFinished(_) | CancelOutcome::Canceling => {
+            Ok(Json(CancelTaskResponse {}))
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TaskStatus {
+    pub id: String,
+    pub state: TaskState,
+    /// Why the task is where it is, in words a person can act on.
+    pub reason: Option<String>,
+    pub task: Task,
+    pub events: Vec<Event>,
+}
+
+/// `GET /v1/tasks/{id}`: the FULL TES view plus the reason and the event history.
+pub async fn task_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskStatus>, Error> {
+    check_id(&id)?;
+    let store = state.runner().store();
+    let record = store
+        .get_task(&id)
+        .await
+        .map_err(|e| Error::internal("reading the task failed", e))?
+        .ok_or_else(|| Error(ApiError::not_found("task", &id)))?;
+    let events = store
+        .events(&id)
+        .await
+        .map_err(|e| Error::internal("reading the task's events failed", e))?;
+    Ok(Json(TaskStatus {
+        id: record.id.clone(),
+        state: record.state,
+        reason: record.reason.clone(),
+        task: view::render(&record, View::Full),
+        events,
+    }))
+}

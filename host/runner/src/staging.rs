@@ -1,0 +1,559 @@
+//! Staging inputs into a task's workspace and outputs out of it, for inline content and
+//! `file://` URLs inside the operator's allowed directories.
+//!
+//! Two boundaries are enforced here, at run time, in addition to validation at submit
+//! time: host paths are canonicalised (so a symlink cannot lead outside the allowed
+//! roots), and files taken from the workspace must resolve inside the workspace (so an
+//! executor cannot plant a symlink that makes the host copy its own files out).
+
+use crate::workspace::{Mount, Workspace};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use tessera_core::TaskRecord;
+use tessera_core::tes::{FileType, OutputFileLog};
+use tessera_core::validate::{file_url_path, normalise};
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Staged {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Staged {
+    fn add(&mut self, bytes: u64) {
+        self.files += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// Create the workspace, the host side of every mount, and stage every input.
+/// Runs blocking file I/O; call it from `spawn_blocking`.
+pub fn stage_in(
+    task: &TaskRecord,
+    ws: &Workspace,
+    mounts: &[Mount],
+    roots: &[PathBuf],
+) -> Result<Staged, String> {
+    let fs_root = ws.root.join("fs");
+    fs::create_dir_all(&fs_root).map_err(|e| format!("creating the task workspace: {e}"))?;
+    for m in mounts.iter().filter(|m| m.is_dir) {
+        let host = ws.host_path(&m.container);
+        fs::create_dir_all(&host)
+            .map_err(|e| format!("creating the workspace directory for {}: {e}", m.container))?;
+    }
+
+    let mut staged = Staged::default();
+    for (i, input) in task.inputs().iter().enumerate() {
+        let dest = ws.host_path(&input.path);
+        ensure_parent(&dest, &fs_root).map_err(|e| format!("inputs[{i}] {}: {e}", input.path))?;
+        match input.content.as_deref().filter(|c| !c.is_empty()) {
+            Some(content) => {
+                write_new(&dest, content.as_bytes())
+                    .map_err(|e| format!("inputs[{i}] {}: writing content: {e}", input.path))?;
+                staged.add(content.len() as u64);
+            }
+            None => {
+                let url = input.url.as_deref().unwrap_or_default();
+                let src =
+                    allowed_host_path(url, roots).map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
+                let meta = fs::metadata(&src).map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
+                let want_dir = input.r#type == Some(FileType::Directory);
+                if want_dir != meta.is_dir() {
+                    return Err(format!(
+                        "inputs[{i}] {url}: is a {}, but the input's type is {}",
+                        if meta.is_dir() { "directory" } else { "file" },
+                        if want_dir { "DIRECTORY" } else { "FILE" }
+                    ));
+                }
+                if want_dir {
+                    copy_tree(&src, &dest, roots, &mut staged)
+                        .map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
+                } else {
+                    let n = fs::copy(&src, &dest).map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
+                    staged.add(n);
+                }
+            }
+        }
+    }
+    // File mounts need their host file to exist, even for outputs not yet written.
+    for m in mounts.iter().filter(|m| !m.is_dir) {
+        let host = ws.host_path(&m.container);
+        if fs::symlink_metadata(&host).is_err() {
+            ensure_parent(&host, &fs_root).map_err(|e| format!("{}: {e}", m.container))?;
+            fs::File::create(&host).map_err(|e| format!("{}: {e}", m.container))?;
+        }
+    }
+    Ok(staged)
+}
+
+/// Copy every output out of the workspace. Returns the output file logs and, when some
+/// output could not be staged, the reasons (the caller decides the task's state).
+pub fn stage_out(
+    task: &TaskRecord,
+    ws: &Workspace,
+    roots: &[PathBuf],
+) -> (Vec<OutputFileLog>, Staged, Vec<String>) {
+    let fs_root = ws.root.join("fs");
+    let mut logs = Vec::new();
+    let mut staged = Staged::default();
+    let mut errors = Vec::new();
+    for (i, output) in task.outputs().iter().enumerate() {
+        let dest_root = match allowed_dest_path(&output.url, roots) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(format!("outputs[{i}] {}: {e}", output.url));
+                continue;
+            }
+        };
+        let result = if output.path.contains(['*', '?', '[']) {
+            stage_wildcard(
+                output,
+                &fs_root,
+                ws,
+                &dest_root,
+                roots,
+                &mut logs,
+                &mut staged,
+            )
+        } else {
+            let src = ws.host_path(&output.path);
+            let want_dir = output.r#type == Some(FileType::Directory);
+            copy_out(
+                &src,
+                &fs_root,
+                &output.path,
+                &dest_root,
+                &output.url,
+                want_dir,
+                roots,
+                &mut logs,
+                &mut staged,
+            )
+        };
+        if let Err(e) = result {
+            errors.push(format!("outputs[{i}] {}: {e}", output.path));
+        }
+    }
+    (logs, staged, errors)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_out(
+    src: &Path,
+    fs_root: &Path,
+    container_path: &str,
+    dest: &Path,
+    url: &str,
+    want_dir: bool,
+    roots: &[PathBuf],
+    logs: &mut Vec<OutputFileLog>,
+    staged: &mut Staged,
+) -> Result<(), String> {
+    let real = inside(src, fs_root)?;
+    let meta = fs::metadata(&real).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => "the executors did not create it".to_string(),
+        _ => e.to_string(),
+    })?;
+    if meta.is_dir() != want_dir {
+        return Err(format!(
+            "is a {}, but the output's type is {}",
+            if meta.is_dir() { "directory" } else { "file" },
+            if want_dir { "DIRECTORY" } else { "FILE" }
+        ));
+    }
+    if !want_dir {
+        let n = copy_to_dest(&real, dest, roots)?;
+        staged.add(n);
+        logs.push(OutputFileLog {
+            url: url.to_string(),
+            path: normalise(container_path),
+            size_bytes: n.to_string(),
+        });
+        return Ok(());
+    }
+    // Directory outputs are flattened into one log entry per file.
+    let mut stack = vec![(real, String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child_rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let child = inside(&entry.path(), fs_root)?;
+            let meta = fs::metadata(&child).map_err(|e| e.to_string())?;
+            if meta.is_dir() {
+                stack.push((child, child_rel));
+            } else {
+                let n = copy_to_dest(&child, &dest.join(&child_rel), roots)?;
+                staged.add(n);
+                logs.push(OutputFileLog {
+                    url: join_url(url, &child_rel),
+                    path: normalise(&format!("{container_path}/{child_rel}")),
+                    size_bytes: n.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stage_wildcard(
+    output: &tessera_core::tes::Output,
+    fs_root: &Path,
+    ws: &Workspace,
+    dest_root: &Path,
+    roots: &[PathBuf],
+    logs: &mut Vec<OutputFileLog>,
+    staged: &mut Staged,
+) -> Result<(), String> {
+    let prefix = output.path_prefix.as_deref().unwrap_or("/");
+    let pattern = format!(
+        "{}{}",
+        glob::Pattern::escape(&fs_root.to_string_lossy()),
+        normalise(&output.path)
+    );
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let matches = glob::glob_with(&pattern, options).map_err(|e| format!("bad pattern: {e}"))?;
+    let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).collect();
+    found.sort();
+    for host in found {
+        let rel_to_fs = host
+            .strip_prefix(fs_root)
+            .map_err(|_| "match outside the workspace".to_string())?;
+        let container_path = format!("/{}", rel_to_fs.to_string_lossy());
+        let pruned = container_path
+            .strip_prefix(prefix)
+            .unwrap_or(&container_path)
+            .trim_start_matches('/')
+            .to_string();
+        let url = join_url(&output.url, &pruned);
+        let is_dir = fs::metadata(inside(&host, fs_root)?)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        copy_out(
+            &ws.host_path(&container_path),
+            fs_root,
+            &container_path,
+            &dest_root.join(&pruned),
+            &url,
+            is_dir,
+            roots,
+            logs,
+            staged,
+        )?;
+    }
+    Ok(())
+}
+
+fn join_url(base: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        base.to_string()
+    } else {
+        format!("{}/{}", base.trim_end_matches('/'), rel)
+    }
+}
+
+/// Resolve `path` (which must exist) and require it to stay inside `root`.
+fn inside(path: &Path, root: &Path) -> Result<PathBuf, String> {
+    let real = fs::canonicalize(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => "the executors did not create it".to_string(),
+        _ => e.to_string(),
+    })?;
+    let root = fs::canonicalize(root).map_err(|e| e.to_string())?;
+    if real.starts_with(&root) {
+        Ok(real)
+    } else {
+        Err("is a link that leads outside the task's workspace; refusing to follow it".into())
+    }
+}
+
+/// The host path of a `file://` source, resolved and checked against the roots.
+fn allowed_host_path(url: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
+    let path = file_url_path(url)?.ok_or_else(|| "unsupported URL scheme".to_string())?;
+    let real = fs::canonicalize(&path).map_err(|e| e.to_string())?;
+    if roots.iter().any(|r| real.starts_with(r)) {
+        Ok(real)
+    } else {
+        Err("resolves outside the directories this server allows".into())
+    }
+}
+
+/// The host path of a `file://` destination (lexically inside the roots; the real check
+/// happens in `copy_to_dest` once parent directories exist).
+fn allowed_dest_path(url: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
+    let path = file_url_path(url)?.ok_or_else(|| "unsupported URL scheme".to_string())?;
+    if roots.iter().any(|r| path.starts_with(r)) {
+        Ok(path)
+    } else {
+        Err("is outside the directories this server allows".into())
+    }
+}
+
+fn copy_to_dest(src: &Path, dest: &Path, roots: &[PathBuf]) -> Result<u64, String> {
+    let parent = dest.parent().ok_or("destination has no parent directory")?;
+    fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    let real_parent = fs::canonicalize(parent).map_err(|e| e.to_string())?;
+    if !roots.iter().any(|r| real_parent.starts_with(r)) {
+        return Err(format!(
+            "{} resolves outside the allowed directories",
+            dest.display()
+        ));
+    }
+    let name = dest.file_name().ok_or("destination has no file name")?;
+    let target = real_parent.join(name);
+    if fs::symlink_metadata(&target)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false)
+    {
+        return Err(format!(
+            "{} is a symlink; refusing to write through it",
+            target.display()
+        ));
+    }
+    fs::copy(src, &target).map_err(|e| format!("copying to {}: {e}", target.display()))
+}
+
+fn copy_tree(
+    src: &Path,
+    dest: &Path,
+    roots: &[PathBuf],
+    staged: &mut Staged,
+) -> Result<(), String> {
+    fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+    for entry in fs::read_dir(src).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let real = fs::canonicalize(entry.path()).map_err(|e| e.to_string())?;
+        if !roots.iter().any(|r| real.starts_with(r)) {
+            return Err(format!(
+                "{} leads outside the allowed directories",
+                entry.path().display()
+            ));
+        }
+        let target = dest.join(entry.file_name());
+        if real.is_dir() {
+            copy_tree(&real, &target, roots, staged)?;
+        } else {
+            let n = fs::copy(&real, &target).map_err(|e| e.to_string())?;
+            staged.add(n);
+        }
+    }
+    Ok(())
+}
+
+/// Make `path`'s parent directories inside `root`, refusing symlinked parents.
+fn ensure_parent(path: &Path, root: &Path) -> Result<(), String> {
+    let parent = path.parent().ok_or("no parent directory")?;
+    fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    inside(parent, root).map(|_| ())
+}
+
+/// Write a file the host owns, replacing (not following) whatever is at `path`.
+pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if meta.is_dir() {
+            return Err(io::Error::other("a directory is in the way"));
+        }
+        fs::remove_file(path)?;
+    }
+    fs::write(path, bytes)
+}
+
+/// Write a captured stdout/stderr file into the workspace, checking that its directory
+/// is inside the workspace (an executor may have replaced it with a symlink).
+pub fn write_capture(ws: &Workspace, container_path: &str, bytes: &[u8]) -> Result<(), String> {
+    let dest = ws.host_path(container_path);
+    ensure_parent(&dest, &ws.root.join("fs"))?;
+    write_new(&dest, bytes).map_err(|e| e.to_string())
+}
+
+/// The host file behind an executor's stdin path, which must be inside the workspace.
+pub fn stdin_file(ws: &Workspace, container_path: &str) -> Result<PathBuf, String> {
+    let p = ws.host_path(container_path);
+    let real =
+        inside(&p, &ws.root.join("fs")).map_err(|e| format!("stdin {container_path}: {e}"))?;
+    if real.is_file() {
+        Ok(real)
+    } else {
+        Err(format!("stdin {container_path}: is not a file"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::State;
+    use tessera_core::tes::{Input, Output, Task};
+
+    fn record(spec: Task) -> TaskRecord {
+        TaskRecord {
+            id: "t".into(),
+            seq: 1,
+            state: State::Queued,
+            reason: None,
+            spec,
+            logs: vec![],
+            creation_time: String::new(),
+        }
+    }
+
+    #[test]
+    fn stages_content_files_and_dirs_in_and_outputs_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let allowed = fs::canonicalize(tmp.path()).unwrap().join("allowed");
+        fs::create_dir_all(allowed.join("dir/sub")).unwrap();
+        fs::write(allowed.join("a.txt"), "aaa").unwrap();
+        fs::write(allowed.join("dir/sub/b.txt"), "bb").unwrap();
+        let roots = vec![allowed.clone()];
+        let t = record(Task {
+            inputs: Some(vec![
+                Input {
+                    path: "/in/c.txt".into(),
+                    content: Some("c".repeat(200_000)),
+                    ..Input::default()
+                },
+                Input {
+                    path: "/in/a.txt".into(),
+                    url: Some(format!("file://{}/a.txt", allowed.display())),
+                    ..Input::default()
+                },
+                Input {
+                    path: "/ref".into(),
+                    url: Some(format!("file://{}/dir", allowed.display())),
+                    r#type: Some(FileType::Directory),
+                    ..Input::default()
+                },
+            ]),
+            outputs: Some(vec![
+                Output {
+                    path: "/in/a.txt".into(),
+                    url: format!("file://{}/out/a.txt", allowed.display()),
+                    ..Output::default()
+                },
+                Output {
+                    path: "/ref".into(),
+                    url: format!("file://{}/out/ref", allowed.display()),
+                    r#type: Some(FileType::Directory),
+                    ..Output::default()
+                },
+                Output {
+                    path: "/in/*.txt".into(),
+                    path_prefix: Some("/in/".into()),
+                    url: format!("file://{}/out/glob/", allowed.display()),
+                    ..Output::default()
+                },
+            ]),
+            ..Task::default()
+        });
+        let ws = Workspace::new(&tmp.path().join("work"), "t");
+        let mounts = crate::workspace::plan_mounts(&t);
+        let staged = stage_in(&t, &ws, &mounts, &roots).unwrap();
+        assert_eq!(
+            staged,
+            Staged {
+                files: 3,
+                bytes: 200_005
+            }
+        );
+        assert_eq!(
+            fs::read_to_string(ws.host_path("/ref/sub/b.txt")).unwrap(),
+            "bb"
+        );
+
+        let (logs, out, errors) = stage_out(&t, &ws, &roots);
+        assert!(errors.is_empty(), "{errors:?}");
+        let paths: Vec<(&str, &str)> = logs
+            .iter()
+            .map(|l| (l.path.as_str(), l.size_bytes.as_str()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("/in/a.txt", "3"),
+                ("/ref/sub/b.txt", "2"),
+                ("/in/a.txt", "3"),
+                ("/in/c.txt", "200000")
+            ]
+        );
+        assert_eq!(out.files, 4);
+        assert_eq!(
+            fs::read_to_string(allowed.join("out/ref/sub/b.txt")).unwrap(),
+            "bb"
+        );
+        assert_eq!(
+            fs::read(allowed.join("out/glob/c.txt")).unwrap().len(),
+            200_000
+        );
+        assert!(logs[3].url.ends_with("/out/glob/c.txt"), "{}", logs[3].url);
+    }
+
+    #[test]
+    fn symlinks_cannot_escape_roots_or_workspace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(tmp.path()).unwrap();
+        let allowed = base.join("allowed");
+        fs::create_dir_all(&allowed).unwrap();
+        fs::write(base.join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(base.join("secret"), allowed.join("link")).unwrap();
+        let roots = vec![allowed.clone()];
+        let t = record(Task {
+            inputs: Some(vec![Input {
+                path: "/in/x".into(),
+                url: Some(format!("file://{}/link", allowed.display())),
+                ..Input::default()
+            }]),
+            ..Task::default()
+        });
+        let ws = Workspace::new(&base.join("work"), "t");
+        let err = stage_in(&t, &ws, &[], &roots).unwrap_err();
+        assert!(err.contains("outside"), "{err}");
+
+        // An executor-made symlink in the workspace must not be followed on the way out.
+        let t = record(Task {
+            outputs: Some(vec![Output {
+                path: "/out/x".into(),
+                url: format!("file://{}/got", allowed.display()),
+                ..Output::default()
+            }]),
+            ..Task::default()
+        });
+        fs::create_dir_all(ws.host_path("/out")).unwrap();
+        std::os::unix::fs::symlink(base.join("secret"), ws.host_path("/out/x")).unwrap();
+        let (logs, _, errors) = stage_out(&t, &ws, &roots);
+        assert!(logs.is_empty());
+        assert!(
+            errors[0].contains("outside the task's workspace"),
+            "{errors:?}"
+        );
+        assert!(!allowed.join("got").exists());
+    }
+
+    #[test]
+    fn missing_outputs_are_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let allowed = fs::canonicalize(tmp.path()).unwrap();
+        let t = record(Task {
+            outputs: Some(vec![Output {
+                path: "/out/none".into(),
+                url: format!("file://{}/x", allowed.display()),
+                ..Output::default()
+            }]),
+            ..Task::default()
+        });
+        let ws = Workspace::new(&allowed.join("work"), "t");
+        fs::create_dir_all(ws.host_path("/out")).unwrap();
+        let (_, _, errors) = stage_out(&t, &ws, &[allowed.clone()]);
+        assert!(errors[0].contains("did not create it"), "{errors:?}");
+    }
+}

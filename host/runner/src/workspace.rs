@@ -1,0 +1,216 @@
+//! Where a task's container paths live on the host, and what to bind-mount.
+//!
+//! Every container path `P` of a task maps to `<workspace>/fs/P` on the host. Executors
+//! see the parts of that tree they need through bind mounts: directory mounts for
+//! volumes, output locations and stdout/stderr files, file mounts for inputs that no
+//! directory mount covers. Planning is pure so it can be tested without Docker.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use tessera_core::TaskRecord;
+use tessera_core::tes::FileType;
+use tessera_core::validate::normalise;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Path inside the container.
+    pub container: String,
+    pub is_dir: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub root: PathBuf,
+}
+
+impl Workspace {
+    pub fn new(work_dir: &Path, task_id: &str) -> Self {
+        Workspace {
+            root: work_dir.join(task_id),
+        }
+    }
+
+    /// The host path behind a container path (already validated: absolute, no `..`).
+    pub fn host_path(&self, container_path: &str) -> PathBuf {
+        self.root
+            .join("fs")
+            .join(normalise(container_path).trim_start_matches('/'))
+    }
+}
+
+fn parent(p: &str) -> String {
+    let n = normalise(p);
+    match n.rfind('/') {
+        Some(0) | None => "/".to_string(),
+        Some(i) => n[..i].to_string(),
+    }
+}
+
+/// The mounts a task's executors need. Directory mounts nested inside another are
+/// dropped (the outer one shows them); the root directory is never mounted.
+pub fn plan_mounts(task: &TaskRecord) -> Vec<Mount> {
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    for v in task.volumes() {
+        dirs.insert(normalise(v));
+    }
+    for o in task.outputs() {
+        let dir = if o.path.contains(['*', '?', '[']) {
+            let prefix = o.path_prefix.as_deref().unwrap_or("/");
+            if prefix.ends_with('/') {
+                normalise(prefix)
+            } else {
+                parent(prefix)
+            }
+        } else if o.r#type == Some(FileType::Directory) {
+            normalise(&o.path)
+        } else {
+            parent(&o.path)
+        };
+        dirs.insert(dir);
+    }
+    for e in task.executors() {
+        for p in [&e.stdout, &e.stderr].into_iter().flatten() {
+            dirs.insert(parent(p));
+        }
+    }
+    for i in task.inputs() {
+        if i.r#type == Some(FileType::Directory) {
+            dirs.insert(normalise(&i.path));
+        }
+    }
+    dirs.remove("/");
+
+    let covered = |p: &str, set: &BTreeSet<String>| {
+        set.iter()
+            .any(|d| p != d && (p.starts_with(&format!("{d}/")) || d == "/"))
+    };
+    let top_dirs: Vec<String> = dirs
+        .iter()
+        .filter(|d| !covered(d, &dirs))
+        .cloned()
+        .collect();
+    let top_set: BTreeSet<String> = top_dirs.iter().cloned().collect();
+
+    let mut mounts: Vec<Mount> = top_dirs
+        .into_iter()
+        .map(|container| Mount {
+            container,
+            is_dir: true,
+        })
+        .collect();
+    // Files no directory mount shows: inputs anywhere, and outputs or stdout/stderr
+    // files that sit directly under `/` (whose parent cannot be mounted).
+    let mut files: BTreeSet<String> = BTreeSet::new();
+    for i in task.inputs() {
+        if i.r#type != Some(FileType::Directory) {
+            files.insert(normalise(&i.path));
+        }
+    }
+    for o in task.outputs() {
+        if o.r#type != Some(FileType::Directory) && !o.path.contains(['*', '?', '[']) {
+            files.insert(normalise(&o.path));
+        }
+    }
+    for e in task.executors() {
+        for p in [&e.stdout, &e.stderr].into_iter().flatten() {
+            files.insert(normalise(p));
+        }
+    }
+    for container in files {
+        if !covered(&container, &top_set) {
+            mounts.push(Mount {
+                container,
+                is_dir: false,
+            });
+        }
+    }
+    mounts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::State;
+    use tessera_core::tes::{Executor, Input, Output, Task};
+
+    fn record(spec: Task) -> TaskRecord {
+        TaskRecord {
+            id: "t".into(),
+            seq: 1,
+            state: State::Queued,
+            reason: None,
+            spec,
+            logs: vec![],
+            creation_time: String::new(),
+        }
+    }
+
+    #[test]
+    fn nested_dirs_collapse_and_uncovered_inputs_are_file_mounts() {
+        let t = record(Task {
+            volumes: Some(vec!["/vol/a".into(), "/vol/a/b".into()]),
+            outputs: Some(vec![
+                Output {
+                    path: "/out/result.txt".into(),
+                    url: "file:///x".into(),
+                    ..Output::default()
+                },
+                Output {
+                    path: "/vol/a/c/*.txt".into(),
+                    path_prefix: Some("/vol/a/c/".into()),
+                    url: "file:///x".into(),
+                    ..Output::default()
+                },
+            ]),
+            inputs: Some(vec![
+                Input {
+                    path: "/data/in.txt".into(),
+                    content: Some("x".into()),
+                    ..Input::default()
+                },
+                Input {
+                    path: "/out/seed.txt".into(),
+                    content: Some("x".into()),
+                    ..Input::default()
+                },
+            ]),
+            executors: Some(vec![Executor {
+                stdout: Some("/logs/stdout".into()),
+                ..Executor::default()
+            }]),
+            ..Task::default()
+        });
+        let m = plan_mounts(&t);
+        let names: Vec<(&str, bool)> = m.iter().map(|m| (m.container.as_str(), m.is_dir)).collect();
+        assert_eq!(
+            names,
+            [
+                ("/logs", true),
+                ("/out", true),
+                ("/vol/a", true),
+                ("/data/in.txt", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn root_level_files_do_not_mount_the_root() {
+        let t = record(Task {
+            outputs: Some(vec![Output {
+                path: "/result".into(),
+                url: "file:///x".into(),
+                ..Output::default()
+            }]),
+            ..Task::default()
+        });
+        assert_eq!(
+            plan_mounts(&t),
+            [Mount {
+                container: "/result".into(),
+                is_dir: false
+            }]
+        );
+        let ws = Workspace::new(Path::new("/w"), "t");
+        assert_eq!(ws.host_path("/a//b/./c"), PathBuf::from("/w/t/fs/a/b/c"));
+    }
+}

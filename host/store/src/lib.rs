@@ -1,0 +1,900 @@
+//! Tessera's task store: tasks, their tags and their state events, in SQLite (the
+//! default: one file, no server) or PostgreSQL.
+//!
+//! One [`Store`] type serves both. Inside, it holds the backend's own sqlx pools:
+//!
+//! * **SQLite**: a writer pool of exactly one connection, through which every write goes
+//!   (so concurrent writers queue in the pool instead of failing with `SQLITE_BUSY`), and
+//!   a pool of read-only connections. In WAL mode readers never block the writer nor it
+//!   them.
+//! * **PostgreSQL**: one pool; conditional updates take row locks (`FOR UPDATE`), the
+//!   dispatcher's claim skips rows other claimers hold (`SKIP LOCKED`).
+//!
+//! Every state change is a conditional `UPDATE … WHERE id = ? AND state IN (…)` built from
+//! [`State::allowed_sources`], written in the same transaction as its event row, so the
+//! first writer of a terminal state wins and a terminal task is never left.
+//!
+//! Lists are newest first with keyset paging on the store sequence number (`seq`), so a
+//! page costs the same at any depth.
+
+mod error;
+mod migrate;
+
+pub use error::StoreError;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{
+    ColumnIndex, Connection, Database, Decode, Pool, Postgres, QueryBuilder, Row, Sqlite,
+    Transaction, Type,
+};
+use tessera_core::task::NewTask;
+use tessera_core::tes::{Task, TaskLog};
+use tessera_core::time_fmt::now_rfc3339;
+use tessera_core::{Event, State, TaskRecord};
+
+/// The reason a task gets when the dispatcher claims it (QUEUED → INITIALIZING).
+pub const CLAIM_REASON: &str = "claimed for execution";
+
+/// How long an SQLite connection waits for a lock held by another process before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read-only SQLite connections (reads run beside the single writer).
+const SQLITE_READERS: u32 = 8;
+/// PostgreSQL connections per store.
+const PG_CONNECTIONS: u32 = 10;
+/// Rows per multi-row INSERT (8 parameters per task row stays far below both backends'
+/// parameter limits).
+const INSERT_CHUNK: usize = 500;
+/// PostgreSQL advisory lock held by each insert transaction: inserts commit in `seq`
+/// order, as with SQLite's single writer, so a keyset page never skips a task that
+/// commits late with a lower `seq`.
+const PG_INSERT_LOCK: i64 = 0x7465_7373_6572_6101;
+
+/// Columns of a full task row, in the order [`decode_task`] reads them.
+macro_rules! full_cols {
+    () => {
+        "seq, id, state, reason, name, spec, logs, creation_time"
+    };
+}
+/// Columns of a minimal task row (no spec and logs JSON to load and parse).
+macro_rules! minimal_cols {
+    () => {
+        "seq, id, state, reason, name, creation_time"
+    };
+}
+
+/// Run `$body` with `$pool` bound to the backend's pool for the role: `writer` (SQLite:
+/// the single writer connection) or `reader`. The body is compiled once per backend, so
+/// the same code drives both concrete sqlx drivers.
+macro_rules! with_pool {
+    ($store:expr, $role:ident, |$pool:ident| $body:expr) => {
+        match &$store.pools {
+            Pools::Sqlite { $role: $pool, .. } => $body,
+            Pools::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A task list query (GA4GH TES `ListTasks`). All filters AND together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only tasks whose name starts with this (case-sensitive, no wildcards). Empty or
+    /// `None`: no filter.
+    pub name_prefix: Option<String>,
+    pub state: Option<State>,
+    /// `(key, value)` pairs that must all match; an empty value means "the key exists,
+    /// with any value".
+    pub tags: Vec<(String, String)>,
+    /// Keyset cursor: only tasks with `seq < before_seq` (the `seq` of the last task of
+    /// the previous page).
+    pub before_seq: Option<i64>,
+    /// Page size; 0 gives an empty page.
+    pub limit: u32,
+    /// Skip loading spec and logs: records come back with `spec` default except its
+    /// `name`, and no logs.
+    pub minimal: bool,
+}
+
+/// The task store. Cheap to clone: clones share the pools.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pools: Pools,
+}
+
+#[derive(Debug, Clone)]
+enum Pools {
+    Sqlite {
+        writer: Pool<Sqlite>,
+        reader: Pool<Sqlite>,
+    },
+    Postgres(Pool<Postgres>),
+}
+
+/// Starting a write transaction, the backend's way.
+trait WritePool {
+    type Db: Database;
+    async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl WritePool for Pool<Sqlite> {
+    type Db = Sqlite;
+    /// `BEGIN IMMEDIATE` takes the write lock up front: a read-then-write transaction can
+    /// never fail to upgrade its lock, even if another process shares the file.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl WritePool for Pool<Postgres> {
+    type Db = Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+/// A query builder for the pool's database (fixes the builder's type parameter).
+fn builder<'a, DB: Database>(_pool: &Pool<DB>, sql: &str) -> QueryBuilder<'a, DB> {
+    QueryBuilder::new(sql)
+}
+
+/// `'A', 'B', …` for an `IN (…)` list. State names are constants of ours, never input.
+fn quoted(states: impl IntoIterator<Item = State>) -> String {
+    states
+        .into_iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+static TERMINAL: LazyLock<String> =
+    LazyLock::new(|| quoted(State::ALL.into_iter().filter(|s| s.is_terminal())));
+static NON_TERMINAL: LazyLock<String> =
+    LazyLock::new(|| quoted(State::ALL.into_iter().filter(|s| !s.is_terminal())));
+
+/// A task encoded for its rows.
+struct Encoded<'a> {
+    id: &'a str,
+    reason: Option<&'a str>,
+    name: Option<&'a str>,
+    spec: String,
+    logs: String,
+    creation_time: &'a str,
+}
+
+impl<'a> Encoded<'a> {
+    fn new(task: &'a NewTask) -> Result<Encoded<'a>, StoreError> {
+        Ok(Encoded {
+            id: &task.id,
+            reason: task.reason.as_deref(),
+            name: task.spec.name.as_deref(),
+            spec: serde_json::to_string(&task.spec).map_err(|source| StoreError::Encode {
+                task_id: task.id.clone(),
+                source,
+            })?,
+            logs: encode_logs(&task.id, &task.logs)?,
+            creation_time: &task.creation_time,
+        })
+    }
+}
+
+fn encode_logs(task_id: &str, logs: &[TaskLog]) -> Result<String, StoreError> {
+    serde_json::to_string(logs).map_err(|source| StoreError::Encode {
+        task_id: task_id.to_string(),
+        source,
+    })
+}
+
+fn parse_state(task_id: &str, s: &str) -> Result<State, StoreError> {
+    State::from_str(s).map_err(|e| StoreError::Corrupt(format!("task {task_id}: {e}")))
+}
+
+/// The smallest string greater than every string that starts with `prefix` (in code
+/// point order, which is UTF-8 byte order), or `None` if there is none. A string `s`
+/// starts with `prefix` exactly when `prefix <= s < upper`, which is an index range.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last as u32 {
+            0xD7FF => Some('\u{E000}'),
+            n => char::from_u32(n + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// Decode a row of [`full_cols!`] (or [`minimal_cols!`] when `minimal`).
+fn decode_task<R>(row: &R, minimal: bool) -> Result<TaskRecord, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let id: String = row.try_get("id")?;
+    let state: String = row.try_get("state")?;
+    let name: Option<String> = row.try_get("name")?;
+    let (spec, logs) = if minimal {
+        let spec = Task {
+            name,
+            ..Task::default()
+        };
+        (spec, Vec::new())
+    } else {
+        let spec: String = row.try_get("spec")?;
+        let logs: String = row.try_get("logs")?;
+        let spec = serde_json::from_str::<Task>(&spec)
+            .map_err(|e| StoreError::Corrupt(format!("task {id}: spec: {e}")))?;
+        let logs = serde_json::from_str::<Vec<TaskLog>>(&logs)
+            .map_err(|e| StoreError::Corrupt(format!("task {id}: logs: {e}")))?;
+        (spec, logs)
+    };
+    Ok(TaskRecord {
+        seq: row.try_get("seq")?,
+        state: parse_state(&id, &state)?,
+        reason: row.try_get("reason")?,
+        spec,
+        logs,
+        creation_time: row.try_get("creation_time")?,
+        id,
+    })
+}
+
+fn decode_event<R>(row: &R) -> Result<Event, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let task_id: String = row.try_get("task_id")?;
+    let from_state: Option<String> = row.try_get("from_state")?;
+    let to_state: String = row.try_get("to_state")?;
+    Ok(Event {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        from_state: from_state.map(|s| parse_state(&task_id, &s)).transpose()?,
+        to_state: parse_state(&task_id, &to_state)?,
+        reason: row.try_get("reason")?,
+        task_id,
+    })
+}
+
+fn map_insert_error(e: sqlx::Error) -> StoreError {
+    match e.as_database_error() {
+        Some(db) if db.is_unique_violation() => StoreError::DuplicateId(db.message().to_string()),
+        _ => StoreError::Database(e),
+    }
+}
+
+/// Where a store URL points.
+enum Target {
+    Sqlite {
+        options: SqliteConnectOptions,
+        memory: bool,
+    },
+    Postgres(PgConnectOptions),
+}
+
+fn parse_url(url: &str) -> Result<Target, StoreError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(StoreError::InvalidUrl(
+            "empty; expected sqlite://PATH, a file path or postgres://…".into(),
+        ));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // The error text of the parser never repeats the password.
+        return PgConnectOptions::from_str(url)
+            .map(Target::Postgres)
+            .map_err(|e| StoreError::InvalidUrl(format!("PostgreSQL URL: {e}")));
+    }
+    let memory = url.contains(":memory:") || url.contains("mode=memory");
+    if url.starts_with("sqlite:") {
+        return SqliteConnectOptions::from_str(url)
+            .map(|options| Target::Sqlite { options, memory })
+            .map_err(|e| StoreError::InvalidUrl(format!("{url}: {e}")));
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        return Err(StoreError::InvalidUrl(format!(
+            "unsupported scheme {scheme:?}; expected sqlite://PATH, a file path or postgres://…"
+        )));
+    }
+    Ok(Target::Sqlite {
+        options: SqliteConnectOptions::new().filename(url),
+        memory: url == ":memory:",
+    })
+}
+
+impl Store {
+    /// Open the store at `url`: `sqlite://PATH`, `sqlite:PATH`, a bare file path (the file
+    /// and its directory are created if missing), `sqlite::memory:` (tests), or
+    /// `postgres://…` (a `?options=-c%20search_path%3DSCHEMA` parameter selects a schema).
+    /// Brings the schema up to date; safe to call again and from several processes.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        match parse_url(url)? {
+            Target::Postgres(options) => Self::connect_postgres(options).await,
+            Target::Sqlite { options, memory } => Self::connect_sqlite(options, memory).await,
+        }
+    }
+
+    async fn connect_sqlite(
+        options: SqliteConnectOptions,
+        memory: bool,
+    ) -> Result<Store, StoreError> {
+        let migrator = migrate::migrator(Backend::Sqlite).await?;
+        let options = options
+            .create_if_missing(true)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Normal);
+        // One connection that lives as long as the store: every write is serialised here.
+        let single = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+        if memory {
+            // Each connection to `:memory:` is its own database: the one connection must
+            // both read and write.
+            let pool = single.connect_with(options).await?;
+            migrator.run(&pool).await?;
+            return Ok(Store {
+                pools: Pools::Sqlite {
+                    writer: pool.clone(),
+                    reader: pool,
+                },
+            });
+        }
+        let path = options.get_filename().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| StoreError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+        let writer = single
+            .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
+            .await?;
+        migrator.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(SQLITE_READERS)
+            .connect_with(options.create_if_missing(false).pragma("query_only", "ON"))
+            .await?;
+        Ok(Store {
+            pools: Pools::Sqlite { writer, reader },
+        })
+    }
+
+    async fn connect_postgres(options: PgConnectOptions) -> Result<Store, StoreError> {
+        let migrator = migrate::migrator(Backend::Postgres).await?;
+        // Migrate on a connection of its own and close it, so the migrator's advisory
+        // lock is released even if a migration fails half-way.
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let migrated = migrator.run(&mut conn).await;
+        let _ = conn.close().await;
+        migrated?;
+        let pool = PgPoolOptions::new()
+            .max_connections(PG_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        Ok(Store {
+            pools: Pools::Postgres(pool),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, reader, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Store new tasks, all in one transaction (group commit): each QUEUED, with its tags
+    /// and a first event (from none to QUEUED, with the task's reason). Returns the
+    /// records, in the order given, with their `seq`. If any id is taken, nothing is
+    /// stored and the answer is [`StoreError::DuplicateId`].
+    pub async fn insert_tasks(&self, tasks: &[NewTask]) -> Result<Vec<TaskRecord>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = tasks
+            .iter()
+            .map(Encoded::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = now_rfc3339();
+        let queued = State::Queued.as_str();
+        let backend = self.backend();
+        let seqs: HashMap<String, i64> = with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_write().await?;
+            if backend == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(PG_INSERT_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let mut seqs = HashMap::with_capacity(encoded.len());
+            for chunk in encoded.chunks(INSERT_CHUNK) {
+                let mut qb = builder(
+                    pool,
+                    "INSERT INTO tasks \
+                     (id, state, reason, name, spec, logs, creation_time, updated_at) ",
+                );
+                qb.push_values(chunk, |mut b, t| {
+                    b.push_bind(t.id)
+                        .push_bind(queued)
+                        .push_bind(t.reason)
+                        .push_bind(t.name)
+                        .push_bind(t.spec.as_str())
+                        .push_bind(t.logs.as_str())
+                        .push_bind(t.creation_time)
+                        .push_bind(now.as_str());
+                });
+                qb.push(" RETURNING seq, id");
+                let rows = qb
+                    .build()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_insert_error)?;
+                for row in rows {
+                    seqs.insert(
+                        row.try_get::<String, _>("id")?,
+                        row.try_get::<i64, _>("seq")?,
+                    );
+                }
+
+                let mut qb = builder(
+                    pool,
+                    "INSERT INTO task_events (task_id, at, to_state, reason) ",
+                );
+                qb.push_values(chunk, |mut b, t| {
+                    b.push_bind(t.id)
+                        .push_bind(now.as_str())
+                        .push_bind(queued)
+                        .push_bind(t.reason);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            let mut tags = Vec::new();
+            for task in tasks {
+                if let (Some(map), Some(seq)) = (&task.spec.tags, seqs.get(&task.id)) {
+                    tags.extend(map.iter().map(|(k, v)| (*seq, k.as_str(), v.as_str())));
+                }
+            }
+            for chunk in tags.chunks(INSERT_CHUNK) {
+                let mut qb = builder(pool, "INSERT INTO task_tags (task_seq, key, value) ");
+                qb.push_values(chunk, |mut b, (seq, k, v)| {
+                    b.push_bind(*seq).push_bind(*k).push_bind(*v);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            seqs
+        });
+        tasks
+            .iter()
+            .map(|t| {
+                let seq = seqs.get(&t.id).copied().ok_or_else(|| {
+                    StoreError::Corrupt(format!("task {}: the insert returned no seq", t.id))
+                })?;
+                Ok(TaskRecord {
+                    id: t.id.clone(),
+                    seq,
+                    state: State::Queued,
+                    reason: t.reason.clone(),
+                    spec: t.spec.clone(),
+                    logs: t.logs.clone(),
+                    creation_time: t.creation_time.clone(),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        with_pool!(self, reader, |pool| {
+            sqlx::query(concat!(
+                "SELECT ",
+                full_cols!(),
+                " FROM tasks WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| decode_task(&row, false))
+            .transpose()
+        })
+    }
+
+    /// A page of tasks, newest first. See [`ListQuery`].
+    pub async fn list_tasks(&self, q: &ListQuery) -> Result<Vec<TaskRecord>, StoreError> {
+        if q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        with_pool!(self, reader, |pool| {
+            let mut qb = builder(pool, "SELECT ");
+            qb.push(if q.minimal {
+                minimal_cols!()
+            } else {
+                full_cols!()
+            });
+            qb.push(" FROM tasks t WHERE 1 = 1");
+            if let Some(before) = q.before_seq {
+                qb.push(" AND t.seq < ").push_bind(before);
+            }
+            if let Some(state) = q.state {
+                qb.push(" AND t.state = ").push_bind(state.as_str());
+            }
+            if let Some(prefix) = q.name_prefix.as_deref().filter(|p| !p.is_empty()) {
+                // A byte range, not LIKE: case-sensitive, no wildcards, and indexable.
+                qb.push(" AND t.name >= ").push_bind(prefix);
+                if let Some(upper) = prefix_upper_bound(prefix) {
+                    qb.push(" AND t.name < ").push_bind(upper);
+                }
+            }
+            for (key, value) in &q.tags {
+                qb.push(" AND EXISTS (SELECT 1 FROM task_tags g WHERE g.task_seq = t.seq");
+                if let Some(before) = q.before_seq {
+                    // Redundant, but lets a merge join start at the cursor.
+                    qb.push(" AND g.task_seq < ").push_bind(before);
+                }
+                qb.push(" AND g.key = ").push_bind(key.as_str());
+                if !value.is_empty() {
+                    qb.push(" AND g.value = ").push_bind(value.as_str());
+                }
+                qb.push(")");
+            }
+            qb.push(" ORDER BY t.seq DESC LIMIT ")
+                .push_bind(i64::from(q.limit));
+            qb.build()
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| decode_task(row, q.minimal))
+                .collect()
+        })
+    }
+
+    /// Move a task to `to` if its current state allows it
+    /// ([`State::allowed_sources`]); in the same transaction write the event, set the
+    /// reason, and replace the logs when given. Returns the previous state, or `None` if
+    /// the task does not exist or may not move (then nothing changed).
+    pub async fn transition(
+        &self,
+        id: &str,
+        to: State,
+        reason: Option<&str>,
+        logs: Option<&[TaskLog]>,
+    ) -> Result<Option<State>, StoreError> {
+        let allowed = State::allowed_sources(to);
+        if allowed.is_empty() {
+            return Ok(None);
+        }
+        let logs = logs.map(|l| encode_logs(id, l)).transpose()?;
+        let update = format!(
+            "UPDATE tasks SET state = $1, reason = $2, updated_at = $3{} \
+             WHERE id = $4 AND state IN ({})",
+            if logs.is_some() { ", logs = $5" } else { "" },
+            quoted(allowed.iter().copied()),
+        );
+        let select = match self.backend() {
+            Backend::Sqlite => "SELECT state FROM tasks WHERE id = $1",
+            Backend::Postgres => "SELECT state FROM tasks WHERE id = $1 FOR UPDATE",
+        };
+        let now = now_rfc3339();
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let Some(row) = sqlx::query(select)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let from = parse_state(id, &row.try_get::<String, _>("state")?)?;
+            if !allowed.contains(&from) {
+                return Ok(None);
+            }
+            let mut query = sqlx::query(&update)
+                .bind(to.as_str())
+                .bind(reason)
+                .bind(now.as_str())
+                .bind(id);
+            if let Some(logs) = &logs {
+                query = query.bind(logs.as_str());
+            }
+            if query.execute(&mut *tx).await?.rows_affected() == 0 {
+                return Ok(None);
+            }
+            sqlx::query(
+                "INSERT INTO task_events (task_id, at, from_state, to_state, reason) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(now.as_str())
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some(from))
+        })
+    }
+
+    /// Replace a task's logs unless it is terminal (its final logs are written with its
+    /// final state). Returns whether they were written.
+    pub async fn set_logs(&self, id: &str, logs: &[TaskLog]) -> Result<bool, StoreError> {
+        let logs = encode_logs(id, logs)?;
+        let sql = format!(
+            "UPDATE tasks SET logs = $1, updated_at = $2 WHERE id = $3 AND state NOT IN ({})",
+            *TERMINAL
+        );
+        let now = now_rfc3339();
+        with_pool!(self, writer, |pool| {
+            let done = sqlx::query(&sql)
+                .bind(logs.as_str())
+                .bind(now.as_str())
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// Set a task's reason unless it is terminal. No event is written.
+    pub async fn set_reason(&self, id: &str, reason: Option<&str>) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE tasks SET reason = $1, updated_at = $2 WHERE id = $3 AND state NOT IN ({})",
+            *TERMINAL
+        );
+        let now = now_rfc3339();
+        with_pool!(self, writer, |pool| {
+            sqlx::query(&sql)
+                .bind(reason)
+                .bind(now.as_str())
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Set the reason of every task in `state` (e.g. why QUEUED tasks are waiting). No
+    /// events; terminal states are refused (their tasks never change). Returns how many
+    /// tasks changed.
+    pub async fn set_reason_where_state(
+        &self,
+        state: State,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        if state.is_terminal() {
+            return Ok(0);
+        }
+        let now = now_rfc3339();
+        with_pool!(self, writer, |pool| {
+            let done = sqlx::query(
+                "UPDATE tasks SET reason = $1, updated_at = $2 \
+                 WHERE state = $3 AND (reason IS NULL OR reason <> $1)",
+            )
+            .bind(reason)
+            .bind(now.as_str())
+            .bind(state.as_str())
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// Claim up to `limit` QUEUED tasks, oldest first, for execution: each moves to
+    /// INITIALIZING (with an event and [`CLAIM_REASON`]) and is returned. Concurrent
+    /// claimers never get the same task. A queued task whose stored data no longer
+    /// decodes is ended SYSTEM_ERROR instead (it could never run, and must not block the
+    /// queue).
+    pub async fn claim_queued(&self, limit: u32) -> Result<Vec<TaskRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let claim = match self.backend() {
+            // The single writer makes select-then-update atomic.
+            Backend::Sqlite => concat!(
+                "UPDATE tasks SET state = $1, reason = $2, updated_at = $3 \
+                 WHERE seq IN (SELECT seq FROM tasks WHERE state = $4 ORDER BY seq LIMIT $5) \
+                 AND state = $4 RETURNING ",
+                full_cols!()
+            ),
+            // The picked rows are locked once, in a materialised CTE (a LIMIT … SKIP LOCKED
+            // subquery inside `IN` may be re-run by the planner and pick more rows); rows
+            // another claimer holds are skipped rather than waited for.
+            Backend::Postgres => concat!(
+                "WITH picked AS MATERIALIZED (SELECT seq AS picked_seq FROM tasks \
+                 WHERE state = $4 ORDER BY seq LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                 UPDATE tasks SET state = $1, reason = $2, updated_at = $3 FROM picked \
+                 WHERE seq = picked_seq AND state = $4 RETURNING ",
+                full_cols!()
+            ),
+        };
+        let now = now_rfc3339();
+        let (queued, initializing) = (State::Queued.as_str(), State::Initializing.as_str());
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let rows = sqlx::query(claim)
+                .bind(initializing)
+                .bind(CLAIM_REASON)
+                .bind(now.as_str())
+                .bind(queued)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            let mut broken = Vec::new();
+            for row in &rows {
+                match decode_task(row, false) {
+                    Ok(task) => claimed.push(task),
+                    Err(e) => broken.push((row.try_get::<String, _>("id")?, e.to_string())),
+                }
+            }
+            claimed.sort_by_key(|t| t.seq);
+            if !claimed.is_empty() {
+                let mut qb = builder(
+                    pool,
+                    "INSERT INTO task_events (task_id, at, from_state, to_state, reason) ",
+                );
+                qb.push_values(&claimed, |mut b, t| {
+                    b.push_bind(t.id.as_str())
+                        .push_bind(now.as_str())
+                        .push_bind(queued)
+                        .push_bind(initializing)
+                        .push_bind(CLAIM_REASON);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            for (id, why) in &broken {
+                tracing::error!(task_id = %id, error = %why, "queued task is unreadable; ending it SYSTEM_ERROR");
+                let reason = format!("the stored task could not be read: {why}");
+                let failed = State::SystemError.as_str();
+                sqlx::query("UPDATE tasks SET state = $1, reason = $2 WHERE id = $3")
+                    .bind(failed)
+                    .bind(reason.as_str())
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO task_events (task_id, at, from_state, to_state, reason) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id.as_str())
+                .bind(now.as_str())
+                .bind(queued)
+                .bind(failed)
+                .bind(reason.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(claimed)
+        })
+    }
+
+    /// Every task not in a terminal state, oldest first (for recovery after a restart).
+    pub async fn unfinished_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                full_cols!(),
+                " FROM tasks WHERE state IN ({}) ORDER BY seq"
+            ),
+            *NON_TERMINAL
+        );
+        with_pool!(self, reader, |pool| {
+            sqlx::query(&sql)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| decode_task(row, false))
+                .collect()
+        })
+    }
+
+    /// A task's state changes, in the order they happened.
+    pub async fn events(&self, task_id: &str) -> Result<Vec<Event>, StoreError> {
+        with_pool!(self, reader, |pool| {
+            sqlx::query(
+                "SELECT seq, task_id, at, from_state, to_state, reason \
+                 FROM task_events WHERE task_id = $1 ORDER BY seq",
+            )
+            .bind(task_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(decode_event)
+            .collect()
+        })
+    }
+
+    /// How many tasks are in each state: every state of [`State::ALL`], in that order,
+    /// zeros included.
+    pub async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
+        let counted: Vec<(String, i64)> = with_pool!(self, reader, |pool| {
+            sqlx::query("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| Ok((row.try_get("state")?, row.try_get("n")?)))
+                .collect::<Result<_, sqlx::Error>>()?
+        });
+        let mut counts: Vec<(State, i64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
+        for (name, n) in counted {
+            let state = State::from_str(&name)
+                .map_err(|e| StoreError::Corrupt(format!("a task's state: {e}")))?;
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
+                slot.1 += n;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_upper_bounds() {
+        assert_eq!(prefix_upper_bound("abc").as_deref(), Some("abd"));
+        assert_eq!(prefix_upper_bound("a%").as_deref(), Some("a&"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        assert_eq!(prefix_upper_bound(""), None);
+    }
+
+    #[test]
+    fn urls() {
+        assert!(matches!(
+            parse_url("postgres://u:p@h/db"),
+            Ok(Target::Postgres(_))
+        ));
+        assert!(matches!(
+            parse_url("sqlite:///tmp/x.db"),
+            Ok(Target::Sqlite { memory: false, .. })
+        ));
+        assert!(matches!(
+            parse_url("/tmp/x.db"),
+            Ok(Target::Sqlite { memory: false, .. })
+        ));
+        assert!(matches!(
+            parse_url("sqlite::memory:"),
+            Ok(Target::Sqlite { memory: true, .. })
+        ));
+        assert!(matches!(
+            parse_url("mysql://h/db"),
+            Err(StoreError::InvalidUrl(_))
+        ));
+        assert!(matches!(parse_url(" "), Err(StoreError::InvalidUrl(_))));
+    }
+}

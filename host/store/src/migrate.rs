@@ -1,0 +1,59 @@
+//! Schema migrations, embedded in the binary: one SQL flavour per backend, applied with
+//! sqlx's migrator (which records them in `_sqlx_migrations`, checks their checksums and,
+//! on PostgreSQL, holds an advisory lock so that servers starting together do not race).
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+use crate::Backend;
+
+/// `(version, description, sql)`, oldest first. Never edit a released entry: add one.
+type Embedded = &'static [(i64, &'static str, &'static str)];
+
+const SQLITE: Embedded = &[(
+    1,
+    "tasks",
+    include_str!("../migrations/sqlite/0001_tasks.sql"),
+)];
+
+const POSTGRES: Embedded = &[(
+    1,
+    "tasks",
+    include_str!("../migrations/postgres/0001_tasks.sql"),
+)];
+
+#[derive(Debug)]
+struct Source(Embedded);
+
+impl MigrationSource<'static> for Source {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(*sql),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(async move { Ok(migrations) })
+    }
+}
+
+pub(crate) async fn migrator(backend: Backend) -> Result<Migrator, sqlx::migrate::MigrateError> {
+    Migrator::new(Source(match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    }))
+    .await
+}

@@ -1,0 +1,223 @@
+//! Server configuration: defaults, then `tessera.toml`, then `TESSERA_*` environment
+//! variables, then flags (each later source wins).
+
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Flags of `tessera serve`. Each has an environment variable; unset ones fall back to
+/// the config file, then to the default shown.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Config file (TOML). Default: ./tessera.toml if it exists.
+    #[arg(long, env = "TESSERA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8000]
+    #[arg(long, env = "TESSERA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the store, task workspaces and the API token [default: ./tessera-data]
+    #[arg(long, env = "TESSERA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Store URL: sqlite://PATH or postgres://… [default: sqlite://<data_dir>/tessera.db]
+    #[arg(long, env = "TESSERA_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Tasks that run at once; the rest wait QUEUED [default: 4]
+    #[arg(long, env = "TESSERA_MAX_CONCURRENT_TASKS")]
+    pub max_concurrent_tasks: Option<usize>,
+    /// Executor: "docker" or "none" (accept tasks, never run them) [default: docker]
+    #[arg(long, env = "TESSERA_EXECUTOR")]
+    pub executor: Option<String>,
+    /// Docker engine socket [default: DOCKER_HOST or /var/run/docker.sock]
+    #[arg(long, env = "TESSERA_DOCKER_SOCKET")]
+    pub docker_socket: Option<String>,
+    /// Container network unless a task's `network` backend parameter says otherwise
+    /// ("bridge" or "none") [default: bridge]
+    #[arg(long, env = "TESSERA_DEFAULT_NETWORK")]
+    pub default_network: Option<String>,
+    /// Host directory that file:// inputs and outputs may use; repeat for several
+    /// (env: comma-separated) [default: none, file:// refused]
+    #[arg(long = "allow-dir", env = "TESSERA_ALLOW_DIRS", value_delimiter = ',')]
+    pub allow_dirs: Vec<PathBuf>,
+    /// Bytes of each executor's stdout/stderr kept in the task log (the tail) [default: 65536]
+    #[arg(long, env = "TESSERA_LOG_TAIL_BYTES")]
+    pub log_tail_bytes: Option<usize>,
+    /// Largest request body in bytes; larger gets 413 [default: 16777216]
+    #[arg(long, env = "TESSERA_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Bearer token clients must send [default: generated into <data_dir>/api-token]
+    #[arg(long, env = "TESSERA_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Turn authentication off (only for a server no one else can reach)
+    #[arg(long, env = "TESSERA_NO_AUTH")]
+    pub no_auth: bool,
+    /// Log format: "text" or "json" [default: text]
+    #[arg(long, env = "TESSERA_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The config file's shape; every key optional.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub max_concurrent_tasks: Option<usize>,
+    pub executor: Option<String>,
+    pub docker_socket: Option<String>,
+    pub default_network: Option<String>,
+    pub allow_dirs: Option<Vec<PathBuf>>,
+    pub log_tail_bytes: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub auth_token: Option<String>,
+    pub no_auth: Option<bool>,
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub max_concurrent_tasks: usize,
+    pub executor_docker: bool,
+    pub docker_socket: Option<String>,
+    pub default_network: Option<String>,
+    pub allow_dirs: Vec<PathBuf>,
+    pub log_tail_bytes: usize,
+    pub max_body_bytes: usize,
+    pub auth_token: Option<String>,
+    pub no_auth: bool,
+    pub log_json: bool,
+}
+
+impl Config {
+    pub fn load(args: ServeArgs) -> Result<Config, String> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None if Path::new("tessera.toml").exists() => read_file(Path::new("tessera.toml"))?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./tessera-data"));
+        let database_url = args
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tessera.db").display()));
+        let executor = args
+            .executor
+            .or(file.executor)
+            .unwrap_or_else(|| "docker".into());
+        let executor_docker = match executor.as_str() {
+            "docker" => true,
+            "none" => false,
+            other => {
+                return Err(format!(
+                    "executor {other:?} is not one of \"docker\", \"none\""
+                ));
+            }
+        };
+        let log_format = args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        let log_json = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(format!(
+                    "log_format {other:?} is not one of \"text\", \"json\""
+                ));
+            }
+        };
+        let default_network = args.default_network.or(file.default_network);
+        if let Some(n) = &default_network {
+            if n != "bridge" && n != "none" {
+                return Err(format!(
+                    "default_network {n:?} is not one of \"bridge\", \"none\""
+                ));
+            }
+        }
+        let max_concurrent_tasks = args
+            .max_concurrent_tasks
+            .or(file.max_concurrent_tasks)
+            .unwrap_or(4);
+        if max_concurrent_tasks == 0 {
+            return Err("max_concurrent_tasks must be at least 1".into());
+        }
+        Ok(Config {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
+            data_dir,
+            database_url,
+            max_concurrent_tasks,
+            executor_docker,
+            docker_socket: args.docker_socket.or(file.docker_socket),
+            default_network,
+            allow_dirs: if args.allow_dirs.is_empty() {
+                file.allow_dirs.unwrap_or_default()
+            } else {
+                args.allow_dirs
+            },
+            log_tail_bytes: args
+                .log_tail_bytes
+                .or(file.log_tail_bytes)
+                .unwrap_or(64 * 1024),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(16 * 1024 * 1024),
+            auth_token: args
+                .auth_token
+                .or(file.auth_token)
+                .filter(|t| !t.is_empty()),
+            no_auth: args.no_auth || file.no_auth.unwrap_or(false),
+            log_json,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_defaults_fill_the_rest() {
+        let dir = std::env::temp_dir().join(format!("tessera-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\nmax_concurrent_tasks = 7\nallow_dirs = [\"/srv\"]\n",
+        )
+        .unwrap();
+        let cfg = Config::load(ServeArgs {
+            config: Some(file.clone()),
+            max_concurrent_tasks: Some(2),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.listen.port(), 9999);
+        assert_eq!(cfg.max_concurrent_tasks, 2);
+        assert_eq!(cfg.allow_dirs, [PathBuf::from("/srv")]);
+        assert_eq!(cfg.database_url, "sqlite://./tessera-data/tessera.db");
+        std::fs::write(&file, "bogus_key = 1\n").unwrap();
+        let err = Config::load(ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("bogus_key"), "{err}");
+    }
+}

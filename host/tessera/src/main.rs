@@ -1,0 +1,231 @@
+//! `tessera`: the server (`tessera serve`) and a client for it (`tessera task …`).
+
+mod cli;
+mod config;
+
+use clap::{Parser, Subcommand};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera: task and workflow execution (GA4GH TES v1.1.0 on Docker)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: TES API on Docker with an embedded store.
+    Serve(config::ServeArgs),
+    /// Submit, inspect, list, cancel tasks and read their logs on a running server.
+    Task(cli::TaskArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => match runtime.block_on(serve(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Task(args) => runtime.block_on(cli::run(args)),
+    }
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(args: config::ServeArgs) -> Result<(), String> {
+    let cfg = config::Config::load(args)?;
+    init_tracing(cfg.log_json);
+
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("creating data directory {}: {e}", cfg.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&cfg.data_dir)
+        .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
+    let work_dir = data_dir.join("work");
+    std::fs::create_dir_all(&work_dir)
+        .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+
+    let auth_token = if cfg.no_auth {
+        tracing::warn!(
+            "authentication is OFF (--no-auth): anyone who can reach the port can run containers"
+        );
+        None
+    } else {
+        Some(match &cfg.auth_token {
+            Some(t) => t.clone(),
+            None => load_or_create_token(&data_dir.join("api-token"))?,
+        })
+    };
+
+    let mut file_roots = Vec::new();
+    for dir in &cfg.allow_dirs {
+        let real = std::fs::canonicalize(dir)
+            .map_err(|e| format!("allowed directory {}: {e}", dir.display()))?;
+        file_roots.push(real);
+    }
+
+    let store = tessera_store::Store::connect(&cfg.database_url)
+        .await
+        .map_err(|e| {
+            format!(
+                "opening the store at {}: {e}",
+                redact_url(&cfg.database_url)
+            )
+        })?;
+    tracing::info!(store = %redact_url(&cfg.database_url), "store ready");
+
+    let runner = tessera_runner::Runner::new(
+        store,
+        tessera_runner::RunnerConfig {
+            instance: load_or_create_instance_id(&data_dir.join("instance-id"))?,
+            work_dir,
+            max_concurrent_tasks: cfg.max_concurrent_tasks,
+            log_tail_bytes: cfg.log_tail_bytes,
+            file_roots: file_roots.clone(),
+            executor: if cfg.executor_docker {
+                tessera_runner::ExecutorConfig::Docker {
+                    socket: cfg.docker_socket.clone(),
+                }
+            } else {
+                tessera_runner::ExecutorConfig::Disabled
+            },
+            default_network: cfg.default_network.clone(),
+            log_flush_interval: Duration::from_millis(500),
+        },
+    )?;
+    runner.start();
+
+    let policy = tessera_core::validate::Policy {
+        file_roots,
+        backend_parameters: vec!["network".into()],
+        // Inline content shares the body limit; keep room for the rest of the document.
+        max_content_bytes: cfg.max_body_bytes.saturating_sub(64 * 1024).max(128 * 1024),
+        max_cpu_cores: None,
+        max_ram_gb: None,
+    };
+    let app = tessera_api::router(tessera_api::AppState::new(
+        runner,
+        tessera_api::ApiConfig {
+            auth_token,
+            max_body_bytes: cfg.max_body_bytes,
+            policy,
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("listening on {}: {e}", cfg.listen))?;
+    tracing::info!(
+        listen = %cfg.listen,
+        data_dir = %data_dir.display(),
+        max_concurrent_tasks = cfg.max_concurrent_tasks,
+        executor = if cfg.executor_docker { "docker" } else { "none" },
+        token_file = %if cfg.no_auth || cfg.auth_token.is_some() { "-".to_string() } else { data_dir.join("api-token").display().to_string() },
+        "tessera is serving"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("serving: {e}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!(
+        "shutting down; running tasks continue in Docker and are resumed on the next start"
+    );
+}
+
+/// The API token: read it, or make one (32 random bytes, hex) readable only by us.
+fn load_or_create_token(path: &Path) -> Result<String, String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("writing the API token to {}: {e}", path.display()))?;
+    f.write_all(token.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated an API token");
+    Ok(token)
+}
+
+/// This server's stable identity, for labelling the containers it owns.
+fn load_or_create_instance_id(path: &Path) -> Result<String, String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    let id = tessera_core::id::new_task_id();
+    std::fs::write(path, &id).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(id)
+}
+
+/// A store URL fit for logs: the password replaced.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs and starts what the tests need, when missing: Docker engine, busybox-static,
+# PostgreSQL, the local test image, and a Python venv with py-tes. Idempotent; prints
+# the environment for the tests as `export` lines on stdout (everything else to stderr).
+set -euo pipefail
+log() { echo "[test-env] $*" >&2; }
+
+need_apt=()
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v docker >/dev/null 2>&1 || need_apt+=(docker.io)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx wget || need_apt+=(busybox-static)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2
+fi
+
+# Docker engine.
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  (dockerd >/tmp/tessera-dockerd.log 2>&1 &)
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { log "dockerd did not start; see /tmp/tessera-dockerd.log"; exit 1; }
+fi
+
+# PostgreSQL.
+pg_version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+if ! pg_lsclusters -h 2>/dev/null | grep -q online; then
+  log "starting PostgreSQL $pg_version"
+  pg_lsclusters -h | grep -q "^$pg_version main" || pg_createcluster "$pg_version" main >&2
+  pg_ctlcluster "$pg_version" main start >&2
+fi
+for _ in $(seq 1 60); do su postgres -c "psql -qAtc 'select 1'" >/dev/null 2>&1 && break; sleep 0.5; done
+su postgres -c "psql -qAtc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+
+# The test image, built locally FROM scratch (no registry is reachable).
+bash "$(dirname "$0")/../tests/images/build.sh" >&2
+
+# py-tes in a venv kept outside the clone so reruns are fast.
+venv="${TESSERA_CACHE:-$HOME/.cache/tessera}/venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import tes' >/dev/null 2>&1; then
+  log "creating the py-tes venv at $venv"
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install -q "py-tes==1.1.4" >&2
+fi
+
+echo "export TESSERA_TEST_POSTGRES_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres"
+echo "export TESSERA_REQUIRE_POSTGRES=1"
+echo "export TESSERA_TEST_PYTHON=$venv/bin/python"
+echo "export TESSERA_REQUIRE_ALL=1"

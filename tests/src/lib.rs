@@ -1,0 +1,308 @@
+//! Harness for end-to-end tests: start the real `tessera` binary on a free port with a
+//! private data directory, and talk to it over HTTP like any client.
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The image the test command builds locally (`tests/images/build.sh`).
+pub const BUSYBOX: &str = "tessera-test/busybox:latest";
+
+/// Upper bound for anything a test waits on; a bound, not a synchronisation.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+pub fn tessera_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TESSERA_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>/tessera
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("tessera"))
+        .expect("target directory")
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub executor: &'static str,
+    pub max_concurrent_tasks: usize,
+    pub docker_socket: Option<String>,
+    pub extra_args: Vec<String>,
+    pub database_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            executor: "docker",
+            max_concurrent_tasks: 4,
+            docker_socket: None,
+            extra_args: Vec::new(),
+            database_url: None,
+        }
+    }
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    /// A directory the server allows for file:// inputs and outputs.
+    pub allowed: PathBuf,
+    pub options: Options,
+    _tmp: tempfile::TempDir,
+    pub http: reqwest::Client,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Server {
+    pub async fn start(options: Options) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let allowed = std::fs::canonicalize(tmp.path()).unwrap().join("allowed");
+        std::fs::create_dir_all(&allowed).unwrap();
+        let mut server = Server {
+            child: None,
+            url: String::new(),
+            token: String::new(),
+            data_dir,
+            allowed,
+            options,
+            _tmp: tmp,
+            http: reqwest::Client::new(),
+            port: free_port(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// (Re)start the process on the same port and data directory.
+    pub async fn spawn(&mut self) {
+        let mut cmd = Command::new(tessera_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--allow-dir")
+            .arg(&self.allowed)
+            .arg("--executor")
+            .arg(self.options.executor)
+            .arg("--max-concurrent-tasks")
+            .arg(self.options.max_concurrent_tasks.to_string())
+            .args(&self.options.extra_args)
+            .env_remove("TESSERA_CONFIG")
+            .env("TESSERA_LOG", "info,tessera=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self._tmp.path().join("server.log"))
+                    .unwrap(),
+            ));
+        if let Some(s) = &self.options.docker_socket {
+            cmd.arg("--docker-socket").arg(s);
+        }
+        if let Some(u) = &self.options.database_url {
+            cmd.arg("--database-url").arg(u);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", tessera_bin().display()));
+        self.child = Some(child);
+        self.url = format!("http://127.0.0.1:{}", self.port);
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "tessera exited at start with {status}:\n{}",
+                    self.server_log()
+                );
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "tessera did not become healthy:\n{}",
+                self.server_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.token = std::fs::read_to_string(self.data_dir.join("api-token"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self._tmp.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the server (no chance to clean up), like a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn tes(&self, path: &str) -> String {
+        format!("{}/ga4gh/tes/v1{path}", self.url)
+    }
+
+    /// A request with the bearer token.
+    pub fn req(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, url).bearer_auth(&self.token)
+    }
+
+    /// GET a URL with auth: (status, JSON body).
+    pub async fn get_json(&self, url: &str) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::GET, url)
+            .send()
+            .await
+            .expect("GET");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// POST raw bytes with auth: (status, JSON body).
+    pub async fn post_raw(&self, url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::POST, url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn post_json(&self, url: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(url, serde_json::to_vec(body).unwrap()).await
+    }
+
+    /// Create a task; panics unless the server accepts it.
+    pub async fn create(&self, task: &Value) -> String {
+        let (status, body) = self.post_json(&self.tes("/tasks"), task).await;
+        assert_eq!(status, 200, "create failed: {body}");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn task(&self, id: &str, view: &str) -> Value {
+        let (status, body) = self
+            .get_json(&self.tes(&format!("/tasks/{id}?view={view}")))
+            .await;
+        assert_eq!(status, 200, "get {id}: {body}");
+        body
+    }
+
+    /// The Tessera view: state, reason and events.
+    pub async fn status(&self, id: &str) -> Value {
+        let (status, body) = self.get_json(&format!("{}/v1/tasks/{id}", self.url)).await;
+        assert_eq!(status, 200, "status {id}: {body}");
+        body
+    }
+
+    pub async fn cancel(&self, id: &str) -> (u16, Value) {
+        self.post_raw(&self.tes(&format!("/tasks/{id}:cancel")), "")
+            .await
+    }
+
+    /// Poll until `pred` holds for the FULL view, or fail at the deadline.
+    pub async fn wait_until(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let t = self.task(id, "FULL").await;
+            if pred(&t) {
+                return t;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "task {id} never reached: {what}; last seen: {}\nserver log:\n{}",
+                short(&t),
+                self.server_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait for a terminal state; returns the FULL view.
+    pub async fn wait_done(&self, id: &str) -> Value {
+        self.wait_until(id, "a terminal state", |t| {
+            is_terminal(t["state"].as_str().unwrap_or(""))
+        })
+        .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A JSON value cut to a readable length for assertion messages.
+pub fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 1500 {
+        let mut end = 1500;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes)", &s[..end], s.len())
+    } else {
+        s
+    }
+}
+
+pub fn is_terminal(state: &str) -> bool {
+    matches!(
+        state,
+        "COMPLETE" | "EXECUTOR_ERROR" | "SYSTEM_ERROR" | "CANCELED" | "PREEMPTED"
+    )
+}
+
+/// A one-executor task running `command` in the busybox test image.
+pub fn simple_task(command: &[&str]) -> Value {
+    json!({
+        "name": "e2e",
+        "executors": [{"image": BUSYBOX, "command": command}]
+    })
+}
+
+/// Run `docker` with arguments; returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
