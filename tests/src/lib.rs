@@ -124,10 +124,10 @@ impl Server {
         self.url = format!("http://127.0.0.1:{}", self.port);
         let start = Instant::now();
         loop {
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await {
-                if r.status().is_success() {
-                    break;
-                }
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                break;
             }
             if let Some(status) = self
                 .child

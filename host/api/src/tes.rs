@@ -180,15 +180,13 @@ fn parse_list_params(raw: Option<&str>) -> Result<ListParams, Error> {
                     n => n.min(MAX_PAGE_SIZE as i64) as u32,
                 };
             }
-            "page_token" => {
-                if !v.is_empty() {
-                    p.page_token = Some(page::decode(&v).ok_or_else(|| {
-                        Error::new(
-                            ErrorCode::InvalidPageToken,
-                            "page_token is not one this server issued; start again without it",
-                        )
-                    })?);
-                }
+            "page_token" if !v.is_empty() => {
+                p.page_token = Some(page::decode(&v).ok_or_else(|| {
+                    Error::new(
+                        ErrorCode::InvalidPageToken,
+                        "page_token is not one this server issued; start again without it",
+                    )
+                })?);
             }
             "view" => p.view = parse_view(&v)?,
             _ => {}

@@ -49,10 +49,10 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
     task.logs = None;
     task.creation_time = None;
 
-    if let Some(name) = &task.name {
-        if name.len() > 4096 {
-            errs.push("name", "must be at most 4096 bytes");
-        }
+    if let Some(name) = &task.name
+        && name.len() > 4096
+    {
+        errs.push("name", "must be at most 4096 bytes");
     }
 
     match task.executors.as_deref() {
@@ -86,10 +86,10 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
                     ("stdout", &e.stdout),
                     ("stderr", &e.stderr),
                 ] {
-                    if let Some(p) = value {
-                        if let Err(m) = check_container_path(p) {
-                            errs.push(at(field), m);
-                        }
+                    if let Some(p) = value
+                        && let Err(m) = check_container_path(p)
+                    {
+                        errs.push(at(field), m);
                     }
                 }
                 for key in e.env.iter().flat_map(|m| m.keys()) {
@@ -203,22 +203,23 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
             }
         }
         for (field, value) in [("ram_gb", res.ram_gb), ("disk_gb", res.disk_gb)] {
-            if let Some(v) = value {
-                if !v.is_finite() || v < 0.0 {
-                    errs.push(
-                        format!("resources.{field}"),
-                        "must be a non-negative number",
-                    );
-                }
-            }
-        }
-        if let (Some(v), Some(max)) = (res.ram_gb, policy.max_ram_gb) {
-            if v.is_finite() && v > max {
+            if let Some(v) = value
+                && (!v.is_finite() || v < 0.0)
+            {
                 errs.push(
-                    "resources.ram_gb",
-                    format!("asks for {v} GB; the largest this server can run is {max:.1} GB"),
+                    format!("resources.{field}"),
+                    "must be a non-negative number",
                 );
             }
+        }
+        if let (Some(v), Some(max)) = (res.ram_gb, policy.max_ram_gb)
+            && v.is_finite()
+            && v > max
+        {
+            errs.push(
+                "resources.ram_gb",
+                format!("asks for {v} GB; the largest this server can run is {max:.1} GB"),
+            );
         }
         let strict = res.backend_parameters_strict.unwrap_or(false);
         if let Some(params) = res.backend_parameters.as_mut() {

@@ -649,11 +649,11 @@ impl Drive {
 }
 
 fn write_chunk(file: &mut Option<std::fs::File>, bytes: &[u8]) {
-    if let Some(f) = file {
-        if let Err(e) = f.write_all(bytes) {
-            tracing::warn!(error = %e, "writing executor output file failed");
-            *file = None;
-        }
+    if let Some(f) = file
+        && let Err(e) = f.write_all(bytes)
+    {
+        tracing::warn!(error = %e, "writing executor output file failed");
+        *file = None;
     }
 }
 

@@ -283,10 +283,10 @@ impl Runner {
             }
         }
         let ws = workspace::Workspace::new(&self.0.cfg.work_dir, id);
-        if let Err(e) = tokio::fs::remove_dir_all(&ws.root).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(task_id = id, error = %e, "removing the workspace failed");
-            }
+        if let Err(e) = tokio::fs::remove_dir_all(&ws.root).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(task_id = id, error = %e, "removing the workspace failed");
         }
     }
 
@@ -354,10 +354,8 @@ impl Runner {
                         }
                     }
                 }
-                if reconciled {
-                    if let Err(e) = self.dispatch_once().await {
-                        tracing::error!(error = %e, "dispatching failed; will retry");
-                    }
+                if reconciled && let Err(e) = self.dispatch_once().await {
+                    tracing::error!(error = %e, "dispatching failed; will retry");
                 }
             }
             tokio::select! {
@@ -413,17 +411,16 @@ impl Runner {
                 }
             }
         }
-        if let Some(docker) = &self.0.docker {
-            if let Ok(containers) = docker
+        if let Some(docker) = &self.0.docker
+            && let Ok(containers) = docker
                 .list_by_label(INSTANCE_LABEL, Some(&self.0.cfg.instance))
                 .await
-            {
-                for c in containers {
-                    let owner = c.labels.get(TASK_LABEL).cloned().unwrap_or_default();
-                    if !live_ids.contains(&owner) {
-                        tracing::info!(task_id = %owner, container = %c.name, "removing container of a finished task");
-                        let _ = docker.remove(&c.name).await;
-                    }
+        {
+            for c in containers {
+                let owner = c.labels.get(TASK_LABEL).cloned().unwrap_or_default();
+                if !live_ids.contains(&owner) {
+                    tracing::info!(task_id = %owner, container = %c.name, "removing container of a finished task");
+                    let _ = docker.remove(&c.name).await;
                 }
             }
         }

@@ -553,7 +553,7 @@ mod tests {
         });
         let ws = Workspace::new(&allowed.join("work"), "t");
         fs::create_dir_all(ws.host_path("/out")).unwrap();
-        let (_, _, errors) = stage_out(&t, &ws, &[allowed.clone()]);
+        let (_, _, errors) = stage_out(&t, &ws, std::slice::from_ref(&allowed));
         assert!(errors[0].contains("did not create it"), "{errors:?}");
     }
 }

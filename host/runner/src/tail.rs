@@ -57,7 +57,7 @@ mod tests {
         t.push(b"0123456789");
         assert_eq!(t.text(), "6789");
         assert_eq!(t.total, 16);
-        let mut u = Tail::new(3);
+        let mut u = Tail::new(2);
         u.push("aé".as_bytes()); // 3 bytes
         u.push(b"b");
         assert_eq!(u.text(), "b", "a cut multi-byte character is dropped");

@@ -1137,7 +1137,14 @@ async fn pages_are_fast_at_any_depth(db: &Db) {
                 let n = b * BATCH + i;
                 let mut t = new_task(
                     Some(&format!("job-{:02}-{n}", n % 50)),
-                    &[("project", if n % 10 == 0 { "rare" } else { "common" })],
+                    &[(
+                        "project",
+                        if n.is_multiple_of(10) {
+                            "rare"
+                        } else {
+                            "common"
+                        },
+                    )],
                 );
                 t.spec.description = Some("x".repeat(200));
                 t

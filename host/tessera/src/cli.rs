@@ -426,7 +426,7 @@ fn print_task(status: &Value) {
                 let l = exec_logs.get(i);
                 let cmd: Vec<String> = e["command"]
                     .as_array()
-                    .map(|c| c.iter().map(|x| s(x)).collect())
+                    .map(|c| c.iter().map(s).collect())
                     .unwrap_or_default();
                 vec![
                     i.to_string(),

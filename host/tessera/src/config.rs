@@ -134,12 +134,13 @@ impl Config {
             }
         };
         let default_network = args.default_network.or(file.default_network);
-        if let Some(n) = &default_network {
-            if n != "bridge" && n != "none" {
-                return Err(format!(
-                    "default_network {n:?} is not one of \"bridge\", \"none\""
-                ));
-            }
+        if let Some(n) = &default_network
+            && n != "bridge"
+            && n != "none"
+        {
+            return Err(format!(
+                "default_network {n:?} is not one of \"bridge\", \"none\""
+            ));
         }
         let max_concurrent_tasks = args
             .max_concurrent_tasks

@@ -1,0 +1,456 @@
+//! `tessera-bench`: measures Tessera against baselines taken in the same run and prints
+//! figures and ratios. Not a test: nothing here passes or fails on timing.
+//!
+//!   cargo run --release -p tessera-bench -- [--only create|read|docker] [--tessera PATH]
+
+use clap::Parser;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_core::id::new_task_id;
+use tessera_core::task::NewTask;
+use tessera_core::tes::Task;
+use tessera_core::time_fmt::now_rfc3339;
+use tessera_store::{ListQuery, Store};
+
+#[derive(Parser)]
+struct Args {
+    /// Run one part only: create, read or docker
+    #[arg(long)]
+    only: Option<String>,
+    /// The tessera binary [default: next to this benchmark]
+    #[arg(long)]
+    tessera: Option<PathBuf>,
+    /// Store URL for the create benchmark [default: a fresh SQLite file]
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Tasks stored for the read benchmark
+    #[arg(long, default_value_t = 100_000)]
+    stored: usize,
+    /// Tasks for the Docker end-to-end benchmark
+    #[arg(long, default_value_t = 200)]
+    docker_tasks: usize,
+    /// Concurrency for the Docker end-to-end benchmark (both sides)
+    #[arg(long, default_value_t = 4)]
+    docker_concurrency: usize,
+    /// Image for the Docker benchmark (must exist locally)
+    #[arg(long, default_value = "tessera-test/busybox:latest")]
+    image: String,
+}
+
+fn tessera_bin(args: &Args) -> PathBuf {
+    args.tessera.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("tessera")))
+            .unwrap_or_else(|| PathBuf::from("tessera"))
+    })
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(bin: &Path, data_dir: &Path, extra: &[&str]) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let child = Command::new(bin)
+        .args([
+            "serve",
+            "--no-auth",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "starting {}: {e} (build it: cargo build --release -p tessera)",
+                bin.display()
+            )
+        });
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    while !http
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Server { child, url }
+}
+
+fn task_doc(i: usize) -> Value {
+    json!({
+        "name": format!("bench-{i}"),
+        "tags": {"bench": "create"},
+        "executors": [{"image": "tessera-test/busybox:latest", "command": ["echo", "hello"]}]
+    })
+}
+
+fn new_task(i: usize) -> NewTask {
+    let spec: Task = serde_json::from_value(task_doc(i)).unwrap_or_default();
+    NewTask {
+        id: new_task_id(),
+        spec,
+        creation_time: now_rfc3339(),
+        reason: Some("queued".into()),
+        logs: Vec::new(),
+    }
+}
+
+struct Lat(Vec<Duration>);
+
+impl Lat {
+    fn pct(&mut self, p: f64) -> f64 {
+        self.0.sort();
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        self.0[i].as_secs_f64() * 1000.0
+    }
+}
+
+/// Run `total` operations from `conc` concurrent workers; returns (ops/s, latencies).
+async fn drive<F, Fut>(total: usize, conc: usize, op: F) -> (f64, Lat)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..conc {
+        let (op, next) = (op.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let t = Instant::now();
+                op(i).await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for h in handles {
+        all.extend(h.await.unwrap_or_default());
+    }
+    (total as f64 / start.elapsed().as_secs_f64(), Lat(all))
+}
+
+async fn bench_create(args: &Args) {
+    println!("\n## 1. TES create throughput (executor disabled, tasks stay QUEUED)\n");
+    println!(
+        "| clients | raw store inserts/s (1 row per tx) | API creates/s | API/raw | API p50 ms | API p99 ms |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    let bin = tessera_bin(args);
+    for (conc, total) in [(1usize, 3_000usize), (16, 20_000), (128, 20_000)] {
+        // Raw: the same rows through the same store code, one transaction per row,
+        // from the same number of concurrent writers, into a fresh store.
+        let raw_dir = tempfile::tempdir().expect("tmp");
+        let raw_url = args
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/raw.db", raw_dir.path().display()));
+        let store = Store::connect(&raw_url).await.expect("store");
+        let (raw_rate, _) = drive(total, conc, move |i| {
+            let store = store.clone();
+            async move {
+                store.insert_tasks(&[new_task(i)]).await.expect("insert");
+            }
+        })
+        .await;
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut extra = vec!["--executor", "none"];
+        let db;
+        if let Some(u) = &args.database_url {
+            db = u.clone();
+            extra.extend(["--database-url", db.as_str()]);
+        }
+        let server = start_server(&bin, dir.path(), &extra).await;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("client");
+        let url = format!("{}/ga4gh/tes/v1/tasks", server.url);
+        let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+            (0..total)
+                .map(|i| serde_json::to_vec(&task_doc(i)).unwrap_or_default())
+                .collect(),
+        );
+        let (rate, mut lat) = drive(total, conc, move |i| {
+            let (http, url, bodies) = (http.clone(), url.clone(), bodies.clone());
+            async move {
+                let r = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(bodies[i].clone())
+                    .send()
+                    .await
+                    .expect("POST");
+                assert!(r.status().is_success(), "create failed: {}", r.status());
+            }
+        })
+        .await;
+        println!(
+            "| {conc} | {raw_rate:.0} | {rate:.0} | {:.2} | {:.2} | {:.2} |",
+            rate / raw_rate,
+            lat.pct(0.50),
+            lat.pct(0.99)
+        );
+    }
+}
+
+async fn bench_read(args: &Args) {
+    println!(
+        "\n## 2. GET and list latency with {} stored tasks (SQLite)\n",
+        args.stored
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let store = Store::connect(&format!("sqlite://{}/tessera.db", data.display()))
+        .await
+        .expect("store");
+    let mut ids = Vec::with_capacity(args.stored);
+    let t = Instant::now();
+    for chunk in (0..args.stored).collect::<Vec<_>>().chunks(1000) {
+        let batch: Vec<NewTask> = chunk.iter().map(|i| new_task(*i)).collect();
+        ids.extend(batch.iter().map(|t| t.id.clone()));
+        store.insert_tasks(&batch).await.expect("insert");
+    }
+    println!("(loaded in {:.1} s)\n", t.elapsed().as_secs_f64());
+    drop(store);
+    let server = start_server(&tessera_bin(args), &data, &["--executor", "none"]).await;
+    let http = reqwest::Client::new();
+    let tes = format!("{}/ga4gh/tes/v1", server.url);
+
+    let mut get = Lat(Vec::new());
+    for k in 0..2000 {
+        let id = &ids[(k * 7919) % ids.len()];
+        let t = Instant::now();
+        let r = http
+            .get(format!("{tes}/tasks/{id}?view=BASIC"))
+            .send()
+            .await
+            .expect("GET");
+        let _ = r.bytes().await;
+        get.0.push(t.elapsed());
+    }
+    println!("| request | n | p50 ms | p99 ms | max ms |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    let max = get
+        .0
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0;
+    println!(
+        "| GET /tasks/{{id}}?view=BASIC | {} | {:.2} | {:.2} | {max:.2} |",
+        get.0.len(),
+        get.pct(0.5),
+        get.pct(0.99)
+    );
+    for view in ["MINIMAL", "BASIC"] {
+        // Walk every page from newest to oldest: every depth is measured.
+        let mut lat = Lat(Vec::new());
+        let mut token: Option<String> = None;
+        loop {
+            let mut u = format!("{tes}/tasks?page_size=256&view={view}");
+            if let Some(t) = &token {
+                u.push_str(&format!("&page_token={t}"));
+            }
+            let t = Instant::now();
+            let page: Value = http
+                .get(&u)
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            lat.0.push(t.elapsed());
+            token = page["next_page_token"].as_str().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let max = lat
+            .0
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0;
+        println!(
+            "| list 256/page, view={view}, all {} pages | {} | {:.2} | {:.2} | {max:.2} |",
+            lat.0.len(),
+            lat.0.len(),
+            lat.pct(0.5),
+            lat.pct(0.99)
+        );
+    }
+    // Direct store query for the same page, as the floor.
+    let store = Store::connect(&format!("sqlite://{}/tessera.db", data.display()))
+        .await
+        .expect("store");
+    let mut lat = Lat(Vec::new());
+    for _ in 0..200 {
+        let t = Instant::now();
+        let _ = store
+            .list_tasks(&ListQuery {
+                limit: 257,
+                minimal: false,
+                ..ListQuery::default()
+            })
+            .await;
+        lat.0.push(t.elapsed());
+    }
+    println!(
+        "| store.list_tasks 257 rows (no HTTP) | {} | {:.2} | {:.2} | - |",
+        lat.0.len(),
+        lat.pct(0.5),
+        lat.pct(0.99)
+    );
+}
+
+async fn bench_docker(args: &Args) {
+    let (n, conc) = (args.docker_tasks, args.docker_concurrency);
+    println!("\n## 3. End to end: {n} `true` tasks through Docker, {conc} at a time\n");
+    // Warm up the engine (first container start after an idle period is slower).
+    let _ = Command::new("docker")
+        .args(["run", "--rm", &args.image, "true"])
+        .status();
+
+    let image = args.image.clone();
+    let start = Instant::now();
+    let (_, _) = drive(n, conc, move |_| {
+        let image = image.clone();
+        async move {
+            let status = tokio::process::Command::new("docker")
+                .args(["run", "--rm", "--network", "none", &image, "true"])
+                .status()
+                .await;
+            assert!(status.is_ok_and(|s| s.success()), "docker run failed");
+        }
+    })
+    .await;
+    let plain = start.elapsed().as_secs_f64();
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = start_server(
+        &tessera_bin(args),
+        dir.path(),
+        &[
+            "--max-concurrent-tasks",
+            &conc.to_string(),
+            "--default-network",
+            "none",
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let tes = format!("{}/ga4gh/tes/v1", server.url);
+    let start = Instant::now();
+    for i in 0..n {
+        let body = json!({"name": format!("e2e-{i}"), "executors": [{"image": args.image, "command": ["true"]}]});
+        let r = http
+            .post(format!("{tes}/tasks"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        assert!(r.status().is_success());
+    }
+    loop {
+        let page: Value = http
+            .get(format!("{tes}/tasks?state=COMPLETE&page_size=2047"))
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        if page["tasks"].as_array().map(|a| a.len()).unwrap_or(0) >= n {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1800),
+            "tasks did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ours = start.elapsed().as_secs_f64();
+    println!("| runner | wall s | tasks/s | vs plain |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| plain `docker run --rm` ×{conc} | {plain:.1} | {:.2} | 1.00 |",
+        n as f64 / plain
+    );
+    println!(
+        "| tessera (TES API → COMPLETE) | {ours:.1} | {:.2} | {:.2} |",
+        n as f64 / ours,
+        ours / plain
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!(
+        "# tessera-bench: {cpus} CPUs, {}",
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().next().map(str::to_string))
+            .unwrap_or_default()
+    );
+    let only = args.only.as_deref();
+    if only.is_none() || only == Some("create") {
+        bench_create(&args).await;
+    }
+    if only.is_none() || only == Some("read") {
+        bench_read(&args).await;
+    }
+    if only.is_none() || only == Some("docker") {
+        bench_docker(&args).await;
+    }
+}
