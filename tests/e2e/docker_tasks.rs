@@ -413,3 +413,95 @@ async fn without_docker_the_server_serves_and_tasks_wait_with_the_reason() {
     assert_eq!(ready["executor"]["status"], "unreachable", "{ready}");
     assert_eq!(s.status(&id).await["state"], "QUEUED");
 }
+
+#[tokio::test]
+async fn outputs_never_follow_links_or_block_on_special_files() {
+    let s = server().await;
+    let url = |p: &str| format!("file://{}/{p}", s.allowed.display());
+    // A FIFO would block a naive copy forever; a symlink loop would never end a walk.
+    let id = s
+        .create(&json!({
+            "outputs": [{"path": "/out/fifo", "url": url("fifo")}],
+            "executors": [{"image": BUSYBOX, "command": ["mkfifo", "/out/fifo"]}]
+        }))
+        .await;
+    let t = s.wait_done(&id).await;
+    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", tessera_tests::short(&t));
+    assert!(
+        t["logs"][0]["system_logs"]
+            .to_string()
+            .contains("special file"),
+        "{}",
+        tessera_tests::short(&t)
+    );
+    let id = s
+        .create(&json!({
+            "outputs": [{"path": "/out/d", "url": url("loop"), "type": "DIRECTORY"}],
+            "executors": [{"image": BUSYBOX, "command": ["sh", "-c", "mkdir -p /out/d && ln -s . /out/d/loop && ln -s /etc/passwd /out/d/passwd"]}]
+        }))
+        .await;
+    let t = s.wait_done(&id).await;
+    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", tessera_tests::short(&t));
+    assert!(
+        t["logs"][0]["system_logs"]
+            .to_string()
+            .contains("symbolic link"),
+        "{}",
+        tessera_tests::short(&t)
+    );
+}
+
+#[tokio::test]
+async fn a_stdout_path_turned_into_a_symlink_cannot_write_host_files() {
+    let s = server().await;
+    let canary = s.allowed.join("canary");
+    fs::write(&canary, "untouched").unwrap();
+    // The executor replaces its own stdout file with a link to a host path while it
+    // runs; the host must write the capture into the workspace, not through the link.
+    let id = s
+        .create(&json!({
+            "executors": [{
+                "image": BUSYBOX,
+                "command": ["sh", "-c", format!("ln -sf {} /logs/stdout; echo attack", canary.display())],
+                "stdout": "/logs/stdout"
+            }, {
+                "image": BUSYBOX,
+                "command": ["cat", "/logs/stdout"]
+            }]
+        }))
+        .await;
+    let t = s.wait_done(&id).await;
+    assert_eq!(t["state"], "COMPLETE", "{}", tessera_tests::short(&t));
+    assert_eq!(fs::read_to_string(&canary).unwrap(), "untouched");
+    assert_eq!(
+        exec_log(&t, 1)["stdout"],
+        "attack\n",
+        "the next executor sees the captured stdout"
+    );
+}
+
+#[tokio::test]
+async fn wildcards_stage_whatever_path_prefix_looks_like_and_host_network_is_refused() {
+    let s = server().await;
+    let id = s
+        .create(&json!({
+            "outputs": [{"path": "/data/*.txt", "path_prefix": "/data", "url": format!("file://{}/w/", s.allowed.display())}],
+            "executors": [{"image": BUSYBOX, "command": ["sh", "-c", "echo x > /data/a.txt"]}]
+        }))
+        .await;
+    let t = s.wait_done(&id).await;
+    assert_eq!(t["state"], "COMPLETE", "{}", tessera_tests::short(&t));
+    assert_eq!(
+        fs::read_to_string(s.allowed.join("w/a.txt")).unwrap(),
+        "x\n"
+    );
+
+    let (status, err) = s
+        .post_json(&s.tes("/tasks"), &json!({"resources": {"backend_parameters": {"network": "host"}}, "executors": [{"image": BUSYBOX, "command": ["true"]}]}))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("bridge, none"),
+        "{err}"
+    );
+}

@@ -16,6 +16,8 @@ pub struct Policy {
     pub file_roots: Vec<PathBuf>,
     /// backend_parameters keys this server honours (lower case).
     pub backend_parameters: Vec<String>,
+    /// Allowed values per honoured key (lower-case key); a key not listed takes any value.
+    pub backend_parameter_values: Vec<(String, Vec<String>)>,
     /// Largest inline input `content`, in bytes.
     pub max_content_bytes: usize,
     /// The largest cpu_cores / ram_gb a task may ask for, when known.
@@ -170,6 +172,11 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
                         errs.push(at("path_prefix"), "must be a prefix of path");
                     } else if has_wildcard(prefix) {
                         errs.push(at("path_prefix"), "must not contain wildcards");
+                    } else if wildcard_base(&output.path) == "/" {
+                        errs.push(
+                            at("path"),
+                            "needs a directory before the first wildcard (e.g. /out/*.txt, not /*.txt)",
+                        );
                     }
                 }
             }
@@ -222,6 +229,21 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
             );
         }
         let strict = res.backend_parameters_strict.unwrap_or(false);
+        for (k, v) in res.backend_parameters.iter().flatten() {
+            let key = k.to_ascii_lowercase();
+            if let Some((_, allowed)) = policy
+                .backend_parameter_values
+                .iter()
+                .find(|(name, _)| *name == key)
+            {
+                if !allowed.iter().any(|a| a.eq_ignore_ascii_case(v)) {
+                    errs.push(
+                        format!("resources.backend_parameters.{k}"),
+                        format!("{v:?} is not allowed; use one of: {}", allowed.join(", ")),
+                    );
+                }
+            }
+        }
         if let Some(params) = res.backend_parameters.as_mut() {
             let unsupported: Vec<String> = params
                 .keys()
@@ -281,6 +303,17 @@ impl Errors {
 
 fn has_wildcard(p: &str) -> bool {
     p.contains(['*', '?', '['])
+}
+
+/// The directory a wildcard path searches: its leading components without wildcards.
+pub fn wildcard_base(p: &str) -> String {
+    let normalised = normalise(p);
+    let fixed: Vec<&str> = normalised
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .take_while(|c| !has_wildcard(c))
+        .collect();
+    format!("/{}", fixed.join("/"))
 }
 
 /// A path inside the container: absolute, no `..`, not the root itself.
@@ -407,6 +440,10 @@ mod tests {
         Policy {
             file_roots: vec![PathBuf::from("/srv/data")],
             backend_parameters: vec!["network".into()],
+            backend_parameter_values: vec![(
+                "network".into(),
+                vec!["bridge".into(), "none".into()],
+            )],
             max_content_bytes: 1 << 20,
             max_cpu_cores: Some(2),
             max_ram_gb: None,
@@ -551,6 +588,29 @@ mod tests {
     }
 
     #[test]
+    fn backend_parameter_values_and_nul_and_root_wildcards_are_refused() {
+        let mut t = ok_task();
+        t.resources = Some(Resources {
+            backend_parameters: Some([("network".to_string(), "host".to_string())].into()),
+            ..Resources::default()
+        });
+        assert_eq!(fields(t), ["resources.backend_parameters.network"]);
+        let mut t = ok_task();
+        t.name = Some("a\0b".into());
+        assert_eq!(fields(t), ["task"]);
+        let mut t = ok_task();
+        t.outputs = Some(vec![Output {
+            path: "/*.txt".into(),
+            path_prefix: Some("/".into()),
+            url: "file:///srv/data/x".into(),
+            ..Output::default()
+        }]);
+        assert_eq!(fields(t), ["outputs[0].path"]);
+        assert_eq!(wildcard_base("/data/*.txt"), "/data");
+        assert_eq!(wildcard_base("/a/b*/c/*.txt"), "/a");
+    }
+
+    #[test]
     fn resources_must_be_sane() {
         let mut t = ok_task();
         t.resources = Some(Resources {
@@ -652,6 +712,68 @@ mod tests {
                 for o in v.spec.outputs.iter().flatten() {
                     prop_assert!(check_container_path(&o.path).is_ok());
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod json_fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// Random JSON, biased towards the shapes and keys of a task document.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("executors".to_string()),
+            Just("image".to_string()),
+            Just("command".to_string()),
+            Just("inputs".to_string()),
+            Just("outputs".to_string()),
+            Just("path".to_string()),
+            Just("url".to_string()),
+            Just("content".to_string()),
+            Just("resources".to_string()),
+            Just("cpu_cores".to_string()),
+            Just("ram_gb".to_string()),
+            Just("backend_parameters".to_string()),
+            Just("type".to_string()),
+            Just("tags".to_string()),
+            Just("volumes".to_string()),
+            "[a-z_]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            prop_oneof![
+                Just("/data/x".to_string()),
+                Just("FILE".to_string()),
+                Just("file:///x".to_string()),
+                ".{0,10}"
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any JSON at all either fails to parse as a task (a 400 for the API) or is
+        /// validated without panicking.
+        #[test]
+        fn any_json_is_parsed_or_refused_without_panicking(doc in arb_json()) {
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            if let Ok(task) = serde_json::from_slice::<Task>(&bytes) {
+                let policy = Policy { file_roots: vec![PathBuf::from("/x")], max_content_bytes: 1024, ..Policy::default() };
+                let _ = validate(task, &policy);
             }
         }
     }

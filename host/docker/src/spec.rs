@@ -73,6 +73,9 @@ impl ContainerSpec {
             network_mode: self.network.clone(),
             privileged: Some(false),
             security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            // Device nodes and raw sockets are never needed by batch tasks; MKNOD would
+            // let a root container leave device files in bind-mounted host directories.
+            cap_drop: Some(vec!["MKNOD".to_owned(), "NET_RAW".to_owned()]),
             ..Default::default()
         };
         ContainerCreateBody {

@@ -26,6 +26,9 @@ enum Stop {
     System(String),
     /// The engine went away before anything ran: back to QUEUED.
     Requeue(String),
+    /// The engine went away while executors were running: leave the task as it is;
+    /// the runner's sweep resumes it (following its containers) once the engine is back.
+    EngineLost(String),
 }
 
 struct Drive {
@@ -38,13 +41,16 @@ struct Drive {
 }
 
 impl Runner {
-    pub(crate) async fn drive(self, task: TaskRecord, _permit: OwnedSemaphorePermit) {
+    /// Drive one task. The caller registered `token` in `running` before spawning us,
+    /// so the sweep never starts a second driver for the same task.
+    pub(crate) async fn drive(
+        self,
+        task: TaskRecord,
+        token: CancellationToken,
+        _permit: OwnedSemaphorePermit,
+    ) {
         let id = task.id.clone();
         let span = tracing::info_span!("task", task_id = %id);
-        let token = CancellationToken::new();
-        if let Ok(mut running) = self.0.running.lock() {
-            running.insert(id.clone(), token.clone());
-        }
         let mut drive = Drive {
             ws: Workspace::new(&self.0.cfg.work_dir, &id),
             runner: self.clone(),
@@ -268,6 +274,9 @@ impl Drive {
     }
 
     async fn run_executor(&mut self, i: usize) -> Result<i32, Stop> {
+        if self.token.is_cancelled() {
+            return Err(Stop::Canceled);
+        }
         let docker = self
             .runner
             .0
@@ -331,6 +340,7 @@ impl Drive {
             metrics::EXECUTOR_ERRORS
                 .with_label_values(&["engine_unreachable"])
                 .inc();
+            return Stop::EngineLost(format!("Docker {what} failed: {why}"));
         } else {
             metrics::EXECUTOR_ERRORS.with_label_values(&[what]).inc();
         }
@@ -346,8 +356,10 @@ impl Drive {
             .and_then(|p| {
                 p.iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case("network"))
-                    .map(|(_, v)| v.clone())
+                    .map(|(_, v)| v.to_ascii_lowercase())
             })
+            // Validation allows only these; never hand Docker anything else.
+            .filter(|n| n == "bridge" || n == "none")
             .or_else(|| self.runner.0.cfg.default_network.clone());
         let binds = plan_mounts(&self.task)
             .into_iter()
@@ -407,8 +419,8 @@ impl Drive {
         let cap = self.runner.0.cfg.log_tail_bytes;
         let flush_every = self.runner.0.cfg.log_flush_interval;
         let (mut out, mut err) = (Tail::new(cap), Tail::new(cap));
-        let mut out_file = self.capture_file(exec.stdout.as_deref())?;
-        let mut err_file = self.capture_file(exec.stderr.as_deref())?;
+        let mut out_file = self.capture_file(i, "stdout", exec.stdout.is_some())?;
+        let mut err_file = self.capture_file(i, "stderr", exec.stderr.is_some())?;
         let peak_bytes = Arc::new(AtomicU64::new(0));
         let peak = tokio::spawn({
             let (docker, name, peak_bytes) = (docker.clone(), name.to_string(), peak_bytes.clone());
@@ -505,6 +517,23 @@ impl Drive {
                 "executor {i} was killed for using more memory than ram_gb allows"
             ));
         }
+        drop(out_file);
+        drop(err_file);
+        for (stream, path) in [("stdout", &exec.stdout), ("stderr", &exec.stderr)] {
+            if let Some(p) = path {
+                let captured = self.capture_path(i, stream);
+                let ws = self.ws.clone();
+                let p = p.clone();
+                let placed =
+                    tokio::task::spawn_blocking(move || staging::place_capture(&ws, &p, &captured))
+                        .await;
+                if let Err(e) = placed.map_err(|e| e.to_string()).and_then(|r| r) {
+                    self.system_log(format!(
+                        "executor {i}: writing its {stream} file failed: {e}"
+                    ));
+                }
+            }
+        }
         tracing::info!(executor = i, exit_code, "executor finished");
         self.save_logs().await;
         // Only now that the result is stored may the container go.
@@ -514,19 +543,36 @@ impl Drive {
         Ok(exit_code)
     }
 
-    fn capture_file(&self, path: Option<&str>) -> Result<Option<std::fs::File>, Stop> {
-        let Some(p) = path else { return Ok(None) };
-        // Start empty: a resumed executor replays its output from the beginning.
-        staging::write_capture(&self.ws, p, b"")
-            .map_err(|e| Stop::System(format!("executor output file {p}: {e}")))?;
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.ws.host_path(p))
+    /// Where executor `i`'s stream is captured while it runs: outside the tree the
+    /// containers see, so an executor cannot redirect our writes with a symlink.
+    fn capture_path(&self, i: usize, stream: &str) -> std::path::PathBuf {
+        self.ws.root.join("capture").join(format!("{i}.{stream}"))
+    }
+
+    fn capture_file(
+        &self,
+        i: usize,
+        stream: &str,
+        wanted: bool,
+    ) -> Result<Option<std::fs::File>, Stop> {
+        if !wanted {
+            return Ok(None);
+        }
+        let path = self.capture_path(i, stream);
+        let open = || -> std::io::Result<std::fs::File> {
+            std::fs::create_dir_all(self.ws.root.join("capture"))?;
+            // Start empty: a resumed executor replays its output from the beginning.
+            std::fs::File::create(&path)
+        };
+        open()
             .map(Some)
-            .map_err(|e| Stop::System(format!("executor output file {p}: {e}")))
+            .map_err(|e| Stop::System(format!("capturing executor {i} {stream}: {e}")))
     }
 
     async fn finish_with_outputs(&mut self, failed_executor: Option<usize>) {
+        if self.token.is_cancelled() {
+            return self.cancel_cleanup().await;
+        }
         let began = Instant::now();
         let task = self.task.clone();
         let ws = self.ws.clone();
@@ -578,6 +624,21 @@ impl Drive {
                 self.system_log(reason.clone());
                 self.finish(State::SystemError, &reason).await;
             }
+            Stop::EngineLost(why) => {
+                tracing::warn!(reason = %why, "lost the Docker engine; the task resumes when it is back");
+                self.save_logs().await;
+                let _ = self
+                    .runner
+                    .0
+                    .store
+                    .set_reason(
+                        &self.task.id,
+                        Some(&format!(
+                            "waiting for the Docker engine to come back: {why}"
+                        )),
+                    )
+                    .await;
+            }
             Stop::Requeue(why) => {
                 tracing::warn!(reason = %why, "executor unavailable; putting the task back in the queue");
                 self.runner.engine_lost(&why);
@@ -609,9 +670,7 @@ impl Drive {
         let logs = self.logs.clone();
         match self
             .runner
-            .0
-            .store
-            .transition(&self.task.id, state, Some(reason), Some(&logs))
+            .transition_with_retry(&self.task.id, state, reason, Some(&logs))
             .await
         {
             Ok(Some(_)) => {

@@ -24,6 +24,9 @@ use tessera_store::{Store, StoreError};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// How often tasks without a driver are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// The label every container carries, with the task id as its value.
 pub const TASK_LABEL: &str = "tessera.task-id";
 /// The label naming the server instance (its data directory) that owns a container, so
@@ -91,6 +94,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     running: Mutex<HashMap<String, CancellationToken>>,
     engine: RwLock<EngineStatus>,
+    last_probe: Mutex<Option<std::time::Instant>>,
     intake: mpsc::Sender<Submission>,
 }
 
@@ -120,6 +124,7 @@ impl Runner {
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             engine: RwLock::new(engine),
+            last_probe: Mutex::new(None),
             intake: tx,
         }));
         tokio::spawn(runner.clone().intake_loop(rx));
@@ -200,8 +205,24 @@ impl Runner {
                     }
                     self.0.wake.notify_one();
                 }
+                // One bad row must not fail its neighbours: retry each on its own.
+                Err(e) if tasks.len() > 1 => {
+                    tracing::warn!(error = %e, count = tasks.len(), "storing a batch failed; storing its tasks one by one");
+                    for (task, reply) in tasks.into_iter().zip(replies) {
+                        let result = self.0.store.insert_tasks(std::slice::from_ref(&task)).await;
+                        let _ = reply.send(
+                            result
+                                .map_err(|e| format!("storing the task failed: {e}"))
+                                .and_then(|mut r| {
+                                    r.pop()
+                                        .ok_or_else(|| "the store returned no record".to_string())
+                                }),
+                        );
+                    }
+                    self.0.wake.notify_one();
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, count = tasks.len(), "storing new tasks failed");
+                    tracing::error!(error = %e, "storing a new task failed");
                     for reply in replies {
                         let _ = reply.send(Err(format!("storing the task failed: {e}")));
                     }
@@ -226,11 +247,16 @@ impl Runner {
             Some(previous) => {
                 tracing::info!(task_id = id, from = %previous, "cancel requested");
                 let token = self.0.running.lock().ok().and_then(|r| r.get(id).cloned());
+                if let Some(token) = &token {
+                    token.cancel();
+                }
                 match token {
-                    Some(token) => token.cancel(),
-                    None if previous == State::Queued => {
+                    // Nothing runs for a queued task (a driver that just put it back in
+                    // the queue is finishing and will not touch it again).
+                    _ if previous == State::Queued => {
                         self.finish_canceled(id, None).await;
                     }
+                    Some(_) => {}
                     // Claimed but not driven yet, or orphaned: clean up here; a driver that
                     // registers meanwhile sees CANCELING and does the same, and the first
                     // CANCELED write wins.
@@ -248,11 +274,34 @@ impl Runner {
         }
     }
 
+    /// A state change that must not be lost to a passing store error: retried with
+    /// backoff for about a minute. (If it still fails, the periodic sweep picks the
+    /// task up again.)
+    pub(crate) async fn transition_with_retry(
+        &self,
+        id: &str,
+        to: State,
+        reason: &str,
+        logs: Option<&[tessera_core::tes::TaskLog]>,
+    ) -> Result<Option<State>, StoreError> {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            match self.0.store.transition(id, to, Some(reason), logs).await {
+                Err(e) if attempt < 10 => {
+                    tracing::warn!(task_id = id, error = %e, to = %to, "recording a state failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn finish_canceled(&self, id: &str, logs: Option<&[tessera_core::tes::TaskLog]>) {
         match self
-            .0
-            .store
-            .transition(id, State::Canceled, Some("canceled by user"), logs)
+            .transition_with_retry(id, State::Canceled, "canceled by user", logs)
             .await
         {
             Ok(Some(_)) => {
@@ -301,8 +350,22 @@ impl Runner {
         let Some(docker) = &self.0.docker else {
             return false;
         };
-        if matches!(self.engine_status(), EngineStatus::Ready { .. }) {
-            return true;
+        // Re-ask at most once a second: cheap, and a vanished engine is noticed before
+        // more tasks are claimed for it.
+        let due = self
+            .0
+            .last_probe
+            .lock()
+            .map(|mut last| {
+                let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if due {
+                    *last = Some(std::time::Instant::now());
+                }
+                due
+            })
+            .unwrap_or(true);
+        if !due {
+            return self.engine_status().is_ready();
         }
         let status = match docker.info().await {
             Ok(info) => EngineStatus::Ready {
@@ -343,18 +406,24 @@ impl Runner {
     }
 
     async fn dispatch_loop(self) {
-        let mut reconciled = false;
+        let mut cleaned_up = false;
+        let mut last_sweep: Option<std::time::Instant> = None;
         loop {
+            let was_ready = self.engine_status().is_ready();
             if self.probe_engine().await {
-                if !reconciled {
-                    match self.reconcile().await {
-                        Ok(()) => reconciled = true,
-                        Err(e) => {
-                            tracing::error!(error = %e, "reconciling unfinished tasks failed; will retry")
-                        }
+                if !cleaned_up {
+                    self.remove_orphans().await;
+                    cleaned_up = true;
+                }
+                // Adopt tasks nobody drives (after a restart, a lost engine, a store
+                // error): at once when the engine comes (back), then every few seconds.
+                if !was_ready || last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                    last_sweep = Some(std::time::Instant::now());
+                    if let Err(e) = self.sweep().await {
+                        tracing::error!(error = %e, "sweeping unfinished tasks failed; will retry");
                     }
                 }
-                if reconciled && let Err(e) = self.dispatch_once().await {
+                if let Err(e) = self.dispatch_once().await {
                     tracing::error!(error = %e, "dispatching failed; will retry");
                 }
             }
@@ -363,6 +432,23 @@ impl Runner {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// Register a driver for `task` and start it.
+    fn spawn_driver(&self, task: TaskRecord, permit: tokio::sync::OwnedSemaphorePermit) {
+        let token = CancellationToken::new();
+        if let Ok(mut running) = self.0.running.lock() {
+            running.insert(task.id.clone(), token.clone());
+        }
+        tokio::spawn(self.clone().drive(task, token, permit));
+    }
+
+    fn is_driven(&self, id: &str) -> bool {
+        self.0
+            .running
+            .lock()
+            .map(|r| r.contains_key(id))
+            .unwrap_or(true)
     }
 
     async fn dispatch_once(&self) -> Result<(), StoreError> {
@@ -384,46 +470,80 @@ impl Runner {
                         .await?;
                     continue;
                 };
-                tokio::spawn(self.clone().drive(task, permit));
+                self.spawn_driver(task, permit);
             }
         }
     }
 
-    /// After a restart: finish cancels, resume tasks that were being driven, and remove
-    /// containers that belong to no unfinished task.
-    async fn reconcile(&self) -> Result<(), StoreError> {
-        let unfinished = self.0.store.unfinished_tasks().await?;
-        let mut live_ids = std::collections::HashSet::new();
-        for task in unfinished {
-            live_ids.insert(task.id.clone());
-            match task.state {
-                State::Queued => {}
-                State::Canceling => {
-                    self.remove_task_resources(&task.id).await;
-                    self.finish_canceled(&task.id, None).await;
+    /// Every task that is past QUEUED but has no driver here: finish its cancel, or
+    /// resume it from what Docker has (the driver's code is the same for both).
+    async fn sweep(&self) -> Result<(), StoreError> {
+        for state in [
+            State::Canceling,
+            State::Initializing,
+            State::Running,
+            State::Paused,
+        ] {
+            let query = tessera_store::ListQuery {
+                state: Some(state),
+                limit: 10_000,
+                minimal: true,
+                ..tessera_store::ListQuery::default()
+            };
+            let mut orphans = self.0.store.list_tasks(&query).await?;
+            orphans.retain(|t| !self.is_driven(&t.id));
+            orphans.reverse(); // oldest first
+            for stub in orphans {
+                if state == State::Canceling {
+                    self.remove_task_resources(&stub.id).await;
+                    self.finish_canceled(&stub.id, None).await;
+                    continue;
                 }
-                _ => {
-                    tracing::info!(task_id = %task.id, state = %task.state, "resuming task after restart");
-                    let Ok(permit) = self.0.slots.clone().acquire_owned().await else {
-                        continue;
-                    };
-                    tokio::spawn(self.clone().drive(task, permit));
-                }
-            }
-        }
-        if let Some(docker) = &self.0.docker
-            && let Ok(containers) = docker
-                .list_by_label(INSTANCE_LABEL, Some(&self.0.cfg.instance))
-                .await
-        {
-            for c in containers {
-                let owner = c.labels.get(TASK_LABEL).cloned().unwrap_or_default();
-                if !live_ids.contains(&owner) {
-                    tracing::info!(task_id = %owner, container = %c.name, "removing container of a finished task");
-                    let _ = docker.remove(&c.name).await;
+                let Ok(permit) = self.0.slots.clone().try_acquire_owned() else {
+                    return Ok(()); // no free slot now; the next sweep continues
+                };
+                match self.0.store.get_task(&stub.id).await? {
+                    Some(task) if !task.state.is_terminal() => {
+                        tracing::info!(task_id = %task.id, state = %task.state, "resuming task that has no driver");
+                        self.spawn_driver(task, permit);
+                    }
+                    _ => {}
                 }
             }
         }
         Ok(())
+    }
+
+    /// At start: remove containers and workspaces this instance left behind for tasks
+    /// that are finished (or unknown).
+    async fn remove_orphans(&self) {
+        let Ok(unfinished) = self.0.store.unfinished_tasks().await else {
+            return;
+        };
+        let live: std::collections::HashSet<String> =
+            unfinished.into_iter().map(|t| t.id).collect();
+        if let Some(docker) = &self.0.docker {
+            if let Ok(containers) = docker
+                .list_by_label(INSTANCE_LABEL, Some(&self.0.cfg.instance))
+                .await
+            {
+                for c in containers {
+                    let owner = c.labels.get(TASK_LABEL).cloned().unwrap_or_default();
+                    if !live.contains(&owner) {
+                        tracing::info!(task_id = %owner, container = %c.name, "removing container of a finished task");
+                        let _ = docker.remove(&c.name).await;
+                    }
+                }
+            }
+        }
+        if let Ok(mut dir) = tokio::fs::read_dir(&self.0.cfg.work_dir).await {
+            while let Ok(Some(entry)) = dir.next_entry().await {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !live.contains(&name) {
+                    tracing::info!(task_id = %name, "removing workspace of a finished task");
+                    let _ = tokio::fs::remove_dir_all(entry.path()).await;
+                }
+            }
+        }
     }
 }

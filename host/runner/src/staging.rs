@@ -70,7 +70,8 @@ pub fn stage_in(
                     copy_tree(&src, &dest, roots, &mut staged)
                         .map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
                 } else {
-                    let n = fs::copy(&src, &dest).map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
+                    let n = copy_regular_in(&src, &dest)
+                        .map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
                     staged.add(n);
                 }
             }
@@ -150,20 +151,34 @@ fn copy_out(
     logs: &mut Vec<OutputFileLog>,
     staged: &mut Staged,
 ) -> Result<(), String> {
-    let real = inside(src, fs_root)?;
-    let meta = fs::metadata(&real).map_err(|e| match e.kind() {
+    // The parent may be any directory inside the workspace; the path itself must not
+    // be a link (executors control this tree, so nothing in it is followed).
+    let parent = src.parent().ok_or("has no parent directory")?;
+    let real = inside(parent, fs_root)?.join(src.file_name().ok_or("has no file name")?);
+    let meta = fs::symlink_metadata(&real).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => "the executors did not create it".to_string(),
         _ => e.to_string(),
     })?;
-    if meta.is_dir() != want_dir {
+    let kind = |m: &fs::Metadata| {
+        if m.file_type().is_symlink() {
+            "symbolic link"
+        } else if m.is_dir() {
+            "directory"
+        } else if m.is_file() {
+            "file"
+        } else {
+            "special file"
+        }
+    };
+    if (want_dir && !meta.is_dir()) || (!want_dir && !meta.is_file()) {
         return Err(format!(
             "is a {}, but the output's type is {}",
-            if meta.is_dir() { "directory" } else { "file" },
+            kind(&meta),
             if want_dir { "DIRECTORY" } else { "FILE" }
         ));
     }
     if !want_dir {
-        let n = copy_to_dest(&real, dest, roots)?;
+        let n = copy_regular(&real, dest, roots)?;
         staged.add(n);
         logs.push(OutputFileLog {
             url: url.to_string(),
@@ -172,7 +187,8 @@ fn copy_out(
         });
         return Ok(());
     }
-    // Directory outputs are flattened into one log entry per file.
+    // Directory outputs are flattened into one log entry per file. Links and special
+    // files inside are refused rather than followed (no loops, no escapes).
     let mut stack = vec![(real, String::new())];
     while let Some((dir, rel)) = stack.pop() {
         let mut entries: Vec<_> = fs::read_dir(&dir)
@@ -187,18 +203,22 @@ fn copy_out(
             } else {
                 format!("{rel}/{name}")
             };
-            let child = inside(&entry.path(), fs_root)?;
-            let meta = fs::metadata(&child).map_err(|e| e.to_string())?;
+            let meta = fs::symlink_metadata(entry.path()).map_err(|e| e.to_string())?;
             if meta.is_dir() {
-                stack.push((child, child_rel));
-            } else {
-                let n = copy_to_dest(&child, &dest.join(&child_rel), roots)?;
+                stack.push((entry.path(), child_rel));
+            } else if meta.is_file() {
+                let n = copy_regular(&entry.path(), &dest.join(&child_rel), roots)?;
                 staged.add(n);
                 logs.push(OutputFileLog {
                     url: join_url(url, &child_rel),
                     path: normalise(&format!("{container_path}/{child_rel}")),
                     size_bytes: n.to_string(),
                 });
+            } else {
+                return Err(format!(
+                    "{child_rel} is a {}; outputs copy only regular files and directories",
+                    kind(&meta)
+                ));
             }
         }
     }
@@ -301,7 +321,21 @@ fn allowed_dest_path(url: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
     }
 }
 
-fn copy_to_dest(src: &Path, dest: &Path, roots: &[PathBuf]) -> Result<u64, String> {
+/// Copy one regular file to `dest` (inside the roots), safely: the source is opened
+/// without following links and without blocking (a FIFO would otherwise hang us), and
+/// must then be a regular file; the destination is created without following a link;
+/// modes are not carried over (no setuid files appear on the host).
+fn copy_regular(src: &Path, dest: &Path, roots: &[PathBuf]) -> Result<u64, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut input = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK)
+        .open(src)
+        .map_err(|e| format!("{}: {e}", src.display()))?;
+    let meta = input.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", src.display()));
+    }
     let parent = dest.parent().ok_or("destination has no parent directory")?;
     fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
     let real_parent = fs::canonicalize(parent).map_err(|e| e.to_string())?;
@@ -311,18 +345,22 @@ fn copy_to_dest(src: &Path, dest: &Path, roots: &[PathBuf]) -> Result<u64, Strin
             dest.display()
         ));
     }
-    let name = dest.file_name().ok_or("destination has no file name")?;
-    let target = real_parent.join(name);
-    if fs::symlink_metadata(&target)
-        .map(|m| m.file_type().is_symlink())
-        .unwrap_or(false)
-    {
-        return Err(format!(
-            "{} is a symlink; refusing to write through it",
-            target.display()
-        ));
-    }
-    fs::copy(src, &target).map_err(|e| format!("copying to {}: {e}", target.display()))
+    let target = real_parent.join(dest.file_name().ok_or("destination has no file name")?);
+    let mut output = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc_flags::O_NOFOLLOW)
+        .open(&target)
+        .map_err(|e| format!("writing {}: {e}", target.display()))?;
+    io::copy(&mut input, &mut output).map_err(|e| format!("copying to {}: {e}", target.display()))
+}
+
+/// The two open(2) flags we need, without a libc dependency (values for Linux).
+mod libc_flags {
+    pub const O_NONBLOCK: i32 = 0o4000;
+    pub const O_NOFOLLOW: i32 = 0o400000;
 }
 
 fn copy_tree(
@@ -334,22 +372,39 @@ fn copy_tree(
     fs::create_dir_all(dest).map_err(|e| e.to_string())?;
     for entry in fs::read_dir(src).map_err(|e| e.to_string())? {
         let entry = entry.map_err(|e| e.to_string())?;
-        let real = fs::canonicalize(entry.path()).map_err(|e| e.to_string())?;
-        if !roots.iter().any(|r| real.starts_with(r)) {
+        let meta = fs::symlink_metadata(entry.path()).map_err(|e| e.to_string())?;
+        let target = dest.join(entry.file_name());
+        if meta.is_dir() {
+            copy_tree(&entry.path(), &target, roots, staged)?;
+        } else if meta.is_file() {
+            staged.add(copy_regular_in(&entry.path(), &target)?);
+        } else {
             return Err(format!(
-                "{} leads outside the allowed directories",
+                "{} is not a regular file or directory; directory inputs copy only those",
                 entry.path().display()
             ));
         }
-        let target = dest.join(entry.file_name());
-        if real.is_dir() {
-            copy_tree(&real, &target, roots, staged)?;
-        } else {
-            let n = fs::copy(&real, &target).map_err(|e| e.to_string())?;
-            staged.add(n);
-        }
     }
     Ok(())
+}
+
+/// Copy a regular file from an allowed directory into the workspace (no container runs
+/// while inputs are staged, so the workspace side cannot change under us).
+fn copy_regular_in(src: &Path, dest: &Path) -> Result<u64, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut input = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK)
+        .open(src)
+        .map_err(|e| format!("{}: {e}", src.display()))?;
+    if !input.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err(format!("{} is not a regular file", src.display()));
+    }
+    if fs::symlink_metadata(dest).is_ok() {
+        fs::remove_file(dest).map_err(|e| e.to_string())?;
+    }
+    let mut output = fs::File::create(dest).map_err(|e| e.to_string())?;
+    io::copy(&mut input, &mut output).map_err(|e| e.to_string())
 }
 
 /// Make `path`'s parent directories inside `root`, refusing symlinked parents.
@@ -370,12 +425,28 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::write(path, bytes)
 }
 
-/// Write a captured stdout/stderr file into the workspace, checking that its directory
-/// is inside the workspace (an executor may have replaced it with a symlink).
-pub fn write_capture(ws: &Workspace, container_path: &str, bytes: &[u8]) -> Result<(), String> {
+/// Put an executor's captured stdout/stderr (kept outside the container-visible tree
+/// while it ran) at its container path. Called only once the executor's container has
+/// stopped, so nothing can swap the path while we resolve it; the final component is
+/// opened without following a link.
+pub fn place_capture(ws: &Workspace, container_path: &str, captured: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dest = ws.host_path(container_path);
     ensure_parent(&dest, &ws.root.join("fs"))?;
-    write_new(&dest, bytes).map_err(|e| e.to_string())
+    if fs::symlink_metadata(&dest).is_ok_and(|m| !m.is_file()) {
+        fs::remove_file(&dest).map_err(|e| format!("{container_path}: {e}"))?;
+    }
+    let mut output = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc_flags::O_NOFOLLOW)
+        .open(&dest)
+        .map_err(|e| format!("{container_path}: {e}"))?;
+    let mut input = fs::File::open(captured).map_err(|e| e.to_string())?;
+    io::copy(&mut input, &mut output)
+        .map(|_| ())
+        .map_err(|e| format!("{container_path}: {e}"))
 }
 
 /// The host file behind an executor's stdin path, which must be inside the workspace.

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tessera_core::TaskRecord;
 use tessera_core::tes::FileType;
-use tessera_core::validate::normalise;
+use tessera_core::validate::{normalise, wildcard_base};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -55,12 +55,8 @@ pub fn plan_mounts(task: &TaskRecord) -> Vec<Mount> {
     }
     for o in task.outputs() {
         let dir = if o.path.contains(['*', '?', '[']) {
-            let prefix = o.path_prefix.as_deref().unwrap_or("/");
-            if prefix.ends_with('/') {
-                normalise(prefix)
-            } else {
-                parent(prefix)
-            }
+            // Mount what the pattern searches, whatever path_prefix says.
+            wildcard_base(&o.path)
         } else if o.r#type == Some(FileType::Directory) {
             normalise(&o.path)
         } else {

@@ -20,7 +20,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Store URL: sqlite://PATH or postgres://… [default: sqlite://<data_dir>/tessera.db]
-    #[arg(long, env = "TESSERA_DATABASE_URL")]
+    #[arg(long, env = "TESSERA_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Tasks that run at once; the rest wait QUEUED [default: 4]
     #[arg(long, env = "TESSERA_MAX_CONCURRENT_TASKS")]

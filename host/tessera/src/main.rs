@@ -130,6 +130,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
     let policy = tessera_core::validate::Policy {
         file_roots,
         backend_parameters: vec!["network".into()],
+        backend_parameter_values: vec![("network".into(), vec!["bridge".into(), "none".into()])],
         // Inline content shares the body limit; keep room for the rest of the document.
         max_content_bytes: cfg.max_body_bytes.saturating_sub(64 * 1024).max(128 * 1024),
         max_cpu_cores: None,
@@ -218,6 +219,12 @@ fn load_or_create_instance_id(path: &Path) -> Result<String, String> {
 
 /// A store URL fit for logs: the password replaced.
 fn redact_url(url: &str) -> String {
+    if url.contains("password=") {
+        return match url.split_once('?') {
+            Some((base, _)) => format!("{}?***", redact_url(base)),
+            None => url.to_string(),
+        };
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
