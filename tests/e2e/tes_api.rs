@@ -395,3 +395,42 @@ async fn authentication_is_required_except_for_health_and_metrics() {
     assert_eq!(ready["store"]["status"], "ok");
     assert_eq!(ready["executor"]["status"], "disabled");
 }
+
+#[tokio::test]
+async fn big_full_pages_end_early_and_page_on_without_gaps() {
+    let s = Server::start(Options {
+        executor: "none",
+        extra_args: vec!["--max-body-bytes".into(), "12000000".into()],
+        ..Options::default()
+    })
+    .await;
+    // 5 tasks of ~10 MB inline content: a FULL page holds at most ~32 MB of documents.
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let mut t = simple_task(&["true"]);
+        t["inputs"] = json!([{"path": "/in", "content": "x".repeat(10_000_000)}]);
+        ids.push(s.create(&t).await);
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &token {
+            Some(t) => s.tes(&format!("/tasks?view=FULL&page_size=2047&page_token={t}")),
+            None => s.tes("/tasks?view=FULL&page_size=2047"),
+        };
+        let (status, page) = s.get_json(&url).await;
+        assert_eq!(status, 200);
+        pages += 1;
+        let tasks = page["tasks"].as_array().unwrap();
+        assert!(!tasks.is_empty(), "no empty pages");
+        seen.extend(tasks.iter().map(|t| t["id"].as_str().unwrap().to_string()));
+        match page["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    assert!(pages >= 2, "a 50 MB listing is split across pages");
+}

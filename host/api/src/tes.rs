@@ -23,6 +23,26 @@ use tessera_store::ListQuery;
 /// larger requests are clamped to 2047 (and page on with next_page_token).
 pub const DEFAULT_PAGE_SIZE: u32 = 256;
 pub const MAX_PAGE_SIZE: u32 = 2047;
+/// Upper bound of task-document bytes one BASIC/FULL list page holds.
+pub const PAGE_BYTES: usize = 32 << 20;
+
+/// A cheap estimate of a task's size in a response: its big strings plus a margin.
+fn approximate_size(r: &tessera_core::TaskRecord) -> usize {
+    let content: usize = r
+        .inputs()
+        .iter()
+        .map(|i| i.content.as_ref().map_or(0, String::len))
+        .sum();
+    let logs: usize = r
+        .logs
+        .iter()
+        .flat_map(|l| &l.logs)
+        .map(|e| {
+            e.stdout.as_ref().map_or(0, String::len) + e.stderr.as_ref().map_or(0, String::len)
+        })
+        .sum();
+    1024 + content + logs
+}
 
 pub async fn service_info(State(state): State<AppState>) -> Json<ServiceInfo> {
     let policy = state.policy();
@@ -211,23 +231,65 @@ pub async fn list_tasks(
         .enumerate()
         .map(|(i, k)| (k.clone(), p.tag_values.get(i).cloned().unwrap_or_default()))
         .collect();
-    let query = ListQuery {
+    let minimal = p.view == View::Minimal;
+    let page_size = p.page_size as usize;
+    let store = state.runner().store();
+    let mut query = ListQuery {
         name_prefix: p.name_prefix,
         state: p.state,
         tags,
         before_seq: p.page_token,
-        // One more than asked tells whether another page exists.
-        limit: p.page_size + 1,
-        minimal: p.view == View::Minimal,
+        limit: 0,
+        minimal,
     };
-    let mut records = state
-        .runner()
-        .store()
-        .list_tasks(&query)
-        .await
-        .map_err(|e| Error::internal("listing tasks failed", e))?;
-    let next_page_token = if records.len() > p.page_size as usize {
-        records.truncate(p.page_size as usize);
+    // BASIC/FULL pages are read in chunks and end early once they hold PAGE_BYTES of
+    // task documents, so one request cannot make the server hold gigabytes of inline
+    // content; the token continues where the page stopped.
+    let chunk = if minimal {
+        page_size
+    } else {
+        page_size.min(128)
+    };
+    let mut records = Vec::new();
+    let mut bytes = 0usize;
+    let more = loop {
+        let want = chunk.min(page_size - records.len());
+        // One more than asked tells whether another row exists.
+        query.limit = want as u32 + 1;
+        let mut rows = store
+            .list_tasks(&query)
+            .await
+            .map_err(|e| Error::internal("listing tasks failed", e))?;
+        let rows_beyond = rows.len() > want;
+        rows.truncate(want);
+        let mut stopped_early = false;
+        for r in rows {
+            bytes += approximate_size(&r);
+            query.before_seq = Some(r.seq);
+            records.push(r);
+            if bytes > PAGE_BYTES {
+                stopped_early = true;
+                break;
+            }
+        }
+        if stopped_early {
+            // Whether anything follows the last task on this page.
+            query.limit = 1;
+            query.minimal = true;
+            let next = store
+                .list_tasks(&query)
+                .await
+                .map_err(|e| Error::internal("listing tasks failed", e))?;
+            break !next.is_empty();
+        }
+        if !rows_beyond {
+            break false;
+        }
+        if records.len() >= page_size {
+            break true;
+        }
+    };
+    let next_page_token = if more {
         records.last().map(|r| page::encode(r.seq))
     } else {
         None
