@@ -235,13 +235,12 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
                 .backend_parameter_values
                 .iter()
                 .find(|(name, _)| *name == key)
+                && !allowed.iter().any(|a| a.eq_ignore_ascii_case(v))
             {
-                if !allowed.iter().any(|a| a.eq_ignore_ascii_case(v)) {
-                    errs.push(
-                        format!("resources.backend_parameters.{k}"),
-                        format!("{v:?} is not allowed; use one of: {}", allowed.join(", ")),
-                    );
-                }
+                errs.push(
+                    format!("resources.backend_parameters.{k}"),
+                    format!("{v:?} is not allowed; use one of: {}", allowed.join(", ")),
+                );
             }
         }
         if let Some(params) = res.backend_parameters.as_mut() {

@@ -522,10 +522,11 @@ impl Runner {
         };
         let live: std::collections::HashSet<String> =
             unfinished.into_iter().map(|t| t.id).collect();
-        if let Some(docker) = &self.0.docker {
-            if let Ok(containers) = docker
+        if let Some(docker) = &self.0.docker
+            && let Ok(containers) = docker
                 .list_by_label(INSTANCE_LABEL, Some(&self.0.cfg.instance))
                 .await
+        {
             {
                 for c in containers {
                     let owner = c.labels.get(TASK_LABEL).cloned().unwrap_or_default();

@@ -67,7 +67,7 @@ pub fn stage_in(
                     ));
                 }
                 if want_dir {
-                    copy_tree(&src, &dest, roots, &mut staged)
+                    copy_tree(&src, &dest, &mut staged)
                         .map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
                 } else {
                     let n = copy_regular_in(&src, &dest)
@@ -363,19 +363,14 @@ mod libc_flags {
     pub const O_NOFOLLOW: i32 = 0o400000;
 }
 
-fn copy_tree(
-    src: &Path,
-    dest: &Path,
-    roots: &[PathBuf],
-    staged: &mut Staged,
-) -> Result<(), String> {
+fn copy_tree(src: &Path, dest: &Path, staged: &mut Staged) -> Result<(), String> {
     fs::create_dir_all(dest).map_err(|e| e.to_string())?;
     for entry in fs::read_dir(src).map_err(|e| e.to_string())? {
         let entry = entry.map_err(|e| e.to_string())?;
         let meta = fs::symlink_metadata(entry.path()).map_err(|e| e.to_string())?;
         let target = dest.join(entry.file_name());
         if meta.is_dir() {
-            copy_tree(&entry.path(), &target, roots, staged)?;
+            copy_tree(&entry.path(), &target, staged)?;
         } else if meta.is_file() {
             staged.add(copy_regular_in(&entry.path(), &target)?);
         } else {
