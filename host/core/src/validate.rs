@@ -159,7 +159,13 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
         } else if let Err(m) = check_url(&output.url, policy) {
             errs.push(at("url"), m);
         }
-        if has_wildcard(&output.path) {
+        if has_wildcard(&output.path) && wildcard_base(&output.path) == "/" {
+            // Collecting from / would copy the container's whole filesystem.
+            errs.push(
+                at("path"),
+                "needs a directory before the first wildcard (e.g. /out/*.txt, not /*.txt)",
+            );
+        } else if has_wildcard(&output.path) {
             match &output.path_prefix {
                 None => errs.push(
                     at("path_prefix"),
@@ -172,11 +178,6 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
                         errs.push(at("path_prefix"), "must be a prefix of path");
                     } else if has_wildcard(prefix) {
                         errs.push(at("path_prefix"), "must not contain wildcards");
-                    } else if wildcard_base(&output.path) == "/" {
-                        errs.push(
-                            at("path"),
-                            "needs a directory before the first wildcard (e.g. /out/*.txt, not /*.txt)",
-                        );
                     }
                 }
             }
@@ -276,6 +277,14 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
                 }
             }
         }
+    }
+
+    // PostgreSQL text and jsonb cannot hold U+0000, and no field has a use for it: refuse it
+    // anywhere in the document (fields checked above already named their own error).
+    if errs.0.is_empty()
+        && serde_json::to_string(&task).map_or(true, |json| json.contains("\\u0000"))
+    {
+        errs.push("task", "must not contain NUL characters (\\u0000) in any field");
     }
 
     if errs.0.is_empty() {
