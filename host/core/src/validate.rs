@@ -284,7 +284,10 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
     if errs.0.is_empty()
         && serde_json::to_string(&task).map_or(true, |json| json.contains("\\u0000"))
     {
-        errs.push("task", "must not contain NUL characters (\\u0000) in any field");
+        errs.push(
+            "task",
+            "must not contain NUL characters (\\u0000) in any field",
+        );
     }
 
     if errs.0.is_empty() {
