@@ -13,5 +13,10 @@ if ! docker info >/dev/null 2>&1; then
   (dockerd >/tmp/tessera-dockerd.log 2>&1 &)
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
 fi
+# The built-in plugins are WebAssembly components built with the binary.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  echo "[run] adding the wasm32-wasip2 Rust target" >&2
+  rustup target add wasm32-wasip2 >&2
+fi
 cargo build --release -p tessera
 exec target/release/tessera serve "$@"

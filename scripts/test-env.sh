@@ -17,6 +17,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2
 fi
 
+# The WebAssembly target the built-in plugins are built for (by host/tessera/build.rs).
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  log "adding the wasm32-wasip2 Rust target"
+  rustup target add wasm32-wasip2 >&2
+fi
+
 # Docker engine.
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd"

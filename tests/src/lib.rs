@@ -205,6 +205,25 @@ impl Server {
         )
     }
 
+    /// Upload a plugin (multipart `manifest` + `component`): (status, JSON body).
+    pub async fn upload_plugin(&self, manifest: &str, component: Vec<u8>) -> (u16, Value) {
+        let form = reqwest::multipart::Form::new()
+            .text("manifest", manifest.to_string())
+            .part("component", reqwest::multipart::Part::bytes(component));
+        let r = self
+            .req(reqwest::Method::POST, &format!("{}/v1/plugins", self.url))
+            .multipart(form)
+            .send()
+            .await
+            .expect("POST /v1/plugins");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     pub async fn post_json(&self, url: &str, body: &Value) -> (u16, Value) {
         self.post_raw(url, serde_json::to_vec(body).unwrap()).await
     }

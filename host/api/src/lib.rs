@@ -1,10 +1,12 @@
 //! The HTTP layer. Routes:
 //! - GA4GH TES v1.1.0 under `/ga4gh/tes/v1`
 //! - `GET /v1/tasks/{id}`: a task with its current reason and event history
+//! - `/v1/plugins`: plugin install, list, inspect, activate, rollback, delete
 //! - `/healthz`, `/readyz`, `/metrics` (no authentication)
 
 mod error;
 mod metrics;
+mod plugins;
 mod tes;
 
 pub use error::Error;
@@ -14,10 +16,11 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use std::sync::Arc;
 use tessera_core::ErrorCode;
 use tessera_core::validate::Policy;
+use tessera_registry::Registry;
 use tessera_runner::{EngineStatus, Runner};
 
 #[derive(Clone)]
@@ -35,11 +38,23 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     runner: Runner,
     cfg: ApiConfig,
+    registry: Registry,
 }
 
+/// Largest plugin upload (a Python component is ~20 MB).
+pub const MAX_PLUGIN_BYTES: usize = 256 << 20;
+
 impl AppState {
-    pub fn new(runner: Runner, cfg: ApiConfig) -> Self {
-        AppState(Arc::new(Inner { runner, cfg }))
+    pub fn new(runner: Runner, cfg: ApiConfig, registry: Registry) -> Self {
+        AppState(Arc::new(Inner {
+            runner,
+            cfg,
+            registry,
+        }))
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.0.registry
     }
 
     fn runner(&self) -> &Runner {
@@ -72,6 +87,22 @@ pub fn router(state: AppState) -> Router {
             get(tes::get_task).post(tes::cancel_task),
         )
         .route("/v1/tasks/{id}", get(tes::task_status))
+        .route(
+            "/v1/plugins",
+            get(plugins::list)
+                .post(plugins::install)
+                .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
+        )
+        .route("/v1/plugins/{name}", get(plugins::show))
+        .route(
+            "/v1/plugins/{name}/versions/{version}/activate",
+            post(plugins::activate),
+        )
+        .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
+        .route(
+            "/v1/plugins/{name}/versions/{version}",
+            delete(plugins::delete),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)

@@ -15,6 +15,11 @@ pub enum ErrorCode {
     /// A `page_token` this server did not issue.
     InvalidPageToken,
     NotFound,
+    /// An uploaded plugin is refused: a bad manifest, or a component that does not load
+    /// as the world it claims (see `message`).
+    InvalidPlugin,
+    /// The request contradicts the current state (e.g. deleting a plugin version in use).
+    Conflict,
     BodyTooLarge,
     Unauthorized,
     UnsupportedMediaType,
@@ -28,9 +33,11 @@ impl ErrorCode {
             ErrorCode::MalformedBody
             | ErrorCode::InvalidTask
             | ErrorCode::InvalidParameter
-            | ErrorCode::InvalidPageToken => 400,
+            | ErrorCode::InvalidPageToken
+            | ErrorCode::InvalidPlugin => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Internal => 500,

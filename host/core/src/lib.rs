@@ -7,6 +7,7 @@
 pub mod error;
 pub mod id;
 pub mod page;
+pub mod routing;
 pub mod state;
 pub mod task;
 pub mod tes;

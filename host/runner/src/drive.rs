@@ -48,6 +48,7 @@ impl Runner {
         task: TaskRecord,
         token: CancellationToken,
         _permit: OwnedSemaphorePermit,
+        target: String,
     ) {
         let id = task.id.clone();
         let span = tracing::info_span!("task", task_id = %id);
@@ -59,9 +60,13 @@ impl Runner {
             token,
             last_flush: Instant::now(),
         };
+        drive.meta(crate::TARGET_METADATA, target);
         drive.run().instrument(span).await;
         if let Ok(mut running) = self.0.running.lock() {
             running.remove(&id);
+        }
+        if let Ok(mut placed) = self.0.placed.lock() {
+            placed.remove(&id);
         }
         self.0.wake.notify_one();
     }

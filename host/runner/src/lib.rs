@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tessera_core::State;
+use tessera_core::routing::{self, Candidate, Free, Outcome, RouteError, Router, TargetSpec};
 use tessera_core::task::{NewTask, TaskRecord};
 use tessera_docker::DockerEngine;
 use tessera_store::{Store, StoreError};
@@ -58,7 +59,28 @@ pub struct RunnerConfig {
     pub default_network: Option<String>,
     /// How often live stdout/stderr of running executors is written to the store.
     pub log_flush_interval: Duration,
+    /// Where tasks can run: slot pools on the executor, each with tags and groups. At
+    /// least one; the router chooses among them.
+    pub targets: Vec<TargetConfig>,
+    /// TES tag keys that are placement constraints: a task's tags with these keys must be
+    /// carried by its target. Other tags are metadata only.
+    pub route_tag_keys: Vec<String>,
 }
+
+/// A place tasks can run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    pub spec: TargetSpec,
+    /// Tasks that may run on it at once.
+    pub slots: u32,
+    /// CPU cores its tasks may ask for together; `None`: no budget.
+    pub cpu_cores: Option<u32>,
+    /// Memory its tasks may ask for together, in bytes; `None`: no budget.
+    pub ram_bytes: Option<u64>,
+}
+
+/// The metadata key of a task log that names the target the task runs on.
+pub const TARGET_METADATA: &str = "target";
 
 /// What the executor side looks like right now, for readiness and queue reasons.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +103,43 @@ pub enum CancelOutcome {
     Canceling,
 }
 
+/// Where a driven task runs and what it asked for.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    target: usize,
+    cpu_cores: u32,
+    ram_bytes: u64,
+}
+
+/// A queued task as the router sees it: its placement tags (the tags with routing keys),
+/// its group, and what it asks for.
+fn candidate(task: &TaskRecord, route_tag_keys: &[String]) -> Candidate {
+    let tags = task
+        .spec
+        .tags
+        .iter()
+        .flatten()
+        .filter(|(k, _)| route_tag_keys.iter().any(|r| r == *k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let resources = task.spec.resources.as_ref();
+    Candidate {
+        tags,
+        group: String::new(),
+        priority: 0,
+        cpu_cores: resources
+            .and_then(|r| r.cpu_cores)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(0),
+        ram_bytes: resources
+            .and_then(|r| r.ram_gb)
+            .map_or(0, |gb| (gb * 1e9) as u64),
+        queued_at_ms: tessera_core::time_fmt::parse_rfc3339(&task.creation_time)
+            .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+            .unwrap_or(0),
+    }
+}
+
 type Submission = (NewTask, oneshot::Sender<Result<TaskRecord, String>>);
 
 #[derive(Clone)]
@@ -91,7 +150,13 @@ struct Inner {
     docker: Option<DockerEngine>,
     cfg: RunnerConfig,
     wake: Notify,
-    slots: Arc<Semaphore>,
+    router: Arc<dyn Router>,
+    /// One slot pool per target, in the order of `cfg.targets`.
+    slots: Vec<Arc<Semaphore>>,
+    /// What each driven task asked for, and where: for the targets' CPU/memory budgets.
+    placed: Mutex<HashMap<String, Placement>>,
+    /// When routing last failed (retries wait a little so a broken router is not hammered).
+    route_failed_at: Mutex<Option<std::time::Instant>>,
     running: Mutex<HashMap<String, CancellationToken>>,
     engine: RwLock<EngineStatus>,
     last_probe: Mutex<Option<std::time::Instant>>,
@@ -101,7 +166,22 @@ struct Inner {
 impl Runner {
     /// Build the runner and start its intake loop. Call [`Runner::start`] to reconcile
     /// and begin dispatching. Needs a tokio runtime.
-    pub fn new(store: Store, cfg: RunnerConfig) -> Result<Runner, String> {
+    pub fn new(
+        store: Store,
+        mut cfg: RunnerConfig,
+        router: Arc<dyn Router>,
+    ) -> Result<Runner, String> {
+        if cfg.targets.is_empty() {
+            cfg.targets.push(TargetConfig {
+                spec: TargetSpec {
+                    name: "local".into(),
+                    ..TargetSpec::default()
+                },
+                slots: u32::try_from(cfg.max_concurrent_tasks.max(1)).unwrap_or(u32::MAX),
+                cpu_cores: None,
+                ram_bytes: None,
+            });
+        }
         let docker = match &cfg.executor {
             ExecutorConfig::Docker { socket } => Some(
                 DockerEngine::connect(socket.as_deref())
@@ -119,7 +199,14 @@ impl Runner {
         let runner = Runner(Arc::new(Inner {
             store,
             docker,
-            slots: Arc::new(Semaphore::new(cfg.max_concurrent_tasks.max(1))),
+            slots: cfg
+                .targets
+                .iter()
+                .map(|t| Arc::new(Semaphore::new(t.slots as usize)))
+                .collect(),
+            router,
+            placed: Mutex::new(HashMap::new()),
+            route_failed_at: Mutex::new(None),
             cfg,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
@@ -173,7 +260,7 @@ impl Runner {
             EngineStatus::Ready { .. } => format!(
                 "waiting for a free task slot ({} of {} in use)",
                 self.running_count(),
-                self.0.cfg.max_concurrent_tasks
+                self.0.cfg.targets.iter().map(|t| u64::from(t.slots)).sum::<u64>()
             ),
         }
     }
@@ -434,13 +521,28 @@ impl Runner {
         }
     }
 
-    /// Register a driver for `task` and start it.
-    fn spawn_driver(&self, task: TaskRecord, permit: tokio::sync::OwnedSemaphorePermit) {
+    /// Register a driver for `task` on target `t` and start it.
+    fn spawn_driver(&self, task: TaskRecord, permit: tokio::sync::OwnedSemaphorePermit, t: usize) {
         let token = CancellationToken::new();
         if let Ok(mut running) = self.0.running.lock() {
             running.insert(task.id.clone(), token.clone());
         }
-        tokio::spawn(self.clone().drive(task, token, permit));
+        let resources = task.spec.resources.as_ref();
+        let placement = Placement {
+            target: t,
+            cpu_cores: resources
+                .and_then(|r| r.cpu_cores)
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(0),
+            ram_bytes: resources
+                .and_then(|r| r.ram_gb)
+                .map_or(0, |gb| (gb * 1e9) as u64),
+        };
+        if let Ok(mut placed) = self.0.placed.lock() {
+            placed.insert(task.id.clone(), placement);
+        }
+        let target = self.0.cfg.targets[t].spec.name.clone();
+        tokio::spawn(self.clone().drive(task, token, permit, target));
     }
 
     fn is_driven(&self, id: &str) -> bool {
@@ -452,27 +554,192 @@ impl Runner {
     }
 
     async fn dispatch_once(&self) -> Result<(), StoreError> {
+        // After a router failure, retry once a second rather than on every wake-up.
+        if self
+            .0
+            .route_failed_at
+            .lock()
+            .is_ok_and(|t| t.is_some_and(|t| t.elapsed() < Duration::from_secs(1)))
+        {
+            return Ok(());
+        }
         loop {
-            let free = self.0.slots.available_permits();
-            if free == 0 {
+            let free = self.free_capacity();
+            let total: u64 = free.iter().map(|f| u64::from(f.slots)).sum();
+            if total == 0 {
                 return Ok(());
             }
-            let claimed = self.0.store.claim_queued(free as u32).await?;
-            if claimed.is_empty() {
+            // Look a little past the free slots, so a task that fits can pass one that
+            // waits for a busy target.
+            let limit = u32::try_from((total * 4).clamp(16, 1024)).unwrap_or(1024);
+            let queued = self.0.store.oldest_queued(limit).await?;
+            if queued.is_empty() {
                 return Ok(());
             }
-            for task in claimed {
-                let Ok(permit) = self.0.slots.clone().try_acquire_owned() else {
-                    // Cannot happen (we claimed at most `free`), but never lose a task.
-                    self.0
-                        .store
-                        .transition(&task.id, State::Queued, Some(&self.queue_reason()), None)
-                        .await?;
-                    continue;
-                };
-                self.spawn_driver(task, permit);
+            let started = self.route_and_start(queued, free).await?;
+            if started == 0 {
+                return Ok(());
             }
         }
+    }
+
+    /// What each target has free now (slots, and CPU/memory left in its budgets).
+    fn free_capacity(&self) -> Vec<Free> {
+        let placed = self.0.placed.lock().map(|p| p.clone()).unwrap_or_default();
+        self.0
+            .cfg
+            .targets
+            .iter()
+            .zip(&self.0.slots)
+            .enumerate()
+            .map(|(i, (t, slots))| {
+                let (mut cores, mut ram) = (0u64, 0u64);
+                for p in placed.values().filter(|p| p.target == i) {
+                    cores += u64::from(p.cpu_cores);
+                    ram = ram.saturating_add(p.ram_bytes);
+                }
+                Free {
+                    slots: u32::try_from(slots.available_permits()).unwrap_or(u32::MAX),
+                    cpu_cores: t.cpu_cores.map_or(u32::MAX, |c| {
+                        u32::try_from(u64::from(c).saturating_sub(cores)).unwrap_or(0)
+                    }),
+                    ram_bytes: t.ram_bytes.map_or(u64::MAX, |r| r.saturating_sub(ram)),
+                }
+            })
+            .collect()
+    }
+
+    /// Route queued tasks (oldest first) through the router, start those it places, and
+    /// give the others the router's reason. Returns how many started.
+    async fn route_and_start(
+        &self,
+        queued: Vec<TaskRecord>,
+        free: Vec<Free>,
+    ) -> Result<usize, StoreError> {
+        let targets: Vec<(TargetSpec, Free)> = self
+            .0
+            .cfg
+            .targets
+            .iter()
+            .map(|t| t.spec.clone())
+            .zip(free)
+            .collect();
+        // Tasks of one group go to that group's router.
+        let mut by_group: Vec<(String, Vec<usize>)> = Vec::new();
+        let candidates: Vec<Candidate> = queued
+            .iter()
+            .map(|t| candidate(t, &self.0.cfg.route_tag_keys))
+            .collect();
+        for (i, c) in candidates.iter().enumerate() {
+            match by_group.iter_mut().find(|(g, _)| *g == c.group) {
+                Some((_, members)) => members.push(i),
+                None => by_group.push((c.group.clone(), vec![i])),
+            }
+        }
+        let mut started = 0;
+        let mut failure: Option<RouteError> = None;
+        for (group, members) in by_group {
+            let group_candidates: Vec<Candidate> =
+                members.iter().map(|&i| candidates[i].clone()).collect();
+            let (planned, refused) = routing::plan_requests(&group_candidates, &targets);
+            for (j, reason) in refused {
+                self.wait_with_reason(&queued[members[j]], &reason).await;
+            }
+            for plan in planned {
+                let router = self.0.router.clone();
+                let g = group.clone();
+                let request = plan.request;
+                let (request, answer) = tokio::task::spawn_blocking(move || {
+                    let answer = router.route(&g, &request);
+                    (request, answer)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    (
+                        routing::RouteRequest::default(),
+                        Err(RouteError {
+                            router: String::new(),
+                            message: format!("the routing thread failed: {e}"),
+                        }),
+                    )
+                });
+                let outcomes = answer.and_then(|decisions| {
+                    routing::check_decisions(&request, &decisions).map_err(|message| RouteError {
+                        router: String::new(),
+                        message,
+                    })
+                });
+                let outcomes = match outcomes {
+                    Ok(o) => o,
+                    Err(e) => {
+                        metrics::ROUTING_FAILURES.inc();
+                        tracing::warn!(group = %group, error = %e, tasks = plan.candidates.len(), "routing failed; the tasks stay queued");
+                        let reason = format!("{e}; retrying");
+                        for &j in &plan.candidates {
+                            self.wait_with_reason(&queued[members[j]], &reason).await;
+                        }
+                        failure = Some(e);
+                        continue;
+                    }
+                };
+                for (k, outcome) in outcomes.into_iter().enumerate() {
+                    let task = &queued[members[plan.candidates[k]]];
+                    match outcome {
+                        Outcome::Run(t) => {
+                            if self.start_on(task.clone(), t).await? {
+                                started += 1;
+                            }
+                        }
+                        Outcome::Wait(reason) => self.wait_with_reason(task, &reason).await,
+                    }
+                }
+            }
+        }
+        if let Ok(mut at) = self.0.route_failed_at.lock() {
+            *at = failure.map(|_| std::time::Instant::now());
+        }
+        Ok(started)
+    }
+
+    /// Keep a queued task waiting, with `reason` (written only when it changed).
+    async fn wait_with_reason(&self, task: &TaskRecord, reason: &str) {
+        if task.reason.as_deref() == Some(reason) {
+            return;
+        }
+        if let Err(e) = self.0.store.set_reason(&task.id, Some(reason)).await {
+            tracing::warn!(task_id = %task.id, error = %e, "recording why a task waits failed");
+        }
+    }
+
+    /// Claim a routed task for target `t` and start its driver. False when the task is no
+    /// longer queued (canceled meanwhile) or the target filled up.
+    async fn start_on(&self, mut task: TaskRecord, t: usize) -> Result<bool, StoreError> {
+        let Some(permit) = self
+            .0
+            .slots
+            .get(t)
+            .and_then(|s| s.clone().try_acquire_owned().ok())
+        else {
+            return Ok(false);
+        };
+        let claimed = self
+            .0
+            .store
+            .transition(
+                &task.id,
+                State::Initializing,
+                Some(tessera_store::CLAIM_REASON),
+                None,
+            )
+            .await?;
+        if claimed != Some(State::Queued) {
+            return Ok(false);
+        }
+        task.state = State::Initializing;
+        task.reason = Some(tessera_store::CLAIM_REASON.to_string());
+        tracing::info!(task_id = %task.id, target = %self.0.cfg.targets[t].spec.name, "task placed");
+        self.spawn_driver(task, permit, t);
+        Ok(true)
     }
 
     /// Every task that is past QUEUED but has no driver here: finish its cancel, or
@@ -499,16 +766,34 @@ impl Runner {
                     self.finish_canceled(&stub.id, None).await;
                     continue;
                 }
-                let Ok(permit) = self.0.slots.clone().try_acquire_owned() else {
-                    return Ok(()); // no free slot now; the next sweep continues
+                let Some(task) = self.0.store.get_task(&stub.id).await? else {
+                    continue;
                 };
-                match self.0.store.get_task(&stub.id).await? {
-                    Some(task) if !task.state.is_terminal() => {
-                        tracing::info!(task_id = %task.id, state = %task.state, "resuming task that has no driver");
-                        self.spawn_driver(task, permit);
-                    }
-                    _ => {}
+                if task.state.is_terminal() {
+                    continue;
                 }
+                // Back on the target it was placed on, when that is still configured.
+                let placed_on = task
+                    .logs
+                    .last()
+                    .and_then(|l| l.metadata.as_ref())
+                    .and_then(|m| m.get(TARGET_METADATA))
+                    .and_then(|name| self.0.cfg.targets.iter().position(|t| t.spec.name == *name));
+                let order: Vec<usize> = match placed_on {
+                    Some(t) => vec![t],
+                    None => (0..self.0.slots.len()).collect(),
+                };
+                let Some((t, permit)) = order.into_iter().find_map(|t| {
+                    self.0.slots[t]
+                        .clone()
+                        .try_acquire_owned()
+                        .ok()
+                        .map(|p| (t, p))
+                }) else {
+                    continue; // no free slot there now; the next sweep continues
+                };
+                tracing::info!(task_id = %task.id, state = %task.state, "resuming task that has no driver");
+                self.spawn_driver(task, permit, t);
             }
         }
         Ok(())

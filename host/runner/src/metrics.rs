@@ -13,6 +13,15 @@ pub static EXECUTOR_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap_or_else(|e| panic!("registering a metric at start-up: {e}"))
 });
 
+/// Router calls that failed (the tasks stayed queued).
+pub static ROUTING_FAILURES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "tessera_routing_failures_total",
+        "Router calls that failed; their tasks stayed queued"
+    )
+    .unwrap_or_else(|e| panic!("registering a metric at start-up: {e}"))
+});
+
 /// Tasks that reached a terminal state in this process, by state.
 pub static TASKS_FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -58,6 +67,7 @@ pub fn init() {
     {
         TASKS_FINISHED.with_label_values(&[state.as_str()]);
     }
+    LazyLock::force(&ROUTING_FAILURES);
     for phase in ["queue", "stage_in", "run", "stage_out"] {
         PHASE_SECONDS.with_label_values(&[phase]);
     }

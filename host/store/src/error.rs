@@ -19,6 +19,13 @@ pub enum StoreError {
     /// A task with one of the given ids is already stored (the whole batch was refused).
     #[error("a task id is already taken: {0}")]
     DuplicateId(String),
+    /// The change contradicts what is stored (e.g. a plugin version reinstalled with
+    /// other bytes).
+    #[error("{0}")]
+    Conflict(String),
+    /// Something the change refers to does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// A task could not be encoded for storage.
     #[error("encoding task {task_id} failed: {source}")]
     Encode {

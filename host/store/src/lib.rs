@@ -800,6 +800,26 @@ impl Store {
         })
     }
 
+    /// Up to `limit` QUEUED tasks, oldest first, for routing (they are claimed one by one
+    /// with [`Store::transition`] once placed).
+    pub async fn oldest_queued(&self, limit: u32) -> Result<Vec<TaskRecord>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            full_cols!(),
+            " FROM tasks WHERE state = $1 ORDER BY seq LIMIT $2"
+        );
+        with_pool!(self, reader, |pool| {
+            sqlx::query(sql)
+                .bind(State::Queued.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| decode_task(row, false))
+                .collect()
+        })
+    }
+
     /// Every task not in a terminal state, oldest first (for recovery after a restart).
     pub async fn unfinished_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let sql = format!(
@@ -858,6 +878,9 @@ impl Store {
         Ok(counts)
     }
 }
+
+mod plugins;
+pub use plugins::{BindingRow, Deleted, Installed, PluginVersionRow};
 
 #[cfg(test)]
 mod tests {

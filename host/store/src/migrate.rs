@@ -14,17 +14,31 @@ use crate::Backend;
 /// `(version, description, sql)`, oldest first. Never edit a released entry: add one.
 type Embedded = &'static [(i64, &'static str, &'static str)];
 
-const SQLITE: Embedded = &[(
-    1,
-    "tasks",
-    include_str!("../migrations/sqlite/0001_tasks.sql"),
-)];
+const SQLITE: Embedded = &[
+    (
+        1,
+        "tasks",
+        include_str!("../migrations/sqlite/0001_tasks.sql"),
+    ),
+    (
+        2,
+        "plugins",
+        include_str!("../migrations/sqlite/0002_plugins.sql"),
+    ),
+];
 
-const POSTGRES: Embedded = &[(
-    1,
-    "tasks",
-    include_str!("../migrations/postgres/0001_tasks.sql"),
-)];
+const POSTGRES: Embedded = &[
+    (
+        1,
+        "tasks",
+        include_str!("../migrations/postgres/0001_tasks.sql"),
+    ),
+    (
+        2,
+        "plugins",
+        include_str!("../migrations/postgres/0002_plugins.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Source(Embedded);

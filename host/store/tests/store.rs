@@ -28,6 +28,7 @@ store_tests!(
     canceling_only_ends_canceled,
     set_logs_and_reason_stop_at_terminal,
     claim_is_fifo_and_writes_events,
+    oldest_queued_peeks_without_claiming,
     concurrent_claimers_never_share_a_task,
     unfinished_tasks_oldest_first,
     count_by_state_counts_every_state,
@@ -817,6 +818,32 @@ async fn set_logs_and_reason_stop_at_terminal(db: &Db) {
             .unwrap(),
         0,
         "terminal tasks never change"
+    );
+}
+
+async fn oldest_queued_peeks_without_claiming(db: &Db) {
+    let store = &db.store;
+    assert!(store.oldest_queued(5).await.unwrap().is_empty());
+    let ids = insert(store, support::names(4)).await;
+    drive_to(store, &ids[1], State::Canceled).await;
+    let peeked: Vec<String> = store
+        .oldest_queued(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(
+        peeked,
+        [ids[0].clone(), ids[2].clone()],
+        "oldest first, QUEUED only"
+    );
+    let again = store.oldest_queued(10).await.unwrap();
+    assert_eq!(again.len(), 3, "peeking claims nothing");
+    assert!(again.iter().all(|t| t.state == State::Queued));
+    assert_eq!(
+        again[0].spec,
+        store.get_task(&ids[0]).await.unwrap().unwrap().spec
     );
 }
 

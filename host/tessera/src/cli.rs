@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct TaskArgs {
+    #[command(flatten)]
+    pub(crate) conn: ConnectArgs,
+    #[command(subcommand)]
+    command: TaskCommand,
+}
+
+/// How a client command reaches the server, and how it prints.
+#[derive(Args)]
+pub struct ConnectArgs {
     /// Server URL
     #[arg(
         long,
@@ -30,13 +39,11 @@ pub struct TaskArgs {
     data_dir: PathBuf,
     /// Output: human-readable table, or JSON for scripts
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
-    output: Output,
-    #[command(subcommand)]
-    command: TaskCommand,
+    pub(crate) output: Output,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Table,
     Json,
 }
@@ -89,14 +96,54 @@ enum TaskCommand {
     },
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
 }
 
 impl Client {
-    async fn call(
+    pub(crate) fn new(conn: &ConnectArgs) -> Client {
+        let token = conn.token.clone().or_else(|| {
+            std::fs::read_to_string(conn.data_dir.join("api-token"))
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        });
+        Client {
+            http: reqwest::Client::new(),
+            base: conn.server.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    /// Upload a plugin: its manifest text and component bytes as a multipart form.
+    pub(crate) async fn upload_plugin(
+        &self,
+        manifest: String,
+        component: Vec<u8>,
+    ) -> Result<Value, String> {
+        let form = reqwest::multipart::Form::new()
+            .text("manifest", manifest)
+            .part(
+                "component",
+                reqwest::multipart::Part::bytes(component).file_name("component.wasm"),
+            );
+        let mut req = self
+            .http
+            .post(format!("{}/v1/plugins", self.base))
+            .multipart(form);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the server at {}: {e}", self.base))?;
+        Self::answer(resp).await
+    }
+
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -117,6 +164,10 @@ impl Client {
             .send()
             .await
             .map_err(|e| format!("cannot reach the server at {}: {e}", self.base))?;
+        Self::answer(resp).await
+    }
+
+    async fn answer(resp: reqwest::Response) -> Result<Value, String> {
         let status = resp.status();
         let text = resp
             .text()
@@ -150,23 +201,13 @@ impl Client {
         }
     }
 
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, String> {
+    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, String> {
         self.call(reqwest::Method::GET, path, query, None).await
     }
 }
 
 pub async fn run(args: TaskArgs) -> ExitCode {
-    let token = args.token.clone().or_else(|| {
-        std::fs::read_to_string(args.data_dir.join("api-token"))
-            .ok()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-    });
-    let client = Client {
-        http: reqwest::Client::new(),
-        base: args.server.trim_end_matches('/').to_string(),
-        token,
-    };
+    let client = Client::new(&args.conn);
     match dispatch(&client, &args).await {
         Ok(code) => code,
         Err(e) => {
@@ -179,7 +220,7 @@ pub async fn run(args: TaskArgs) -> ExitCode {
 const TES: &str = "/ga4gh/tes/v1";
 
 async fn dispatch(client: &Client, args: &TaskArgs) -> Result<ExitCode, String> {
-    let json = args.output == Output::Json;
+    let json = args.conn.output == Output::Json;
     match &args.command {
         TaskCommand::Submit { file, wait } => {
             let body = if file.as_os_str() == "-" {
@@ -333,7 +374,7 @@ async fn dispatch(client: &Client, args: &TaskArgs) -> Result<ExitCode, String> 
     }
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     v.as_str().map(str::to_string).unwrap_or_else(|| {
         if v.is_null() {
             "-".into()
@@ -470,7 +511,7 @@ fn print_task(status: &Value) {
     }
 }
 
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

@@ -54,6 +54,34 @@ pub struct ServeArgs {
     /// Log format: "text" or "json" [default: text]
     #[arg(long, env = "TESSERA_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// TES tag key that is a placement constraint: a task's tag with this key must be
+    /// carried by the target it runs on; repeat for several (env: comma-separated)
+    /// [default: none, tags are metadata only]
+    #[arg(
+        long = "route-tag-key",
+        env = "TESSERA_ROUTE_TAG_KEYS",
+        value_delimiter = ','
+    )]
+    pub route_tag_keys: Vec<String>,
+}
+
+/// A place tasks can run (`[[targets]]` in the config file).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    pub name: String,
+    /// Tasks at once on this target.
+    pub slots: u32,
+    /// Tags the target carries (matched against tasks' routing tags).
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Groups that may use it; empty: every group.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// CPU cores its tasks may ask for together (no budget when unset).
+    pub cpu_cores: Option<u32>,
+    /// Memory its tasks may ask for together, in GB (no budget when unset).
+    pub ram_gb: Option<f64>,
 }
 
 /// The config file's shape; every key optional.
@@ -73,6 +101,8 @@ pub struct FileConfig {
     pub auth_token: Option<String>,
     pub no_auth: Option<bool>,
     pub log_format: Option<String>,
+    pub route_tag_keys: Option<Vec<String>>,
+    pub targets: Option<Vec<TargetFile>>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +120,9 @@ pub struct Config {
     pub auth_token: Option<String>,
     pub no_auth: bool,
     pub log_json: bool,
+    pub route_tag_keys: Vec<String>,
+    /// Empty: one target, "local", with max_concurrent_tasks slots.
+    pub targets: Vec<TargetFile>,
 }
 
 impl Config {
@@ -149,7 +182,32 @@ impl Config {
         if max_concurrent_tasks == 0 {
             return Err("max_concurrent_tasks must be at least 1".into());
         }
+        let targets = file.targets.unwrap_or_default();
+        let mut names = std::collections::BTreeSet::new();
+        for t in &targets {
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                return Err(format!(
+                    "targets: names must be non-empty and distinct ({:?})",
+                    t.name
+                ));
+            }
+            if t.slots == 0 {
+                return Err(format!("target {:?}: slots must be at least 1", t.name));
+            }
+            if t.ram_gb.is_some_and(|g| !(g.is_finite() && g > 0.0)) {
+                return Err(format!(
+                    "target {:?}: ram_gb must be a positive number",
+                    t.name
+                ));
+            }
+        }
         Ok(Config {
+            route_tag_keys: if args.route_tag_keys.is_empty() {
+                file.route_tag_keys.unwrap_or_default()
+            } else {
+                args.route_tag_keys
+            },
+            targets,
             listen: args
                 .listen
                 .or(file.listen)

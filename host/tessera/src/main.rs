@@ -2,6 +2,12 @@
 
 mod cli;
 mod config;
+mod plugin_cli;
+
+/// The plugins built into this binary (see build.rs).
+mod builtins {
+    include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
+}
 
 use clap::{Parser, Subcommand};
 use std::path::Path;
@@ -25,6 +31,8 @@ enum Command {
     Serve(config::ServeArgs),
     /// Submit, inspect, list, cancel tasks and read their logs on a running server.
     Task(cli::TaskArgs),
+    /// Install, list, inspect, activate, roll back and remove plugins on a running server.
+    Plugin(plugin_cli::PluginArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +56,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Task(args) => runtime.block_on(cli::run(args)),
+        Command::Plugin(args) => runtime.block_on(plugin_cli::run(args)),
     }
 }
 
@@ -106,6 +115,29 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         })?;
     tracing::info!(store = %redact_url(&cfg.database_url), "store ready");
 
+    let runtime = tessera_plugins::PluginRuntime::new(tessera_plugins::RuntimeConfig {
+        cache_dir: Some(data_dir.join("plugin-cache")),
+        ..tessera_plugins::RuntimeConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let registry = tessera_registry::Registry::open(store.clone(), runtime, builtins::BUILTINS)
+        .await
+        .map_err(|e| format!("loading plugins: {e}"))?;
+
+    let targets = cfg
+        .targets
+        .iter()
+        .map(|t| tessera_runner::TargetConfig {
+            spec: tessera_core::routing::TargetSpec {
+                name: t.name.clone(),
+                tags: t.tags.clone(),
+                groups: t.groups.clone(),
+            },
+            slots: t.slots,
+            cpu_cores: t.cpu_cores,
+            ram_bytes: t.ram_gb.map(|g| (g * 1e9) as u64),
+        })
+        .collect();
     let runner = tessera_runner::Runner::new(
         store,
         tessera_runner::RunnerConfig {
@@ -123,7 +155,10 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             },
             default_network: cfg.default_network.clone(),
             log_flush_interval: Duration::from_millis(500),
+            targets,
+            route_tag_keys: cfg.route_tag_keys.clone(),
         },
+        std::sync::Arc::new(registry.clone()),
     )?;
     runner.start();
 
@@ -143,6 +178,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             max_body_bytes: cfg.max_body_bytes,
             policy,
         },
+        registry,
     ));
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -1,0 +1,241 @@
+//! What a plugin declares about itself (its manifest) and what it is given at load (its
+//! configuration and secrets).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The default call deadline when a manifest sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+/// The default memory cap (all linear memories of one instance together) when a manifest
+/// sets none.
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+
+/// The slot a plugin fills: one world of `wit/plugin.wit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    Router,
+    Notifier,
+    Filer,
+    EngineAdapter,
+}
+
+impl World {
+    /// The world's name in `wit/plugin.wit`.
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Router => "router",
+            World::Notifier => "notifier",
+            World::Filer => "filer",
+            World::EngineAdapter => "engine-adapter",
+        }
+    }
+
+    /// The interface a component of this world must export.
+    pub fn export(self) -> &'static str {
+        match self {
+            World::Router => "tessera:plugin/routing@0.1.0",
+            World::Notifier => "tessera:plugin/notify@0.1.0",
+            World::Filer => "tessera:plugin/filing@0.1.0",
+            World::EngineAdapter => "tessera:plugin/engine@0.1.0",
+        }
+    }
+
+    /// The capabilities this world can be granted at all.
+    pub fn capabilities(self) -> &'static [Capability] {
+        use Capability::*;
+        match self {
+            World::Router => &[Log, Config],
+            World::Notifier | World::EngineAdapter => &[Log, Config, Http],
+            World::Filer => &[Log, Config, Http, ObjectStore, Workspace],
+        }
+    }
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A host capability a manifest can grant: one or more imported interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// `tessera:plugin/log` (always granted).
+    Log,
+    /// `tessera:plugin/config`: this plugin's configuration and listed secrets.
+    Config,
+    /// `wasi:http/outgoing-handler` to listed hosts.
+    Http,
+    /// `tessera:plugin/object-store` to listed buckets.
+    ObjectStore,
+    /// `tessera:plugin/workspace` of the current task.
+    Workspace,
+}
+
+impl Capability {
+    /// The name used in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Config => "config",
+            Capability::Http => "http",
+            Capability::ObjectStore => "object-store",
+            Capability::Workspace => "workspace",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Per-call limits. `None` means the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Limits {
+    /// How long one call may run ([`DEFAULT_TIMEOUT`] when unset). Enforced with epoch
+    /// interruption: see [`crate::RuntimeConfig::epoch_tick`] for the granularity.
+    #[serde(default, with = "opt_millis", rename = "timeout-ms")]
+    pub timeout: Option<Duration>,
+    /// The most linear memory one instance may hold, in bytes
+    /// ([`DEFAULT_MEMORY_BYTES`] when unset).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+}
+
+impl Limits {
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes.unwrap_or(DEFAULT_MEMORY_BYTES)
+    }
+}
+
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// What a plugin declares: who it is, which slot it fills, what it may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub world: World,
+    /// Granted capabilities beyond `log` (which is always granted).
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// The secrets the plugin may read through `config.secret`; any other name reads as
+    /// unset even when the binding has a value for it.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+impl Manifest {
+    /// A manifest with no capabilities beyond `log` and default limits.
+    pub fn new(name: impl Into<String>, version: impl Into<String>, world: World) -> Self {
+        Manifest {
+            name: name.into(),
+            version: version.into(),
+            world,
+            capabilities: Vec::new(),
+            limits: Limits::default(),
+            secrets: Vec::new(),
+        }
+    }
+
+    /// Whether `cap` is granted (`log` always is).
+    pub fn grants(&self, cap: Capability) -> bool {
+        cap == Capability::Log || self.capabilities.contains(&cap)
+    }
+}
+
+/// A secret value. It has no `Display`, and its `Debug` does not show the value, so it
+/// cannot end up in a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for handing to the plugin.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A plugin's configuration as bound: plain values and secrets, kept apart.
+#[derive(Debug, Clone, Default)]
+pub struct PluginConfig {
+    pub values: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+impl PluginConfig {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn value(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.values.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.secrets.insert(name.into(), Secret::new(value));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let c = PluginConfig::new()
+            .value("a", "b")
+            .secret("token", "hunter2");
+        let s = format!("{c:?}");
+        assert!(!s.contains("hunter2"), "{s}");
+        assert!(s.contains("token"));
+    }
+
+    #[test]
+    fn log_is_always_granted() {
+        let m = Manifest::new("r", "1.0.0", World::Router);
+        assert!(m.grants(Capability::Log));
+        assert!(!m.grants(Capability::Config));
+    }
+}

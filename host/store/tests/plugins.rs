@@ -1,0 +1,198 @@
+//! Plugin versions and bindings, on SQLite and PostgreSQL.
+
+mod support;
+
+use support::Db;
+use tessera_store::{Deleted, Installed, PluginVersionRow, Store, StoreError};
+
+store_tests!(
+    install_is_idempotent_and_versions_are_immutable,
+    bind_activate_and_roll_back,
+    delete_refuses_versions_in_use,
+    plugins_survive_reopening,
+);
+
+fn version(name: &str, version: &str, world: &str, bytes: &[u8]) -> PluginVersionRow {
+    PluginVersionRow {
+        name: name.into(),
+        version: version.into(),
+        world: world.into(),
+        manifest: format!(r#"{{"name":"{name}","version":"{version}"}}"#),
+        // Distinct bytes give distinct digests; the store only compares them.
+        sha256: format!(
+            "{:x}",
+            bytes.iter().map(|b| *b as u64).sum::<u64>() + bytes.len() as u64
+        ),
+        size_bytes: bytes.len() as i64,
+        origin: "uploaded".into(),
+        installed_at: format!("2026-12-01T00:00:0{}Z", bytes.len() % 10),
+    }
+}
+
+async fn install(store: &Store, name: &str, v: &str, world: &str, bytes: &[u8]) {
+    let row = version(name, v, world, bytes);
+    store.install_plugin_version(&row, bytes).await.unwrap();
+}
+
+async fn install_is_idempotent_and_versions_are_immutable(db: &Db) {
+    let store = &db.store;
+    let bytes = b"\0asm component bytes".to_vec();
+    let row = version("pack", "0.1.0", "router", &bytes);
+    assert_eq!(
+        store.install_plugin_version(&row, &bytes).await.unwrap(),
+        Installed::New
+    );
+    assert_eq!(
+        store.install_plugin_version(&row, &bytes).await.unwrap(),
+        Installed::Unchanged
+    );
+    let other = b"\0asm other bytes!".to_vec();
+    let err = store
+        .install_plugin_version(&version("pack", "0.1.0", "router", &other), &other)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // The stored bytes and row are the first ones, byte for byte.
+    assert_eq!(
+        store.plugin_component("pack", "0.1.0").await.unwrap(),
+        Some(bytes.clone())
+    );
+    assert_eq!(
+        store.plugin_version("pack", "0.1.0").await.unwrap(),
+        Some(row)
+    );
+    assert_eq!(store.plugin_component("pack", "9").await.unwrap(), None);
+    assert_eq!(store.plugin_versions().await.unwrap().len(), 1);
+}
+
+async fn bind_activate_and_roll_back(db: &Db) {
+    let store = &db.store;
+    install(store, "router-default", "0.1.0", "router", b"a").await;
+    install(store, "pack", "0.1.0", "router", b"bb").await;
+    install(store, "pack", "0.2.0", "router", b"ccc").await;
+    install(store, "hook", "0.1.0", "notifier", b"dddd").await;
+
+    // Unknown versions and the wrong world are refused, and change nothing.
+    let err = store
+        .bind_plugin("router", "", "pack", "9.9.9", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    let err = store
+        .bind_plugin("router", "", "hook", "0.1.0", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(store.plugin_bindings().await.unwrap().is_empty());
+
+    let first = store
+        .bind_plugin("router", "", "router-default", "0.1.0", None)
+        .await
+        .unwrap();
+    assert_eq!(first.previous, None);
+    assert_eq!(first.settings, "{}");
+    store
+        .bind_plugin(
+            "router",
+            "",
+            "pack",
+            "0.1.0",
+            Some(r#"{"config":{"k":"v"}}"#),
+        )
+        .await
+        .unwrap();
+    // An upgrade without settings keeps the binding's settings.
+    let upgraded = store
+        .bind_plugin("router", "", "pack", "0.2.0", None)
+        .await
+        .unwrap();
+    assert_eq!(upgraded.settings, r#"{"config":{"k":"v"}}"#);
+    assert_eq!(upgraded.previous, Some(("pack".into(), "0.1.0".into())));
+    // Activating what is active changes nothing about the rollback target.
+    let again = store
+        .bind_plugin("router", "", "pack", "0.2.0", None)
+        .await
+        .unwrap();
+    assert_eq!(again.previous, Some(("pack".into(), "0.1.0".into())));
+
+    let back = store.rollback_binding("router", "").await.unwrap().unwrap();
+    assert_eq!(
+        (back.plugin.as_str(), back.version.as_str()),
+        ("pack", "0.1.0")
+    );
+    assert_eq!(back.previous, Some(("pack".into(), "0.2.0".into())));
+    // Rolling back twice returns to where it was.
+    let forth = store.rollback_binding("router", "").await.unwrap().unwrap();
+    assert_eq!(forth.version, "0.2.0");
+    assert_eq!(store.rollback_binding("router", "ops").await.unwrap(), None);
+
+    // A per-group router beside the default one.
+    store
+        .bind_plugin("router", "ops", "router-default", "0.1.0", None)
+        .await
+        .unwrap();
+    let all = store.plugin_bindings().await.unwrap();
+    let scopes: Vec<_> = all
+        .iter()
+        .map(|b| (b.world.as_str(), b.scope.as_str()))
+        .collect();
+    assert_eq!(scopes, [("router", ""), ("router", "ops")]);
+    assert!(store.unbind_plugin("router", "ops").await.unwrap());
+    assert!(!store.unbind_plugin("router", "ops").await.unwrap());
+}
+
+async fn delete_refuses_versions_in_use(db: &Db) {
+    let store = &db.store;
+    install(store, "pack", "0.1.0", "router", b"a").await;
+    install(store, "pack", "0.2.0", "router", b"bb").await;
+    store
+        .bind_plugin("router", "", "pack", "0.1.0", None)
+        .await
+        .unwrap();
+    store
+        .bind_plugin("router", "", "pack", "0.2.0", None)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.delete_plugin_version("pack", "0.2.0").await.unwrap(),
+        Deleted::InUse(vec![("router".into(), "".into())])
+    );
+    assert!(
+        store
+            .plugin_component("pack", "0.2.0")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The rollback target may go; the binding then has nothing to roll back to.
+    assert_eq!(
+        store.delete_plugin_version("pack", "0.1.0").await.unwrap(),
+        Deleted::Deleted
+    );
+    assert_eq!(store.plugin_bindings().await.unwrap()[0].previous, None);
+    assert_eq!(store.rollback_binding("router", "").await.unwrap(), None);
+    assert_eq!(
+        store.delete_plugin_version("pack", "0.1.0").await.unwrap(),
+        Deleted::NotFound
+    );
+}
+
+async fn plugins_survive_reopening(db: &Db) {
+    install(&db.store, "pack", "0.1.0", "router", b"abc").await;
+    db.store
+        .bind_plugin("router", "", "pack", "0.1.0", Some("{}"))
+        .await
+        .unwrap();
+    let again = Store::connect(&db.url).await.unwrap();
+    assert_eq!(again.plugin_versions().await.unwrap().len(), 1);
+    assert_eq!(again.plugin_bindings().await.unwrap().len(), 1);
+    assert_eq!(
+        again
+            .plugin_component("pack", "0.1.0")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"abc"[..])
+    );
+}

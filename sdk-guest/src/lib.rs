@@ -1,0 +1,310 @@
+//! Write Tessera plugins in Rust.
+//!
+//! A Tessera plugin is a WebAssembly component that implements one *world* of the WIT
+//! package `tessera:plugin@0.1.0` (`wit/plugin.wit` in the Tessera repository). This crate
+//! has the generated bindings of every world, one module each, plus helpers:
+//!
+//! | world | module | trait to implement | export macro |
+//! | --- | --- | --- | --- |
+//! | `router` | [`router`] | [`router::Router`] | [`export_router!`] |
+//! | `notifier` | [`notifier`] | [`notifier::Notifier`] | [`export_notifier!`] |
+//! | `filer` | [`filer`] | [`filer::Filer`] | [`export_filer!`] |
+//! | `engine-adapter` | [`engine_adapter`] | [`engine_adapter::EngineAdapter`] | [`export_engine_adapter!`] |
+//!
+//! Helpers: [`log`](mod@log) (and the [`info!`]-style macros) over the host's log, [`config`] for
+//! configuration and secrets with typed parsing, [`PluginError`] constructors, and for
+//! routers [label-set helpers](router::label_names) (eligibility, naming labels in defer
+//! reasons).
+//!
+//! ```ignore
+//! use tessera_plugin_sdk::router::{Decision, Request, Router};
+//! use tessera_plugin_sdk::PluginError;
+//!
+//! /// Every task to the first target that can take it.
+//! struct FirstFit;
+//!
+//! impl Router for FirstFit {
+//!     fn route(mut request: Request) -> Result<Vec<Decision>, PluginError> {
+//!         tessera_plugin_sdk::debug!("routing {} tasks", request.tasks.len());
+//!         let mut decisions = Vec::with_capacity(request.tasks.len());
+//!         for task in &request.tasks {
+//!             match request.targets.iter().position(|t| t.can_take(task)) {
+//!                 Some(i) => {
+//!                     request.targets[i].take(task);
+//!                     decisions.push(Decision::Assign(i as u32));
+//!                 }
+//!                 None => decisions.push(Decision::Defer(format!(
+//!                     "no target with {} has room",
+//!                     request.label_names(task.needs)
+//!                 ))),
+//!             }
+//!         }
+//!         Ok(decisions)
+//!     }
+//! }
+//!
+//! tessera_plugin_sdk::export_router!(FirstFit);
+//! ```
+//!
+//! # How the bindings are laid out
+//!
+//! One `wit_bindgen::generate!` per world, each in its own module. The interfaces the
+//! worlds share (`types`, `log`, `config`, `workspace`, `object-store` and the WASI
+//! interfaces) are generated once, in [`wit`] and [`wasi`], from a world that only
+//! imports them; each world module maps them there with `with:`, so `PluginError`,
+//! `TaskInfo` and the rest are one type whatever the world. The export macros are
+//! public (`pub_export_macro`), which makes wit-bindgen put each world's *exports*
+//! into the plugin only when its export macro is invoked: a router that links this
+//! crate does not claim to export `notify` or `filing`, and imports it never calls
+//! are dropped when the component is made.
+//!
+//! # `no_std`
+//!
+//! This crate is `no_std` (it needs `alloc`). A plugin built with Rust's `std` on
+//! `wasm32-wasip2` imports `wasi:cli/*`, `wasi:io/*` and more (std's panic and runtime
+//! machinery), which no Tessera world grants, so the host refuses it. Make the plugin
+//! `#![no_std]` and invoke [`no_std_runtime!`] once: it installs an allocator and a
+//! panic handler that traps.
+#![no_std]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(not(target_arch = "wasm32"))]
+extern crate std;
+
+// Lets the generated code (and the export macros, expanded in the plugin's crate) name
+// this crate by the same path from inside and outside.
+extern crate self as tessera_plugin_sdk;
+
+pub mod config;
+mod error;
+mod labels;
+pub mod log;
+mod runtime;
+
+pub use error::PluginError;
+pub use wit::types::{Pair, TaskInfo};
+
+/// Re-exports used by this crate's macros. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::runtime::Allocator;
+    pub use crate::runtime::cabi_realloc;
+    pub use alloc::format;
+    pub use wit_bindgen;
+}
+
+/// The interfaces every world shares, generated once.
+#[allow(missing_docs, clippy::all)]
+mod shared {
+    wit_bindgen::generate!({
+        inline: "
+            package tessera:sdk;
+            world shared {
+                import tessera:plugin/types@0.1.0;
+                import tessera:plugin/log@0.1.0;
+                import tessera:plugin/config@0.1.0;
+                import tessera:plugin/workspace@0.1.0;
+                import tessera:plugin/object-store@0.1.0;
+                import wasi:http/outgoing-handler@0.2.12;
+            }
+        ",
+        path: "../wit",
+        world: "tessera:sdk/shared",
+        runtime_path: "tessera_plugin_sdk::__private::wit_bindgen::rt",
+        generate_all,
+    });
+}
+
+/// Raw bindings of the `tessera:plugin` interfaces that worlds import (host
+/// capabilities) or share (types). Most plugins use the helpers ([`crate::log`](mod@crate::log),
+/// [`crate::config`]) instead.
+pub mod wit {
+    pub use crate::shared::tessera::plugin::*;
+}
+
+/// Raw bindings of the WASI interfaces some worlds import (`wasi:io`, `wasi:clocks`,
+/// `wasi:http`): outgoing HTTP for notifiers, filers and engine adapters, and the
+/// streams of `workspace` and `object-store`.
+pub mod wasi {
+    pub use crate::shared::wasi::*;
+}
+
+/// The `router` world: decide where queued tasks run.
+///
+/// Implement [`Router`](router::Router) and invoke [`export_router!`](crate::export_router).
+/// Imports granted: log, config.
+///
+/// A [`Request`](router::Request) names every tag and group once in `labels`; tasks
+/// (`needs`) and targets (`holds`) refer to them by bit in a [`LabelSet`](router::LabelSet).
+/// A decision assigns a task to a target by its index in `request.targets`, or defers it
+/// with a reason. Helpers: [`holds_all`](router::holds_all),
+/// [`Target::can_take`](router::Target::can_take), [`Target::take`](router::Target::take),
+/// [`label_names`](router::label_names) (`tag gpu=a100, group ops`, for reasons),
+/// [`positions`](router::positions), [`labels_in`](router::labels_in).
+pub mod router {
+    #[allow(missing_docs, clippy::all)]
+    mod bindings {
+        wit_bindgen::generate!({
+            world: "tessera:plugin/router@0.1.0",
+            path: "../wit",
+            with: {
+                "tessera:plugin/types@0.1.0": crate::wit::types,
+                "tessera:plugin/log@0.1.0": crate::wit::log,
+                "tessera:plugin/config@0.1.0": crate::wit::config,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "tessera_plugin_sdk::router::bindings",
+            runtime_path: "tessera_plugin_sdk::__private::wit_bindgen::rt",
+        });
+    }
+    #[doc(hidden)]
+    pub use bindings::*;
+
+    pub use crate::labels::{holds_all, label_names, labels_in, positions};
+    pub use crate::wit::types::{Pair, PluginError};
+    pub use bindings::exports::tessera::plugin::routing::{
+        Decision, Guest as Router, Label, LabelSet, Request, Target, Task,
+    };
+}
+
+/// The `notifier` world: deliver task state changes.
+///
+/// Implement [`Notifier`](notifier::Notifier) and invoke
+/// [`export_notifier!`](crate::export_notifier). Imports granted: log, config,
+/// `wasi:http/outgoing-handler` (see [`crate::wasi`]).
+pub mod notifier {
+    #[allow(missing_docs, clippy::all)]
+    mod bindings {
+        wit_bindgen::generate!({
+            world: "tessera:plugin/notifier@0.1.0",
+            path: "../wit",
+            with: {
+                "tessera:plugin/types@0.1.0": crate::wit::types,
+                "tessera:plugin/log@0.1.0": crate::wit::log,
+                "tessera:plugin/config@0.1.0": crate::wit::config,
+                "wasi:io/poll@0.2.12": crate::wasi::io::poll,
+                "wasi:io/error@0.2.12": crate::wasi::io::error,
+                "wasi:io/streams@0.2.12": crate::wasi::io::streams,
+                "wasi:clocks/monotonic-clock@0.2.12": crate::wasi::clocks::monotonic_clock,
+                "wasi:http/types@0.2.12": crate::wasi::http::types,
+                "wasi:http/outgoing-handler@0.2.12": crate::wasi::http::outgoing_handler,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "tessera_plugin_sdk::notifier::bindings",
+            runtime_path: "tessera_plugin_sdk::__private::wit_bindgen::rt",
+        });
+    }
+    #[doc(hidden)]
+    pub use bindings::*;
+
+    pub use crate::wit::types::{Pair, PluginError, TaskInfo};
+    pub use bindings::exports::tessera::plugin::notify::{Event, Guest as Notifier};
+}
+
+/// The `filer` world: stage task inputs in and outputs out.
+///
+/// Implement [`Filer`](filer::Filer) and invoke [`export_filer!`](crate::export_filer).
+/// Imports granted: log, config, workspace, object-store, `wasi:http/outgoing-handler`.
+pub mod filer {
+    #[allow(missing_docs, clippy::all)]
+    mod bindings {
+        wit_bindgen::generate!({
+            world: "tessera:plugin/filer@0.1.0",
+            path: "../wit",
+            with: {
+                "tessera:plugin/types@0.1.0": crate::wit::types,
+                "tessera:plugin/log@0.1.0": crate::wit::log,
+                "tessera:plugin/config@0.1.0": crate::wit::config,
+                "tessera:plugin/workspace@0.1.0": crate::wit::workspace,
+                "tessera:plugin/object-store@0.1.0": crate::wit::object_store,
+                "wasi:io/poll@0.2.12": crate::wasi::io::poll,
+                "wasi:io/error@0.2.12": crate::wasi::io::error,
+                "wasi:io/streams@0.2.12": crate::wasi::io::streams,
+                "wasi:clocks/monotonic-clock@0.2.12": crate::wasi::clocks::monotonic_clock,
+                "wasi:http/types@0.2.12": crate::wasi::http::types,
+                "wasi:http/outgoing-handler@0.2.12": crate::wasi::http::outgoing_handler,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "tessera_plugin_sdk::filer::bindings",
+            runtime_path: "tessera_plugin_sdk::__private::wit_bindgen::rt",
+        });
+    }
+    #[doc(hidden)]
+    pub use bindings::*;
+
+    pub use crate::wit::types::PluginError;
+    pub use bindings::exports::tessera::plugin::filing::{FileKind, Guest as Filer, StagedFile};
+}
+
+/// The `engine-adapter` world: run workflows on an external engine.
+///
+/// Implement [`EngineAdapter`](engine_adapter::EngineAdapter) and invoke
+/// [`export_engine_adapter!`](crate::export_engine_adapter). Imports granted: log,
+/// config, `wasi:http/outgoing-handler`.
+pub mod engine_adapter {
+    #[allow(missing_docs, clippy::all)]
+    mod bindings {
+        wit_bindgen::generate!({
+            world: "tessera:plugin/engine-adapter@0.1.0",
+            path: "../wit",
+            with: {
+                "tessera:plugin/types@0.1.0": crate::wit::types,
+                "tessera:plugin/log@0.1.0": crate::wit::log,
+                "tessera:plugin/config@0.1.0": crate::wit::config,
+                "wasi:io/poll@0.2.12": crate::wasi::io::poll,
+                "wasi:io/error@0.2.12": crate::wasi::io::error,
+                "wasi:io/streams@0.2.12": crate::wasi::io::streams,
+                "wasi:clocks/monotonic-clock@0.2.12": crate::wasi::clocks::monotonic_clock,
+                "wasi:http/types@0.2.12": crate::wasi::http::types,
+                "wasi:http/outgoing-handler@0.2.12": crate::wasi::http::outgoing_handler,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "tessera_plugin_sdk::engine_adapter::bindings",
+            runtime_path: "tessera_plugin_sdk::__private::wit_bindgen::rt",
+        });
+    }
+    #[doc(hidden)]
+    pub use bindings::*;
+
+    pub use crate::wit::types::{Pair, PluginError};
+    pub use bindings::exports::tessera::plugin::engine::{
+        Guest as EngineAdapter, RunState, RunStatus, TaskRun,
+    };
+}
+
+/// Make `$ty` (which implements [`router::Router`]) this component's router.
+///
+/// Invoke once, at the crate root of the plugin: `tessera_plugin_sdk::export_router!(MyRouter);`
+#[macro_export]
+macro_rules! export_router {
+    ($ty:ident) => {
+        $crate::router::export!($ty with_types_in $crate::router);
+    };
+}
+
+/// Make `$ty` (which implements [`notifier::Notifier`]) this component's notifier.
+#[macro_export]
+macro_rules! export_notifier {
+    ($ty:ident) => {
+        $crate::notifier::export!($ty with_types_in $crate::notifier);
+    };
+}
+
+/// Make `$ty` (which implements [`filer::Filer`]) this component's filer.
+#[macro_export]
+macro_rules! export_filer {
+    ($ty:ident) => {
+        $crate::filer::export!($ty with_types_in $crate::filer);
+    };
+}
+
+/// Make `$ty` (which implements [`engine_adapter::EngineAdapter`]) this component's
+/// engine adapter.
+#[macro_export]
+macro_rules! export_engine_adapter {
+    ($ty:ident) => {
+        $crate::engine_adapter::export!($ty with_types_in $crate::engine_adapter);
+    };
+}
