@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests need, when missing: Docker engine, busybox-static,
-# PostgreSQL, the local test image, and a Python venv with py-tes. Idempotent; prints
-# the environment for the tests as `export` lines on stdout (everything else to stderr).
+# PostgreSQL, the local test image, a Python venv with py-tes, and Node.js with npm (for
+# the JavaScript example plugin). Idempotent; prints the environment for the tests as
+# `export` lines on stdout (everything else to stderr).
 set -euo pipefail
 log() { echo "[test-env] $*" >&2; }
 
@@ -11,6 +12,9 @@ command -v docker >/dev/null 2>&1 || need_apt+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx wget || need_apt+=(busybox-static)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# Node.js and npm build the JavaScript example plugin (examples/plugins/js-router/build.sh).
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   apt-get update -qq >&2

@@ -19,6 +19,12 @@ for ws in sdk-guest plugins; do
 done
 (cd plugins && CARGO_TARGET_DIR="$guest_target" cargo test --locked)
 CARGO_TARGET_DIR="$guest_target" bash plugins/build.sh
+# The example plugins in Python and JavaScript (e2e/plugin_languages.rs installs them).
+# componentize-py is kept in a venv under ~/.cache/tessera; componentize-js is installed
+# into js-router/node_modules from npm's cache (~/.npm), so reruns need no registry.
+bash examples/plugins/python-router/build.sh
+bash examples/plugins/js-router/build.sh
+export TESSERA_EXAMPLE_PLUGINS="$PWD/examples/plugins/dist"
 export TESSERA_REQUIRE_GUEST_PLUGINS=1
 cargo build --locked -p tessera
 export TESSERA_BIN="$CARGO_TARGET_DIR/debug/tessera"

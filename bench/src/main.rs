@@ -1,7 +1,9 @@
 //! `tessera-bench`: measures Tessera against baselines taken in the same run and prints
 //! figures and ratios. Not a test: nothing here passes or fails on timing.
 //!
-//!   cargo run --release -p tessera-bench -- [--only create|read|docker] [--tessera PATH]
+//!   cargo run --release -p tessera-bench -- [--only create|read|docker|dispatch] [--tessera PATH]
+//!
+//! The dispatch part loads plugins/dist/router-default.wasm (`bash plugins/build.sh`).
 
 use clap::Parser;
 use serde_json::{Value, json};
@@ -17,7 +19,7 @@ use tessera_store::{ListQuery, Store};
 
 #[derive(Parser)]
 struct Args {
-    /// Run one part only: create, read or docker
+    /// Run one part only: create, read, docker or dispatch
     #[arg(long)]
     only: Option<String>,
     /// The tessera binary [default: next to this benchmark]
@@ -453,4 +455,148 @@ async fn main() {
     if only.is_none() || only == Some("docker") {
         bench_docker(&args).await;
     }
+    if only.is_none() || only == Some("dispatch") {
+        bench_dispatch().await;
+    }
+}
+
+/// Routing decisions through the dispatch path (read the oldest queued tasks from the
+/// store, plan router requests, call the router plugin, check its decisions, claim the
+/// placed tasks in one transaction) with 16 candidate targets; everything a dispatch round
+/// does except starting containers. Then the time to activate an already compiled
+/// version of a router.
+async fn bench_dispatch() {
+    use tessera_core::routing::{Free, TargetSpec};
+    const TASKS: usize = 20_000;
+    const TARGETS: usize = 16;
+    const ROUND: u32 = 512;
+    let wasm_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/router-default.wasm");
+    let Ok(wasm) = std::fs::read(&wasm_path) else {
+        println!(
+            "\n## dispatch: skipped ({} is missing: run `bash plugins/build.sh`)",
+            wasm_path.display()
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let store = Store::connect(&format!("sqlite://{}/d.db", dir.path().display()))
+        .await
+        .unwrap_or_else(|e| panic!("store: {e}"));
+    let runtime = tessera_plugins::PluginRuntime::new(tessera_plugins::RuntimeConfig {
+        cache_dir: Some(dir.path().join("cache")),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let manifest = include_str!("../../plugins/router-default/manifest.toml");
+    let registry = tessera_registry::Registry::open(
+        store.clone(),
+        runtime,
+        &[tessera_registry::Builtin {
+            manifest,
+            component: Box::leak(wasm.clone().into_boxed_slice()),
+        }],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("registry: {e}"));
+
+    // Tasks with a placement tag (zone) and a CPU request; targets in four zones.
+    let zones = ["eu-1", "eu-2", "us-1", "us-2"];
+    for chunk in (0..TASKS).collect::<Vec<_>>().chunks(500) {
+        let tasks: Vec<NewTask> = chunk
+            .iter()
+            .map(|&i| {
+                let mut t = new_task(i);
+                t.spec.tags = Some([("zone".to_string(), zones[i % 4].to_string())].into());
+                t
+            })
+            .collect();
+        store
+            .insert_tasks(&tasks)
+            .await
+            .unwrap_or_else(|e| panic!("insert: {e}"));
+    }
+    let targets: Vec<(TargetSpec, Free)> = (0..TARGETS)
+        .map(|j| {
+            (
+                TargetSpec {
+                    name: format!("node-{j:02}"),
+                    tags: [("zone".to_string(), zones[j % 4].to_string())].into(),
+                    groups: Vec::new(),
+                },
+                Free {
+                    slots: 64,
+                    cpu_cores: 64,
+                    ram_bytes: 1 << 40,
+                },
+            )
+        })
+        .collect();
+    let router: Arc<dyn tessera_core::routing::Router> = Arc::new(registry.clone());
+    let keys = vec!["zone".to_string()];
+    let (mut decided, mut placed) = (0usize, 0usize);
+    let mut routing = Duration::ZERO;
+    let start = Instant::now();
+    loop {
+        let queued = store
+            .oldest_queued(ROUND)
+            .await
+            .unwrap_or_else(|e| panic!("peek: {e}"));
+        if queued.is_empty() {
+            break;
+        }
+        let t = Instant::now();
+        let round = tessera_runner::route_round(&router, &targets, &keys, &queued).await;
+        routing += t.elapsed();
+        decided += round.runs.len() + round.waits.len();
+        let ids: Vec<&str> = round.runs.iter().map(|(t, _)| t.id.as_str()).collect();
+        placed += store
+            .claim_ids(&ids, None)
+            .await
+            .unwrap_or_else(|e| panic!("claim: {e}"))
+            .len();
+        if round.runs.is_empty() {
+            break;
+        }
+    }
+    let wall = start.elapsed();
+    println!(
+        "\n## dispatch: {TASKS} queued tasks, {TARGETS} targets, {ROUND} tasks per round (SQLite)"
+    );
+    println!("| path | decisions | seconds | decisions/s |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| full round (peek + route + claim) | {decided} | {:.3} | {:.0} |",
+        wall.as_secs_f64(),
+        decided as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "| routing alone (plan + plugin + check) | {decided} | {:.3} | {:.0} |",
+        routing.as_secs_f64(),
+        decided as f64 / routing.as_secs_f64()
+    );
+    println!("placed {placed} of {TASKS}");
+
+    // Activation of an already compiled version: the same component as 0.1.1.
+    let m2 = manifest.replace("version = \"0.1.0\"", "version = \"0.1.1\"");
+    registry
+        .install(&m2, wasm)
+        .await
+        .unwrap_or_else(|e| panic!("install: {e}"));
+    let mut times = Vec::new();
+    for i in 0..50 {
+        let v = if i % 2 == 0 { "0.1.1" } else { "0.1.0" };
+        let t = Instant::now();
+        registry
+            .activate("router-default", v, None, None)
+            .await
+            .unwrap_or_else(|e| panic!("activate: {e}"));
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "activation of a compiled version: p50 {:.2} ms, max {:.2} ms (50 activations)",
+        times[25].as_secs_f64() * 1e3,
+        times[49].as_secs_f64() * 1e3
+    );
 }

@@ -12,9 +12,10 @@
 //! | `engine-adapter` | [`engine_adapter`] | [`engine_adapter::EngineAdapter`] | [`export_engine_adapter!`] |
 //!
 //! Helpers: [`log`](mod@log) (and the [`info!`]-style macros) over the host's log, [`config`] for
-//! configuration and secrets with typed parsing, [`PluginError`] constructors, and for
+//! configuration and secrets with typed parsing, [`PluginError`] constructors, for
 //! routers [label-set helpers](router::label_names) (eligibility, naming labels in defer
-//! reasons).
+//! reasons), and for worlds with outgoing HTTP a blocking [`http`] client over
+//! `wasi:http` (notifiers, filers, engine adapters).
 //!
 //! ```ignore
 //! use tessera_plugin_sdk::router::{Decision, Request, Router};
@@ -78,6 +79,7 @@ extern crate self as tessera_plugin_sdk;
 
 pub mod config;
 mod error;
+pub mod http;
 mod labels;
 pub mod log;
 mod runtime;
@@ -173,7 +175,12 @@ pub mod router {
 ///
 /// Implement [`Notifier`](notifier::Notifier) and invoke
 /// [`export_notifier!`](crate::export_notifier). Imports granted: log, config,
-/// `wasi:http/outgoing-handler` (see [`crate::wasi`]).
+/// `wasi:http/outgoing-handler` (send requests with [`crate::http`]; raw bindings in
+/// [`crate::wasi`]), to the hosts the binding allows.
+///
+/// Each [`Event`](notifier::Event) is one state change of a task. Return `Ok(())` once
+/// it is delivered; an error makes the host retry later (deliveries are at least once),
+/// so say with its kind whether retrying can help (`unavailable`) or not.
 pub mod notifier {
     #[allow(missing_docs, clippy::all)]
     mod bindings {

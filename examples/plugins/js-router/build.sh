@@ -26,7 +26,7 @@ cd "$here"
 # package.json and package-lock.json (npm writes node_modules/.package-lock.json last).
 stamp=node_modules/.package-lock.json
 if [[ ! -f $stamp || package-lock.json -nt $stamp || package.json -nt $stamp ]]; then
-    npm ci --include=dev --no-audit --no-fund --loglevel=error
+    npm ci --include=dev --prefer-offline --no-audit --no-fund --loglevel=error
 fi
 
 mkdir -p "$dist"

@@ -6,7 +6,9 @@
 //!   other bytes.
 //! - `GET /v1/plugins`, `GET /v1/plugins/{name}`
 //! - `POST /v1/plugins/{name}/versions/{version}/activate` with an optional JSON body
-//!   `{"scope": "...", "config": {...}, "secrets": {...}}`
+//!   `{"scope": "...", "config": {...}, "secrets": {...}, "allow_hosts": [...],
+//!   "filter": {"states": [...], "tags": {...}, "groups": [...]}}` (settings given replace
+//!   the binding's; none given keeps them)
 //! - `POST /v1/plugins/{name}/rollback` with an optional `{"scope": "..."}`
 //! - `DELETE /v1/plugins/{name}/versions/{version}`
 
@@ -106,6 +108,8 @@ struct ActivateBody {
     scope: Option<String>,
     config: Option<std::collections::BTreeMap<String, String>>,
     secrets: Option<std::collections::BTreeMap<String, String>>,
+    allow_hosts: Option<Vec<String>>,
+    filter: Option<tessera_registry::EventFilter>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,9 +134,15 @@ pub async fn activate(
 ) -> Result<Response, Error> {
     let body: ActivateBody = optional_json(&body)?;
     // Settings replace the binding's only when given; otherwise an upgrade keeps them.
-    let settings = (body.config.is_some() || body.secrets.is_some()).then(|| Settings {
+    let given = body.config.is_some()
+        || body.secrets.is_some()
+        || body.allow_hosts.is_some()
+        || body.filter.is_some();
+    let settings = given.then(|| Settings {
         config: body.config.unwrap_or_default(),
         secrets: body.secrets.unwrap_or_default(),
+        allow_hosts: body.allow_hosts.unwrap_or_default(),
+        filter: body.filter,
     });
     let binding = state
         .registry()

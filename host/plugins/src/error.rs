@@ -26,6 +26,10 @@ pub enum LoadError {
     /// runs out of time or memory).
     #[error("the component fails to start: {0}")]
     Start(String),
+    /// The settings the plugin is bound with are not acceptable (an allowed host that is
+    /// not `*`, `host` or `host:port`).
+    #[error("invalid plugin settings: {0}")]
+    Settings(String),
     /// The host could not set the plugin up (linking failed unexpectedly).
     #[error("cannot set up the plugin: {0}")]
     Setup(String),

@@ -18,6 +18,17 @@
 //! [`LabelSet`] (at most 64 labels per request), and the answer is one [`Decision`] per
 //! task: `Assign(i)` for `request.targets[i]`, or `Defer(reason)`.
 //!
+//! `notifier` ([`NotifierPlugin`]): [`NotifierPlugin::deliver`] hands one [`NotifyEvent`]
+//! to a fresh instance. With the `http` grant the plugin gets
+//! `wasi:http/outgoing-handler` and just the WASI pieces it needs (`wasi:http/types`,
+//! `wasi:io/{error,poll,streams}`, `wasi:clocks/monotonic-clock`); the host sends its
+//! requests itself, only to the binding's allowed hosts (anything else fails with
+//! `HTTP-request-denied` before a connection is made), with connect and response
+//! timeouts cut to the call's deadline, and every blocking wait of the guest in the host
+//! (poll, blocking stream reads and writes) ends at that deadline too, since epochs only
+//! interrupt running WebAssembly. Notifiers have their own store state, so routers' stores
+//! stay as small as they were.
+//!
 //! The other worlds plug in the same way: a `bindgen!` module next to `router.rs`, its
 //! `Host` traits implemented on the shared store state (`host.rs`), and a `load_*` method
 //! on the runtime.
@@ -27,9 +38,12 @@ mod error;
 mod host;
 mod manifest;
 mod metrics;
+mod notifier;
+mod outgoing;
 mod router;
 mod runtime;
 mod validate;
+mod wasi_io;
 
 pub use error::{CallError, DisplayPluginError, ErrorKind, LoadError};
 pub use manifest::{
@@ -37,6 +51,7 @@ pub use manifest::{
     World,
 };
 pub use metrics::{LatencyHistogram, MetricsSnapshot, PluginMetrics};
+pub use notifier::{NotifierPlugin, NotifyEvent, TaskInfo};
 pub use router::{
     Decision, Label, LabelSet, Pair, PluginError, RouteRequest, RouteTarget, RouteTask,
     RouterPlugin, WarmRouter,
@@ -54,5 +69,6 @@ const _: () = {
     const fn send<T: Send>() {}
     send_sync::<PluginRuntime>();
     send_sync::<RouterPlugin>();
+    send_sync::<NotifierPlugin>();
     send::<WarmRouter>();
 };

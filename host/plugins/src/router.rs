@@ -12,7 +12,9 @@ use crate::manifest::{Capability, Manifest, PluginConfig};
 use crate::metrics::PluginMetrics;
 use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
 
-mod bindings {
+/// Also the home of the shared `types`, `log` and `config` bindings, which the other
+/// worlds' bindings reuse (`with:`), so `PluginError` and `TaskInfo` are one type.
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "tessera:plugin/router",
@@ -278,7 +280,7 @@ fn check_decisions(decisions: &[Decision], request: &RouteRequest) -> Result<(),
 }
 
 /// Turns a wasmtime error from instantiating or calling into a [`CallError`].
-fn classify(e: wasmtime::Error, state: &HostState, instantiating: bool) -> CallError {
+pub(crate) fn classify(e: wasmtime::Error, state: &HostState, instantiating: bool) -> CallError {
     let trap = e.downcast_ref::<Trap>().copied();
     if trap == Some(Trap::Interrupt) {
         return CallError::Timeout;
@@ -295,7 +297,7 @@ fn classify(e: wasmtime::Error, state: &HostState, instantiating: bool) -> CallE
 }
 
 /// An error and its causes on one line, whitespace collapsed (backtraces are multi-line).
-fn one_line(e: &wasmtime::Error) -> String {
+pub(crate) fn one_line(e: &wasmtime::Error) -> String {
     format!("{e:#}")
         .split_whitespace()
         .collect::<Vec<_>>()

@@ -14,6 +14,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use crate::cache::{ArtifactCache, CacheKey, Lookup, Sha256Hasher, hex, sha256};
 use crate::error::LoadError;
 use crate::manifest::{Manifest, PluginConfig, World};
+use crate::notifier::NotifierPlugin;
 use crate::router::RouterPlugin;
 use crate::validate::{self, Interfaces};
 
@@ -348,6 +349,56 @@ impl PluginRuntime {
         self.validate(&manifest, &compiled)?;
         RouterPlugin::new(self.inner.clone(), manifest, compiled, config)
     }
+
+    /// Compiles (or loads from the cache), validates and links a notifier plugin. See
+    /// [`PluginRuntime::link_notifier`] for `allowed_hosts`.
+    pub fn load_notifier(
+        &self,
+        manifest: Manifest,
+        bytes: &[u8],
+        config: PluginConfig,
+        allowed_hosts: Vec<String>,
+    ) -> Result<NotifierPlugin, LoadError> {
+        check_world_is(&manifest, World::Notifier)?;
+        validate::check_manifest(&manifest, self.inner.config.max_memory_bytes)?;
+        let compiled = self.compile(bytes)?;
+        self.link_notifier(manifest, compiled, config, allowed_hosts)
+    }
+
+    /// Validates and links an already compiled component as a notifier plugin.
+    ///
+    /// `allowed_hosts` are the authorities its outgoing requests may go to (with the
+    /// `http` grant; without it nothing of wasi:http is linked): `host` (on the scheme's
+    /// default port, 80 or 443), `host:port`, `[v6-address]:port`, or `*` for any. A
+    /// request elsewhere fails with the wasi-http error `HTTP-request-denied` and no
+    /// connection is made. An entry of another form is a [`LoadError::Settings`].
+    pub fn link_notifier(
+        &self,
+        manifest: Manifest,
+        compiled: CompiledComponent,
+        config: PluginConfig,
+        allowed_hosts: Vec<String>,
+    ) -> Result<NotifierPlugin, LoadError> {
+        check_world_is(&manifest, World::Notifier)?;
+        self.validate(&manifest, &compiled)?;
+        NotifierPlugin::new(
+            self.inner.clone(),
+            manifest,
+            compiled,
+            config,
+            allowed_hosts,
+        )
+    }
+}
+
+fn check_world_is(manifest: &Manifest, world: World) -> Result<(), LoadError> {
+    if manifest.world == world {
+        return Ok(());
+    }
+    Err(LoadError::Manifest(format!(
+        "the manifest claims the {} world, not {world}",
+        manifest.world
+    )))
 }
 
 fn epoch_ticker(engine: Engine, tick: Duration, stop: mpsc::Receiver<()>) {

@@ -206,4 +206,36 @@ mod tests {
         assert!(!is_wasi_02("wasi:io/streamsx@0.2.1", "wasi:io/streams"));
         assert_eq!(need_of("wasi:cli/environment@0.2.6"), None);
     }
+
+    #[test]
+    fn what_outgoing_http_needs() {
+        use Capability::*;
+        for name in ["wasi:http/outgoing-handler@0.2.12", "wasi:http/types@0.2.3"] {
+            assert_eq!(need_of(name), Some(Need::Capability(Http)), "{name}");
+        }
+        for name in [
+            "wasi:io/streams@0.2.12",
+            "wasi:io/poll@0.2.12",
+            "wasi:io/error@0.2.0",
+        ] {
+            assert!(
+                matches!(need_of(name), Some(Need::AnyOf(caps)) if caps.contains(&Http)),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            need_of("wasi:clocks/monotonic-clock@0.2.12"),
+            Some(Need::AnyOf(&[Http]))
+        );
+        // Not linked for any world.
+        for name in [
+            "wasi:clocks/wall-clock@0.2.12",
+            "wasi:random/random@0.2.12",
+            "wasi:sockets/tcp@0.2.12",
+            "wasi:filesystem/types@0.2.12",
+            "wasi:http/incoming-handler@0.2.12",
+        ] {
+            assert_eq!(need_of(name), None, "{name}");
+        }
+    }
 }

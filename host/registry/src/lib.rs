@@ -10,8 +10,10 @@
 //! The registry is also the runner's [`Router`]: a call goes to the router bound for the
 //! task's group, or the default one (scope `""`), on a warm instance kept per group.
 
+mod notify;
 mod view;
 
+pub use notify::EventFilter;
 pub use view::{BindingView, CallStats, PluginView, VersionView};
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use tessera_core::routing::{self, Decision, RouteError, RouteRequest, Router};
 use tessera_core::time_fmt::now_rfc3339;
 use tessera_plugins::{
-    CallError, CompiledComponent, LoadError, Manifest, PluginConfig, PluginRuntime, RouterPlugin,
-    WarmRouter, World,
+    CallError, CompiledComponent, LoadError, Manifest, NotifierPlugin, PluginConfig, PluginRuntime,
+    RouterPlugin, WarmRouter, World,
 };
 use tessera_store::{BindingRow, Deleted, Installed, PluginVersionRow, Store, StoreError};
 
@@ -75,6 +77,13 @@ pub struct Settings {
     /// Never returned by the API, never logged.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Hosts (`host` or `host:port`, `*` for any) the plugin may send HTTP requests to,
+    /// within what its manifest's `http` grant allows. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
+    /// Notifiers: which events to deliver (all when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<EventFilter>,
 }
 
 impl Settings {
@@ -129,6 +138,21 @@ struct ActiveRouter {
 /// A bound scope: loaded, or why it could not be.
 type Slot = Result<Arc<ActiveRouter>, (BindingRow, String)>;
 
+/// A notifier bound to a scope.
+pub(crate) struct ActiveNotifier {
+    pub(crate) binding: BindingRow,
+    pub(crate) plugin: NotifierPlugin,
+    pub(crate) filter: Option<EventFilter>,
+}
+
+/// A version made ready to serve.
+enum Loaded {
+    Router(RouterPlugin),
+    Notifier(NotifierPlugin),
+    /// Checked against its world; this host does not call the world yet.
+    Checked,
+}
+
 /// The registry. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry(Arc<Inner>);
@@ -141,6 +165,8 @@ struct Inner {
     routers: RwLock<Arc<HashMap<String, Slot>>>,
     /// Warm router instances by group, with the generation they belong to.
     warm: Mutex<HashMap<String, (u64, WarmRouter)>>,
+    /// Notifier bindings by scope, replaced whole like the routers.
+    notifiers: RwLock<Arc<BTreeMap<String, Arc<ActiveNotifier>>>>,
     generation: AtomicU64,
     /// Serialises activations, rollbacks and deletions (the store's order is the
     /// in-memory order).
@@ -160,13 +186,14 @@ impl Registry {
             runtime,
             routers: RwLock::new(Arc::new(HashMap::new())),
             warm: Mutex::new(HashMap::new()),
+            notifiers: RwLock::new(Arc::new(BTreeMap::new())),
             generation: AtomicU64::new(1),
             changes: tokio::sync::Mutex::new(()),
         }));
         for b in builtins {
             registry.install_builtin(b).await?;
         }
-        registry.reload_routers().await?;
+        registry.reload().await?;
         Ok(registry)
     }
 
@@ -193,7 +220,8 @@ impl Registry {
         // Bind on a fresh install, and follow a newer built-in where the operator kept
         // the built-in bound.
         let follow = match current {
-            None => true,
+            // Only a router is needed to run tasks; other worlds wait to be configured.
+            None => manifest.world == World::Router,
             Some(cur) if cur.plugin == manifest.name && cur.version != manifest.version => self
                 .0
                 .store
@@ -365,9 +393,7 @@ impl Registry {
             .store
             .bind_plugin(world, &scope, name, version, settings_json.as_deref())
             .await?;
-        if let Some(plugin) = loaded {
-            self.swap_in(binding.clone(), plugin);
-        }
+        self.swap_in(binding.clone(), loaded, &effective);
         tracing::info!(plugin = name, version, world, scope = %scope, "plugin activated");
         Ok(BindingView::new(&binding, None))
     }
@@ -417,18 +443,15 @@ impl Registry {
                 ))
             })?;
         let manifest = parse_manifest(&prev.manifest)?;
-        let loaded = self
-            .load(&manifest, &decode_settings(&binding.settings)?)
-            .await?;
+        let settings = decode_settings(&binding.settings)?;
+        let loaded = self.load(&manifest, &settings).await?;
         let rolled = self
             .0
             .store
             .rollback_binding(&binding.world, &binding.scope)
             .await?
             .ok_or_else(|| RegistryError::Conflict("the binding changed meanwhile".into()))?;
-        if let Some(plugin) = loaded {
-            self.swap_in(rolled.clone(), plugin);
-        }
+        self.swap_in(rolled.clone(), loaded, &settings);
         tracing::info!(plugin = %rolled.plugin, version = %rolled.version, scope = %rolled.scope, "plugin rolled back");
         Ok(BindingView::new(&rolled, None))
     }
@@ -459,13 +482,13 @@ impl Registry {
         }
     }
 
-    /// Load a version for serving (routers: compile or cache hit, link with the
-    /// settings). Other worlds are only checked: this host does not call them yet.
+    /// Load a version for serving: compile (or a cache hit) and link with the binding's
+    /// settings. Worlds this host does not call yet are only checked.
     async fn load(
         &self,
         manifest: &Manifest,
         settings: &Settings,
-    ) -> Result<Option<RouterPlugin>, RegistryError> {
+    ) -> Result<Loaded, RegistryError> {
         let bytes = self
             .0
             .store
@@ -480,37 +503,75 @@ impl Registry {
         let runtime = self.0.runtime.clone();
         let manifest = manifest.clone();
         let config = settings.plugin_config();
+        let hosts = settings.allow_hosts.clone();
         tokio::task::spawn_blocking(move || {
             let compiled = runtime.compile(&bytes)?;
-            if manifest.world == World::Router {
-                Ok(Some(runtime.link_router(manifest, compiled, config)?))
-            } else {
-                runtime.validate(&manifest, &compiled)?;
-                Ok(None)
-            }
+            Ok(match manifest.world {
+                World::Router => Loaded::Router(runtime.link_router(manifest, compiled, config)?),
+                World::Notifier => {
+                    Loaded::Notifier(runtime.link_notifier(manifest, compiled, config, hosts)?)
+                }
+                World::Filer | World::EngineAdapter => {
+                    runtime.validate(&manifest, &compiled)?;
+                    Loaded::Checked
+                }
+            })
         })
         .await
         .map_err(|e| RegistryError::Invalid(format!("loading the plugin failed: {e}")))?
     }
 
-    fn swap_in(&self, binding: BindingRow, plugin: RouterPlugin) {
-        let generation = self.0.generation.fetch_add(1, Ordering::Relaxed);
-        let active = Arc::new(ActiveRouter {
-            binding,
-            plugin,
-            generation,
-        });
-        if let Ok(mut routers) = self.0.routers.write() {
-            let mut next: HashMap<String, Slot> = (**routers).clone();
-            next.insert(active.binding.scope.clone(), Ok(active));
-            *routers = Arc::new(next);
+    fn swap_in(&self, binding: BindingRow, loaded: Loaded, settings: &Settings) {
+        match loaded {
+            Loaded::Router(plugin) => {
+                let generation = self.0.generation.fetch_add(1, Ordering::Relaxed);
+                let active = Arc::new(ActiveRouter {
+                    binding,
+                    plugin,
+                    generation,
+                });
+                if let Ok(mut routers) = self.0.routers.write() {
+                    let mut next: HashMap<String, Slot> = (**routers).clone();
+                    next.insert(active.binding.scope.clone(), Ok(active));
+                    *routers = Arc::new(next);
+                }
+            }
+            Loaded::Notifier(plugin) => {
+                let active = Arc::new(ActiveNotifier {
+                    binding,
+                    plugin,
+                    filter: settings.filter.clone(),
+                });
+                if let Ok(mut notifiers) = self.0.notifiers.write() {
+                    let mut next = (**notifiers).clone();
+                    next.insert(active.binding.scope.clone(), active);
+                    *notifiers = Arc::new(next);
+                }
+            }
+            Loaded::Checked => {}
         }
     }
 
-    /// Load every router binding from the store (at start).
-    async fn reload_routers(&self) -> Result<(), RegistryError> {
+    pub(crate) fn notifiers(&self) -> Arc<BTreeMap<String, Arc<ActiveNotifier>>> {
+        self.0
+            .notifiers
+            .read()
+            .map(|n| n.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    /// Load every binding from the store (at start).
+    async fn reload(&self) -> Result<(), RegistryError> {
         let mut next: HashMap<String, Slot> = HashMap::new();
         for b in self.0.store.plugin_bindings().await? {
+            if b.world == World::Notifier.name() {
+                self.reload_notifier(&b).await;
+                continue;
+            }
             if b.world != World::Router.name() {
                 continue;
             }
@@ -528,12 +589,12 @@ impl Registry {
             }
             .await;
             let slot = match loaded {
-                Ok(Some(plugin)) => Ok(Arc::new(ActiveRouter {
+                Ok(Loaded::Router(plugin)) => Ok(Arc::new(ActiveRouter {
                     binding: b.clone(),
                     plugin,
                     generation: self.0.generation.fetch_add(1, Ordering::Relaxed),
                 })),
-                Ok(None) => Err((b.clone(), "not a router".to_string())),
+                Ok(_) => Err((b.clone(), "not a router".to_string())),
                 Err(e) => {
                     tracing::error!(plugin = %b.plugin, version = %b.version, scope = %b.scope, error = %e, "a bound router does not load; its tasks stay queued");
                     Err((
@@ -550,18 +611,49 @@ impl Registry {
         Ok(())
     }
 
+    async fn reload_notifier(&self, b: &BindingRow) {
+        let loaded = async {
+            let row = self
+                .0
+                .store
+                .plugin_version(&b.plugin, &b.version)
+                .await?
+                .ok_or_else(|| RegistryError::NotFound("the version is not installed".into()))?;
+            let manifest = parse_manifest(&row.manifest)?;
+            let settings = decode_settings(&b.settings)?;
+            let loaded = self.load(&manifest, &settings).await?;
+            Ok::<_, RegistryError>((loaded, settings))
+        }
+        .await;
+        match loaded {
+            Ok((loaded, settings)) => self.swap_in(b.clone(), loaded, &settings),
+            Err(e) => {
+                tracing::error!(plugin = %b.plugin, version = %b.version, scope = %b.scope, error = %e, "a bound notifier does not load; its events wait")
+            }
+        }
+    }
+
     fn routers(&self) -> Arc<HashMap<String, Slot>> {
         self.0.routers.read().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Call statistics of the bindings that serve `name@version` now.
     fn stats_of(&self, name: &str, version: &str) -> Vec<CallStats> {
-        self.routers()
+        let serves = |b: &BindingRow| b.plugin == name && b.version == version;
+        let mut stats: Vec<CallStats> = self
+            .routers()
             .values()
             .filter_map(|s| s.as_ref().ok())
-            .filter(|a| a.binding.plugin == name && a.binding.version == version)
+            .filter(|a| serves(&a.binding))
             .map(|a| CallStats::new(&a.binding.scope, &a.plugin.metrics().snapshot()))
-            .collect()
+            .collect();
+        stats.extend(
+            self.notifiers()
+                .values()
+                .filter(|a| serves(&a.binding))
+                .map(|a| CallStats::new(&a.binding.scope, &a.plugin.metrics().snapshot())),
+        );
+        stats
     }
 }
 

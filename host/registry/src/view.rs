@@ -111,6 +111,12 @@ pub struct BindingView {
     pub config: std::collections::BTreeMap<String, String>,
     /// The names of the secrets set; their values are never shown.
     pub secrets: Vec<String>,
+    /// Hosts the plugin may reach over HTTP.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
+    /// Notifiers: which events are delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<crate::EventFilter>,
     pub updated_at: String,
     /// Why the bound version does not serve, when it does not load.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +134,8 @@ impl BindingView {
             rollback_to: b.previous.as_ref().map(|(p, v)| format!("{p}@{v}")),
             config: settings.config,
             secrets: settings.secrets.into_keys().collect(),
+            allow_hosts: settings.allow_hosts,
+            filter: settings.filter,
             updated_at: b.updated_at.clone(),
             error,
         }

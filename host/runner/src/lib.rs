@@ -103,6 +103,97 @@ pub enum CancelOutcome {
     Canceling,
 }
 
+/// One dispatch round's decisions: where queued tasks go and why the others wait.
+pub struct Round<'a> {
+    /// Tasks placed, with the index of their target.
+    pub runs: Vec<(&'a TaskRecord, usize)>,
+    /// Tasks that stay queued, with the reason.
+    pub waits: Vec<(&'a TaskRecord, String)>,
+    /// The last router failure of the round, if any (its tasks are among `waits`).
+    pub failure: Option<RouteError>,
+}
+
+/// Route `queued` (oldest first) over `targets`: tasks are grouped by group, each group's
+/// batch is planned into requests ([`routing::plan_requests`]), sent to the router off
+/// the async threads, and its decisions checked against the targets
+/// ([`routing::check_decisions`]). Nothing is written: the caller claims the runs and
+/// records the waits.
+pub async fn route_round<'a>(
+    router: &Arc<dyn Router>,
+    targets: &[(TargetSpec, Free)],
+    route_tag_keys: &[String],
+    queued: &'a [TaskRecord],
+) -> Round<'a> {
+    let mut round = Round {
+        runs: Vec::new(),
+        waits: Vec::new(),
+        failure: None,
+    };
+    let candidates: Vec<Candidate> = queued
+        .iter()
+        .map(|t| candidate(t, route_tag_keys))
+        .collect();
+    let mut by_group: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        match by_group.iter_mut().find(|(g, _)| *g == c.group) {
+            Some((_, members)) => members.push(i),
+            None => by_group.push((c.group.clone(), vec![i])),
+        }
+    }
+    for (group, members) in by_group {
+        let group_candidates: Vec<Candidate> =
+            members.iter().map(|&i| candidates[i].clone()).collect();
+        let (planned, refused) = routing::plan_requests(&group_candidates, targets);
+        for (j, reason) in refused {
+            round.waits.push((&queued[members[j]], reason));
+        }
+        for plan in planned {
+            let router = router.clone();
+            let g = group.clone();
+            let request = plan.request;
+            let (request, answer) = tokio::task::spawn_blocking(move || {
+                let answer = router.route(&g, &request);
+                (request, answer)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                (
+                    routing::RouteRequest::default(),
+                    Err(RouteError {
+                        router: String::new(),
+                        message: format!("the routing thread failed: {e}"),
+                    }),
+                )
+            });
+            let outcomes = answer.and_then(|decisions| {
+                routing::check_decisions(&request, &decisions).map_err(|message| RouteError {
+                    router: String::new(),
+                    message,
+                })
+            });
+            match outcomes {
+                Ok(outcomes) => {
+                    for (k, outcome) in outcomes.into_iter().enumerate() {
+                        let task = &queued[members[plan.candidates[k]]];
+                        match outcome {
+                            Outcome::Run(t) => round.runs.push((task, t)),
+                            Outcome::Wait(reason) => round.waits.push((task, reason)),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("{e}; retrying");
+                    for &j in &plan.candidates {
+                        round.waits.push((&queued[members[j]], reason.clone()));
+                    }
+                    round.failure = Some(e);
+                }
+            }
+        }
+    }
+    round
+}
+
 /// Where a driven task runs and what it asked for.
 #[derive(Debug, Clone, Copy)]
 struct Placement {
@@ -113,7 +204,7 @@ struct Placement {
 
 /// A queued task as the router sees it: its placement tags (the tags with routing keys),
 /// its group, and what it asks for.
-fn candidate(task: &TaskRecord, route_tag_keys: &[String]) -> Candidate {
+pub fn candidate(task: &TaskRecord, route_tag_keys: &[String]) -> Candidate {
     let tags = task
         .spec
         .tags
@@ -624,81 +715,24 @@ impl Runner {
             .map(|t| t.spec.clone())
             .zip(free)
             .collect();
-        // Tasks of one group go to that group's router.
-        let mut by_group: Vec<(String, Vec<usize>)> = Vec::new();
-        let candidates: Vec<Candidate> = queued
-            .iter()
-            .map(|t| candidate(t, &self.0.cfg.route_tag_keys))
-            .collect();
-        for (i, c) in candidates.iter().enumerate() {
-            match by_group.iter_mut().find(|(g, _)| *g == c.group) {
-                Some((_, members)) => members.push(i),
-                None => by_group.push((c.group.clone(), vec![i])),
-            }
+        let round = route_round(
+            &self.0.router,
+            &targets,
+            &self.0.cfg.route_tag_keys,
+            &queued,
+        )
+        .await;
+        for (task, reason) in &round.waits {
+            self.wait_with_reason(task, reason).await;
         }
-        let mut started = 0;
-        let mut failure: Option<RouteError> = None;
-        for (group, members) in by_group {
-            let group_candidates: Vec<Candidate> =
-                members.iter().map(|&i| candidates[i].clone()).collect();
-            let (planned, refused) = routing::plan_requests(&group_candidates, &targets);
-            for (j, reason) in refused {
-                self.wait_with_reason(&queued[members[j]], &reason).await;
-            }
-            for plan in planned {
-                let router = self.0.router.clone();
-                let g = group.clone();
-                let request = plan.request;
-                let (request, answer) = tokio::task::spawn_blocking(move || {
-                    let answer = router.route(&g, &request);
-                    (request, answer)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    (
-                        routing::RouteRequest::default(),
-                        Err(RouteError {
-                            router: String::new(),
-                            message: format!("the routing thread failed: {e}"),
-                        }),
-                    )
-                });
-                let outcomes = answer.and_then(|decisions| {
-                    routing::check_decisions(&request, &decisions).map_err(|message| RouteError {
-                        router: String::new(),
-                        message,
-                    })
-                });
-                let outcomes = match outcomes {
-                    Ok(o) => o,
-                    Err(e) => {
-                        metrics::ROUTING_FAILURES.inc();
-                        tracing::warn!(group = %group, error = %e, tasks = plan.candidates.len(), "routing failed; the tasks stay queued");
-                        let reason = format!("{e}; retrying");
-                        for &j in &plan.candidates {
-                            self.wait_with_reason(&queued[members[j]], &reason).await;
-                        }
-                        failure = Some(e);
-                        continue;
-                    }
-                };
-                for (k, outcome) in outcomes.into_iter().enumerate() {
-                    let task = &queued[members[plan.candidates[k]]];
-                    match outcome {
-                        Outcome::Run(t) => {
-                            if self.start_on(task.clone(), t).await? {
-                                started += 1;
-                            }
-                        }
-                        Outcome::Wait(reason) => self.wait_with_reason(task, &reason).await,
-                    }
-                }
-            }
+        if let Some(e) = &round.failure {
+            metrics::ROUTING_FAILURES.inc();
+            tracing::warn!(error = %e, "routing failed; the tasks stay queued");
         }
         if let Ok(mut at) = self.0.route_failed_at.lock() {
-            *at = failure.map(|_| std::time::Instant::now());
+            *at = round.failure.as_ref().map(|_| std::time::Instant::now());
         }
-        Ok(started)
+        self.start_all(round.runs).await
     }
 
     /// Keep a queued task waiting, with `reason` (written only when it changed).
@@ -711,35 +745,47 @@ impl Runner {
         }
     }
 
-    /// Claim a routed task for target `t` and start its driver. False when the task is no
-    /// longer queued (canceled meanwhile) or the target filled up.
-    async fn start_on(&self, mut task: TaskRecord, t: usize) -> Result<bool, StoreError> {
-        let Some(permit) = self
-            .0
-            .slots
-            .get(t)
-            .and_then(|s| s.clone().try_acquire_owned().ok())
-        else {
-            return Ok(false);
-        };
-        let claimed = self
+    /// Claim routed tasks (one transaction for all) and start a driver for each on its
+    /// target. A task no longer queued (canceled meanwhile) is skipped, and one whose
+    /// target filled up since routing waits for the next round. Returns how many started.
+    async fn start_all(&self, runs: Vec<(&TaskRecord, usize)>) -> Result<usize, StoreError> {
+        let mut ready = Vec::with_capacity(runs.len());
+        for (task, t) in runs {
+            match self
+                .0
+                .slots
+                .get(t)
+                .and_then(|s| s.clone().try_acquire_owned().ok())
+            {
+                Some(permit) => ready.push((task, t, permit)),
+                None => {
+                    let name = &self.0.cfg.targets[t].spec.name;
+                    self.wait_with_reason(task, &format!("target {name} has no free slot"))
+                        .await;
+                }
+            }
+        }
+        let ids: Vec<&str> = ready.iter().map(|(task, _, _)| task.id.as_str()).collect();
+        let claimed: std::collections::HashSet<String> = self
             .0
             .store
-            .transition(
-                &task.id,
-                State::Initializing,
-                Some(tessera_store::CLAIM_REASON),
-                None,
-            )
-            .await?;
-        if claimed != Some(State::Queued) {
-            return Ok(false);
+            .claim_ids(&ids, None)
+            .await?
+            .into_iter()
+            .collect();
+        let mut started = 0;
+        for (task, t, permit) in ready {
+            if !claimed.contains(&task.id) {
+                continue;
+            }
+            let mut task = task.clone();
+            task.state = State::Initializing;
+            task.reason = Some(tessera_store::CLAIM_REASON.to_string());
+            tracing::info!(task_id = %task.id, target = %self.0.cfg.targets[t].spec.name, "task placed");
+            self.spawn_driver(task, permit, t);
+            started += 1;
         }
-        task.state = State::Initializing;
-        task.reason = Some(tessera_store::CLAIM_REASON.to_string());
-        tracing::info!(task_id = %task.id, target = %self.0.cfg.targets[t].spec.name, "task placed");
-        self.spawn_driver(task, permit, t);
-        Ok(true)
+        Ok(started)
     }
 
     /// Every task that is past QUEUED but has no driver here: finish its cancel, or

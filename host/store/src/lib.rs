@@ -800,8 +800,8 @@ impl Store {
         })
     }
 
-    /// Up to `limit` QUEUED tasks, oldest first, for routing (they are claimed one by one
-    /// with [`Store::transition`] once placed).
+    /// Up to `limit` QUEUED tasks, oldest first, for routing (the placed ones are then
+    /// claimed with [`Store::claim_ids`]).
     pub async fn oldest_queued(&self, limit: u32) -> Result<Vec<TaskRecord>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -818,6 +818,70 @@ impl Store {
                 .map(|row| decode_task(row, false))
                 .collect()
         })
+    }
+
+    /// Claim the given tasks for execution, in one transaction: each that is still
+    /// QUEUED moves to INITIALIZING with an event and `reason` ([`CLAIM_REASON`] by
+    /// default). Returns the ids claimed, in the order given; the others (canceled
+    /// meanwhile, claimed by another server) are left alone.
+    pub async fn claim_ids(
+        &self,
+        ids: &[&str],
+        reason: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reason = reason.unwrap_or(CLAIM_REASON);
+        let now = now_rfc3339();
+        let (queued, initializing) = (State::Queued.as_str(), State::Initializing.as_str());
+        let mut claimed = Vec::with_capacity(ids.len());
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_write().await?;
+            for chunk in ids.chunks(INSERT_CHUNK) {
+                let mut qb = builder(pool, "UPDATE tasks SET state = ");
+                qb.push_bind(initializing)
+                    .push(", reason = ")
+                    .push_bind(reason)
+                    .push(", updated_at = ")
+                    .push_bind(now.as_str())
+                    .push(" WHERE state = ")
+                    .push_bind(queued)
+                    .push(" AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(") RETURNING id");
+                let rows = qb.build().fetch_all(&mut *tx).await?;
+                let got: std::collections::HashSet<String> = rows
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("id"))
+                    .collect::<Result<_, _>>()?;
+                let chunk_claimed: Vec<&str> = chunk
+                    .iter()
+                    .copied()
+                    .filter(|id| got.contains(*id))
+                    .collect();
+                if !chunk_claimed.is_empty() {
+                    let mut qb = builder(
+                        pool,
+                        "INSERT INTO task_events (task_id, at, from_state, to_state, reason) ",
+                    );
+                    qb.push_values(&chunk_claimed, |mut b, id| {
+                        b.push_bind(*id)
+                            .push_bind(now.as_str())
+                            .push_bind(queued)
+                            .push_bind(initializing)
+                            .push_bind(reason);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+                claimed.extend(chunk_claimed.into_iter().map(str::to_string));
+            }
+            tx.commit().await?;
+        });
+        Ok(claimed)
     }
 
     /// Every task not in a terminal state, oldest first (for recovery after a restart).
@@ -879,7 +943,9 @@ impl Store {
     }
 }
 
+mod notify;
 mod plugins;
+pub use notify::{Failed, Retry};
 pub use plugins::{BindingRow, Deleted, Installed, PluginVersionRow};
 
 #[cfg(test)]

@@ -25,6 +25,11 @@ const SQLITE: Embedded = &[
         "plugins",
         include_str!("../migrations/sqlite/0002_plugins.sql"),
     ),
+    (
+        3,
+        "notifications",
+        include_str!("../migrations/sqlite/0003_notifications.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -37,6 +42,11 @@ const POSTGRES: Embedded = &[
         2,
         "plugins",
         include_str!("../migrations/postgres/0002_plugins.sql"),
+    ),
+    (
+        3,
+        "notifications",
+        include_str!("../migrations/postgres/0003_notifications.sql"),
     ),
 ];
 

@@ -3,13 +3,15 @@
 mod support;
 
 use support::Db;
-use tessera_store::{Deleted, Installed, PluginVersionRow, Store, StoreError};
+use tessera_core::State;
+use tessera_store::{Deleted, Failed, Installed, PluginVersionRow, Store, StoreError};
 
 store_tests!(
     install_is_idempotent_and_versions_are_immutable,
     bind_activate_and_roll_back,
     delete_refuses_versions_in_use,
     plugins_survive_reopening,
+    notifier_outbox_cursor_and_retries,
 );
 
 fn version(name: &str, version: &str, world: &str, bytes: &[u8]) -> PluginVersionRow {
@@ -195,4 +197,101 @@ async fn plugins_survive_reopening(db: &Db) {
             .as_deref(),
         Some(&b"abc"[..])
     );
+}
+
+async fn notifier_outbox_cursor_and_retries(db: &Db) {
+    let store = &db.store;
+    assert_eq!(store.last_event_seq().await.unwrap(), 0);
+    let tasks = store.insert_tasks(&support::names(3)).await.unwrap();
+    let last = store.last_event_seq().await.unwrap();
+    assert!(last > 0);
+    // A new binding starts at the given point and keeps its cursor from then on.
+    assert_eq!(store.notifier_cursor("hook", last).await.unwrap(), last);
+    assert_eq!(store.notifier_cursor("hook", 0).await.unwrap(), last);
+    store
+        .transition(&tasks[0].id, State::Canceling, Some("x"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .transition(&tasks[1].id, State::Canceling, Some("y"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let new = store.events_after(last, 10).await.unwrap();
+    assert_eq!(new.len(), 2);
+    assert_eq!(new[0].task_id, tasks[0].id);
+    assert_eq!(new[1].to_state, State::Canceling);
+    assert_eq!(store.events_after(last, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store.event(new[1].seq).await.unwrap().as_ref(),
+        Some(&new[1])
+    );
+
+    // The second delivery failed: the cursor passes both, the failure waits for a retry.
+    store
+        .advance_notifier(
+            "hook",
+            new[1].seq,
+            &[Failed {
+                event_seq: new[1].seq,
+                next_at: "2000-01-01T00:00:00Z".into(),
+                error: "503".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.notifier_cursor("hook", 0).await.unwrap(), new[1].seq);
+    assert_eq!(store.retry_counts("hook").await.unwrap(), (1, 0));
+    assert!(
+        store
+            .due_retries("hook", "1999-01-01T00:00:00Z", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = store
+        .due_retries("hook", "2001-01-01T00:00:00Z", 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].event_seq, due[0].attempts), (new[1].seq, 1));
+    store
+        .retry_failed("hook", new[1].seq, "2002-01-01T00:00:00Z", "timeout", false)
+        .await
+        .unwrap();
+    let due = store
+        .due_retries("hook", "2003-01-01T00:00:00Z", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (due[0].attempts, due[0].last_error.as_str()),
+        (2, "timeout")
+    );
+    // Other bindings have their own cursor and retries.
+    assert!(
+        store
+            .due_retries("other", "2003-01-01T00:00:00Z", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .retry_failed("hook", new[1].seq, "2002-01-01T00:00:00Z", "gone", true)
+        .await
+        .unwrap();
+    assert_eq!(store.retry_counts("hook").await.unwrap(), (0, 1));
+    assert!(
+        store
+            .due_retries("hook", "2003-01-01T00:00:00Z", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .advance_notifier("hook", new[1].seq, &[])
+        .await
+        .unwrap();
+    store.retry_delivered("hook", new[1].seq).await.unwrap();
+    assert_eq!(store.retry_counts("hook").await.unwrap(), (0, 0));
 }

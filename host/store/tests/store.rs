@@ -29,6 +29,7 @@ store_tests!(
     set_logs_and_reason_stop_at_terminal,
     claim_is_fifo_and_writes_events,
     oldest_queued_peeks_without_claiming,
+    claim_ids_claims_only_queued_tasks_with_events,
     concurrent_claimers_never_share_a_task,
     unfinished_tasks_oldest_first,
     count_by_state_counts_every_state,
@@ -845,6 +846,37 @@ async fn oldest_queued_peeks_without_claiming(db: &Db) {
         again[0].spec,
         store.get_task(&ids[0]).await.unwrap().unwrap().spec
     );
+}
+
+async fn claim_ids_claims_only_queued_tasks_with_events(db: &Db) {
+    let store = &db.store;
+    assert!(store.claim_ids(&[], None).await.unwrap().is_empty());
+    let ids = insert(store, support::names(4)).await;
+    drive_to(store, &ids[1], State::Canceled).await;
+    let ask: Vec<&str> = vec![&ids[2], &ids[1], &ids[0], "no-such-task"];
+    let claimed = store
+        .claim_ids(&ask, Some("placed on gpu-box"))
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed,
+        [ids[2].clone(), ids[0].clone()],
+        "in the order given, QUEUED only"
+    );
+    for id in &claimed {
+        let t = store.get_task(id).await.unwrap().unwrap();
+        assert_eq!(t.state, State::Initializing);
+        assert_eq!(t.reason.as_deref(), Some("placed on gpu-box"));
+        let last = store.events(id).await.unwrap().pop().unwrap();
+        assert_eq!(
+            (last.from_state, last.to_state),
+            (Some(State::Queued), State::Initializing)
+        );
+    }
+    assert_eq!(state_of(store, &ids[1]).await, State::Canceled);
+    assert_eq!(state_of(store, &ids[3]).await, State::Queued);
+    // Claiming again claims nothing.
+    assert!(store.claim_ids(&ask, None).await.unwrap().is_empty());
 }
 
 async fn claim_is_fifo_and_writes_events(db: &Db) {

@@ -62,8 +62,9 @@ fn main() -> ExitCode {
 
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,wasmtime_wasi_http=warn,wasmtime_wasi=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -123,6 +124,8 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
     let registry = tessera_registry::Registry::open(store.clone(), runtime, builtins::BUILTINS)
         .await
         .map_err(|e| format!("loading plugins: {e}"))?;
+
+    tokio::spawn(registry.clone().run_notifiers());
 
     let targets = cfg
         .targets

@@ -49,6 +49,16 @@ enum PluginCommand {
         /// Secret NAME=VALUE the plugin may read if its manifest lists it; repeat
         #[arg(long = "secret")]
         secrets: Vec<String>,
+        /// Host (host or host:port, * for any) the plugin may reach over HTTP; repeat
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+        /// Notifiers: deliver only events entering this state; repeat
+        #[arg(long = "on-state")]
+        on_states: Vec<String>,
+        /// Notifiers: deliver only events of tasks with this tag KEY=VALUE (KEY: any
+        /// value); repeat
+        #[arg(long = "on-tag")]
+        on_tags: Vec<String>,
     },
     /// Put back what served before the last activation
     Rollback {
@@ -259,14 +269,36 @@ async fn dispatch(client: &Client, args: &PluginArgs) -> Result<(), String> {
             scope,
             config,
             secrets,
+            allow_hosts,
+            on_states,
+            on_tags,
         } => {
             let mut body = serde_json::Map::new();
             if let Some(scope) = scope {
                 body.insert("scope".into(), Value::String(scope.clone()));
             }
-            if !config.is_empty() || !secrets.is_empty() {
+            let settings_given = !config.is_empty()
+                || !secrets.is_empty()
+                || !allow_hosts.is_empty()
+                || !on_states.is_empty()
+                || !on_tags.is_empty();
+            if settings_given {
                 body.insert("config".into(), Value::Object(pairs(config, "--config")?));
                 body.insert("secrets".into(), Value::Object(pairs(secrets, "--secret")?));
+                body.insert("allow_hosts".into(), json!(allow_hosts));
+                if !on_states.is_empty() || !on_tags.is_empty() {
+                    let tags: serde_json::Map<String, Value> = on_tags
+                        .iter()
+                        .map(|t| match t.split_once('=') {
+                            Some((k, v)) => (k.to_string(), Value::String(v.to_string())),
+                            None => (t.clone(), Value::String(String::new())),
+                        })
+                        .collect();
+                    body.insert(
+                        "filter".into(),
+                        json!({ "states": on_states, "tags": tags }),
+                    );
+                }
             }
             let b = client
                 .call(

@@ -1,12 +1,15 @@
 //! Shared by the integration tests: test components, sample requests.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tessera_plugins::{
-    Capability, Label, LabelSet, Manifest, PluginConfig, PluginRuntime, RouteRequest, RouteTarget,
-    RouteTask, RouterPlugin, RuntimeConfig, World,
+    Capability, Label, LabelSet, Manifest, NotifyEvent, PluginConfig, PluginRuntime, RouteRequest,
+    RouteTarget, RouteTask, RouterPlugin, RuntimeConfig, TaskInfo, World,
 };
 
 /// A test component from tests/components/NAME.wat, as binary.
@@ -47,6 +50,59 @@ pub fn router_default() -> Option<Vec<u8>> {
             );
             None
         }
+    }
+}
+
+/// A built plugin, plugins/dist/NAME.wasm (see [`router_default`] for when it is missing).
+pub fn built_plugin(name: &str) -> Option<Vec<u8>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/dist")
+        .join(format!("{name}.wasm"));
+    match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var("TESSERA_REQUIRE_GUEST_PLUGINS").as_deref() == Ok("1") => {
+            panic!("{}: {e} (run `bash plugins/build.sh`)", path.display())
+        }
+        Err(_) => {
+            eprintln!(
+                "SKIPPED: {} is missing; run `bash plugins/build.sh` first",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// A notifier manifest granting `caps` (beyond log), with `timeout`.
+pub fn notifier_manifest(name: &str, caps: &[Capability], timeout: Duration) -> Manifest {
+    let mut m = Manifest::new(name, "1.0.0", World::Notifier);
+    m.capabilities = caps.to_vec();
+    m.limits.timeout = Some(timeout);
+    m
+}
+
+/// Task `t-1` (`nightly`, tags `team=lab`, `note=a "quoted" \ value`) going from QUEUED
+/// to RUNNING.
+pub fn event() -> NotifyEvent {
+    NotifyEvent {
+        task: TaskInfo {
+            id: "t-1".into(),
+            name: Some("nightly".into()),
+            tags: vec![
+                ("team".into(), "lab".into()),
+                ("note".into(), "a \"quoted\" \\ value".into()),
+            ],
+            group: Some("lab".into()),
+            priority: 3,
+            cpu_cores: Some(2),
+            ram_bytes: Some(1 << 30),
+            created_at_ms: 1_700_000_000_000,
+        },
+        from_state: Some("QUEUED".into()),
+        to_state: "RUNNING".into(),
+        at: "2026-05-01T12:00:00Z".into(),
+        reason: None,
+        notification_url: None,
     }
 }
 
@@ -126,4 +182,30 @@ pub fn request(tasks: usize, targets: usize) -> RouteRequest {
         tasks: vec![task(); tasks],
         targets: vec![target(); targets],
     }
+}
+
+/// Captures what is logged at debug and above while `f` runs on this thread (wasmtime's
+/// wasi-http bindings trace every argument, paths and headers included, at trace).
+pub fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || out.clone())
+        .finish();
+    let r = tracing::subscriber::with_default(sub, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (r, text)
 }

@@ -9,9 +9,14 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for src in "$here"/src/*.core.wat; do
     name="$(basename "$src" .core.wat)"
-    # Splice the shared kit in place of the ;;KIT line.
-    sed -e "/;;KIT/{r $here/src/_kit.wat" -e 'd}' "$src" >"$tmp/$name.wat"
-    wasm-tools component embed "$wit" --world router "$tmp/$name.wat" -o "$tmp/$name.embed.wasm"
+    # notify-*: notifiers, with their own kit; the rest are routers.
+    case "$name" in
+        notify-*) world=notifier kit=_notify_kit.wat ;;
+        *) world=router kit=_kit.wat ;;
+    esac
+    # Splice the world's kit in place of the ;;KIT line.
+    sed -e "/;;KIT/{r $here/src/$kit" -e 'd}' "$src" >"$tmp/$name.wat"
+    wasm-tools component embed "$wit" --world "$world" "$tmp/$name.wat" -o "$tmp/$name.embed.wasm"
     wasm-tools component new "$tmp/$name.embed.wasm" -o "$tmp/$name.wasm"
     wasm-tools validate "$tmp/$name.wasm"
     {

@@ -1,0 +1,521 @@
+//! Outgoing HTTP (`wasi:http/outgoing-handler`) for plugins granted `http`: which hosts a
+//! binding lets the plugin reach, and how the host sends a request for it.
+//!
+//! The host sends every request itself (wasmtime-wasi-http's default client is not
+//! built): a request to an authority outside the allowed hosts fails with the wasi-http
+//! error `HTTP-request-denied` before anything is resolved or connected, and the connect
+//! (DNS, TCP, TLS, HTTP handshake), first-byte and between-bytes timeouts are the ones
+//! the guest asked for, cut to what is left of the call's deadline.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use wasmtime::component::Resource;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
+use wasmtime_wasi_http::p2::bindings::http::types::{self, ErrorCode};
+use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtxView, WasiHttpHooks};
+
+/// One entry of a binding's allowed hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AllowedHost {
+    /// `*`: any authority.
+    Any,
+    /// `host`: that host on the scheme's default port (80 for http, 443 for https).
+    /// `host:port`: that host on that port only. Hosts are compared without case and
+    /// without a trailing dot; IPv6 addresses are written in brackets (`[::1]:8080`).
+    Host { host: String, port: Option<u16> },
+}
+
+impl AllowedHost {
+    pub(crate) fn parse(entry: &str) -> Result<Self, String> {
+        let e = entry.trim();
+        if e == "*" {
+            return Ok(AllowedHost::Any);
+        }
+        let why = if e.is_empty() {
+            Some("it is empty")
+        } else if e.contains("://") || e.contains('/') {
+            Some("give the authority only, without a scheme or path")
+        } else if e.contains('@') {
+            Some("user information is not allowed")
+        } else if e.ends_with(':') {
+            Some("the port is missing after `:`")
+        } else {
+            None
+        };
+        let err =
+            |why: &str| format!("allowed host `{entry}` is not `*`, `host` or `host:port`: {why}");
+        if let Some(why) = why {
+            return Err(err(why));
+        }
+        // The port, when given, after the last `:` that is not inside `[…]`.
+        let (host, port) = match e.rfind(':') {
+            Some(i) if !e[i..].contains(']') => (&e[..i], Some(&e[i + 1..])),
+            _ => (e, None),
+        };
+        let port = match port {
+            Some(p) => Some(p.parse::<u16>().map_err(|_| err("invalid port"))?),
+            None => None,
+        };
+        if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+            return Err(err("write IPv6 addresses in brackets"));
+        }
+        let authority = host.parse::<Authority>().map_err(|e| err(&e.to_string()))?;
+        if authority.port().is_some() || authority.host().is_empty() {
+            return Err(err("invalid host"));
+        }
+        Ok(AllowedHost::Host {
+            host: normalize_host(authority.host()),
+            port,
+        })
+    }
+
+    fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
+        match self {
+            AllowedHost::Any => true,
+            AllowedHost::Host { host: h, port: p } => {
+                *h == host && p.map_or(port == default_port, |p| p == port)
+            }
+        }
+    }
+}
+
+fn normalize_host(host: &str) -> String {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.to_ascii_lowercase()
+}
+
+/// The outgoing-HTTP rules of one loaded plugin: who it is (for log lines) and where it
+/// may send requests.
+pub(crate) struct HttpPolicy {
+    plugin: String,
+    version: String,
+    allowed: Vec<AllowedHost>,
+}
+
+impl HttpPolicy {
+    pub(crate) fn new(plugin: &str, version: &str, allowed: &[String]) -> Result<Self, String> {
+        Ok(HttpPolicy {
+            plugin: plugin.to_owned(),
+            version: version.to_owned(),
+            allowed: allowed
+                .iter()
+                .map(|e| AllowedHost::parse(e))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whether a request to `uri` may be sent. Logs a refusal (scheme and authority only:
+    /// paths and queries of webhook URLs often carry tokens).
+    fn permits(&self, uri: &http::Uri) -> bool {
+        let tls = uri.scheme() == Some(&Scheme::HTTPS);
+        let default_port = if tls { 443 } else { 80 };
+        let ok = uri.authority().is_some_and(|a| {
+            let host = normalize_host(a.host());
+            let port = a.port_u16().unwrap_or(default_port);
+            self.allowed
+                .iter()
+                .any(|h| h.matches(&host, port, default_port))
+        });
+        if !ok {
+            tracing::warn!(
+                target: "tessera::plugin",
+                plugin = %self.plugin,
+                version = %self.version,
+                scheme = uri.scheme_str().unwrap_or(""),
+                authority = uri.authority().map_or("", |a| a.as_str()),
+                "outgoing request denied: the authority is not among the binding's allowed hosts"
+            );
+        }
+        ok
+    }
+
+    fn debug(&self, what: &str, err: &dyn std::fmt::Display) {
+        tracing::debug!(
+            target: "tessera::plugin",
+            plugin = %self.plugin,
+            version = %self.version,
+            error = %err,
+            "outgoing request failed: {what}"
+        );
+    }
+}
+
+impl HttpPolicy {
+    /// Whether `outgoing-handler.handle` may take this request; `None` when its scheme
+    /// and authority do not make a URI (wasi-http then refuses it as such).
+    fn permits_request(&self, request: &HostOutgoingRequest) -> Option<bool> {
+        let scheme = match &request.scheme {
+            Some(types::Scheme::Http) => "http",
+            // As the hooks' default scheme.
+            Some(types::Scheme::Https) | None => "https",
+            Some(types::Scheme::Other(s)) => s.as_str(),
+        };
+        let authority = request.authority.as_deref().unwrap_or("");
+        let uri = format!("{scheme}://{authority}/")
+            .parse::<http::Uri>()
+            .ok()?;
+        Some(self.permits(&uri))
+    }
+}
+
+/// `wasi:http/outgoing-handler.handle` with the allowed hosts checked first: a request to
+/// any other authority fails right here with `HTTP-request-denied` (and is dropped),
+/// before the guest writes its body. [`OutgoingHooks::send_request`] checks again.
+pub(crate) fn handle(
+    policy: Option<&HttpPolicy>,
+    http: &mut WasiHttpCtxView<'_>,
+    request: Resource<HostOutgoingRequest>,
+    options: Option<Resource<types::RequestOptions>>,
+) -> wasmtime::Result<Result<Resource<HostFutureIncomingResponse>, ErrorCode>> {
+    let verdict = {
+        let r = http.table.get(&request)?;
+        policy.map_or(Some(false), |p| p.permits_request(r))
+    };
+    if verdict == Some(false) {
+        http.table.delete(request)?;
+        return Ok(Err(ErrorCode::HttpRequestDenied));
+    }
+    match outgoing_handler::Host::handle(http, request, options) {
+        Ok(future) => Ok(Ok(future)),
+        // An error code for the guest, or a trap.
+        Err(e) => Ok(Err(types::Host::convert_error_code(http, e)?)),
+    }
+}
+
+/// The wasi-http hooks of one store: its plugin's policy and its call's deadline.
+pub(crate) struct OutgoingHooks {
+    pub(crate) policy: Option<Arc<HttpPolicy>>,
+    pub(crate) deadline: Instant,
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for OutgoingHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_errors: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        if !self
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.permits(request.uri()))
+        {
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        Box::new(send(request, options, self.deadline))
+    }
+
+    fn p2_error_from_hyper(&mut self, err: &hyper::Error) -> ErrorCode {
+        if let Some(p) = &self.policy {
+            p.debug("HTTP", err);
+        }
+        if err.is_timeout() {
+            ErrorCode::HttpResponseTimeout
+        } else if err.is_incomplete_message() {
+            ErrorCode::HttpResponseIncomplete
+        } else {
+            ErrorCode::HttpProtocolError
+        }
+    }
+
+    fn p2_error_from_connect(&mut self, err: &std::io::Error) -> ErrorCode {
+        if let Some(p) = &self.policy {
+            p.debug("connect", err);
+        }
+        use std::io::ErrorKind::*;
+        match err.kind() {
+            ConnectionRefused => ErrorCode::ConnectionRefused,
+            ConnectionReset | ConnectionAborted | BrokenPipe => ErrorCode::ConnectionTerminated,
+            TimedOut => ErrorCode::ConnectionTimeout,
+            HostUnreachable | NetworkUnreachable => ErrorCode::DestinationUnavailable,
+            _ => ErrorCode::ConnectionRefused,
+        }
+    }
+
+    fn p2_error_from_tls(&mut self, err: &std::io::Error) -> ErrorCode {
+        if let Some(p) = &self.policy {
+            p.debug("TLS", err);
+        }
+        let cert = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| {
+                matches!(
+                    e,
+                    rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+                )
+            });
+        if cert {
+            ErrorCode::TlsCertificateError
+        } else {
+            ErrorCode::TlsProtocolError
+        }
+    }
+}
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// The TLS client settings: the Mozilla roots (webpki-roots), ring as the provider.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
+/// Sends `request` (absolute URI) over a new HTTP/1.1 connection, every wait cut to the
+/// time left until `deadline`. Returns the response (its body reading under the
+/// between-bytes timeout) and the connection's driver, which the caller runs.
+async fn send(
+    mut request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+    deadline: Instant,
+) -> SendResult {
+    let left = |asked: Option<Duration>| {
+        let rest = deadline.saturating_duration_since(Instant::now());
+        asked.map_or(rest, |a| a.min(rest))
+    };
+    let uri = request.uri().clone();
+    let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
+    let tls = uri.scheme() == Some(&Scheme::HTTPS);
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    // `[::1]` in a URI, `::1` to connect to.
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+
+    let connect_timeout = left(options.and_then(|o| o.connect_timeout));
+    let connect = async {
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(Error::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = if tls {
+            let config = tls_config().map_err(|e| Error::InternalError(Some(e)))?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|_| Error::HttpRequestUriInvalid)?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(Error::Tls)?;
+            Box::new(stream)
+        } else {
+            Box::new(tcp)
+        };
+        hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(Error::from)
+    };
+    let (mut sender, conn) = match tokio::time::timeout(connect_timeout, connect).await {
+        Ok(r) => r?,
+        Err(_) => return Err(Error::ConnectionTimeout),
+    };
+
+    // On the wire the request line carries the path only (origin form).
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+
+    let first_byte = left(options.and_then(|o| o.first_byte_timeout));
+    let between_bytes = left(options.and_then(|o| o.between_bytes_timeout));
+    let mut response = pin!(tokio::time::timeout(
+        first_byte,
+        sender.send_request(request)
+    ));
+    let mut conn = Some(conn);
+    // Wait for the response head while driving the connection.
+    let head = poll_fn(|cx| {
+        if let Poll::Ready(r) = response.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        let Some(c) = conn.as_mut() else {
+            return Poll::Pending;
+        };
+        let done = ready!(Pin::new(c).poll(cx));
+        conn = None;
+        match done {
+            // The connection closed cleanly: the response is complete, or will fail.
+            Ok(()) => response.as_mut().poll(cx),
+            Err(e) => Poll::Ready(Ok(Err(e))),
+        }
+    })
+    .await;
+    let head = match head {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(Error::from(e)),
+        Err(_) => return Err(Error::ConnectionReadTimeout),
+    };
+    let response = head.map(|incoming| TimedBody::new(incoming, between_bytes).boxed_unsync());
+    let driver = async move {
+        match conn {
+            Some(c) => c.await.map_err(Error::from),
+            None => Ok(()),
+        }
+    };
+    Ok((response, Box::new(driver)))
+}
+
+/// A response body that fails when no frame arrives within `every`.
+struct TimedBody {
+    inner: hyper::body::Incoming,
+    every: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedBody {
+    fn new(inner: hyper::body::Incoming, every: Duration) -> Self {
+        TimedBody {
+            inner,
+            every,
+            timer: Box::pin(tokio::time::sleep(every)),
+        }
+    }
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + this.every;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) if e.is_timeout() => {
+                Poll::Ready(Some(Err(Error::HttpResponseTimeout)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(this.timer.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: &str, port: Option<u16>) -> AllowedHost {
+        AllowedHost::Host {
+            host: h.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn parses_allowed_hosts() {
+        assert_eq!(AllowedHost::parse("*"), Ok(AllowedHost::Any));
+        assert_eq!(
+            AllowedHost::parse("Hooks.Example.COM"),
+            Ok(host("hooks.example.com", None))
+        );
+        assert_eq!(
+            AllowedHost::parse("127.0.0.1:8080"),
+            Ok(host("127.0.0.1", Some(8080)))
+        );
+        assert_eq!(
+            AllowedHost::parse("[::1]:9000"),
+            Ok(host("[::1]", Some(9000)))
+        );
+        assert_eq!(
+            AllowedHost::parse("example.com."),
+            Ok(host("example.com", None))
+        );
+        for bad in [
+            "",
+            " ",
+            "https://example.com",
+            "example.com/x",
+            "u@example.com",
+            "example.com:",
+            "example.com:99999",
+            "exa mple.com",
+            "::1",
+            "[::1",
+            "a:b:80",
+        ] {
+            let e = AllowedHost::parse(bad).unwrap_err();
+            assert!(e.contains("allowed host"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_tls_client_settings_build() {
+        let config = tls_config().unwrap();
+        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn a_host_without_port_means_the_default_port() {
+        let p =
+            HttpPolicy::new("n", "1", &["example.com".into(), "127.0.0.1:8080".into()]).unwrap();
+        let ok = |u: &str| p.permits(&u.parse::<http::Uri>().unwrap());
+        assert!(ok("https://example.com/hook?token=x"));
+        assert!(ok("https://EXAMPLE.com:443/"));
+        assert!(ok("http://example.com/"));
+        assert!(!ok("https://example.com:8443/"));
+        assert!(!ok("http://example.com:443/"));
+        assert!(ok("http://127.0.0.1:8080/x"));
+        assert!(!ok("http://127.0.0.1/x"));
+        assert!(!ok("http://127.0.0.1:8081/x"));
+        assert!(!ok("https://example.org/"));
+        assert!(!ok("https://sub.example.com/"));
+
+        let any = HttpPolicy::new("n", "1", &["*".into()]).unwrap();
+        assert!(any.permits(&"http://10.0.0.1:1/".parse().unwrap()));
+        let none = HttpPolicy::new("n", "1", &[]).unwrap();
+        assert!(!none.permits(&"http://10.0.0.1:1/".parse().unwrap()));
+    }
+}

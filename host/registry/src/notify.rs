@@ -1,0 +1,235 @@
+//! Delivering task events to the bound notifiers, at least once.
+//!
+//! The store's `task_events` table is the outbox (every state change is an event row,
+//! written with the change). Per notifier binding a cursor walks the events; an event
+//! the notifier fails to take is queued for a retry with exponential backoff, so one
+//! failing delivery never holds up the ones after it. A crash between a delivery and the
+//! cursor's move delivers that event again after the restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tessera_core::time_fmt::{format_rfc3339, now_rfc3339, parse_rfc3339};
+use tessera_core::{Event, TaskRecord};
+use tessera_plugins::{NotifyEvent, TaskInfo};
+use tessera_store::Failed;
+
+use crate::{ActiveNotifier, Registry};
+
+/// Events fetched per binding per round.
+const BATCH: u32 = 100;
+/// After this many failed attempts a delivery is given up (kept in the store, counted).
+pub const MAX_ATTEMPTS: i64 = 12;
+/// The TES tag whose value is the task's own notification URL.
+pub const NOTIFICATION_URL_TAG: &str = "notification_url";
+
+/// Which events a notifier binding delivers. Every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventFilter {
+    /// States entered (TES names, e.g. "COMPLETE"); empty: any.
+    #[serde(default)]
+    pub states: Vec<String>,
+    /// Tags the task must have (an empty value: the key with any value).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Groups the task must belong to; empty: any (tasks without a group are in `""`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &Event, task: &TaskRecord) -> bool {
+        let states = self.states.is_empty()
+            || self
+                .states
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(event.to_state.as_str()));
+        let tags = task.spec.tags.as_ref();
+        let tags_ok = self.tags.iter().all(|(k, v)| {
+            tags.and_then(|t| t.get(k))
+                .is_some_and(|have| v.is_empty() || have == v)
+        });
+        let groups = self.groups.is_empty() || self.groups.iter().any(|g| g.is_empty());
+        states && tags_ok && groups
+    }
+}
+
+/// The wait before attempt `attempts + 1`: 1 s, doubling, at most 5 minutes.
+pub fn backoff(attempts: i64) -> Duration {
+    let exp = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
+}
+
+fn at_after(d: Duration) -> String {
+    let t = time::OffsetDateTime::now_utc() + d;
+    format_rfc3339(t)
+}
+
+fn event_for(event: &Event, task: &TaskRecord) -> NotifyEvent {
+    let spec = &task.spec;
+    let tags: Vec<(String, String)> = spec
+        .tags
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let resources = spec.resources.as_ref();
+    NotifyEvent {
+        task: TaskInfo {
+            id: task.id.clone(),
+            name: spec.name.clone(),
+            tags,
+            group: None,
+            priority: 0,
+            cpu_cores: resources
+                .and_then(|r| r.cpu_cores)
+                .and_then(|c| u32::try_from(c).ok()),
+            ram_bytes: resources.and_then(|r| r.ram_gb).map(|g| (g * 1e9) as u64),
+            created_at_ms: parse_rfc3339(&task.creation_time)
+                .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+                .unwrap_or(0),
+        },
+        from_state: event.from_state.map(|s| s.as_str().to_string()),
+        to_state: event.to_state.as_str().to_string(),
+        at: event.at.clone(),
+        reason: event.reason.clone(),
+        notification_url: spec
+            .tags
+            .as_ref()
+            .and_then(|t| t.get(NOTIFICATION_URL_TAG))
+            .cloned(),
+    }
+}
+
+impl Registry {
+    /// Deliver events to the bound notifiers until the process ends.
+    pub async fn run_notifiers(self) {
+        loop {
+            let mut busy = false;
+            for (scope, notifier) in self.notifiers().iter() {
+                match self.deliver_round(scope, notifier).await {
+                    Ok(more) => busy |= more,
+                    Err(e) => {
+                        tracing::warn!(scope = %scope, plugin = %notifier.binding.plugin, error = %e, "notification round failed; will retry")
+                    }
+                }
+            }
+            if !busy {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    /// One round for one binding: new events, then due retries. Returns whether a full
+    /// batch was seen (more may be waiting).
+    pub(crate) async fn deliver_round(
+        &self,
+        scope: &str,
+        notifier: &std::sync::Arc<ActiveNotifier>,
+    ) -> Result<bool, tessera_store::StoreError> {
+        let store = self.store();
+        let start = store.last_event_seq().await?;
+        let cursor = store.notifier_cursor(scope, start).await?;
+        let events = store.events_after(cursor, BATCH).await?;
+        let mut tasks: HashMap<String, Option<TaskRecord>> = HashMap::new();
+        let mut failed = Vec::new();
+        for event in &events {
+            let Some(task) = self.task_of(&mut tasks, &event.task_id).await? else {
+                continue;
+            };
+            if notifier
+                .filter
+                .as_ref()
+                .is_some_and(|f| !f.matches(event, &task))
+            {
+                continue;
+            }
+            if let Err(error) = self.deliver(notifier, event, &task).await {
+                tracing::info!(task_id = %event.task_id, scope, plugin = %notifier.binding.plugin, error = %error, "delivery failed; will retry");
+                failed.push(Failed {
+                    event_seq: event.seq,
+                    next_at: at_after(backoff(1)),
+                    error,
+                });
+            }
+        }
+        if let Some(last) = events.last() {
+            store.advance_notifier(scope, last.seq, &failed).await?;
+        }
+
+        for retry in store.due_retries(scope, &now_rfc3339(), BATCH).await? {
+            let found = match store.event(retry.event_seq).await? {
+                Some(e) => self.task_of(&mut tasks, &e.task_id).await?.map(|t| (e, t)),
+                None => None,
+            };
+            let Some((event, task)) = found else {
+                store.retry_delivered(scope, retry.event_seq).await?; // the task is gone
+                continue;
+            };
+            match self.deliver(notifier, &event, &task).await {
+                Ok(()) => store.retry_delivered(scope, retry.event_seq).await?,
+                Err(error) => {
+                    let attempts = retry.attempts + 1;
+                    let dead = attempts >= MAX_ATTEMPTS;
+                    if dead {
+                        tracing::warn!(task_id = %event.task_id, scope, attempts, error = %error, "giving up a notification");
+                    }
+                    store
+                        .retry_failed(
+                            scope,
+                            retry.event_seq,
+                            &at_after(backoff(attempts)),
+                            &error,
+                            dead,
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(events.len() as u32 == BATCH)
+    }
+
+    async fn task_of(
+        &self,
+        cache: &mut HashMap<String, Option<TaskRecord>>,
+        id: &str,
+    ) -> Result<Option<TaskRecord>, tessera_store::StoreError> {
+        if let Some(t) = cache.get(id) {
+            return Ok(t.clone());
+        }
+        let t = self.store().get_task(id).await?;
+        cache.insert(id.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// One delivery on a fresh instance, off the async threads.
+    async fn deliver(
+        &self,
+        notifier: &std::sync::Arc<ActiveNotifier>,
+        event: &Event,
+        task: &TaskRecord,
+    ) -> Result<(), String> {
+        let plugin = notifier.plugin.clone();
+        let event = event_for(event, task);
+        tokio::task::spawn_blocking(move || plugin.deliver(&event))
+            .await
+            .map_err(|e| format!("the delivery thread failed: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(30), Duration::from_secs(300));
+        assert_eq!(backoff(-3), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,211 @@
+//! The notification outbox: per notifier binding (scope), a cursor over `task_events` and
+//! the deliveries waiting for a retry. See `migrations/*/0003_notifications.sql`.
+
+use sqlx::Row;
+use tessera_core::Event;
+
+use crate::{Pools, Store, StoreError, WritePool, decode_event};
+
+/// A delivery waiting for a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    pub event_seq: i64,
+    pub attempts: i64,
+    pub last_error: String,
+}
+
+/// A failed first attempt, to be retried at `next_at` (RFC 3339 UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub event_seq: i64,
+    pub next_at: String,
+    pub error: String,
+}
+
+impl Store {
+    /// The newest event's seq (0 when there is none).
+    pub async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        with_pool!(self, reader, |pool| {
+            let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM task_events")
+                .fetch_one(pool)
+                .await?;
+            Ok(seq.unwrap_or(0))
+        })
+    }
+
+    /// Events after `after_seq`, oldest first, at most `limit`.
+    pub async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        with_pool!(self, reader, |pool| {
+            sqlx::query(
+                "SELECT seq, task_id, at, from_state, to_state, reason FROM task_events \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(decode_event)
+            .collect()
+        })
+    }
+
+    /// One event by its seq.
+    pub async fn event(&self, seq: i64) -> Result<Option<Event>, StoreError> {
+        with_pool!(self, reader, |pool| {
+            sqlx::query(
+                "SELECT seq, task_id, at, from_state, to_state, reason FROM task_events \
+                 WHERE seq = $1",
+            )
+            .bind(seq)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(decode_event)
+            .transpose()
+        })
+    }
+
+    /// The cursor of a notifier binding; set to `start` the first time it is asked for
+    /// (a new binding is notified of what happens from then on, not of the past).
+    pub async fn notifier_cursor(&self, scope: &str, start: i64) -> Result<i64, StoreError> {
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let cur: Option<i64> =
+                sqlx::query_scalar("SELECT last_seq FROM notifier_cursors WHERE scope = $1")
+                    .bind(scope)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let cur = match cur {
+                Some(c) => c,
+                None => {
+                    sqlx::query("INSERT INTO notifier_cursors (scope, last_seq) VALUES ($1, $2)")
+                        .bind(scope)
+                        .bind(start)
+                        .execute(&mut *tx)
+                        .await?;
+                    start
+                }
+            };
+            tx.commit().await?;
+            Ok(cur)
+        })
+    }
+
+    /// Move a binding's cursor to `last_seq`, queueing the failed deliveries among the
+    /// events passed over for a retry, in one transaction.
+    pub async fn advance_notifier(
+        &self,
+        scope: &str,
+        last_seq: i64,
+        failed: &[Failed],
+    ) -> Result<(), StoreError> {
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_write().await?;
+            for f in failed {
+                sqlx::query(
+                    "INSERT INTO notifier_retries (scope, event_seq, attempts, next_at, last_error) \
+                     VALUES ($1, $2, 1, $3, $4) ON CONFLICT (scope, event_seq) DO NOTHING",
+                )
+                .bind(scope)
+                .bind(f.event_seq)
+                .bind(f.next_at.as_str())
+                .bind(f.error.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO notifier_cursors (scope, last_seq) VALUES ($1, $2) \
+                 ON CONFLICT (scope) DO UPDATE SET last_seq = excluded.last_seq",
+            )
+            .bind(scope)
+            .bind(last_seq)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Retries of a binding that are due at `now` (RFC 3339 UTC), oldest event first.
+    pub async fn due_retries(
+        &self,
+        scope: &str,
+        now: &str,
+        limit: u32,
+    ) -> Result<Vec<Retry>, StoreError> {
+        with_pool!(self, reader, |pool| {
+            let rows = sqlx::query(
+                "SELECT event_seq, attempts, last_error FROM notifier_retries \
+                 WHERE scope = $1 AND dead = 0 AND next_at <= $2 ORDER BY event_seq LIMIT $3",
+            )
+            .bind(scope)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Retry {
+                        event_seq: r.try_get("event_seq")?,
+                        attempts: r.try_get("attempts")?,
+                        last_error: r.try_get("last_error")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// A retry went through: forget it.
+    pub async fn retry_delivered(&self, scope: &str, event_seq: i64) -> Result<(), StoreError> {
+        with_pool!(self, writer, |pool| {
+            sqlx::query("DELETE FROM notifier_retries WHERE scope = $1 AND event_seq = $2")
+                .bind(scope)
+                .bind(event_seq)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// A retry failed again: count it and wait until `next_at`, or give up (`dead`).
+    pub async fn retry_failed(
+        &self,
+        scope: &str,
+        event_seq: i64,
+        next_at: &str,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, writer, |pool| {
+            sqlx::query(
+                "UPDATE notifier_retries SET attempts = attempts + 1, next_at = $1, \
+                 last_error = $2, dead = $3 WHERE scope = $4 AND event_seq = $5",
+            )
+            .bind(next_at)
+            .bind(error)
+            .bind(i64::from(dead))
+            .bind(scope)
+            .bind(event_seq)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// How many deliveries of a binding wait for a retry, and how many were given up.
+    pub async fn retry_counts(&self, scope: &str) -> Result<(i64, i64), StoreError> {
+        with_pool!(self, reader, |pool| {
+            let row = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(1 - dead), 0) AS BIGINT) AS waiting, \
+                 CAST(COALESCE(SUM(dead), 0) AS BIGINT) AS dead \
+                 FROM notifier_retries WHERE scope = $1",
+            )
+            .bind(scope)
+            .fetch_one(pool)
+            .await?;
+            Ok((row.try_get("waiting")?, row.try_get("dead")?))
+        })
+    }
+}

@@ -1,0 +1,444 @@
+//! Outgoing HTTP over `wasi:http/outgoing-handler`, for worlds that import it (notifiers,
+//! filers, engine adapters), one blocking request at a time.
+//!
+//! ```ignore
+//! use tessera_plugin_sdk::http::{Method, Request};
+//!
+//! let response = Request::new(Method::Post, "https://hooks.example.com/t/abc")
+//!     .header("content-type", "application/json")
+//!     .body(br#"{"ok":true}"#.to_vec())
+//!     .send()?; // an `http::Error`, which converts into a `PluginError` for `?`
+//! if !response.is_success() { /* … */ }
+//! ```
+//!
+//! The host sends the request, and only to the hosts the plugin's binding allows: any
+//! other gets [`ErrorCode::HttpRequestDenied`] (a [`PluginError::Denied`] after `?`)
+//! without a connection being made. It also cuts every wait to the call's deadline.
+//! Natively (unit tests) building a request and parsing URLs work; sending panics.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use crate::PluginError;
+pub use crate::wasi::http::types::{ErrorCode, Method, Scheme};
+
+/// Response bodies are read up to this many bytes unless [`Request::max_body`] says
+/// otherwise; the rest is not read.
+pub const DEFAULT_MAX_BODY: usize = 64 << 10;
+
+/// An absolute `http://` or `https://` URL, split the way wasi:http wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// `true` for `https`.
+    pub https: bool,
+    /// `host`, `host:port` or `[v6]:port`.
+    pub authority: String,
+    /// The path and query (`/` when the URL has no path); the fragment is dropped.
+    pub path_and_query: String,
+}
+
+impl Url {
+    /// Splits `url`, which must be `http://` or `https://` (any case), an authority
+    /// without user information, then an optional path and query.
+    pub fn parse(url: &str) -> Result<Url, Error> {
+        let bad = |why: &str| Error::InvalidUrl(format!("`{url}` {why}"));
+        let url = url.trim();
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("is not an absolute URL (http:// or https://)"))?;
+        let https = if scheme.eq_ignore_ascii_case("https") {
+            true
+        } else if scheme.eq_ignore_ascii_case("http") {
+            false
+        } else {
+            return Err(bad("is not an http:// or https:// URL"));
+        };
+        let rest = rest.split('#').next().unwrap_or("");
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        if authority.is_empty() {
+            return Err(bad("has no host"));
+        }
+        if authority.contains('@') {
+            return Err(bad("has user information, which is not sent"));
+        }
+        if authority
+            .bytes()
+            .chain(path.bytes())
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(bad("contains spaces or control characters"));
+        }
+        let path_and_query = match path.as_bytes().first() {
+            None => "/".to_string(),
+            Some(b'?') => format!("/{path}"),
+            Some(_) => path.to_string(),
+        };
+        Ok(Url {
+            https,
+            authority: authority.to_string(),
+            path_and_query,
+        })
+    }
+
+    /// `https://host:port`, without path or query (which often carry tokens): for log
+    /// lines and error messages.
+    pub fn origin(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.https { "https" } else { "http" },
+            self.authority
+        )
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone)]
+pub enum Error {
+    /// The URL is not an absolute http(s) URL.
+    InvalidUrl(String),
+    /// The host refused a header (a forbidden name such as `host` or `connection`, or an
+    /// invalid name or value).
+    InvalidHeader(String),
+    /// wasi:http failed the request with this code (denied by the host, DNS, connection,
+    /// TLS, timeouts, protocol errors…).
+    Http(ErrorCode),
+    /// The body could not be written or the response could not be read.
+    Stream(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidUrl(m) => write!(f, "invalid URL: {m}"),
+            Error::InvalidHeader(m) => write!(f, "invalid header: {m}"),
+            Error::Http(ErrorCode::HttpRequestDenied) => {
+                f.write_str("the host does not allow requests to this address")
+            }
+            Error::Http(code) => write!(f, "HTTP request failed: {code:?}"),
+            Error::Stream(m) => write!(f, "HTTP request failed: {m}"),
+        }
+    }
+}
+
+impl Error {
+    /// Whether trying again later can help: unreachable hosts, refused or dropped
+    /// connections, timeouts and protocol errors can; a bad URL or header, or the host's
+    /// refusal, cannot.
+    pub fn is_transient(&self) -> bool {
+        use ErrorCode::*;
+        match self {
+            Error::InvalidUrl(_) | Error::InvalidHeader(_) => false,
+            Error::Stream(_) => true,
+            Error::Http(code) => !matches!(
+                code,
+                HttpRequestDenied
+                    | HttpRequestMethodInvalid
+                    | HttpRequestUriInvalid
+                    | HttpRequestUriTooLong
+                    | HttpRequestHeaderSectionSize(_)
+                    | HttpRequestHeaderSize(_)
+                    | HttpRequestBodySize(_)
+                    | HttpRequestLengthRequired
+                    | ConfigurationError
+            ),
+        }
+    }
+}
+
+/// `denied` for the host's refusal, `invalid-input` for a bad URL, header or request,
+/// `unavailable` for everything that may work later (see [`Error::is_transient`]).
+impl From<Error> for PluginError {
+    fn from(e: Error) -> PluginError {
+        let message = e.to_string();
+        match e {
+            Error::Http(ErrorCode::HttpRequestDenied) => PluginError::Denied(message),
+            e if e.is_transient() => PluginError::Unavailable(message),
+            _ => PluginError::InvalidInput(message),
+        }
+    }
+}
+
+/// An HTTP response: status, headers, and the body up to [`Request::max_body`] bytes.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Header names as the host gives them (lower case), values as bytes.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body, up to the limit.
+    pub body: Vec<u8>,
+    /// Whether the body was longer than what was read.
+    pub truncated: bool,
+}
+
+impl Response {
+    /// 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first value of header `name` (any case), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| core::str::from_utf8(v).ok())
+    }
+}
+
+/// A request to build and [`send`](Request::send).
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: Method,
+    url: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    timeout: Option<Duration>,
+    max_body: usize,
+}
+
+impl Request {
+    /// A request with no headers and an empty body.
+    pub fn new(method: Method, url: impl Into<String>) -> Self {
+        Request {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: None,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// Adds a header (`content-length` is set from the body; `host` comes from the URL).
+    pub fn header(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// The body to send (`content-length` is set from it).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// How long to wait to connect, and then for each part of the answer. The host cuts
+    /// every wait to what is left of the call's deadline anyway.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Read at most this many bytes of the response body (default
+    /// [`DEFAULT_MAX_BODY`]; 0 reads none).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The URL as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends the request and waits for the response (its body read up to the limit).
+    pub fn send(self) -> Result<Response, Error> {
+        let url = Url::parse(&self.url)?;
+        send(self, url)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn send(request: Request, url: Url) -> Result<Response, Error> {
+    use crate::wasi::http::outgoing_handler;
+    use crate::wasi::http::types::{
+        Fields, IncomingBody, OutgoingBody, OutgoingRequest, RequestOptions,
+    };
+    use crate::wasi::io::streams::StreamError;
+
+    let stream_error = |what: &str, e: StreamError| match e {
+        StreamError::LastOperationFailed(e) => {
+            Error::Stream(format!("{what}: {}", e.to_debug_string()))
+        }
+        StreamError::Closed => Error::Stream(format!("{what}: the stream closed")),
+    };
+
+    let headers = Fields::new();
+    for (name, value) in &request.headers {
+        headers
+            .append(name, value)
+            .map_err(|e| Error::InvalidHeader(format!("`{name}`: {e:?}")))?;
+    }
+    // A GET or HEAD without a body sends none (no chunked empty body either).
+    let has_body =
+        !request.body.is_empty() || !matches!(request.method, Method::Get | Method::Head);
+    if has_body {
+        let len = request.body.len().to_string();
+        headers
+            .append("content-length", len.as_bytes())
+            .map_err(|e| Error::InvalidHeader(format!("`content-length`: {e:?}")))?;
+    }
+    let outgoing = OutgoingRequest::new(headers);
+    let invalid = |what: &str| Error::InvalidUrl(format!("the host refused the {what}"));
+    outgoing
+        .set_method(&request.method)
+        .map_err(|()| invalid("method"))?;
+    let scheme = if url.https {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|()| invalid("scheme"))?;
+    outgoing
+        .set_authority(Some(&url.authority))
+        .map_err(|()| invalid("authority"))?;
+    outgoing
+        .set_path_with_query(Some(&url.path_and_query))
+        .map_err(|()| invalid("path"))?;
+    let body = if has_body {
+        let body = outgoing
+            .body()
+            .map_err(|()| Error::Stream("the request body is not available".into()))?;
+        Some(body)
+    } else {
+        None
+    };
+
+    let options = request.timeout.map(|t| {
+        let ns = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
+        let o = RequestOptions::new();
+        // The host may not support one of them; it cuts waits to the deadline anyway.
+        let _ = o.set_connect_timeout(Some(ns));
+        let _ = o.set_first_byte_timeout(Some(ns));
+        let _ = o.set_between_bytes_timeout(Some(ns));
+        o
+    });
+    // Hand the request over before writing the body, so the host sends while the
+    // plugin writes (a body larger than the host's buffer would wait forever otherwise).
+    let pending = outgoing_handler::handle(outgoing, options).map_err(Error::Http)?;
+    let wait = || loop {
+        if let Some(ready) = pending.get() {
+            break ready
+                .map_err(|()| Error::Stream("the response was already taken".into()))?
+                .map_err(Error::Http);
+        }
+        pending.subscribe().block();
+    };
+    if let Some(body) = body {
+        let written = (|| {
+            let out = body
+                .write()
+                .map_err(|()| Error::Stream("the request body cannot be written".into()))?;
+            // 4096 bytes: the most one blocking write may carry.
+            for chunk in request.body.chunks(4096) {
+                out.blocking_write_and_flush(chunk)
+                    .map_err(|e| stream_error("writing the request body", e))?;
+            }
+            Ok(())
+        })();
+        let sent = written.and_then(|()| OutgoingBody::finish(body, None).map_err(Error::Http));
+        if let Err(e) = sent {
+            // The request failing (refused connection, …) closes the body stream: report
+            // why it failed rather than that the stream closed.
+            return Err(match wait() {
+                Err(Error::Http(code)) => Error::Http(code),
+                _ => e,
+            });
+        }
+    }
+    let incoming = wait()?;
+    let status = incoming.status();
+    let headers = incoming.headers().entries();
+    let mut response = Response {
+        status,
+        headers,
+        body: Vec::new(),
+        truncated: false,
+    };
+    if request.max_body > 0 {
+        let body = incoming
+            .consume()
+            .map_err(|()| Error::Stream("the response body is not available".into()))?;
+        {
+            let stream = body
+                .stream()
+                .map_err(|()| Error::Stream("the response body cannot be read".into()))?;
+            loop {
+                let room = request.max_body.saturating_sub(response.body.len());
+                if room == 0 {
+                    response.truncated = true;
+                    break;
+                }
+                match stream.blocking_read(room.min(64 << 10) as u64) {
+                    Ok(bytes) => response.body.extend_from_slice(&bytes),
+                    Err(StreamError::Closed) => break,
+                    Err(e) => return Err(stream_error("reading the response body", e)),
+                }
+            }
+        }
+        drop(IncomingBody::finish(body));
+    }
+    Ok(response)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn send(_request: Request, _url: Url) -> Result<Response, Error> {
+    panic!("tessera_plugin_sdk::http: requests can only be sent from a component")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = Url::parse("HTTPS://hooks.example.com/t/abc?x=1#frag").unwrap();
+        assert!(u.https);
+        assert_eq!(u.authority, "hooks.example.com");
+        assert_eq!(u.path_and_query, "/t/abc?x=1");
+        assert_eq!(u.origin(), "https://hooks.example.com");
+        let u = Url::parse("http://127.0.0.1:8080").unwrap();
+        assert!(!u.https);
+        assert_eq!(u.authority, "127.0.0.1:8080");
+        assert_eq!(u.path_and_query, "/");
+        let u = Url::parse("http://[::1]:9?q").unwrap();
+        assert_eq!(u.authority, "[::1]:9");
+        assert_eq!(u.path_and_query, "/?q");
+        for bad in [
+            "hooks.example.com/x",
+            "ftp://example.com/",
+            "https:///x",
+            "https://user:pw@example.com/",
+            "https://exa mple.com/",
+            "https://example.com/a b",
+        ] {
+            assert!(
+                matches!(Url::parse(bad), Err(Error::InvalidUrl(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_become_plugin_errors() {
+        let p: PluginError = Error::Http(ErrorCode::HttpRequestDenied).into();
+        assert_eq!(p.kind(), "denied");
+        let p: PluginError = Error::Http(ErrorCode::ConnectionTimeout).into();
+        assert_eq!(p.kind(), "unavailable");
+        let p: PluginError = Error::Http(ErrorCode::HttpRequestUriInvalid).into();
+        assert_eq!(p.kind(), "invalid-input");
+        let p: PluginError = Error::InvalidUrl("x".into()).into();
+        assert_eq!(p.kind(), "invalid-input");
+    }
+}
