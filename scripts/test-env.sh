@@ -60,3 +60,9 @@ echo "export TESSERA_TEST_POSTGRES_URL=postgres://postgres:postgres@127.0.0.1:54
 echo "export TESSERA_REQUIRE_POSTGRES=1"
 echo "export TESSERA_TEST_PYTHON=$venv/bin/python"
 echo "export TESSERA_REQUIRE_ALL=1"
+
+# Garage, the S3 store the object-store tests (host/objstore) run against: installed once
+# with cargo (~12+ minutes on 2 cores; cached under ${TESSERA_CACHE:-~/.cache/tessera}/garage),
+# started single-node on 127.0.0.1:3900 with the bucket `tessera-test` and a key for it.
+# Its TESSERA_TEST_S3_* export lines pass through.
+bash "$(dirname "$0")/garage.sh"

@@ -496,6 +496,7 @@ async fn bench_dispatch() {
             manifest,
             component: Box::leak(wasm.clone().into_boxed_slice()),
         }],
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("registry: {e}"));

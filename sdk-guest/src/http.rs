@@ -1,5 +1,7 @@
 //! Outgoing HTTP over `wasi:http/outgoing-handler`, for worlds that import it (notifiers,
-//! filers, engine adapters), one blocking request at a time.
+//! filers, engine adapters), one blocking request at a time. Bodies either way can be
+//! streams: [`Request::send_from`] sends one from a stream (a workspace file),
+//! [`Request::send_streaming`] hands the response body over as a stream.
 //!
 //! ```ignore
 //! use tessera_plugin_sdk::http::{Method, Request};
@@ -23,7 +25,9 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::PluginError;
+use crate::streams::{self, CopyError, InputStream, OutputStream};
 pub use crate::wasi::http::types::{ErrorCode, Method, Scheme};
+use crate::wasi::http::types::{IncomingBody, IncomingResponse};
 
 /// Response bodies are read up to this many bytes unless [`Request::max_body`] says
 /// otherwise; the rest is not read.
@@ -183,10 +187,7 @@ impl Response {
 
     /// The first value of header `name` (any case), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| core::str::from_utf8(v).ok())
+        header_of(&self.headers, name)
     }
 }
 
@@ -253,38 +254,158 @@ impl Request {
     /// Sends the request and waits for the response (its body read up to the limit).
     pub fn send(self) -> Result<Response, Error> {
         let url = Url::parse(&self.url)?;
-        send(self, url)
+        let incoming = start(&self, &url, Body::Held)?;
+        read_response(incoming, self.max_body)
+    }
+
+    /// Sends the request with `len` bytes read from `body` as its body
+    /// (`content-length: len`, whatever [`Request::body`] set), streamed: the host moves
+    /// the bytes from `body` to the connection in chunks of at most `chunk` bytes (see
+    /// [`streams::copy_exact`]), so a large file is sent
+    /// without passing through the plugin's memory. Then waits for the response (its body
+    /// read up to the limit). A `body` that ends before `len` bytes fails the request.
+    pub fn send_from(self, body: &InputStream, len: u64, chunk: u64) -> Result<Response, Error> {
+        let url = Url::parse(&self.url)?;
+        let incoming = start(&self, &url, Body::Stream { body, len, chunk })?;
+        read_response(incoming, self.max_body)
+    }
+
+    /// Sends the request and returns the response as soon as its head is in, with its
+    /// body as a stream to copy somewhere ([`StreamingResponse::copy_to`]) or read
+    /// ([`StreamingResponse::read_to_end`]). [`Request::max_body`] does not apply.
+    pub fn send_streaming(self) -> Result<StreamingResponse, Error> {
+        let url = Url::parse(&self.url)?;
+        let incoming = start(&self, &url, Body::Held)?;
+        StreamingResponse::new(incoming)
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-fn send(request: Request, url: Url) -> Result<Response, Error> {
-    use crate::wasi::http::outgoing_handler;
-    use crate::wasi::http::types::{
-        Fields, IncomingBody, OutgoingBody, OutgoingRequest, RequestOptions,
-    };
-    use crate::wasi::io::streams::StreamError;
+/// What a request sends as its body.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+enum Body<'a> {
+    /// [`Request::body`] (none for a GET or HEAD without one).
+    Held,
+    /// `len` bytes of `body`, spliced in chunks of `chunk`.
+    Stream {
+        body: &'a InputStream,
+        len: u64,
+        chunk: u64,
+    },
+}
 
-    let stream_error = |what: &str, e: StreamError| match e {
-        StreamError::LastOperationFailed(e) => {
-            Error::Stream(format!("{what}: {}", e.to_debug_string()))
-        }
-        StreamError::Closed => Error::Stream(format!("{what}: the stream closed")),
-    };
+/// A response whose body is still to be read: status and headers, and the body as a
+/// stream.
+pub struct StreamingResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header names as the host gives them (lower case), values as bytes.
+    pub headers: Vec<(String, Vec<u8>)>,
+    // Dropped in this order: the stream before its body, the body before its response.
+    stream: InputStream,
+    _body: IncomingBody,
+    _response: IncomingResponse,
+}
+
+impl fmt::Debug for StreamingResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamingResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingResponse {
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    fn new(incoming: IncomingResponse) -> Result<Self, Error> {
+        let status = incoming.status();
+        let headers = incoming.headers().entries();
+        let body = incoming
+            .consume()
+            .map_err(|()| Error::Stream("the response body is not available".into()))?;
+        let stream = body
+            .stream()
+            .map_err(|()| Error::Stream("the response body cannot be read".into()))?;
+        Ok(StreamingResponse {
+            status,
+            headers,
+            stream,
+            _body: body,
+            _response: incoming,
+        })
+    }
+
+    /// 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first value of header `name` (any case), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_of(&self.headers, name)
+    }
+
+    /// The `content-length` the server announced, if any.
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("content-length")?.trim().parse().ok()
+    }
+
+    /// The body as a stream (ends at the end of the body; fails if the connection breaks
+    /// or the body is shorter than its `content-length`).
+    pub fn body(&self) -> &InputStream {
+        &self.stream
+    }
+
+    /// Copies the whole body into `to` (host-side, at most `chunk` bytes per step; see
+    /// [`streams::copy`]) and flushes it. Returns the bytes copied.
+    pub fn copy_to(&self, to: &OutputStream, chunk: u64) -> Result<u64, CopyError> {
+        streams::copy(&self.stream, to, chunk)
+    }
+
+    /// Reads the body, keeping at most `max` bytes; returns them and whether there was
+    /// more.
+    pub fn read_to_end(&self, max: usize) -> Result<(Vec<u8>, bool), Error> {
+        streams::read_to_end(&self.stream, max)
+            .map_err(|e| Error::Stream(format!("reading the response body: {e}")))
+    }
+}
+
+fn header_of<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| core::str::from_utf8(v).ok())
+}
+
+/// Builds and hands over the request, sends its body, and waits for the response head.
+#[cfg(target_arch = "wasm32")]
+fn start(request: &Request, url: &Url, body: Body<'_>) -> Result<IncomingResponse, Error> {
+    use crate::wasi::http::outgoing_handler;
+    use crate::wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, RequestOptions};
 
     let headers = Fields::new();
     for (name, value) in &request.headers {
+        if matches!(body, Body::Stream { .. }) && name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
         headers
             .append(name, value)
             .map_err(|e| Error::InvalidHeader(format!("`{name}`: {e:?}")))?;
     }
     // A GET or HEAD without a body sends none (no chunked empty body either).
-    let has_body =
-        !request.body.is_empty() || !matches!(request.method, Method::Get | Method::Head);
-    if has_body {
-        let len = request.body.len().to_string();
+    let length = match body {
+        Body::Stream { len, .. } => Some(len),
+        Body::Held
+            if !request.body.is_empty()
+                || !matches!(request.method, Method::Get | Method::Head) =>
+        {
+            Some(request.body.len() as u64)
+        }
+        Body::Held => None,
+    };
+    if let Some(len) = length {
         headers
-            .append("content-length", len.as_bytes())
+            .append("content-length", len.to_string().as_bytes())
             .map_err(|e| Error::InvalidHeader(format!("`content-length`: {e:?}")))?;
     }
     let outgoing = OutgoingRequest::new(headers);
@@ -306,11 +427,11 @@ fn send(request: Request, url: Url) -> Result<Response, Error> {
     outgoing
         .set_path_with_query(Some(&url.path_and_query))
         .map_err(|()| invalid("path"))?;
-    let body = if has_body {
-        let body = outgoing
+    let out_body = if length.is_some() {
+        let b = outgoing
             .body()
             .map_err(|()| Error::Stream("the request body is not available".into()))?;
-        Some(body)
+        Some(b)
     } else {
         None
     };
@@ -335,29 +456,43 @@ fn send(request: Request, url: Url) -> Result<Response, Error> {
         }
         pending.subscribe().block();
     };
-    if let Some(body) = body {
+    if let Some(out_body) = out_body {
         let written = (|| {
-            let out = body
+            let out = out_body
                 .write()
                 .map_err(|()| Error::Stream("the request body cannot be written".into()))?;
-            // 4096 bytes: the most one blocking write may carry.
-            for chunk in request.body.chunks(4096) {
-                out.blocking_write_and_flush(chunk)
-                    .map_err(|e| stream_error("writing the request body", e))?;
-            }
-            Ok(())
+            // Not flushed: once the server has every byte it may answer and stop taking
+            // the body (closing its stream) before a flush would return; `finish`
+            // checks that `content-length` bytes went in, and the answer says the rest.
+            let copied = match body {
+                Body::Held => streams::write_unflushed(&out, &request.body),
+                Body::Stream { body, len, chunk } => streams::splice_exact(body, &out, len, chunk),
+            };
+            copied.map_err(|e| Error::Stream(format!("sending the request body: {e}")))
         })();
-        let sent = written.and_then(|()| OutgoingBody::finish(body, None).map_err(Error::Http));
+        let sent = written.and_then(|()| OutgoingBody::finish(out_body, None).map_err(Error::Http));
         if let Err(e) = sent {
             // The request failing (refused connection, …) closes the body stream: report
-            // why it failed rather than that the stream closed.
-            return Err(match wait() {
-                Err(Error::Http(code)) => Error::Http(code),
-                _ => e,
-            });
+            // why it failed rather than that the stream closed. A server that refused
+            // the request before taking all of its body (401, 413…) answered why.
+            return match wait() {
+                Ok(response) if !(200..300).contains(&response.status()) => Ok(response),
+                Err(Error::Http(code)) => Err(Error::Http(code)),
+                _ => Err(e),
+            };
         }
     }
-    let incoming = wait()?;
+    wait()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn start(_request: &Request, _url: &Url, _body: Body<'_>) -> Result<IncomingResponse, Error> {
+    panic!("tessera_plugin_sdk::http: requests can only be sent from a component")
+}
+
+/// Status, headers, and the body up to `max` bytes.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn read_response(incoming: IncomingResponse, max: usize) -> Result<Response, Error> {
     let status = incoming.status();
     let headers = incoming.headers().entries();
     let mut response = Response {
@@ -366,35 +501,13 @@ fn send(request: Request, url: Url) -> Result<Response, Error> {
         body: Vec::new(),
         truncated: false,
     };
-    if request.max_body > 0 {
-        let body = incoming
-            .consume()
-            .map_err(|()| Error::Stream("the response body is not available".into()))?;
-        {
-            let stream = body
-                .stream()
-                .map_err(|()| Error::Stream("the response body cannot be read".into()))?;
-            loop {
-                let room = request.max_body.saturating_sub(response.body.len());
-                if room == 0 {
-                    response.truncated = true;
-                    break;
-                }
-                match stream.blocking_read(room.min(64 << 10) as u64) {
-                    Ok(bytes) => response.body.extend_from_slice(&bytes),
-                    Err(StreamError::Closed) => break,
-                    Err(e) => return Err(stream_error("reading the response body", e)),
-                }
-            }
-        }
-        drop(IncomingBody::finish(body));
+    if max > 0 {
+        let streaming = StreamingResponse::new(incoming)?;
+        let (body, truncated) = streaming.read_to_end(max)?;
+        response.body = body;
+        response.truncated = truncated;
     }
     Ok(response)
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn send(_request: Request, _url: Url) -> Result<Response, Error> {
-    panic!("tessera_plugin_sdk::http: requests can only be sent from a component")
 }
 
 #[cfg(test)]

@@ -14,8 +14,10 @@
 //! Helpers: [`log`](mod@log) (and the [`info!`]-style macros) over the host's log, [`config`] for
 //! configuration and secrets with typed parsing, [`PluginError`] constructors, for
 //! routers [label-set helpers](router::label_names) (eligibility, naming labels in defer
-//! reasons), and for worlds with outgoing HTTP a blocking [`http`] client over
-//! `wasi:http` (notifiers, filers, engine adapters).
+//! reasons), for worlds with outgoing HTTP a blocking [`http`] client over `wasi:http`
+//! (notifiers, filers, engine adapters) whose bodies can be streams, for filers the
+//! [task's workspace](filer::workspace), and [`streams`] to copy one stream into another
+//! in chunks (host-side splices).
 //!
 //! ```ignore
 //! use tessera_plugin_sdk::router::{Decision, Request, Router};
@@ -83,6 +85,7 @@ pub mod http;
 mod labels;
 pub mod log;
 mod runtime;
+pub mod streams;
 
 pub use error::PluginError;
 pub use wit::types::{Pair, TaskInfo};
@@ -213,7 +216,41 @@ pub mod notifier {
 /// The `filer` world: stage task inputs in and outputs out.
 ///
 /// Implement [`Filer`](filer::Filer) and invoke [`export_filer!`](crate::export_filer).
-/// Imports granted: log, config, workspace, object-store, `wasi:http/outgoing-handler`.
+/// Imports granted (what the manifest lists): log, config, workspace, object-store,
+/// `wasi:http/outgoing-handler`.
+///
+/// `stage_in(url, path, kind)` copies `url` into the task's workspace at container path
+/// `path`; `stage_out(path, url, kind)` copies it out; both return the files they staged
+/// ([`StagedFile`](filer::StagedFile): url, container path, size). Files of the workspace
+/// are streams ([`workspace`](filer::workspace)), and so are HTTP bodies
+/// ([`crate::http::Request::send_from`], [`crate::http::Request::send_streaming`]) and
+/// objects ([`object_store`](filer::object_store)): copy one into another with
+/// [`crate::streams::copy`], which moves the bytes host-side.
+///
+/// ```ignore
+/// use tessera_plugin_sdk::filer::{workspace, FileKind, Filer, PluginError, StagedFile};
+/// use tessera_plugin_sdk::http::{Method, Request};
+/// use tessera_plugin_sdk::streams;
+///
+/// struct Fetch;
+///
+/// impl Filer for Fetch {
+///     fn stage_in(url: String, path: String, _kind: FileKind) -> Result<Vec<StagedFile>, PluginError> {
+///         let response = Request::new(Method::Get, url.clone()).send_streaming()?;
+///         let file = workspace::open_write(&path)?;
+///         let size = response.copy_to(&file, streams::DEFAULT_CHUNK)?;
+///         Ok(vec![StagedFile { url, path, size }])
+///     }
+///     fn stage_out(path: String, url: String, _kind: FileKind) -> Result<Vec<StagedFile>, PluginError> {
+///         let size = workspace::file_size(&path)?;
+///         let file = workspace::open_read(&path)?;
+///         Request::new(Method::Put, url.clone()).send_from(&file, size, streams::DEFAULT_CHUNK)?;
+///         Ok(vec![StagedFile { url, path, size }])
+///     }
+/// }
+///
+/// tessera_plugin_sdk::export_filer!(Fetch);
+/// ```
 pub mod filer {
     #[allow(missing_docs, clippy::all)]
     mod bindings {
@@ -241,8 +278,30 @@ pub mod filer {
     #[doc(hidden)]
     pub use bindings::*;
 
+    pub use crate::wit::object_store;
     pub use crate::wit::types::PluginError;
     pub use bindings::exports::tessera::plugin::filing::{FileKind, Guest as Filer, StagedFile};
+
+    /// The task's workspace (granted with `workspace`): files by absolute container path.
+    /// The host refuses paths outside the task's mounts, `..`, and symbolic links
+    /// anywhere on the way (it never follows them), with `denied` or `invalid-input`.
+    pub mod workspace {
+        use alloc::format;
+
+        use crate::wit::types::PluginError;
+        pub use crate::wit::workspace::{Entry, open_read, open_write, walk};
+
+        /// The size of the regular file at `path` (a walk of a file lists that file,
+        /// with the relative path `""`), e.g. for `content-length`.
+        pub fn file_size(path: &str) -> Result<u64, PluginError> {
+            match walk(path)?.as_slice() {
+                [one] if one.relative_path.is_empty() => Ok(one.size),
+                _ => Err(PluginError::InvalidInput(format!(
+                    "`{path}` is a directory, not a file"
+                ))),
+            }
+        }
+    }
 }
 
 /// The `engine-adapter` world: run workflows on an external engine.

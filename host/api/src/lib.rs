@@ -64,6 +64,7 @@ impl AppState {
     /// The validation policy with limits from the engine, when it is known.
     fn policy(&self) -> Policy {
         let mut p = self.0.cfg.policy.clone();
+        p.filer_schemes = tessera_core::staging::Filers::schemes(&self.0.registry);
         if let EngineStatus::Ready {
             cpus, memory_bytes, ..
         } = self.runner().engine_status()

@@ -110,6 +110,7 @@ struct ActivateBody {
     secrets: Option<std::collections::BTreeMap<String, String>>,
     allow_hosts: Option<Vec<String>>,
     filter: Option<tessera_registry::EventFilter>,
+    buckets: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,12 +138,14 @@ pub async fn activate(
     let given = body.config.is_some()
         || body.secrets.is_some()
         || body.allow_hosts.is_some()
-        || body.filter.is_some();
+        || body.filter.is_some()
+        || body.buckets.is_some();
     let settings = given.then(|| Settings {
         config: body.config.unwrap_or_default(),
         secrets: body.secrets.unwrap_or_default(),
         allow_hosts: body.allow_hosts.unwrap_or_default(),
         filter: body.filter,
+        buckets: body.buckets.unwrap_or_default(),
     });
     let binding = state
         .registry()

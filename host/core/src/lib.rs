@@ -8,6 +8,7 @@ pub mod error;
 pub mod id;
 pub mod page;
 pub mod routing;
+pub mod staging;
 pub mod state;
 pub mod task;
 pub mod tes;

@@ -23,6 +23,8 @@ pub struct Policy {
     /// The largest cpu_cores / ram_gb a task may ask for, when known.
     pub max_cpu_cores: Option<i32>,
     pub max_ram_gb: Option<f64>,
+    /// URL schemes (lower case, e.g. `s3`, `https`) with a filer plugin bound.
+    pub filer_schemes: Vec<String>,
 }
 
 /// The storage URL prefixes a policy supports, as service-info lists them.
@@ -31,6 +33,7 @@ pub fn storage_prefixes(policy: &Policy) -> Vec<String> {
         .file_roots
         .iter()
         .map(|r| format!("file://{}", r.display()))
+        .chain(policy.filer_schemes.iter().map(|s| format!("{s}://")))
         .collect()
 }
 
@@ -411,6 +414,14 @@ fn check_url(url: &str, policy: &Policy) -> Result<(), String> {
         }
         None => {
             let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or(url);
+            let lower = scheme.to_ascii_lowercase();
+            if url.contains("://") && policy.filer_schemes.contains(&lower) {
+                let rest = &url[scheme.len() + 3..];
+                if rest.is_empty() || rest.chars().any(|c| c.is_control() || c == ' ') {
+                    return Err(format!("{url:?} is not a valid URL"));
+                }
+                return Ok(());
+            }
             let supported = storage_prefixes(policy);
             Err(format!(
                 "URL scheme {scheme:?} is not supported by this server; supported: {}",
@@ -458,6 +469,7 @@ mod tests {
             max_content_bytes: 1 << 20,
             max_cpu_cores: Some(2),
             max_ram_gb: None,
+            filer_schemes: vec!["s3".into()],
         }
     }
 
@@ -528,7 +540,7 @@ mod tests {
             },
             Input {
                 path: "/e".into(),
-                url: Some("s3://bucket/key".into()),
+                url: Some("gs://bucket/key".into()),
                 ..Input::default()
             },
         ]);
@@ -596,6 +608,23 @@ mod tests {
         assert_eq!(v.warnings.len(), 1);
         t.resources.as_mut().unwrap().backend_parameters_strict = Some(true);
         assert_eq!(fields(t), ["resources.backend_parameters.VmSize"]);
+    }
+
+    #[test]
+    fn schemes_with_a_bound_filer_are_accepted_and_listed() {
+        let mut t = ok_task();
+        t.inputs = Some(vec![Input {
+            path: "/in".into(),
+            url: Some("S3://bucket/key".into()),
+            ..Input::default()
+        }]);
+        assert!(validate(t.clone(), &policy()).is_ok());
+        let none = Policy {
+            filer_schemes: vec![],
+            ..policy()
+        };
+        assert!(validate(t, &none).is_err());
+        assert_eq!(storage_prefixes(&policy()), ["file:///srv/data", "s3://"]);
     }
 
     #[test]

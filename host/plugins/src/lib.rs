@@ -29,29 +29,46 @@
 //! interrupt running WebAssembly. Notifiers have their own store state, so routers' stores
 //! stay as small as they were.
 //!
+//! `filer` ([`FilerPlugin`]): [`FilerPlugin::stage_in`] and [`FilerPlugin::stage_out`]
+//! copy one URL into or out of a task's [`FilerWorkspace`] on a fresh instance. The
+//! workspace is the list of mounts the host built for the task (container path prefix →
+//! host directory); `tessera:plugin/workspace` opens files only under them, every path
+//! component opened with `O_NOFOLLOW` relative to the one before (no `..`, no symbolic
+//! links, no FIFOs or devices), and its streams are `wasi:io` streams over the files.
+//! `tessera:plugin/object-store` is served by an [`ObjectStore`] given at link time
+//! (plain Rust, blocking, streaming: a `Read` per get, an [`ObjectUpload`] per put),
+//! limited to the binding's buckets. The `http` grant is as for notifiers. Every stream
+//! (file, object, HTTP body) can be spliced into another host-side, so staging large
+//! files never passes them through the plugin's memory.
+//!
 //! The other worlds plug in the same way: a `bindgen!` module next to `router.rs`, its
 //! `Host` traits implemented on the shared store state (`host.rs`), and a `load_*` method
 //! on the runtime.
 
 mod cache;
 mod error;
+mod filer;
 mod host;
 mod manifest;
 mod metrics;
 mod notifier;
+mod object_store;
 mod outgoing;
 mod router;
 mod runtime;
 mod validate;
 mod wasi_io;
+mod workspace;
 
 pub use error::{CallError, DisplayPluginError, ErrorKind, LoadError};
+pub use filer::{FileKind, FilerPlugin, StagedFile};
 pub use manifest::{
     Capability, DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, Limits, Manifest, PluginConfig, Secret,
     World,
 };
 pub use metrics::{LatencyHistogram, MetricsSnapshot, PluginMetrics};
 pub use notifier::{NotifierPlugin, NotifyEvent, TaskInfo};
+pub use object_store::{MAX_LIST, ObjectInfo, ObjectStore, ObjectUpload, StoreError};
 pub use router::{
     Decision, Label, LabelSet, Pair, PluginError, RouteRequest, RouteTarget, RouteTask,
     RouterPlugin, WarmRouter,
@@ -61,6 +78,7 @@ pub use runtime::{
     RuntimeError,
 };
 pub use validate::Interfaces;
+pub use workspace::{FilerWorkspace, MountError};
 
 // Callers share plugins and the runtime across threads, and keep warm routers in
 // per-tenant slots (moved between threads).
@@ -70,5 +88,7 @@ const _: () = {
     send_sync::<PluginRuntime>();
     send_sync::<RouterPlugin>();
     send_sync::<NotifierPlugin>();
+    send_sync::<FilerPlugin>();
+    send_sync::<FilerWorkspace>();
     send::<WarmRouter>();
 };

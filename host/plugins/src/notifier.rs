@@ -2,27 +2,25 @@
 //! granted), and deliveries, each on a fresh instance.
 //!
 //! Notifiers have their own store state ([`NotifierState`]): the shared [`HostState`]
-//! plus what `wasi:http` needs (a resource table, the HTTP hooks, a monotonic clock and
-//! the call's deadline for blocking host calls). The router's store stays as small as
-//! it was.
+//! plus what `wasi:http` needs ([`WasiParts`]: a resource table, the HTTP hooks, a
+//! monotonic clock and the call's deadline for blocking host calls). The router's store
+//! stays as small as it was.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::{HasData, Linker, ResourceTable};
-use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtx, WasiClocksCtxView};
-use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime::component::{HasData, Linker};
 
 use crate::error::{CallError, LoadError};
 use crate::host::{HostState, PluginContext};
 use crate::manifest::{Capability, Manifest, PluginConfig};
 use crate::metrics::PluginMetrics;
-use crate::outgoing::{self, HttpPolicy, OutgoingHooks};
+use crate::outgoing::HttpPolicy;
 use crate::router::bindings::tessera::plugin::{config, log};
-use crate::router::{classify, one_line};
+use crate::router::one_line;
 use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
-use crate::wasi_io::{CallGuard, Guarded, GuardedIo, TableIo};
+use crate::wasi_io::{self, HasWasi, WasiParts};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -45,38 +43,15 @@ use bindings::{Notifier, NotifierPre};
 pub use crate::router::bindings::tessera::plugin::types::TaskInfo;
 pub use bindings::exports::tessera::plugin::notify::Event as NotifyEvent;
 
-/// Resources (requests, responses, headers, streams, pollables…) one call may hold at
-/// once; creating more fails in the guest.
-const MAX_RESOURCES: usize = 1024;
-/// The most one set of headers may take in the host (its in-memory size).
-const MAX_FIELDS_BYTES: usize = 64 << 10;
-
 /// The data of one notifier store (one instance, one call).
 pub(crate) struct NotifierState {
     host: HostState,
-    table: ResourceTable,
-    http: WasiHttpCtx,
-    hooks: OutgoingHooks,
-    clocks: WasiClocksCtx,
-    guard: CallGuard,
+    wasi: WasiParts,
 }
 
-impl NotifierState {
-    fn guarded(&mut self) -> Guarded<'_> {
-        Guarded {
-            table: &mut self.table,
-            guard: &mut self.guard,
-        }
-    }
-}
-
-impl WasiHttpView for NotifierState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
+impl HasWasi for NotifierState {
+    fn wasi(&mut self) -> &mut WasiParts {
+        &mut self.wasi
     }
 }
 
@@ -128,38 +103,8 @@ impl NotifierPlugin {
             config::add_to_linker::<_, Shared>(&mut linker, |s| &mut s.host).map_err(setup)?;
         }
         let http = if manifest.grants(Capability::Http) {
-            use wasmtime_wasi::p2::bindings::{clocks::monotonic_clock, sync::io};
-            use wasmtime_wasi_http::p2::bindings::sync::http;
-            wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, TableIo>(
-                &mut linker,
-                |s| &mut s.table,
-            )
-            .map_err(setup)?;
-            io::poll::add_to_linker::<_, GuardedIo>(&mut linker, NotifierState::guarded)
-                .map_err(setup)?;
-            io::streams::add_to_linker::<_, GuardedIo>(&mut linker, NotifierState::guarded)
-                .map_err(setup)?;
-            monotonic_clock::add_to_linker::<_, WasiClocks>(&mut linker, |s| WasiClocksCtxView {
-                ctx: &mut s.clocks,
-                table: &mut s.table,
-            })
-            .map_err(setup)?;
-            // As wasmtime_wasi_http's `add_only_http_to_linker_sync`, with the allowed
-            // hosts checked in `handle`.
-            let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
-            http::types::add_to_linker::<_, WasiHttp>(&mut linker, &options.into(), |s| s.http())
-                .map_err(setup)?;
-            linker
-                .instance("wasi:http/outgoing-handler@0.2.12")
-                .and_then(|mut handler| {
-                    handler.func_wrap("handle", |mut store, (request, options)| {
-                        let state: &mut NotifierState = store.data_mut();
-                        let policy = state.hooks.policy.clone();
-                        outgoing::handle(policy.as_deref(), &mut state.http(), request, options)
-                            .map(|r| (r,))
-                    })
-                })
-                .map_err(setup)?;
+            wasi_io::add_io(&mut linker).map_err(setup)?;
+            wasi_io::add_http(&mut linker).map_err(setup)?;
             let policy = HttpPolicy::new(&manifest.name, &manifest.version, &allowed_hosts)
                 .map_err(LoadError::Settings)?;
             Some(Arc::new(policy))
@@ -270,22 +215,9 @@ impl NotifierPlugin {
     fn new_store(&self) -> Store<NotifierState> {
         let inner = &*self.inner;
         let deadline = Instant::now() + inner.timeout;
-        // Host memory a guest can make the host hold (the memory cap covers only the
-        // guest's own) stays bounded: resources and header sizes are capped.
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
-        let mut http = WasiHttpCtx::new();
-        http.set_field_size_limit(MAX_FIELDS_BYTES);
         let state = NotifierState {
             host: HostState::new(inner.ctx.clone(), inner.memory_cap),
-            table,
-            http,
-            hooks: OutgoingHooks {
-                policy: inner.http.clone(),
-                deadline,
-            },
-            clocks: WasiClocksCtx::default(),
-            guard: CallGuard::new(deadline),
+            wasi: WasiParts::new(inner.http.clone(), deadline),
         };
         let mut store = Store::new(&inner.runtime.engine, state);
         store.limiter(|s| &mut s.host.limiter);
@@ -302,10 +234,6 @@ impl NotifierPlugin {
     }
 }
 
-/// As [`classify`], and a host call that blocked until the deadline is a timeout too.
 fn failure(e: wasmtime::Error, state: &NotifierState, instantiating: bool) -> CallError {
-    if state.guard.overran {
-        return CallError::Timeout;
-    }
-    classify(e, &state.host, instantiating)
+    wasi_io::failure(e, &state.host, &state.wasi.guard, instantiating)
 }

@@ -13,8 +13,10 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use crate::cache::{ArtifactCache, CacheKey, Lookup, Sha256Hasher, hex, sha256};
 use crate::error::LoadError;
+use crate::filer::FilerPlugin;
 use crate::manifest::{Manifest, PluginConfig, World};
 use crate::notifier::NotifierPlugin;
+use crate::object_store::ObjectStore;
 use crate::router::RouterPlugin;
 use crate::validate::{self, Interfaces};
 
@@ -387,6 +389,66 @@ impl PluginRuntime {
             compiled,
             config,
             allowed_hosts,
+        )
+    }
+
+    /// Compiles (or loads from the cache), validates and links a filer plugin. See
+    /// [`PluginRuntime::link_filer`] for the grants.
+    pub fn load_filer(
+        &self,
+        manifest: Manifest,
+        bytes: &[u8],
+        config: PluginConfig,
+        allowed_hosts: Vec<String>,
+        object_store: Option<Arc<dyn ObjectStore>>,
+        buckets: Vec<String>,
+    ) -> Result<FilerPlugin, LoadError> {
+        check_world_is(&manifest, World::Filer)?;
+        validate::check_manifest(&manifest, self.inner.config.max_memory_bytes)?;
+        let compiled = self.compile(bytes)?;
+        self.link_filer(
+            manifest,
+            compiled,
+            config,
+            allowed_hosts,
+            object_store,
+            buckets,
+        )
+    }
+
+    /// Validates and links an already compiled component as a filer plugin.
+    ///
+    /// What the binding grants, each meaningful only with the manifest's capability
+    /// (without it nothing of that interface is linked, and a component importing it is
+    /// refused):
+    /// - `allowed_hosts` (`http`): where its outgoing requests may go, as for
+    ///   [`PluginRuntime::link_notifier`].
+    /// - `object_store` and `buckets` (`object-store`): the store client behind
+    ///   `tessera:plugin/object-store` and the buckets the plugin may use (exact names,
+    ///   or `*` for every bucket); a call on any other bucket fails with `denied`. With
+    ///   no client every call fails with `unavailable("no object store is configured")`.
+    ///   A bucket that is not a name is a [`LoadError::Settings`].
+    ///
+    /// `workspace` needs nothing here: each call gets the task's [`crate::FilerWorkspace`].
+    pub fn link_filer(
+        &self,
+        manifest: Manifest,
+        compiled: CompiledComponent,
+        config: PluginConfig,
+        allowed_hosts: Vec<String>,
+        object_store: Option<Arc<dyn ObjectStore>>,
+        buckets: Vec<String>,
+    ) -> Result<FilerPlugin, LoadError> {
+        check_world_is(&manifest, World::Filer)?;
+        self.validate(&manifest, &compiled)?;
+        FilerPlugin::new(
+            self.inner.clone(),
+            manifest,
+            compiled,
+            config,
+            allowed_hosts,
+            object_store,
+            buckets,
         )
     }
 }

@@ -46,6 +46,12 @@ fn is_wasi_02(name: &str, iface: &str) -> bool {
         .is_some_and(|patch| !patch.is_empty() && patch.bytes().all(|b| b.is_ascii_digit()))
 }
 
+fn is_wasi_io(name: &str) -> bool {
+    ["wasi:io/streams", "wasi:io/error", "wasi:io/poll"]
+        .iter()
+        .any(|iface| is_wasi_02(name, iface))
+}
+
 fn need_of(name: &str) -> Option<Need> {
     use Capability::*;
     const STREAMS: &[Capability] = &[Http, ObjectStore, Workspace];
@@ -58,12 +64,7 @@ fn need_of(name: &str) -> Option<Need> {
         n if is_wasi_02(n, "wasi:http/outgoing-handler") || is_wasi_02(n, "wasi:http/types") => {
             Need::Capability(Http)
         }
-        n if is_wasi_02(n, "wasi:io/streams")
-            || is_wasi_02(n, "wasi:io/error")
-            || is_wasi_02(n, "wasi:io/poll") =>
-        {
-            Need::AnyOf(STREAMS)
-        }
+        n if is_wasi_io(n) => Need::AnyOf(STREAMS),
         n if is_wasi_02(n, "wasi:clocks/monotonic-clock") => Need::AnyOf(&[Http]),
         _ => return None,
     })
@@ -93,6 +94,10 @@ pub fn check_world(
         match need_of(name) {
             Some(Need::Nothing) => {}
             Some(Need::Capability(cap)) => check_cap(&mut problems, name, world, manifest, &[cap]),
+            // `filing` itself uses the stream types (`use wasi:io/streams…`), so every
+            // filer imports wasi:io; without a capability that makes streams it cannot
+            // get hold of one, so the plumbing is linked for every filer.
+            Some(Need::AnyOf(_)) if world == World::Filer && is_wasi_io(name) => {}
             Some(Need::AnyOf(caps)) => check_cap(&mut problems, name, world, manifest, caps),
             None => problems.push(format!(
                 "imports {name} which the {world} world does not grant"
@@ -205,6 +210,8 @@ mod tests {
         assert!(!is_wasi_02("wasi:io/streams@0.2.", "wasi:io/streams"));
         assert!(!is_wasi_02("wasi:io/streamsx@0.2.1", "wasi:io/streams"));
         assert_eq!(need_of("wasi:cli/environment@0.2.6"), None);
+        assert!(is_wasi_io("wasi:io/poll@0.2.12") && is_wasi_io("wasi:io/error@0.2.0"));
+        assert!(!is_wasi_io("wasi:clocks/monotonic-clock@0.2.12"));
     }
 
     #[test]

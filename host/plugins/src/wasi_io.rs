@@ -1,21 +1,174 @@
-//! `wasi:io` for plugins granted outgoing HTTP: `poll` and `streams` as wasmtime-wasi
-//! implements them, except that every call that can block ends at the call's deadline.
+//! `wasi:io` for plugins granted streams (outgoing HTTP, a filer's workspace or object
+//! store): `poll` and `streams` as wasmtime-wasi implements them, except that every call
+//! that can block ends at the call's deadline.
 //!
 //! Epoch interruption stops a guest only while it runs WebAssembly; a guest blocked in a
 //! host call (waiting on a pollable, a blocking read or write) is not interrupted. So
 //! each blocking call here waits at most until the deadline of the call it belongs to;
 //! when it gets there the call traps, [`CallGuard::overran`] is set, and the host reports
 //! the call as timed out.
+//!
+//! [`WasiParts`] is what a store needs for that (and for outgoing HTTP); [`add_io`] and
+//! [`add_http`] link the interfaces for any store data that has them ([`HasWasi`]).
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasData, Resource, ResourceTable};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtx, WasiClocksCtxView};
 use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
 use wasmtime_wasi::p2::{DynPollable, StreamError, StreamResult};
 use wasmtime_wasi::runtime::in_tokio;
+use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
 use wasmtime_wasi_io::bindings::wasi::io::streams as async_streams;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
+
+use crate::error::CallError;
+use crate::host::HostState;
+use crate::outgoing::{self, HttpPolicy, OutgoingHooks};
+use crate::router::classify;
+
+/// Resources (requests, responses, headers, streams, pollables, files…) one call may
+/// hold at once; creating more fails in the guest.
+const MAX_RESOURCES: usize = 1024;
+/// The most one set of headers may take in the host (its in-memory size).
+const MAX_FIELDS_BYTES: usize = 64 << 10;
+
+/// The WASI side of one store (one instance, one call): the resource table, the
+/// wasi-http context and hooks, a monotonic clock, and the call's deadline for blocking
+/// host calls.
+pub(crate) struct WasiParts {
+    pub(crate) table: ResourceTable,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) hooks: OutgoingHooks,
+    pub(crate) clocks: WasiClocksCtx,
+    pub(crate) guard: CallGuard,
+}
+
+impl WasiParts {
+    /// Host memory a guest can make the host hold (the memory cap covers only the
+    /// guest's own) stays bounded: resources and header sizes are capped.
+    pub(crate) fn new(policy: Option<Arc<HttpPolicy>>, deadline: Instant) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
+        WasiParts {
+            table,
+            http,
+            hooks: OutgoingHooks { policy, deadline },
+            clocks: WasiClocksCtx::default(),
+            guard: CallGuard::new(deadline),
+        }
+    }
+
+    pub(crate) fn guarded(&mut self) -> Guarded<'_> {
+        Guarded {
+            table: &mut self.table,
+            guard: &mut self.guard,
+        }
+    }
+}
+
+impl WasiHttpView for WasiParts {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Store data with [`WasiParts`].
+pub(crate) trait HasWasi: Send + 'static {
+    fn wasi(&mut self) -> &mut WasiParts;
+}
+
+/// Links `wasi:io/{error,poll,streams}`, every blocking call bounded by the deadline.
+pub(crate) fn add_io<T: HasWasi>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, TableIo>(linker, |s| {
+        &mut s.wasi().table
+    })?;
+    poll::add_to_linker::<_, GuardedIo>(linker, |s| s.wasi().guarded())?;
+    streams::add_to_linker::<_, GuardedIo>(linker, |s| s.wasi().guarded())?;
+    Ok(())
+}
+
+/// Links outgoing HTTP: `wasi:http/{types,outgoing-handler}` and
+/// `wasi:clocks/monotonic-clock` (with [`add_io`], which must be linked too). As
+/// wasmtime_wasi_http's `add_only_http_to_linker_sync`, with the allowed hosts checked
+/// in `handle`.
+pub(crate) fn add_http<T: HasWasi>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
+    use wasmtime_wasi_http::p2::bindings::sync::http;
+    monotonic_clock::add_to_linker::<_, WasiClocks>(linker, |s| {
+        let w = s.wasi();
+        WasiClocksCtxView {
+            ctx: &mut w.clocks,
+            table: &mut w.table,
+        }
+    })?;
+    let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+    http::types::add_to_linker::<_, WasiHttp>(linker, &options.into(), |s| s.wasi().http())?;
+    linker
+        .instance("wasi:http/outgoing-handler@0.2.12")?
+        .func_wrap("handle", |mut store, (request, options)| {
+            let wasi = store.data_mut().wasi();
+            let policy = wasi.hooks.policy.clone();
+            outgoing::handle(policy.as_deref(), &mut wasi.http(), request, options).map(|r| (r,))
+        })?;
+    Ok(())
+}
+
+/// As [`classify`], and a host call that blocked until the deadline is a timeout too.
+pub(crate) fn failure(
+    e: wasmtime::Error,
+    host: &HostState,
+    guard: &CallGuard,
+    instantiating: bool,
+) -> CallError {
+    if guard.overran {
+        return CallError::Timeout;
+    }
+    classify(e, host, instantiating)
+}
+
+/// Runs `op` on the blocking thread pool and waits for it until the deadline (a trap
+/// past it, with [`CallGuard::overran`] set). For host calls that do blocking I/O of
+/// their own (the object store): the guest's call ends at its deadline even when the
+/// operation does not; it then finishes on its own thread, its result dropped.
+pub(crate) fn blocking<R: Send + 'static>(
+    guard: &mut CallGuard,
+    op: impl FnOnce() -> R + Send + 'static,
+) -> wasmtime::Result<R> {
+    let left = guard.left();
+    let task =
+        wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| tokio::task::spawn_blocking(op));
+    match in_tokio(async move { tokio::time::timeout(left, task).await }) {
+        Ok(Ok(r)) => Ok(r),
+        // The operation panicked (or was cancelled): a trap of this call, not of the host.
+        Ok(Err(e)) => Err(wasmtime::Error::msg(format!(
+            "a host operation failed: {e}"
+        ))),
+        Err(_) => Err(guard.overrun()),
+    }
+}
+
+/// Waits for `fut` until the deadline (a trap past it, with [`CallGuard::overran`] set).
+/// A future that is ready at once completes even after the deadline.
+pub(crate) fn until_deadline<F: Future>(
+    guard: &mut CallGuard,
+    fut: F,
+) -> wasmtime::Result<F::Output> {
+    let left = guard.left();
+    match in_tokio(async move { tokio::time::timeout(left, fut).await }) {
+        Ok(out) => Ok(out),
+        Err(_) => Err(guard.overrun()),
+    }
+}
 
 /// The deadline of the current call, and whether a blocking host call ran into it.
 pub(crate) struct CallGuard {
@@ -36,7 +189,9 @@ impl CallGuard {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    fn overrun(&mut self) -> wasmtime::Error {
+    /// Marks the call as having run into its deadline in a host call, and returns the
+    /// trap that ends it.
+    pub(crate) fn overrun(&mut self) -> wasmtime::Error {
         self.overran = true;
         wasmtime::Error::msg("the plugin was blocked in a host call past its deadline")
     }

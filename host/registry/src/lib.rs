@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use tessera_core::routing::{self, Decision, RouteError, RouteRequest, Router};
 use tessera_core::time_fmt::now_rfc3339;
 use tessera_plugins::{
-    CallError, CompiledComponent, LoadError, Manifest, NotifierPlugin, PluginConfig, PluginRuntime,
-    RouterPlugin, WarmRouter, World,
+    CallError, CompiledComponent, FileKind, FilerPlugin, FilerWorkspace, LoadError, Manifest,
+    NotifierPlugin, ObjectStore, PluginConfig, PluginRuntime, RouterPlugin, WarmRouter, World,
 };
 use tessera_store::{BindingRow, Deleted, Installed, PluginVersionRow, Store, StoreError};
 
@@ -84,6 +84,9 @@ pub struct Settings {
     /// Notifiers: which events to deliver (all when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<EventFilter>,
+    /// Filers: the buckets the plugin may use through the host's object store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<String>,
 }
 
 impl Settings {
@@ -145,10 +148,17 @@ pub(crate) struct ActiveNotifier {
     pub(crate) filter: Option<EventFilter>,
 }
 
+/// A filer bound to a URL scheme.
+struct ActiveFiler {
+    binding: BindingRow,
+    plugin: FilerPlugin,
+}
+
 /// A version made ready to serve.
 enum Loaded {
     Router(RouterPlugin),
     Notifier(NotifierPlugin),
+    Filer(FilerPlugin),
     /// Checked against its world; this host does not call the world yet.
     Checked,
 }
@@ -167,6 +177,10 @@ struct Inner {
     warm: Mutex<HashMap<String, (u64, WarmRouter)>>,
     /// Notifier bindings by scope, replaced whole like the routers.
     notifiers: RwLock<Arc<BTreeMap<String, Arc<ActiveNotifier>>>>,
+    /// Filer bindings by URL scheme.
+    filers: RwLock<Arc<BTreeMap<String, Arc<ActiveFiler>>>>,
+    /// The host's object store, for filers granted `object-store`.
+    object_store: Option<Arc<dyn ObjectStore>>,
     generation: AtomicU64,
     /// Serialises activations, rollbacks and deletions (the store's order is the
     /// in-memory order).
@@ -180,6 +194,7 @@ impl Registry {
         store: Store,
         runtime: PluginRuntime,
         builtins: &[Builtin],
+        object_store: Option<Arc<dyn ObjectStore>>,
     ) -> Result<Registry, RegistryError> {
         let registry = Registry(Arc::new(Inner {
             store,
@@ -187,6 +202,8 @@ impl Registry {
             routers: RwLock::new(Arc::new(HashMap::new())),
             warm: Mutex::new(HashMap::new()),
             notifiers: RwLock::new(Arc::new(BTreeMap::new())),
+            filers: RwLock::new(Arc::new(BTreeMap::new())),
+            object_store,
             generation: AtomicU64::new(1),
             changes: tokio::sync::Mutex::new(()),
         }));
@@ -211,6 +228,11 @@ impl Registry {
             .store
             .install_plugin_version(&row, b.component)
             .await?;
+        // Only a router is needed to run tasks: it is bound on a fresh install; the other
+        // worlds wait for the operator to configure and bind them.
+        if manifest.world != World::Router {
+            return Ok(());
+        }
         let scope = default_scope(&manifest)?;
         let world = manifest.world.name();
         let bindings = self.0.store.plugin_bindings().await?;
@@ -220,8 +242,7 @@ impl Registry {
         // Bind on a fresh install, and follow a newer built-in where the operator kept
         // the built-in bound.
         let follow = match current {
-            // Only a router is needed to run tasks; other worlds wait to be configured.
-            None => manifest.world == World::Router,
+            None => true,
             Some(cur) if cur.plugin == manifest.name && cur.version != manifest.version => self
                 .0
                 .store
@@ -504,6 +525,8 @@ impl Registry {
         let manifest = manifest.clone();
         let config = settings.plugin_config();
         let hosts = settings.allow_hosts.clone();
+        let buckets = settings.buckets.clone();
+        let object_store = self.0.object_store.clone();
         tokio::task::spawn_blocking(move || {
             let compiled = runtime.compile(&bytes)?;
             Ok(match manifest.world {
@@ -511,7 +534,15 @@ impl Registry {
                 World::Notifier => {
                     Loaded::Notifier(runtime.link_notifier(manifest, compiled, config, hosts)?)
                 }
-                World::Filer | World::EngineAdapter => {
+                World::Filer => Loaded::Filer(runtime.link_filer(
+                    manifest,
+                    compiled,
+                    config,
+                    hosts,
+                    object_store,
+                    buckets,
+                )?),
+                World::EngineAdapter => {
                     runtime.validate(&manifest, &compiled)?;
                     Loaded::Checked
                 }
@@ -548,8 +579,30 @@ impl Registry {
                     *notifiers = Arc::new(next);
                 }
             }
+            Loaded::Filer(plugin) => {
+                let scheme = binding.scope.to_ascii_lowercase();
+                let active = Arc::new(ActiveFiler { binding, plugin });
+                if let Ok(mut filers) = self.0.filers.write() {
+                    let mut next = (**filers).clone();
+                    next.insert(scheme, active);
+                    *filers = Arc::new(next);
+                }
+            }
             Loaded::Checked => {}
         }
+    }
+
+    fn filers(&self) -> Arc<BTreeMap<String, Arc<ActiveFiler>>> {
+        self.0.filers.read().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    fn filer_for(&self, url: &str) -> Result<Arc<ActiveFiler>, String> {
+        let scheme = tessera_core::staging::scheme_of(url)
+            .ok_or_else(|| format!("{url:?} has no URL scheme"))?;
+        self.filers()
+            .get(&scheme)
+            .cloned()
+            .ok_or_else(|| format!("no filer plugin serves {scheme}:// URLs"))
     }
 
     pub(crate) fn notifiers(&self) -> Arc<BTreeMap<String, Arc<ActiveNotifier>>> {
@@ -568,7 +621,7 @@ impl Registry {
     async fn reload(&self) -> Result<(), RegistryError> {
         let mut next: HashMap<String, Slot> = HashMap::new();
         for b in self.0.store.plugin_bindings().await? {
-            if b.world == World::Notifier.name() {
+            if b.world == World::Notifier.name() || b.world == World::Filer.name() {
                 self.reload_notifier(&b).await;
                 continue;
             }
@@ -611,6 +664,8 @@ impl Registry {
         Ok(())
     }
 
+    /// Load a notifier or filer binding at start (a failure is logged; the binding
+    /// stays in the store and serves once it loads).
     async fn reload_notifier(&self, b: &BindingRow) {
         let loaded = async {
             let row = self
@@ -628,7 +683,7 @@ impl Registry {
         match loaded {
             Ok((loaded, settings)) => self.swap_in(b.clone(), loaded, &settings),
             Err(e) => {
-                tracing::error!(plugin = %b.plugin, version = %b.version, scope = %b.scope, error = %e, "a bound notifier does not load; its events wait")
+                tracing::error!(plugin = %b.plugin, version = %b.version, scope = %b.scope, error = %e, "a bound plugin does not load")
             }
         }
     }
@@ -653,8 +708,85 @@ impl Registry {
                 .filter(|a| serves(&a.binding))
                 .map(|a| CallStats::new(&a.binding.scope, &a.plugin.metrics().snapshot())),
         );
+        stats.extend(
+            self.filers()
+                .values()
+                .filter(|a| serves(&a.binding))
+                .map(|a| CallStats::new(&a.binding.scope, &a.plugin.metrics().snapshot())),
+        );
         stats
     }
+}
+
+impl tessera_core::staging::Filers for Registry {
+    fn schemes(&self) -> Vec<String> {
+        self.filers().keys().cloned().collect()
+    }
+
+    fn stage_in(
+        &self,
+        task_id: &str,
+        fs_root: &std::path::Path,
+        url: &str,
+        path: &str,
+        directory: bool,
+    ) -> Result<Vec<tessera_core::staging::StagedFile>, String> {
+        let filer = self.filer_for(url)?;
+        let ws = FilerWorkspace::new()
+            .with_task(task_id)
+            .mount("/", fs_root)
+            .map_err(|e| e.to_string())?;
+        let kind = if directory {
+            FileKind::Directory
+        } else {
+            FileKind::File
+        };
+        staged(&filer, filer.plugin.stage_in(&ws, url, path, kind))
+    }
+
+    fn stage_out(
+        &self,
+        task_id: &str,
+        fs_root: &std::path::Path,
+        path: &str,
+        url: &str,
+        directory: bool,
+    ) -> Result<Vec<tessera_core::staging::StagedFile>, String> {
+        let filer = self.filer_for(url)?;
+        let ws = FilerWorkspace::new()
+            .with_task(task_id)
+            .mount("/", fs_root)
+            .map_err(|e| e.to_string())?;
+        let kind = if directory {
+            FileKind::Directory
+        } else {
+            FileKind::File
+        };
+        staged(&filer, filer.plugin.stage_out(&ws, path, url, kind))
+    }
+}
+
+fn staged(
+    filer: &ActiveFiler,
+    result: Result<Vec<tessera_plugins::StagedFile>, CallError>,
+) -> Result<Vec<tessera_core::staging::StagedFile>, String> {
+    result
+        .map(|files| {
+            files
+                .into_iter()
+                .map(|f| tessera_core::staging::StagedFile {
+                    url: f.url,
+                    path: f.path,
+                    size: f.size,
+                })
+                .collect()
+        })
+        .map_err(|e| {
+            format!(
+                "filer {}@{} failed: {}",
+                filer.binding.plugin, filer.binding.version, e
+            )
+        })
 }
 
 impl Router for Registry {

@@ -117,6 +117,9 @@ pub struct BindingView {
     /// Notifiers: which events are delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<crate::EventFilter>,
+    /// Filers: the buckets granted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<String>,
     pub updated_at: String,
     /// Why the bound version does not serve, when it does not load.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,6 +139,7 @@ impl BindingView {
             secrets: settings.secrets.into_keys().collect(),
             allow_hosts: settings.allow_hosts,
             filter: settings.filter,
+            buckets: settings.buckets,
             updated_at: b.updated_at.clone(),
             error,
         }

@@ -31,7 +31,7 @@ async fn open(dir: &std::path::Path) -> Registry {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    Registry::open(store, runtime, &[]).await.unwrap()
+    Registry::open(store, runtime, &[], None).await.unwrap()
 }
 
 /// One task, 16 candidate targets.

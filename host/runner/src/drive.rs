@@ -186,9 +186,10 @@ impl Drive {
         let task = self.task.clone();
         let ws = self.ws.clone();
         let roots = self.runner.0.cfg.file_roots.clone();
+        let filers = self.runner.0.filers.clone();
         let staged = tokio::task::spawn_blocking(move || {
             let mounts = plan_mounts(&task);
-            staging::stage_in(&task, &ws, &mounts, &roots)
+            staging::stage_in(&task, &ws, &mounts, &roots, filers.as_ref())
         })
         .await
         .map_err(|e| Stop::System(format!("staging inputs panicked: {e}")))?;
@@ -582,8 +583,11 @@ impl Drive {
         let task = self.task.clone();
         let ws = self.ws.clone();
         let roots = self.runner.0.cfg.file_roots.clone();
-        let result =
-            tokio::task::spawn_blocking(move || staging::stage_out(&task, &ws, &roots)).await;
+        let filers = self.runner.0.filers.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            staging::stage_out(&task, &ws, &roots, filers.as_ref())
+        })
+        .await;
         let (outputs, staged, errors) = match result {
             Ok(r) => r,
             Err(e) => (

@@ -242,6 +242,8 @@ struct Inner {
     cfg: RunnerConfig,
     wake: Notify,
     router: Arc<dyn Router>,
+    /// Staging for URL schemes served by filer plugins.
+    filers: Arc<dyn tessera_core::staging::Filers>,
     /// One slot pool per target, in the order of `cfg.targets`.
     slots: Vec<Arc<Semaphore>>,
     /// What each driven task asked for, and where: for the targets' CPU/memory budgets.
@@ -261,6 +263,7 @@ impl Runner {
         store: Store,
         mut cfg: RunnerConfig,
         router: Arc<dyn Router>,
+        filers: Arc<dyn tessera_core::staging::Filers>,
     ) -> Result<Runner, String> {
         if cfg.targets.is_empty() {
             cfg.targets.push(TargetConfig {
@@ -296,6 +299,7 @@ impl Runner {
                 .map(|t| Arc::new(Semaphore::new(t.slots as usize)))
                 .collect(),
             router,
+            filers,
             placed: Mutex::new(HashMap::new()),
             route_failed_at: Mutex::new(None),
             cfg,

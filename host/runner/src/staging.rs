@@ -11,6 +11,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use tessera_core::TaskRecord;
+use tessera_core::staging::{Filers, scheme_of};
 use tessera_core::tes::{FileType, OutputFileLog};
 use tessera_core::validate::{file_url_path, normalise};
 
@@ -34,6 +35,7 @@ pub fn stage_in(
     ws: &Workspace,
     mounts: &[Mount],
     roots: &[PathBuf],
+    filers: &dyn Filers,
 ) -> Result<Staged, String> {
     let fs_root = ws.root.join("fs");
     fs::create_dir_all(&fs_root).map_err(|e| format!("creating the task workspace: {e}"))?;
@@ -52,6 +54,16 @@ pub fn stage_in(
                 write_new(&dest, content.as_bytes())
                     .map_err(|e| format!("inputs[{i}] {}: writing content: {e}", input.path))?;
                 staged.add(content.len() as u64);
+            }
+            None if !is_file_url(input.url.as_deref().unwrap_or_default()) => {
+                let url = input.url.as_deref().unwrap_or_default();
+                let want_dir = input.r#type == Some(FileType::Directory);
+                let files = filers
+                    .stage_in(&task.id, &fs_root, url, &input.path, want_dir)
+                    .map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
+                for f in files {
+                    staged.add(f.size);
+                }
             }
             None => {
                 let url = input.url.as_deref().unwrap_or_default();
@@ -94,12 +106,21 @@ pub fn stage_out(
     task: &TaskRecord,
     ws: &Workspace,
     roots: &[PathBuf],
+    filers: &dyn Filers,
 ) -> (Vec<OutputFileLog>, Staged, Vec<String>) {
     let fs_root = ws.root.join("fs");
     let mut logs = Vec::new();
     let mut staged = Staged::default();
     let mut errors = Vec::new();
     for (i, output) in task.outputs().iter().enumerate() {
+        if !is_file_url(&output.url) {
+            if let Err(e) =
+                stage_out_by_filer(&task.id, output, &fs_root, filers, &mut logs, &mut staged)
+            {
+                errors.push(format!("outputs[{i}] {}: {e}", output.path));
+            }
+            continue;
+        }
         let dest_root = match allowed_dest_path(&output.url, roots) {
             Ok(p) => p,
             Err(e) => {
@@ -273,6 +294,72 @@ fn stage_wildcard(
             logs,
             staged,
         )?;
+    }
+    Ok(())
+}
+
+fn is_file_url(url: &str) -> bool {
+    scheme_of(url).is_none_or(|s| s == "file")
+}
+
+/// An output to a URL a filer plugin serves: one call for a FILE or DIRECTORY, one per
+/// match for a wildcard (each to the URL plus its path after `path_prefix`).
+fn stage_out_by_filer(
+    task_id: &str,
+    output: &tessera_core::tes::Output,
+    fs_root: &Path,
+    filers: &dyn Filers,
+    logs: &mut Vec<OutputFileLog>,
+    staged: &mut Staged,
+) -> Result<(), String> {
+    let mut calls: Vec<(String, String, bool)> = Vec::new();
+    if output.path.contains(['*', '?', '[']) {
+        let prefix = output.path_prefix.as_deref().unwrap_or("/");
+        let pattern = format!(
+            "{}{}",
+            glob::Pattern::escape(&fs_root.to_string_lossy()),
+            normalise(&output.path)
+        );
+        let options = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: true,
+        };
+        let matches =
+            glob::glob_with(&pattern, options).map_err(|e| format!("bad pattern: {e}"))?;
+        let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).collect();
+        found.sort();
+        for host in found {
+            let rel = host
+                .strip_prefix(fs_root)
+                .map_err(|_| "match outside the workspace".to_string())?;
+            let container_path = format!("/{}", rel.to_string_lossy());
+            let pruned = container_path
+                .strip_prefix(prefix)
+                .unwrap_or(&container_path)
+                .trim_start_matches('/')
+                .to_string();
+            // Never follow a link the executor left: the filer's workspace access
+            // refuses links anyway; a directory match stages its tree.
+            let is_dir = fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir());
+            calls.push((container_path, join_url(&output.url, &pruned), is_dir));
+        }
+    } else {
+        calls.push((
+            output.path.clone(),
+            output.url.clone(),
+            output.r#type == Some(FileType::Directory),
+        ));
+    }
+    for (path, url, is_dir) in calls {
+        for f in filers.stage_out(task_id, fs_root, &path, &url, is_dir)? {
+            staged.add(f.size);
+            logs.push(OutputFileLog {
+                url: f.url,
+                path: f.path,
+                size_bytes: f.size.to_string(),
+            });
+        }
     }
     Ok(())
 }
@@ -459,6 +546,35 @@ pub fn stdin_file(ws: &Workspace, container_path: &str) -> Result<PathBuf, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No filer bound (these tests stage inline content and file:// only).
+    struct NoFilers;
+
+    impl Filers for NoFilers {
+        fn schemes(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn stage_in(
+            &self,
+            _: &str,
+            _: &Path,
+            _: &str,
+            _: &str,
+            _: bool,
+        ) -> Result<Vec<tessera_core::staging::StagedFile>, String> {
+            Err("no filer is bound".into())
+        }
+        fn stage_out(
+            &self,
+            _: &str,
+            _: &Path,
+            _: &str,
+            _: &str,
+            _: bool,
+        ) -> Result<Vec<tessera_core::staging::StagedFile>, String> {
+            Err("no filer is bound".into())
+        }
+    }
     use tessera_core::State;
     use tessera_core::tes::{Input, Output, Task};
 
@@ -524,7 +640,7 @@ mod tests {
         });
         let ws = Workspace::new(&tmp.path().join("work"), "t");
         let mounts = crate::workspace::plan_mounts(&t);
-        let staged = stage_in(&t, &ws, &mounts, &roots).unwrap();
+        let staged = stage_in(&t, &ws, &mounts, &roots, &NoFilers).unwrap();
         assert_eq!(
             staged,
             Staged {
@@ -537,7 +653,7 @@ mod tests {
             "bb"
         );
 
-        let (logs, out, errors) = stage_out(&t, &ws, &roots);
+        let (logs, out, errors) = stage_out(&t, &ws, &roots, &NoFilers);
         assert!(errors.is_empty(), "{errors:?}");
         let paths: Vec<(&str, &str)> = logs
             .iter()
@@ -582,7 +698,7 @@ mod tests {
             ..Task::default()
         });
         let ws = Workspace::new(&base.join("work"), "t");
-        let err = stage_in(&t, &ws, &[], &roots).unwrap_err();
+        let err = stage_in(&t, &ws, &[], &roots, &NoFilers).unwrap_err();
         assert!(err.contains("outside"), "{err}");
 
         // An executor-made symlink in the workspace must not be followed on the way out.
@@ -596,7 +712,7 @@ mod tests {
         });
         fs::create_dir_all(ws.host_path("/out")).unwrap();
         std::os::unix::fs::symlink(base.join("secret"), ws.host_path("/out/x")).unwrap();
-        let (logs, _, errors) = stage_out(&t, &ws, &roots);
+        let (logs, _, errors) = stage_out(&t, &ws, &roots, &NoFilers);
         assert!(logs.is_empty());
         // Refused as a symbolic link (never followed), and nothing is copied.
         assert!(errors[0].contains("symbolic link"), "{errors:?}");
@@ -617,7 +733,7 @@ mod tests {
         });
         let ws = Workspace::new(&allowed.join("work"), "t");
         fs::create_dir_all(ws.host_path("/out")).unwrap();
-        let (_, _, errors) = stage_out(&t, &ws, std::slice::from_ref(&allowed));
+        let (_, _, errors) = stage_out(&t, &ws, std::slice::from_ref(&allowed), &NoFilers);
         assert!(errors[0].contains("did not create it"), "{errors:?}");
     }
 }

@@ -121,9 +121,10 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         ..tessera_plugins::RuntimeConfig::default()
     })
     .map_err(|e| e.to_string())?;
-    let registry = tessera_registry::Registry::open(store.clone(), runtime, builtins::BUILTINS)
-        .await
-        .map_err(|e| format!("loading plugins: {e}"))?;
+    let registry =
+        tessera_registry::Registry::open(store.clone(), runtime, builtins::BUILTINS, None)
+            .await
+            .map_err(|e| format!("loading plugins: {e}"))?;
 
     tokio::spawn(registry.clone().run_notifiers());
 
@@ -162,6 +163,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             route_tag_keys: cfg.route_tag_keys.clone(),
         },
         std::sync::Arc::new(registry.clone()),
+        std::sync::Arc::new(registry.clone()),
     )?;
     runner.start();
 
@@ -173,6 +175,8 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         max_content_bytes: cfg.max_body_bytes.saturating_sub(64 * 1024).max(128 * 1024),
         max_cpu_cores: None,
         max_ram_gb: None,
+        // Filled per request from the bound filers.
+        filer_schemes: Vec::new(),
     };
     let app = tessera_api::router(tessera_api::AppState::new(
         runner,

@@ -1,6 +1,7 @@
 //! Shared by the integration tests: test components, sample requests.
 #![allow(dead_code)]
 
+pub mod files;
 pub mod server;
 
 use std::path::PathBuf;

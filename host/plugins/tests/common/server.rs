@@ -96,7 +96,8 @@ fn serve(stream: TcpStream, reply: Reply, state: &Mutex<State>) {
     }
 }
 
-fn read_request(r: &mut impl BufRead) -> Option<Recorded> {
+/// Reads one request (head and body, `content-length` or chunked).
+pub fn read_request(r: &mut impl BufRead) -> Option<Recorded> {
     let mut line = String::new();
     r.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();

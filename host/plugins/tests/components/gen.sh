@@ -9,9 +9,10 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for src in "$here"/src/*.core.wat; do
     name="$(basename "$src" .core.wat)"
-    # notify-*: notifiers, with their own kit; the rest are routers.
+    # notify-*: notifiers, filer-*: filers, each with their own kit; the rest are routers.
     case "$name" in
         notify-*) world=notifier kit=_notify_kit.wat ;;
+        filer-*) world=filer kit=_filer_kit.wat ;;
         *) world=router kit=_kit.wat ;;
     esac
     # Splice the world's kit in place of the ;;KIT line.

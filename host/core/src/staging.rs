@@ -1,0 +1,45 @@
+//! The seam between the runner's staging and the filer plugins: URLs whose scheme has a
+//! filer bound are staged by that plugin, into and out of the task's workspace.
+
+use std::path::Path;
+
+/// One file a filer staged, for the task's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedFile {
+    pub url: String,
+    /// Container path.
+    pub path: String,
+    pub size: u64,
+}
+
+/// The bound filers, as the runner sees them.
+pub trait Filers: Send + Sync {
+    /// Lower-case URL schemes that have a filer bound now.
+    fn schemes(&self) -> Vec<String>;
+
+    /// Stage `url` into the task's workspace at container path `path`. `fs_root` is the
+    /// host directory behind the container's `/`. Blocking: call off the async threads.
+    fn stage_in(
+        &self,
+        task_id: &str,
+        fs_root: &Path,
+        url: &str,
+        path: &str,
+        directory: bool,
+    ) -> Result<Vec<StagedFile>, String>;
+
+    /// Stage container path `path` of the task's workspace out to `url`. Blocking.
+    fn stage_out(
+        &self,
+        task_id: &str,
+        fs_root: &Path,
+        path: &str,
+        url: &str,
+        directory: bool,
+    ) -> Result<Vec<StagedFile>, String>;
+}
+
+/// The scheme of a URL, lower case (`None` without `://`).
+pub fn scheme_of(url: &str) -> Option<String> {
+    url.split_once("://").map(|(s, _)| s.to_ascii_lowercase())
+}

@@ -1,0 +1,208 @@
+//! Staging through filer plugins end to end: the built-in filer-http bound to the `http`
+//! scheme, a real HTTP server, a real Docker task reading its input and writing outputs.
+
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tessera_tests::{BUSYBOX, Options, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An HTTP server on 127.0.0.1: GET serves `files`, PUT stores into `files`.
+#[derive(Clone)]
+struct FileServer {
+    port: u16,
+    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+}
+
+impl FileServer {
+    async fn start() -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let me = FileServer {
+            port: listener.local_addr().unwrap().port(),
+            files: Arc::default(),
+        };
+        let server = me.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = vec![0u8; 65536];
+                    let (head_end, len) = loop {
+                        let Ok(n) = conn.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (end + 4, len);
+                        }
+                    };
+                    while buf.len() < head_end + len {
+                        let Ok(n) = conn.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let mut first = head.lines().next().unwrap_or("").split(' ');
+                    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+                    let (status, body) = match method {
+                        "GET" => match server.files.lock().unwrap().get(path) {
+                            Some(b) => (200, b.clone()),
+                            None => (404, b"not found".to_vec()),
+                        },
+                        "PUT" => {
+                            server
+                                .files
+                                .lock()
+                                .unwrap()
+                                .insert(path.to_string(), buf[head_end..].to_vec());
+                            (201, Vec::new())
+                        }
+                        _ => (405, Vec::new()),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(&body).await;
+                });
+            }
+        });
+        me
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+#[tokio::test]
+async fn http_inputs_and_outputs_stage_through_the_filer_plugin() {
+    let files = FileServer::start().await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    files
+        .files
+        .lock()
+        .unwrap()
+        .insert("/data/in.bin".into(), data.clone());
+    let s = Server::start(Options::default()).await;
+
+    let task = json!({
+        "name": "filer",
+        "inputs": [{"url": files.url("/data/in.bin"), "path": "/in/in.bin"}],
+        "outputs": [
+            {"url": files.url("/results/copy.bin"), "path": "/out/copy.bin"},
+            {"url": files.url("/results/many"), "path": "/out/many/*.txt", "path_prefix": "/out/many"}
+        ],
+        "executors": [{"image": BUSYBOX, "command": ["sh", "-c",
+            "cp /in/in.bin /out/copy.bin && mkdir -p /out/many && echo a > /out/many/a.txt && echo b > /out/many/b.txt"]}]
+    });
+    // Before a filer serves http://, such URLs are refused, and service-info says so.
+    let (status, body) = s.post_json(&s.tes("/tasks"), &task).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("not supported"), "{body}");
+    let (_, info) = s.get_json(&s.tes("/service-info")).await;
+    assert!(!info["storage"].to_string().contains("http://"), "{info}");
+
+    let (status, b) = s
+        .post_json(
+            &format!("{}/v1/plugins/filer-http/versions/0.1.0/activate", s.url),
+            &json!({"scope": "http", "allow_hosts": [format!("127.0.0.1:{}", files.port)]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    let (_, info) = s.get_json(&s.tes("/service-info")).await;
+    assert!(info["storage"].to_string().contains("http://"), "{info}");
+
+    let id = s.create(&task).await;
+    let done = s.wait_done(&id).await;
+    assert_eq!(
+        done["state"],
+        "COMPLETE",
+        "{}\n{}",
+        tessera_tests::short(&done),
+        s.server_log()
+    );
+    let stored = files.files.lock().unwrap().clone();
+    assert_eq!(stored.get("/results/copy.bin"), Some(&data));
+    assert_eq!(
+        stored.get("/results/many/a.txt").map(Vec::as_slice),
+        Some(&b"a\n"[..])
+    );
+    assert_eq!(
+        stored.get("/results/many/b.txt").map(Vec::as_slice),
+        Some(&b"b\n"[..])
+    );
+    let outputs = &done["logs"][0]["outputs"];
+    let sizes: Vec<(String, String)> = outputs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["url"].as_str().unwrap().to_string(),
+                o["size_bytes"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        sizes.contains(&(files.url("/results/copy.bin"), "300000".into())),
+        "{sizes:?}"
+    );
+    assert_eq!(sizes.len(), 3, "{sizes:?}");
+}
+
+#[tokio::test]
+async fn a_failing_filer_ends_the_task_system_error_with_its_reason() {
+    let files = FileServer::start().await;
+    let s = Server::start(Options::default()).await;
+    let (status, b) = s
+        .post_json(
+            &format!("{}/v1/plugins/filer-http/versions/0.1.0/activate", s.url),
+            &json!({"scope": "http", "allow_hosts": [format!("127.0.0.1:{}", files.port)]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    // The input does not exist on the server (404), and a second task's URL is a host
+    // the binding does not allow.
+    for url in [files.url("/missing"), "http://127.0.0.2:9/x".to_string()] {
+        let id = s
+            .create(&json!({
+                "inputs": [{"url": url, "path": "/in/x"}],
+                "executors": [{"image": BUSYBOX, "command": ["true"]}]
+            }))
+            .await;
+        let done: Value = s.wait_done(&id).await;
+        assert_eq!(
+            done["state"],
+            "SYSTEM_ERROR",
+            "{}",
+            tessera_tests::short(&done)
+        );
+        let status = s.status(&id).await;
+        let reason = status["reason"].as_str().unwrap_or_default().to_string();
+        assert!(reason.contains("filer filer-http@0.1.0 failed"), "{reason}");
+        // No executor ran.
+        assert!(
+            done["logs"][0]["logs"]
+                .as_array()
+                .is_none_or(|l| l.is_empty()),
+            "{done}"
+        );
+    }
+}
