@@ -206,3 +206,125 @@ async fn a_failing_filer_ends_the_task_system_error_with_its_reason() {
         );
     }
 }
+
+/// The S3 store the test command starts (Garage), from TESSERA_TEST_S3_*; `None` skips
+/// unless TESSERA_REQUIRE_ALL=1.
+fn s3_env() -> Option<(tessera_objstore::S3Config, String)> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let Some(endpoint) = var("TESSERA_TEST_S3_ENDPOINT") else {
+        assert!(
+            var("TESSERA_REQUIRE_ALL").is_none(),
+            "TESSERA_TEST_S3_ENDPOINT is not set (scripts/garage.sh sets it)"
+        );
+        eprintln!("skipping: no S3 store (TESSERA_TEST_S3_ENDPOINT)");
+        return None;
+    };
+    Some((
+        tessera_objstore::S3Config {
+            endpoint: Some(endpoint),
+            region: var("TESSERA_TEST_S3_REGION").unwrap_or_else(|| "garage".into()),
+            access_key_id: var("TESSERA_TEST_S3_ACCESS_KEY").expect("TESSERA_TEST_S3_ACCESS_KEY"),
+            secret_access_key: tessera_objstore::Secret::new(
+                var("TESSERA_TEST_S3_SECRET_KEY").expect("TESSERA_TEST_S3_SECRET_KEY"),
+            ),
+            path_style: true,
+        },
+        var("TESSERA_TEST_S3_BUCKET").expect("TESSERA_TEST_S3_BUCKET"),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_inputs_and_outputs_stage_through_filer_s3_and_the_host_store() {
+    let Some((cfg, bucket)) = s3_env() else {
+        return;
+    };
+    let client = tessera_objstore::ObjectStore::new(cfg.clone()).unwrap();
+    let prefix = format!("e2e-{}", std::process::id());
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let body = futures_stream(data.clone());
+    client
+        .put(
+            &bucket,
+            &format!("{prefix}/in.bin"),
+            data.len() as u64,
+            body,
+        )
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tessera.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[s3]\nendpoint = {:?}\nregion = {:?}\naccess_key_id = {:?}\nsecret_access_key = {:?}\n",
+            cfg.endpoint.as_deref().unwrap(),
+            cfg.region,
+            cfg.access_key_id,
+            std::env::var("TESSERA_TEST_S3_SECRET_KEY").unwrap()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(Options {
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Options::default()
+    })
+    .await;
+    let (status, b) = s
+        .post_json(
+            &format!("{}/v1/plugins/filer-s3/versions/0.1.0/activate", s.url),
+            &json!({"scope": "s3", "buckets": [bucket]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+
+    let id = s
+        .create(&json!({
+            "inputs": [{"url": format!("s3://{bucket}/{prefix}/in.bin"), "path": "/in/in.bin"}],
+            "outputs": [{"url": format!("s3://{bucket}/{prefix}/out/copy.bin"), "path": "/out/copy.bin"}],
+            "executors": [{"image": BUSYBOX, "command": ["cp", "/in/in.bin", "/out/copy.bin"]}]
+        }))
+        .await;
+    let done = s.wait_done(&id).await;
+    assert_eq!(
+        done["state"],
+        "COMPLETE",
+        "{}\n{}",
+        tessera_tests::short(&done),
+        s.server_log()
+    );
+    let mut got = client
+        .get(&bucket, &format!("{prefix}/out/copy.bin"))
+        .await
+        .unwrap();
+    let mut back = Vec::new();
+    while let Some(chunk) = got.next_chunk().await.unwrap() {
+        back.extend_from_slice(&chunk);
+    }
+    assert_eq!(back, data);
+
+    // A bucket the binding does not grant: the task fails with the filer's reason.
+    let id = s
+        .create(&json!({
+            "inputs": [{"url": "s3://not-granted/x", "path": "/in/x"}],
+            "executors": [{"image": BUSYBOX, "command": ["true"]}]
+        }))
+        .await;
+    assert_eq!(s.wait_done(&id).await["state"], "SYSTEM_ERROR");
+    let reason = s.status(&id).await["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(reason.contains("filer filer-s3@0.1.0 failed"), "{reason}");
+    let _ = client.delete(&bucket, &format!("{prefix}/in.bin")).await;
+    let _ = client
+        .delete(&bucket, &format!("{prefix}/out/copy.bin"))
+        .await;
+}
+
+/// A body stream of one chunk for the async put.
+fn futures_stream(
+    data: Vec<u8>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin + 'static {
+    futures_util::stream::iter([Ok(bytes::Bytes::from(data))])
+}

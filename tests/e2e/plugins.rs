@@ -142,7 +142,15 @@ async fn uploads_are_checked_against_their_world_before_they_are_stored() {
         .iter()
         .map(|p| p["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["filer-http", "notifier-webhook", "router-default"]);
+    assert_eq!(
+        names,
+        [
+            "filer-http",
+            "filer-s3",
+            "notifier-webhook",
+            "router-default"
+        ]
+    );
 
     // Without a token: 401. With: stored; the same version with other bytes: 409.
     let r = s

@@ -103,6 +103,21 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub route_tag_keys: Option<Vec<String>>,
     pub targets: Option<Vec<TargetFile>>,
+    pub s3: Option<S3File>,
+}
+
+/// The S3-compatible store behind the `object-store` capability (`[s3]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3File {
+    /// e.g. `http://127.0.0.1:3900`; unset for AWS S3.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: String,
+    /// Or the environment variable TESSERA_S3_SECRET_ACCESS_KEY.
+    pub secret_access_key: Option<String>,
+    /// Path-style addressing (most self-hosted stores) [default: true].
+    pub path_style: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +138,8 @@ pub struct Config {
     pub route_tag_keys: Vec<String>,
     /// Empty: one target, "local", with max_concurrent_tasks slots.
     pub targets: Vec<TargetFile>,
+    /// The S3 store filers may use, when configured.
+    pub s3: Option<tessera_objstore::S3Config>,
 }
 
 impl Config {
@@ -201,7 +218,25 @@ impl Config {
                 ));
             }
         }
+        let s3 = match file.s3 {
+            None => None,
+            Some(f) => {
+                let secret = std::env::var("TESSERA_S3_SECRET_ACCESS_KEY")
+                    .ok()
+                    .or(f.secret_access_key)
+                    .filter(|s| !s.is_empty())
+                    .ok_or("s3: secret_access_key is required (or TESSERA_S3_SECRET_ACCESS_KEY)")?;
+                Some(tessera_objstore::S3Config {
+                    endpoint: f.endpoint,
+                    region: f.region,
+                    access_key_id: f.access_key_id,
+                    secret_access_key: tessera_objstore::Secret::new(secret),
+                    path_style: f.path_style.unwrap_or(true),
+                })
+            }
+        };
         Ok(Config {
+            s3,
             route_tag_keys: if args.route_tag_keys.is_empty() {
                 file.route_tag_keys.unwrap_or_default()
             } else {

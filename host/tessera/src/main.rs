@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod plugin_cli;
+mod s3;
 
 /// The plugins built into this binary (see build.rs).
 mod builtins {
@@ -121,8 +122,22 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         ..tessera_plugins::RuntimeConfig::default()
     })
     .map_err(|e| e.to_string())?;
+    let object_store: Option<std::sync::Arc<dyn tessera_plugins::ObjectStore>> = match &cfg.s3 {
+        None => None,
+        Some(s3) => {
+            let client = tessera_objstore::ObjectStore::new(s3.clone())
+                .map_err(|e| format!("the S3 store: {e}"))?;
+            let blocking = tessera_objstore::BlockingObjectStore::new(
+                client,
+                tokio::runtime::Handle::current(),
+            )
+            .map_err(|e| format!("the S3 store: {e}"))?;
+            tracing::info!(endpoint = %s3.endpoint.as_deref().unwrap_or("AWS"), region = %s3.region, "S3 object store configured");
+            Some(std::sync::Arc::new(s3::S3ObjectStore(blocking)))
+        }
+    };
     let registry =
-        tessera_registry::Registry::open(store.clone(), runtime, builtins::BUILTINS, None)
+        tessera_registry::Registry::open(store.clone(), runtime, builtins::BUILTINS, object_store)
             .await
             .map_err(|e| format!("loading plugins: {e}"))?;
 

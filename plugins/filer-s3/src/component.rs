@@ -1,0 +1,247 @@
+//! The component: `tessera:plugin/filing` over the host's object store, with
+//! [`crate::logic`].
+//!
+//! Configuration: `chunk-bytes` (the step of each host-side copy, default 1 MiB).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use tessera_plugin_sdk::filer::object_store::{self, StoreError, Upload};
+use tessera_plugin_sdk::filer::{FileKind, Filer, PluginError, StagedFile, workspace};
+use tessera_plugin_sdk::streams::{self, CopyError};
+use tessera_plugin_sdk::{config, debug, info};
+
+use crate::logic::{self, DEFAULT_CHUNK, Listed, PAGE, S3Url};
+
+tessera_plugin_sdk::no_std_runtime!();
+
+struct S3Filer;
+
+tessera_plugin_sdk::export_filer!(S3Filer);
+
+fn chunk() -> Result<u64, PluginError> {
+    Ok(config::parse_or("chunk-bytes", DEFAULT_CHUNK)?.max(1))
+}
+
+fn parse(url: &str) -> Result<S3Url<'_>, PluginError> {
+    logic::parse(url).map_err(PluginError::invalid_input)
+}
+
+impl Filer for S3Filer {
+    fn stage_in(url: String, path: String, kind: FileKind) -> Result<Vec<StagedFile>, PluginError> {
+        let s3 = parse(&url)?;
+        let chunk = chunk()?;
+        let staged = match kind {
+            FileKind::File => {
+                logic::file_key(&s3).map_err(PluginError::invalid_input)?;
+                let size = get(s3.bucket, s3.key, &path, None, chunk)?;
+                vec![StagedFile {
+                    url: url.clone(),
+                    path: path.clone(),
+                    size,
+                }]
+            }
+            FileKind::Directory => {
+                let prefix = logic::dir_prefix(s3.key);
+                let mut staged = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = object_store::list(s3.bucket, &prefix, after.as_deref(), PAGE)
+                        .map_err(|e| store_failed("listing", s3.bucket, &prefix, e))?;
+                    let Some(last) = page.last() else { break };
+                    if after.as_deref().is_some_and(|a| last.key.as_str() <= a) {
+                        return Err(PluginError::other(format!(
+                            "listing {}: the store repeated `{}`",
+                            logic::url(s3.bucket, &prefix),
+                            last.key
+                        )));
+                    }
+                    let next = last.key.clone();
+                    for object in &page {
+                        let relative = logic::relative(&prefix, &object.key).map_err(|m| {
+                            PluginError::invalid_input(format!(
+                                "{}: {m}",
+                                logic::url(s3.bucket, &prefix)
+                            ))
+                        })?;
+                        let Listed::File(relative) = relative else {
+                            continue;
+                        };
+                        let file_path = logic::join_path(&path, relative);
+                        let size =
+                            get(s3.bucket, &object.key, &file_path, Some(object.size), chunk)?;
+                        staged.push(StagedFile {
+                            url: s3.with_key(&object.key),
+                            path: file_path,
+                            size,
+                        });
+                    }
+                    after = Some(next);
+                }
+                if staged.is_empty() {
+                    return Err(PluginError::not_found(format!(
+                        "{}: no objects under this prefix",
+                        logic::url(s3.bucket, &prefix)
+                    )));
+                }
+                staged
+            }
+        };
+        let bytes: u64 = staged.iter().map(|s| s.size).sum();
+        info!(
+            "staged in {url} to {path} ({} files, {bytes} bytes)",
+            staged.len()
+        );
+        Ok(staged)
+    }
+
+    fn stage_out(
+        path: String,
+        url: String,
+        kind: FileKind,
+    ) -> Result<Vec<StagedFile>, PluginError> {
+        let s3 = parse(&url)?;
+        let chunk = chunk()?;
+        let entries = workspace::walk(&path)?;
+        let is_file = matches!(entries.as_slice(), [one] if one.relative_path.is_empty());
+        let staged = match kind {
+            FileKind::File => {
+                logic::file_key(&s3).map_err(PluginError::invalid_input)?;
+                let [one] = entries.as_slice() else {
+                    return Err(not_a_file(&path));
+                };
+                if !is_file {
+                    return Err(not_a_file(&path));
+                }
+                put(&path, s3.bucket, s3.key, one.size, chunk)?;
+                vec![StagedFile {
+                    url: url.clone(),
+                    path: path.clone(),
+                    size: one.size,
+                }]
+            }
+            FileKind::Directory => {
+                if is_file {
+                    return Err(PluginError::invalid_input(format!(
+                        "`{path}` is a file, not a directory"
+                    )));
+                }
+                let mut staged = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    let key = logic::join_key(s3.key, &entry.relative_path);
+                    let file_path = logic::join_path(&path, &entry.relative_path);
+                    put(&file_path, s3.bucket, &key, entry.size, chunk)?;
+                    staged.push(StagedFile {
+                        url: s3.with_key(&key),
+                        path: file_path,
+                        size: entry.size,
+                    });
+                }
+                staged
+            }
+        };
+        let bytes: u64 = staged.iter().map(|s| s.size).sum();
+        info!(
+            "staged out {path} to {url} ({} files, {bytes} bytes)",
+            staged.len()
+        );
+        Ok(staged)
+    }
+}
+
+fn not_a_file(path: &str) -> PluginError {
+    PluginError::invalid_input(format!("`{path}` is a directory, not a file"))
+}
+
+/// Copies the object `key` into the workspace file at `path`; returns its size. `listed`
+/// is the size a listing gave (else a `head` asks); a body of another length is
+/// `unavailable` (the object changed meanwhile, or the stream broke off).
+fn get(
+    bucket: &str,
+    key: &str,
+    path: &str,
+    listed: Option<u64>,
+    chunk: u64,
+) -> Result<u64, PluginError> {
+    let expected = match listed {
+        Some(size) => size,
+        None => {
+            object_store::head(bucket, key)
+                .map_err(|e| store_failed("reading", bucket, key, e))?
+                .size
+        }
+    };
+    let body =
+        object_store::get(bucket, key).map_err(|e| store_failed("reading", bucket, key, e))?;
+    let file = workspace::open_write(path)?;
+    let size = streams::copy(&body, &file, chunk)
+        .map_err(|e| copy_failed(Way::In, bucket, key, path, e))?;
+    if size != expected {
+        return Err(PluginError::unavailable(format!(
+            "reading {}: got {size} of {expected} bytes (did the object change?)",
+            logic::url(bucket, key)
+        )));
+    }
+    debug!("{} to {path} ({size} bytes)", logic::url(bucket, key));
+    Ok(size)
+}
+
+/// Puts the workspace file at `path` (`size` bytes) as the object `key`, streamed.
+fn put(path: &str, bucket: &str, key: &str, size: u64, chunk: u64) -> Result<(), PluginError> {
+    let file = workspace::open_read(path)?;
+    let upload = object_store::put(bucket, key, size)
+        .map_err(|e| store_failed("writing", bucket, key, e))?;
+    {
+        // The body is a child of the upload: dropped before `finish`.
+        let body = upload
+            .body()
+            .map_err(|e| store_failed("writing", bucket, key, e))?;
+        streams::copy_exact(&file, &body, size, chunk)
+            .map_err(|e| copy_failed(Way::Out, bucket, key, path, e))?;
+    }
+    let stored = Upload::finish(upload).map_err(|e| store_failed("writing", bucket, key, e))?;
+    if stored != size {
+        return Err(PluginError::unavailable(format!(
+            "writing {}: the store took {stored} of {size} bytes",
+            logic::url(bucket, key)
+        )));
+    }
+    debug!("{path} to {} ({size} bytes)", logic::url(bucket, key));
+    Ok(())
+}
+
+/// A store error as a plugin error of the same kind, naming the bucket and key.
+fn store_failed(doing: &str, bucket: &str, key: &str, e: StoreError) -> PluginError {
+    let what = logic::url(bucket, key);
+    match e {
+        StoreError::NotFound => PluginError::not_found(format!("{doing} {what}: not found")),
+        StoreError::Denied(m) => PluginError::denied(format!("{doing} {what}: denied: {m}")),
+        StoreError::InvalidInput(m) => PluginError::invalid_input(format!("{doing} {what}: {m}")),
+        StoreError::Unavailable(m) => PluginError::unavailable(format!("{doing} {what}: {m}")),
+        StoreError::Other(m) => PluginError::other(format!("{doing} {what}: {m}")),
+    }
+}
+
+/// Which way a copy went: from the store into the workspace, or out to the store.
+#[derive(Clone, Copy)]
+enum Way {
+    In,
+    Out,
+}
+
+/// A copy between the store and the workspace that failed: the workspace side is
+/// `other`, the store side `unavailable` (the host may retry).
+fn copy_failed(way: Way, bucket: &str, key: &str, path: &str, e: CopyError) -> PluginError {
+    let what = logic::url(bucket, key);
+    match (way, e) {
+        (Way::In, CopyError::Write(m)) => PluginError::other(format!("writing `{path}`: {m}")),
+        (Way::Out, CopyError::Read(m)) => PluginError::other(format!("reading `{path}`: {m}")),
+        (Way::Out, CopyError::Short { copied, expected }) => PluginError::other(format!(
+            "reading `{path}`: it ended after {copied} of {expected} bytes (did it change?)"
+        )),
+        (Way::In, e) => PluginError::unavailable(format!("reading {what}: {e}")),
+        (Way::Out, e) => PluginError::unavailable(format!("writing {what}: {e}")),
+    }
+}
