@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tessera_tests::{BUSYBOX, Options, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// An HTTP server on 127.0.0.1: GET serves `files`, PUT stores into `files`.
@@ -27,36 +27,11 @@ impl FileServer {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let server = server.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = vec![0u8; 65536];
-                    let (head_end, len) = loop {
-                        let Ok(n) = conn.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                            let len = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            break (end + 4, len);
-                        }
+                    let Some((head, request_body)) =
+                        tessera_tests::read_http_request(&mut conn).await
+                    else {
+                        return;
                     };
-                    while buf.len() < head_end + len {
-                        let Ok(n) = conn.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            break;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
                     let mut first = head.lines().next().unwrap_or("").split(' ');
                     let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
                     let (status, body) = match method {
@@ -69,7 +44,7 @@ impl FileServer {
                                 .files
                                 .lock()
                                 .unwrap()
-                                .insert(path.to_string(), buf[head_end..].to_vec());
+                                .insert(path.to_string(), request_body);
                             (201, Vec::new())
                         }
                         _ => (405, Vec::new()),

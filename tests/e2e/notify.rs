@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tessera_tests::{Options, Server, simple_task};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// One request the receiver got.
@@ -44,42 +44,16 @@ impl Receiver {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let me = me.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    let (head_end, len) = loop {
-                        let Ok(n) = conn.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                            let len = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            break (end + 4, len);
-                        }
+                    let Some((head, body)) = tessera_tests::read_http_request(&mut conn).await
+                    else {
+                        return;
                     };
-                    while buf.len() < head_end + len {
-                        let Ok(n) = conn.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            break;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
                     let signature = head.lines().find_map(|l| {
                         let (k, v) = l.split_once(':')?;
                         k.eq_ignore_ascii_case("x-tessera-signature")
                             .then(|| v.trim().to_string())
                     });
-                    let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+                    let body = String::from_utf8_lossy(&body).to_string();
                     let failing = me.down.load(Ordering::SeqCst)
                         || me
                             .fail_first

@@ -622,7 +622,7 @@ impl Registry {
         let mut next: HashMap<String, Slot> = HashMap::new();
         for b in self.0.store.plugin_bindings().await? {
             if b.world == World::Notifier.name() || b.world == World::Filer.name() {
-                self.reload_notifier(&b).await;
+                self.reload_binding(&b).await;
                 continue;
             }
             if b.world != World::Router.name() {
@@ -666,7 +666,7 @@ impl Registry {
 
     /// Load a notifier or filer binding at start (a failure is logged; the binding
     /// stays in the store and serves once it loads).
-    async fn reload_notifier(&self, b: &BindingRow) {
+    async fn reload_binding(&self, b: &BindingRow) {
         let loaded = async {
             let row = self
                 .0

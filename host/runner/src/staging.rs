@@ -255,30 +255,7 @@ fn stage_wildcard(
     logs: &mut Vec<OutputFileLog>,
     staged: &mut Staged,
 ) -> Result<(), String> {
-    let prefix = output.path_prefix.as_deref().unwrap_or("/");
-    let pattern = format!(
-        "{}{}",
-        glob::Pattern::escape(&fs_root.to_string_lossy()),
-        normalise(&output.path)
-    );
-    let options = glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        require_literal_leading_dot: true,
-    };
-    let matches = glob::glob_with(&pattern, options).map_err(|e| format!("bad pattern: {e}"))?;
-    let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).collect();
-    found.sort();
-    for host in found {
-        let rel_to_fs = host
-            .strip_prefix(fs_root)
-            .map_err(|_| "match outside the workspace".to_string())?;
-        let container_path = format!("/{}", rel_to_fs.to_string_lossy());
-        let pruned = container_path
-            .strip_prefix(prefix)
-            .unwrap_or(&container_path)
-            .trim_start_matches('/')
-            .to_string();
+    for (host, container_path, pruned) in wildcard_matches(output, fs_root)? {
         let url = join_url(&output.url, &pruned);
         let is_dir = fs::metadata(inside(&host, fs_root)?)
             .map(|m| m.is_dir())
@@ -314,31 +291,7 @@ fn stage_out_by_filer(
 ) -> Result<(), String> {
     let mut calls: Vec<(String, String, bool)> = Vec::new();
     if output.path.contains(['*', '?', '[']) {
-        let prefix = output.path_prefix.as_deref().unwrap_or("/");
-        let pattern = format!(
-            "{}{}",
-            glob::Pattern::escape(&fs_root.to_string_lossy()),
-            normalise(&output.path)
-        );
-        let options = glob::MatchOptions {
-            case_sensitive: true,
-            require_literal_separator: true,
-            require_literal_leading_dot: true,
-        };
-        let matches =
-            glob::glob_with(&pattern, options).map_err(|e| format!("bad pattern: {e}"))?;
-        let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).collect();
-        found.sort();
-        for host in found {
-            let rel = host
-                .strip_prefix(fs_root)
-                .map_err(|_| "match outside the workspace".to_string())?;
-            let container_path = format!("/{}", rel.to_string_lossy());
-            let pruned = container_path
-                .strip_prefix(prefix)
-                .unwrap_or(&container_path)
-                .trim_start_matches('/')
-                .to_string();
+        for (host, container_path, pruned) in wildcard_matches(output, fs_root)? {
             // Never follow a link the executor left: the filer's workspace access
             // refuses links anyway; a directory match stages its tree.
             let is_dir = fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir());
@@ -362,6 +315,43 @@ fn stage_out_by_filer(
         }
     }
     Ok(())
+}
+
+/// What a wildcard output matches in the workspace, sorted: each match's host path, its
+/// container path, and that path after `path_prefix` (where it goes under the URL).
+fn wildcard_matches(
+    output: &tessera_core::tes::Output,
+    fs_root: &Path,
+) -> Result<Vec<(PathBuf, String, String)>, String> {
+    let prefix = output.path_prefix.as_deref().unwrap_or("/");
+    let pattern = format!(
+        "{}{}",
+        glob::Pattern::escape(&fs_root.to_string_lossy()),
+        normalise(&output.path)
+    );
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let matches = glob::glob_with(&pattern, options).map_err(|e| format!("bad pattern: {e}"))?;
+    let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).collect();
+    found.sort();
+    found
+        .into_iter()
+        .map(|host| {
+            let rel = host
+                .strip_prefix(fs_root)
+                .map_err(|_| "match outside the workspace".to_string())?;
+            let container_path = format!("/{}", rel.to_string_lossy());
+            let pruned = container_path
+                .strip_prefix(prefix)
+                .unwrap_or(&container_path)
+                .trim_start_matches('/')
+                .to_string();
+            Ok((host, container_path, pruned))
+        })
+        .collect()
 }
 
 fn join_url(base: &str, rel: &str) -> String {
