@@ -9,21 +9,19 @@
 //! and every blocking wait on them ends at the call's deadline (`wasi_io.rs`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use crate::error::{CallError, LoadError};
-use crate::host::{HostState, PluginContext};
+use crate::fresh::{self, CallState, FreshCalls};
+use crate::host::HostState;
 use crate::manifest::{Capability, Manifest, PluginConfig};
 use crate::metrics::PluginMetrics;
 use crate::object_store::{self as store, ObjectStore, Upload};
-use crate::outgoing::HttpPolicy;
 use crate::router::PluginError;
-use crate::router::bindings::tessera::plugin::{config, log};
-use crate::router::one_line;
 use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
 use crate::wasi_io::{self, HasWasi, WasiParts};
 use crate::workspace::{FileReader, FileWriter, FilerWorkspace, Overrun};
@@ -66,11 +64,16 @@ impl HasWasi for FilerState {
     }
 }
 
-/// [`HasData`] for the interfaces served by the shared [`HostState`] (`log`, `config`).
-struct Shared;
-
-impl HasData for Shared {
-    type Data<'a> = &'a mut HostState;
+impl CallState for FilerState {
+    fn host(&mut self) -> &mut HostState {
+        &mut self.host
+    }
+    fn host_ref(&self) -> &HostState {
+        &self.host
+    }
+    fn wasi_ref(&self) -> &WasiParts {
+        &self.wasi
+    }
 }
 
 /// [`HasData`] for `workspace` and `object-store`, served by the whole state.
@@ -277,20 +280,10 @@ pub struct FilerPlugin {
 }
 
 struct FilerInner {
-    /// Keeps the engine and its epoch ticker alive while the plugin can be called.
-    runtime: Arc<RuntimeInner>,
     pre: FilerPre<FilerState>,
-    ctx: Arc<PluginContext>,
-    manifest: Manifest,
-    info: ComponentInfo,
-    allowed_hosts: Vec<String>,
-    /// `None` without the `http` grant (nothing of wasi:http is linked).
-    http: Option<Arc<HttpPolicy>>,
+    calls: FreshCalls,
     store: Option<Arc<dyn ObjectStore>>,
     buckets: Arc<[String]>,
-    timeout: Duration,
-    deadline_ticks: u64,
-    memory_cap: usize,
 }
 
 impl FilerPlugin {
@@ -303,104 +296,74 @@ impl FilerPlugin {
         object_store: Option<Arc<dyn ObjectStore>>,
         buckets: Vec<String>,
     ) -> Result<Self, LoadError> {
-        let setup = |e: wasmtime::Error| LoadError::Setup(format!("{e:#}"));
         let mut linker = Linker::<FilerState>::new(&runtime.engine);
         // Only what the manifest grants is linked: `log` always; `config`, `workspace`,
         // `object-store` and outgoing HTTP (with the WASI pieces they need) if granted.
         // No wasi:filesystem, environment, sockets, random or wall clock.
-        log::add_to_linker::<_, Shared>(&mut linker, |s| &mut s.host).map_err(setup)?;
-        if manifest.grants(Capability::Config) {
-            config::add_to_linker::<_, Shared>(&mut linker, |s| &mut s.host).map_err(setup)?;
-        }
-        let http = manifest.grants(Capability::Http);
-        let workspace = manifest.grants(Capability::Workspace);
+        fresh::link_log_config(&mut linker, &manifest)?;
         let objects = manifest.grants(Capability::ObjectStore);
         // Every filer imports wasi:io (`filing` uses its stream types); without a grant
         // that makes streams it cannot get hold of one.
-        wasi_io::add_io(&mut linker).map_err(setup)?;
-        if workspace {
-            workspace::add_to_linker::<_, Own>(&mut linker, |s| s).map_err(setup)?;
+        wasi_io::add_io(&mut linker).map_err(fresh::setup)?;
+        if manifest.grants(Capability::Workspace) {
+            workspace::add_to_linker::<_, Own>(&mut linker, |s| s).map_err(fresh::setup)?;
         }
         if objects {
             store::check_buckets(&buckets).map_err(LoadError::Settings)?;
-            object_store::add_to_linker::<_, Own>(&mut linker, |s| s).map_err(setup)?;
+            object_store::add_to_linker::<_, Own>(&mut linker, |s| s).map_err(fresh::setup)?;
         }
-        let http = if http {
-            wasi_io::add_http(&mut linker).map_err(setup)?;
-            let policy = HttpPolicy::new(&manifest.name, &manifest.version, &allowed_hosts)
-                .map_err(LoadError::Settings)?;
-            Some(Arc::new(policy))
-        } else {
-            None
-        };
+        let http = fresh::link_http(&mut linker, &manifest, &allowed_hosts)?;
 
-        let world_error = |e: wasmtime::Error| {
-            LoadError::World(format!("does not match the filer world: {}", one_line(&e)))
-        };
+        let world_error = fresh::world_error("filer");
         let instance_pre = linker
             .instantiate_pre(&compiled.component)
-            .map_err(world_error)?;
-        let pre = FilerPre::new(instance_pre).map_err(world_error)?;
-        let timeout = manifest.limits.timeout();
-        let deadline_ticks = runtime.deadline_ticks(timeout);
-        let memory_cap = usize::try_from(manifest.limits.memory_bytes()).unwrap_or(usize::MAX);
-        let ctx = Arc::new(PluginContext::new(&manifest, config));
+            .map_err(&world_error)?;
+        let pre = FilerPre::new(instance_pre).map_err(&world_error)?;
+        let calls = FreshCalls::new(
+            runtime,
+            manifest,
+            compiled.info,
+            config,
+            allowed_hosts,
+            http,
+        );
         let plugin = FilerPlugin {
             inner: Arc::new(FilerInner {
-                runtime,
                 pre,
-                ctx,
-                manifest,
-                info: compiled.info,
-                allowed_hosts,
-                http,
+                calls,
                 store: if objects { object_store } else { None },
                 buckets: buckets.into(),
-                timeout,
-                deadline_ticks,
-                memory_cap,
             }),
         };
-        plugin.trial()?;
+        let instance_pre = plugin.inner.pre.instance_pre();
+        plugin.inner.calls.trial(
+            plugin.new_store(&FilerWorkspace::new()),
+            instance_pre,
+            "filer",
+            |store, instance| {
+                bindings::FilerIndices::new(instance_pre)?.load(store, instance)?;
+                Ok(())
+            },
+        )?;
         Ok(plugin)
     }
 
-    /// Instantiates once, at load: the exports' signatures are only type-checked against
-    /// an instance, and a component that cannot even start within its limits is better
-    /// refused at upload than failing every staging call.
-    fn trial(&self) -> Result<(), LoadError> {
-        let mut store = self.new_store(&FilerWorkspace::new());
-        let instance_pre = self.inner.pre.instance_pre();
-        let instance = instance_pre
-            .instantiate(&mut store)
-            .map_err(|e| LoadError::Start(failure(e, store.data(), true).to_string()))?;
-        bindings::FilerIndices::new(instance_pre)
-            .and_then(|indices| indices.load(&mut store, &instance))
-            .map_err(|e| {
-                LoadError::World(format!(
-                    "does not match the filer world: tessera:plugin/filing@0.1.0: {}",
-                    one_line(&e)
-                ))
-            })?;
-        Ok(())
-    }
-
     pub fn manifest(&self) -> &Manifest {
-        &self.inner.manifest
+        &self.inner.calls.manifest
     }
 
     pub fn info(&self) -> &ComponentInfo {
-        &self.inner.info
+        &self.inner.calls.info
     }
 
     pub fn metrics(&self) -> &PluginMetrics {
-        &self.inner.ctx.metrics
+        self.inner.calls.metrics()
     }
 
     /// The authorities this binding lets the plugin send requests to, as given at link
     /// time (meaningful only with the `http` grant).
     pub fn allowed_hosts(&self) -> &[String] {
-        &self.inner.allowed_hosts
+        &self.inner.calls.allowed_hosts
     }
 
     /// The buckets this binding grants (meaningful only with the `object-store` grant).
@@ -453,50 +416,23 @@ impl FilerPlugin {
             &mut Store<FilerState>,
         ) -> wasmtime::Result<Result<Vec<StagedFile>, PluginError>>,
     ) -> Result<Vec<StagedFile>, CallError> {
-        let start = Instant::now();
-        let mut store = self.new_store(ws);
-        let result = self.instantiate(&mut store).and_then(|filer| {
-            f(&filer, &mut store)
-                .map_err(|e| failure(e, store.data(), false))?
-                .map_err(CallError::Plugin)
-        });
-        store.data_mut().host.end_call();
-        // The instance's files, streams and requests close with the store, now.
-        drop(store);
-        self.inner
-            .ctx
-            .metrics
-            .record(start.elapsed(), result.as_ref().err().map(CallError::kind));
-        result
+        self.inner.calls.call(
+            self.new_store(ws),
+            |store| self.inner.pre.instantiate(store),
+            f,
+        )
     }
 
     fn new_store(&self, ws: &FilerWorkspace) -> Store<FilerState> {
         let inner = &*self.inner;
-        let deadline = Instant::now() + inner.timeout;
-        let mut host = HostState::new(inner.ctx.clone(), inner.memory_cap);
-        host.task = ws.task().map(str::to_owned);
-        let state = FilerState {
-            host,
-            wasi: WasiParts::new(inner.http.clone(), deadline),
-            workspace: ws.clone(),
-            store: inner.store.clone(),
-            buckets: inner.buckets.clone(),
-        };
-        let mut store = Store::new(&inner.runtime.engine, state);
-        store.limiter(|s| &mut s.host.limiter);
-        store.set_epoch_deadline(inner.deadline_ticks);
-        store
+        inner
+            .calls
+            .store(ws.task().map(str::to_owned), |host, wasi| FilerState {
+                host,
+                wasi,
+                workspace: ws.clone(),
+                store: inner.store.clone(),
+                buckets: inner.buckets.clone(),
+            })
     }
-
-    fn instantiate(&self, store: &mut Store<FilerState>) -> Result<Filer, CallError> {
-        self.inner.ctx.metrics.instantiated();
-        self.inner
-            .pre
-            .instantiate(&mut *store)
-            .map_err(|e| failure(e, store.data(), true))
-    }
-}
-
-fn failure(e: wasmtime::Error, state: &FilerState, instantiating: bool) -> CallError {
-    wasi_io::failure(e, &state.host, &state.wasi.guard, instantiating)
 }

@@ -41,13 +41,20 @@
 //! (file, object, HTTP body) can be spliced into another host-side, so staging large
 //! files never passes them through the plugin's memory.
 //!
-//! The other worlds plug in the same way: a `bindgen!` module next to `router.rs`, its
-//! `Host` traits implemented on the shared store state (`host.rs`), and a `load_*` method
-//! on the runtime.
+//! `engine-adapter` ([`EnginePlugin`]): `validate`, `submit`, `status`, `cancel`, `retry`
+//! and `logs` of workflow runs on an external engine, each on a fresh instance, with the
+//! same imports and grants as notifiers.
+//!
+//! Notifiers, filers and engine adapters share the fresh-instance scaffolding in
+//! `fresh.rs` (linking, the store of one call, the trial instantiation at load, metrics).
+//! A new world plugs in the same way: a `bindgen!` module, its `Host` traits implemented
+//! on its store state, and a `load_*`/`link_*` pair on the runtime.
 
 mod cache;
+mod engine;
 mod error;
 mod filer;
+mod fresh;
 mod host;
 mod manifest;
 mod metrics;
@@ -60,6 +67,7 @@ mod validate;
 mod wasi_io;
 mod workspace;
 
+pub use engine::{EnginePlugin, RunState, RunStatus, TaskRun};
 pub use error::{CallError, DisplayPluginError, ErrorKind, LoadError};
 pub use filer::{FileKind, FilerPlugin, StagedFile};
 pub use manifest::{
@@ -89,6 +97,7 @@ const _: () = {
     send_sync::<RouterPlugin>();
     send_sync::<NotifierPlugin>();
     send_sync::<FilerPlugin>();
+    send_sync::<EnginePlugin>();
     send_sync::<FilerWorkspace>();
     send::<WarmRouter>();
 };

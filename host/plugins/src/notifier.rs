@@ -1,26 +1,17 @@
 //! The `notifier` world: bindings, linking (`log` always, `config` and outgoing HTTP when
 //! granted), and deliveries, each on a fresh instance.
 //!
-//! Notifiers have their own store state ([`NotifierState`]): the shared [`HostState`]
-//! plus what `wasi:http` needs ([`WasiParts`]: a resource table, the HTTP hooks, a
-//! monotonic clock and the call's deadline for blocking host calls). The router's store
-//! stays as small as it was.
+//! The store of a delivery is [`HttpState`]: the shared host state plus what `wasi:http`
+//! needs (a resource table, the HTTP hooks, a monotonic clock and the call's deadline
+//! for blocking host calls).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use wasmtime::Store;
-use wasmtime::component::{HasData, Linker};
 
 use crate::error::{CallError, LoadError};
-use crate::host::{HostState, PluginContext};
-use crate::manifest::{Capability, Manifest, PluginConfig};
+use crate::fresh::{self, FreshCalls, HttpState};
+use crate::manifest::{Manifest, PluginConfig};
 use crate::metrics::PluginMetrics;
-use crate::outgoing::HttpPolicy;
-use crate::router::bindings::tessera::plugin::{config, log};
-use crate::router::one_line;
 use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
-use crate::wasi_io::{self, HasWasi, WasiParts};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -38,29 +29,10 @@ mod bindings {
     });
 }
 
-use bindings::{Notifier, NotifierPre};
+use bindings::{Notifier, NotifierIndices, NotifierPre};
 
 pub use crate::router::bindings::tessera::plugin::types::TaskInfo;
 pub use bindings::exports::tessera::plugin::notify::Event as NotifyEvent;
-
-/// The data of one notifier store (one instance, one call).
-pub(crate) struct NotifierState {
-    host: HostState,
-    wasi: WasiParts,
-}
-
-impl HasWasi for NotifierState {
-    fn wasi(&mut self) -> &mut WasiParts {
-        &mut self.wasi
-    }
-}
-
-/// [`HasData`] for the interfaces served by the shared [`HostState`] (`log`, `config`).
-struct Shared;
-
-impl HasData for Shared {
-    type Data<'a> = &'a mut HostState;
-}
 
 /// A loaded notifier plugin version: compiled, validated, linked (`InstancePre`), with
 /// its metrics and (with the `http` grant) the hosts it may send requests to. Cheap to
@@ -71,18 +43,8 @@ pub struct NotifierPlugin {
 }
 
 struct NotifierInner {
-    /// Keeps the engine and its epoch ticker alive while the plugin can be called.
-    runtime: Arc<RuntimeInner>,
-    pre: NotifierPre<NotifierState>,
-    ctx: Arc<PluginContext>,
-    manifest: Manifest,
-    info: ComponentInfo,
-    allowed_hosts: Vec<String>,
-    /// `None` without the `http` grant (every request would be denied; none is linked).
-    http: Option<Arc<HttpPolicy>>,
-    timeout: Duration,
-    deadline_ticks: u64,
-    memory_cap: usize,
+    pre: NotifierPre<HttpState>,
+    calls: FreshCalls,
 }
 
 impl NotifierPlugin {
@@ -93,96 +55,54 @@ impl NotifierPlugin {
         config: PluginConfig,
         allowed_hosts: Vec<String>,
     ) -> Result<Self, LoadError> {
-        let setup = |e: wasmtime::Error| LoadError::Setup(format!("{e:#}"));
-        let mut linker = Linker::<NotifierState>::new(&runtime.engine);
-        // Only what the manifest grants is linked: `log` always, `config` if granted,
-        // outgoing HTTP and the WASI pieces it needs with `http`. No filesystem,
-        // environment, sockets, random or wall clock.
-        log::add_to_linker::<_, Shared>(&mut linker, |s| &mut s.host).map_err(setup)?;
-        if manifest.grants(Capability::Config) {
-            config::add_to_linker::<_, Shared>(&mut linker, |s| &mut s.host).map_err(setup)?;
-        }
-        let http = if manifest.grants(Capability::Http) {
-            wasi_io::add_io(&mut linker).map_err(setup)?;
-            wasi_io::add_http(&mut linker).map_err(setup)?;
-            let policy = HttpPolicy::new(&manifest.name, &manifest.version, &allowed_hosts)
-                .map_err(LoadError::Settings)?;
-            Some(Arc::new(policy))
-        } else {
-            None
-        };
-
-        let instance_pre = linker.instantiate_pre(&compiled.component).map_err(|e| {
-            LoadError::World(format!(
-                "does not match the notifier world: {}",
-                one_line(&e)
-            ))
-        })?;
-        let pre = NotifierPre::new(instance_pre).map_err(|e| {
-            LoadError::World(format!(
-                "does not match the notifier world: {}",
-                one_line(&e)
-            ))
-        })?;
-        let timeout = manifest.limits.timeout();
-        let deadline_ticks = runtime.deadline_ticks(timeout);
-        let memory_cap = usize::try_from(manifest.limits.memory_bytes()).unwrap_or(usize::MAX);
-        let ctx = Arc::new(PluginContext::new(&manifest, config));
+        let mut linker = wasmtime::component::Linker::new(&runtime.engine);
+        let http = fresh::link_http_world(&mut linker, &manifest, &allowed_hosts)?;
+        let world_error = fresh::world_error("notifier");
+        let instance_pre = linker
+            .instantiate_pre(&compiled.component)
+            .map_err(&world_error)?;
+        let pre = NotifierPre::new(instance_pre).map_err(&world_error)?;
+        let calls = FreshCalls::new(
+            runtime,
+            manifest,
+            compiled.info,
+            config,
+            allowed_hosts,
+            http,
+        );
         let plugin = NotifierPlugin {
-            inner: Arc::new(NotifierInner {
-                runtime,
-                pre,
-                ctx,
-                manifest,
-                info: compiled.info,
-                allowed_hosts,
-                http,
-                timeout,
-                deadline_ticks,
-                memory_cap,
-            }),
+            inner: Arc::new(NotifierInner { pre, calls }),
         };
-        plugin.trial()?;
+        let calls = &plugin.inner.calls;
+        let instance_pre = plugin.inner.pre.instance_pre();
+        calls.trial(
+            calls.store(None, HttpState::new),
+            instance_pre,
+            "notifier",
+            |store, instance| {
+                NotifierIndices::new(instance_pre)?.load(store, instance)?;
+                Ok(())
+            },
+        )?;
         Ok(plugin)
     }
 
-    /// Instantiates once, at load: the export's signature is only type-checked against
-    /// an instance, and a component that cannot even start within its limits is better
-    /// refused at upload than failing every delivery.
-    fn trial(&self) -> Result<(), LoadError> {
-        let mut store = self.new_store();
-        let instance_pre = self.inner.pre.instance_pre();
-        let instance = instance_pre
-            .instantiate(&mut store)
-            .map_err(|e| LoadError::Start(failure(e, store.data(), true).to_string()))?;
-        bindings::NotifierIndices::new(instance_pre)
-            .and_then(|indices| indices.load(&mut store, &instance))
-            .map_err(|e| {
-                LoadError::World(format!(
-                    "does not match the notifier world: `deliver` of \
-                     tessera:plugin/notify@0.1.0: {}",
-                    one_line(&e)
-                ))
-            })?;
-        Ok(())
-    }
-
     pub fn manifest(&self) -> &Manifest {
-        &self.inner.manifest
+        &self.inner.calls.manifest
     }
 
     pub fn info(&self) -> &ComponentInfo {
-        &self.inner.info
+        &self.inner.calls.info
     }
 
     pub fn metrics(&self) -> &PluginMetrics {
-        &self.inner.ctx.metrics
+        self.inner.calls.metrics()
     }
 
     /// The authorities this binding lets the plugin send requests to, as given at link
     /// time (meaningful only with the `http` grant).
     pub fn allowed_hosts(&self) -> &[String] {
-        &self.inner.allowed_hosts
+        &self.inner.calls.allowed_hosts
     }
 
     /// Delivers one event on a fresh instance that is dropped afterwards (with every
@@ -194,46 +114,13 @@ impl NotifierPlugin {
     /// the plugin's own error says whether trying again can help
     /// ([`PluginError::Unavailable`](crate::PluginError::Unavailable)) or not.
     pub fn deliver(&self, event: &NotifyEvent) -> Result<(), CallError> {
-        let start = Instant::now();
-        let mut store = self.new_store();
-        store.data_mut().host.task = Some(event.task.id.clone());
-        let result = self.instantiate(&mut store).and_then(|notifier| {
-            notifier
-                .tessera_plugin_notify()
-                .call_deliver(&mut store, event)
-                .map_err(|e| failure(e, store.data(), false))?
-                .map_err(CallError::Plugin)
-        });
-        store.data_mut().host.end_call();
-        self.inner
-            .ctx
-            .metrics
-            .record(start.elapsed(), result.as_ref().err().map(CallError::kind));
-        result
+        let calls = &self.inner.calls;
+        calls.call(
+            calls.store(Some(event.task.id.clone()), HttpState::new),
+            |store| self.inner.pre.instantiate(store),
+            |notifier: &Notifier, store| {
+                notifier.tessera_plugin_notify().call_deliver(store, event)
+            },
+        )
     }
-
-    fn new_store(&self) -> Store<NotifierState> {
-        let inner = &*self.inner;
-        let deadline = Instant::now() + inner.timeout;
-        let state = NotifierState {
-            host: HostState::new(inner.ctx.clone(), inner.memory_cap),
-            wasi: WasiParts::new(inner.http.clone(), deadline),
-        };
-        let mut store = Store::new(&inner.runtime.engine, state);
-        store.limiter(|s| &mut s.host.limiter);
-        store.set_epoch_deadline(inner.deadline_ticks);
-        store
-    }
-
-    fn instantiate(&self, store: &mut Store<NotifierState>) -> Result<Notifier, CallError> {
-        self.inner.ctx.metrics.instantiated();
-        self.inner
-            .pre
-            .instantiate(&mut *store)
-            .map_err(|e| failure(e, store.data(), true))
-    }
-}
-
-fn failure(e: wasmtime::Error, state: &NotifierState, instantiating: bool) -> CallError {
-    wasi_io::failure(e, &state.host, &state.wasi.guard, instantiating)
 }

@@ -12,6 +12,7 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::{ArtifactCache, CacheKey, Lookup, Sha256Hasher, hex, sha256};
+use crate::engine::EnginePlugin;
 use crate::error::LoadError;
 use crate::filer::FilerPlugin;
 use crate::manifest::{Manifest, PluginConfig, World};
@@ -449,6 +450,41 @@ impl PluginRuntime {
             allowed_hosts,
             object_store,
             buckets,
+        )
+    }
+
+    /// Compiles (or loads from the cache), validates and links an engine-adapter
+    /// plugin. `allowed_hosts` as for [`PluginRuntime::link_notifier`].
+    pub fn load_engine(
+        &self,
+        manifest: Manifest,
+        bytes: &[u8],
+        config: PluginConfig,
+        allowed_hosts: Vec<String>,
+    ) -> Result<EnginePlugin, LoadError> {
+        check_world_is(&manifest, World::EngineAdapter)?;
+        validate::check_manifest(&manifest, self.inner.config.max_memory_bytes)?;
+        let compiled = self.compile(bytes)?;
+        self.link_engine(manifest, compiled, config, allowed_hosts)
+    }
+
+    /// Validates and links an already compiled component as an engine-adapter plugin
+    /// (`allowed_hosts` as for [`PluginRuntime::link_notifier`]).
+    pub fn link_engine(
+        &self,
+        manifest: Manifest,
+        compiled: CompiledComponent,
+        config: PluginConfig,
+        allowed_hosts: Vec<String>,
+    ) -> Result<EnginePlugin, LoadError> {
+        check_world_is(&manifest, World::EngineAdapter)?;
+        self.validate(&manifest, &compiled)?;
+        EnginePlugin::new(
+            self.inner.clone(),
+            manifest,
+            compiled,
+            config,
+            allowed_hosts,
         )
     }
 }

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use tessera_core::routing::{self, Decision, RouteError, RouteRequest, Router};
 use tessera_core::time_fmt::now_rfc3339;
 use tessera_plugins::{
-    CallError, CompiledComponent, FileKind, FilerPlugin, FilerWorkspace, LoadError, Manifest,
-    NotifierPlugin, ObjectStore, PluginConfig, PluginRuntime, RouterPlugin, WarmRouter, World,
+    CallError, CompiledComponent, EnginePlugin, FileKind, FilerPlugin, FilerWorkspace, LoadError,
+    Manifest, NotifierPlugin, ObjectStore, PluginConfig, PluginRuntime, RouterPlugin, WarmRouter,
+    World,
 };
 use tessera_store::{BindingRow, Deleted, Installed, PluginVersionRow, Store, StoreError};
 
@@ -154,13 +155,18 @@ struct ActiveFiler {
     plugin: FilerPlugin,
 }
 
+/// An engine adapter bound to an engine name.
+struct ActiveEngine {
+    binding: BindingRow,
+    plugin: EnginePlugin,
+}
+
 /// A version made ready to serve.
 enum Loaded {
     Router(RouterPlugin),
     Notifier(NotifierPlugin),
     Filer(FilerPlugin),
-    /// Checked against its world; this host does not call the world yet.
-    Checked,
+    Engine(EnginePlugin),
 }
 
 /// The registry. Cheap to clone.
@@ -179,6 +185,8 @@ struct Inner {
     notifiers: RwLock<Arc<BTreeMap<String, Arc<ActiveNotifier>>>>,
     /// Filer bindings by URL scheme.
     filers: RwLock<Arc<BTreeMap<String, Arc<ActiveFiler>>>>,
+    /// Engine-adapter bindings by engine name.
+    engines: RwLock<Arc<BTreeMap<String, Arc<ActiveEngine>>>>,
     /// The host's object store, for filers granted `object-store`.
     object_store: Option<Arc<dyn ObjectStore>>,
     generation: AtomicU64,
@@ -203,6 +211,7 @@ impl Registry {
             warm: Mutex::new(HashMap::new()),
             notifiers: RwLock::new(Arc::new(BTreeMap::new())),
             filers: RwLock::new(Arc::new(BTreeMap::new())),
+            engines: RwLock::new(Arc::new(BTreeMap::new())),
             object_store,
             generation: AtomicU64::new(1),
             changes: tokio::sync::Mutex::new(()),
@@ -504,7 +513,7 @@ impl Registry {
     }
 
     /// Load a version for serving: compile (or a cache hit) and link with the binding's
-    /// settings. Worlds this host does not call yet are only checked.
+    /// settings.
     async fn load(
         &self,
         manifest: &Manifest,
@@ -543,8 +552,7 @@ impl Registry {
                     buckets,
                 )?),
                 World::EngineAdapter => {
-                    runtime.validate(&manifest, &compiled)?;
-                    Loaded::Checked
+                    Loaded::Engine(runtime.link_engine(manifest, compiled, config, hosts)?)
                 }
             })
         })
@@ -588,8 +596,25 @@ impl Registry {
                     *filers = Arc::new(next);
                 }
             }
-            Loaded::Checked => {}
+            Loaded::Engine(plugin) => {
+                let active = Arc::new(ActiveEngine { binding, plugin });
+                if let Ok(mut engines) = self.0.engines.write() {
+                    let mut next = (**engines).clone();
+                    next.insert(active.binding.scope.clone(), active);
+                    *engines = Arc::new(next);
+                }
+            }
         }
+    }
+
+    fn engines(&self) -> Arc<BTreeMap<String, Arc<ActiveEngine>>> {
+        self.0.engines.read().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// The adapter bound to workflow engine `name` (e.g. "airflow"), if any. Its calls
+    /// block: make them from a blocking context.
+    pub fn engine(&self, name: &str) -> Option<EnginePlugin> {
+        self.engines().get(name).map(|a| a.plugin.clone())
     }
 
     fn filers(&self) -> Arc<BTreeMap<String, Arc<ActiveFiler>>> {
@@ -621,7 +646,10 @@ impl Registry {
     async fn reload(&self) -> Result<(), RegistryError> {
         let mut next: HashMap<String, Slot> = HashMap::new();
         for b in self.0.store.plugin_bindings().await? {
-            if b.world == World::Notifier.name() || b.world == World::Filer.name() {
+            if b.world == World::Notifier.name()
+                || b.world == World::Filer.name()
+                || b.world == World::EngineAdapter.name()
+            {
                 self.reload_binding(&b).await;
                 continue;
             }
@@ -664,7 +692,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Load a notifier or filer binding at start (a failure is logged; the binding
+    /// Load a notifier, filer or engine-adapter binding at start (a failure is logged; the binding
     /// stays in the store and serves once it loads).
     async fn reload_binding(&self, b: &BindingRow) {
         let loaded = async {
@@ -710,6 +738,12 @@ impl Registry {
         );
         stats.extend(
             self.filers()
+                .values()
+                .filter(|a| serves(&a.binding))
+                .map(|a| CallStats::new(&a.binding.scope, &a.plugin.metrics().snapshot())),
+        );
+        stats.extend(
+            self.engines()
                 .values()
                 .filter(|a| serves(&a.binding))
                 .map(|a| CallStats::new(&a.binding.scope, &a.plugin.metrics().snapshot())),

@@ -182,3 +182,51 @@ async fn swapping_versions_under_load_fails_no_call() {
     let back = reg.rollback("router", None).await.unwrap();
     assert_eq!(back.version, "1.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_adapters_are_bound_by_engine_name_and_called_through_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path()).await;
+    let manifest = "name = \"echo-engine\"\nversion = \"1.0.0\"\nworld = \"engine-adapter\"\n";
+    reg.install(manifest, component("engine-echo"))
+        .await
+        .unwrap();
+    // An adapter serves one engine, so activation must say which.
+    let unscoped = reg.activate("echo-engine", "1.0.0", None, None).await;
+    assert!(
+        matches!(unscoped, Err(RegistryError::Invalid(_))),
+        "{unscoped:?}"
+    );
+    assert!(reg.engine("echo").is_none());
+    reg.activate("echo-engine", "1.0.0", Some("echo"), None)
+        .await
+        .unwrap();
+
+    let engine = reg.engine("echo").expect("bound");
+    assert!(reg.engine("airflow").is_none());
+    let run = tokio::task::spawn_blocking(move || {
+        engine.validate("dag")?;
+        let run = engine.submit("dag", &[("run-id".into(), "run-7".into())], &[])?;
+        engine.status(&run)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(run.tasks.len(), 2);
+    assert_eq!(run.tasks[0].external_id, "run-7");
+
+    // Its calls show up where an operator looks, under the engine's name.
+    let shown = reg.show("echo-engine").await.unwrap();
+    assert_eq!(shown.bindings[0].scope, "echo");
+    let stats = &shown.versions[0].calls;
+    assert_eq!((stats[0].scope.as_str(), stats[0].calls), ("echo", 3));
+
+    // The binding is in the store: a reopened registry serves the engine again.
+    drop(reg);
+    let reg = open(dir.path()).await;
+    let engine = reg.engine("echo").expect("bound after reopening");
+    let logs = tokio::task::spawn_blocking(move || engine.logs("run-7", "load", 7))
+        .await
+        .unwrap();
+    assert_eq!(logs.as_deref(), Ok("line 2\n"));
+}

@@ -9,8 +9,10 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for src in "$here"/src/*.core.wat; do
     name="$(basename "$src" .core.wat)"
-    # notify-*: notifiers, filer-*: filers, each with their own kit; the rest are routers.
+    # notify-*: notifiers, filer-*: filers, engine-*: engine adapters, each with their
+    # own kit; the rest are routers.
     case "$name" in
+        engine-*) world=engine-adapter kit=_engine_kit.wat ;;
         notify-*) world=notifier kit=_notify_kit.wat ;;
         filer-*) world=filer kit=_filer_kit.wat ;;
         *) world=router kit=_kit.wat ;;

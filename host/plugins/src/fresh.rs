@@ -1,0 +1,232 @@
+//! What the worlds whose every call gets a fresh instance share (notifier, filer, engine
+//! adapter): linking the common imports, the store of one call (limits, deadline, WASI
+//! parts), the trial instantiation at load, and running a call with its metrics.
+//!
+//! Routers are not here on purpose: their warm instances keep a smaller store with no
+//! WASI parts, which is what keeps a routing call near a microsecond.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+use wasmtime::component::{HasData, Instance, InstancePre, Linker};
+
+use crate::error::{CallError, LoadError};
+use crate::host::{HostState, PluginContext};
+use crate::manifest::{Capability, Manifest, PluginConfig};
+use crate::metrics::PluginMetrics;
+use crate::outgoing::HttpPolicy;
+use crate::router::bindings::tessera::plugin::{config, log};
+use crate::router::{PluginError, one_line};
+use crate::runtime::{ComponentInfo, RuntimeInner};
+use crate::wasi_io::{self, HasWasi, WasiParts};
+
+/// [`HasData`] for the interfaces served by the shared [`HostState`] (`log`, `config`).
+pub(crate) struct Shared;
+
+impl HasData for Shared {
+    type Data<'a> = &'a mut HostState;
+}
+
+/// Store data of a fresh-instance world: the shared host state and the WASI parts.
+pub(crate) trait CallState: HasWasi {
+    fn host(&mut self) -> &mut HostState;
+    fn host_ref(&self) -> &HostState;
+    fn wasi_ref(&self) -> &WasiParts;
+}
+
+/// The store data of worlds that import only log, config and outgoing HTTP (notifier,
+/// engine adapter).
+pub(crate) struct HttpState {
+    host: HostState,
+    wasi: WasiParts,
+}
+
+impl HttpState {
+    pub(crate) fn new(host: HostState, wasi: WasiParts) -> Self {
+        HttpState { host, wasi }
+    }
+}
+
+impl HasWasi for HttpState {
+    fn wasi(&mut self) -> &mut WasiParts {
+        &mut self.wasi
+    }
+}
+
+impl CallState for HttpState {
+    fn host(&mut self) -> &mut HostState {
+        &mut self.host
+    }
+    fn host_ref(&self) -> &HostState {
+        &self.host
+    }
+    fn wasi_ref(&self) -> &WasiParts {
+        &self.wasi
+    }
+}
+
+/// Links `log` (always) and `config` (when granted).
+pub(crate) fn link_log_config<T: CallState>(
+    linker: &mut Linker<T>,
+    manifest: &Manifest,
+) -> Result<(), LoadError> {
+    log::add_to_linker::<_, Shared>(linker, |s: &mut T| s.host()).map_err(setup)?;
+    if manifest.grants(Capability::Config) {
+        config::add_to_linker::<_, Shared>(linker, |s: &mut T| s.host()).map_err(setup)?;
+    }
+    Ok(())
+}
+
+/// Links outgoing HTTP when granted (`wasi:io` must be linked by the caller), and
+/// returns the policy for the binding's allowed hosts; `None` without the grant.
+pub(crate) fn link_http<T: HasWasi>(
+    linker: &mut Linker<T>,
+    manifest: &Manifest,
+    allowed_hosts: &[String],
+) -> Result<Option<Arc<HttpPolicy>>, LoadError> {
+    if !manifest.grants(Capability::Http) {
+        return Ok(None);
+    }
+    wasi_io::add_http(linker).map_err(setup)?;
+    let policy = HttpPolicy::new(&manifest.name, &manifest.version, allowed_hosts)
+        .map_err(LoadError::Settings)?;
+    Ok(Some(Arc::new(policy)))
+}
+
+/// Links what a world of log, config and outgoing HTTP gets ([`HttpState`]): nothing
+/// beyond the grants; no filesystem, environment, sockets, random or wall clock.
+pub(crate) fn link_http_world(
+    linker: &mut Linker<HttpState>,
+    manifest: &Manifest,
+    allowed_hosts: &[String],
+) -> Result<Option<Arc<HttpPolicy>>, LoadError> {
+    link_log_config(linker, manifest)?;
+    if manifest.grants(Capability::Http) {
+        wasi_io::add_io(linker).map_err(setup)?;
+    }
+    link_http(linker, manifest, allowed_hosts)
+}
+
+pub(crate) fn setup(e: wasmtime::Error) -> LoadError {
+    LoadError::Setup(format!("{e:#}"))
+}
+
+/// A load error for a component that does not fit `world`.
+pub(crate) fn world_error(world: &str) -> impl Fn(wasmtime::Error) -> LoadError + '_ {
+    move |e| {
+        LoadError::World(format!(
+            "does not match the {world} world: {}",
+            one_line(&e)
+        ))
+    }
+}
+
+/// What one loaded version of a fresh-instance world keeps for its calls.
+pub(crate) struct FreshCalls {
+    /// Keeps the engine and its epoch ticker alive while the plugin can be called.
+    runtime: Arc<RuntimeInner>,
+    ctx: Arc<PluginContext>,
+    pub(crate) manifest: Manifest,
+    pub(crate) info: ComponentInfo,
+    pub(crate) allowed_hosts: Vec<String>,
+    /// `None` without the `http` grant (nothing of wasi:http is linked).
+    http: Option<Arc<HttpPolicy>>,
+    timeout: Duration,
+    deadline_ticks: u64,
+    memory_cap: usize,
+}
+
+impl FreshCalls {
+    pub(crate) fn new(
+        runtime: Arc<RuntimeInner>,
+        manifest: Manifest,
+        info: ComponentInfo,
+        config: PluginConfig,
+        allowed_hosts: Vec<String>,
+        http: Option<Arc<HttpPolicy>>,
+    ) -> Self {
+        let timeout = manifest.limits.timeout();
+        let deadline_ticks = runtime.deadline_ticks(timeout);
+        let memory_cap = usize::try_from(manifest.limits.memory_bytes()).unwrap_or(usize::MAX);
+        let ctx = Arc::new(PluginContext::new(&manifest, config));
+        FreshCalls {
+            runtime,
+            ctx,
+            manifest,
+            info,
+            allowed_hosts,
+            http,
+            timeout,
+            deadline_ticks,
+            memory_cap,
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &PluginMetrics {
+        &self.ctx.metrics
+    }
+
+    /// The store of one call, about `task` when there is one: the memory cap, the
+    /// epoch deadline, and WASI parts whose blocking calls end at the same deadline.
+    pub(crate) fn store<T: CallState>(
+        &self,
+        task: Option<String>,
+        make: impl FnOnce(HostState, WasiParts) -> T,
+    ) -> Store<T> {
+        let deadline = Instant::now() + self.timeout;
+        let mut host = HostState::new(self.ctx.clone(), self.memory_cap);
+        host.task = task;
+        let state = make(host, WasiParts::new(self.http.clone(), deadline));
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.host().limiter);
+        store.set_epoch_deadline(self.deadline_ticks);
+        store
+    }
+
+    /// Instantiates once, at load: exports are only type-checked against an instance
+    /// (`check` loads the world's export indices), and a component that cannot even
+    /// start within its limits is better refused at upload than failing every call.
+    pub(crate) fn trial<T: CallState>(
+        &self,
+        mut store: Store<T>,
+        pre: &InstancePre<T>,
+        world: &str,
+        check: impl FnOnce(&mut Store<T>, &Instance) -> wasmtime::Result<()>,
+    ) -> Result<(), LoadError> {
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::Start(failure(e, store.data(), true).to_string()))?;
+        check(&mut store, &instance).map_err(world_error(world))
+    }
+
+    /// Runs one call on a fresh instance: instantiate, call, then drop the store (and
+    /// with it every file, stream and request the instance left open) and record the
+    /// outcome. An error of any kind means the call did not happen as asked.
+    pub(crate) fn call<T: CallState, I, R>(
+        &self,
+        mut store: Store<T>,
+        instantiate: impl FnOnce(&mut Store<T>) -> wasmtime::Result<I>,
+        call: impl FnOnce(&I, &mut Store<T>) -> wasmtime::Result<Result<R, PluginError>>,
+    ) -> Result<R, CallError> {
+        let start = Instant::now();
+        self.ctx.metrics.instantiated();
+        let result = instantiate(&mut store)
+            .map_err(|e| failure(e, store.data(), true))
+            .and_then(|instance| {
+                call(&instance, &mut store)
+                    .map_err(|e| failure(e, store.data(), false))?
+                    .map_err(CallError::Plugin)
+            });
+        store.data_mut().host().end_call();
+        drop(store);
+        self.ctx
+            .metrics
+            .record(start.elapsed(), result.as_ref().err().map(CallError::kind));
+        result
+    }
+}
+
+fn failure<T: CallState>(e: wasmtime::Error, state: &T, instantiating: bool) -> CallError {
+    wasi_io::failure(e, state.host_ref(), &state.wasi_ref().guard, instantiating)
+}

@@ -1,0 +1,157 @@
+//! Engine adapters: loading against the engine-adapter world (exports type-checked at
+//! load), every function's arguments and answers across the boundary, plugin errors,
+//! and the deadline.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tessera_plugins::{
+    CallError, Capability, EnginePlugin, ErrorKind, LoadError, Manifest, Pair, PluginConfig,
+    PluginError, PluginRuntime, RunState, RunStatus, TaskRun, World,
+};
+
+fn engine_manifest(timeout: Duration) -> Manifest {
+    let mut m = Manifest::new("echo-engine", "1.0.0", World::EngineAdapter);
+    m.limits.timeout = Some(timeout);
+    m
+}
+
+fn load(rt: &PluginRuntime, m: Manifest, name: &str) -> Result<EnginePlugin, LoadError> {
+    rt.load_engine(m, &component(name), PluginConfig::new(), Vec::new())
+}
+
+fn pair(k: &str, v: &str) -> Pair {
+    (k.into(), v.into())
+}
+
+#[test]
+fn every_function_reaches_the_adapter_and_answers_come_back() {
+    let rt = runtime();
+    let p = load(&rt, engine_manifest(Duration::from_secs(1)), "engine-echo").unwrap();
+    assert_eq!(p.manifest().world, World::EngineAdapter);
+    assert_eq!(
+        p.info().interfaces.exports,
+        vec!["tessera:plugin/engine@0.1.0".to_string()]
+    );
+
+    let (r, logs) = logged(|| p.validate("dag: hello"));
+    assert_eq!(r, Ok(()));
+    assert!(logs.contains("dag: hello"), "{logs}");
+    assert!(logs.contains("plugin=echo-engine"), "{logs}");
+    assert_eq!(
+        p.validate(""),
+        Err(CallError::Plugin(PluginError::InvalidInput(
+            "empty definition".into()
+        )))
+    );
+
+    let run = p
+        .submit(
+            "dag",
+            &[pair("run-id", "run-42"), pair("x", "1")],
+            &[pair("team", "a")],
+        )
+        .unwrap();
+    assert_eq!(run, "run-42");
+    assert_eq!(
+        p.submit("dag", &[], &[]),
+        Err(CallError::Plugin(PluginError::InvalidInput(
+            "no parameters".into()
+        )))
+    );
+
+    let status = p.status(&run).unwrap();
+    assert_eq!(
+        status,
+        RunStatus {
+            state: RunState::Running,
+            tasks: vec![
+                TaskRun {
+                    task_id: "extract".into(),
+                    external_id: "run-42".into(),
+                    state: RunState::Succeeded,
+                    downstream: vec!["load".into()],
+                    start_ms: Some(1000),
+                    end_ms: Some(2000),
+                },
+                TaskRun {
+                    task_id: "load".into(),
+                    external_id: "run-42".into(),
+                    state: RunState::Running,
+                    downstream: vec![],
+                    start_ms: Some(2500),
+                    end_ms: None,
+                },
+            ],
+            message: None,
+        }
+    );
+    assert_eq!(
+        p.status(""),
+        Err(CallError::Plugin(PluginError::NotFound(
+            "no such run".into()
+        )))
+    );
+
+    assert_eq!(p.retry(&run, &["load".to_string()]), Ok(()));
+    assert_eq!(
+        p.retry(&run, &[]),
+        Err(CallError::Plugin(PluginError::InvalidInput(
+            "nothing to retry".into()
+        )))
+    );
+
+    assert_eq!(p.logs(&run, "load", 0).as_deref(), Ok("line 1\nline 2\n"));
+    assert_eq!(p.logs(&run, "load", 7).as_deref(), Ok("line 2\n"));
+    assert_eq!(p.logs(&run, "load", u64::MAX).as_deref(), Ok(""));
+
+    // Each call had its own instance; plugin errors are counted as such.
+    let m = p.metrics().snapshot();
+    assert_eq!((m.calls, m.instantiations), (11, 11));
+    assert_eq!(m.errors_of(ErrorKind::Plugin), 4);
+}
+
+#[test]
+fn a_call_past_its_deadline_fails_alone() {
+    let rt = runtime();
+    let p = load(
+        &rt,
+        engine_manifest(Duration::from_millis(50)),
+        "engine-echo",
+    )
+    .unwrap();
+    assert_eq!(p.cancel("run-1"), Err(CallError::Timeout));
+    // The next call gets a fresh instance and works.
+    assert_eq!(p.validate("dag"), Ok(()));
+    assert_eq!(p.metrics().snapshot().errors_of(ErrorKind::Timeout), 1);
+}
+
+#[test]
+fn components_of_other_worlds_and_grants_beyond_the_world_are_refused() {
+    let rt = runtime();
+    // A notifier is not an engine adapter: the world's export is missing.
+    let e = load(&rt, engine_manifest(Duration::from_secs(1)), "notify-echo")
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("tessera:plugin/engine@0.1.0"), "{e}");
+
+    // The manifest may grant only what the world imports.
+    let mut m = engine_manifest(Duration::from_secs(1));
+    m.capabilities = vec![Capability::Workspace];
+    let e = load(&rt, m, "engine-echo")
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("workspace"), "{e}");
+
+    // A manifest of another world does not load here.
+    let mut m = engine_manifest(Duration::from_secs(1));
+    m.world = World::Notifier;
+    assert!(matches!(
+        load(&rt, m, "engine-echo"),
+        Err(LoadError::Manifest(_))
+    ));
+}
