@@ -300,3 +300,51 @@ async fn installed_plugins_and_bindings_survive_a_restart() {
     let (ok, out) = cli(&s, &["show", "first-fit"]);
     assert!(ok && out.contains("calls: "), "{out}");
 }
+
+#[tokio::test]
+async fn an_engine_adapter_is_installed_and_bound_to_its_engine_name() {
+    let s = Server::start(Options {
+        executor: "none",
+        ..Options::default()
+    })
+    .await;
+    let m = "name = \"echo-engine\"\nversion = \"1.0.0\"\nworld = \"engine-adapter\"\n";
+    // A router's component is not an engine adapter.
+    let (status, body) = s.upload_plugin(m, component("first-fit")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("tessera:plugin/engine@0.1.0"),
+        "{body}"
+    );
+    let (status, body) = s.upload_plugin(m, component("engine-echo")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["world"], "engine-adapter");
+    assert!(
+        body["exports"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tessera:plugin/engine@0.1.0")),
+        "{body}"
+    );
+
+    // An adapter serves one engine: activation must name it.
+    let url = format!("{}/v1/plugins/echo-engine/versions/1.0.0/activate", s.url);
+    let (status, body) = s.post_json(&url, &json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("engine"),
+        "{body}"
+    );
+    let (status, body) = s.post_json(&url, &json!({"scope": "echo"})).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (ok, out) = cli(&s, &["show", "echo-engine"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("engine-adapter") && out.contains("echo"),
+        "{out}"
+    );
+}

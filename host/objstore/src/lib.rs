@@ -16,15 +16,22 @@
 //! [`PART_SIZE`] parts above it. Blocking writes come two ways: `put` pulls from a
 //! `std::io::Read`, `put_writer` gives a `std::io::Write` to push into and `finish`.
 //!
+//! With the `plugins` feature, [`PluginObjectStore`] serves filer plugins' object-store
+//! capability from a [`BlockingObjectStore`].
+//!
 //! Failures are [`S3Error`]s, mapped from the SDK's errors and the store's error codes.
 //! Neither they nor any `Debug` output carry the secret key (see [`Secret`]).
 
 mod blocking;
 mod config;
 mod error;
+#[cfg(feature = "plugins")]
+mod plugin_store;
 mod store;
 
 pub use blocking::{BlockingObjectStore, ObjectReader, ObjectWriter};
 pub use config::{S3Config, Secret};
 pub use error::S3Error;
+#[cfg(feature = "plugins")]
+pub use plugin_store::PluginObjectStore;
 pub use store::{MULTIPART_THRESHOLD, ObjectBody, ObjectInfo, ObjectStore, PART_SIZE};

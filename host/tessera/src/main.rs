@@ -3,7 +3,6 @@
 mod cli;
 mod config;
 mod plugin_cli;
-mod s3;
 
 /// The plugins built into this binary (see build.rs).
 mod builtins {
@@ -133,7 +132,9 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             )
             .map_err(|e| format!("the S3 store: {e}"))?;
             tracing::info!(endpoint = %s3.endpoint.as_deref().unwrap_or("AWS"), region = %s3.region, "S3 object store configured");
-            Some(std::sync::Arc::new(s3::S3ObjectStore(blocking)))
+            Some(std::sync::Arc::new(tessera_objstore::PluginObjectStore(
+                blocking,
+            )))
         }
     };
     let registry =

@@ -1,14 +1,18 @@
-//! The host's object store for filer plugins: the S3 client (`tessera-objstore`) behind
+//! The host's object store for filer plugins (feature `plugins`): this S3 client behind
 //! the plugin runtime's `ObjectStore` trait. Calls arrive on blocking threads (plugin
-//! calls run off the async workers) and wait on the server's tokio runtime.
+//! calls run off the async workers) and wait on the tokio runtime the
+//! [`BlockingObjectStore`] was given.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use tessera_objstore::{BlockingObjectStore, ObjectWriter, S3Error};
+use crate::{BlockingObjectStore, ObjectWriter, S3Error};
 use tessera_plugins::{ObjectInfo, ObjectStore, ObjectUpload, StoreError};
 
-pub struct S3ObjectStore(pub BlockingObjectStore);
+/// A [`BlockingObjectStore`] as the object store of filer plugins
+/// (`tessera:plugin/object-store`). The plugin names buckets and keys; credentials stay
+/// here.
+pub struct PluginObjectStore(pub BlockingObjectStore);
 
 fn error(e: S3Error) -> StoreError {
     match e {
@@ -20,7 +24,7 @@ fn error(e: S3Error) -> StoreError {
     }
 }
 
-fn info(i: tessera_objstore::ObjectInfo) -> ObjectInfo {
+fn info(i: crate::ObjectInfo) -> ObjectInfo {
     ObjectInfo {
         key: i.key,
         size: i.size,
@@ -29,7 +33,7 @@ fn info(i: tessera_objstore::ObjectInfo) -> ObjectInfo {
     }
 }
 
-impl ObjectStore for S3ObjectStore {
+impl ObjectStore for PluginObjectStore {
     fn head(&self, bucket: &str, key: &str, deadline: Instant) -> Result<ObjectInfo, StoreError> {
         match self.0.with_deadline(deadline).head(bucket, key) {
             Ok(Some(i)) => Ok(info(i)),

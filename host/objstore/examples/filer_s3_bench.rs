@@ -1,0 +1,229 @@
+//! Stage-in throughput from a real S3 store: one large object (1 GiB by default) copied
+//! into a task's workspace through the built-in `filer-s3` plugin, next to plain copies
+//! of the same bytes from the same server in the same run.
+//!
+//! ```sh
+//! eval "$(bash scripts/garage.sh)"                  # a local Garage, TESSERA_TEST_S3_*
+//! bash plugins/build.sh                             # plugins/dist/filer-s3.wasm
+//! cargo run --release -p tessera-objstore --features plugins --example filer_s3_bench [-- MIB [ROUNDS]]
+//! ```
+//!
+//! Defaults: 1024 MiB, 3 rounds. Each round, in turn:
+//! - `plain GET`: a presigned URL fetched with a bare HTTP/1.1 GET over a `TcpStream`,
+//!   read into a 1 MiB buffer and written to the file (no SDK): the floor for this store
+//!   on this machine;
+//! - `client`: the host's S3 client ([`BlockingObjectStore::get`]) copied to the file;
+//! - `filer-s3`: `FilerPlugin::stage_in` with the host's object store behind the
+//!   plugin's `object-store` capability ([`PluginObjectStore`]), exactly as the server
+//!   links it: the plugin heads the object, opens it and the workspace file, and splices
+//!   one stream into the other host-side in `chunk-bytes` steps.
+//!
+//! Every variant writes the whole file (in a temporary directory, under
+//! `FILER_BENCH_DIR` when set, e.g. `/dev/shm` to leave the disk out), and the order of
+//! the variants turns from round to round. Figures are MB/s (10^6 bytes per second);
+//! ratios are by the median of the rounds.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::presigning::PresigningConfig;
+use tessera_objstore::{BlockingObjectStore, ObjectStore, PluginObjectStore, S3Config, Secret};
+use tessera_plugins::{FileKind, FilerWorkspace, Manifest, PluginConfig, PluginRuntime};
+
+const MIB: u64 = 1 << 20;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mib: u64 = args.next().map_or(Ok(1024), |a| a.parse())?;
+    let rounds: usize = args.next().map_or(Ok(3), |a| a.parse())?;
+    let size = mib * MIB;
+    let var = |name: &str| {
+        std::env::var(name)
+            .map_err(|_| format!("{name} is not set: run `eval \"$(bash scripts/garage.sh)\"`"))
+    };
+    let config = S3Config {
+        endpoint: Some(var("TESSERA_TEST_S3_ENDPOINT")?),
+        region: var("TESSERA_TEST_S3_REGION")?,
+        access_key_id: var("TESSERA_TEST_S3_ACCESS_KEY")?,
+        secret_access_key: Secret::new(var("TESSERA_TEST_S3_SECRET_KEY")?),
+        path_style: true,
+    };
+    let bucket = var("TESSERA_TEST_S3_BUCKET")?;
+    let key = format!("filer-s3-bench/{}-{mib}MiB.bin", std::process::id());
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let wasm = root.join("plugins/dist/filer-s3.wasm");
+    let component = std::fs::read(&wasm)
+        .map_err(|e| format!("{}: {e} (run `bash plugins/build.sh`)", wasm.display()))?;
+    let manifest: Manifest = toml::from_str(&std::fs::read_to_string(
+        root.join("plugins/filer-s3/manifest.toml"),
+    )?)?;
+    let chunk = std::env::var("FILER_BENCH_CHUNK").unwrap_or_else(|_| MIB.to_string());
+
+    // As the server: a multi-thread runtime for the S3 client, plugin calls on plain
+    // (blocking) threads.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let store = ObjectStore::new(config)?;
+    let blocking = BlockingObjectStore::new(store.clone(), tokio.handle().clone())?;
+    let runtime = PluginRuntime::new(Default::default())?;
+    let filer = runtime.load_filer(
+        manifest,
+        &component,
+        PluginConfig::new().value("chunk-bytes", &chunk),
+        Vec::new(),
+        Some(Arc::new(PluginObjectStore(blocking.clone()))),
+        vec![bucket.clone()],
+    )?;
+
+    let stored = blocking.put(&bucket, &key, size, Pseudorandom::new(size))?;
+    assert_eq!(stored, size);
+    let presigned = tokio.block_on(async {
+        let presigning =
+            PresigningConfig::expires_in(Duration::from_secs(3600)).map_err(|e| e.to_string())?;
+        store
+            .sdk_client()
+            .get_object()
+            .bucket(&bucket)
+            .key(&key)
+            .presigned(presigning)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    let url = format!("s3://{bucket}/{key}");
+
+    let tmp = match std::env::var_os("FILER_BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let dir = tmp.path().join("in");
+    std::fs::create_dir_all(&dir)?;
+    let ws = FilerWorkspace::new().mount("/data/in", &dir)?;
+    let dest = dir.join("big.bin");
+
+    println!(
+        "stage-in of a {mib} MiB object from S3 (Garage on loopback), {rounds} rounds \
+         (chunk-bytes {chunk}); MB/s:"
+    );
+    // [plain GET, client, filer-s3]
+    let mut results: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            let t = Instant::now();
+            let got = match which {
+                0 => plain_get(presigned.uri(), &dest)?,
+                1 => {
+                    let mut reader = blocking.get(&bucket, &key)?;
+                    io::copy(&mut reader, &mut std::fs::File::create(&dest)?)?
+                }
+                _ => {
+                    let staged = filer.stage_in(&ws, &url, "/data/in/big.bin", FileKind::File)?;
+                    staged.first().map_or(0, |s| s.size)
+                }
+            };
+            let d = t.elapsed();
+            assert_eq!(got, size, "variant {which}");
+            assert_eq!(std::fs::metadata(&dest)?.len(), size);
+            std::fs::remove_file(&dest)?;
+            results[which].push(size as f64 / d.as_secs_f64() / 1e6);
+        }
+        println!(
+            "  round {}: plain GET {:6.0}  client {:6.0}  filer-s3 {:6.0}",
+            round + 1,
+            results[0][round],
+            results[1][round],
+            results[2][round]
+        );
+    }
+    blocking.delete(&bucket, &key)?;
+    let [plain, client, filer_s3] = results;
+    let (p, c, f) = (median(plain), median(client), median(filer_s3));
+    println!("median:   plain GET {p:6.0}  client {c:6.0}  filer-s3 {f:6.0}");
+    println!(
+        "filer-s3 / plain GET = {:.0}%, filer-s3 / client = {:.0}%",
+        100.0 * f / p,
+        100.0 * f / c
+    );
+    let m = filer.metrics().snapshot();
+    println!("plugin calls {}, errors {}", m.calls, m.errors);
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// GETs an `http://host:port/path?query` URL with HTTP/1.1 over a bare socket and writes
+/// the body to `dest` (read until the server closes); returns its length.
+fn plain_get(url: &str, dest: &Path) -> io::Result<u64> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| io::Error::other("an http:// endpoint is needed"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = TcpStream::connect(authority)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reader = BufReader::with_capacity(MIB as usize, stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    if !line.starts_with("HTTP/1.1 200") {
+        return Err(io::Error::other(format!("plain GET: {}", line.trim())));
+    }
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let mut file = std::fs::File::create(dest)?;
+    let mut buf = vec![0u8; MIB as usize];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        file.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// `len` incompressible bytes (xorshift64*), generated as they are read.
+struct Pseudorandom {
+    state: u64,
+    left: u64,
+}
+
+impl Pseudorandom {
+    fn new(len: u64) -> Self {
+        Self {
+            state: 0x9e37_79b9_7f4a_7c15,
+            left: len,
+        }
+    }
+}
+
+impl Read for Pseudorandom {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        for chunk in buf[..n].chunks_mut(8) {
+            self.state ^= self.state >> 12;
+            self.state ^= self.state << 25;
+            self.state ^= self.state >> 27;
+            let v = self.state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
