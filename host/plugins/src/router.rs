@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, WasmBacktrace};
 
 use crate::error::{CallError, LoadError};
 use crate::host::{HostState, LogLevel, PluginContext};
@@ -288,11 +288,33 @@ pub(crate) fn classify(e: wasmtime::Error, state: &HostState, instantiating: boo
     if state.limiter.hit {
         return CallError::OutOfMemory;
     }
-    let msg = one_line(&e);
     match trap {
-        Some(_) => CallError::Trap(msg),
-        None if instantiating => CallError::Instantiate(msg),
-        None => CallError::Trap(msg),
+        Some(trap) => {
+            // The whole error carries the wasm backtrace (a kilobyte or more): the
+            // reason a task or an operator sees is the trap and where it happened; the
+            // rest goes to the debug log.
+            tracing::debug!(plugin = %state.ctx.name, version = %state.ctx.version, error = %one_line(&e), "plugin trapped");
+            CallError::Trap(trap_reason(&e, trap))
+        }
+        None if instantiating => CallError::Instantiate(one_line(&e)),
+        None => CallError::Trap(one_line(&e)),
+    }
+}
+
+/// "wasm `unreachable` instruction executed in parse_config", or without a name
+/// section "… in function 17".
+fn trap_reason(e: &wasmtime::Error, trap: Trap) -> String {
+    let frame = e
+        .downcast_ref::<WasmBacktrace>()
+        .and_then(|bt| bt.frames().first());
+    let what = trap.to_string();
+    let what = what.strip_prefix("wasm trap: ").unwrap_or(&what);
+    match frame {
+        Some(f) => match f.func_name() {
+            Some(name) => format!("{what} in {name}"),
+            None => format!("{what} in function {}", f.func_index()),
+        },
+        None => what.to_string(),
     }
 }
 
