@@ -6,8 +6,18 @@
 //! error `HTTP-request-denied` before anything is resolved or connected, and the connect
 //! (DNS, TCP, TLS, HTTP handshake), first-byte and between-bytes timeouts are the ones
 //! the guest asked for, cut to what is left of the call's deadline.
+//!
+//! `*` means any host on the public internet: an authority that only `*` allows is
+//! connected to only at public addresses. Loopback, private, link-local (cloud metadata
+//! services), shared, multicast and reserved addresses fail with
+//! `destination-IP-prohibited`, checked on the very addresses the host connects to (so a
+//! name that resolves differently the second time gains nothing). Internal hosts are
+//! reached by naming them in the binding (`hooks.internal`, `10.0.0.5:8080`). This
+//! matters because a webhook's URL can come from a task's tags, that is from any user
+//! who may submit tasks.
 
 use std::future::{Future, poll_fn};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
@@ -88,14 +98,77 @@ impl AllowedHost {
         })
     }
 
-    fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
+    /// Whether this entry names `host:port` itself (not through `*`).
+    fn names(&self, host: &str, port: u16, default_port: u16) -> bool {
         match self {
-            AllowedHost::Any => true,
+            AllowedHost::Any => false,
             AllowedHost::Host { host: h, port: p } => {
                 *h == host && p.map_or(port == default_port, |p| p == port)
             }
         }
     }
+}
+
+/// How far a permitted request may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Not allowed at all.
+    Denied,
+    /// Named by the binding: any address it resolves to.
+    Named,
+    /// Allowed by `*` only: public addresses only.
+    Public,
+}
+
+/// Whether `ip` is an address on the public internet (not loopback, private, link-local,
+/// shared, unspecified, multicast, documentation or reserved; IPv4 inside IPv6 judged as
+/// IPv4).
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            let s = v6.segments();
+            // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = [s[6].to_be_bytes(), s[7].to_be_bytes()];
+                return is_public_v4(Ipv4Addr::new(a[0], a[1], b[0], b[1]));
+            }
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || s[..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible (deprecated)
+        }
+    }
+}
+
+fn is_public_v4(v4: Ipv4Addr) -> bool {
+    let [a, b, ..] = v4.octets();
+    !(v4.is_unspecified()
+        || a == 0 // "this network"
+        || v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || (a == 100 && (64..128).contains(&b)) // shared (carrier-grade NAT)
+        || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
+        || v4.is_documentation()
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || v4.is_multicast()
+        || a >= 240) // reserved and broadcast
+}
+
+/// The address a URI's host is, if it is one (`[…]` for IPv6).
+fn literal_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 fn normalize_host(host: &str) -> String {
@@ -123,19 +196,35 @@ impl HttpPolicy {
         })
     }
 
-    /// Whether a request to `uri` may be sent. Logs a refusal (scheme and authority only:
-    /// paths and queries of webhook URLs often carry tokens).
-    fn permits(&self, uri: &http::Uri) -> bool {
+    /// How far a request to `uri` may go. Logs a refusal (scheme and authority only:
+    /// paths and queries of webhook URLs often carry tokens). A host that is an address
+    /// and that only `*` allows is judged here already.
+    fn permits(&self, uri: &http::Uri) -> Reach {
         let tls = uri.scheme() == Some(&Scheme::HTTPS);
         let default_port = if tls { 443 } else { 80 };
-        let ok = uri.authority().is_some_and(|a| {
+        let reach = uri.authority().map_or(Reach::Denied, |a| {
             let host = normalize_host(a.host());
             let port = a.port_u16().unwrap_or(default_port);
-            self.allowed
+            if self
+                .allowed
                 .iter()
-                .any(|h| h.matches(&host, port, default_port))
+                .any(|h| h.names(&host, port, default_port))
+            {
+                Reach::Named
+            } else if self.allowed.contains(&AllowedHost::Any) {
+                Reach::Public
+            } else {
+                Reach::Denied
+            }
         });
-        if !ok {
+        if reach == Reach::Public
+            && let Some(ip) = uri.authority().and_then(|a| literal_ip(a.host()))
+            && !is_public(ip)
+        {
+            self.refused_address(uri);
+            return Reach::Denied;
+        }
+        if reach == Reach::Denied {
             tracing::warn!(
                 target: "tessera::plugin",
                 plugin = %self.plugin,
@@ -145,7 +234,18 @@ impl HttpPolicy {
                 "outgoing request denied: the authority is not among the binding's allowed hosts"
             );
         }
-        ok
+        reach
+    }
+
+    fn refused_address(&self, uri: &http::Uri) {
+        tracing::warn!(
+            target: "tessera::plugin",
+            plugin = %self.plugin,
+            version = %self.version,
+            scheme = uri.scheme_str().unwrap_or(""),
+            authority = uri.authority().map_or("", |a| a.as_str()),
+            "outgoing request denied: `*` reaches public addresses only; name internal hosts in the binding"
+        );
     }
 
     fn debug(&self, what: &str, err: &dyn std::fmt::Display) {
@@ -162,7 +262,7 @@ impl HttpPolicy {
 impl HttpPolicy {
     /// Whether `outgoing-handler.handle` may take this request; `None` when its scheme
     /// and authority do not make a URI (wasi-http then refuses it as such).
-    fn permits_request(&self, request: &HostOutgoingRequest) -> Option<bool> {
+    fn permits_request(&self, request: &HostOutgoingRequest) -> Option<Reach> {
         let scheme = match &request.scheme {
             Some(types::Scheme::Http) => "http",
             // As the hooks' default scheme.
@@ -188,9 +288,9 @@ pub(crate) fn handle(
 ) -> wasmtime::Result<Result<Resource<HostFutureIncomingResponse>, ErrorCode>> {
     let verdict = {
         let r = http.table.get(&request)?;
-        policy.map_or(Some(false), |p| p.permits_request(r))
+        policy.map_or(Some(Reach::Denied), |p| p.permits_request(r))
     };
-    if verdict == Some(false) {
+    if verdict == Some(Reach::Denied) {
         http.table.delete(request)?;
         return Ok(Err(ErrorCode::HttpRequestDenied));
     }
@@ -219,14 +319,14 @@ impl WasiHttpHooks for OutgoingHooks {
         options: Option<RequestOptions>,
         _response_errors: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        if !self
-            .policy
-            .as_ref()
-            .is_some_and(|p| p.permits(request.uri()))
-        {
+        let Some(policy) = self.policy.clone() else {
             return Box::new(async { Err(Error::HttpRequestDenied) });
+        };
+        match policy.permits(request.uri()) {
+            Reach::Denied => Box::new(async { Err(Error::HttpRequestDenied) }),
+            Reach::Named => Box::new(send(request, options, self.deadline, None)),
+            Reach::Public => Box::new(send(request, options, self.deadline, Some(policy))),
         }
-        Box::new(send(request, options, self.deadline))
     }
 
     fn p2_error_from_hyper(&mut self, err: &hyper::Error) -> ErrorCode {
@@ -303,11 +403,14 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
 
 /// Sends `request` (absolute URI) over a new HTTP/1.1 connection, every wait cut to the
 /// time left until `deadline`. Returns the response (its body reading under the
-/// between-bytes timeout) and the connection's driver, which the caller runs.
+/// between-bytes timeout) and the connection's driver, which the caller runs. With
+/// `public_only` (a request that only `*` allows), only public addresses of the host are
+/// connected to.
 async fn send(
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
     deadline: Instant,
+    public_only: Option<Arc<HttpPolicy>>,
 ) -> SendResult {
     let left = |asked: Option<Duration>| {
         let rest = deadline.saturating_duration_since(Instant::now());
@@ -326,7 +429,22 @@ async fn send(
 
     let connect_timeout = left(options.and_then(|o| o.connect_timeout));
     let connect = async {
-        let tcp = TcpStream::connect((host.as_str(), port))
+        // Resolve once and connect to exactly the addresses that were checked.
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|_| Error::DnsError {
+                rcode: None,
+                info_code: None,
+            })?
+            .collect();
+        if let Some(policy) = &public_only {
+            addrs.retain(|a| is_public(a.ip()));
+            if addrs.is_empty() {
+                policy.refused_address(&uri);
+                return Err(Error::DestinationIpProhibited);
+            }
+        }
+        let tcp = TcpStream::connect(&addrs[..])
             .await
             .map_err(Error::Connect)?;
         let _ = tcp.set_nodelay(true);
@@ -510,7 +628,7 @@ mod tests {
     fn a_host_without_port_means_the_default_port() {
         let p =
             HttpPolicy::new("n", "1", &["example.com".into(), "127.0.0.1:8080".into()]).unwrap();
-        let ok = |u: &str| p.permits(&u.parse::<http::Uri>().unwrap());
+        let ok = |u: &str| p.permits(&u.parse::<http::Uri>().unwrap()) == Reach::Named;
         assert!(ok("https://example.com/hook?token=x"));
         assert!(ok("https://EXAMPLE.com:443/"));
         assert!(ok("http://example.com/"));
@@ -522,9 +640,77 @@ mod tests {
         assert!(!ok("https://example.org/"));
         assert!(!ok("https://sub.example.com/"));
 
-        let any = HttpPolicy::new("n", "1", &["*".into()]).unwrap();
-        assert!(any.permits(&"http://10.0.0.1:1/".parse().unwrap()));
         let none = HttpPolicy::new("n", "1", &[]).unwrap();
-        assert!(!none.permits(&"http://10.0.0.1:1/".parse().unwrap()));
+        assert_eq!(
+            none.permits(&"http://example.com/".parse().unwrap()),
+            Reach::Denied
+        );
+    }
+
+    #[test]
+    fn a_star_reaches_public_addresses_only_and_named_hosts_anywhere() {
+        let p = HttpPolicy::new("n", "1", &["*".into(), "10.0.0.5:8080".into()]).unwrap();
+        let reach = |u: &str| p.permits(&u.parse::<http::Uri>().unwrap());
+        // Names are judged by the addresses they resolve to, when connecting.
+        assert_eq!(reach("https://example.com/"), Reach::Public);
+        assert_eq!(reach("http://localhost:9000/"), Reach::Public);
+        assert_eq!(reach("http://93.184.215.14/"), Reach::Public);
+        assert_eq!(reach("http://[2606:4700::1111]/"), Reach::Public);
+        // Addresses that only `*` allows are judged at once.
+        for internal in [
+            "http://127.0.0.1:8080/",
+            "http://10.0.0.5/",
+            "http://192.168.1.1/",
+            "http://172.20.0.1/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://100.100.100.200/",
+            "http://0.0.0.0:80/",
+            "http://[::1]:8080/",
+            "http://[fe80::1]/",
+            "http://[fd00::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[64:ff9b::a00:1]/",
+            "http://224.0.0.1/",
+            "http://255.255.255.255/",
+        ] {
+            assert_eq!(reach(internal), Reach::Denied, "{internal}");
+        }
+        // An internal host named in the binding is reached.
+        assert_eq!(reach("http://10.0.0.5:8080/"), Reach::Named);
+    }
+
+    #[test]
+    fn public_addresses_are_told_from_the_rest() {
+        for public in [
+            "8.8.8.8",
+            "93.184.215.14",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+        for internal in [
+            "127.0.0.53",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "0.1.2.3",
+            "::",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "2001:db8::1",
+            "ff02::1",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(!is_public(internal.parse().unwrap()), "{internal}");
+        }
     }
 }

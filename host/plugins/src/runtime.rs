@@ -372,9 +372,11 @@ impl PluginRuntime {
     ///
     /// `allowed_hosts` are the authorities its outgoing requests may go to (with the
     /// `http` grant; without it nothing of wasi:http is linked): `host` (on the scheme's
-    /// default port, 80 or 443), `host:port`, `[v6-address]:port`, or `*` for any. A
-    /// request elsewhere fails with the wasi-http error `HTTP-request-denied` and no
-    /// connection is made. An entry of another form is a [`LoadError::Settings`].
+    /// default port, 80 or 443), `host:port`, `[v6-address]:port`, or `*` for any host
+    /// at a public address (internal hosts must be named; see `outgoing.rs`). A request
+    /// elsewhere fails with the wasi-http error `HTTP-request-denied` (or
+    /// `destination-IP-prohibited` for a name that resolves to an internal address) and
+    /// no connection is made. An entry of another form is a [`LoadError::Settings`].
     pub fn link_notifier(
         &self,
         manifest: Manifest,

@@ -138,10 +138,27 @@ fn a_request_to_an_allowed_host_is_sent() {
     assert_eq!(got[0].header("host"), Some(authority.as_str()));
     assert_eq!(p.allowed_hosts(), std::slice::from_ref(&authority));
 
-    // `*` allows any host.
-    let p = fetcher(&rt, &authority, &["*"], 5 * SECOND);
+    // Named next to `*`, an internal host is still reached.
+    let p = fetcher(&rt, &authority, &["*", authority.as_str()], 5 * SECOND);
     assert_eq!(p.deliver(&event()), Ok(()));
     assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn a_star_does_not_reach_internal_addresses() {
+    let server = Server::start(Reply::Status(200));
+    let rt = runtime();
+    // A name that resolves to loopback: refused at connect time, on the resolved
+    // address, with destination-IP-prohibited (case 4) and no connection.
+    let by_name = format!("localhost:{}", server.addr.port());
+    let p = fetcher(&rt, &by_name, &["*"], 5 * SECOND);
+    assert_eq!(
+        p.deliver(&event()),
+        Err(CallError::Plugin(PluginError::Unavailable(
+            "HTTP error \u{4}".into()
+        )))
+    );
+    assert_eq!(server.connections(), 0);
 }
 
 #[test]
@@ -155,6 +172,8 @@ fn a_request_to_another_host_is_denied_without_a_connection() {
         &["example.com"][..],
         &["127.0.0.1"][..],
         &[other_port.as_str()][..],
+        // `*` is the public internet; a loopback address is not on it.
+        &["*"][..],
         &[][..],
     ] {
         let p = fetcher(&rt, &authority, hosts, 5 * SECOND);
@@ -199,7 +218,7 @@ fn a_refused_connection_is_an_error_code_for_the_plugin() {
     };
     let rt = runtime();
     let authority = format!("127.0.0.1:{port}");
-    let p = fetcher(&rt, &authority, &["*"], 5 * SECOND);
+    let p = fetcher(&rt, &authority, &[authority.as_str()], 5 * SECOND);
     // unavailable("HTTP error <case>"), case 6: connection-refused.
     assert_eq!(
         p.deliver(&event()),

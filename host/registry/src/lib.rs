@@ -78,7 +78,7 @@ pub struct Settings {
     /// Never returned by the API, never logged.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
-    /// Hosts (`host` or `host:port`, `*` for any) the plugin may send HTTP requests to,
+    /// Hosts (`host` or `host:port`, `*` for any public address) the plugin may send HTTP requests to,
     /// within what its manifest's `http` grant allows. Empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_hosts: Vec<String>,

@@ -49,7 +49,7 @@ enum PluginCommand {
         /// Secret NAME=VALUE the plugin may read if its manifest lists it; repeat
         #[arg(long = "secret")]
         secrets: Vec<String>,
-        /// Host (host or host:port, * for any) the plugin may reach over HTTP; repeat
+        /// Host (host or host:port; * for any public address) the plugin may reach over HTTP; repeat
         #[arg(long = "allow-host")]
         allow_hosts: Vec<String>,
         /// Notifiers: deliver only events entering this state; repeat
