@@ -29,6 +29,17 @@ pub fn interfaces(engine: &Engine, component: &Component) -> Interfaces {
     }
 }
 
+/// The version of `wit/plugin.wit` this host serves. A later version gets its own set
+/// of bindings beside this one, chosen by what a component exports; until then a
+/// component of another version is refused with a message that says so.
+pub(crate) const CONTRACT_VERSION: &str = "0.1.0";
+
+/// The version of a `tessera:plugin/…@V` name when it is not the one this host serves.
+fn unsupported_version(name: &str) -> Option<&str> {
+    let version = name.strip_prefix("tessera:plugin/")?.split_once('@')?.1;
+    (version != CONTRACT_VERSION).then_some(version)
+}
+
 /// What an import needs to be granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Need {
@@ -99,9 +110,13 @@ pub fn check_world(
             // get hold of one, so the plumbing is linked for every filer.
             Some(Need::AnyOf(_)) if world == World::Filer && is_wasi_io(name) => {}
             Some(Need::AnyOf(caps)) => check_cap(&mut problems, name, world, manifest, caps),
-            None => problems.push(format!(
-                "imports {name} which the {world} world does not grant"
-            )),
+            None => problems.push(match unsupported_version(name) {
+                Some(v) => format!(
+                    "imports {name}, of tessera:plugin@{v}; this host serves \
+                     tessera:plugin@{CONTRACT_VERSION}"
+                ),
+                None => format!("imports {name} which the {world} world does not grant"),
+            }),
         }
     }
 
@@ -111,7 +126,19 @@ pub fn check_world(
         .is_some_and(|ext| matches!(ext.ty, ComponentItem::ComponentInstance(_)));
     if !exported {
         let others: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-        problems.push(if others.is_empty() {
+        let unversioned = export.split('@').next().unwrap_or(export);
+        let other_version = others
+            .iter()
+            .find(|n| n.split('@').next() == Some(unversioned))
+            .and_then(|n| Some((n, unsupported_version(n)?)));
+        problems.push(if let Some((name, v)) = other_version {
+            // Built against another version of the contract: say so, rather than that
+            // the export is missing.
+            format!(
+                "exports {name}, of tessera:plugin@{v}; this host serves \
+                 tessera:plugin@{CONTRACT_VERSION} (build against that version)"
+            )
+        } else if others.is_empty() {
             format!("does not export {export} (it exports nothing); a {world} plugin must")
         } else {
             format!(

@@ -48,6 +48,31 @@ fn a_component_without_the_routing_export_is_refused() {
 }
 
 #[test]
+fn a_component_of_another_contract_version_is_told_so() {
+    // Exports routing@0.2.0 and imports log@0.2.0: built against a contract this host
+    // does not serve.
+    let bytes = wat::parse_str(
+        r#"(component
+             (import "tessera:plugin/log@0.2.0" (instance))
+             (instance $r)
+             (export "tessera:plugin/routing@0.2.0" (instance $r)))"#,
+    )
+    .unwrap();
+    let msg = refuse(&bytes, manifest("future"));
+    assert!(
+        msg.contains(
+            "exports tessera:plugin/routing@0.2.0, of tessera:plugin@0.2.0; this host serves \
+             tessera:plugin@0.1.0"
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("imports tessera:plugin/log@0.2.0, of tessera:plugin@0.2.0"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn an_import_the_world_does_not_grant_is_named() {
     let bytes = component_with(
         "first-fit",
