@@ -43,6 +43,21 @@ async fn activate(s: &Server, name: &str, version: &str) -> Value {
     body
 }
 
+/// The value of one series on `/metrics` (`name{labels}` exactly), if it is there.
+async fn metric(s: &Server, series: &str) -> Option<f64> {
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// The `tessera plugin …` CLI against this server.
 fn cli(s: &Server, args: &[&str]) -> (bool, String) {
     let out = Command::new(tessera_bin())
@@ -92,6 +107,12 @@ async fn the_builtin_router_is_installed_bound_and_routes_tasks() {
     );
     assert!(v["calls"][0]["calls"].as_u64().unwrap() >= 1, "{v}");
     assert!(v["calls"][0]["p50_us"].as_f64().is_some(), "{v}");
+    // The same calls on /metrics, for Prometheus.
+    let binding = r#"world="router",scope="",plugin="router-default",version="0.1.0""#;
+    let calls = metric(&s, &format!("tessera_plugin_calls_total{{{binding}}}")).await;
+    assert!(calls.is_some_and(|n| n >= 1.0), "{calls:?}");
+    let errors = format!("tessera_plugin_errors_total{{{binding},kind=\"trap\"}}");
+    assert_eq!(metric(&s, &errors).await, Some(0.0));
 
     let (ok, out) = cli(&s, &["list"]);
     assert!(ok, "{out}");
@@ -222,6 +243,9 @@ async fn a_misbehaving_router_keeps_tasks_queued_and_rollback_recovers() {
             >= 1,
         "{shown}"
     );
+    let timeouts = r#"tessera_plugin_errors_total{world="router",scope="",plugin="spinner",version="0.1.0",kind="timeout"}"#;
+    let n = metric(&s, timeouts).await;
+    assert!(n.is_some_and(|n| n >= 1.0), "{n:?}");
 
     // The version in use cannot be deleted; rolling back serves the built-in again and
     // the waiting task runs.

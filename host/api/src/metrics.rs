@@ -1,4 +1,5 @@
-//! Prometheus metrics: API latency by route, tasks by state and queue depth.
+//! Prometheus metrics: API latency by route, tasks by state and queue depth, and the
+//! calls of every plugin binding (calls, errors by kind, latency quantiles).
 
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
@@ -83,10 +84,149 @@ pub async fn render(State(state): State<AppState>) -> Response {
     if let Err(e) = TextEncoder::new().encode(&prometheus::gather(), &mut buf) {
         return crate::Error::internal("encoding metrics failed", e).into_response();
     }
+    buf.extend_from_slice(plugin_metrics(&state.registry().binding_metrics()).as_bytes());
     let mut resp = buf.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     resp
+}
+
+/// The plugin bindings' calls in the text format. Written out here rather than kept in
+/// registered vectors: the counters live with each loaded version (a reactivation starts
+/// them from zero, which Prometheus reads as a counter reset), and a binding that is gone
+/// should leave no series behind.
+fn plugin_metrics(bindings: &[tessera_registry::BindingMetrics]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if bindings.is_empty() {
+        return out;
+    }
+    let labels = |b: &tessera_registry::BindingMetrics| {
+        format!(
+            "world=\"{}\",scope=\"{}\",plugin=\"{}\",version=\"{}\"",
+            b.world,
+            escape(&b.scope),
+            escape(&b.plugin),
+            escape(&b.version)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "# HELP tessera_plugin_calls_total Plugin calls by binding\n\
+         # TYPE tessera_plugin_calls_total counter"
+    );
+    for b in bindings {
+        let _ = writeln!(
+            out,
+            "tessera_plugin_calls_total{{{}}} {}",
+            labels(b),
+            b.metrics.calls
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tessera_plugin_errors_total Failed plugin calls by binding and kind \
+         (trap, timeout, out-of-memory, plugin, invalid-result, instantiate)\n\
+         # TYPE tessera_plugin_errors_total counter"
+    );
+    for b in bindings {
+        for kind in tessera_plugins::ErrorKind::ALL {
+            let _ = writeln!(
+                out,
+                "tessera_plugin_errors_total{{{},kind=\"{}\"}} {}",
+                labels(b),
+                kind.name(),
+                b.metrics.errors_of(kind)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tessera_plugin_call_seconds Plugin call latency by binding\n\
+         # TYPE tessera_plugin_call_seconds summary"
+    );
+    for b in bindings {
+        let l = labels(b);
+        for (q, v) in [("0.5", b.metrics.p50), ("0.99", b.metrics.p99)] {
+            if let Some(v) = v {
+                let _ = writeln!(
+                    out,
+                    "tessera_plugin_call_seconds{{{l},quantile=\"{q}\"}} {}",
+                    v.as_secs_f64()
+                );
+            }
+        }
+        let sum = b.metrics.mean.map_or(0.0, |m| m.as_secs_f64()) * b.metrics.calls as f64;
+        let _ = writeln!(out, "tessera_plugin_call_seconds_sum{{{l}}} {sum}");
+        let _ = writeln!(
+            out,
+            "tessera_plugin_call_seconds_count{{{l}}} {}",
+            b.metrics.calls
+        );
+    }
+    out
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tessera_plugins::{ErrorKind, MetricsSnapshot};
+    use tessera_registry::BindingMetrics;
+
+    #[test]
+    fn plugin_bindings_become_series() {
+        let text = plugin_metrics(&[BindingMetrics {
+            world: "router",
+            scope: "a\"b".into(),
+            plugin: "router-default".into(),
+            version: "0.1.0".into(),
+            metrics: MetricsSnapshot {
+                calls: 10,
+                errors: 2,
+                errors_by_kind: vec![(ErrorKind::Trap, 2)],
+                instantiations: 1,
+                p50: Some(Duration::from_micros(2)),
+                p99: Some(Duration::from_micros(9)),
+                mean: Some(Duration::from_micros(3)),
+            },
+        }]);
+        let l = r#"world="router",scope="a\"b",plugin="router-default",version="0.1.0""#;
+        assert!(
+            text.contains(&format!("tessera_plugin_calls_total{{{l}}} 10\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "tessera_plugin_errors_total{{{l},kind=\"trap\"}} 2\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "tessera_plugin_errors_total{{{l},kind=\"timeout\"}} 0\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "tessera_plugin_call_seconds{{{l},quantile=\"0.99\"}} 0.000009\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("tessera_plugin_call_seconds_count{{{l}}} 10\n")),
+            "{text}"
+        );
+        assert!(plugin_metrics(&[]).is_empty());
+    }
 }

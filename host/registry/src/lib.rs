@@ -25,8 +25,8 @@ use tessera_core::routing::{self, Decision, RouteError, RouteRequest, Router};
 use tessera_core::time_fmt::now_rfc3339;
 use tessera_plugins::{
     CallError, CompiledComponent, EnginePlugin, FileKind, FilerPlugin, FilerWorkspace, LoadError,
-    Manifest, NotifierPlugin, ObjectStore, PluginConfig, PluginRuntime, RouterPlugin, WarmRouter,
-    World,
+    Manifest, MetricsSnapshot, NotifierPlugin, ObjectStore, PluginConfig, PluginRuntime,
+    RouterPlugin, WarmRouter, World,
 };
 use tessera_store::{BindingRow, Deleted, Installed, PluginVersionRow, Store, StoreError};
 
@@ -159,6 +159,16 @@ struct ActiveFiler {
 struct ActiveEngine {
     binding: BindingRow,
     plugin: EnginePlugin,
+}
+
+/// The calls of one binding that serves now.
+#[derive(Debug, Clone)]
+pub struct BindingMetrics {
+    pub world: &'static str,
+    pub scope: String,
+    pub plugin: String,
+    pub version: String,
+    pub metrics: MetricsSnapshot,
 }
 
 /// A version made ready to serve.
@@ -720,35 +730,48 @@ impl Registry {
         self.0.routers.read().map(|r| r.clone()).unwrap_or_default()
     }
 
-    /// Call statistics of the bindings that serve `name@version` now.
-    fn stats_of(&self, name: &str, version: &str) -> Vec<CallStats> {
-        let serves = |b: &BindingRow| b.plugin == name && b.version == version;
-        let mut stats: Vec<CallStats> = self
+    /// The calls of every binding that serves now (for `/metrics`): which world, scope
+    /// and version, and its counters and latency since it was loaded.
+    pub fn binding_metrics(&self) -> Vec<BindingMetrics> {
+        let entry =
+            |world: World, b: &BindingRow, m: &tessera_plugins::PluginMetrics| BindingMetrics {
+                world: world.name(),
+                scope: b.scope.clone(),
+                plugin: b.plugin.clone(),
+                version: b.version.clone(),
+                metrics: m.snapshot(),
+            };
+        let mut all: Vec<BindingMetrics> = self
             .routers()
             .values()
             .filter_map(|s| s.as_ref().ok())
-            .filter(|a| serves(&a.binding))
-            .map(|a| CallStats::new(&a.binding.scope, &a.plugin.metrics().snapshot()))
+            .map(|a| entry(World::Router, &a.binding, a.plugin.metrics()))
             .collect();
-        stats.extend(
+        all.extend(
             self.notifiers()
                 .values()
-                .filter(|a| serves(&a.binding))
-                .map(|a| CallStats::new(&a.binding.scope, &a.plugin.metrics().snapshot())),
+                .map(|a| entry(World::Notifier, &a.binding, a.plugin.metrics())),
         );
-        stats.extend(
+        all.extend(
             self.filers()
                 .values()
-                .filter(|a| serves(&a.binding))
-                .map(|a| CallStats::new(&a.binding.scope, &a.plugin.metrics().snapshot())),
+                .map(|a| entry(World::Filer, &a.binding, a.plugin.metrics())),
         );
-        stats.extend(
+        all.extend(
             self.engines()
                 .values()
-                .filter(|a| serves(&a.binding))
-                .map(|a| CallStats::new(&a.binding.scope, &a.plugin.metrics().snapshot())),
+                .map(|a| entry(World::EngineAdapter, &a.binding, a.plugin.metrics())),
         );
-        stats
+        all
+    }
+
+    /// Call statistics of the bindings that serve `name@version` now.
+    fn stats_of(&self, name: &str, version: &str) -> Vec<CallStats> {
+        self.binding_metrics()
+            .iter()
+            .filter(|b| b.plugin == name && b.version == version)
+            .map(|b| CallStats::new(&b.scope, &b.metrics))
+            .collect()
     }
 }
 
