@@ -24,6 +24,11 @@ CARGO_TARGET_DIR="$guest_target" bash plugins/build.sh
 # into js-router/node_modules from npm's cache (~/.npm), so reruns need no registry.
 bash examples/plugins/python-router/build.sh
 bash examples/plugins/js-router/build.sh
+# The Rust example engine adapter (its own workspace; a component only, so linted for
+# wasm32-wasip2). host/plugins/tests/engine.rs loads it.
+(cd examples/plugins/rust-engine && CARGO_TARGET_DIR="$guest_target" cargo fmt --all -- --check &&
+  CARGO_TARGET_DIR="$guest_target" cargo clippy --locked --target wasm32-wasip2 -- -D warnings)
+CARGO_TARGET_DIR="$guest_target" bash examples/plugins/rust-engine/build.sh
 export TESSERA_EXAMPLE_PLUGINS="$PWD/examples/plugins/dist"
 export TESSERA_REQUIRE_GUEST_PLUGINS=1
 cargo build --locked -p tessera

@@ -155,3 +155,78 @@ fn components_of_other_worlds_and_grants_beyond_the_world_are_refused() {
         Err(LoadError::Manifest(_))
     ));
 }
+
+/// examples/plugins/rust-engine, written with the SDK's `engine_adapter` module: the
+/// bindings the SDK generates meet the host's.
+#[test]
+fn the_sdk_example_engine_adapter_runs_in_the_host() {
+    let Some(bytes) = example_plugin("rust-engine") else {
+        return;
+    };
+    let manifest: Manifest = toml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/plugins/rust-engine/manifest.toml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let rt = runtime();
+    let p = rt
+        .load_engine(
+            manifest,
+            &bytes,
+            PluginConfig::new().value("prefix", "pretend:"),
+            Vec::new(),
+        )
+        .unwrap();
+
+    assert_eq!(p.validate("extract>transform>load"), Ok(()));
+    match p.validate("extract>>load") {
+        Err(CallError::Plugin(PluginError::InvalidInput(m))) => {
+            assert!(m.contains("task 2"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let (run, logs) = logged(|| p.submit("extract>transform>load", &[], &[]));
+    let run = run.unwrap();
+    assert_eq!(run, "pretend:extract>transform>load");
+    assert!(logs.contains("submitted a run of 3 tasks"), "{logs}");
+
+    let status = p.status(&run).unwrap();
+    assert_eq!(status.state, RunState::Running);
+    let summary: Vec<(&str, RunState, Vec<String>)> = status
+        .tasks
+        .iter()
+        .map(|t| (t.task_id.as_str(), t.state, t.downstream.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "extract",
+                RunState::Succeeded,
+                vec!["transform".to_string()]
+            ),
+            ("transform", RunState::Running, vec!["load".to_string()]),
+            ("load", RunState::Queued, vec![]),
+        ]
+    );
+    assert_eq!(status.tasks[0].end_ms, Some(1000));
+
+    assert!(matches!(
+        p.status("elsewhere:x"),
+        Err(CallError::Plugin(PluginError::NotFound(_)))
+    ));
+    assert_eq!(p.cancel(&run), Ok(()));
+    assert_eq!(p.retry(&run, &["load".to_string()]), Ok(()));
+    assert!(matches!(
+        p.retry(&run, &["nope".to_string()]),
+        Err(CallError::Plugin(PluginError::NotFound(_)))
+    ));
+    assert_eq!(
+        p.logs(&run, "load", 0).as_deref(),
+        Ok("load: started\nload: done\n")
+    );
+    assert_eq!(p.logs(&run, "load", 14).as_deref(), Ok("load: done\n"));
+}

@@ -74,6 +74,34 @@ pub fn built_plugin(name: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// An example plugin, examples/plugins/dist/NAME.wasm (or under
+/// TESSERA_EXAMPLE_PLUGINS), built by examples/plugins/NAME/build.sh; missing, as for
+/// [`router_default`].
+pub fn example_plugin(name: &str) -> Option<Vec<u8>> {
+    let dist = std::env::var_os("TESSERA_EXAMPLE_PLUGINS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins/dist")
+        });
+    let path = dist.join(format!("{name}.wasm"));
+    match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var("TESSERA_REQUIRE_GUEST_PLUGINS").as_deref() == Ok("1") => {
+            panic!(
+                "{}: {e} (run `bash examples/plugins/{name}/build.sh`)",
+                path.display()
+            )
+        }
+        Err(_) => {
+            eprintln!(
+                "SKIPPED: {} is missing; run `bash examples/plugins/{name}/build.sh`",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
 /// A notifier manifest granting `caps` (beyond log), with `timeout`.
 pub fn notifier_manifest(name: &str, caps: &[Capability], timeout: Duration) -> Manifest {
     let mut m = Manifest::new(name, "1.0.0", World::Notifier);
