@@ -23,35 +23,24 @@
 //! the variants turns from round to round. Figures are MB/s (10^6 bytes per second);
 //! ratios are by the median of the rounds.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::presigning::PresigningConfig;
-use tessera_objstore::{BlockingObjectStore, ObjectStore, PluginObjectStore, S3Config, Secret};
+use common::{MIB, Pseudorandom, median, plain_get, s3_from_env};
+use tessera_objstore::{BlockingObjectStore, ObjectStore, PluginObjectStore};
 use tessera_plugins::{FileKind, FilerWorkspace, Manifest, PluginConfig, PluginRuntime};
-
-const MIB: u64 = 1 << 20;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mib: u64 = args.next().map_or(Ok(1024), |a| a.parse())?;
     let rounds: usize = args.next().map_or(Ok(3), |a| a.parse())?;
     let size = mib * MIB;
-    let var = |name: &str| {
-        std::env::var(name)
-            .map_err(|_| format!("{name} is not set: run `eval \"$(bash scripts/garage.sh)\"`"))
-    };
-    let config = S3Config {
-        endpoint: Some(var("TESSERA_TEST_S3_ENDPOINT")?),
-        region: var("TESSERA_TEST_S3_REGION")?,
-        access_key_id: var("TESSERA_TEST_S3_ACCESS_KEY")?,
-        secret_access_key: Secret::new(var("TESSERA_TEST_S3_SECRET_KEY")?),
-        path_style: true,
-    };
-    let bucket = var("TESSERA_TEST_S3_BUCKET")?;
+    let (config, bucket) = s3_from_env()?;
     let key = format!("filer-s3-bench/{}-{mib}MiB.bin", std::process::id());
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -117,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let which = (round + k) % 3;
             let t = Instant::now();
             let got = match which {
-                0 => plain_get(presigned.uri(), &dest)?,
+                0 => plain_get(presigned.uri(), &mut std::fs::File::create(&dest)?)?,
                 1 => {
                     let mut reader = blocking.get(&bucket, &key)?;
                     io::copy(&mut reader, &mut std::fs::File::create(&dest)?)?
@@ -153,77 +142,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let m = filer.metrics().snapshot();
     println!("plugin calls {}, errors {}", m.calls, m.errors);
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// GETs an `http://host:port/path?query` URL with HTTP/1.1 over a bare socket and writes
-/// the body to `dest` (read until the server closes); returns its length.
-fn plain_get(url: &str, dest: &Path) -> io::Result<u64> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| io::Error::other("an http:// endpoint is needed"))?;
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut stream = TcpStream::connect(authority)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut reader = BufReader::with_capacity(MIB as usize, stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    if !line.starts_with("HTTP/1.1 200") {
-        return Err(io::Error::other(format!("plain GET: {}", line.trim())));
-    }
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-    }
-    let mut file = std::fs::File::create(dest)?;
-    let mut buf = vec![0u8; MIB as usize];
-    let mut total = 0u64;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(total);
-        }
-        file.write_all(&buf[..n])?;
-        total += n as u64;
-    }
-}
-
-/// `len` incompressible bytes (xorshift64*), generated as they are read.
-struct Pseudorandom {
-    state: u64,
-    left: u64,
-}
-
-impl Pseudorandom {
-    fn new(len: u64) -> Self {
-        Self {
-            state: 0x9e37_79b9_7f4a_7c15,
-            left: len,
-        }
-    }
-}
-
-impl Read for Pseudorandom {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.left) as usize;
-        for chunk in buf[..n].chunks_mut(8) {
-            self.state ^= self.state >> 12;
-            self.state ^= self.state << 25;
-            self.state ^= self.state >> 27;
-            let v = self.state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
 }

@@ -18,33 +18,22 @@
 //! It reads the store from the `TESSERA_TEST_S3_*` variables that `scripts/garage.sh`
 //! prints, writes under `objstore-bench/` and deletes what it wrote.
 
+mod common;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::presigning::PresigningConfig;
-use tessera_objstore::{BlockingObjectStore, ObjectStore, S3Config, Secret};
-
-const MIB: u64 = 1024 * 1024;
+use common::{MIB, Pseudorandom, copy, plain_get, s3_from_env};
+use tessera_objstore::{BlockingObjectStore, ObjectStore};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let mib: u64 = args.next().map_or(1024, |a| a.parse().expect("MiB"));
     let rounds: u32 = args.next().map_or(2, |a| a.parse().expect("rounds"));
     let size = mib * MIB;
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: run `eval \"$(bash scripts/garage.sh)\"` first")
-        })
-    };
-    let config = S3Config {
-        endpoint: Some(var("TESSERA_TEST_S3_ENDPOINT")),
-        region: var("TESSERA_TEST_S3_REGION"),
-        access_key_id: var("TESSERA_TEST_S3_ACCESS_KEY"),
-        secret_access_key: Secret::new(var("TESSERA_TEST_S3_SECRET_KEY")),
-        path_style: true,
-    };
-    let bucket = var("TESSERA_TEST_S3_BUCKET");
+    let (config, bucket) = s3_from_env().unwrap_or_else(|e| panic!("{e}"));
     let key = format!("objstore-bench/{}-{mib}MiB.bin", std::process::id());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -84,7 +73,7 @@ fn main() {
         println!("round {round}");
         let started = Instant::now();
         let mut reader = blocking.get(&bucket, &key).unwrap();
-        let n = drain(&mut reader).unwrap();
+        let n = copy(&mut reader, &mut io::sink()).unwrap();
         assert_eq!(n, size);
         report("  get: client Read", n, started.elapsed());
 
@@ -119,7 +108,7 @@ fn main() {
                 .unwrap()
         });
         let started = Instant::now();
-        let n = plain_http_get(presigned.uri()).unwrap();
+        let n = plain_get(presigned.uri(), &mut io::sink()).unwrap();
         assert_eq!(n, size);
         report("  get: plain HTTP", n, started.elapsed());
     }
@@ -135,44 +124,6 @@ fn report(what: &str, bytes: u64, took: Duration) {
         bytes as f64 / MIB as f64 / secs,
         secs
     );
-}
-
-/// Reads to the end into a 1 MiB buffer; returns the byte count.
-fn drain(reader: &mut impl Read) -> io::Result<u64> {
-    let mut buf = vec![0u8; MIB as usize];
-    let mut total = 0;
-    loop {
-        match reader.read(&mut buf)? {
-            0 => return Ok(total),
-            n => total += n as u64,
-        }
-    }
-}
-
-/// GETs an `http://host:port/path?query` URL with HTTP/1.1 over a bare socket and
-/// returns the body's length (reads until the server closes).
-fn plain_http_get(url: &str) -> io::Result<u64> {
-    let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut stream = TcpStream::connect(authority)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut reader = BufReader::with_capacity(MIB as usize, stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    if !line.starts_with("HTTP/1.1 200") {
-        return Err(io::Error::other(format!("plain GET: {}", line.trim())));
-    }
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-    }
-    drain(&mut reader)
 }
 
 /// PUTs `len` bytes of `body` to an `http://host:port/path?query` URL with HTTP/1.1
@@ -200,34 +151,4 @@ fn plain_http_put(url: &str, len: u64, mut body: impl Read) -> io::Result<()> {
         return Err(io::Error::other(format!("plain PUT: {}", line.trim())));
     }
     Ok(())
-}
-
-/// `len` incompressible bytes (xorshift64*), generated as they are read.
-struct Pseudorandom {
-    state: u64,
-    left: u64,
-}
-
-impl Pseudorandom {
-    fn new(len: u64) -> Self {
-        Self {
-            state: 0x9e37_79b9_7f4a_7c15,
-            left: len,
-        }
-    }
-}
-
-impl Read for Pseudorandom {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.left) as usize;
-        for chunk in buf[..n].chunks_mut(8) {
-            self.state ^= self.state >> 12;
-            self.state ^= self.state << 25;
-            self.state ^= self.state >> 27;
-            let v = self.state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
 }

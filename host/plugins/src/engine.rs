@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::error::{CallError, LoadError};
-use crate::fresh::{self, FreshCalls, HttpState};
+use crate::fresh::{HttpState, HttpWorld};
 use crate::manifest::{Manifest, PluginConfig};
 use crate::metrics::PluginMetrics;
 use crate::router::Pair;
@@ -44,12 +44,7 @@ pub use bindings::exports::tessera::plugin::engine::{RunState, RunStatus, TaskRu
 /// (`spawn_blocking` or a plain thread), not from an async task.
 #[derive(Clone)]
 pub struct EnginePlugin {
-    inner: Arc<EngineInner>,
-}
-
-struct EngineInner {
-    pre: EngineAdapterPre<HttpState>,
-    calls: FreshCalls,
+    inner: Arc<HttpWorld<EngineAdapterPre<HttpState>>>,
 }
 
 impl EnginePlugin {
@@ -60,36 +55,23 @@ impl EnginePlugin {
         config: PluginConfig,
         allowed_hosts: Vec<String>,
     ) -> Result<Self, LoadError> {
-        let mut linker = wasmtime::component::Linker::new(&runtime.engine);
-        let http = fresh::link_http_world(&mut linker, &manifest, &allowed_hosts)?;
-        let world_error = fresh::world_error("engine-adapter");
-        let instance_pre = linker
-            .instantiate_pre(&compiled.component)
-            .map_err(&world_error)?;
-        let pre = EngineAdapterPre::new(instance_pre).map_err(&world_error)?;
-        let calls = FreshCalls::new(
+        let world = HttpWorld::load(
             runtime,
             manifest,
-            compiled.info,
+            compiled,
             config,
             allowed_hosts,
-            http,
-        );
-        let plugin = EnginePlugin {
-            inner: Arc::new(EngineInner { pre, calls }),
-        };
-        let calls = &plugin.inner.calls;
-        let instance_pre = plugin.inner.pre.instance_pre();
-        calls.trial(
-            calls.store(None, HttpState::new),
-            instance_pre,
             "engine-adapter",
-            |store, instance| {
-                EngineAdapterIndices::new(instance_pre)?.load(store, instance)?;
+            EngineAdapterPre::new,
+            EngineAdapterPre::instance_pre,
+            |pre, store, instance| {
+                EngineAdapterIndices::new(pre)?.load(store, instance)?;
                 Ok(())
             },
         )?;
-        Ok(plugin)
+        Ok(EnginePlugin {
+            inner: Arc::new(world),
+        })
     }
 
     pub fn manifest(&self) -> &Manifest {

@@ -18,7 +18,7 @@ use crate::metrics::PluginMetrics;
 use crate::outgoing::HttpPolicy;
 use crate::router::bindings::tessera::plugin::{config, log};
 use crate::router::{PluginError, one_line};
-use crate::runtime::{ComponentInfo, RuntimeInner};
+use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
 use crate::wasi_io::{self, HasWasi, WasiParts};
 
 /// [`HasData`] for the interfaces served by the shared [`HostState`] (`log`, `config`).
@@ -119,6 +119,59 @@ pub(crate) fn world_error(world: &str) -> impl Fn(wasmtime::Error) -> LoadError 
             "does not match the {world} world: {}",
             one_line(&e)
         ))
+    }
+}
+
+/// A loaded version of a world that imports only log, config and outgoing HTTP
+/// (notifier, engine adapter): its bindings' pre-instance `P` (e.g. `NotifierPre`) and
+/// its calls.
+pub(crate) struct HttpWorld<P> {
+    pub(crate) pre: P,
+    pub(crate) calls: FreshCalls,
+}
+
+impl<P> HttpWorld<P> {
+    /// Links `compiled` against `world` (`make_pre` wraps the linked `InstancePre` in
+    /// the world's bindings) and runs the trial instantiation, whose `check` loads the
+    /// world's export indices.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn load(
+        runtime: Arc<RuntimeInner>,
+        manifest: Manifest,
+        compiled: CompiledComponent,
+        config: PluginConfig,
+        allowed_hosts: Vec<String>,
+        world: &str,
+        make_pre: impl FnOnce(InstancePre<HttpState>) -> wasmtime::Result<P>,
+        instance_pre: impl Fn(&P) -> &InstancePre<HttpState>,
+        check: impl FnOnce(
+            &InstancePre<HttpState>,
+            &mut Store<HttpState>,
+            &Instance,
+        ) -> wasmtime::Result<()>,
+    ) -> Result<Self, LoadError> {
+        let mut linker = Linker::new(&runtime.engine);
+        let http = link_http_world(&mut linker, &manifest, &allowed_hosts)?;
+        let pre = linker
+            .instantiate_pre(&compiled.component)
+            .and_then(make_pre)
+            .map_err(world_error(world))?;
+        let calls = FreshCalls::new(
+            runtime,
+            manifest,
+            compiled.info,
+            config,
+            allowed_hosts,
+            http,
+        );
+        let linked = instance_pre(&pre);
+        calls.trial(
+            calls.store(None, HttpState::new),
+            linked,
+            world,
+            |store, instance| check(linked, store, instance),
+        )?;
+        Ok(HttpWorld { pre, calls })
     }
 }
 

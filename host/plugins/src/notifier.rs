@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::error::{CallError, LoadError};
-use crate::fresh::{self, FreshCalls, HttpState};
+use crate::fresh::{HttpState, HttpWorld};
 use crate::manifest::{Manifest, PluginConfig};
 use crate::metrics::PluginMetrics;
 use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
@@ -39,12 +39,7 @@ pub use bindings::exports::tessera::plugin::notify::Event as NotifyEvent;
 /// clone; `Send + Sync`.
 #[derive(Clone)]
 pub struct NotifierPlugin {
-    inner: Arc<NotifierInner>,
-}
-
-struct NotifierInner {
-    pre: NotifierPre<HttpState>,
-    calls: FreshCalls,
+    inner: Arc<HttpWorld<NotifierPre<HttpState>>>,
 }
 
 impl NotifierPlugin {
@@ -55,36 +50,23 @@ impl NotifierPlugin {
         config: PluginConfig,
         allowed_hosts: Vec<String>,
     ) -> Result<Self, LoadError> {
-        let mut linker = wasmtime::component::Linker::new(&runtime.engine);
-        let http = fresh::link_http_world(&mut linker, &manifest, &allowed_hosts)?;
-        let world_error = fresh::world_error("notifier");
-        let instance_pre = linker
-            .instantiate_pre(&compiled.component)
-            .map_err(&world_error)?;
-        let pre = NotifierPre::new(instance_pre).map_err(&world_error)?;
-        let calls = FreshCalls::new(
+        let world = HttpWorld::load(
             runtime,
             manifest,
-            compiled.info,
+            compiled,
             config,
             allowed_hosts,
-            http,
-        );
-        let plugin = NotifierPlugin {
-            inner: Arc::new(NotifierInner { pre, calls }),
-        };
-        let calls = &plugin.inner.calls;
-        let instance_pre = plugin.inner.pre.instance_pre();
-        calls.trial(
-            calls.store(None, HttpState::new),
-            instance_pre,
             "notifier",
-            |store, instance| {
-                NotifierIndices::new(instance_pre)?.load(store, instance)?;
+            NotifierPre::new,
+            NotifierPre::instance_pre,
+            |pre, store, instance| {
+                NotifierIndices::new(pre)?.load(store, instance)?;
                 Ok(())
             },
         )?;
-        Ok(plugin)
+        Ok(NotifierPlugin {
+            inner: Arc::new(world),
+        })
     }
 
     pub fn manifest(&self) -> &Manifest {
