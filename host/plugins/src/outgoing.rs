@@ -109,6 +109,10 @@ impl AllowedHost {
     }
 }
 
+/// Why a request that only `*` allows is refused at an internal address.
+const INTERNAL_ADDRESS: &str =
+    "`*` reaches public addresses only; name internal hosts in the binding";
+
 /// How far a permitted request may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reach {
@@ -221,30 +225,27 @@ impl HttpPolicy {
             && let Some(ip) = uri.authority().and_then(|a| literal_ip(a.host()))
             && !is_public(ip)
         {
-            self.refused_address(uri);
+            self.refused(uri, INTERNAL_ADDRESS);
             return Reach::Denied;
         }
         if reach == Reach::Denied {
-            tracing::warn!(
-                target: "tessera::plugin",
-                plugin = %self.plugin,
-                version = %self.version,
-                scheme = uri.scheme_str().unwrap_or(""),
-                authority = uri.authority().map_or("", |a| a.as_str()),
-                "outgoing request denied: the authority is not among the binding's allowed hosts"
+            self.refused(
+                uri,
+                "the authority is not among the binding's allowed hosts",
             );
         }
         reach
     }
 
-    fn refused_address(&self, uri: &http::Uri) {
+    /// Logs a refused request: scheme and authority only.
+    fn refused(&self, uri: &http::Uri, why: &str) {
         tracing::warn!(
             target: "tessera::plugin",
             plugin = %self.plugin,
             version = %self.version,
             scheme = uri.scheme_str().unwrap_or(""),
             authority = uri.authority().map_or("", |a| a.as_str()),
-            "outgoing request denied: `*` reaches public addresses only; name internal hosts in the binding"
+            "outgoing request denied: {why}"
         );
     }
 
@@ -440,7 +441,7 @@ async fn send(
         if let Some(policy) = &public_only {
             addrs.retain(|a| is_public(a.ip()));
             if addrs.is_empty() {
-                policy.refused_address(&uri);
+                policy.refused(&uri, INTERNAL_ADDRESS);
                 return Err(Error::DestinationIpProhibited);
             }
         }

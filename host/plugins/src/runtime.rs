@@ -316,6 +316,30 @@ impl PluginRuntime {
         validate::check_world(&self.inner.engine, &compiled.component, manifest)
     }
 
+    /// Compiles `bytes` for a plugin of `world`, after checking the manifest (cheap)
+    /// before compiling (not).
+    fn compile_for(
+        &self,
+        manifest: &Manifest,
+        world: World,
+        bytes: &[u8],
+    ) -> Result<CompiledComponent, LoadError> {
+        check_world_is(manifest, world)?;
+        validate::check_manifest(manifest, self.inner.config.max_memory_bytes)?;
+        self.compile(bytes)
+    }
+
+    /// [`PluginRuntime::validate`] for a plugin that is to serve `world`.
+    fn validate_for(
+        &self,
+        manifest: &Manifest,
+        world: World,
+        compiled: &CompiledComponent,
+    ) -> Result<(), LoadError> {
+        check_world_is(manifest, world)?;
+        self.validate(manifest, compiled)
+    }
+
     /// Compiles (or loads from the cache), validates and links a router plugin.
     pub fn load_router(
         &self,
@@ -323,15 +347,7 @@ impl PluginRuntime {
         bytes: &[u8],
         config: PluginConfig,
     ) -> Result<RouterPlugin, LoadError> {
-        if manifest.world != World::Router {
-            return Err(LoadError::Manifest(format!(
-                "the manifest claims the {} world, not router",
-                manifest.world
-            )));
-        }
-        // The manifest first: it is cheap to check, and compiling is not.
-        validate::check_manifest(&manifest, self.inner.config.max_memory_bytes)?;
-        let compiled = self.compile(bytes)?;
+        let compiled = self.compile_for(&manifest, World::Router, bytes)?;
         self.link_router(manifest, compiled, config)
     }
 
@@ -343,13 +359,7 @@ impl PluginRuntime {
         compiled: CompiledComponent,
         config: PluginConfig,
     ) -> Result<RouterPlugin, LoadError> {
-        if manifest.world != World::Router {
-            return Err(LoadError::Manifest(format!(
-                "the manifest claims the {} world, not router",
-                manifest.world
-            )));
-        }
-        self.validate(&manifest, &compiled)?;
+        self.validate_for(&manifest, World::Router, &compiled)?;
         RouterPlugin::new(self.inner.clone(), manifest, compiled, config)
     }
 
@@ -362,9 +372,7 @@ impl PluginRuntime {
         config: PluginConfig,
         allowed_hosts: Vec<String>,
     ) -> Result<NotifierPlugin, LoadError> {
-        check_world_is(&manifest, World::Notifier)?;
-        validate::check_manifest(&manifest, self.inner.config.max_memory_bytes)?;
-        let compiled = self.compile(bytes)?;
+        let compiled = self.compile_for(&manifest, World::Notifier, bytes)?;
         self.link_notifier(manifest, compiled, config, allowed_hosts)
     }
 
@@ -384,8 +392,7 @@ impl PluginRuntime {
         config: PluginConfig,
         allowed_hosts: Vec<String>,
     ) -> Result<NotifierPlugin, LoadError> {
-        check_world_is(&manifest, World::Notifier)?;
-        self.validate(&manifest, &compiled)?;
+        self.validate_for(&manifest, World::Notifier, &compiled)?;
         NotifierPlugin::new(
             self.inner.clone(),
             manifest,
@@ -406,9 +413,7 @@ impl PluginRuntime {
         object_store: Option<Arc<dyn ObjectStore>>,
         buckets: Vec<String>,
     ) -> Result<FilerPlugin, LoadError> {
-        check_world_is(&manifest, World::Filer)?;
-        validate::check_manifest(&manifest, self.inner.config.max_memory_bytes)?;
-        let compiled = self.compile(bytes)?;
+        let compiled = self.compile_for(&manifest, World::Filer, bytes)?;
         self.link_filer(
             manifest,
             compiled,
@@ -442,8 +447,7 @@ impl PluginRuntime {
         object_store: Option<Arc<dyn ObjectStore>>,
         buckets: Vec<String>,
     ) -> Result<FilerPlugin, LoadError> {
-        check_world_is(&manifest, World::Filer)?;
-        self.validate(&manifest, &compiled)?;
+        self.validate_for(&manifest, World::Filer, &compiled)?;
         FilerPlugin::new(
             self.inner.clone(),
             manifest,
@@ -464,9 +468,7 @@ impl PluginRuntime {
         config: PluginConfig,
         allowed_hosts: Vec<String>,
     ) -> Result<EnginePlugin, LoadError> {
-        check_world_is(&manifest, World::EngineAdapter)?;
-        validate::check_manifest(&manifest, self.inner.config.max_memory_bytes)?;
-        let compiled = self.compile(bytes)?;
+        let compiled = self.compile_for(&manifest, World::EngineAdapter, bytes)?;
         self.link_engine(manifest, compiled, config, allowed_hosts)
     }
 
@@ -479,8 +481,7 @@ impl PluginRuntime {
         config: PluginConfig,
         allowed_hosts: Vec<String>,
     ) -> Result<EnginePlugin, LoadError> {
-        check_world_is(&manifest, World::EngineAdapter)?;
-        self.validate(&manifest, &compiled)?;
+        self.validate_for(&manifest, World::EngineAdapter, &compiled)?;
         EnginePlugin::new(
             self.inner.clone(),
             manifest,

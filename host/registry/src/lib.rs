@@ -327,10 +327,16 @@ impl Registry {
     pub async fn list(&self) -> Result<Vec<PluginView>, RegistryError> {
         let versions = self.0.store.plugin_versions().await?;
         let bindings = self.0.store.plugin_bindings().await?;
+        // One snapshot of every binding's calls, taken once for all versions.
+        let serving = self.binding_metrics();
         let mut out: Vec<PluginView> = Vec::new();
         for row in versions {
             let manifest = parse_manifest(&row.manifest)?;
-            let stats = self.stats_of(&row.name, &row.version);
+            let stats = serving
+                .iter()
+                .filter(|b| b.plugin == row.name && b.version == row.version)
+                .map(|b| CallStats::new(&b.scope, &b.metrics))
+                .collect();
             let view = VersionView::new(&row, &manifest, None, stats);
             match out.iter_mut().find(|p| p.name == row.name) {
                 Some(p) => p.versions.push(view),
@@ -579,11 +585,7 @@ impl Registry {
                     plugin,
                     generation,
                 });
-                if let Ok(mut routers) = self.0.routers.write() {
-                    let mut next: HashMap<String, Slot> = (**routers).clone();
-                    next.insert(active.binding.scope.clone(), Ok(active));
-                    *routers = Arc::new(next);
-                }
+                rebind(&self.0.routers, active.binding.scope.clone(), Ok(active));
             }
             Loaded::Notifier(plugin) => {
                 let active = Arc::new(ActiveNotifier {
@@ -591,34 +593,22 @@ impl Registry {
                     plugin,
                     filter: settings.filter.clone(),
                 });
-                if let Ok(mut notifiers) = self.0.notifiers.write() {
-                    let mut next = (**notifiers).clone();
-                    next.insert(active.binding.scope.clone(), active);
-                    *notifiers = Arc::new(next);
-                }
+                rebind(&self.0.notifiers, active.binding.scope.clone(), active);
             }
             Loaded::Filer(plugin) => {
                 let scheme = binding.scope.to_ascii_lowercase();
                 let active = Arc::new(ActiveFiler { binding, plugin });
-                if let Ok(mut filers) = self.0.filers.write() {
-                    let mut next = (**filers).clone();
-                    next.insert(scheme, active);
-                    *filers = Arc::new(next);
-                }
+                rebind(&self.0.filers, scheme, active);
             }
             Loaded::Engine(plugin) => {
                 let active = Arc::new(ActiveEngine { binding, plugin });
-                if let Ok(mut engines) = self.0.engines.write() {
-                    let mut next = (**engines).clone();
-                    next.insert(active.binding.scope.clone(), active);
-                    *engines = Arc::new(next);
-                }
+                rebind(&self.0.engines, active.binding.scope.clone(), active);
             }
         }
     }
 
     fn engines(&self) -> Arc<BTreeMap<String, Arc<ActiveEngine>>> {
-        self.0.engines.read().map(|e| e.clone()).unwrap_or_default()
+        snapshot(&self.0.engines)
     }
 
     /// The adapter bound to workflow engine `name` (e.g. "airflow"), if any. Its calls
@@ -628,7 +618,7 @@ impl Registry {
     }
 
     fn filers(&self) -> Arc<BTreeMap<String, Arc<ActiveFiler>>> {
-        self.0.filers.read().map(|f| f.clone()).unwrap_or_default()
+        snapshot(&self.0.filers)
     }
 
     fn filer_for(&self, url: &str) -> Result<Arc<ActiveFiler>, String> {
@@ -641,11 +631,7 @@ impl Registry {
     }
 
     pub(crate) fn notifiers(&self) -> Arc<BTreeMap<String, Arc<ActiveNotifier>>> {
-        self.0
-            .notifiers
-            .read()
-            .map(|n| n.clone())
-            .unwrap_or_default()
+        snapshot(&self.0.notifiers)
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -727,7 +713,7 @@ impl Registry {
     }
 
     fn routers(&self) -> Arc<HashMap<String, Slot>> {
-        self.0.routers.read().map(|r| r.clone()).unwrap_or_default()
+        snapshot(&self.0.routers)
     }
 
     /// The calls of every binding that serves now (for `/metrics`): which world, scope
@@ -763,15 +749,6 @@ impl Registry {
                 .map(|a| entry(World::EngineAdapter, &a.binding, a.plugin.metrics())),
         );
         all
-    }
-
-    /// Call statistics of the bindings that serve `name@version` now.
-    fn stats_of(&self, name: &str, version: &str) -> Vec<CallStats> {
-        self.binding_metrics()
-            .iter()
-            .filter(|b| b.plugin == name && b.version == version)
-            .map(|b| CallStats::new(&b.scope, &b.metrics))
-            .collect()
     }
 }
 
@@ -895,6 +872,22 @@ impl Router for Registry {
                 message: call_error_text(&e),
             }),
         }
+    }
+}
+
+/// The current copy of a binding table: calls work on one consistent snapshot while
+/// changes replace the table whole.
+fn snapshot<M: Default>(table: &RwLock<Arc<M>>) -> Arc<M> {
+    table.read().map(|t| t.clone()).unwrap_or_default()
+}
+
+/// Replaces a binding table with a copy in which `key` is bound to `value` (calls in
+/// flight keep the copy they took).
+fn rebind<M: Clone + Extend<(String, V)>, V>(table: &RwLock<Arc<M>>, key: String, value: V) {
+    if let Ok(mut t) = table.write() {
+        let mut next = (**t).clone();
+        next.extend([(key, value)]);
+        *t = Arc::new(next);
     }
 }
 
