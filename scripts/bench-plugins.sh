@@ -19,7 +19,7 @@ CARGO_TARGET_DIR="$CARGO_TARGET_DIR/wasm-plugins" bash plugins/build.sh >/dev/nu
 eval "$(bash scripts/garage.sh)"
 cargo build --release --locked -p tessera-plugins --example router_bench --example filer_bench
 cargo build --release --locked -p tessera-bench
-cargo build --release --locked -p tessera-objstore --features plugins --example filer_s3_bench
+cargo build --release --locked -p tessera-s3 --example filer_s3_bench
 bin="$CARGO_TARGET_DIR/release"
 
 echo "# Plugin benchmarks, $(date -u +%Y-%m-%d), $(nproc) cores, $(free -g | awk '/^Mem/{print $2}') GiB"

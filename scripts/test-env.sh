@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Installs and starts what the tests need, when missing: Docker engine, busybox-static,
-# PostgreSQL, the local test image, a Python venv with py-tes, and Node.js with npm (for
+# Installs and starts what the tests need, when missing: Docker engine, PostgreSQL, the local test image, a Python venv with py-tes, and Node.js with npm (for
 # the JavaScript example plugin). Idempotent; prints the environment for the tests as
 # `export` lines on stdout (everything else to stderr).
 set -euo pipefail
@@ -9,7 +8,6 @@ log() { echo "[test-env] $*" >&2; }
 need_apt=()
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v docker >/dev/null 2>&1 || need_apt+=(docker.io)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx wget || need_apt+=(busybox-static)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 # Node.js and npm build the JavaScript example plugin (examples/plugins/js-router/build.sh).
@@ -45,7 +43,8 @@ fi
 for _ in $(seq 1 60); do su postgres -c "psql -qAtc 'select 1'" >/dev/null 2>&1 && break; sleep 0.5; done
 su postgres -c "psql -qAtc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
 
-# The test image, built locally FROM scratch (no registry is reachable).
+# The test image, built locally FROM scratch (no registry is reachable); the script
+# installs busybox-static itself when it is missing.
 bash "$(dirname "$0")/../tests/images/build.sh" >&2
 
 # py-tes in a venv kept outside the clone so reruns are fast.

@@ -8,6 +8,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
 eval "$(bash scripts/test-env.sh)"
 
 cargo fmt --all -- --check
+bash scripts/check-links.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The guest workspaces: the SDK and the built-in plugins (their logic runs natively in
 # `cargo test`; build.sh makes the components that the plugin runtime's tests load).

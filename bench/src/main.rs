@@ -497,6 +497,7 @@ async fn bench_dispatch() {
             component: Box::leak(wasm.clone().into_boxed_slice()),
         }],
         None,
+        Vec::new(),
     )
     .await
     .unwrap_or_else(|e| panic!("registry: {e}"));

@@ -119,9 +119,10 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidUrl(m) => write!(f, "invalid URL: {m}"),
             Error::InvalidHeader(m) => write!(f, "invalid header: {m}"),
-            Error::Http(ErrorCode::HttpRequestDenied) => {
-                f.write_str("the host does not allow requests to this address")
-            }
+            Error::Http(ErrorCode::HttpRequestDenied) => f.write_str(
+                "the server does not allow requests to this address (not a host this \
+                     plugin may reach; internal addresses only when the operator names them)",
+            ),
             Error::Http(code) => write!(f, "HTTP request failed: {code:?}"),
             Error::Stream(m) => write!(f, "HTTP request failed: {m}"),
         }

@@ -151,3 +151,92 @@ async fn cli_submit_wait_get_list_logs_and_cancel() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("authentication required"));
 }
+
+#[tokio::test]
+async fn every_cli_command_ends_quietly_when_its_reader_goes_away() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = Server::start(Options::default()).await;
+    let id = s
+        .create(&tessera_tests::simple_task(&["echo", "hello"]))
+        .await;
+    s.wait_done(&id).await;
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("task.json");
+    std::fs::write(&task, tessera_tests::simple_task(&["true"]).to_string()).unwrap();
+    let object = dir.path().join("object");
+    std::fs::write(&object, "some bytes\n").unwrap();
+    let wasm = dir.path().join("first-fit.wasm");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../host/plugins/tests/components/first-fit.wat"
+    );
+    std::fs::write(&wasm, wat::parse_file(path).unwrap()).unwrap();
+    let manifest = |version: &str| {
+        let m = dir.path().join(format!("manifest-{version}.toml"));
+        std::fs::write(
+            &m,
+            format!("name = \"first-fit\"\nversion = \"{version}\"\nworld = \"router\"\n"),
+        )
+        .unwrap();
+        m.display().to_string()
+    };
+    let (m1, m2) = (manifest("1.0.0"), manifest("1.0.1"));
+    let (task, object, wasm) = (
+        task.display().to_string(),
+        object.display().to_string(),
+        wasm.display().to_string(),
+    );
+
+    // A finished task: cancel says so instead of "cancel requested".
+    let out = cli(&s, &["cancel", &id]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{id} had already ended (COMPLETE); nothing to cancel\n")
+    );
+
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["task", "submit", &task],
+        vec!["task", "submit", &task, "--wait"],
+        vec!["task", "get", &id],
+        vec!["task", "get", &id, "--view", "full", "-o", "json"],
+        vec!["task", "list"],
+        vec!["task", "logs", &id],
+        vec!["task", "cancel", &id],
+        vec!["plugin", "list"],
+        vec!["plugin", "show", "router-default"],
+        vec!["plugin", "install", &wasm, "--manifest", &m1],
+        vec!["plugin", "install", &wasm, "--manifest", &m2],
+        vec!["plugin", "activate", "first-fit", "1.0.0"],
+        vec!["plugin", "activate", "first-fit", "1.0.1"],
+        vec!["plugin", "rollback", "first-fit"],
+        vec!["plugin", "rm", "first-fit", "1.0.1"],
+        vec!["data", "put", &object, "s3://pipes/object"],
+        vec!["data", "ls"],
+        vec!["data", "ls", "s3://pipes"],
+        vec!["data", "get", "s3://pipes/object"],
+        vec!["data", "rm", "s3://pipes/object"],
+    ];
+    for args in commands {
+        // The reader is gone before the command starts, so its first write fails (each
+        // command still does its work first: the next ones depend on it).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = tessera_tests::cli_command(&s, &args);
+        cmd.stdout(writer);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(13),
+            "{args:?} should end by SIGPIPE, ended {}: {stderr}",
+            out.status
+        );
+    }
+}

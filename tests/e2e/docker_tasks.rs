@@ -46,11 +46,35 @@ async fn executors_run_in_order_sharing_inputs_volumes_and_env() {
         assert!(
             exec_log(&t, i)["start_time"].is_string() && exec_log(&t, i)["end_time"].is_string()
         );
-        assert!(
-            meta(&t, &format!("executor.{i}.run_ms")).is_some(),
-            "{}",
-            tessera_tests::short(&t)
+        // One clock for start and end: the end is never before the start, and the run
+        // time is exactly their difference, even for commands that exit at once.
+        let at = |k: &str| {
+            time::OffsetDateTime::parse(
+                exec_log(&t, i)[k].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        };
+        assert!(at("end_time") >= at("start_time"), "{}", exec_log(&t, i));
+        let run_ms: i128 = meta(&t, &format!("executor.{i}.run_ms"))
+            .unwrap_or_else(|| panic!("no run_ms: {}", tessera_tests::short(&t)))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            run_ms,
+            (at("end_time") - at("start_time")).whole_milliseconds()
         );
+        // The kernel's maximum, read when the container ends: there for short runs too.
+        let peak: u64 = meta(&t, &format!("executor.{i}.peak_memory_bytes"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no peak memory for executor {i}: {}",
+                    t["logs"][0]["metadata"]
+                )
+            })
+            .parse()
+            .unwrap();
+        assert!(peak > 0);
     }
     assert!(
         exec_log(&t, 0)["end_time"].as_str() <= exec_log(&t, 1)["start_time"].as_str(),

@@ -2,69 +2,7 @@
 //! scheme, a real HTTP server, a real Docker task reading its input and writing outputs.
 
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use tessera_tests::{BUSYBOX, Options, Server};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-
-/// An HTTP server on 127.0.0.1: GET serves `files`, PUT stores into `files`.
-#[derive(Clone)]
-struct FileServer {
-    port: u16,
-    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-}
-
-impl FileServer {
-    async fn start() -> FileServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let me = FileServer {
-            port: listener.local_addr().unwrap().port(),
-            files: Arc::default(),
-        };
-        let server = me.clone();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let server = server.clone();
-                tokio::spawn(async move {
-                    let Some((head, request_body)) =
-                        tessera_tests::read_http_request(&mut conn).await
-                    else {
-                        return;
-                    };
-                    let mut first = head.lines().next().unwrap_or("").split(' ');
-                    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-                    let (status, body) = match method {
-                        "GET" => match server.files.lock().unwrap().get(path) {
-                            Some(b) => (200, b.clone()),
-                            None => (404, b"not found".to_vec()),
-                        },
-                        "PUT" => {
-                            server
-                                .files
-                                .lock()
-                                .unwrap()
-                                .insert(path.to_string(), request_body);
-                            (201, Vec::new())
-                        }
-                        _ => (405, Vec::new()),
-                    };
-                    let head = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = conn.write_all(head.as_bytes()).await;
-                    let _ = conn.write_all(&body).await;
-                });
-            }
-        });
-        me
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
+use tessera_tests::{BUSYBOX, FileServer, Options, Server};
 
 #[tokio::test]
 async fn http_inputs_and_outputs_stage_through_the_filer_plugin() {
@@ -75,7 +13,12 @@ async fn http_inputs_and_outputs_stage_through_the_filer_plugin() {
         .lock()
         .unwrap()
         .insert("/data/in.bin".into(), data.clone());
-    let s = Server::start(Options::default()).await;
+    // Without the default bindings, so that activating one is what enables http://.
+    let s = Server::start(Options {
+        extra_args: vec!["--no-default-filers".into()],
+        ..Options::default()
+    })
+    .await;
 
     let task = json!({
         "name": "filer",
@@ -87,10 +30,14 @@ async fn http_inputs_and_outputs_stage_through_the_filer_plugin() {
         "executors": [{"image": BUSYBOX, "command": ["sh", "-c",
             "cp /in/in.bin /out/copy.bin && mkdir -p /out/many && echo a > /out/many/a.txt && echo b > /out/many/b.txt"]}]
     });
-    // Before a filer serves http://, such URLs are refused, and service-info says so.
+    // Before a filer serves http://, such URLs are refused, saying what is served and how
+    // to enable more, and service-info says so.
     let (status, body) = s.post_json(&s.tes("/tasks"), &task).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body.to_string().contains("not supported"), "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("\"http\" is not supported"), "{body}");
+    assert!(message.contains("inline content"), "{body}");
+    assert!(message.contains("tessera plugin activate"), "{body}");
     let (_, info) = s.get_json(&s.tes("/service-info")).await;
     assert!(!info["storage"].to_string().contains("http://"), "{info}");
 
@@ -184,7 +131,7 @@ async fn a_failing_filer_ends_the_task_system_error_with_its_reason() {
 
 /// The S3 store the test command starts (Garage), from TESSERA_TEST_S3_*; `None` skips
 /// unless TESSERA_REQUIRE_ALL=1.
-fn s3_env() -> Option<(tessera_objstore::S3Config, String)> {
+fn s3_env() -> Option<(tessera_s3::S3Config, String)> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let Some(endpoint) = var("TESSERA_TEST_S3_ENDPOINT") else {
         assert!(
@@ -195,11 +142,11 @@ fn s3_env() -> Option<(tessera_objstore::S3Config, String)> {
         return None;
     };
     Some((
-        tessera_objstore::S3Config {
+        tessera_s3::S3Config {
             endpoint: Some(endpoint),
             region: var("TESSERA_TEST_S3_REGION").unwrap_or_else(|| "garage".into()),
             access_key_id: var("TESSERA_TEST_S3_ACCESS_KEY").expect("TESSERA_TEST_S3_ACCESS_KEY"),
-            secret_access_key: tessera_objstore::Secret::new(
+            secret_access_key: tessera_s3::Secret::new(
                 var("TESSERA_TEST_S3_SECRET_KEY").expect("TESSERA_TEST_S3_SECRET_KEY"),
             ),
             path_style: true,
@@ -213,7 +160,7 @@ async fn s3_inputs_and_outputs_stage_through_filer_s3_and_the_host_store() {
     let Some((cfg, bucket)) = s3_env() else {
         return;
     };
-    let client = tessera_objstore::ObjectStore::new(cfg.clone()).unwrap();
+    let client = tessera_s3::S3Client::new(cfg.clone()).unwrap();
     let prefix = format!("e2e-{}", std::process::id());
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     let body = futures_stream(data.clone());

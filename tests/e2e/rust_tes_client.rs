@@ -424,3 +424,20 @@ async fn example_outputs_json_runs_with_its_directory_allowed() {
     assert_eq!(outputs[0].size_bytes, "14");
     assert!(outputs[0].url.ends_with("/out/up.txt"), "{outputs:?}");
 }
+
+#[tokio::test]
+async fn example_s3_json_runs_as_documented() {
+    let s = Server::start(Options::default()).await;
+    let words = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tes/words.txt");
+    // As the example says: put its input with the CLI first.
+    tessera_tests::cli_ok(&s, &["data", "put", words, "s3://demo/in/words.txt"]).await;
+    let t = submit_example(&s, example("s3.json")).await;
+    let count = tessera_tests::cli_ok(&s, &["data", "get", "s3://demo/out/count.txt"]).await;
+    assert_eq!(String::from_utf8_lossy(&count).trim(), "9", "{}", short(&t));
+    let sorted = tessera_tests::cli_ok(&s, &["data", "get", "s3://demo/out/sorted.txt"]).await;
+    assert!(
+        String::from_utf8_lossy(&sorted).starts_with("and\ninputs\n"),
+        "{}",
+        short(&t)
+    );
+}

@@ -34,7 +34,16 @@ async fn service_info_describes_storage_and_backend_parameters() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(storage, [format!("file://{}", s.allowed.display())]);
+    // The allowed directory, and the schemes the default filers serve.
+    assert_eq!(
+        storage,
+        [
+            format!("file://{}", s.allowed.display()),
+            "http://".into(),
+            "https://".into(),
+            "s3://".into()
+        ]
+    );
     assert_eq!(info["tesResources_backend_parameters"], json!(["network"]));
 }
 

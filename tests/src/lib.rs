@@ -2,8 +2,10 @@
 //! private data directory, and talk to it over HTTP like any client.
 
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The image the test command builds locally (`tests/images/build.sh`).
@@ -356,4 +358,133 @@ pub async fn read_http_request(conn: &mut tokio::net::TcpStream) -> Option<(Stri
     }
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     Some((head, buf[head_end..].to_vec()))
+}
+
+/// An HTTP server on 127.0.0.1: GET serves `files`, PUT stores into `files`.
+#[derive(Clone)]
+pub struct FileServer {
+    pub port: u16,
+    pub files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+}
+
+impl FileServer {
+    pub async fn start() -> FileServer {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let me = FileServer {
+            port: listener.local_addr().unwrap().port(),
+            files: Arc::default(),
+        };
+        let server = me.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let Some((head, request_body)) = read_http_request(&mut conn).await else {
+                        return;
+                    };
+                    let mut first = head.lines().next().unwrap_or("").split(' ');
+                    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+                    let (status, body) = match method {
+                        "GET" => match server.files.lock().unwrap().get(path) {
+                            Some(b) => (200, b.clone()),
+                            None => (404, b"not found".to_vec()),
+                        },
+                        "PUT" => {
+                            server
+                                .files
+                                .lock()
+                                .unwrap()
+                                .insert(path.to_string(), request_body);
+                            (201, Vec::new())
+                        }
+                        _ => (405, Vec::new()),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(&body).await;
+                });
+            }
+        });
+        me
+    }
+
+    pub fn insert(&self, path: &str, bytes: &[u8]) {
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), bytes.to_vec());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// The `tessera` CLI pointed at `s` (its token from the data directory): the command,
+/// ready to run.
+pub fn cli_command(s: &Server, args: &[&str]) -> Command {
+    let mut cmd = Command::new(tessera_bin());
+    cmd.args(args)
+        .env("TESSERA_SERVER", &s.url)
+        .env("TESSERA_DATA_DIR", &s.data_dir)
+        .env_remove("TESSERA_TOKEN");
+    cmd
+}
+
+/// Run the CLI off the async threads; panics unless it succeeds. Returns stdout.
+pub async fn cli_ok(s: &Server, args: &[&str]) -> Vec<u8> {
+    let mut cmd = cli_command(s, args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("tessera CLI"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tessera {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The Python with py-tes (TESSERA_TEST_PYTHON, made by scripts/test-env.sh); `None`
+/// skips unless TESSERA_REQUIRE_ALL=1.
+pub fn pytes_python() -> Option<String> {
+    match std::env::var("TESSERA_TEST_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) => {
+            assert!(
+                std::env::var("TESSERA_REQUIRE_ALL").is_err(),
+                "TESSERA_TEST_PYTHON is not set; scripts/test-env.sh makes the py-tes venv"
+            );
+            eprintln!("SKIPPED: TESSERA_TEST_PYTHON not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+/// Submit `task` with py-tes, wait for it to end, and return its FULL view as py-tes
+/// read it.
+pub async fn pytes_run(python: &str, s: &Server, task: &Value) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/pytes/run_task.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .arg(&s.url)
+        .arg(&s.token)
+        .arg(task.to_string());
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "py-tes failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        s.server_log()
+    );
+    serde_json::from_slice(&out.stdout).expect("py-tes printed the task as JSON")
 }

@@ -1,9 +1,12 @@
 //! The HTTP layer. Routes:
 //! - GA4GH TES v1.1.0 under `/ga4gh/tes/v1`
-//! - `GET /v1/tasks/{id}`: a task with its current reason and event history
+//! - `GET /v1/tasks/{id}`: a task with its current reason and event history;
+//!   `POST /v1/tasks/{id}/cancel`: cancel, saying whether the task had already ended
 //! - `/v1/plugins`: plugin install, list, inspect, activate, rollback, delete
+//! - `/v1/data`: buckets and objects of the object store behind `s3://` URLs
 //! - `/healthz`, `/readyz`, `/metrics` (no authentication)
 
+mod data;
 mod error;
 mod metrics;
 mod plugins;
@@ -39,18 +42,29 @@ struct Inner {
     runner: Runner,
     cfg: ApiConfig,
     registry: Registry,
+    objects: data::Objects,
 }
 
 /// Largest plugin upload (a Python component is ~20 MB).
 pub const MAX_PLUGIN_BYTES: usize = 256 << 20;
 
 impl AppState {
-    pub fn new(runner: Runner, cfg: ApiConfig, registry: Registry) -> Self {
+    pub fn new(
+        runner: Runner,
+        cfg: ApiConfig,
+        registry: Registry,
+        objects: Arc<dyn tessera_objstore::ObjectStore>,
+    ) -> Self {
         AppState(Arc::new(Inner {
             runner,
             cfg,
             registry,
+            objects,
         }))
+    }
+
+    fn objects(&self) -> &data::Objects {
+        &self.0.objects
     }
 
     fn registry(&self) -> &Registry {
@@ -70,7 +84,10 @@ impl AppState {
         } = self.runner().engine_status()
         {
             p.max_cpu_cores = i32::try_from(cpus).ok().filter(|c| *c > 0);
-            p.max_ram_gb = (memory_bytes > 0).then(|| memory_bytes as f64 / (1u64 << 30) as f64);
+            p.max_ram_gb = u64::try_from(memory_bytes)
+                .ok()
+                .filter(|b| *b > 0)
+                .map(tessera_core::units::bytes_to_gb);
         }
         p
     }
@@ -88,6 +105,16 @@ pub fn router(state: AppState) -> Router {
             get(tes::get_task).post(tes::cancel_task),
         )
         .route("/v1/tasks/{id}", get(tes::task_status))
+        .route("/v1/tasks/{id}/cancel", post(tes::cancel_v1))
+        .route("/v1/data", get(data::buckets))
+        .route("/v1/data/{bucket}", get(data::list))
+        .route(
+            "/v1/data/{bucket}/{*key}",
+            get(data::get)
+                .head(data::head)
+                .put(data::put)
+                .delete(data::delete),
+        )
         .route(
             "/v1/plugins",
             get(plugins::list)

@@ -390,3 +390,49 @@ pub async fn task_status(
         events,
     }))
 }
+
+/// What `POST /v1/tasks/{id}/cancel` did.
+#[derive(Serialize)]
+pub struct CancelResult {
+    pub id: String,
+    /// The task's state after the request: CANCELING or CANCELED, or the terminal state it
+    /// had already reached.
+    pub state: TaskState,
+    /// True when the task had already ended, so nothing was canceled.
+    pub already_ended: bool,
+}
+
+/// `POST /v1/tasks/{id}/cancel`: TES's cancel, telling the caller what happened.
+pub async fn cancel_v1(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CancelResult>, Error> {
+    check_id(&id)?;
+    let outcome = state
+        .runner()
+        .cancel(&id)
+        .await
+        .map_err(|e| Error::internal("canceling the task failed", e))?;
+    match outcome {
+        CancelOutcome::NotFound => Err(Error(ApiError::not_found("task", &id))),
+        CancelOutcome::AlreadyFinished(s) => Ok(Json(CancelResult {
+            id,
+            state: s,
+            already_ended: true,
+        })),
+        CancelOutcome::Canceling => {
+            let now = state
+                .runner()
+                .store()
+                .get_task(&id)
+                .await
+                .map_err(|e| Error::internal("reading the task failed", e))?
+                .map_or(TaskState::Canceling, |t| t.state);
+            Ok(Json(CancelResult {
+                id,
+                state: now,
+                already_ended: false,
+            }))
+        }
+    }
+}

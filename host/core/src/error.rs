@@ -21,7 +21,11 @@ pub enum ErrorCode {
     /// The request contradicts the current state (e.g. deleting a plugin version in use).
     Conflict,
     BodyTooLarge,
+    /// An upload without a `Content-Length` header (objects are stored with their size).
+    LengthRequired,
     Unauthorized,
+    /// The caller may not do this (or the storage behind the server refused it).
+    Forbidden,
     UnsupportedMediaType,
     Internal,
     Unavailable,
@@ -36,8 +40,10 @@ impl ErrorCode {
             | ErrorCode::InvalidPageToken
             | ErrorCode::InvalidPlugin => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
+            ErrorCode::LengthRequired => 411,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Internal => 500,

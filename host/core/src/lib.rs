@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod id;
+pub mod objects;
 pub mod page;
 pub mod routing;
 pub mod staging;
@@ -13,6 +14,7 @@ pub mod state;
 pub mod task;
 pub mod tes;
 pub mod time_fmt;
+pub mod units;
 pub mod validate;
 pub mod view;
 

@@ -126,6 +126,20 @@ pub struct Resources {
     pub backend_parameters_strict: Option<bool>,
 }
 
+impl Resources {
+    /// `ram_gb` in bytes ([`crate::units`]); 0 when not asked for.
+    pub fn ram_bytes(&self) -> u64 {
+        self.ram_gb.map_or(0, crate::units::gb_to_bytes)
+    }
+
+    /// `cpu_cores` as a count; 0 when not asked for (or not positive).
+    pub fn cpu_count(&self) -> u32 {
+        self.cpu_cores
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(0)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TaskLog {
     #[serde(default)]

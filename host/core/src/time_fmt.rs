@@ -18,6 +18,13 @@ pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
+/// Now, or `start` if the clock reads earlier than it (an end time is never before its
+/// start, even when the wall clock steps back).
+pub fn end_not_before(start: Option<&str>) -> String {
+    let now = OffsetDateTime::now_utc();
+    format_rfc3339(start.and_then(parse_rfc3339).map_or(now, |s| now.max(s)))
+}
+
 /// Milliseconds between two RFC 3339 timestamps, if both parse and `end >= start`.
 pub fn millis_between(start: &str, end: &str) -> Option<i64> {
     let (s, e) = (parse_rfc3339(start)?, parse_rfc3339(end)?);

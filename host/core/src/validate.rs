@@ -420,16 +420,18 @@ fn check_url(url: &str, policy: &Policy) -> Result<(), String> {
                 if rest.is_empty() || rest.chars().any(|c| c.is_control() || c == ' ') {
                     return Err(format!("{url:?} is not a valid URL"));
                 }
+                if lower == "s3" {
+                    crate::objects::parse_s3_url(url).map_err(|e| e.to_string())?;
+                }
                 return Ok(());
             }
-            let supported = storage_prefixes(policy);
+            let mut served = storage_prefixes(policy);
+            served.push("inline content".into());
             Err(format!(
-                "URL scheme {scheme:?} is not supported by this server; supported: {}",
-                if supported.is_empty() {
-                    "inline content only".to_string()
-                } else {
-                    supported.join(", ")
-                }
+                "URL scheme {scheme:?} is not supported by this server; it serves {}. \
+                 To serve another scheme, bind a filer plugin to it \
+                 (`tessera plugin activate NAME VERSION --scope SCHEME`, see docs/plugins.md)",
+                served.join(", ")
             ))
         }
     }

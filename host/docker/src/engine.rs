@@ -16,6 +16,7 @@ use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OnceCell;
 
+use crate::cgroup::CgroupPeaks;
 use crate::error::{self, DockerError};
 use crate::spec::ContainerSpec;
 use crate::types::{ContainerStatus, ContainerSummary, EngineInfo, LogChunk};
@@ -42,6 +43,10 @@ struct Inner {
     socket: String,
     client: OnceCell<Docker>,
     images: Mutex<HashSet<String>>,
+    /// Where containers get their parent cgroups, when asked for ([`DockerEngine::account_cgroups_under`]).
+    cgroup_root: Mutex<Option<String>>,
+    /// Kernel peak memory, when the engine's cgroups are visible here (set by `info`).
+    cgroups: Mutex<Option<CgroupPeaks>>,
 }
 
 impl std::fmt::Debug for DockerEngine {
@@ -151,8 +156,38 @@ impl DockerEngine {
                 socket,
                 client: OnceCell::new(),
                 images: Mutex::new(HashSet::new()),
+                cgroup_root: Mutex::new(None),
+                cgroups: Mutex::new(None),
             }),
         })
+    }
+
+    /// Give each container created from now on a parent cgroup `<root>/<name>`, so that
+    /// [`DockerEngine::exit_peak_memory`] reads its peak memory from the kernel when it
+    /// ends. Takes effect at the next [`DockerEngine::info`], and only where that works
+    /// (the `cgroupfs` driver, the engine's cgroup file system visible here); otherwise
+    /// containers are created as before.
+    pub fn account_cgroups_under(&self, root: &str) {
+        *self
+            .inner
+            .cgroup_root
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(root.to_string());
+    }
+
+    fn cgroups(&self) -> Option<CgroupPeaks> {
+        self.inner
+            .cgroups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The most memory container `name` used while it ran, as the kernel counted it
+    /// (exact, however short the run); `None` when cgroup accounting is off. Call once
+    /// the container has exited.
+    pub fn exit_peak_memory(&self, name: &str) -> Option<u64> {
+        self.cgroups()?.peak(name)
     }
 
     /// The socket path this handle talks to.
@@ -194,7 +229,32 @@ impl DockerEngine {
                 Some(SystemInfoCgroupVersionEnum::_2) => Some(2),
                 _ => None,
             },
+            cgroup_driver: info
+                .cgroup_driver
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
         })
+        .inspect(|info| self.update_cgroups(info))
+    }
+
+    fn update_cgroups(&self, info: &EngineInfo) {
+        let root = self
+            .inner
+            .cgroup_root
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(root) = root else { return };
+        let detected = CgroupPeaks::detect(&root, &info.cgroup_driver, info.cgroup_version);
+        let mut current = self.inner.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(peaks) = &detected
+            && current.is_none()
+        {
+            tracing::info!(cgroup_root = %root, "peak memory is read from each container's cgroup when it ends");
+            // What a crash left behind; cgroups in use cannot be removed.
+            peaks.remove_unused();
+        }
+        *current = detected;
     }
 
     fn image_known(&self, reference: &str) -> bool {
@@ -284,6 +344,11 @@ impl DockerEngine {
     /// [`DockerEngine::ensure_image`] first).
     pub async fn create(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
         let docker = self.client().await?;
+        let mut spec = spec.clone();
+        if let Some(cgroups) = self.cgroups() {
+            spec.cgroup_parent = Some(cgroups.parent(&spec.name));
+        }
+        let spec = &spec;
         let options = CreateContainerOptions {
             name: Some(spec.name.clone()),
             ..Default::default()
@@ -504,7 +569,11 @@ impl DockerEngine {
             v: true,
             link: false,
         };
-        match docker.remove_container(name, Some(options)).await {
+        let removed = docker.remove_container(name, Some(options)).await;
+        if let Some(cgroups) = self.cgroups() {
+            cgroups.remove(name);
+        }
+        match removed {
             Ok(()) => Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409,

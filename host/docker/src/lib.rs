@@ -37,6 +37,7 @@
 //! # let _ = code; Ok(()) }
 //! ```
 
+mod cgroup;
 mod engine;
 mod error;
 mod spec;

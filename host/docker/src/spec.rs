@@ -48,6 +48,8 @@ pub struct ContainerSpec {
     /// Create the container with an open, attachable stdin that closes once the attached
     /// client is done (`OpenStdin` + `StdinOnce`). Needed for `start(name, Some(file))`.
     pub open_stdin: bool,
+    /// The parent cgroup (set by the engine when it reads peak memory from the kernel).
+    pub cgroup_parent: Option<String>,
 }
 
 impl ContainerSpec {
@@ -71,6 +73,7 @@ impl ContainerSpec {
             // Equal to the memory limit: no swap beyond it.
             memory_swap: self.memory_bytes,
             network_mode: self.network.clone(),
+            cgroup_parent: self.cgroup_parent.clone(),
             privileged: Some(false),
             security_opt: Some(vec!["no-new-privileges".to_owned()]),
             // Device nodes and raw sockets are never needed by batch tasks; MKNOD would
@@ -128,6 +131,7 @@ mod tests {
             memory_bytes: Some(1 << 30),
             network: Some("none".into()),
             open_stdin: true,
+            cgroup_parent: Some("/tessera/x/c1".into()),
         }
     }
 

@@ -17,6 +17,8 @@ pub struct EngineInfo {
     pub storage_driver: String,
     /// 1 or 2; `None` when the engine does not say.
     pub cgroup_version: Option<u8>,
+    /// `cgroupfs` or `systemd`; empty when the engine does not say.
+    pub cgroup_driver: String,
 }
 
 /// One piece of a container's output, as the engine framed it (not split into lines).

@@ -1,37 +1,121 @@
-//! Tessera's S3 client: metadata, listing, and streaming reads and writes of objects on
-//! any S3-compatible store (AWS S3, Garage, MinIO, …), over `aws-sdk-s3`.
+//! Tessera's object store: buckets of objects named by keys, the project's one way to
+//! keep blobs (task inputs and outputs behind `s3://` URLs, datasets of the data API).
 //!
-//! Two faces over one client:
+//! [`ObjectStore`] is the interface every store implements: plain Rust types, blocking
+//! I/O, objects streamed both ways (a `Read` per get, an [`ObjectUpload`] per put), so
+//! that a store serves a wasmtime host call as easily as an HTTP handler's blocking
+//! task. Two implementations:
 //!
-//! - [`ObjectStore`], async: for code already running on a tokio runtime.
-//! - [`BlockingObjectStore`], blocking: for synchronous callers such as a wasmtime host
-//!   call. It runs each request as a task on a multi-thread tokio runtime whose
-//!   [`Handle`](tokio::runtime::Handle) it is given and parks the calling thread until
-//!   the task is done; see its documentation for where it may be called from. Its
-//!   `with_deadline` bounds a call's waits (a host call's deadline).
+//! - [`EmbeddedObjectStore`] (here): buckets and keys as directories and files under a
+//!   directory of the server's data directory. The default, with nothing to configure.
+//! - the S3 client of `tessera-s3`, for any S3-compatible service.
 //!
-//! Objects are streamed both ways in bounded memory: a read pulls the response body as it
-//! is consumed (a few chunks of read-ahead), a write sends the bytes as they are produced,
-//! as one `PutObject` up to [`MULTIPART_THRESHOLD`] and as a multipart upload of
-//! [`PART_SIZE`] parts above it. Blocking writes come two ways: `put` pulls from a
-//! `std::io::Read`, `put_writer` gives a `std::io::Write` to push into and `finish`.
-//!
-//! With the `plugins` feature, [`PluginObjectStore`] serves filer plugins' object-store
-//! capability from a [`BlockingObjectStore`].
-//!
-//! Failures are [`S3Error`]s, mapped from the SDK's errors and the store's error codes.
-//! Neither they nor any `Debug` output carry the secret key (see [`Secret`]).
+//! Bucket and key rules are decided once, in `tessera_core::objects`.
 
-mod blocking;
-mod config;
-mod error;
-#[cfg(feature = "plugins")]
-mod plugin_store;
-mod store;
+mod embedded;
 
-pub use blocking::{BlockingObjectStore, ObjectReader, ObjectWriter};
-pub use config::{S3Config, Secret};
-pub use error::S3Error;
-#[cfg(feature = "plugins")]
-pub use plugin_store::PluginObjectStore;
-pub use store::{MULTIPART_THRESHOLD, ObjectBody, ObjectInfo, ObjectStore, PART_SIZE};
+pub use embedded::EmbeddedObjectStore;
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+/// The most objects one `list` call returns (a larger `limit` is cut to this).
+pub const MAX_LIST: u32 = 1000;
+
+/// Metadata of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// The store's entity tag, unquoted (for the embedded store, the SHA-256).
+    pub etag: Option<String>,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub modified_ms: Option<u64>,
+    /// SHA-256 of the content, lower-case hex, where the store keeps it.
+    pub sha256: Option<String>,
+}
+
+/// Why an object-store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    #[error("not found")]
+    NotFound,
+    /// A grant does not cover this bucket, or the store refused.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// A bad bucket, key, size or limit.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The key clashes with other objects (in the embedded store, where keys are paths, a
+    /// key cannot be both an object and a folder of objects).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Not reachable now (the caller may retry).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<tessera_core::objects::NameError> for ObjectError {
+    fn from(e: tessera_core::objects::NameError) -> Self {
+        ObjectError::InvalidInput(e.0)
+    }
+}
+
+/// An object store (embedded, S3, …), shared across threads. Every method may block; each
+/// gets a deadline and should give up by then. Credentials stay inside the
+/// implementation; callers that grant buckets (filer bindings) check them before calling.
+pub trait ObjectStore: Send + Sync {
+    /// What this store is, for logs and for `tessera data` (e.g. "embedded at /srv/objects").
+    fn describe(&self) -> String;
+
+    /// Metadata of one object; [`ObjectError::NotFound`] when there is none.
+    fn head(&self, bucket: &str, key: &str, deadline: Instant) -> Result<ObjectInfo, ObjectError>;
+
+    /// The objects whose keys start with `prefix`, in key order (bytewise), after
+    /// `start_after` (exclusive) when given, at most `limit` (1..=[`MAX_LIST`]). Empty
+    /// when there are no more.
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+        deadline: Instant,
+    ) -> Result<Vec<ObjectInfo>, ObjectError>;
+
+    /// The object's bytes, as a reader that streams them (never the whole object in
+    /// memory). An error from a read should be `io::Error::other(ObjectError)`.
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<Box<dyn Read + Send>, ObjectError>;
+
+    /// An upload of exactly `size` bytes: write them, then [`ObjectUpload::finish`]. An
+    /// upload dropped without `finish` is abandoned: the object is not created (or
+    /// replaced), and what was written is cleaned up.
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        deadline: Instant,
+    ) -> Result<Box<dyn ObjectUpload>, ObjectError>;
+
+    /// Delete one object; [`ObjectError::NotFound`] when there is none.
+    fn delete(&self, bucket: &str, key: &str, deadline: Instant) -> Result<(), ObjectError>;
+
+    /// The buckets, sorted by name.
+    fn buckets(&self, deadline: Instant) -> Result<Vec<String>, ObjectError>;
+}
+
+/// An upload in progress: `Write` the object's bytes, then `finish`.
+pub trait ObjectUpload: Write + Send {
+    /// Completes the upload once every byte is written; returns the stored size. Fails
+    /// (and creates nothing) unless exactly the `size` given to [`ObjectStore::put`]
+    /// was written.
+    fn finish(self: Box<Self>) -> Result<u64, ObjectError>;
+}

@@ -20,11 +20,12 @@ use crate::fresh::{self, CallState, FreshCalls};
 use crate::host::HostState;
 use crate::manifest::{Capability, Manifest, PluginConfig};
 use crate::metrics::PluginMetrics;
-use crate::object_store::{self as store, ObjectStore, Upload};
+use crate::object_store::{self as store, Upload};
 use crate::router::PluginError;
 use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
 use crate::wasi_io::{self, HasWasi, WasiParts};
 use crate::workspace::{FileReader, FileWriter, FilerWorkspace, Overrun};
+use tessera_objstore::{MAX_LIST, ObjectError, ObjectInfo, ObjectStore};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -133,17 +134,17 @@ impl workspace::Host for FilerState {
 
 type WitStoreError = object_store::StoreError;
 
-fn wit_error(e: store::StoreError) -> WitStoreError {
+fn wit_error(e: ObjectError) -> WitStoreError {
     match e {
-        store::StoreError::NotFound => WitStoreError::NotFound,
-        store::StoreError::Denied(m) => WitStoreError::Denied(m),
-        store::StoreError::InvalidInput(m) => WitStoreError::InvalidInput(m),
-        store::StoreError::Unavailable(m) => WitStoreError::Unavailable(m),
-        store::StoreError::Other(m) => WitStoreError::Other(m),
+        ObjectError::NotFound => WitStoreError::NotFound,
+        ObjectError::Denied(m) => WitStoreError::Denied(m),
+        ObjectError::InvalidInput(m) | ObjectError::Conflict(m) => WitStoreError::InvalidInput(m),
+        ObjectError::Unavailable(m) => WitStoreError::Unavailable(m),
+        ObjectError::Other(m) => WitStoreError::Other(m),
     }
 }
 
-fn wit_info(i: store::ObjectInfo) -> object_store::ObjectInfo {
+fn wit_info(i: ObjectInfo) -> object_store::ObjectInfo {
     object_store::ObjectInfo {
         key: i.key,
         size: i.size,
@@ -172,7 +173,7 @@ impl FilerState {
     fn on_store<R: Send + 'static>(
         &mut self,
         bucket: &str,
-        op: impl FnOnce(&dyn ObjectStore, Instant) -> Result<R, store::StoreError> + Send + 'static,
+        op: impl FnOnce(&dyn ObjectStore, Instant) -> Result<R, ObjectError> + Send + 'static,
     ) -> wasmtime::Result<Result<R, WitStoreError>> {
         let s = match self.store_for(bucket) {
             Ok(s) => s,
@@ -207,7 +208,7 @@ impl object_store::Host for FilerState {
                 "limit must be at least 1".into(),
             )));
         }
-        let limit = limit.min(store::MAX_LIST);
+        let limit = limit.min(MAX_LIST);
         let b = bucket.clone();
         let r = self.on_store(&bucket, move |s, deadline| {
             s.list(&b, &prefix, start_after.as_deref(), limit, deadline)

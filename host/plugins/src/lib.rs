@@ -35,8 +35,8 @@
 //! host directory); `tessera:plugin/workspace` opens files only under them, every path
 //! component opened with `O_NOFOLLOW` relative to the one before (no `..`, no symbolic
 //! links, no FIFOs or devices), and its streams are `wasi:io` streams over the files.
-//! `tessera:plugin/object-store` is served by an [`ObjectStore`] given at link time
-//! (plain Rust, blocking, streaming: a `Read` per get, an [`ObjectUpload`] per put),
+//! `tessera:plugin/object-store` is served by a `tessera_objstore::ObjectStore` given at link time
+//! (plain Rust, blocking, streaming: a `Read` per get, an upload per put),
 //! limited to the binding's buckets. The `http` grant is as for notifiers. Every stream
 //! (file, object, HTTP body) can be spliced into another host-side, so staging large
 //! files never passes them through the plugin's memory.
@@ -76,7 +76,7 @@ pub use manifest::{
 };
 pub use metrics::{LatencyHistogram, MetricsSnapshot, PluginMetrics};
 pub use notifier::{NotifierPlugin, NotifyEvent, TaskInfo};
-pub use object_store::{MAX_LIST, ObjectInfo, ObjectStore, ObjectUpload, StoreError};
+pub use outgoing::check_allowed_host;
 pub use router::{
     Decision, Label, LabelSet, Pair, PluginError, RouteRequest, RouteTarget, RouteTask,
     RouterPlugin, WarmRouter,

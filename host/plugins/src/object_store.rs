@@ -1,6 +1,6 @@
-//! The object store a filer reaches through `tessera:plugin/object-store`: the trait a
-//! store client implements ([`ObjectStore`], plain Rust types, blocking I/O), and the
-//! bridge that turns its readers and writers into `wasi:io` streams.
+//! The object store a filer reaches through `tessera:plugin/object-store`: the bridge
+//! that turns a `tessera_objstore::ObjectStore`'s readers and uploads into `wasi:io`
+//! streams, and the binding's bucket grants.
 //!
 //! Objects stream: a [`get`](ObjectStore::get) is read on a thread of the blocking pool
 //! in chunks of [`CHUNK`] bytes into a channel of [`CHUNKS_AHEAD`] chunks that the
@@ -11,9 +11,9 @@
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use tessera_objstore::{ObjectError, ObjectUpload};
 use tokio::sync::{mpsc, oneshot};
 use wasmtime_wasi::p2::{StreamError, StreamResult};
 use wasmtime_wasi_io::poll::Pollable;
@@ -23,87 +23,6 @@ use wasmtime_wasi_io::streams::{InputStream, OutputStream};
 pub(crate) const CHUNK: usize = 256 << 10;
 /// Chunks buffered between them (per stream).
 pub(crate) const CHUNKS_AHEAD: usize = 4;
-/// The most objects one `list` call returns (a larger `limit` is cut to this).
-pub const MAX_LIST: u32 = 1000;
-
-/// Metadata of one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
-    pub key: String,
-    pub size: u64,
-    pub etag: Option<String>,
-    /// Last modification, milliseconds since the Unix epoch.
-    pub modified_ms: Option<u64>,
-}
-
-/// Why an object-store operation failed (`store-error` of the WIT).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    #[error("not found")]
-    NotFound,
-    /// The grant does not cover this bucket, or the store refused.
-    #[error("denied: {0}")]
-    Denied(String),
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// Not reachable now (the plugin may retry).
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// An object store client (S3 or another), shared by every call of the filers it is
-/// linked to (`Send + Sync`). Every method may block; each gets the deadline of the filer
-/// call it serves and should give up by then (the guest's call ends at the deadline
-/// anyway; an operation still running then finishes on its thread and its result is
-/// dropped). Credentials stay inside the implementation. Bucket grants are checked by the
-/// host before any method is called.
-pub trait ObjectStore: Send + Sync {
-    /// Metadata of one object; [`StoreError::NotFound`] when there is none.
-    fn head(&self, bucket: &str, key: &str, deadline: Instant) -> Result<ObjectInfo, StoreError>;
-
-    /// The objects whose keys start with `prefix`, in key order, after `start_after`
-    /// (exclusive) when given, at most `limit` (1..=[`MAX_LIST`]). Empty when there
-    /// are no more.
-    fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: u32,
-        deadline: Instant,
-    ) -> Result<Vec<ObjectInfo>, StoreError>;
-
-    /// The object's bytes, as a reader that streams them (never the whole object in
-    /// memory). Its reads should end by `deadline` too; an error from a read fails the
-    /// guest's stream with that error's text (`io::Error::other(StoreError)` reads well).
-    fn get(
-        &self,
-        bucket: &str,
-        key: &str,
-        deadline: Instant,
-    ) -> Result<Box<dyn Read + Send>, StoreError>;
-
-    /// An upload of exactly `size` bytes: the host writes them (in chunks, as the guest
-    /// sends them) and then calls [`ObjectUpload::finish`]. An upload dropped without
-    /// `finish` is abandoned (a failed or cancelled call): the implementation must then
-    /// not create the object, and should clean up (e.g. abort a multipart upload).
-    fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        size: u64,
-        deadline: Instant,
-    ) -> Result<Box<dyn ObjectUpload>, StoreError>;
-}
-
-/// An upload in progress: `Write` the object's bytes, then `finish`.
-pub trait ObjectUpload: Write + Send {
-    /// Completes the upload once every byte is written; returns the stored size. Called
-    /// only after exactly the `size` given to [`ObjectStore::put`] was written.
-    fn finish(self: Box<Self>) -> Result<u64, StoreError>;
-}
 
 /// Which buckets a binding grants: exact names, or `*` for every bucket.
 pub(crate) fn bucket_granted(granted: &[String], bucket: &str) -> bool {
@@ -225,7 +144,7 @@ pub struct Upload {
     tx: SharedSender,
     size: u64,
     body_taken: bool,
-    done: Option<oneshot::Receiver<Result<u64, StoreError>>>,
+    done: Option<oneshot::Receiver<Result<u64, ObjectError>>>,
 }
 
 impl Upload {
@@ -240,7 +159,7 @@ impl Upload {
                     match rx.blocking_recv() {
                         Some(Msg::Chunk(b)) => {
                             if let Err(e) = upload.write_all(&b) {
-                                break Err(StoreError::Unavailable(format!(
+                                break Err(ObjectError::Unavailable(format!(
                                     "writing the object failed: {e}"
                                 )));
                             }
@@ -248,14 +167,14 @@ impl Upload {
                         }
                         Some(Msg::Finish) if written == size => break upload.finish(),
                         Some(Msg::Finish) => {
-                            break Err(StoreError::InvalidInput(format!(
+                            break Err(ObjectError::InvalidInput(format!(
                                 "{written} bytes were written of the {size} the upload was \
                                  started with"
                             )));
                         }
                         // Dropped without `finish`: abandoned (the upload is dropped).
                         None => {
-                            break Err(StoreError::Other("the upload was abandoned".into()));
+                            break Err(ObjectError::Other("the upload was abandoned".into()));
                         }
                     }
                 };
@@ -271,9 +190,9 @@ impl Upload {
     }
 
     /// `upload.body`: the stream to write the object's bytes to (once).
-    pub(crate) fn body(&mut self) -> Result<UploadWriter, StoreError> {
+    pub(crate) fn body(&mut self) -> Result<UploadWriter, ObjectError> {
         if self.body_taken {
-            return Err(StoreError::Other(
+            return Err(ObjectError::Other(
                 "the upload's body was already taken".into(),
             ));
         }
@@ -307,11 +226,11 @@ impl Drop for Upload {
 /// An upload whose body has ended, waiting to be completed.
 pub(crate) struct Finishing {
     tx: Option<mpsc::Sender<Msg>>,
-    done: Option<oneshot::Receiver<Result<u64, StoreError>>>,
+    done: Option<oneshot::Receiver<Result<u64, ObjectError>>>,
 }
 
 /// Sends `Finish` and waits for the store's answer (to be awaited under the deadline).
-pub(crate) async fn complete(f: Finishing) -> Result<u64, StoreError> {
+pub(crate) async fn complete(f: Finishing) -> Result<u64, ObjectError> {
     let Finishing { tx, done } = f;
     if let Some(tx) = tx {
         // A closed channel means the writer already stopped; `done` says why.
@@ -319,11 +238,11 @@ pub(crate) async fn complete(f: Finishing) -> Result<u64, StoreError> {
     }
     match done {
         Some(done) => done.await.unwrap_or_else(|_| {
-            Err(StoreError::Other(
+            Err(ObjectError::Other(
                 "the upload stopped without an answer".into(),
             ))
         }),
-        None => Err(StoreError::Other("the upload was already finished".into())),
+        None => Err(ObjectError::Other("the upload was already finished".into())),
     }
 }
 
@@ -459,7 +378,7 @@ mod tests {
     }
 
     impl ObjectUpload for Sink {
-        fn finish(self: Box<Self>) -> Result<u64, StoreError> {
+        fn finish(self: Box<Self>) -> Result<u64, ObjectError> {
             *self.finished.lock().unwrap() = true;
             Ok(self.bytes.lock().unwrap().len() as u64)
         }
@@ -488,7 +407,7 @@ mod tests {
         let sink = Sink::default();
         let mut upload = Upload::start(Box::new(sink.clone()), data.len() as u64);
         send(&mut upload, &data).unwrap();
-        assert!(matches!(upload.body(), Err(StoreError::Other(_))));
+        assert!(matches!(upload.body(), Err(ObjectError::Other(_))));
         let r = in_tokio(complete(upload.finish()));
         assert_eq!(r, Ok(data.len() as u64));
         assert!(*sink.finished.lock().unwrap());
@@ -501,7 +420,7 @@ mod tests {
         let mut upload = Upload::start(Box::new(sink.clone()), 10);
         send(&mut upload, b"short").unwrap();
         match in_tokio(complete(upload.finish())) {
-            Err(StoreError::InvalidInput(m)) => assert!(m.contains("5 bytes"), "{m}"),
+            Err(ObjectError::InvalidInput(m)) => assert!(m.contains("5 bytes"), "{m}"),
             other => panic!("{other:?}"),
         }
         assert!(!*sink.finished.lock().unwrap());

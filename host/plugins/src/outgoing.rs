@@ -109,6 +109,12 @@ impl AllowedHost {
     }
 }
 
+/// Checks one entry of a list of allowed hosts (`*`, `host` or `host:port`), as a binding's
+/// `allow_hosts` are checked when it loads: for configuration read at start.
+pub fn check_allowed_host(entry: &str) -> Result<(), String> {
+    AllowedHost::parse(entry).map(|_| ())
+}
+
 /// Why a request that only `*` allows is refused at an internal address.
 const INTERNAL_ADDRESS: &str =
     "`*` reaches public addresses only; name internal hosts in the binding";

@@ -17,9 +17,9 @@ use crate::error::LoadError;
 use crate::filer::FilerPlugin;
 use crate::manifest::{Manifest, PluginConfig, World};
 use crate::notifier::NotifierPlugin;
-use crate::object_store::ObjectStore;
 use crate::router::RouterPlugin;
 use crate::validate::{self, Interfaces};
+use tessera_objstore::ObjectStore;
 
 /// How the runtime is set up. The defaults suit one host process on a small machine.
 #[derive(Debug, Clone)]

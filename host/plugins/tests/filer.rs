@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use tessera_objstore::{ObjectError as StoreError, ObjectInfo, ObjectStore, ObjectUpload};
 use tessera_plugins::{
     CallError, Capability, ErrorKind, FileKind, FilerPlugin, FilerWorkspace, LoadError, Manifest,
-    ObjectInfo, ObjectStore, ObjectUpload, PluginConfig, PluginError, PluginRuntime, StagedFile,
-    StoreError, World,
+    PluginConfig, PluginError, PluginRuntime, StagedFile, World,
 };
 
 use Capability::{ObjectStore as Objects, Workspace};
@@ -378,6 +378,7 @@ impl ObjectStore for Shared {
             size: o.len() as u64,
             etag: None,
             modified_ms: None,
+            sha256: None,
         })
     }
 
@@ -415,6 +416,25 @@ impl ObjectStore for Shared {
             at: (bucket.into(), key.into()),
             bytes: Vec::new(),
         }))
+    }
+
+    fn describe(&self) -> String {
+        "in memory".into()
+    }
+
+    fn delete(&self, bucket: &str, key: &str, _: Instant) -> Result<(), StoreError> {
+        let mut objects = self.0.objects.lock().unwrap();
+        objects
+            .remove(&(bucket.into(), key.into()))
+            .map(|_| ())
+            .ok_or(StoreError::NotFound)
+    }
+
+    fn buckets(&self, _: Instant) -> Result<Vec<String>, StoreError> {
+        let objects = self.0.objects.lock().unwrap();
+        let mut b: Vec<String> = objects.keys().map(|(b, _)| b.clone()).collect();
+        b.dedup();
+        Ok(b)
     }
 }
 

@@ -23,10 +23,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tessera_core::routing::{self, Decision, RouteError, RouteRequest, Router};
 use tessera_core::time_fmt::now_rfc3339;
+use tessera_objstore::ObjectStore;
 use tessera_plugins::{
     CallError, CompiledComponent, EnginePlugin, FileKind, FilerPlugin, FilerWorkspace, LoadError,
-    Manifest, MetricsSnapshot, NotifierPlugin, ObjectStore, PluginConfig, PluginRuntime,
-    RouterPlugin, WarmRouter, World,
+    Manifest, MetricsSnapshot, NotifierPlugin, PluginConfig, PluginRuntime, RouterPlugin,
+    WarmRouter, World,
 };
 use tessera_store::{BindingRow, Deleted, Installed, PluginVersionRow, Store, StoreError};
 
@@ -36,6 +37,18 @@ pub struct Builtin {
     /// The manifest, TOML.
     pub manifest: &'static str,
     pub component: &'static [u8],
+}
+
+/// A binding that serves a scope when none is stored for it: made from the server's
+/// configuration at every start and never stored, so changing the configuration changes
+/// it. Activating a version on the scope stores a binding that takes its place.
+#[derive(Debug, Clone)]
+pub struct DefaultBinding {
+    pub world: World,
+    pub scope: String,
+    /// A built-in plugin (its version is the built-in's).
+    pub plugin: &'static str,
+    pub settings: Settings,
 }
 
 /// Why a registry operation failed. Each variant maps to one HTTP status and code.
@@ -199,6 +212,8 @@ struct Inner {
     engines: RwLock<Arc<BTreeMap<String, Arc<ActiveEngine>>>>,
     /// The host's object store, for filers granted `object-store`.
     object_store: Option<Arc<dyn ObjectStore>>,
+    /// Bindings that serve where none is stored, with the built-in version they bind.
+    defaults: Vec<(DefaultBinding, String)>,
     generation: AtomicU64,
     /// Serialises activations, rollbacks and deletions (the store's order is the
     /// in-memory order).
@@ -206,14 +221,35 @@ struct Inner {
 }
 
 impl Registry {
-    /// Open the registry: install the built-in plugins that are missing (binding them
-    /// where nothing else is bound), then load every router binding.
+    /// Open the registry: install the built-in plugins that are missing (binding routers
+    /// where nothing else is bound), then load every stored binding, and `defaults` where
+    /// nothing is stored.
     pub async fn open(
         store: Store,
         runtime: PluginRuntime,
         builtins: &[Builtin],
         object_store: Option<Arc<dyn ObjectStore>>,
+        defaults: Vec<DefaultBinding>,
     ) -> Result<Registry, RegistryError> {
+        let mut resolved = Vec::new();
+        for d in defaults {
+            let manifest = builtins
+                .iter()
+                .map(|b| parse_manifest(b.manifest))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .find(|m| m.name == d.plugin && m.world == d.world)
+                .ok_or_else(|| {
+                    RegistryError::Invalid(format!(
+                        "the default binding of {} scope {:?} names {}, which is not a built-in {} plugin",
+                        d.world.name(),
+                        d.scope,
+                        d.plugin,
+                        d.world.name()
+                    ))
+                })?;
+            resolved.push((d, manifest.version));
+        }
         let registry = Registry(Arc::new(Inner {
             store,
             runtime,
@@ -223,6 +259,7 @@ impl Registry {
             filers: RwLock::new(Arc::new(BTreeMap::new())),
             engines: RwLock::new(Arc::new(BTreeMap::new())),
             object_store,
+            defaults: resolved,
             generation: AtomicU64::new(1),
             changes: tokio::sync::Mutex::new(()),
         }));
@@ -349,6 +386,13 @@ impl Registry {
             }
         }
         let routers = self.routers();
+        for (d, row) in self.unstored_defaults(&bindings) {
+            if let Some(p) = out.iter_mut().find(|p| p.name == d.plugin) {
+                let mut view = BindingView::new(&row, None);
+                view.default = true;
+                p.bindings.push(view);
+            }
+        }
         for b in bindings {
             if let Some(p) = out.iter_mut().find(|p| p.name == b.plugin) {
                 let error = routers
@@ -424,12 +468,16 @@ impl Registry {
             .find(|b| b.world == world && b.scope == scope);
         let effective = match &settings {
             Some(s) => s.clone(),
-            None => current
-                .as_ref()
-                .map(|b| decode_settings(&b.settings))
-                .transpose()?
-                .unwrap_or_default(),
+            None => match &current {
+                Some(b) => decode_settings(&b.settings)?,
+                None => self
+                    .default_for(world, &scope)
+                    .map(|(d, _)| d.settings.clone())
+                    .unwrap_or_default(),
+            },
         };
+        // Stored with the binding, so that it keeps serving as activated.
+        let settings = Some(effective.clone());
         let loaded = self.load(&manifest, &effective).await?;
         let settings_json = settings
             .as_ref()
@@ -607,6 +655,39 @@ impl Registry {
         }
     }
 
+    /// The default binding of `world`'s `scope`, with its version, if there is one.
+    fn default_for(&self, world: &str, scope: &str) -> Option<&(DefaultBinding, String)> {
+        self.0
+            .defaults
+            .iter()
+            .find(|(d, _)| d.world.name() == world && d.scope == scope)
+    }
+
+    /// The default bindings whose scope has no stored binding (these serve), as rows.
+    fn unstored_defaults(&self, stored: &[BindingRow]) -> Vec<(&DefaultBinding, BindingRow)> {
+        self.0
+            .defaults
+            .iter()
+            .filter(|(d, _)| {
+                !stored
+                    .iter()
+                    .any(|b| b.world == d.world.name() && b.scope == d.scope)
+            })
+            .map(|(d, version)| {
+                let row = BindingRow {
+                    world: d.world.name().to_string(),
+                    scope: d.scope.clone(),
+                    plugin: d.plugin.to_string(),
+                    version: version.clone(),
+                    previous: None,
+                    settings: serde_json::to_string(&d.settings).unwrap_or_else(|_| "{}".into()),
+                    updated_at: String::new(),
+                };
+                (d, row)
+            })
+            .collect()
+    }
+
     fn engines(&self) -> Arc<BTreeMap<String, Arc<ActiveEngine>>> {
         snapshot(&self.0.engines)
     }
@@ -641,7 +722,15 @@ impl Registry {
     /// Load every binding from the store (at start).
     async fn reload(&self) -> Result<(), RegistryError> {
         let mut next: HashMap<String, Slot> = HashMap::new();
-        for b in self.0.store.plugin_bindings().await? {
+        let stored = self.0.store.plugin_bindings().await?;
+        for (d, row) in self.unstored_defaults(&stored) {
+            // Only worlds whose bindings load one by one (not routers) have defaults.
+            if d.world != World::Router {
+                tracing::info!(plugin = %row.plugin, version = %row.version, world = %row.world, scope = %row.scope, "loading a default binding");
+                self.reload_binding(&row).await;
+            }
+        }
+        for b in stored {
             if b.world == World::Notifier.name()
                 || b.world == World::Filer.name()
                 || b.world == World::EngineAdapter.name()

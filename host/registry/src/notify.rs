@@ -86,7 +86,7 @@ fn event_for(event: &Event, task: &TaskRecord) -> NotifyEvent {
             cpu_cores: resources
                 .and_then(|r| r.cpu_cores)
                 .and_then(|c| u32::try_from(c).ok()),
-            ram_bytes: resources.and_then(|r| r.ram_gb).map(|g| (g * 1e9) as u64),
+            ram_bytes: resources.map(|r| r.ram_bytes()).filter(|b| *b > 0),
             created_at_ms: parse_rfc3339(&task.creation_time)
                 .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
                 .unwrap_or(0),

@@ -121,6 +121,10 @@ pub struct BindingView {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub buckets: Vec<String>,
     pub updated_at: String,
+    /// A default binding (from the server's configuration, not stored): activating a
+    /// version on its scope replaces it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
     /// Why the bound version does not serve, when it does not load.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -141,6 +145,7 @@ impl BindingView {
             filter: settings.filter,
             buckets: settings.buckets,
             updated_at: b.updated_at.clone(),
+            default: false,
             error,
         }
     }

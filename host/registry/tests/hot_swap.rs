@@ -31,7 +31,9 @@ async fn open(dir: &std::path::Path) -> Registry {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    Registry::open(store, runtime, &[], None).await.unwrap()
+    Registry::open(store, runtime, &[], None, Vec::new())
+        .await
+        .unwrap()
 }
 
 /// One task, 16 candidate targets.

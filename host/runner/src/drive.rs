@@ -13,8 +13,9 @@ use std::time::Instant;
 use tessera_core::State;
 use tessera_core::task::TaskRecord;
 use tessera_core::tes::{ExecutorLog, TaskLog};
-use tessera_core::time_fmt::{millis_between, now_rfc3339};
+use tessera_core::time_fmt::{end_not_before, format_rfc3339, millis_between, now_rfc3339};
 use tessera_docker::{Bind, ContainerSpec, DockerError, LogChunk};
+use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -38,6 +39,10 @@ struct Drive {
     token: CancellationToken,
     logs: Vec<TaskLog>,
     last_flush: Instant,
+    /// When this driver started executor `.0`: its wall-clock start and the same moment
+    /// on the monotonic clock, so that its end is `start + elapsed` (one clock: the end
+    /// is never before the start, and run_ms is exactly end minus start).
+    exec_started: Option<(usize, OffsetDateTime, Instant)>,
 }
 
 impl Runner {
@@ -59,6 +64,7 @@ impl Runner {
             task,
             token,
             last_flush: Instant::now(),
+            exec_started: None,
         };
         drive.meta(crate::TARGET_METADATA, target);
         drive.run().instrument(span).await;
@@ -270,6 +276,32 @@ impl Drive {
         Ok(None)
     }
 
+    /// Executor `i` ended now: its end time from the clock its start was taken from,
+    /// and its run time as the difference of the two.
+    fn record_end(&mut self, i: usize) {
+        let (start, end) = match self.exec_started {
+            Some((j, at, mono)) if j == i => (at, at + mono.elapsed()),
+            // Resumed after a restart: the start was stored by an earlier driver.
+            _ => {
+                let now = OffsetDateTime::now_utc();
+                let start = self.log().logs[i]
+                    .start_time
+                    .as_deref()
+                    .and_then(tessera_core::time_fmt::parse_rfc3339)
+                    .unwrap_or(now);
+                (start, now.max(start))
+            }
+        };
+        let entry = &mut self.log().logs[i];
+        entry.start_time = Some(format_rfc3339(start));
+        entry.end_time = Some(format_rfc3339(end));
+        let ms = (end - start).whole_milliseconds();
+        self.meta(format!("executor.{i}.run_ms"), ms);
+        metrics::PHASE_SECONDS
+            .with_label_values(&["run"])
+            .observe(ms as f64 / 1000.0);
+    }
+
     fn container_name(&self, i: usize) -> String {
         format!(
             "tessera-{}-{}-{}",
@@ -321,15 +353,24 @@ impl Drive {
                 Some(p) => Some(staging::stdin_file(&self.ws, p).map_err(Stop::System)?),
                 None => None,
             };
+            // Not before the previous executor's end, whatever the wall clock did.
+            let previous_end = i
+                .checked_sub(1)
+                .and_then(|p| self.log().logs.get(p))
+                .and_then(|l| l.end_time.as_deref())
+                .and_then(tessera_core::time_fmt::parse_rfc3339);
+            let now = OffsetDateTime::now_utc();
+            let started_at = previous_end.map_or(now, |p| now.max(p));
+            self.exec_started = Some((i, started_at, Instant::now()));
+            self.log().logs[i].start_time = Some(format_rfc3339(started_at));
             match docker.start(&name, stdin).await {
                 Ok(()) => {}
                 Err(DockerError::CommandNotFound(msg)) => {
                     // What a shell reports as 127: the program does not exist.
+                    self.record_end(i);
                     let entry = &mut self.log().logs[i];
                     entry.exit_code = 127;
                     entry.stderr = Some(format!("{msg}\n"));
-                    entry.end_time = Some(now_rfc3339());
-                    self.meta(format!("executor.{i}.run_ms"), 0);
                     self.save_logs().await;
                     let _ = docker.remove(&name).await;
                     return Ok(127);
@@ -399,12 +440,12 @@ impl Drive {
                 .cpu_cores
                 .filter(|c| *c > 0)
                 .map(|c| i64::from(c) * 1_000_000_000),
-            memory_bytes: res
-                .ram_gb
-                .filter(|r| *r > 0.0)
-                .map(|r| (r * 1024.0 * 1024.0 * 1024.0) as i64),
+            memory_bytes: Some(res.ram_bytes())
+                .filter(|b| *b > 0)
+                .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
             network,
             open_stdin: exec.stdin.is_some(),
+            cgroup_parent: None,
         }
     }
 
@@ -482,36 +523,22 @@ impl Drive {
             }
             r = docker.wait(name) => r.map_err(|e| self.engine_error("wait", e))?,
         };
+        self.record_end(i);
         let status = docker.status(name).await.ok().flatten();
-        // Sampled about once a second by Docker; read what was seen, do not wait.
         peak.abort();
-        let peak = Some(peak_bytes.load(Ordering::Relaxed)).filter(|p| *p > 0);
+        // The kernel's own maximum where the engine's cgroups are visible; otherwise what
+        // Docker's stats sampled (about once a second) while it ran.
+        let peak = docker
+            .exit_peak_memory(name)
+            .or(Some(peak_bytes.load(Ordering::Relaxed)).filter(|p| *p > 0));
 
         let exit_code = i32::try_from(exit).unwrap_or(-1);
-        let now = now_rfc3339();
-        let (started, finished) = status
-            .as_ref()
-            .map(|s| (s.started_at.clone(), s.finished_at.clone()))
-            .unwrap_or((None, None));
         let oom = status.as_ref().is_some_and(|s| s.oom_killed);
         {
             let entry = &mut self.log().logs[i];
-            if let Some(s) = started {
-                entry.start_time = Some(s);
-            }
-            entry.end_time = Some(finished.unwrap_or(now));
             entry.exit_code = exit_code;
             entry.stdout = Some(out.text());
             entry.stderr = Some(err.text());
-        }
-        let entry = self.log().logs[i].clone();
-        if let (Some(s), Some(e)) = (&entry.start_time, &entry.end_time) {
-            // Docker can report StartedAt a hair after FinishedAt for instant exits.
-            let ms = millis_between(s, e).unwrap_or(0);
-            self.meta(format!("executor.{i}.run_ms"), ms);
-            metrics::PHASE_SECONDS
-                .with_label_values(&["run"])
-                .observe(ms as f64 / 1000.0);
         }
         self.meta(format!("executor.{i}.stdout_bytes"), out.total);
         self.meta(format!("executor.{i}.stderr_bytes"), err.total);
@@ -675,7 +702,8 @@ impl Drive {
     /// Write the terminal state with the final logs, then clean up. If a cancel got there
     /// first (CANCELING), the task ends CANCELED instead.
     async fn finish(&mut self, state: State, reason: &str) {
-        self.log().end_time = Some(now_rfc3339());
+        let end = end_not_before(self.log().start_time.as_deref());
+        self.log().end_time = Some(end);
         let logs = self.logs.clone();
         match self
             .runner
@@ -701,11 +729,11 @@ impl Drive {
     async fn cancel_cleanup(&mut self) {
         self.runner.remove_task_resources(&self.task.id).await;
         if !self.logs.is_empty() {
-            self.log().end_time = Some(now_rfc3339());
-            let now = now_rfc3339();
+            let end = end_not_before(self.log().start_time.as_deref());
+            self.log().end_time = Some(end);
             for entry in &mut self.log().logs {
                 if entry.end_time.is_none() {
-                    entry.end_time = Some(now.clone());
+                    entry.end_time = Some(end_not_before(entry.start_time.as_deref()));
                 }
             }
         }

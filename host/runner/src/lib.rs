@@ -213,18 +213,13 @@ pub fn candidate(task: &TaskRecord, route_tag_keys: &[String]) -> Candidate {
         .filter(|(k, _)| route_tag_keys.iter().any(|r| r == *k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let resources = task.spec.resources.as_ref();
+    let resources = task.spec.resources.clone().unwrap_or_default();
     Candidate {
         tags,
         group: String::new(),
         priority: 0,
-        cpu_cores: resources
-            .and_then(|r| r.cpu_cores)
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(0),
-        ram_bytes: resources
-            .and_then(|r| r.ram_gb)
-            .map_or(0, |gb| (gb * 1e9) as u64),
+        cpu_cores: resources.cpu_count(),
+        ram_bytes: resources.ram_bytes(),
         queued_at_ms: tessera_core::time_fmt::parse_rfc3339(&task.creation_time)
             .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
             .unwrap_or(0),
@@ -277,10 +272,12 @@ impl Runner {
             });
         }
         let docker = match &cfg.executor {
-            ExecutorConfig::Docker { socket } => Some(
-                DockerEngine::connect(socket.as_deref())
-                    .map_err(|e| format!("Docker engine client: {e}"))?,
-            ),
+            ExecutorConfig::Docker { socket } => {
+                let docker = DockerEngine::connect(socket.as_deref())
+                    .map_err(|e| format!("Docker engine client: {e}"))?;
+                docker.account_cgroups_under(&format!("tessera/{}", cfg.instance));
+                Some(docker)
+            }
             ExecutorConfig::Disabled => None,
         };
         let engine = if docker.is_some() {
@@ -622,16 +619,11 @@ impl Runner {
         if let Ok(mut running) = self.0.running.lock() {
             running.insert(task.id.clone(), token.clone());
         }
-        let resources = task.spec.resources.as_ref();
+        let resources = task.spec.resources.clone().unwrap_or_default();
         let placement = Placement {
             target: t,
-            cpu_cores: resources
-                .and_then(|r| r.cpu_cores)
-                .and_then(|c| u32::try_from(c).ok())
-                .unwrap_or(0),
-            ram_bytes: resources
-                .and_then(|r| r.ram_gb)
-                .map_or(0, |gb| (gb * 1e9) as u64),
+            cpu_cores: resources.cpu_count(),
+            ram_bytes: resources.ram_bytes(),
         };
         if let Ok(mut placed) = self.0.placed.lock() {
             placed.insert(task.id.clone(), placement);

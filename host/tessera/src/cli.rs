@@ -143,6 +143,19 @@ impl Client {
         Self::answer(resp).await
     }
 
+    /// A request to `path` with the token.
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    pub(crate) fn unreachable(&self, e: reqwest::Error) -> String {
+        format!("cannot reach the server at {}: {e}", self.base)
+    }
+
     pub(crate) async fn call(
         &self,
         method: reqwest::Method,
@@ -167,7 +180,7 @@ impl Client {
         Self::answer(resp).await
     }
 
-    async fn answer(resp: reqwest::Response) -> Result<Value, String> {
+    pub(crate) async fn answer(resp: reqwest::Response) -> Result<Value, String> {
         let status = resp.status();
         let text = resp
             .text()
@@ -352,18 +365,23 @@ async fn dispatch(client: &Client, args: &TaskArgs) -> Result<ExitCode, String> 
             Ok(ExitCode::SUCCESS)
         }
         TaskCommand::Cancel { id } => {
-            client
+            let r = client
                 .call(
                     reqwest::Method::POST,
-                    &format!("{TES}/tasks/{id}:cancel"),
+                    &format!("/v1/tasks/{id}/cancel"),
                     &[],
                     None,
                 )
                 .await?;
+            let state = s(&r["state"]);
             if json {
-                println!("{{}}");
+                println!("{r}");
+            } else if r["already_ended"].as_bool() == Some(true) {
+                println!("{id} had already ended ({state}); nothing to cancel");
+            } else if state == "CANCELED" {
+                println!("canceled {id}");
             } else {
-                println!("cancel requested for {id}");
+                println!("cancel requested for {id} ({state}): its containers are being stopped");
             }
             Ok(ExitCode::SUCCESS)
         }

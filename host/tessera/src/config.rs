@@ -63,6 +63,20 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub route_tag_keys: Vec<String>,
+    /// An internal host (`host` or `host:port`) the built-in http filer may fetch
+    /// http(s):// inputs from, besides public addresses; repeat for several (env:
+    /// comma-separated) [default: none: loopback, private and link-local addresses are
+    /// refused]
+    #[arg(
+        long = "http-allow-host",
+        env = "TESSERA_HTTP_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    pub http_allow_hosts: Vec<String>,
+    /// Do not bind the built-in filers to http://, https:// and s3:// (only inline
+    /// content, file:// and schemes bound with `tessera plugin activate` are served)
+    #[arg(long, env = "TESSERA_NO_DEFAULT_FILERS")]
+    pub no_default_filers: bool,
 }
 
 /// A place tasks can run (`[[targets]]` in the config file).
@@ -104,9 +118,12 @@ pub struct FileConfig {
     pub route_tag_keys: Option<Vec<String>>,
     pub targets: Option<Vec<TargetFile>>,
     pub s3: Option<S3File>,
+    pub http_allow_hosts: Option<Vec<String>>,
+    pub default_filers: Option<bool>,
 }
 
-/// The S3-compatible store behind the `object-store` capability (`[s3]`).
+/// The S3-compatible store behind `s3://` URLs and the data API (`[s3]`); without it,
+/// the embedded object store in `<data_dir>/objects` serves them.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct S3File {
@@ -138,8 +155,13 @@ pub struct Config {
     pub route_tag_keys: Vec<String>,
     /// Empty: one target, "local", with max_concurrent_tasks slots.
     pub targets: Vec<TargetFile>,
-    /// The S3 store filers may use, when configured.
-    pub s3: Option<tessera_objstore::S3Config>,
+    /// The S3 store behind `s3://` and the data API, when configured (otherwise the
+    /// embedded object store).
+    pub s3: Option<tessera_s3::S3Config>,
+    /// Internal hosts the default http filer binding may reach.
+    pub http_allow_hosts: Vec<String>,
+    /// Bind filer-http to http/https and filer-s3 to s3 where nothing else is bound.
+    pub default_filers: bool,
 }
 
 impl Config {
@@ -226,17 +248,30 @@ impl Config {
                     .or(f.secret_access_key)
                     .filter(|s| !s.is_empty())
                     .ok_or("s3: secret_access_key is required (or TESSERA_S3_SECRET_ACCESS_KEY)")?;
-                Some(tessera_objstore::S3Config {
+                Some(tessera_s3::S3Config {
                     endpoint: f.endpoint,
                     region: f.region,
                     access_key_id: f.access_key_id,
-                    secret_access_key: tessera_objstore::Secret::new(secret),
+                    secret_access_key: tessera_s3::Secret::new(secret),
                     path_style: f.path_style.unwrap_or(true),
                 })
             }
         };
+        let http_allow_hosts = if args.http_allow_hosts.is_empty() {
+            file.http_allow_hosts.unwrap_or_default()
+        } else {
+            args.http_allow_hosts
+        };
+        for h in &http_allow_hosts {
+            if h.trim() == "*" {
+                return Err("http_allow_hosts: `*` is already allowed (public addresses); name internal hosts here".into());
+            }
+            tessera_plugins::check_allowed_host(h).map_err(|e| format!("http_allow_hosts: {e}"))?;
+        }
         Ok(Config {
             s3,
+            http_allow_hosts,
+            default_filers: !args.no_default_filers && file.default_filers.unwrap_or(true),
             route_tag_keys: if args.route_tag_keys.is_empty() {
                 file.route_tag_keys.unwrap_or_default()
             } else {

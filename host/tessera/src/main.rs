@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod data_cli;
 mod plugin_cli;
 
 /// The plugins built into this binary (see build.rs).
@@ -33,10 +34,22 @@ enum Command {
     Task(cli::TaskArgs),
     /// Install, list, inspect, activate, roll back and remove plugins on a running server.
     Plugin(plugin_cli::PluginArgs),
+    /// Put, get, list and remove objects in the server's object store (s3:// URLs).
+    Data(data_cli::DataArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // A client command whose reader goes away (`tessera task get ID | head -3`) ends
+        // quietly, as other command-line tools do, instead of panicking on a broken
+        // pipe. The server keeps Rust's default (SIGPIPE ignored): its sockets report
+        // EPIPE as an error.
+        // SAFETY: setting a signal's disposition to the default before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,6 +70,7 @@ fn main() -> ExitCode {
         },
         Command::Task(args) => runtime.block_on(cli::run(args)),
         Command::Plugin(args) => runtime.block_on(plugin_cli::run(args)),
+        Command::Data(args) => runtime.block_on(data_cli::run(args)),
     }
 }
 
@@ -121,26 +135,16 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         ..tessera_plugins::RuntimeConfig::default()
     })
     .map_err(|e| e.to_string())?;
-    let object_store: Option<std::sync::Arc<dyn tessera_plugins::ObjectStore>> = match &cfg.s3 {
-        None => None,
-        Some(s3) => {
-            let client = tessera_objstore::ObjectStore::new(s3.clone())
-                .map_err(|e| format!("the S3 store: {e}"))?;
-            let blocking = tessera_objstore::BlockingObjectStore::new(
-                client,
-                tokio::runtime::Handle::current(),
-            )
-            .map_err(|e| format!("the S3 store: {e}"))?;
-            tracing::info!(endpoint = %s3.endpoint.as_deref().unwrap_or("AWS"), region = %s3.region, "S3 object store configured");
-            Some(std::sync::Arc::new(tessera_objstore::PluginObjectStore(
-                blocking,
-            )))
-        }
-    };
-    let registry =
-        tessera_registry::Registry::open(store.clone(), runtime, builtins::BUILTINS, object_store)
-            .await
-            .map_err(|e| format!("loading plugins: {e}"))?;
+    let objects = open_object_store(&cfg, &data_dir)?;
+    let registry = tessera_registry::Registry::open(
+        store.clone(),
+        runtime,
+        builtins::BUILTINS,
+        Some(objects.clone()),
+        default_bindings(&cfg),
+    )
+    .await
+    .map_err(|e| format!("loading plugins: {e}"))?;
 
     tokio::spawn(registry.clone().run_notifiers());
 
@@ -155,7 +159,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             },
             slots: t.slots,
             cpu_cores: t.cpu_cores,
-            ram_bytes: t.ram_gb.map(|g| (g * 1e9) as u64),
+            ram_bytes: t.ram_gb.map(tessera_core::units::gb_to_bytes),
         })
         .collect();
     let runner = tessera_runner::Runner::new(
@@ -202,6 +206,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             policy,
         },
         registry,
+        objects,
     ));
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -236,6 +241,67 @@ async fn shutdown_signal() {
     tracing::info!(
         "shutting down; running tasks continue in Docker and are resumed on the next start"
     );
+}
+
+/// The object store behind `s3://` URLs and the data API: the configured S3 service, or
+/// the embedded store in `<data_dir>/objects`.
+fn open_object_store(
+    cfg: &config::Config,
+    data_dir: &Path,
+) -> Result<std::sync::Arc<dyn tessera_objstore::ObjectStore>, String> {
+    let store: std::sync::Arc<dyn tessera_objstore::ObjectStore> = match &cfg.s3 {
+        Some(s3) => {
+            let client =
+                tessera_s3::S3Client::new(s3.clone()).map_err(|e| format!("the S3 store: {e}"))?;
+            std::sync::Arc::new(
+                tessera_s3::BlockingS3::new(client, tokio::runtime::Handle::current())
+                    .map_err(|e| format!("the S3 store: {e}"))?,
+            )
+        }
+        None => {
+            let root = data_dir.join("objects");
+            std::sync::Arc::new(
+                tessera_objstore::EmbeddedObjectStore::open(&root)
+                    .map_err(|e| format!("the embedded object store at {}: {e}", root.display()))?,
+            )
+        }
+    };
+    tracing::info!(store = %store.describe(), "object store ready");
+    Ok(store)
+}
+
+/// Where nothing else is bound: filer-http for http:// and https:// inputs (public
+/// addresses, and the internal hosts the operator named), filer-s3 for s3:// (every
+/// bucket of the object store).
+fn default_bindings(cfg: &config::Config) -> Vec<tessera_registry::DefaultBinding> {
+    if !cfg.default_filers {
+        return Vec::new();
+    }
+    let http = tessera_registry::Settings {
+        allow_hosts: std::iter::once("*".to_string())
+            .chain(cfg.http_allow_hosts.iter().cloned())
+            .collect(),
+        ..tessera_registry::Settings::default()
+    };
+    let mut defaults: Vec<tessera_registry::DefaultBinding> = ["http", "https"]
+        .into_iter()
+        .map(|scheme| tessera_registry::DefaultBinding {
+            world: tessera_plugins::World::Filer,
+            scope: scheme.into(),
+            plugin: "filer-http",
+            settings: http.clone(),
+        })
+        .collect();
+    defaults.push(tessera_registry::DefaultBinding {
+        world: tessera_plugins::World::Filer,
+        scope: "s3".into(),
+        plugin: "filer-s3",
+        settings: tessera_registry::Settings {
+            buckets: vec!["*".into()],
+            ..tessera_registry::Settings::default()
+        },
+    });
+    defaults
 }
 
 /// The API token: read it, or make one (32 random bytes, hex) readable only by us.

@@ -172,7 +172,12 @@ async fn dispatch(client: &Client, args: &PluginArgs) -> Result<(), String> {
                         .filter(|b| b["version"] == v["version"])
                         .map(|b| {
                             let scope = s(&b["scope"]);
-                            if scope.is_empty() { "*".into() } else { scope }
+                            let scope = if scope.is_empty() { "*".into() } else { scope };
+                            if b["default"].as_bool() == Some(true) {
+                                format!("{scope} (default)")
+                            } else {
+                                scope
+                            }
                         })
                         .collect();
                     let calls: u64 = v["calls"]

@@ -7,7 +7,7 @@ use std::io::{self, Cursor, Read, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tessera_objstore::{ObjectStore, S3Config, S3Error, Secret};
+use tessera_s3::{S3Client, S3Config, S3Error, Secret};
 
 use support::*;
 
@@ -119,7 +119,7 @@ fn listing_filters_by_prefix_and_pages() {
         .put(&env.bucket, &sibling, 1, Cursor::new(b"s"))
         .unwrap();
 
-    let keys = |infos: Vec<tessera_objstore::ObjectInfo>| -> Vec<String> {
+    let keys = |infos: Vec<tessera_s3::ObjectInfo>| -> Vec<String> {
         infos
             .into_iter()
             .map(|i| i.key.strip_prefix(&prefix).unwrap().to_owned())
@@ -386,7 +386,7 @@ fn blocking_calls_work_from_async_workers_and_current_thread_runtimes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_async_api_streams_both_ways() {
     let Some(env) = s3_env() else { return };
-    let store = ObjectStore::new(env.config).unwrap();
+    let store = S3Client::new(env.config).unwrap();
     let key = format!("{}async", unique_prefix("async"));
     let chunks: Vec<io::Result<Bytes>> = (0..10u8)
         .map(|i| Ok(Bytes::from(vec![i; 100_000])))

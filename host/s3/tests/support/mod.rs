@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use tessera_objstore::{BlockingObjectStore, ObjectStore, S3Config, Secret};
+use tessera_s3::{BlockingS3, S3Client, S3Config, Secret};
 use tokio::runtime::Runtime;
 
 pub struct S3Env {
@@ -56,12 +56,8 @@ pub fn runtime() -> &'static Runtime {
     })
 }
 
-pub fn blocking(config: S3Config) -> BlockingObjectStore {
-    BlockingObjectStore::new(
-        ObjectStore::new(config).unwrap(),
-        runtime().handle().clone(),
-    )
-    .unwrap()
+pub fn blocking(config: S3Config) -> BlockingS3 {
+    BlockingS3::new(S3Client::new(config).unwrap(), runtime().handle().clone()).unwrap()
 }
 
 /// A prefix no other test run uses.

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::config::S3Config;
 use crate::error::{S3Error, Scrubber, chain, from_sdk, scrub};
+pub use tessera_objstore::ObjectInfo;
 
 const MIB: u64 = 1024 * 1024;
 /// Objects larger than this are written as multipart uploads, smaller ones in one
@@ -39,32 +40,23 @@ const MAX_KEYS_PER_LIST: u32 = 1000;
 /// producer's chunk size).
 const BODY_CHANNEL_CHUNKS: usize = 2;
 
-/// Metadata of one object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectInfo {
-    pub key: String,
-    pub size: u64,
-    /// The entity tag without its surrounding quotes (not an MD5 for multipart uploads).
-    pub etag: Option<String>,
-    /// Last modification, milliseconds since the Unix epoch.
-    pub modified_ms: Option<u64>,
-}
-
 /// An S3 client over `aws-sdk-s3`, for use on a tokio runtime. Cheap to clone (clones
 /// share connections).
 #[derive(Clone)]
-pub struct ObjectStore {
+pub struct S3Client {
     client: Client,
     scrubber: Scrubber,
+    /// The endpoint, for logs ("AWS" when none is configured).
+    endpoint: String,
 }
 
-impl fmt::Debug for ObjectStore {
+impl fmt::Debug for S3Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ObjectStore").finish_non_exhaustive()
+        f.debug_struct("S3Client").finish_non_exhaustive()
     }
 }
 
-impl ObjectStore {
+impl S3Client {
     /// A client for `config`. Makes no request; needs no runtime.
     ///
     /// Retries: the SDK's standard mode, 3 attempts, for requests whose body can be
@@ -100,7 +92,7 @@ impl ObjectStore {
             config.secret_access_key.expose(),
             None,
             None,
-            "tessera-objstore",
+            "tessera-s3",
         );
         let mut builder = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -125,9 +117,15 @@ impl ObjectStore {
             builder = builder.endpoint_url(endpoint.trim_end_matches('/'));
         }
         Ok(Self {
+            endpoint: config.endpoint.clone().unwrap_or_else(|| "AWS".into()),
             client: Client::from_conf(builder.build()),
             scrubber: Scrubber::new(&config.access_key_id, config.secret_access_key.expose()),
         })
+    }
+
+    /// The endpoint this client talks to ("AWS" when none was configured).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     /// The SDK client underneath, for what this API does not cover (benchmarks,
@@ -154,6 +152,7 @@ impl ObjectStore {
                 size: size_of(out.content_length),
                 etag: out.e_tag.as_deref().map(unquote),
                 modified_ms: out.last_modified.as_ref().and_then(millis),
+                sha256: None,
             })),
             Err(err) => {
                 // A HEAD response has no body, so a 404 names no error code: it may be the
@@ -218,6 +217,7 @@ impl ObjectStore {
                     size: size_of(object.size),
                     etag: object.e_tag().map(unquote),
                     modified_ms: object.last_modified().and_then(millis),
+                    sha256: None,
                 });
             }
             token = page.next_continuation_token;
@@ -228,6 +228,23 @@ impl ObjectStore {
         }
         out.truncate(limit as usize);
         Ok(out)
+    }
+
+    /// The buckets these credentials can see, sorted by name.
+    pub async fn buckets(&self) -> Result<Vec<String>, S3Error> {
+        let out = self
+            .client
+            .list_buckets()
+            .send()
+            .await
+            .map_err(|e| from_sdk("ListBuckets", "", e, &self.scrubber))?;
+        let mut names: Vec<String> = out
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// Opens an object for reading: the response's headers are in, its body is pulled as
@@ -248,6 +265,7 @@ impl ObjectStore {
             size: size_of(out.content_length),
             etag: out.e_tag.as_deref().map(unquote),
             modified_ms: out.last_modified.as_ref().and_then(millis),
+            sha256: None,
         };
         Ok(ObjectBody {
             info,

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::S3Error;
-use crate::store::{ObjectInfo, ObjectStore};
+use crate::store::{ObjectInfo, S3Client};
 
 /// Chunks of a body read ahead of the reader (each as large as the network delivers,
 /// typically up to a few hundred KiB).
@@ -24,7 +24,7 @@ const WRITE_CHUNK: usize = 1024 * 1024;
 /// Chunks buffered between a writer and the upload.
 const WRITE_AHEAD_CHUNKS: usize = 2;
 
-/// [`ObjectStore`] for synchronous callers (a wasmtime host call, a plain thread).
+/// [`S3Client`] for synchronous callers (a wasmtime host call, a plain thread).
 ///
 /// Each call runs its requests as tasks spawned on the runtime behind the given
 /// [`Handle`], which must be a multi-thread runtime (the server's): that runtime does
@@ -36,7 +36,7 @@ const WRITE_AHEAD_CHUNKS: usize = 2;
 /// - an async worker thread of a multi-thread runtime: the wait goes through
 ///   [`tokio::task::block_in_place`], so the worker's other tasks move to another
 ///   worker and nothing deadlocks, though it costs a thread for the call's duration
-///   (prefer the async [`ObjectStore`] there);
+///   (prefer the async [`S3Client`] there);
 /// - inside a current-thread runtime: the thread is blocked for the call's duration,
 ///   but the requests run on the given multi-thread runtime, so it does not deadlock.
 ///
@@ -45,17 +45,17 @@ const WRITE_AHEAD_CHUNKS: usize = 2;
 /// [`with_deadline`](Self::with_deadline) bounds how long calls, and reads and writes of
 /// the streams they open, may wait.
 #[derive(Clone, Debug)]
-pub struct BlockingObjectStore {
-    store: ObjectStore,
+pub struct BlockingS3 {
+    store: S3Client,
     handle: Handle,
     deadline: Option<Instant>,
 }
 
-impl BlockingObjectStore {
+impl BlockingS3 {
     /// Wraps `store`; `handle` must be a multi-thread runtime's (`InvalidInput`
     /// otherwise: a current-thread runtime drives its tasks only inside its own
     /// `block_on`, so a call from outside could wait forever).
-    pub fn new(store: ObjectStore, handle: Handle) -> Result<Self, S3Error> {
+    pub fn new(store: S3Client, handle: Handle) -> Result<Self, S3Error> {
         if handle.runtime_flavor() == RuntimeFlavor::CurrentThread {
             return Err(S3Error::InvalidInput(
                 "the blocking S3 client needs a multi-thread tokio runtime".into(),
@@ -82,17 +82,17 @@ impl BlockingObjectStore {
     }
 
     /// The async client underneath.
-    pub fn store(&self) -> &ObjectStore {
+    pub fn store(&self) -> &S3Client {
         &self.store
     }
 
-    /// See [`ObjectStore::head`].
+    /// See [`S3Client::head`].
     pub fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, S3Error> {
         let (store, bucket, key) = (self.store.clone(), bucket.to_owned(), key.to_owned());
         self.run(async move { store.head(&bucket, &key).await })
     }
 
-    /// See [`ObjectStore::list`].
+    /// See [`S3Client::list`].
     pub fn list(
         &self,
         bucket: &str,
@@ -140,7 +140,7 @@ impl BlockingObjectStore {
         })
     }
 
-    /// Starts an upload of exactly `size` bytes (see [`ObjectStore::put`]): write them
+    /// Starts an upload of exactly `size` bytes (see [`S3Client::put`]): write them
     /// to the returned writer, then call [`ObjectWriter::finish`]. The bytes go out as
     /// they are written, at most a few MiB ahead of the network (bounded memory). A
     /// writer dropped without `finish` abandons the upload: nothing is stored (a
@@ -232,7 +232,13 @@ impl BlockingObjectStore {
         }
     }
 
-    /// See [`ObjectStore::delete`].
+    /// See [`S3Client::buckets`].
+    pub fn buckets(&self) -> Result<Vec<String>, S3Error> {
+        let store = self.store.clone();
+        self.run(async move { store.buckets().await })
+    }
+
+    /// See [`S3Client::delete`].
     pub fn delete(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
         let (store, bucket, key) = (self.store.clone(), bucket.to_owned(), key.to_owned());
         self.run(async move { store.delete(&bucket, &key).await })
@@ -293,7 +299,7 @@ fn past(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() >= d)
 }
 
-/// A streaming reader of an object's body (from [`BlockingObjectStore::get`]).
+/// A streaming reader of an object's body (from [`BlockingS3::get`]).
 #[derive(Debug)]
 pub struct ObjectReader {
     info: ObjectInfo,
@@ -353,7 +359,7 @@ impl Read for ObjectReader {
     }
 }
 
-/// An upload in progress (from [`BlockingObjectStore::put_writer`]): `Write` exactly the
+/// An upload in progress (from [`BlockingS3::put_writer`]): `Write` exactly the
 /// announced size, then [`finish`](Self::finish). Writes are buffered into 1 MiB chunks
 /// (`flush` sends a partial one). A write past the announced size fails
 /// (`InvalidInput`), and so does every write after the upload failed; the reason is an
@@ -590,7 +596,7 @@ mod tests {
         let current = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let store = ObjectStore::new(crate::S3Config {
+        let store = S3Client::new(crate::S3Config {
             endpoint: Some("http://127.0.0.1:1".into()),
             region: "garage".into(),
             access_key_id: "GKexample".into(),
@@ -599,7 +605,7 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(
-            BlockingObjectStore::new(store, current.handle().clone()),
+            BlockingS3::new(store, current.handle().clone()),
             Err(S3Error::InvalidInput(_))
         ));
     }

@@ -1,7 +1,7 @@
 //! Throughput of the client against a real store: puts one object (1 GiB by default),
 //! then reads it back three ways in the same run and prints MB/s for each:
 //!
-//! - `client Read`: [`BlockingObjectStore::get`], the blocking `std::io::Read` adapter
+//! - `client Read`: [`BlockingS3::get`], the blocking `std::io::Read` adapter
 //!   (what a host call uses);
 //! - `SDK stream`: the same SDK's raw byte stream, polled on the runtime (no adapter);
 //! - `plain HTTP`: a presigned URL fetched with a bare HTTP/1.1 GET over a `TcpStream`
@@ -12,7 +12,7 @@
 //!
 //! ```sh
 //! eval "$(bash scripts/garage.sh)"
-//! cargo run --release -p tessera-objstore --example s3_bench -- [MiB] [rounds]
+//! cargo run --release -p tessera-s3 --example s3_bench -- [MiB] [rounds]
 //! ```
 //!
 //! It reads the store from the `TESSERA_TEST_S3_*` variables that `scripts/garage.sh`
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use common::{MIB, Pseudorandom, copy, plain_get, s3_from_env};
-use tessera_objstore::{BlockingObjectStore, ObjectStore};
+use tessera_s3::{BlockingS3, S3Client};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -41,8 +41,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let store = ObjectStore::new(config).unwrap();
-    let blocking = BlockingObjectStore::new(store.clone(), runtime.handle().clone()).unwrap();
+    let store = S3Client::new(config).unwrap();
+    let blocking = BlockingS3::new(store.clone(), runtime.handle().clone()).unwrap();
 
     println!("object: {mib} MiB, {rounds} rounds of each read");
     // The floor for writes: one presigned PUT over a bare socket, deleted again.

@@ -5,16 +5,16 @@
 //! ```sh
 //! eval "$(bash scripts/garage.sh)"                  # a local Garage, TESSERA_TEST_S3_*
 //! bash plugins/build.sh                             # plugins/dist/filer-s3.wasm
-//! cargo run --release -p tessera-objstore --features plugins --example filer_s3_bench [-- MIB [ROUNDS]]
+//! cargo run --release -p tessera-s3 --example filer_s3_bench [-- MIB [ROUNDS]]
 //! ```
 //!
 //! Defaults: 1024 MiB, 3 rounds. Each round, in turn:
 //! - `plain GET`: a presigned URL fetched with a bare HTTP/1.1 GET over a `TcpStream`,
 //!   read into a 1 MiB buffer and written to the file (no SDK): the floor for this store
 //!   on this machine;
-//! - `client`: the host's S3 client ([`BlockingObjectStore::get`]) copied to the file;
+//! - `client`: the host's S3 client ([`BlockingS3::get`]) copied to the file;
 //! - `filer-s3`: `FilerPlugin::stage_in` with the host's object store behind the
-//!   plugin's `object-store` capability ([`PluginObjectStore`]), exactly as the server
+//!   plugin's `object-store` capability (the [`BlockingS3`] itself), exactly as the server
 //!   links it: the plugin heads the object, opens it and the workspace file, and splices
 //!   one stream into the other host-side in `chunk-bytes` steps.
 //!
@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use common::{MIB, Pseudorandom, median, plain_get, s3_from_env};
-use tessera_objstore::{BlockingObjectStore, ObjectStore, PluginObjectStore};
 use tessera_plugins::{FileKind, FilerWorkspace, Manifest, PluginConfig, PluginRuntime};
+use tessera_s3::{BlockingS3, S3Client};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -58,15 +58,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let store = ObjectStore::new(config)?;
-    let blocking = BlockingObjectStore::new(store.clone(), tokio.handle().clone())?;
+    let store = S3Client::new(config)?;
+    let blocking = BlockingS3::new(store.clone(), tokio.handle().clone())?;
     let runtime = PluginRuntime::new(Default::default())?;
     let filer = runtime.load_filer(
         manifest,
         &component,
         PluginConfig::new().value("chunk-bytes", &chunk),
         Vec::new(),
-        Some(Arc::new(PluginObjectStore(blocking.clone()))),
+        Some(Arc::new(blocking.clone())),
         vec![bucket.clone()],
     )?;
 

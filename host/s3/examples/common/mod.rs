@@ -5,7 +5,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
-use tessera_objstore::{S3Config, Secret};
+use tessera_s3::{S3Config, Secret};
 
 pub const MIB: u64 = 1 << 20;
 

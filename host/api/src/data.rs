@@ -1,0 +1,353 @@
+//! `/v1/data`: the object store behind `s3://` URLs (the embedded store, or the S3
+//! service the server is configured with), so that task inputs can be put and outputs
+//! read without an S3 tool.
+//!
+//! - `GET /v1/data`: the buckets.
+//! - `GET /v1/data/{bucket}?prefix=&start_after=&limit=`: objects in key order, at most
+//!   `limit` (default and largest 1000); `next_start_after` is present when the page is
+//!   full and continues after its last key.
+//! - `PUT /v1/data/{bucket}/{key}`: store the body (`Content-Length` required; streamed,
+//!   any size), 201 with the object's size and SHA-256. Atomic: readers see the old
+//!   object or the new one.
+//! - `GET` and `HEAD /v1/data/{bucket}/{key}`: the bytes, with `content-length`, `etag`
+//!   and `x-tessera-sha256` (where the store keeps it).
+//! - `DELETE /v1/data/{bucket}/{key}`: 204.
+//!
+//! Buckets and keys follow `tessera_core::objects` (no `..`, no absolute keys): 400
+//! `invalid_parameter` otherwise.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Serialize;
+use tessera_core::ErrorCode;
+use tessera_core::objects::{check_bucket, check_key, check_prefix};
+use tessera_objstore::{MAX_LIST, ObjectError, ObjectInfo, ObjectStore};
+use tokio::sync::mpsc;
+
+use crate::{AppState, Error};
+
+/// How long one data request may take (a large object over a slow link).
+const DEADLINE: Duration = Duration::from_secs(24 * 3600);
+/// Bytes per chunk of a download, and chunks read ahead.
+const CHUNK: usize = 256 << 10;
+const CHUNKS_AHEAD: usize = 4;
+
+/// The header carrying an object's SHA-256 (lower-case hex).
+pub const SHA256_HEADER: &str = "x-tessera-sha256";
+
+fn deadline() -> Instant {
+    Instant::now() + DEADLINE
+}
+
+fn object_error(e: ObjectError, what: &str) -> Error {
+    match e {
+        ObjectError::NotFound => Error::new(ErrorCode::NotFound, format!("{what} does not exist")),
+        ObjectError::InvalidInput(m) => Error::new(ErrorCode::InvalidParameter, m),
+        ObjectError::Conflict(m) => Error::new(ErrorCode::Conflict, m),
+        ObjectError::Denied(m) => Error::new(
+            ErrorCode::Forbidden,
+            format!("the object store refused: {m}"),
+        ),
+        ObjectError::Unavailable(m) => Error::new(
+            ErrorCode::Unavailable,
+            format!("the object store is unavailable: {m}"),
+        ),
+        ObjectError::Other(m) => Error::internal("the object store failed", m),
+    }
+}
+
+fn bad(e: impl ToString) -> Error {
+    Error::new(ErrorCode::InvalidParameter, e.to_string())
+}
+
+/// Runs a blocking store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    what: String,
+    op: impl FnOnce(&dyn ObjectStore) -> Result<T, ObjectError> + Send + 'static,
+) -> Result<T, Error> {
+    let store = state.objects().clone();
+    tokio::task::spawn_blocking(move || op(store.as_ref()))
+        .await
+        .map_err(|e| Error::internal("the object store call failed", e))?
+        .map_err(|e| object_error(e, &what))
+}
+
+#[derive(Serialize)]
+pub struct BucketList {
+    pub buckets: Vec<String>,
+}
+
+pub async fn buckets(State(state): State<AppState>) -> Result<Json<BucketList>, Error> {
+    let buckets = blocking(&state, "the store".into(), |s| s.buckets(deadline())).await?;
+    Ok(Json(BucketList { buckets }))
+}
+
+/// One object as the API shows it.
+#[derive(Serialize)]
+pub struct ObjectView {
+    pub bucket: String,
+    pub key: String,
+    pub url: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
+}
+
+impl ObjectView {
+    fn new(bucket: &str, i: ObjectInfo) -> Self {
+        ObjectView {
+            bucket: bucket.to_string(),
+            url: format!("s3://{bucket}/{}", i.key),
+            modified: i
+                .modified_ms
+                .and_then(|ms| i64::try_from(ms).ok())
+                .and_then(|ms| {
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+                })
+                .map(tessera_core::time_fmt::format_rfc3339),
+            key: i.key,
+            size: i.size,
+            sha256: i.sha256,
+            etag: i.etag,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ObjectList {
+    pub objects: Vec<ObjectView>,
+    /// Present when the page is full: pass it as `start_after` for the next one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_start_after: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(bucket): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<ObjectList>, Error> {
+    check_bucket(&bucket).map_err(bad)?;
+    let (mut prefix, mut start_after, mut limit) = (String::new(), None::<String>, MAX_LIST);
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| bad(format!("could not parse the query string: {e}")))?;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "prefix" => prefix = v,
+            "start_after" => start_after = Some(v).filter(|s| !s.is_empty()),
+            "limit" => {
+                limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIST).contains(n))
+                    .ok_or_else(|| bad(format!("limit must be 1 to {MAX_LIST}")))?;
+            }
+            _ => {}
+        }
+    }
+    check_prefix(&prefix).map_err(bad)?;
+    let b = bucket.clone();
+    let objects = blocking(&state, format!("bucket {bucket}"), move |s| {
+        s.list(&b, &prefix, start_after.as_deref(), limit, deadline())
+    })
+    .await?;
+    let next_start_after = (objects.len() == limit as usize)
+        .then(|| objects.last().map(|o| o.key.clone()))
+        .flatten();
+    Ok(Json(ObjectList {
+        objects: objects
+            .into_iter()
+            .map(|i| ObjectView::new(&bucket, i))
+            .collect(),
+        next_start_after,
+    }))
+}
+
+fn checked(bucket: &str, key: &str) -> Result<String, Error> {
+    check_bucket(bucket).map_err(bad)?;
+    check_key(key).map_err(bad)?;
+    Ok(format!("s3://{bucket}/{key}"))
+}
+
+/// A chunk of an upload's body, or its end.
+enum Part {
+    Bytes(Bytes),
+    End,
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let what = checked(&bucket, &key)?;
+    let size: u64 = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::LengthRequired,
+                "send the object's size as Content-Length",
+            )
+        })?;
+    let (tx, mut rx) = mpsc::channel::<Part>(CHUNKS_AHEAD);
+    let store = state.objects().clone();
+    let (b, k) = (bucket.clone(), key.clone());
+    // The store writes on a blocking thread from what this handler receives; a body that
+    // stops short (the client went away) never sends `End`, and the upload is abandoned.
+    let writer = tokio::task::spawn_blocking(move || -> Result<ObjectInfo, ObjectError> {
+        let mut upload = store.put(&b, &k, size, deadline())?;
+        loop {
+            match rx.blocking_recv() {
+                Some(Part::Bytes(bytes)) => upload.write_all(&bytes).map_err(|e| {
+                    match e.into_inner().map(|inner| inner.downcast::<ObjectError>()) {
+                        Some(Ok(obj)) => *obj,
+                        Some(Err(other)) => ObjectError::Other(other.to_string()),
+                        None => ObjectError::Other("writing the object failed".into()),
+                    }
+                })?,
+                Some(Part::End) => break,
+                None => return Err(ObjectError::InvalidInput("the body ended early".into())),
+            }
+        }
+        upload.finish()?;
+        store.head(&b, &k, deadline())
+    });
+    let mut stream = body.into_data_stream();
+    let mut received = 0u64;
+    let mut ended = true;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                received += bytes.len() as u64;
+                if tx.send(Part::Bytes(bytes)).await.is_err() {
+                    break; // the writer stopped; it says why
+                }
+            }
+            Err(e) => {
+                tracing::warn!(object = %what, error = %e, "reading an upload's body failed");
+                ended = false;
+                break;
+            }
+        }
+    }
+    if ended && received == size {
+        let _ = tx.send(Part::End).await;
+    }
+    drop(tx);
+    let info = writer
+        .await
+        .map_err(|e| Error::internal("the upload failed", e))?
+        .map_err(|e| object_error(e, &what))?;
+    tracing::info!(object = %what, size = info.size, "object stored");
+    Ok((StatusCode::CREATED, Json(ObjectView::new(&bucket, info))).into_response())
+}
+
+fn object_headers(info: &ObjectInfo) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(v) = info
+        .etag
+        .as_deref()
+        .and_then(|e| HeaderValue::from_str(&format!("\"{e}\"")).ok())
+    {
+        h.insert(header::ETAG, v);
+    }
+    if let Some(v) = info
+        .sha256
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
+        h.insert(SHA256_HEADER, v);
+    }
+    h
+}
+
+pub async fn head(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<Response, Error> {
+    let what = checked(&bucket, &key)?;
+    let info = blocking(&state, what, move |s| s.head(&bucket, &key, deadline())).await?;
+    Ok((StatusCode::OK, object_headers(&info)).into_response())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<Response, Error> {
+    let what = checked(&bucket, &key)?;
+    let (info, reader) = blocking(&state, what.clone(), move |s| {
+        let deadline = deadline();
+        let info = s.head(&bucket, &key, deadline)?;
+        let reader = s.get(&bucket, &key, deadline)?;
+        Ok((info, reader))
+    })
+    .await?;
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || pump(reader, &tx, &what));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        StatusCode::OK,
+        object_headers(&info),
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Reads `reader` into `tx` chunk by chunk until it ends, fails, or the client goes away.
+fn pump(mut reader: Box<dyn Read + Send>, tx: &mpsc::Sender<std::io::Result<Bytes>>, what: &str) {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        match reader.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!(object = %what, error = %e, "reading an object failed mid-download");
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<StatusCode, Error> {
+    let what = checked(&bucket, &key)?;
+    let log = what.clone();
+    blocking(&state, what, move |s| s.delete(&bucket, &key, deadline())).await?;
+    tracing::info!(object = %log, "object deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The store as the handlers share it.
+pub type Objects = Arc<dyn ObjectStore>;
