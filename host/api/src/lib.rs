@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tessera_core::ErrorCode;
 use tessera_core::validate::Policy;
 use tessera_registry::Registry;
-use tessera_runner::{EngineStatus, Runner};
+use tessera_runner::{ExecutorStatus, Runner};
 
 #[derive(Clone)]
 pub struct ApiConfig {
@@ -75,19 +75,17 @@ impl AppState {
         &self.0.runner
     }
 
-    /// The validation policy with limits from the engine, when it is known.
+    /// The validation policy with limits from the executor, when they are known.
     fn policy(&self) -> Policy {
         let mut p = self.0.cfg.policy.clone();
         p.filer_schemes = tessera_core::staging::Filers::schemes(&self.0.registry);
-        if let EngineStatus::Ready {
+        if let ExecutorStatus::Ready {
             cpus, memory_bytes, ..
-        } = self.runner().engine_status()
+        } = self.runner().executor_status()
         {
             p.max_cpu_cores = i32::try_from(cpus).ok().filter(|c| *c > 0);
-            p.max_ram_gb = u64::try_from(memory_bytes)
-                .ok()
-                .filter(|b| *b > 0)
-                .map(tessera_core::units::bytes_to_gb);
+            p.max_ram_gb =
+                (memory_bytes > 0).then(|| tessera_core::units::bytes_to_gb(memory_bytes));
         }
         p
     }
@@ -194,22 +192,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let store = state.runner().store().ping().await;
-    let engine = state.runner().engine_status();
-    let executor = match &engine {
-        EngineStatus::Disabled => serde_json::json!({"kind": "none", "status": "disabled"}),
-        EngineStatus::Unknown => serde_json::json!({"kind": "docker", "status": "unknown"}),
-        EngineStatus::Ready { version, .. } => {
-            serde_json::json!({"kind": "docker", "status": "ready", "version": version})
+    let kind = state.runner().executor_kind();
+    let executor = match state.runner().executor_status() {
+        ExecutorStatus::Disabled => serde_json::json!({"kind": kind, "status": "disabled"}),
+        ExecutorStatus::Unknown => serde_json::json!({"kind": kind, "status": "unknown"}),
+        ExecutorStatus::Ready { version, .. } => {
+            serde_json::json!({"kind": kind, "status": "ready", "version": version})
         }
-        EngineStatus::Unreachable(why) => {
-            serde_json::json!({"kind": "docker", "status": "unreachable", "reason": why})
+        ExecutorStatus::Unreachable(why) => {
+            serde_json::json!({"kind": kind, "status": "unreachable", "reason": why})
         }
     };
     let body = serde_json::json!({
         "store": match &store { Ok(()) => serde_json::json!({"status": "ok"}), Err(e) => serde_json::json!({"status": "unreachable", "reason": e.to_string()}) },
         "executor": executor,
     });
-    // Ready means the API can serve: tasks are accepted and queue while Docker is away.
+    // Ready means the API can serve: tasks are accepted and queue while the executor is away.
     let status = if store.is_ok() {
         StatusCode::OK
     } else {

@@ -12,6 +12,20 @@ pub struct StagedFile {
     pub size: u64,
 }
 
+/// Why a filer could not stage a URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilerError {
+    /// The URL has no scheme, or no filer is bound to it.
+    #[error("no filer plugin serves {0}")]
+    NoFiler(String),
+    /// The workspace given to the filer is not usable.
+    #[error("the task's workspace: {0}")]
+    Workspace(String),
+    /// The bound filer failed (`filer` is `name@version`).
+    #[error("filer {filer} failed: {message}")]
+    Failed { filer: String, message: String },
+}
+
 /// The bound filers, as the runner sees them.
 pub trait Filers: Send + Sync {
     /// Lower-case URL schemes that have a filer bound now.
@@ -26,7 +40,7 @@ pub trait Filers: Send + Sync {
         url: &str,
         path: &str,
         directory: bool,
-    ) -> Result<Vec<StagedFile>, String>;
+    ) -> Result<Vec<StagedFile>, FilerError>;
 
     /// Stage container path `path` of the task's workspace out to `url`. Blocking.
     fn stage_out(
@@ -36,7 +50,7 @@ pub trait Filers: Send + Sync {
         path: &str,
         url: &str,
         directory: bool,
-    ) -> Result<Vec<StagedFile>, String>;
+    ) -> Result<Vec<StagedFile>, FilerError>;
 }
 
 /// The scheme of a URL, lower case (`None` without `://`).

@@ -11,18 +11,18 @@
 //! - A missing executable fails the *start* call (HTTP 400, "exec: \"x\": executable
 //!   file not found in $PATH"), surfaced as [`DockerError::CommandNotFound`]. The container
 //!   is left in state `created` with exit code 127 and the message as its error, so
-//!   [`DockerEngine::status`] reports `exit_code: Some(127)` and [`DockerEngine::wait`]
+//!   [`DockerClient::status`] reports `exit_code: Some(127)` and [`DockerClient::wait`]
 //!   returns 127.
 //! - The stats stream never ends by itself: after the container stops it keeps sending
-//!   empty samples every second. [`DockerEngine::peak_memory`] therefore checks the
+//!   empty samples every second. [`DockerClient::peak_memory`] therefore checks the
 //!   container's state on empty samples and stops once it is no longer running.
 //! - Logs are read from the json-file (or local) log driver, so they stay available
 //!   until the container is removed; non-UTF-8 output is not byte-exact through it.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tessera_docker::DockerError> {
-//! use tessera_docker::{ContainerSpec, DockerEngine};
-//! let engine = DockerEngine::connect(None)?;
+//! use tessera_docker::{ContainerSpec, DockerClient};
+//! let engine = DockerClient::connect(None)?;
 //! engine.ensure_image("busybox:latest").await?;
 //! let spec = ContainerSpec {
 //!     name: "demo".into(),
@@ -38,13 +38,15 @@
 //! ```
 
 mod cgroup;
-mod engine;
+mod client;
 mod error;
+mod executor;
 mod spec;
 mod types;
 mod version;
 
-pub use engine::{DEFAULT_SOCKET, DockerEngine};
+pub use client::{DEFAULT_SOCKET, DockerClient};
 pub use error::DockerError;
+pub use executor::{DockerExecutor, INSTANCE_LABEL, TASK_LABEL};
 pub use spec::{Bind, ContainerSpec};
-pub use types::{ContainerStatus, ContainerSummary, EngineInfo, LogChunk};
+pub use types::{ContainerStatus, ContainerSummary, DockerInfo};

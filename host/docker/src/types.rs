@@ -1,12 +1,10 @@
-//! Plain data returned by [`crate::DockerEngine`].
+//! Plain data returned by [`crate::DockerClient`].
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 /// What the engine says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineInfo {
+pub struct DockerInfo {
     /// Engine version, e.g. `20.10.24+dfsg1`.
     pub version: String,
     /// The Engine API version this client speaks with it, e.g. `1.41`.
@@ -19,25 +17,6 @@ pub struct EngineInfo {
     pub cgroup_version: Option<u8>,
     /// `cgroupfs` or `systemd`; empty when the engine does not say.
     pub cgroup_driver: String,
-}
-
-/// One piece of a container's output, as the engine framed it (not split into lines).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogChunk {
-    Stdout(Bytes),
-    Stderr(Bytes),
-}
-
-impl LogChunk {
-    pub fn bytes(&self) -> &Bytes {
-        match self {
-            LogChunk::Stdout(b) | LogChunk::Stderr(b) => b,
-        }
-    }
-
-    pub fn is_stderr(&self) -> bool {
-        matches!(self, LogChunk::Stderr(_))
-    }
 }
 
 /// The state of one container.
@@ -59,7 +38,7 @@ pub struct ContainerStatus {
     pub error: Option<String>,
 }
 
-/// One entry of [`crate::DockerEngine::list_by_label`].
+/// One entry of [`crate::DockerClient::list_by_label`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSummary {
     /// The container's name, without Docker's leading `/`.

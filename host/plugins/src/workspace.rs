@@ -1,41 +1,32 @@
 //! A task's workspace as a filer sees it (`tessera:plugin/workspace`): container paths
 //! mapped onto host directories through the mounts the host lists, and files opened there
-//! without ever following a symbolic link.
+//! through `tessera_safefs`, which never follows a symbolic link.
 //!
-//! Safety of the mapping does not rest on checking paths as strings and then opening
-//! them: a path is split into components (`..` refused), the mount whose container
-//! prefix covers it is opened, and every further component is opened relative to the
-//! directory before it with `O_NOFOLLOW` (`openat`). A symbolic link anywhere below the
-//! mount's directory (one the task planted, pointing at `/etc` or at another task) is
-//! refused, never resolved; so are FIFOs, devices and sockets (files are opened
-//! non-blocking, then checked to be regular files). Error messages name container paths
-//! only, never host paths.
+//! A container path is split into components (`..` refused), the mount whose container
+//! prefix covers it is chosen, and the rest is opened below the mount's directory
+//! component by component with `O_NOFOLLOW`. A symbolic link anywhere below the mount's
+//! directory (one the task planted, pointing at `/etc` or at another task) is refused,
+//! never resolved; so are FIFOs, devices and sockets. Error messages name container
+//! paths only, never host paths.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
-use rustix::io::Errno;
+use tessera_safefs::{FsError, Kind, Root, WalkLimits};
 use wasmtime_wasi::p2::{StreamError, StreamResult};
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream};
 
 use crate::router::PluginError;
 
+pub(crate) use tessera_safefs::Overrun;
+
 /// The most one `read` of a workspace file returns (the guest asks for at most this).
 const READ_MAX: usize = 1 << 20;
 /// What `check-write` of a workspace file allows per write.
 const WRITE_BUDGET: usize = 1 << 20;
-/// `walk` lists at most this many files…
-const WALK_MAX_ENTRIES: usize = 100_000;
-/// …whose relative paths together take at most this many bytes…
-const WALK_MAX_NAME_BYTES: usize = 16 << 20;
-/// …at most this many directories deep.
-const WALK_MAX_DEPTH: usize = 128;
 
 /// The workspace of the task a filer call is about: which container paths it may open,
 /// and the host directories behind them. The host builds it per task, e.g. `/data/in` →
@@ -58,7 +49,7 @@ struct Mount {
     /// Normalized: `/` or `/a/b`.
     container: String,
     parts: Vec<String>,
-    host: PathBuf,
+    root: Root,
 }
 
 /// A mount that [`FilerWorkspace::mount`] refuses.
@@ -67,6 +58,22 @@ struct Mount {
 pub struct MountError {
     pub container: String,
     pub reason: &'static str,
+}
+
+/// A safe-file-system error as the plugin sees it.
+fn plugin_error(e: FsError) -> PluginError {
+    let text = e.to_string();
+    match e {
+        FsError::NotFound(_) => PluginError::NotFound(text),
+        FsError::Symlink(..) | FsError::NotRegular(_) | FsError::Denied(_) => {
+            PluginError::Denied(text)
+        }
+        FsError::IsADirectory(_) | FsError::NotADirectory(_) | FsError::Invalid(..) => {
+            PluginError::InvalidInput(text)
+        }
+        FsError::Exhausted(..) => PluginError::Unavailable(text),
+        FsError::TooLarge(..) | FsError::Other(..) => PluginError::Other(text),
+    }
 }
 
 impl FilerWorkspace {
@@ -88,11 +95,13 @@ impl FilerWorkspace {
             container: container.to_owned(),
             reason,
         };
-        let parts = match components(container) {
+        if !container.starts_with('/') {
+            return Err(err("not an absolute path"));
+        }
+        let parts = match tessera_safefs::components(container) {
             Ok(p) => p,
-            Err(Bad::Relative) => return Err(err("not an absolute path")),
-            Err(Bad::DotDot) => return Err(err("contains `..`")),
-            Err(Bad::Nul) => return Err(err("contains NUL")),
+            Err(_) if container.contains('\0') => return Err(err("contains NUL")),
+            Err(_) => return Err(err("contains `..`")),
         };
         let parts: Vec<String> = parts.into_iter().map(str::to_owned).collect();
         if self.mounts.iter().any(|m| m.parts == parts) {
@@ -101,7 +110,7 @@ impl FilerWorkspace {
         let mount = Mount {
             container: format!("/{}", parts.join("/")),
             parts,
-            host: host.into(),
+            root: Root::new(host),
         };
         let at = self
             .mounts
@@ -120,18 +129,17 @@ impl FilerWorkspace {
     pub fn mounts(&self) -> impl Iterator<Item = (&str, &Path)> {
         self.mounts
             .iter()
-            .map(|m| (m.container.as_str(), m.host.as_path()))
+            .map(|m| (m.container.as_str(), m.root.path()))
     }
 
-    /// The mount that serves `path`, and the components of `path` below it.
-    fn resolve<'p>(&self, path: &'p str) -> Result<(&Mount, Vec<&'p str>), PluginError> {
-        let parts = components(path).map_err(|bad| {
-            PluginError::InvalidInput(match bad {
-                Bad::Relative => format!("`{path}` is not an absolute container path"),
-                Bad::DotDot => format!("`{path}` contains `..`"),
-                Bad::Nul => "the path contains NUL".to_owned(),
-            })
-        })?;
+    /// The mount that serves `path`, and the path below it.
+    fn resolve(&self, path: &str) -> Result<(&Mount, String), PluginError> {
+        if !path.starts_with('/') {
+            return Err(PluginError::InvalidInput(format!(
+                "`{path}` is not an absolute container path"
+            )));
+        }
+        let parts = tessera_safefs::components(path).map_err(plugin_error)?;
         let mount = self
             .mounts
             .iter()
@@ -141,27 +149,13 @@ impl FilerWorkspace {
             .ok_or_else(|| {
                 PluginError::Denied(format!("`{path}` is outside the task's workspace"))
             })?;
-        let rest = parts[mount.parts.len()..].to_vec();
-        Ok((mount, rest))
+        Ok((mount, parts[mount.parts.len()..].join("/")))
     }
 
     /// `workspace.open-read`: a regular file of the workspace, for reading.
     pub(crate) fn open_read(&self, path: &str) -> Result<File, PluginError> {
         let (mount, rest) = self.resolve(path)?;
-        let Some((name, dirs)) = rest.split_last() else {
-            return Err(PluginError::InvalidInput(format!(
-                "`{path}` is a directory of the workspace, not a file"
-            )));
-        };
-        let dir = open_dirs(mount, dirs, false, path)?;
-        let fd = rustix::fs::openat(
-            &dir,
-            *name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
-            Mode::empty(),
-        )
-        .map_err(|e| open_error(e, &dir, name, path))?;
-        regular(fd, path)
+        mount.root.open_read(&rest, path).map_err(plugin_error)
     }
 
     /// `workspace.open-write`: creates (or replaces) a regular file of the workspace,
@@ -170,35 +164,7 @@ impl FilerWorkspace {
     /// other hard links is not written through), then the file is created anew.
     pub(crate) fn open_write(&self, path: &str) -> Result<File, PluginError> {
         let (mount, rest) = self.resolve(path)?;
-        let Some((name, dirs)) = rest.split_last() else {
-            return Err(PluginError::InvalidInput(format!(
-                "`{path}` is a directory of the workspace, not a file"
-            )));
-        };
-        let dir = open_dirs(mount, dirs, true, path)?;
-        match rustix::fs::unlinkat(&dir, *name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(Errno::ISDIR) | Err(Errno::PERM) if is_dir_at(&dir, name) => {
-                return Err(PluginError::InvalidInput(format!(
-                    "`{path}` is a directory"
-                )));
-            }
-            Err(e) => return Err(fs_error(e, path)),
-        }
-        let fd = rustix::fs::openat(
-            &dir,
-            *name,
-            OFlags::WRONLY
-                | OFlags::CREATE
-                | OFlags::EXCL
-                | OFlags::NOFOLLOW
-                | OFlags::CLOEXEC
-                | OFlags::NONBLOCK
-                | OFlags::NOCTTY,
-            Mode::from_raw_mode(0o644),
-        )
-        .map_err(|e| open_error(e, &dir, name, path))?;
-        regular(fd, path)
+        mount.root.create(&rest, 0o644, path).map_err(plugin_error)
     }
 
     /// `workspace.walk`: every regular file under the directory `path`, recursively, as
@@ -215,289 +181,20 @@ impl FilerWorkspace {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        let top = match rest.split_last() {
-            None => open_mount(mount, path),
-            Some((name, dirs)) => open_dirs(mount, dirs, false, path).and_then(|dir| {
-                let fd = rustix::fs::openat(
-                    &dir,
-                    *name,
-                    OFlags::RDONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC
-                        | OFlags::NONBLOCK
-                        | OFlags::NOCTTY,
-                    Mode::empty(),
-                )
-                .map_err(|e| open_error(e, &dir, name, path))?;
-                Ok(fd)
-            }),
-        };
-        let top = match top {
-            Ok(fd) => fd,
-            Err(e) => return Ok(Err(e)),
-        };
-        match rustix::fs::fstat(&top) {
-            Ok(st) => match FileType::from_raw_mode(st.st_mode) {
-                FileType::RegularFile => return Ok(Ok(vec![(String::new(), size_of(&st))])),
-                FileType::Directory => {}
-                _ => {
-                    return Ok(Err(PluginError::InvalidInput(format!(
-                        "`{path}` is neither a regular file nor a directory"
-                    ))));
-                }
-            },
-            Err(e) => return Ok(Err(fs_error(e, path))),
-        }
-        walk_tree(top, path, deadline_passed)
-    }
-}
-
-/// The deadline passed during a host operation.
-#[derive(Debug)]
-pub(crate) struct Overrun;
-
-enum Bad {
-    Relative,
-    DotDot,
-    Nul,
-}
-
-/// The components of an absolute path; empty and `.` components are skipped.
-fn components(path: &str) -> Result<Vec<&str>, Bad> {
-    if path.contains('\0') {
-        return Err(Bad::Nul);
-    }
-    let Some(rest) = path.strip_prefix('/') else {
-        return Err(Bad::Relative);
-    };
-    let mut parts = Vec::new();
-    for part in rest.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err(Bad::DotDot),
-            p => parts.push(p),
-        }
-    }
-    Ok(parts)
-}
-
-fn open_mount(mount: &Mount, path: &str) -> Result<OwnedFd, PluginError> {
-    rustix::fs::open(
-        &mount.host,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| match e {
-        Errno::NOENT => PluginError::Unavailable(format!(
-            "the workspace directory behind `{}` does not exist (for `{path}`)",
-            mount.container
-        )),
-        e => fs_error(e, path),
-    })
-}
-
-/// Opens the directories `dirs` below `mount`, each relative to the one before with
-/// `O_NOFOLLOW`; with `create`, missing ones are made.
-fn open_dirs(
-    mount: &Mount,
-    dirs: &[&str],
-    create: bool,
-    path: &str,
-) -> Result<OwnedFd, PluginError> {
-    let mut dir = open_mount(mount, path)?;
-    for name in dirs {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let next = match rustix::fs::openat(&dir, *name, flags, Mode::empty()) {
-            Err(Errno::NOENT) if create => {
-                match rustix::fs::mkdirat(&dir, *name, Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(fs_error(e, path)),
-                }
-                rustix::fs::openat(&dir, *name, flags, Mode::empty())
-            }
-            other => other,
-        };
-        dir = next.map_err(|e| open_error(e, &dir, name, path))?;
-    }
-    Ok(dir)
-}
-
-fn is_dir_at(dir: &OwnedFd, name: &str) -> bool {
-    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
-}
-
-/// A file descriptor as a [`File`] if it is a regular file, blocking again.
-fn regular(fd: OwnedFd, path: &str) -> Result<File, PluginError> {
-    let st = rustix::fs::fstat(&fd).map_err(|e| fs_error(e, path))?;
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => {}
-        FileType::Directory => {
-            return Err(PluginError::InvalidInput(format!(
-                "`{path}` is a directory"
-            )));
-        }
-        _ => {
-            return Err(PluginError::Denied(format!(
-                "`{path}` is not a regular file (a FIFO, socket or device)"
-            )));
-        }
-    }
-    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| fs_error(e, path))?;
-    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(|e| fs_error(e, path))?;
-    Ok(File::from(fd))
-}
-
-/// Why opening `name` in `dir` failed: a symbolic link is refused as such.
-fn open_error(e: Errno, dir: &OwnedFd, name: &str, path: &str) -> PluginError {
-    if matches!(e, Errno::LOOP | Errno::NOTDIR | Errno::MLINK) {
-        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
-                return PluginError::Denied(format!(
-                    "`{path}`: `{name}` is a symbolic link, which the workspace does not follow"
-                ));
-            }
-            Ok(_) if e == Errno::NOTDIR => {
-                return PluginError::InvalidInput(format!("`{path}`: `{name}` is not a directory"));
-            }
-            _ => {}
-        }
-    }
-    fs_error(e, path)
-}
-
-fn fs_error(e: Errno, path: &str) -> PluginError {
-    match e {
-        Errno::NOENT => PluginError::NotFound(format!("`{path}` does not exist")),
-        Errno::ACCESS | Errno::PERM | Errno::ROFS => {
-            PluginError::Denied(format!("`{path}`: {}", io::Error::from(e)))
-        }
-        Errno::ISDIR => PluginError::InvalidInput(format!("`{path}` is a directory")),
-        Errno::NOTDIR => PluginError::InvalidInput(format!(
-            "`{path}`: a component of the path is not a directory"
-        )),
-        Errno::NAMETOOLONG => PluginError::InvalidInput(format!("`{path}`: the name is too long")),
-        Errno::NOSPC | Errno::DQUOT | Errno::MFILE | Errno::NFILE | Errno::NOMEM => {
-            PluginError::Unavailable(format!("`{path}`: {}", io::Error::from(e)))
-        }
-        e => PluginError::Other(format!("`{path}`: {}", io::Error::from(e))),
-    }
-}
-
-fn size_of(st: &rustix::fs::Stat) -> u64 {
-    u64::try_from(st.st_size).unwrap_or(0)
-}
-
-/// Lists the regular files under the directory `top` (depth first; a directory's
-/// descriptor is kept only while some of its subdirectories wait, so at most
-/// [`WALK_MAX_DEPTH`] are open at once).
-fn walk_tree(
-    top: OwnedFd,
-    path: &str,
-    deadline_passed: &mut dyn FnMut() -> bool,
-) -> Result<Result<Vec<(String, u64)>, PluginError>, Overrun> {
-    struct Pending {
-        parent: Rc<OwnedFd>,
-        name: String,
-        /// The directory's path relative to the top, with a trailing `/`.
-        prefix: String,
-        depth: usize,
-    }
-    let mut out: Vec<(String, u64)> = Vec::new();
-    let mut name_bytes = 0usize;
-    let mut seen = 0usize;
-    let mut stack: Vec<Pending> = Vec::new();
-    let mut current = Some((top, String::new(), 0usize));
-    loop {
-        let (fd, prefix, depth) = match current.take() {
-            Some(c) => c,
-            None => match stack.pop() {
-                None => break,
-                Some(p) => {
-                    let flags =
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                    match rustix::fs::openat(&*p.parent, p.name.as_str(), flags, Mode::empty()) {
-                        Ok(fd) => (fd, p.prefix, p.depth),
-                        // Gone since it was listed, or replaced by a link: not followed.
-                        Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => continue,
-                        Err(e) => return Ok(Err(fs_error(e, &join(path, &p.prefix)))),
-                    }
-                }
-            },
-        };
-        let fd = Rc::new(fd);
-        let mut dir = match Dir::read_from(&*fd) {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(fs_error(e, &join(path, &prefix)))),
-        };
-        while let Some(entry) = dir.read() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => return Ok(Err(fs_error(e, &join(path, &prefix)))),
-            };
-            let raw = entry.file_name().to_bytes();
-            if raw == b"." || raw == b".." {
-                continue;
-            }
-            seen += 1;
-            if seen.is_multiple_of(256) && deadline_passed() {
-                return Err(Overrun);
-            }
-            let Ok(name) = std::str::from_utf8(raw) else {
-                return Ok(Err(PluginError::InvalidInput(format!(
-                    "a file name under `{}` is not UTF-8",
-                    join(path, &prefix)
-                ))));
-            };
-            let st = match rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Ok(Err(fs_error(e, &join(path, &prefix)))),
-            };
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::RegularFile => {
-                    let rel = format!("{prefix}{name}");
-                    name_bytes += rel.len();
-                    if out.len() >= WALK_MAX_ENTRIES || name_bytes > WALK_MAX_NAME_BYTES {
-                        return Ok(Err(PluginError::Other(format!(
-                            "`{path}` holds more than {WALK_MAX_ENTRIES} files (or more than \
-                             {} MiB of file names); stage it in parts",
-                            WALK_MAX_NAME_BYTES >> 20
-                        ))));
-                    }
-                    out.push((rel, size_of(&st)));
-                }
-                FileType::Directory => {
-                    if depth + 1 > WALK_MAX_DEPTH {
-                        return Ok(Err(PluginError::Other(format!(
-                            "`{path}` is more than {WALK_MAX_DEPTH} directories deep"
-                        ))));
-                    }
-                    stack.push(Pending {
-                        parent: fd.clone(),
-                        name: name.to_owned(),
-                        prefix: format!("{prefix}{name}/"),
-                        depth: depth + 1,
-                    });
-                }
-                // Links, FIFOs, sockets, devices: not files to stage.
-                _ => {}
-            }
-        }
-    }
-    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(Ok(out))
-}
-
-fn join(path: &str, prefix: &str) -> String {
-    if prefix.is_empty() {
-        path.to_owned()
-    } else {
-        format!(
-            "{}/{}",
-            path.trim_end_matches('/'),
-            prefix.trim_end_matches('/')
-        )
+        Ok(mount
+            .root
+            .walk(&rest, path, WalkLimits::default(), deadline_passed)?
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .filter_map(|(rel, kind)| match kind {
+                        Kind::File { size } => Some((rel, size)),
+                        // Links, FIFOs, sockets, devices: not files to stage.
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .map_err(plugin_error))
     }
 }
 
@@ -615,16 +312,16 @@ mod tests {
         let w = ws(tmp.path());
         let (m, rest) = w.resolve("/data/in/a/b.txt").unwrap();
         assert_eq!(
-            (m.container.as_str(), rest),
-            ("/data/in", vec!["a", "b.txt"])
+            (m.container.as_str(), rest.as_str()),
+            ("/data/in", "a/b.txt")
         );
         let (m, rest) = w.resolve("/data/inputs/x").unwrap();
         assert_eq!(
-            (m.container.as_str(), rest),
-            ("/", vec!["data", "inputs", "x"])
+            (m.container.as_str(), rest.as_str()),
+            ("/", "data/inputs/x")
         );
         let (m, rest) = w.resolve("//data/./in//c").unwrap();
-        assert_eq!((m.container.as_str(), rest), ("/data/in", vec!["c"]));
+        assert_eq!((m.container.as_str(), rest.as_str()), ("/data/in", "c"));
         assert!(matches!(
             w.resolve("/data/in/../x"),
             Err(PluginError::InvalidInput(_))
@@ -745,9 +442,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let inn = tmp.path().join("in");
         std::fs::create_dir_all(&inn).unwrap();
-        let dir =
-            rustix::fs::open(&inn, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        rustix::fs::mkfifoat(&dir, "pipe", Mode::from_raw_mode(0o600)).unwrap();
+        let dir = rustix::fs::open(
+            &inn,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        rustix::fs::mkfifoat(&dir, "pipe", rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
         let w = ws(tmp.path());
         // Opening must not block waiting for a writer.
         assert!(matches!(

@@ -1,20 +1,24 @@
-//! Driving one task from INITIALIZING to a terminal state (or resuming it).
+//! Driving one task from INITIALIZING to a terminal state, or resuming it: the driver
+//! gathers the facts, asks [`step::next`] what to do, performs that step through the
+//! executor and the store, and asks again. The decisions are all in `step.rs`; this file
+//! only does them.
 
+use crate::spec::process_spec;
 use crate::staging::{self, Staged};
+use crate::step::{self, ExecutorFacts, Facts, Observed, Step};
 use crate::tail::Tail;
-use crate::workspace::{Workspace, plan_mounts};
-use crate::{EngineStatus, INSTANCE_LABEL, Runner, TASK_LABEL, metrics};
+use crate::task_dir::{TaskDir, plan_mounts};
+use crate::{Runner, metrics};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tessera_core::State;
 use tessera_core::task::TaskRecord;
 use tessera_core::tes::{ExecutorLog, TaskLog};
 use tessera_core::time_fmt::{end_not_before, format_rfc3339, millis_between, now_rfc3339};
-use tessera_docker::{Bind, ContainerSpec, DockerError, LogChunk};
+use tessera_executor::{ExecError, Executor, LogChunk, ProcessState, process_name};
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -25,20 +29,24 @@ enum Stop {
     Canceled,
     /// SYSTEM_ERROR with this reason.
     System(String),
-    /// The engine went away before anything ran: back to QUEUED.
+    /// The executor went away before anything ran: back to QUEUED.
     Requeue(String),
-    /// The engine went away while executors were running: leave the task as it is;
-    /// the runner's sweep resumes it (following its containers) once the engine is back.
-    EngineLost(String),
+    /// The executor went away while executors were running: leave the task as it is;
+    /// the runner's sweep resumes it (following its processes) once the executor is back.
+    ExecutorLost(String),
 }
 
 struct Drive {
     runner: Runner,
+    exec: Arc<dyn Executor>,
     task: TaskRecord,
-    ws: Workspace,
+    dir: TaskDir,
     token: CancellationToken,
     logs: Vec<TaskLog>,
     last_flush: Instant,
+    /// What the executor has of each executor's process (asked once when the driver
+    /// starts; kept up to date by the driver's own steps after that).
+    observed: Vec<Observed>,
     /// When this driver started executor `.0`: its wall-clock start and the same moment
     /// on the monotonic clock, so that its end is `start + elapsed` (one clock: the end
     /// is never before the start, and run_ms is exactly end minus start).
@@ -50,6 +58,7 @@ impl Runner {
     /// so the sweep never starts a second driver for the same task.
     pub(crate) async fn drive(
         self,
+        exec: Arc<dyn Executor>,
         task: TaskRecord,
         token: CancellationToken,
         _permit: OwnedSemaphorePermit,
@@ -58,9 +67,11 @@ impl Runner {
         let id = task.id.clone();
         let span = tracing::info_span!("task", task_id = %id);
         let mut drive = Drive {
-            ws: Workspace::new(&self.0.cfg.work_dir, &id),
+            dir: TaskDir::new(&self.0.cfg.work_dir, &id),
             runner: self.clone(),
+            exec,
             logs: task.logs.clone(),
+            observed: vec![Observed::Absent; task.executors().len()],
             task,
             token,
             last_flush: Instant::now(),
@@ -85,6 +96,15 @@ impl Drive {
         }
         let last = self.logs.len() - 1;
         &mut self.logs[last]
+    }
+
+    /// The attempt whose executors run now (its log is the last one).
+    fn attempt(&self) -> usize {
+        self.logs.len().saturating_sub(1)
+    }
+
+    fn process(&self, i: usize) -> String {
+        process_name(&self.task.id, self.attempt(), i)
     }
 
     fn meta(&mut self, key: impl Into<String>, value: impl ToString) {
@@ -125,29 +145,79 @@ impl Drive {
         }
     }
 
+    /// What is stored and observed, for [`step::next`].
+    fn facts(&self) -> Facts {
+        let entries = self.logs.last().map(|l| l.logs.as_slice()).unwrap_or(&[]);
+        Facts {
+            state: self.task.state,
+            cancel: self.token.is_cancelled(),
+            executors: self
+                .task
+                .executors()
+                .iter()
+                .enumerate()
+                .map(|(i, e)| ExecutorFacts {
+                    exit_code: entries
+                        .get(i)
+                        .filter(|l| l.end_time.is_some())
+                        .map(|l| l.exit_code),
+                    ignore_error: e.ignore_error.unwrap_or(false),
+                    process: self.observed[i],
+                })
+                .collect(),
+        }
+    }
+
     async fn run(&mut self) {
         // Re-read: a cancel may have landed between the claim and our registration.
         match self.current_state().await {
-            Some(State::Canceling) => return self.cancel_cleanup().await,
-            Some(s) if s.is_terminal() => return,
-            None => return,
             Some(s) => self.task.state = s,
+            None => return,
         }
-        if self.task.state == State::Initializing {
-            match self.initialize().await {
-                Ok(()) => {}
-                Err(stop) => return self.stop(stop).await,
+        if let Err(stop) = self.observe().await {
+            return self.stop(stop).await;
+        }
+        loop {
+            let step = step::next(&self.facts());
+            tracing::debug!(?step, "next step");
+            let done = match step {
+                Step::Done => return,
+                Step::Cancel => return self.cancel_cleanup().await,
+                Step::Finish { failed } => return self.finish_with_outputs(failed).await,
+                Step::StageIn => self.stage_in().await,
+                Step::Create(i) => self.create(i).await,
+                Step::Start(i) => self.start(i).await,
+                Step::Follow(i) => self.follow(i).await,
+                Step::Remove(i) => self.remove(i).await,
+            };
+            if let Err(stop) = done {
+                return self.stop(stop).await;
             }
         }
-        let failed_executor = match self.run_executors().await {
-            Ok(failed) => failed,
-            Err(stop) => return self.stop(stop).await,
-        };
-        self.finish_with_outputs(failed_executor).await;
     }
 
-    /// Stage in and check images; then move to RUNNING.
-    async fn initialize(&mut self) -> Result<(), Stop> {
+    /// Ask the executor what it has of the processes of executors whose start is
+    /// recorded in this attempt (a restart, or a lost executor that came back).
+    async fn observe(&mut self) -> Result<(), Stop> {
+        let recorded = self.logs.last().map_or(0, |l| l.logs.len());
+        for i in 0..recorded.min(self.observed.len()) {
+            let name = self.process(i);
+            let state = self
+                .exec
+                .status(&name)
+                .await
+                .map_err(|e| self.executor_error("status", e))?;
+            self.observed[i] = match state {
+                None => Observed::Absent,
+                Some(ProcessState::Created) => Observed::Created,
+                Some(_) => Observed::Started,
+            };
+        }
+        Ok(())
+    }
+
+    /// INITIALIZING: images, then inputs, then RUNNING.
+    async fn stage_in(&mut self) -> Result<(), Stop> {
         let start = now_rfc3339();
         if self.log().start_time.is_none() {
             self.log().start_time = Some(start.clone());
@@ -158,15 +228,9 @@ impl Drive {
                 .with_label_values(&["queue"])
                 .observe(ms as f64 / 1000.0);
         }
-        self.meta("executor", "docker");
+        self.meta("executor", self.exec.kind());
         self.report_unenforced_resources();
 
-        let docker = self
-            .runner
-            .0
-            .docker
-            .clone()
-            .ok_or_else(|| Stop::Requeue("no executor".into()))?;
         let mut images: Vec<String> = self
             .task
             .executors()
@@ -177,12 +241,16 @@ impl Drive {
         for image in images {
             tokio::select! {
                 _ = self.token.cancelled() => return Err(Stop::Canceled),
-                r = docker.ensure_image(&image) => match r {
+                r = self.exec.prepare_image(&image) => match r {
                     Ok(()) => {}
-                    Err(DockerError::Unreachable(why)) => return Err(Stop::Requeue(why)),
+                    Err(ExecError::Unreachable(why)) => return Err(Stop::Requeue(why)),
                     Err(e) => {
                         metrics::EXECUTOR_ERRORS.with_label_values(&["image_pull"]).inc();
-                        return Err(Stop::System(format!("image {image} is not available: {e}")));
+                        let why = match e {
+                            ExecError::ImageUnavailable { reason, .. } => reason,
+                            other => other.to_string(),
+                        };
+                        return Err(Stop::System(format!("image {image} is not available: {why}")));
                     }
                 }
             }
@@ -190,12 +258,12 @@ impl Drive {
 
         let began = Instant::now();
         let task = self.task.clone();
-        let ws = self.ws.clone();
+        let dir = self.dir.clone();
         let roots = self.runner.0.cfg.file_roots.clone();
         let filers = self.runner.0.filers.clone();
         let staged = tokio::task::spawn_blocking(move || {
             let mounts = plan_mounts(&task);
-            staging::stage_in(&task, &ws, &mounts, &roots, filers.as_ref())
+            staging::stage_in(&task, &dir, &mounts, &roots, filers.as_ref())
         })
         .await
         .map_err(|e| Stop::System(format!("staging inputs panicked: {e}")))?;
@@ -244,36 +312,114 @@ impl Drive {
         let Some(res) = self.task.spec.resources.clone() else {
             return;
         };
-        if res.disk_gb.is_some() {
-            self.system_log("disk_gb is not enforced: the Docker executor cannot limit a container's disk use on this storage driver");
+        let (kind, enforces) = (self.exec.kind(), self.exec.enforces());
+        if res.disk_gb.is_some() && !enforces.disk {
+            self.system_log(format!(
+                "disk_gb is not enforced: the {kind} executor cannot limit a process's disk use"
+            ));
         }
-        if res.preemptible.is_some() {
-            self.system_log("preemptible has no effect on the Docker executor");
+        if res.preemptible.is_some() && !enforces.preemptible {
+            self.system_log(format!("preemptible has no effect on the {kind} executor"));
         }
-        if res.zones.as_ref().is_some_and(|z| !z.is_empty()) {
-            self.system_log("zones have no effect on the Docker executor");
+        if res.zones.as_ref().is_some_and(|z| !z.is_empty()) && !enforces.zones {
+            self.system_log(format!("zones have no effect on the {kind} executor"));
         }
     }
 
-    /// Run (or resume) executors in order. Returns the index of the executor that failed
-    /// without `ignore_error`, if any.
-    async fn run_executors(&mut self) -> Result<Option<usize>, Stop> {
-        let execs = self.task.executors().to_vec();
-        for (i, exec) in execs.iter().enumerate() {
-            let done = self
-                .log()
-                .logs
-                .get(i)
-                .map(|l| (l.end_time.is_some(), l.exit_code));
-            let exit_code = match done {
-                Some((true, code)) => code,
-                _ => self.run_executor(i).await?,
-            };
-            if exit_code != 0 && !exec.ignore_error.unwrap_or(false) {
-                return Ok(Some(i));
-            }
+    /// Record executor `i`'s start (before its process exists, so a crash cannot hide
+    /// it), then create its process.
+    async fn create(&mut self, i: usize) -> Result<(), Stop> {
+        if self.log().logs.len() <= i {
+            self.log().logs.push(ExecutorLog {
+                start_time: Some(now_rfc3339()),
+                exit_code: 0,
+                ..ExecutorLog::default()
+            });
+            self.save_logs().await;
         }
-        Ok(None)
+        let spec = process_spec(&self.task, self.attempt(), i, &self.dir);
+        let created = tokio::select! {
+            _ = self.token.cancelled() => return Err(Stop::Canceled),
+            r = self.exec.create(&spec) => r,
+        };
+        match created {
+            Ok(()) => {
+                self.observed[i] = Observed::Created;
+                Ok(())
+            }
+            // It exists after all (created by an earlier driver): look again.
+            Err(ExecError::Conflict) => {
+                let state = self
+                    .exec
+                    .status(&spec.name)
+                    .await
+                    .map_err(|e| self.executor_error("status", e))?;
+                self.observed[i] = match state {
+                    Some(ProcessState::Created) => Observed::Created,
+                    Some(_) => Observed::Started,
+                    None => Observed::Absent,
+                };
+                Ok(())
+            }
+            Err(e) => Err(self.executor_error("create", e)),
+        }
+    }
+
+    async fn start(&mut self, i: usize) -> Result<(), Stop> {
+        let name = self.process(i);
+        let stdin = match &self.task.executors()[i].stdin {
+            Some(p) => {
+                Some(staging::stdin_file(&self.dir, p).map_err(|e| Stop::System(e.to_string()))?)
+            }
+            None => None,
+        };
+        // Not before the previous executor's end, whatever the wall clock did.
+        let previous_end = i
+            .checked_sub(1)
+            .and_then(|p| self.log().logs.get(p))
+            .and_then(|l| l.end_time.as_deref())
+            .and_then(tessera_core::time_fmt::parse_rfc3339);
+        let now = OffsetDateTime::now_utc();
+        let started_at = previous_end.map_or(now, |p| now.max(p));
+        self.exec_started = Some((i, started_at, Instant::now()));
+        self.log().logs[i].start_time = Some(format_rfc3339(started_at));
+        let started = tokio::select! {
+            _ = self.token.cancelled() => return Err(Stop::Canceled),
+            r = self.exec.start(&name, stdin) => r,
+        };
+        match started {
+            Ok(()) => {
+                self.observed[i] = Observed::Started;
+                Ok(())
+            }
+            Err(ExecError::CommandNotFound(msg)) => {
+                // What a shell reports as 127: the program does not exist. The process
+                // stays (created) until its result is stored, like any other.
+                self.record_end(i);
+                let entry = &mut self.log().logs[i];
+                entry.exit_code = 127;
+                entry.stderr = Some(format!("{msg}\n"));
+                self.save_logs().await;
+                self.observed[i] = Observed::Started;
+                Ok(())
+            }
+            Err(e) => Err(self.executor_error("start", e)),
+        }
+    }
+
+    /// Only once its result is stored does a process go.
+    async fn remove(&mut self, i: usize) -> Result<(), Stop> {
+        let name = self.process(i);
+        match self.exec.remove(&name).await {
+            Ok(()) => {}
+            Err(ExecError::Unreachable(why)) => {
+                return Err(self.executor_error("remove", ExecError::Unreachable(why)));
+            }
+            // Nothing more can be done for it; the orphan sweep at start tries again.
+            Err(e) => tracing::warn!(process = %name, error = %e, "removing the process failed"),
+        }
+        self.observed[i] = Observed::Absent;
+        Ok(())
     }
 
     /// Executor `i` ended now: its end time from the clock its start was taken from,
@@ -302,185 +448,35 @@ impl Drive {
             .observe(ms as f64 / 1000.0);
     }
 
-    fn container_name(&self, i: usize) -> String {
-        format!(
-            "tessera-{}-{}-{}",
-            self.task.id,
-            self.logs.len().saturating_sub(1),
-            i
-        )
-    }
-
-    async fn run_executor(&mut self, i: usize) -> Result<i32, Stop> {
-        if self.token.is_cancelled() {
-            return Err(Stop::Canceled);
-        }
-        let docker = self
-            .runner
-            .0
-            .docker
-            .clone()
-            .ok_or_else(|| Stop::System("no executor".into()))?;
-        let exec = self.task.executors()[i].clone();
-        let name = self.container_name(i);
-        if self.log().logs.len() <= i {
-            // Record the start before the container exists, so a crash cannot hide it.
-            self.log().logs.push(ExecutorLog {
-                start_time: Some(now_rfc3339()),
-                exit_code: 0,
-                ..ExecutorLog::default()
-            });
-            self.save_logs().await;
-        }
-
-        let status = docker
-            .status(&name)
-            .await
-            .map_err(|e| self.engine_error("status", e))?;
-        let needs_start = match &status {
-            None => {
-                let spec = self.container_spec(i, &name);
-                match docker.create(&spec).await {
-                    Ok(()) | Err(DockerError::Conflict) => {}
-                    Err(e) => return Err(self.engine_error("create", e)),
-                }
-                true
-            }
-            Some(s) => !s.running && s.started_at.is_none(),
-        };
-        if needs_start {
-            let stdin = match &exec.stdin {
-                Some(p) => Some(staging::stdin_file(&self.ws, p).map_err(Stop::System)?),
-                None => None,
-            };
-            // Not before the previous executor's end, whatever the wall clock did.
-            let previous_end = i
-                .checked_sub(1)
-                .and_then(|p| self.log().logs.get(p))
-                .and_then(|l| l.end_time.as_deref())
-                .and_then(tessera_core::time_fmt::parse_rfc3339);
-            let now = OffsetDateTime::now_utc();
-            let started_at = previous_end.map_or(now, |p| now.max(p));
-            self.exec_started = Some((i, started_at, Instant::now()));
-            self.log().logs[i].start_time = Some(format_rfc3339(started_at));
-            match docker.start(&name, stdin).await {
-                Ok(()) => {}
-                Err(DockerError::CommandNotFound(msg)) => {
-                    // What a shell reports as 127: the program does not exist.
-                    self.record_end(i);
-                    let entry = &mut self.log().logs[i];
-                    entry.exit_code = 127;
-                    entry.stderr = Some(format!("{msg}\n"));
-                    self.save_logs().await;
-                    let _ = docker.remove(&name).await;
-                    return Ok(127);
-                }
-                Err(e) => return Err(self.engine_error("start", e)),
-            }
-        }
-        self.follow(i, &name, &exec).await
-    }
-
-    fn engine_error(&self, what: &str, e: DockerError) -> Stop {
-        if let DockerError::Unreachable(why) = &e {
-            self.runner.engine_lost(why);
+    fn executor_error(&self, what: &str, e: ExecError) -> Stop {
+        if let ExecError::Unreachable(why) = &e {
+            self.runner.executor_lost(why);
             metrics::EXECUTOR_ERRORS
                 .with_label_values(&["engine_unreachable"])
                 .inc();
-            return Stop::EngineLost(format!("Docker {what} failed: {why}"));
-        } else {
-            metrics::EXECUTOR_ERRORS.with_label_values(&[what]).inc();
+            return Stop::ExecutorLost(format!("{what} failed: {why}"));
         }
-        Stop::System(format!("Docker {what} failed: {e}"))
+        metrics::EXECUTOR_ERRORS.with_label_values(&[what]).inc();
+        Stop::System(format!("{} {what} failed: {e}", self.exec.kind()))
     }
 
-    fn container_spec(&self, i: usize, name: &str) -> ContainerSpec {
-        let exec = &self.task.executors()[i];
-        let res = self.task.spec.resources.clone().unwrap_or_default();
-        let network = res
-            .backend_parameters
-            .as_ref()
-            .and_then(|p| {
-                p.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("network"))
-                    .map(|(_, v)| v.to_ascii_lowercase())
-            })
-            // Validation allows only these; never hand Docker anything else.
-            .filter(|n| n == "bridge" || n == "none")
-            .or_else(|| self.runner.0.cfg.default_network.clone());
-        let binds = plan_mounts(&self.task)
-            .into_iter()
-            .map(|m| Bind {
-                host: self.ws.host_path(&m.container),
-                container: m.container,
-                read_only: false,
-            })
-            .collect();
-        let mut labels = BTreeMap::new();
-        labels.insert(TASK_LABEL.to_string(), self.task.id.clone());
-        labels.insert("tessera.executor-index".to_string(), i.to_string());
-        labels.insert(
-            INSTANCE_LABEL.to_string(),
-            self.runner.0.cfg.instance.clone(),
-        );
-        ContainerSpec {
-            name: name.to_string(),
-            image: exec.image.clone(),
-            command: exec.command.clone(),
-            workdir: exec.workdir.clone(),
-            env: exec
-                .env
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            labels,
-            binds,
-            nano_cpus: res
-                .cpu_cores
-                .filter(|c| *c > 0)
-                .map(|c| i64::from(c) * 1_000_000_000),
-            memory_bytes: Some(res.ram_bytes())
-                .filter(|b| *b > 0)
-                .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
-            network,
-            open_stdin: exec.stdin.is_some(),
-            cgroup_parent: None,
-        }
-    }
-
-    /// Follow a started container to its end: stream output into the log tails (and
-    /// the executor's stdout/stderr files), then record the result and remove it.
-    async fn follow(
-        &mut self,
-        i: usize,
-        name: &str,
-        exec: &tessera_core::tes::Executor,
-    ) -> Result<i32, Stop> {
-        let docker = self
-            .runner
-            .0
-            .docker
-            .clone()
-            .ok_or_else(|| Stop::System("no executor".into()))?;
+    /// Follow a started process to its end: stream its output into the log tails (and
+    /// the executor's stdout/stderr files), then record its result.
+    async fn follow(&mut self, i: usize) -> Result<(), Stop> {
+        let name = self.process(i);
+        let exec = self.task.executors()[i].clone();
         let cap = self.runner.0.cfg.log_tail_bytes;
         let flush_every = self.runner.0.cfg.log_flush_interval;
         let (mut out, mut err) = (Tail::new(cap), Tail::new(cap));
         let mut out_file = self.capture_file(i, "stdout", exec.stdout.is_some())?;
         let mut err_file = self.capture_file(i, "stderr", exec.stderr.is_some())?;
-        let peak_bytes = Arc::new(AtomicU64::new(0));
-        let peak = tokio::spawn({
-            let (docker, name, peak_bytes) = (docker.clone(), name.to_string(), peak_bytes.clone());
-            async move { docker.track_peak_memory(&name, peak_bytes).await }
-        });
 
-        let mut stream = Box::pin(docker.logs(name, true));
+        let mut stream = self.exec.logs(&name, true);
         let mut dirty = false;
         loop {
             let next = tokio::select! {
                 _ = self.token.cancelled() => {
-                    let _ = docker.kill(name).await;
-                    peak.abort();
+                    let _ = self.exec.kill(&name).await;
                     return Err(Stop::Canceled);
                 }
                 _ = tokio::time::sleep(flush_every), if dirty => None,
@@ -500,7 +496,7 @@ impl Drive {
                     dirty = true;
                 }
                 Some(Some(Err(e))) => {
-                    tracing::warn!(container = name, error = %e, "log stream broke; collecting the exit status");
+                    tracing::warn!(process = %name, error = %e, "log stream broke; collecting the exit status");
                     break;
                 }
             }
@@ -517,23 +513,22 @@ impl Drive {
 
         let exit = tokio::select! {
             _ = self.token.cancelled() => {
-                let _ = docker.kill(name).await;
-                peak.abort();
+                let _ = self.exec.kill(&name).await;
                 return Err(Stop::Canceled);
             }
-            r = docker.wait(name) => r.map_err(|e| self.engine_error("wait", e))?,
+            r = self.exec.wait(&name) => r.map_err(|e| self.executor_error("wait", e))?,
         };
         self.record_end(i);
-        let status = docker.status(name).await.ok().flatten();
-        peak.abort();
-        // The kernel's own maximum where the engine's cgroups are visible; otherwise what
-        // Docker's stats sampled (about once a second) while it ran.
-        let peak = docker
-            .exit_peak_memory(name)
-            .or(Some(peak_bytes.load(Ordering::Relaxed)).filter(|p| *p > 0));
+        let oom = matches!(
+            self.exec.status(&name).await,
+            Ok(Some(ProcessState::Exited {
+                oom_killed: true,
+                ..
+            }))
+        );
+        let peak = self.exec.peak_memory(&name).await;
 
         let exit_code = i32::try_from(exit).unwrap_or(-1);
-        let oom = status.as_ref().is_some_and(|s| s.oom_killed);
         {
             let entry = &mut self.log().logs[i];
             entry.exit_code = exit_code;
@@ -555,12 +550,16 @@ impl Drive {
         for (stream, path) in [("stdout", &exec.stdout), ("stderr", &exec.stderr)] {
             if let Some(p) = path {
                 let captured = self.capture_path(i, stream);
-                let ws = self.ws.clone();
+                let dir = self.dir.clone();
                 let p = p.clone();
-                let placed =
-                    tokio::task::spawn_blocking(move || staging::place_capture(&ws, &p, &captured))
-                        .await;
-                if let Err(e) = placed.map_err(|e| e.to_string()).and_then(|r| r) {
+                let placed = tokio::task::spawn_blocking(move || {
+                    staging::place_capture(&dir, &p, &captured)
+                })
+                .await;
+                if let Err(e) = placed
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                {
                     self.system_log(format!(
                         "executor {i}: writing its {stream} file failed: {e}"
                     ));
@@ -569,17 +568,13 @@ impl Drive {
         }
         tracing::info!(executor = i, exit_code, "executor finished");
         self.save_logs().await;
-        // Only now that the result is stored may the container go.
-        if let Err(e) = docker.remove(name).await {
-            tracing::warn!(container = name, error = %e, "removing the container failed");
-        }
-        Ok(exit_code)
+        Ok(())
     }
 
     /// Where executor `i`'s stream is captured while it runs: outside the tree the
-    /// containers see, so an executor cannot redirect our writes with a symlink.
+    /// processes see, so an executor cannot redirect our writes with a symlink.
     fn capture_path(&self, i: usize, stream: &str) -> std::path::PathBuf {
-        self.ws.root.join("capture").join(format!("{i}.{stream}"))
+        self.dir.root.join("capture").join(format!("{i}.{stream}"))
     }
 
     fn capture_file(
@@ -593,7 +588,7 @@ impl Drive {
         }
         let path = self.capture_path(i, stream);
         let open = || -> std::io::Result<std::fs::File> {
-            std::fs::create_dir_all(self.ws.root.join("capture"))?;
+            std::fs::create_dir_all(self.dir.root.join("capture"))?;
             // Start empty: a resumed executor replays its output from the beginning.
             std::fs::File::create(&path)
         };
@@ -608,15 +603,19 @@ impl Drive {
         }
         let began = Instant::now();
         let task = self.task.clone();
-        let ws = self.ws.clone();
+        let dir = self.dir.clone();
         let roots = self.runner.0.cfg.file_roots.clone();
         let filers = self.runner.0.filers.clone();
         let result = tokio::task::spawn_blocking(move || {
-            staging::stage_out(&task, &ws, &roots, filers.as_ref())
+            staging::stage_out(&task, &dir, &roots, filers.as_ref())
         })
         .await;
-        let (outputs, staged, errors) = match result {
-            Ok(r) => r,
+        let (outputs, staged, errors): (_, _, Vec<String>) = match result {
+            Ok((outputs, staged, errors)) => (
+                outputs,
+                staged,
+                errors.iter().map(ToString::to_string).collect(),
+            ),
             Err(e) => (
                 Vec::new(),
                 Staged::default(),
@@ -660,8 +659,8 @@ impl Drive {
                 self.system_log(reason.clone());
                 self.finish(State::SystemError, &reason).await;
             }
-            Stop::EngineLost(why) => {
-                tracing::warn!(reason = %why, "lost the Docker engine; the task resumes when it is back");
+            Stop::ExecutorLost(why) => {
+                tracing::warn!(reason = %why, "lost the executor; the task resumes when it is back");
                 self.save_logs().await;
                 let _ = self
                     .runner
@@ -670,14 +669,15 @@ impl Drive {
                     .set_reason(
                         &self.task.id,
                         Some(&format!(
-                            "waiting for the Docker engine to come back: {why}"
+                            "waiting for the {} executor to come back: {why}",
+                            self.exec.kind()
                         )),
                     )
                     .await;
             }
             Stop::Requeue(why) => {
                 tracing::warn!(reason = %why, "executor unavailable; putting the task back in the queue");
-                self.runner.engine_lost(&why);
+                self.runner.executor_lost(&why);
                 let reason = self.runner.queue_reason();
                 match self
                     .runner
@@ -750,11 +750,5 @@ fn write_chunk(file: &mut Option<std::fs::File>, bytes: &[u8]) {
     {
         tracing::warn!(error = %e, "writing executor output file failed");
         *file = None;
-    }
-}
-
-impl EngineStatus {
-    pub fn is_ready(&self) -> bool {
-        matches!(self, EngineStatus::Ready { .. })
     }
 }

@@ -1,17 +1,22 @@
 //! The task runner: takes tasks in (with group commit), dispatches them to free slots,
 //! drives each one through staging, its executors in order and output staging, handles
-//! cancel, and on start reconciles every unfinished task with what Docker really has.
+//! cancel, and on start reconciles every unfinished task with what the executor really
+//! has.
 //!
-//! A task's progress is recorded in its log entry before each step (an executor log is
-//! written before its container is created, and a container is removed only after its
-//! result is stored), so the same `drive` code both starts a task and resumes one after
-//! a crash, and no executor runs twice.
+//! The runner knows executors only through `tessera_executor::Executor`. What to do next
+//! with a task is decided by one plain function ([`step::next`]) over what is stored and
+//! what the executor reports; the driver performs the steps. A task's progress is
+//! recorded before each step that could be lost (an executor's start before its process
+//! is created, its result before its process is removed), so the same driver both starts
+//! a task and resumes one after a crash, and no executor runs twice.
 
 mod drive;
 pub mod metrics;
+pub mod spec;
 pub mod staging;
+pub mod step;
 pub mod tail;
-pub mod workspace;
+pub mod task_dir;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,7 +25,7 @@ use std::time::Duration;
 use tessera_core::State;
 use tessera_core::routing::{self, Candidate, Free, Outcome, RouteError, Router, TargetSpec};
 use tessera_core::task::{NewTask, TaskRecord};
-use tessera_docker::DockerEngine;
+use tessera_executor::Executor;
 use tessera_store::{Store, StoreError};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -28,25 +33,8 @@ use tokio_util::sync::CancellationToken;
 /// How often tasks without a driver are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// The label every container carries, with the task id as its value.
-pub const TASK_LABEL: &str = "tessera.task-id";
-/// The label naming the server instance (its data directory) that owns a container, so
-/// that several servers can share one Docker engine without reaping each other's.
-pub const INSTANCE_LABEL: &str = "tessera.instance";
-
-#[derive(Debug, Clone)]
-pub enum ExecutorConfig {
-    Docker {
-        socket: Option<String>,
-    },
-    /// No executor: tasks are accepted and stay QUEUED (benchmarks, API-only nodes).
-    Disabled,
-}
-
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// This server's identity on the Docker engine (stable across restarts).
-    pub instance: String,
     /// Task workspaces live in `work_dir/<task id>`.
     pub work_dir: PathBuf,
     pub max_concurrent_tasks: usize,
@@ -54,9 +42,6 @@ pub struct RunnerConfig {
     pub log_tail_bytes: usize,
     /// Canonical host directories `file://` URLs may use.
     pub file_roots: Vec<PathBuf>,
-    pub executor: ExecutorConfig,
-    /// Network for containers unless the task's `network` backend parameter says otherwise.
-    pub default_network: Option<String>,
     /// How often live stdout/stderr of running executors is written to the store.
     pub log_flush_interval: Duration,
     /// Where tasks can run: slot pools on the executor, each with tags and groups. At
@@ -82,17 +67,24 @@ pub struct TargetConfig {
 /// The metadata key of a task log that names the target the task runs on.
 pub const TARGET_METADATA: &str = "target";
 
-/// What the executor side looks like right now, for readiness and queue reasons.
+/// What the executor looks like right now, for readiness and queue reasons.
 #[derive(Debug, Clone, PartialEq)]
-pub enum EngineStatus {
+pub enum ExecutorStatus {
+    /// No executor: tasks are accepted and stay QUEUED (benchmarks, API-only nodes).
     Disabled,
     Unknown,
     Ready {
         version: String,
-        cpus: i64,
-        memory_bytes: i64,
+        cpus: u32,
+        memory_bytes: u64,
     },
     Unreachable(String),
+}
+
+impl ExecutorStatus {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, ExecutorStatus::Ready { .. })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -233,7 +225,8 @@ pub struct Runner(Arc<Inner>);
 
 struct Inner {
     store: Store,
-    docker: Option<DockerEngine>,
+    /// `None`: no executor, tasks stay queued.
+    executor: Option<Arc<dyn Executor>>,
     cfg: RunnerConfig,
     wake: Notify,
     router: Arc<dyn Router>,
@@ -246,20 +239,22 @@ struct Inner {
     /// When routing last failed (retries wait a little so a broken router is not hammered).
     route_failed_at: Mutex<Option<std::time::Instant>>,
     running: Mutex<HashMap<String, CancellationToken>>,
-    engine: RwLock<EngineStatus>,
+    status: RwLock<ExecutorStatus>,
     last_probe: Mutex<Option<std::time::Instant>>,
     intake: mpsc::Sender<Submission>,
 }
 
 impl Runner {
     /// Build the runner and start its intake loop. Call [`Runner::start`] to reconcile
-    /// and begin dispatching. Needs a tokio runtime.
+    /// and begin dispatching. Needs a tokio runtime. Without an executor, tasks are
+    /// accepted and stay QUEUED.
     pub fn new(
         store: Store,
         mut cfg: RunnerConfig,
+        executor: Option<Arc<dyn Executor>>,
         router: Arc<dyn Router>,
         filers: Arc<dyn tessera_core::staging::Filers>,
-    ) -> Result<Runner, String> {
+    ) -> Runner {
         if cfg.targets.is_empty() {
             cfg.targets.push(TargetConfig {
                 spec: TargetSpec {
@@ -271,25 +266,16 @@ impl Runner {
                 ram_bytes: None,
             });
         }
-        let docker = match &cfg.executor {
-            ExecutorConfig::Docker { socket } => {
-                let docker = DockerEngine::connect(socket.as_deref())
-                    .map_err(|e| format!("Docker engine client: {e}"))?;
-                docker.account_cgroups_under(&format!("tessera/{}", cfg.instance));
-                Some(docker)
-            }
-            ExecutorConfig::Disabled => None,
-        };
-        let engine = if docker.is_some() {
-            EngineStatus::Unknown
+        let status = if executor.is_some() {
+            ExecutorStatus::Unknown
         } else {
-            EngineStatus::Disabled
+            ExecutorStatus::Disabled
         };
         metrics::init();
         let (tx, rx) = mpsc::channel(8192);
         let runner = Runner(Arc::new(Inner {
             store,
-            docker,
+            executor,
             slots: cfg
                 .targets
                 .iter()
@@ -302,12 +288,12 @@ impl Runner {
             cfg,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
-            engine: RwLock::new(engine),
+            status: RwLock::new(status),
             last_probe: Mutex::new(None),
             intake: tx,
         }));
         tokio::spawn(runner.clone().intake_loop(rx));
-        Ok(runner)
+        runner
     }
 
     pub fn store(&self) -> &Store {
@@ -318,16 +304,21 @@ impl Runner {
         &self.0.cfg
     }
 
-    pub fn engine_status(&self) -> EngineStatus {
+    pub fn executor_status(&self) -> ExecutorStatus {
         self.0
-            .engine
+            .status
             .read()
             .map(|e| e.clone())
-            .unwrap_or(EngineStatus::Unknown)
+            .unwrap_or(ExecutorStatus::Unknown)
     }
 
-    fn set_engine_status(&self, status: EngineStatus) -> bool {
-        match self.0.engine.write() {
+    /// The executor's kind (`docker`), or `none`.
+    pub fn executor_kind(&self) -> &'static str {
+        self.0.executor.as_ref().map_or("none", |e| e.kind())
+    }
+
+    fn set_executor_status(&self, status: ExecutorStatus) -> bool {
+        match self.0.status.write() {
             Ok(mut e) if *e != status => {
                 *e = status;
                 true
@@ -343,13 +334,14 @@ impl Runner {
 
     /// Why a newly queued task waits, in words a person can act on.
     pub fn queue_reason(&self) -> String {
-        match self.engine_status() {
-            EngineStatus::Disabled => {
+        let kind = self.executor_kind();
+        match self.executor_status() {
+            ExecutorStatus::Disabled => {
                 "no executor is configured (executor = \"none\"): the task waits until a server with one runs it".into()
             }
-            EngineStatus::Unreachable(why) => format!("waiting for the Docker engine: {why}"),
-            EngineStatus::Unknown => "waiting for the Docker engine to answer".into(),
-            EngineStatus::Ready { .. } => format!(
+            ExecutorStatus::Unreachable(why) => format!("waiting for the {kind} executor: {why}"),
+            ExecutorStatus::Unknown => format!("waiting for the {kind} executor to answer"),
+            ExecutorStatus::Ready { .. } => format!(
                 "waiting for a free task slot ({} of {} in use)",
                 self.running_count(),
                 self.0.cfg.targets.iter().map(|t| u64::from(t.slots)).sum::<u64>()
@@ -496,21 +488,21 @@ impl Runner {
 
     /// Kill and remove every container of the task, and its workspace.
     async fn remove_task_resources(&self, id: &str) {
-        if let Some(docker) = &self.0.docker {
-            match docker.list_by_label(TASK_LABEL, Some(id)).await {
-                Ok(containers) => {
-                    for c in containers {
-                        if let Err(e) = docker.remove(&c.name).await {
-                            tracing::warn!(task_id = id, container = %c.name, error = %e, "removing container failed");
+        if let Some(exec) = &self.0.executor {
+            match exec.list(Some(id)).await {
+                Ok(processes) => {
+                    for p in processes {
+                        if let Err(e) = exec.remove(&p.name).await {
+                            tracing::warn!(task_id = id, process = %p.name, error = %e, "removing a process failed");
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(task_id = id, error = %e, "listing the task's containers failed")
+                    tracing::warn!(task_id = id, error = %e, "listing the task's processes failed")
                 }
             }
         }
-        let ws = workspace::Workspace::new(&self.0.cfg.work_dir, id);
+        let ws = task_dir::TaskDir::new(&self.0.cfg.work_dir, id);
         if let Err(e) = tokio::fs::remove_dir_all(&ws.root).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -524,12 +516,12 @@ impl Runner {
         tokio::spawn(async move { runner.dispatch_loop().await })
     }
 
-    /// Check the engine; on a change, log it and update the reason of queued tasks.
-    async fn probe_engine(&self) -> bool {
-        let Some(docker) = &self.0.docker else {
+    /// Check the executor; on a change, log it and update the reason of queued tasks.
+    async fn probe_executor(&self) -> bool {
+        let Some(exec) = &self.0.executor else {
             return false;
         };
-        // Re-ask at most once a second: cheap, and a vanished engine is noticed before
+        // Re-ask at most once a second: cheap, and a vanished executor is noticed before
         // more tasks are claimed for it.
         let due = self
             .0
@@ -544,24 +536,26 @@ impl Runner {
             })
             .unwrap_or(true);
         if !due {
-            return self.engine_status().is_ready();
+            return self.executor_status().is_ready();
         }
-        let status = match docker.info().await {
-            Ok(info) => EngineStatus::Ready {
-                version: info.version,
-                cpus: i64::from(info.cpus),
-                memory_bytes: i64::try_from(info.memory_bytes).unwrap_or(i64::MAX),
+        let status = match exec.capacity().await {
+            Ok(c) => ExecutorStatus::Ready {
+                version: c.version,
+                cpus: c.cpus,
+                memory_bytes: c.memory_bytes,
             },
-            Err(e) => EngineStatus::Unreachable(e.to_string()),
+            Err(tessera_executor::ExecError::Unreachable(why)) => ExecutorStatus::Unreachable(why),
+            Err(e) => ExecutorStatus::Unreachable(e.to_string()),
         };
-        let ready = matches!(status, EngineStatus::Ready { .. });
-        if self.set_engine_status(status.clone()) {
+        let ready = status.is_ready();
+        if self.set_executor_status(status.clone()) {
+            let kind = exec.kind();
             match &status {
-                EngineStatus::Ready { version, .. } => {
-                    tracing::info!(docker_version = %version, "Docker engine is reachable")
+                ExecutorStatus::Ready { version, .. } => {
+                    tracing::info!(executor = kind, version = %version, "the executor is reachable")
                 }
-                EngineStatus::Unreachable(why) => {
-                    tracing::warn!(reason = %why, "Docker engine is unreachable; tasks stay QUEUED until it answers")
+                ExecutorStatus::Unreachable(why) => {
+                    tracing::warn!(executor = kind, reason = %why, "the executor is unreachable; tasks stay QUEUED until it answers")
                 }
                 _ => {}
             }
@@ -577,10 +571,10 @@ impl Runner {
         ready
     }
 
-    /// Mark the engine unreachable after a call failed because of it.
-    fn engine_lost(&self, why: &str) {
-        if self.set_engine_status(EngineStatus::Unreachable(why.to_string())) {
-            tracing::warn!(reason = %why, "lost the Docker engine");
+    /// Mark the executor unreachable after a call failed because of it.
+    fn executor_lost(&self, why: &str) {
+        if self.set_executor_status(ExecutorStatus::Unreachable(why.to_string())) {
+            tracing::warn!(executor = self.executor_kind(), reason = %why, "lost the executor");
         }
     }
 
@@ -588,14 +582,14 @@ impl Runner {
         let mut cleaned_up = false;
         let mut last_sweep: Option<std::time::Instant> = None;
         loop {
-            let was_ready = self.engine_status().is_ready();
-            if self.probe_engine().await {
+            let was_ready = self.executor_status().is_ready();
+            if self.probe_executor().await {
                 if !cleaned_up {
                     self.remove_orphans().await;
                     cleaned_up = true;
                 }
-                // Adopt tasks nobody drives (after a restart, a lost engine, a store
-                // error): at once when the engine comes (back), then every few seconds.
+                // Adopt tasks nobody drives (after a restart, a lost executor, a store
+                // error): at once when the executor comes (back), then every few seconds.
                 if !was_ready || last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
                     last_sweep = Some(std::time::Instant::now());
                     if let Err(e) = self.sweep().await {
@@ -629,7 +623,11 @@ impl Runner {
             placed.insert(task.id.clone(), placement);
         }
         let target = self.0.cfg.targets[t].spec.name.clone();
-        tokio::spawn(self.clone().drive(task, token, permit, target));
+        // Dispatch happens only while an executor answers.
+        let Some(exec) = self.0.executor.clone() else {
+            return;
+        };
+        tokio::spawn(self.clone().drive(exec, task, token, permit, target));
     }
 
     fn is_driven(&self, id: &str) -> bool {
@@ -785,7 +783,7 @@ impl Runner {
     }
 
     /// Every task that is past QUEUED but has no driver here: finish its cancel, or
-    /// resume it from what Docker has (the driver's code is the same for both).
+    /// resume it from what the executor has (the driver's code is the same for both).
     async fn sweep(&self) -> Result<(), StoreError> {
         for state in [
             State::Canceling,
@@ -841,26 +839,21 @@ impl Runner {
         Ok(())
     }
 
-    /// At start: remove containers and workspaces this instance left behind for tasks
-    /// that are finished (or unknown).
+    /// At start: remove processes and workspaces this server left behind for tasks that
+    /// are finished (or unknown).
     async fn remove_orphans(&self) {
         let Ok(unfinished) = self.0.store.unfinished_tasks().await else {
             return;
         };
         let live: std::collections::HashSet<String> =
             unfinished.into_iter().map(|t| t.id).collect();
-        if let Some(docker) = &self.0.docker
-            && let Ok(containers) = docker
-                .list_by_label(INSTANCE_LABEL, Some(&self.0.cfg.instance))
-                .await
+        if let Some(exec) = &self.0.executor
+            && let Ok(processes) = exec.list(None).await
         {
-            {
-                for c in containers {
-                    let owner = c.labels.get(TASK_LABEL).cloned().unwrap_or_default();
-                    if !live.contains(&owner) {
-                        tracing::info!(task_id = %owner, container = %c.name, "removing container of a finished task");
-                        let _ = docker.remove(&c.name).await;
-                    }
+            for p in processes {
+                if !live.contains(&p.task_id) {
+                    tracing::info!(task_id = %p.task_id, process = %p.name, "removing the process of a finished task");
+                    let _ = exec.remove(&p.name).await;
                 }
             }
         }

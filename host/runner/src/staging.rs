@@ -1,19 +1,25 @@
-//! Staging inputs into a task's workspace and outputs out of it, for inline content and
-//! `file://` URLs inside the operator's allowed directories.
+//! Staging inputs into a task's directory and outputs out of it: inline content,
+//! `file://` URLs inside the operator's allowed directories, and every other scheme
+//! through the filer bound to it.
 //!
-//! Two boundaries are enforced here, at run time, in addition to validation at submit
-//! time: host paths are canonicalised (so a symlink cannot lead outside the allowed
-//! roots), and files taken from the workspace must resolve inside the workspace (so an
-//! executor cannot plant a symlink that makes the host copy its own files out).
+//! Every path under the task's directory or an allowed directory is opened through
+//! `tessera_safefs`, component by component without following a symbolic link: the
+//! executors control the task's tree, so nothing in it is followed on the way out, and a
+//! link inside an allowed directory is refused rather than resolved. Only regular files
+//! and directories are copied; links and special files (FIFOs, devices) are refused with
+//! a reason. Copies never keep modes (no setuid file appears on the host).
 
-use crate::workspace::{Mount, Workspace};
-use std::fs;
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+
 use tessera_core::TaskRecord;
-use tessera_core::staging::{Filers, scheme_of};
+use tessera_core::staging::{FilerError, Filers, scheme_of};
 use tessera_core::tes::{FileType, OutputFileLog};
 use tessera_core::validate::{file_url_path, normalise};
+use tessera_safefs::{FsError, Kind, Overrun, Root, WalkLimits};
+
+use crate::task_dir::{PlannedMount, TaskDir};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Staged {
@@ -28,283 +34,307 @@ impl Staged {
     }
 }
 
-/// Create the workspace, the host side of every mount, and stage every input.
-/// Runs blocking file I/O; call it from `spawn_blocking`.
-pub fn stage_in(
-    task: &TaskRecord,
-    ws: &Workspace,
-    mounts: &[Mount],
-    roots: &[PathBuf],
-    filers: &dyn Filers,
-) -> Result<Staged, String> {
-    let fs_root = ws.root.join("fs");
-    fs::create_dir_all(&fs_root).map_err(|e| format!("creating the task workspace: {e}"))?;
-    for m in mounts.iter().filter(|m| m.is_dir) {
-        let host = ws.host_path(&m.container);
-        fs::create_dir_all(&host)
-            .map_err(|e| format!("creating the workspace directory for {}: {e}", m.container))?;
-    }
-
-    let mut staged = Staged::default();
-    for (i, input) in task.inputs().iter().enumerate() {
-        let dest = ws.host_path(&input.path);
-        ensure_parent(&dest, &fs_root).map_err(|e| format!("inputs[{i}] {}: {e}", input.path))?;
-        match input.content.as_deref().filter(|c| !c.is_empty()) {
-            Some(content) => {
-                write_new(&dest, content.as_bytes())
-                    .map_err(|e| format!("inputs[{i}] {}: writing content: {e}", input.path))?;
-                staged.add(content.len() as u64);
-            }
-            None if !is_file_url(input.url.as_deref().unwrap_or_default()) => {
-                let url = input.url.as_deref().unwrap_or_default();
-                let want_dir = input.r#type == Some(FileType::Directory);
-                let files = filers
-                    .stage_in(&task.id, &fs_root, url, &input.path, want_dir)
-                    .map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
-                for f in files {
-                    staged.add(f.size);
-                }
-            }
-            None => {
-                let url = input.url.as_deref().unwrap_or_default();
-                let src =
-                    allowed_host_path(url, roots).map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
-                let meta = fs::metadata(&src).map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
-                let want_dir = input.r#type == Some(FileType::Directory);
-                if want_dir != meta.is_dir() {
-                    return Err(format!(
-                        "inputs[{i}] {url}: is a {}, but the input's type is {}",
-                        if meta.is_dir() { "directory" } else { "file" },
-                        if want_dir { "DIRECTORY" } else { "FILE" }
-                    ));
-                }
-                if want_dir {
-                    copy_tree(&src, &dest, &mut staged)
-                        .map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
-                } else {
-                    let n = copy_regular_in(&src, &dest)
-                        .map_err(|e| format!("inputs[{i}] {url}: {e}"))?;
-                    staged.add(n);
-                }
-            }
-        }
-    }
-    // File mounts need their host file to exist, even for outputs not yet written.
-    for m in mounts.iter().filter(|m| !m.is_dir) {
-        let host = ws.host_path(&m.container);
-        if fs::symlink_metadata(&host).is_err() {
-            ensure_parent(&host, &fs_root).map_err(|e| format!("{}: {e}", m.container))?;
-            fs::File::create(&host).map_err(|e| format!("{}: {e}", m.container))?;
-        }
-    }
-    Ok(staged)
+/// Why staging one input or output failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StagingError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Filer(#[from] FilerError),
+    #[error("resolves outside the directories this server allows")]
+    NotAllowed,
+    #[error("is not a file:// URL")]
+    NotAFileUrl,
+    #[error("{0}")]
+    BadUrl(String),
+    #[error("is a {found}, but its type is {want}")]
+    WrongType {
+        found: &'static str,
+        want: &'static str,
+    },
+    #[error("the executors did not create it")]
+    Missing,
+    #[error("{0} is a {1}; staging copies only regular files and directories")]
+    NotCopied(String, &'static str),
+    #[error("copying: {0}")]
+    Copy(io::Error),
 }
 
-/// Copy every output out of the workspace. Returns the output file logs and, when some
-/// output could not be staged, the reasons (the caller decides the task's state).
-pub fn stage_out(
-    task: &TaskRecord,
-    ws: &Workspace,
-    roots: &[PathBuf],
-    filers: &dyn Filers,
-) -> (Vec<OutputFileLog>, Staged, Vec<String>) {
-    let fs_root = ws.root.join("fs");
-    let mut logs = Vec::new();
-    let mut staged = Staged::default();
-    let mut errors = Vec::new();
-    for (i, output) in task.outputs().iter().enumerate() {
-        if !is_file_url(&output.url) {
-            if let Err(e) =
-                stage_out_by_filer(&task.id, output, &fs_root, filers, &mut logs, &mut staged)
-            {
-                errors.push(format!("outputs[{i}] {}: {e}", output.path));
-            }
-            continue;
-        }
-        let dest_root = match allowed_dest_path(&output.url, roots) {
-            Ok(p) => p,
-            Err(e) => {
-                errors.push(format!("outputs[{i}] {}: {e}", output.url));
-                continue;
-            }
-        };
-        let result = if output.path.contains(['*', '?', '[']) {
-            stage_wildcard(
-                output,
-                &fs_root,
-                ws,
-                &dest_root,
-                roots,
-                &mut logs,
-                &mut staged,
-            )
-        } else {
-            let src = ws.host_path(&output.path);
-            let want_dir = output.r#type == Some(FileType::Directory);
-            copy_out(
-                &src,
-                &fs_root,
-                &output.path,
-                &dest_root,
-                &output.url,
-                want_dir,
-                roots,
-                &mut logs,
-                &mut staged,
-            )
-        };
-        if let Err(e) = result {
-            errors.push(format!("outputs[{i}] {}: {e}", output.path));
-        }
-    }
-    (logs, staged, errors)
+/// A staging error about one input or output: `inputs[2] file:///x: …`.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: {error}")]
+pub struct At {
+    pub at: String,
+    #[source]
+    pub error: StagingError,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn copy_out(
-    src: &Path,
-    fs_root: &Path,
-    container_path: &str,
-    dest: &Path,
-    url: &str,
-    want_dir: bool,
-    roots: &[PathBuf],
-    logs: &mut Vec<OutputFileLog>,
-    staged: &mut Staged,
-) -> Result<(), String> {
-    // The parent may be any directory inside the workspace; the path itself must not
-    // be a link (executors control this tree, so nothing in it is followed).
-    let parent = src.parent().ok_or("has no parent directory")?;
-    let real = inside(parent, fs_root)?.join(src.file_name().ok_or("has no file name")?);
-    let meta = fs::symlink_metadata(&real).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => "the executors did not create it".to_string(),
-        _ => e.to_string(),
-    })?;
-    let kind = |m: &fs::Metadata| {
-        if m.file_type().is_symlink() {
-            "symbolic link"
-        } else if m.is_dir() {
-            "directory"
-        } else if m.is_file() {
-            "file"
-        } else {
-            "special file"
-        }
-    };
-    if (want_dir && !meta.is_dir()) || (!want_dir && !meta.is_file()) {
-        return Err(format!(
-            "is a {}, but the output's type is {}",
-            kind(&meta),
-            if want_dir { "DIRECTORY" } else { "FILE" }
-        ));
-    }
-    if !want_dir {
-        let n = copy_regular(&real, dest, roots)?;
-        staged.add(n);
-        logs.push(OutputFileLog {
-            url: url.to_string(),
-            path: normalise(container_path),
-            size_bytes: n.to_string(),
-        });
-        return Ok(());
-    }
-    // Directory outputs are flattened into one log entry per file. Links and special
-    // files inside are refused rather than followed (no loops, no escapes).
-    let mut stack = vec![(real, String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let mut entries: Vec<_> = fs::read_dir(&dir)
-            .map_err(|e| e.to_string())?
-            .filter_map(Result::ok)
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let child_rel = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let meta = fs::symlink_metadata(entry.path()).map_err(|e| e.to_string())?;
-            if meta.is_dir() {
-                stack.push((entry.path(), child_rel));
-            } else if meta.is_file() {
-                let n = copy_regular(&entry.path(), &dest.join(&child_rel), roots)?;
-                staged.add(n);
-                logs.push(OutputFileLog {
-                    url: join_url(url, &child_rel),
-                    path: normalise(&format!("{container_path}/{child_rel}")),
-                    size_bytes: n.to_string(),
-                });
-            } else {
-                return Err(format!(
-                    "{child_rel} is a {}; outputs copy only regular files and directories",
-                    kind(&meta)
-                ));
-            }
-        }
-    }
-    Ok(())
+fn at(at: impl Into<String>) -> impl FnOnce(StagingError) -> At {
+    let at = at.into();
+    move |error| At { at, error }
 }
 
-fn stage_wildcard(
-    output: &tessera_core::tes::Output,
-    fs_root: &Path,
-    ws: &Workspace,
-    dest_root: &Path,
-    roots: &[PathBuf],
-    logs: &mut Vec<OutputFileLog>,
-    staged: &mut Staged,
-) -> Result<(), String> {
-    for (host, container_path, pruned) in wildcard_matches(output, fs_root)? {
-        let url = join_url(&output.url, &pruned);
-        let is_dir = fs::metadata(inside(&host, fs_root)?)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
-        copy_out(
-            &ws.host_path(&container_path),
-            fs_root,
-            &container_path,
-            &dest_root.join(&pruned),
-            &url,
-            is_dir,
-            roots,
-            logs,
-            staged,
-        )?;
+fn kind_word(k: Kind) -> &'static str {
+    match k {
+        Kind::File { .. } => "file",
+        Kind::Directory => "directory",
+        Kind::Symlink => "symbolic link",
+        Kind::Special => "special file",
     }
-    Ok(())
+}
+
+fn type_word(directory: bool) -> &'static str {
+    if directory { "DIRECTORY" } else { "FILE" }
+}
+
+/// The task's container file system, as a safe root (its host directory is ours).
+fn workspace(dir: &TaskDir) -> Root {
+    Root::new(dir.root.join("fs"))
+}
+
+/// The allowed directory that holds a `file://` URL's path, and the path below it.
+fn allowed(url: &str, roots: &[PathBuf]) -> Result<(Root, String), StagingError> {
+    let path = file_url_path(url)
+        .map_err(StagingError::BadUrl)?
+        .ok_or(StagingError::NotAFileUrl)?;
+    let root = roots
+        .iter()
+        .find(|r| path.starts_with(r))
+        .ok_or(StagingError::NotAllowed)?;
+    let rel = path
+        .strip_prefix(root)
+        .map_err(|_| StagingError::NotAllowed)?
+        .to_string_lossy()
+        .into_owned();
+    Ok((Root::new(root.clone()), rel))
 }
 
 fn is_file_url(url: &str) -> bool {
     scheme_of(url).is_none_or(|s| s == "file")
 }
 
-/// An output to a URL a filer plugin serves: one call for a FILE or DIRECTORY, one per
-/// match for a wildcard (each to the URL plus its path after `path_prefix`).
+/// Copy the regular file `from` (below `src`) to `to` (below `dst`, replaced, never
+/// followed), mode 0644. Returns the bytes copied.
+fn copy_file(src: &Root, from: &str, dst: &Root, to: &str) -> Result<u64, StagingError> {
+    let mut input = src.open_read(from, from)?;
+    let mut output = dst.create(to, 0o644, to)?;
+    io::copy(&mut input, &mut output).map_err(StagingError::Copy)
+}
+
+/// Copy what is at `from` below `src` (a file, or a directory's regular files) to `to`
+/// below `dst`; `want_dir` is the declared type. Links and special files are refused.
+/// Calls `each(relative path, size)` per file copied.
+fn copy_tree(
+    src: &Root,
+    from: &str,
+    dst: &Root,
+    to: &str,
+    want_dir: bool,
+    each: &mut dyn FnMut(&str, u64),
+) -> Result<(), StagingError> {
+    let kind = match src.kind(from, from) {
+        Err(FsError::NotFound(_)) => return Err(StagingError::Missing),
+        other => other?,
+    };
+    if (kind == Kind::Directory) != want_dir || matches!(kind, Kind::Symlink | Kind::Special) {
+        return Err(StagingError::WrongType {
+            found: kind_word(kind),
+            want: type_word(want_dir),
+        });
+    }
+    if !want_dir {
+        let n = copy_file(src, from, dst, to)?;
+        each("", n);
+        return Ok(());
+    }
+    dst.create_dirs(to, to)?;
+    let entries = match src.walk(from, from, WalkLimits::default(), &mut || false) {
+        Ok(listed) => listed?,
+        // Without a deadline a walk never overruns; say so if it ever did.
+        Err(Overrun) => {
+            return Err(FsError::Other(from.to_string(), "the walk stopped early".into()).into());
+        }
+    };
+    for (rel, kind) in entries {
+        match kind {
+            Kind::File { .. } => {
+                let n = copy_file(src, &format!("{from}/{rel}"), dst, &format!("{to}/{rel}"))?;
+                each(&rel, n);
+            }
+            other => return Err(StagingError::NotCopied(rel, kind_word(other))),
+        }
+    }
+    Ok(())
+}
+
+/// Create the task's directory, the host side of every mount, and stage every input.
+/// Blocking file I/O: call it from `spawn_blocking`.
+pub fn stage_in(
+    task: &TaskRecord,
+    dir: &TaskDir,
+    mounts: &[PlannedMount],
+    roots: &[PathBuf],
+    filers: &dyn Filers,
+) -> Result<Staged, At> {
+    let fs_root = dir.root.join("fs");
+    std::fs::create_dir_all(&fs_root).map_err(|e| At {
+        at: "the task's workspace".into(),
+        error: StagingError::Copy(e),
+    })?;
+    let ws = workspace(dir);
+    for m in mounts.iter().filter(|m| m.is_dir) {
+        ws.create_dirs(&m.container, &m.container)
+            .map_err(|e| at(m.container.clone())(e.into()))?;
+    }
+
+    let mut staged = Staged::default();
+    for (i, input) in task.inputs().iter().enumerate() {
+        let url = input.url.as_deref().unwrap_or_default();
+        let want_dir = input.r#type == Some(FileType::Directory);
+        match input.content.as_deref().filter(|c| !c.is_empty()) {
+            Some(content) => {
+                let mut f = ws
+                    .create(&input.path, 0o644, &input.path)
+                    .map_err(|e| at(format!("inputs[{i}] {}", input.path))(e.into()))?;
+                io::Write::write_all(&mut f, content.as_bytes()).map_err(|e| {
+                    at(format!("inputs[{i}] {}", input.path))(StagingError::Copy(e))
+                })?;
+                staged.add(content.len() as u64);
+            }
+            None if !is_file_url(url) => {
+                let files = filers
+                    .stage_in(&task.id, &fs_root, url, &input.path, want_dir)
+                    .map_err(|e| at(format!("inputs[{i}] {url}"))(e.into()))?;
+                for f in files {
+                    staged.add(f.size);
+                }
+            }
+            None => {
+                let fail = || at(format!("inputs[{i}] {url}"));
+                let (src, rel) = allowed(url, roots).map_err(|e| fail()(e))?;
+                copy_tree(&src, &rel, &ws, &input.path, want_dir, &mut |_, n| {
+                    staged.add(n)
+                })
+                .map_err(|e| fail()(e))?;
+            }
+        }
+    }
+    // File mounts need their host file to exist, even for outputs not yet written.
+    for m in mounts.iter().filter(|m| !m.is_dir) {
+        if let Err(FsError::NotFound(_)) = ws.kind(&m.container, &m.container) {
+            ws.create(&m.container, 0o644, &m.container)
+                .map_err(|e| at(m.container.clone())(e.into()))?;
+        }
+    }
+    Ok(staged)
+}
+
+/// Copy every output out of the task's directory. Returns the output file logs and,
+/// when some output could not be staged, the reasons (the caller decides the state).
+pub fn stage_out(
+    task: &TaskRecord,
+    dir: &TaskDir,
+    roots: &[PathBuf],
+    filers: &dyn Filers,
+) -> (Vec<OutputFileLog>, Staged, Vec<At>) {
+    let fs_root = dir.root.join("fs");
+    let ws = workspace(dir);
+    let mut logs = Vec::new();
+    let mut staged = Staged::default();
+    let mut errors = Vec::new();
+    for (i, output) in task.outputs().iter().enumerate() {
+        let result = if is_file_url(&output.url) {
+            stage_out_to_dir(output, &ws, roots, &mut logs, &mut staged)
+        } else {
+            stage_out_by_filer(
+                &task.id,
+                output,
+                &ws,
+                &fs_root,
+                filers,
+                &mut logs,
+                &mut staged,
+            )
+        };
+        if let Err(e) = result {
+            errors.push(at(format!("outputs[{i}] {}", output.path))(e));
+        }
+    }
+    (logs, staged, errors)
+}
+
+/// What an output stages: (container path, URL, whether it is a directory). A wildcard
+/// is each of its matches (to the URL plus its path after `path_prefix`); a match that
+/// is a link or a special file is refused.
+fn output_items(
+    output: &tessera_core::tes::Output,
+    ws: &Root,
+) -> Result<Vec<(String, String, bool)>, StagingError> {
+    if !output.path.contains(['*', '?', '[']) {
+        return Ok(vec![(
+            normalise(&output.path),
+            output.url.clone(),
+            output.r#type == Some(FileType::Directory),
+        )]);
+    }
+    let prefix = output.path_prefix.as_deref().unwrap_or("/");
+    let mut items = Vec::new();
+    for (rel, kind) in ws.glob(&normalise(&output.path), &output.path)? {
+        let container = format!("/{rel}");
+        if matches!(kind, Kind::Symlink | Kind::Special) {
+            return Err(StagingError::NotCopied(container, kind_word(kind)));
+        }
+        let pruned = container
+            .strip_prefix(prefix)
+            .unwrap_or(&container)
+            .trim_start_matches('/')
+            .to_string();
+        items.push((
+            container,
+            join_url(&output.url, &pruned),
+            kind == Kind::Directory,
+        ));
+    }
+    Ok(items)
+}
+
+/// An output to a `file://` URL in an allowed directory.
+fn stage_out_to_dir(
+    output: &tessera_core::tes::Output,
+    ws: &Root,
+    roots: &[PathBuf],
+    logs: &mut Vec<OutputFileLog>,
+    staged: &mut Staged,
+) -> Result<(), StagingError> {
+    for (path, url, is_dir) in output_items(output, ws)? {
+        let (dst, rel) = allowed(&url, roots)?;
+        copy_tree(ws, &path, &dst, &rel, is_dir, &mut |file, n| {
+            staged.add(n);
+            logs.push(OutputFileLog {
+                url: join_url(&url, file),
+                path: if file.is_empty() {
+                    path.clone()
+                } else {
+                    normalise(&format!("{path}/{file}"))
+                },
+                size_bytes: n.to_string(),
+            });
+        })?;
+    }
+    Ok(())
+}
+
+/// An output to a URL a filer plugin serves: one call per item.
 fn stage_out_by_filer(
     task_id: &str,
     output: &tessera_core::tes::Output,
+    ws: &Root,
     fs_root: &Path,
     filers: &dyn Filers,
     logs: &mut Vec<OutputFileLog>,
     staged: &mut Staged,
-) -> Result<(), String> {
-    let mut calls: Vec<(String, String, bool)> = Vec::new();
-    if output.path.contains(['*', '?', '[']) {
-        for (host, container_path, pruned) in wildcard_matches(output, fs_root)? {
-            // Never follow a link the executor left: the filer's workspace access
-            // refuses links anyway; a directory match stages its tree.
-            let is_dir = fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir());
-            calls.push((container_path, join_url(&output.url, &pruned), is_dir));
-        }
-    } else {
-        calls.push((
-            output.path.clone(),
-            output.url.clone(),
-            output.r#type == Some(FileType::Directory),
-        ));
-    }
-    for (path, url, is_dir) in calls {
+) -> Result<(), StagingError> {
+    for (path, url, is_dir) in output_items(output, ws)? {
         for f in filers.stage_out(task_id, fs_root, &path, &url, is_dir)? {
             staged.add(f.size);
             logs.push(OutputFileLog {
@@ -317,43 +347,6 @@ fn stage_out_by_filer(
     Ok(())
 }
 
-/// What a wildcard output matches in the workspace, sorted: each match's host path, its
-/// container path, and that path after `path_prefix` (where it goes under the URL).
-fn wildcard_matches(
-    output: &tessera_core::tes::Output,
-    fs_root: &Path,
-) -> Result<Vec<(PathBuf, String, String)>, String> {
-    let prefix = output.path_prefix.as_deref().unwrap_or("/");
-    let pattern = format!(
-        "{}{}",
-        glob::Pattern::escape(&fs_root.to_string_lossy()),
-        normalise(&output.path)
-    );
-    let options = glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        require_literal_leading_dot: true,
-    };
-    let matches = glob::glob_with(&pattern, options).map_err(|e| format!("bad pattern: {e}"))?;
-    let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).collect();
-    found.sort();
-    found
-        .into_iter()
-        .map(|host| {
-            let rel = host
-                .strip_prefix(fs_root)
-                .map_err(|_| "match outside the workspace".to_string())?;
-            let container_path = format!("/{}", rel.to_string_lossy());
-            let pruned = container_path
-                .strip_prefix(prefix)
-                .unwrap_or(&container_path)
-                .trim_start_matches('/')
-                .to_string();
-            Ok((host, container_path, pruned))
-        })
-        .collect()
-}
-
 fn join_url(base: &str, rel: &str) -> String {
     if rel.is_empty() {
         base.to_string()
@@ -362,180 +355,41 @@ fn join_url(base: &str, rel: &str) -> String {
     }
 }
 
-/// Resolve `path` (which must exist) and require it to stay inside `root`.
-fn inside(path: &Path, root: &Path) -> Result<PathBuf, String> {
-    let real = fs::canonicalize(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => "the executors did not create it".to_string(),
-        _ => e.to_string(),
-    })?;
-    let root = fs::canonicalize(root).map_err(|e| e.to_string())?;
-    if real.starts_with(&root) {
-        Ok(real)
-    } else {
-        Err("is a link that leads outside the task's workspace; refusing to follow it".into())
-    }
-}
-
-/// The host path of a `file://` source, resolved and checked against the roots.
-fn allowed_host_path(url: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
-    let path = file_url_path(url)?.ok_or_else(|| "unsupported URL scheme".to_string())?;
-    let real = fs::canonicalize(&path).map_err(|e| e.to_string())?;
-    if roots.iter().any(|r| real.starts_with(r)) {
-        Ok(real)
-    } else {
-        Err("resolves outside the directories this server allows".into())
-    }
-}
-
-/// The host path of a `file://` destination (lexically inside the roots; the real check
-/// happens in `copy_to_dest` once parent directories exist).
-fn allowed_dest_path(url: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
-    let path = file_url_path(url)?.ok_or_else(|| "unsupported URL scheme".to_string())?;
-    if roots.iter().any(|r| path.starts_with(r)) {
-        Ok(path)
-    } else {
-        Err("is outside the directories this server allows".into())
-    }
-}
-
-/// Copy one regular file to `dest` (inside the roots), safely: the source is opened
-/// without following links and without blocking (a FIFO would otherwise hang us), and
-/// must then be a regular file; the destination is created without following a link;
-/// modes are not carried over (no setuid files appear on the host).
-fn copy_regular(src: &Path, dest: &Path, roots: &[PathBuf]) -> Result<u64, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut input = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK)
-        .open(src)
-        .map_err(|e| format!("{}: {e}", src.display()))?;
-    let meta = input.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", src.display()));
-    }
-    let parent = dest.parent().ok_or("destination has no parent directory")?;
-    fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
-    let real_parent = fs::canonicalize(parent).map_err(|e| e.to_string())?;
-    if !roots.iter().any(|r| real_parent.starts_with(r)) {
-        return Err(format!(
-            "{} resolves outside the allowed directories",
-            dest.display()
-        ));
-    }
-    let target = real_parent.join(dest.file_name().ok_or("destination has no file name")?);
-    let mut output = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc_flags::O_NOFOLLOW)
-        .open(&target)
-        .map_err(|e| format!("writing {}: {e}", target.display()))?;
-    io::copy(&mut input, &mut output).map_err(|e| format!("copying to {}: {e}", target.display()))
-}
-
-/// The two open(2) flags we need, without a libc dependency (values for Linux).
-mod libc_flags {
-    pub const O_NONBLOCK: i32 = 0o4000;
-    pub const O_NOFOLLOW: i32 = 0o400000;
-}
-
-fn copy_tree(src: &Path, dest: &Path, staged: &mut Staged) -> Result<(), String> {
-    fs::create_dir_all(dest).map_err(|e| e.to_string())?;
-    for entry in fs::read_dir(src).map_err(|e| e.to_string())? {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let meta = fs::symlink_metadata(entry.path()).map_err(|e| e.to_string())?;
-        let target = dest.join(entry.file_name());
-        if meta.is_dir() {
-            copy_tree(&entry.path(), &target, staged)?;
-        } else if meta.is_file() {
-            staged.add(copy_regular_in(&entry.path(), &target)?);
-        } else {
-            return Err(format!(
-                "{} is not a regular file or directory; directory inputs copy only those",
-                entry.path().display()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Copy a regular file from an allowed directory into the workspace (no container runs
-/// while inputs are staged, so the workspace side cannot change under us).
-fn copy_regular_in(src: &Path, dest: &Path) -> Result<u64, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut input = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK)
-        .open(src)
-        .map_err(|e| format!("{}: {e}", src.display()))?;
-    if !input.metadata().map_err(|e| e.to_string())?.is_file() {
-        return Err(format!("{} is not a regular file", src.display()));
-    }
-    if fs::symlink_metadata(dest).is_ok() {
-        fs::remove_file(dest).map_err(|e| e.to_string())?;
-    }
-    let mut output = fs::File::create(dest).map_err(|e| e.to_string())?;
-    io::copy(&mut input, &mut output).map_err(|e| e.to_string())
-}
-
-/// Make `path`'s parent directories inside `root`, refusing symlinked parents.
-fn ensure_parent(path: &Path, root: &Path) -> Result<(), String> {
-    let parent = path.parent().ok_or("no parent directory")?;
-    fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-    inside(parent, root).map(|_| ())
-}
-
-/// Write a file the host owns, replacing (not following) whatever is at `path`.
-pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    if let Ok(meta) = fs::symlink_metadata(path) {
-        if meta.is_dir() {
-            return Err(io::Error::other("a directory is in the way"));
-        }
-        fs::remove_file(path)?;
-    }
-    fs::write(path, bytes)
-}
-
 /// Put an executor's captured stdout/stderr (kept outside the container-visible tree
-/// while it ran) at its container path. Called only once the executor's container has
-/// stopped, so nothing can swap the path while we resolve it; the final component is
-/// opened without following a link.
-pub fn place_capture(ws: &Workspace, container_path: &str, captured: &Path) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dest = ws.host_path(container_path);
-    ensure_parent(&dest, &ws.root.join("fs"))?;
-    if fs::symlink_metadata(&dest).is_ok_and(|m| !m.is_file()) {
-        fs::remove_file(&dest).map_err(|e| format!("{container_path}: {e}"))?;
-    }
-    let mut output = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc_flags::O_NOFOLLOW)
-        .open(&dest)
-        .map_err(|e| format!("{container_path}: {e}"))?;
-    let mut input = fs::File::open(captured).map_err(|e| e.to_string())?;
+/// while it ran) at its container path, replacing whatever is there (a link is
+/// replaced, not followed).
+pub fn place_capture(dir: &TaskDir, container_path: &str, captured: &Path) -> Result<(), At> {
+    let fail = at(container_path.to_string());
+    let mut output = workspace(dir)
+        .create(container_path, 0o644, container_path)
+        .map_err(|e| fail(e.into()))?;
+    let mut input = File::open(captured).map_err(|e| At {
+        at: container_path.into(),
+        error: StagingError::Copy(e),
+    })?;
     io::copy(&mut input, &mut output)
         .map(|_| ())
-        .map_err(|e| format!("{container_path}: {e}"))
+        .map_err(|e| At {
+            at: container_path.into(),
+            error: StagingError::Copy(e),
+        })
 }
 
-/// The host file behind an executor's stdin path, which must be inside the workspace.
-pub fn stdin_file(ws: &Workspace, container_path: &str) -> Result<PathBuf, String> {
-    let p = ws.host_path(container_path);
-    let real =
-        inside(&p, &ws.root.join("fs")).map_err(|e| format!("stdin {container_path}: {e}"))?;
-    if real.is_file() {
-        Ok(real)
-    } else {
-        Err(format!("stdin {container_path}: is not a file"))
-    }
+/// The host file behind an executor's stdin path, which must be a regular file of the
+/// task's directory (not a link). The file is opened here; the executor reads it by path
+/// once, before any executor of the task runs again.
+pub fn stdin_file(dir: &TaskDir, container_path: &str) -> Result<PathBuf, At> {
+    let shown = format!("stdin {container_path}");
+    workspace(dir)
+        .open_read(container_path, &shown)
+        .map_err(|e| at(shown.clone())(e.into()))?;
+    Ok(dir.host_path(container_path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     /// No filer bound (these tests stage inline content and file:// only).
     struct NoFilers;
@@ -548,21 +402,21 @@ mod tests {
             &self,
             _: &str,
             _: &Path,
-            _: &str,
+            url: &str,
             _: &str,
             _: bool,
-        ) -> Result<Vec<tessera_core::staging::StagedFile>, String> {
-            Err("no filer is bound".into())
+        ) -> Result<Vec<tessera_core::staging::StagedFile>, FilerError> {
+            Err(FilerError::NoFiler(url.into()))
         }
         fn stage_out(
             &self,
             _: &str,
             _: &Path,
             _: &str,
-            _: &str,
+            url: &str,
             _: bool,
-        ) -> Result<Vec<tessera_core::staging::StagedFile>, String> {
-            Err("no filer is bound".into())
+        ) -> Result<Vec<tessera_core::staging::StagedFile>, FilerError> {
+            Err(FilerError::NoFiler(url.into()))
         }
     }
     use tessera_core::State;
@@ -628,9 +482,9 @@ mod tests {
             ]),
             ..Task::default()
         });
-        let ws = Workspace::new(&tmp.path().join("work"), "t");
-        let mounts = crate::workspace::plan_mounts(&t);
-        let staged = stage_in(&t, &ws, &mounts, &roots, &NoFilers).unwrap();
+        let dir = TaskDir::new(&tmp.path().join("work"), "t");
+        let mounts = crate::task_dir::plan_mounts(&t);
+        let staged = stage_in(&t, &dir, &mounts, &roots, &NoFilers).unwrap();
         assert_eq!(
             staged,
             Staged {
@@ -639,11 +493,11 @@ mod tests {
             }
         );
         assert_eq!(
-            fs::read_to_string(ws.host_path("/ref/sub/b.txt")).unwrap(),
+            fs::read_to_string(dir.host_path("/ref/sub/b.txt")).unwrap(),
             "bb"
         );
 
-        let (logs, out, errors) = stage_out(&t, &ws, &roots, &NoFilers);
+        let (logs, out, errors) = stage_out(&t, &dir, &roots, &NoFilers);
         assert!(errors.is_empty(), "{errors:?}");
         let paths: Vec<(&str, &str)> = logs
             .iter()
@@ -671,7 +525,7 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_cannot_escape_roots_or_workspace() {
+    fn symlinks_are_refused_in_allowed_directories_and_the_workspace() {
         let tmp = tempfile::tempdir().unwrap();
         let base = fs::canonicalize(tmp.path()).unwrap();
         let allowed = base.join("allowed");
@@ -687,26 +541,47 @@ mod tests {
             }]),
             ..Task::default()
         });
-        let ws = Workspace::new(&base.join("work"), "t");
-        let err = stage_in(&t, &ws, &[], &roots, &NoFilers).unwrap_err();
-        assert!(err.contains("outside"), "{err}");
+        let dir = TaskDir::new(&base.join("work"), "t");
+        let err = stage_in(&t, &dir, &[], &roots, &NoFilers).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
 
-        // An executor-made symlink in the workspace must not be followed on the way out.
+        // An executor-made symlink in the workspace must not be followed on the way out,
+        // nor a linked directory on a wildcard's way down.
         let t = record(Task {
-            outputs: Some(vec![Output {
-                path: "/out/x".into(),
-                url: format!("file://{}/got", allowed.display()),
-                ..Output::default()
-            }]),
+            outputs: Some(vec![
+                Output {
+                    path: "/out/x".into(),
+                    url: format!("file://{}/got", allowed.display()),
+                    ..Output::default()
+                },
+                Output {
+                    path: "/out/**/*.txt".into(),
+                    path_prefix: Some("/out".into()),
+                    url: format!("file://{}/glob", allowed.display()),
+                    ..Output::default()
+                },
+            ]),
             ..Task::default()
         });
-        fs::create_dir_all(ws.host_path("/out")).unwrap();
-        std::os::unix::fs::symlink(base.join("secret"), ws.host_path("/out/x")).unwrap();
-        let (logs, _, errors) = stage_out(&t, &ws, &roots, &NoFilers);
-        assert!(logs.is_empty());
-        // Refused as a symbolic link (never followed), and nothing is copied.
-        assert!(errors[0].contains("symbolic link"), "{errors:?}");
+        fs::create_dir_all(dir.host_path("/out/real")).unwrap();
+        fs::write(dir.host_path("/out/real/ok.txt"), "ok").unwrap();
+        std::os::unix::fs::symlink(base.join("secret"), dir.host_path("/out/x")).unwrap();
+        fs::create_dir_all(base.join("elsewhere")).unwrap();
+        fs::write(base.join("elsewhere/stolen.txt"), "no").unwrap();
+        std::os::unix::fs::symlink(base.join("elsewhere"), dir.host_path("/out/linked")).unwrap();
+        let (logs, _, errors) = stage_out(&t, &dir, &roots, &NoFilers);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].to_string().contains("symbolic link"),
+            "{errors:?}"
+        );
         assert!(!allowed.join("got").exists());
+        let urls: Vec<&str> = logs.iter().map(|l| l.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [format!("file://{}/glob/real/ok.txt", allowed.display())]
+        );
+        assert!(!allowed.join("glob/linked").exists());
     }
 
     #[test]
@@ -721,9 +596,12 @@ mod tests {
             }]),
             ..Task::default()
         });
-        let ws = Workspace::new(&allowed.join("work"), "t");
-        fs::create_dir_all(ws.host_path("/out")).unwrap();
-        let (_, _, errors) = stage_out(&t, &ws, std::slice::from_ref(&allowed), &NoFilers);
-        assert!(errors[0].contains("did not create it"), "{errors:?}");
+        let dir = TaskDir::new(&allowed.join("work"), "t");
+        fs::create_dir_all(dir.host_path("/out")).unwrap();
+        let (_, _, errors) = stage_out(&t, &dir, std::slice::from_ref(&allowed), &NoFilers);
+        assert!(
+            errors[0].to_string().contains("did not create it"),
+            "{errors:?}"
+        );
     }
 }

@@ -145,7 +145,7 @@ pub struct Config {
     pub max_concurrent_tasks: usize,
     pub executor_docker: bool,
     pub docker_socket: Option<String>,
-    pub default_network: Option<String>,
+    pub default_network: Option<tessera_executor::Network>,
     pub allow_dirs: Vec<PathBuf>,
     pub log_tail_bytes: usize,
     pub max_body_bytes: usize,
@@ -205,15 +205,16 @@ impl Config {
                 ));
             }
         };
-        let default_network = args.default_network.or(file.default_network);
-        if let Some(n) = &default_network
-            && n != "bridge"
-            && n != "none"
-        {
-            return Err(format!(
-                "default_network {n:?} is not one of \"bridge\", \"none\""
-            ));
-        }
+        let default_network = match args.default_network.or(file.default_network).as_deref() {
+            None => None,
+            Some("bridge") => Some(tessera_executor::Network::Bridge),
+            Some("none") => Some(tessera_executor::Network::None),
+            Some(n) => {
+                return Err(format!(
+                    "default_network {n:?} is not one of \"bridge\", \"none\""
+                ));
+            }
+        };
         let max_concurrent_tasks = args
             .max_concurrent_tasks
             .or(file.max_concurrent_tasks)

@@ -162,29 +162,34 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             ram_bytes: t.ram_gb.map(tessera_core::units::gb_to_bytes),
         })
         .collect();
+    let instance = load_or_create_instance_id(&data_dir.join("instance-id"))?;
+    let executor: Option<std::sync::Arc<dyn tessera_executor::Executor>> = if cfg.executor_docker {
+        Some(std::sync::Arc::new(
+            tessera_docker::DockerExecutor::connect(
+                cfg.docker_socket.as_deref(),
+                &instance,
+                cfg.default_network,
+            )
+            .map_err(|e| format!("the Docker engine client: {e}"))?,
+        ))
+    } else {
+        None
+    };
     let runner = tessera_runner::Runner::new(
         store,
         tessera_runner::RunnerConfig {
-            instance: load_or_create_instance_id(&data_dir.join("instance-id"))?,
             work_dir,
             max_concurrent_tasks: cfg.max_concurrent_tasks,
             log_tail_bytes: cfg.log_tail_bytes,
             file_roots: file_roots.clone(),
-            executor: if cfg.executor_docker {
-                tessera_runner::ExecutorConfig::Docker {
-                    socket: cfg.docker_socket.clone(),
-                }
-            } else {
-                tessera_runner::ExecutorConfig::Disabled
-            },
-            default_network: cfg.default_network.clone(),
             log_flush_interval: Duration::from_millis(500),
             targets,
             route_tag_keys: cfg.route_tag_keys.clone(),
         },
+        executor,
         std::sync::Arc::new(registry.clone()),
         std::sync::Arc::new(registry.clone()),
-    )?;
+    );
     runner.start();
 
     let policy = tessera_core::validate::Policy {

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::{Stream, StreamExt};
-use tessera_docker::{ContainerSpec, DockerEngine, DockerError, LogChunk};
+use tessera_docker::{ContainerSpec, DockerClient, DockerError};
+use tessera_executor::LogChunk;
 
 /// The FROM-scratch busybox image built by `tests/images/build.sh`.
 pub const IMAGE: &str = "tessera-test/busybox:latest";
@@ -64,9 +65,9 @@ pub fn ensure_test_images() {
     });
 }
 
-pub fn engine() -> DockerEngine {
+pub fn engine() -> DockerClient {
     ensure_test_images();
-    DockerEngine::connect(None).expect("connect")
+    DockerClient::connect(None).expect("connect")
 }
 
 /// A name unique to this process and call.
@@ -150,7 +151,7 @@ pub async fn collect(logs: impl Stream<Item = Result<LogChunk, DockerError>>) ->
 
 /// create + start + wait + logs.
 pub async fn run(
-    engine: &DockerEngine,
+    engine: &DockerClient,
     spec: &ContainerSpec,
     stdin: Option<PathBuf>,
 ) -> (i64, Output) {

@@ -1,4 +1,4 @@
-//! [`DockerEngine`]: the handle through which Tessera talks to the local Docker engine.
+//! [`DockerClient`]: the handle through which Tessera talks to the local Docker engine.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,8 +19,9 @@ use tokio::sync::OnceCell;
 use crate::cgroup::CgroupPeaks;
 use crate::error::{self, DockerError};
 use crate::spec::ContainerSpec;
-use crate::types::{ContainerStatus, ContainerSummary, EngineInfo, LogChunk};
+use crate::types::{ContainerStatus, ContainerSummary, DockerInfo};
 use crate::version;
+use tessera_executor::LogChunk;
 
 /// Where the engine listens when neither the caller nor `DOCKER_HOST` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -35,7 +36,7 @@ const ZERO_TIME_PREFIX: &str = "0001-01-01";
 /// A cheap, cloneable handle on the local Docker engine (clones share one connection
 /// pool, one negotiated API version and one cache of images known to be present).
 #[derive(Clone)]
-pub struct DockerEngine {
+pub struct DockerClient {
     inner: Arc<Inner>,
 }
 
@@ -43,15 +44,15 @@ struct Inner {
     socket: String,
     client: OnceCell<Docker>,
     images: Mutex<HashSet<String>>,
-    /// Where containers get their parent cgroups, when asked for ([`DockerEngine::account_cgroups_under`]).
+    /// Where containers get their parent cgroups, when asked for ([`DockerClient::account_cgroups_under`]).
     cgroup_root: Mutex<Option<String>>,
     /// Kernel peak memory, when the engine's cgroups are visible here (set by `info`).
     cgroups: Mutex<Option<CgroupPeaks>>,
 }
 
-impl std::fmt::Debug for DockerEngine {
+impl std::fmt::Debug for DockerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerEngine")
+        f.debug_struct("DockerClient")
             .field("socket", &self.inner.socket)
             .finish_non_exhaustive()
     }
@@ -141,7 +142,7 @@ fn log_chunk(
     }
 }
 
-impl DockerEngine {
+impl DockerClient {
     /// A handle on the engine at `socket` (a path, or `unix://path`); with `None`,
     /// `DOCKER_HOST` if it is a `unix://` address, else `/var/run/docker.sock`.
     ///
@@ -151,7 +152,7 @@ impl DockerEngine {
     pub fn connect(socket: Option<&str>) -> Result<Self, DockerError> {
         let docker_host = std::env::var("DOCKER_HOST").ok();
         let socket = resolve_socket(socket, docker_host.as_deref())?;
-        Ok(DockerEngine {
+        Ok(DockerClient {
             inner: Arc::new(Inner {
                 socket,
                 client: OnceCell::new(),
@@ -163,8 +164,8 @@ impl DockerEngine {
     }
 
     /// Give each container created from now on a parent cgroup `<root>/<name>`, so that
-    /// [`DockerEngine::exit_peak_memory`] reads its peak memory from the kernel when it
-    /// ends. Takes effect at the next [`DockerEngine::info`], and only where that works
+    /// [`DockerClient::exit_peak_memory`] reads its peak memory from the kernel when it
+    /// ends. Takes effect at the next [`DockerClient::info`], and only where that works
     /// (the `cgroupfs` driver, the engine's cgroup file system visible here); otherwise
     /// containers are created as before.
     pub fn account_cgroups_under(&self, root: &str) {
@@ -212,10 +213,10 @@ impl DockerEngine {
     }
 
     /// Engine version and resources.
-    pub async fn info(&self) -> Result<EngineInfo, DockerError> {
+    pub async fn info(&self) -> Result<DockerInfo, DockerError> {
         let docker = self.client().await?;
         let info = docker.info().await.map_err(error::map)?;
-        Ok(EngineInfo {
+        Ok(DockerInfo {
             version: info.server_version.unwrap_or_default(),
             api_version: docker.client_version().to_string(),
             cpus: info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
@@ -237,7 +238,7 @@ impl DockerEngine {
         .inspect(|info| self.update_cgroups(info))
     }
 
-    fn update_cgroups(&self, info: &EngineInfo) {
+    fn update_cgroups(&self, info: &DockerInfo) {
         let root = self
             .inner
             .cgroup_root
@@ -341,7 +342,7 @@ impl DockerEngine {
 
     /// Creates (does not start) a container. A name already in use is
     /// [`DockerError::Conflict`]; a missing image is [`DockerError::NotFound`] (call
-    /// [`DockerEngine::ensure_image`] first).
+    /// [`DockerClient::ensure_image`] first).
     pub async fn create(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
         let docker = self.client().await?;
         let mut spec = spec.clone();
@@ -495,7 +496,7 @@ impl DockerEngine {
     /// Follows the container's resource statistics until it stops and returns the largest
     /// memory use seen, in bytes (cgroup v1's `max_usage` when the engine reports it, else
     /// the largest `usage` sampled, about once a second). `None` when nothing was
-    /// measured. Meant to be spawned right after [`DockerEngine::start`]; it also works
+    /// measured. Meant to be spawned right after [`DockerClient::start`]; it also works
     /// when spawned before the start, and returns once the container has stopped or is
     /// gone.
     pub async fn peak_memory(&self, name: &str) -> Option<u64> {
@@ -504,7 +505,7 @@ impl DockerEngine {
         Some(peak.load(std::sync::atomic::Ordering::Relaxed)).filter(|&p| p > 0)
     }
 
-    /// Like [`DockerEngine::peak_memory`], but keeps the largest value seen so far in
+    /// Like [`DockerClient::peak_memory`], but keeps the largest value seen so far in
     /// `peak`, so a caller can read it the moment the container ends instead of waiting
     /// for the stats stream's next (once a second) sample.
     pub async fn track_peak_memory(
@@ -661,7 +662,7 @@ mod tests {
 
     /// Every future and stream is `Send + 'static`-friendly, so callers can spawn them.
     #[allow(dead_code, clippy::let_underscore_future)]
-    fn futures_are_send(engine: DockerEngine, spec: ContainerSpec) {
+    fn futures_are_send(engine: DockerClient, spec: ContainerSpec) {
         fn send<T: Send>(_: T) {}
         fn send_static<T: Send + 'static>(_: T) {}
         send(engine.info());

@@ -1,6 +1,7 @@
-//! Where a task's container paths live on the host, and what to bind-mount.
+//! A task's directory on the host (its workspace), where its container paths live, and
+//! what to mount into its processes.
 //!
-//! Every container path `P` of a task maps to `<workspace>/fs/P` on the host. Executors
+//! Every container path `P` of a task maps to `<work_dir>/<task id>/fs/P` on the host. Executors
 //! see the parts of that tree they need through bind mounts: directory mounts for
 //! volumes, output locations and stdout/stderr files, file mounts for inputs that no
 //! directory mount covers. Planning is pure so it can be tested without Docker.
@@ -12,20 +13,22 @@ use tessera_core::tes::FileType;
 use tessera_core::validate::{normalise, wildcard_base};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
+pub struct PlannedMount {
     /// Path inside the container.
     pub container: String,
     pub is_dir: bool,
 }
 
+/// A task's directory: `<work_dir>/<task id>`, with the container file system under
+/// `fs/` and captured output under `capture/`.
 #[derive(Debug, Clone)]
-pub struct Workspace {
+pub struct TaskDir {
     pub root: PathBuf,
 }
 
-impl Workspace {
+impl TaskDir {
     pub fn new(work_dir: &Path, task_id: &str) -> Self {
-        Workspace {
+        TaskDir {
             root: work_dir.join(task_id),
         }
     }
@@ -48,7 +51,7 @@ fn parent(p: &str) -> String {
 
 /// The mounts a task's executors need. Directory mounts nested inside another are
 /// dropped (the outer one shows them); the root directory is never mounted.
-pub fn plan_mounts(task: &TaskRecord) -> Vec<Mount> {
+pub fn plan_mounts(task: &TaskRecord) -> Vec<PlannedMount> {
     let mut dirs: BTreeSet<String> = BTreeSet::new();
     for v in task.volumes() {
         dirs.insert(normalise(v));
@@ -87,9 +90,9 @@ pub fn plan_mounts(task: &TaskRecord) -> Vec<Mount> {
         .collect();
     let top_set: BTreeSet<String> = top_dirs.iter().cloned().collect();
 
-    let mut mounts: Vec<Mount> = top_dirs
+    let mut mounts: Vec<PlannedMount> = top_dirs
         .into_iter()
-        .map(|container| Mount {
+        .map(|container| PlannedMount {
             container,
             is_dir: true,
         })
@@ -114,7 +117,7 @@ pub fn plan_mounts(task: &TaskRecord) -> Vec<Mount> {
     }
     for container in files {
         if !covered(&container, &top_set) {
-            mounts.push(Mount {
+            mounts.push(PlannedMount {
                 container,
                 is_dir: false,
             });
@@ -201,12 +204,12 @@ mod tests {
         });
         assert_eq!(
             plan_mounts(&t),
-            [Mount {
+            [PlannedMount {
                 container: "/result".into(),
                 is_dir: false
             }]
         );
-        let ws = Workspace::new(Path::new("/w"), "t");
+        let ws = TaskDir::new(Path::new("/w"), "t");
         assert_eq!(ws.host_path("/a//b/./c"), PathBuf::from("/w/t/fs/a/b/c"));
     }
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use common::*;
 use futures_util::StreamExt;
-use tessera_docker::{Bind, DockerEngine, DockerError, LogChunk};
+use tessera_docker::{Bind, DockerClient, DockerError};
+use tessera_executor::LogChunk;
 
 #[tokio::test]
 async fn info_describes_the_engine() {
@@ -22,14 +23,14 @@ async fn info_describes_the_engine() {
 
 #[tokio::test]
 async fn unreachable_socket_is_reported_by_info() {
-    let engine = DockerEngine::connect(Some("/nonexistent/tessera/docker.sock"))
+    let engine = DockerClient::connect(Some("/nonexistent/tessera/docker.sock"))
         .expect("connect does no I/O");
     let err = engine.info().await.unwrap_err();
     assert!(matches!(err, DockerError::Unreachable(_)), "{err:?}");
 
     // A path that exists but is no socket.
     let file = tempfile::NamedTempFile::new().unwrap();
-    let engine = DockerEngine::connect(Some(file.path().to_str().unwrap())).unwrap();
+    let engine = DockerClient::connect(Some(file.path().to_str().unwrap())).unwrap();
     assert!(engine.info().await.unwrap_err().is_unreachable());
     assert!(engine.status("x").await.unwrap_err().is_unreachable());
     let first = engine.logs("x", false).next().await.expect("one item");

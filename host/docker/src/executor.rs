@@ -1,0 +1,337 @@
+//! [`DockerExecutor`]: the Docker engine as a `tessera_executor::Executor`.
+//!
+//! What is Docker's stays here: the socket, the labels that mark a container as this
+//! server's (task id, executor index, instance), the default network, CPU quotas in
+//! nano-CPUs, and how peak memory is measured.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tessera_executor::{
+    BoxFuture, Capacity, Enforces, ExecError, Executor, LogStream, Mount, Network, Owned,
+    ProcessSpec, ProcessState,
+};
+
+use crate::{Bind, ContainerSpec, ContainerStatus, DockerClient, DockerError};
+
+/// The label every container carries, with the task id as its value.
+pub const TASK_LABEL: &str = "tessera.task-id";
+/// The label naming the server instance that owns a container, so that several servers
+/// can share one Docker engine without touching each other's containers.
+pub const INSTANCE_LABEL: &str = "tessera.instance";
+/// The label with the executor's index in its task.
+const INDEX_LABEL: &str = "tessera.executor-index";
+
+/// A sampler of one running container's memory (Docker's stats, about once a second):
+/// the figure when the kernel's own maximum cannot be read.
+struct Sampler {
+    peak: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The Docker engine as an executor of this server's processes.
+pub struct DockerExecutor {
+    client: DockerClient,
+    instance: String,
+    default_network: Option<Network>,
+    samplers: Mutex<HashMap<String, Sampler>>,
+}
+
+impl DockerExecutor {
+    /// An executor on the engine at `socket` (default: `DOCKER_HOST` or
+    /// `/var/run/docker.sock`) for server `instance`. Makes no request.
+    pub fn connect(
+        socket: Option<&str>,
+        instance: &str,
+        default_network: Option<Network>,
+    ) -> Result<DockerExecutor, DockerError> {
+        let client = DockerClient::connect(socket)?;
+        client.account_cgroups_under(&format!("tessera/{instance}"));
+        Ok(DockerExecutor {
+            client,
+            instance: instance.to_string(),
+            default_network,
+            samplers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn client(&self) -> &DockerClient {
+        &self.client
+    }
+
+    /// The container a process spec becomes.
+    pub fn container_spec(&self, spec: &ProcessSpec) -> ContainerSpec {
+        let mut labels = BTreeMap::new();
+        labels.insert(TASK_LABEL.to_string(), spec.task_id.clone());
+        labels.insert(INDEX_LABEL.to_string(), spec.index.to_string());
+        labels.insert(INSTANCE_LABEL.to_string(), self.instance.clone());
+        ContainerSpec {
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            command: spec.command.clone(),
+            workdir: spec.workdir.clone(),
+            env: spec.env.clone(),
+            labels,
+            binds: spec
+                .mounts
+                .iter()
+                .map(|m: &Mount| Bind::new(m.host.clone(), m.container.clone(), m.read_only))
+                .collect(),
+            nano_cpus: (spec.cpu_cores > 0).then(|| i64::from(spec.cpu_cores) * 1_000_000_000),
+            memory_bytes: (spec.memory_bytes > 0)
+                .then(|| i64::try_from(spec.memory_bytes).unwrap_or(i64::MAX)),
+            network: spec.network.or(self.default_network).map(|n| match n {
+                Network::None => "none".to_string(),
+                Network::Bridge => "bridge".to_string(),
+            }),
+            open_stdin: spec.stdin,
+            cgroup_parent: None,
+        }
+    }
+
+    /// Follow the container's memory from now on (unless that is already done).
+    fn sample(&self, name: &str) {
+        let mut samplers = self.samplers.lock().unwrap_or_else(|e| e.into_inner());
+        if samplers.contains_key(name) {
+            return;
+        }
+        let peak = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn({
+            let (client, name, peak) = (self.client.clone(), name.to_string(), peak.clone());
+            async move { client.track_peak_memory(&name, peak).await }
+        });
+        samplers.insert(name.to_string(), Sampler { peak, task });
+    }
+
+    fn stop_sampling(&self, name: &str) -> Option<u64> {
+        let sampler = self
+            .samplers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)?;
+        sampler.task.abort();
+        Some(sampler.peak.load(Ordering::Relaxed)).filter(|p| *p > 0)
+    }
+}
+
+fn exec_error(e: DockerError) -> ExecError {
+    match e {
+        DockerError::Unreachable(why) => {
+            ExecError::Unreachable(format!("the Docker engine is unreachable: {why}"))
+        }
+        DockerError::ImagePull { image, reason } => ExecError::ImageUnavailable { image, reason },
+        DockerError::CommandNotFound(m) => ExecError::CommandNotFound(m),
+        DockerError::NotFound => ExecError::NotFound,
+        DockerError::Conflict => ExecError::Conflict,
+        DockerError::Other(m) => ExecError::Other(m),
+    }
+}
+
+/// Docker's view of a container as a process state.
+fn process_state(s: &ContainerStatus) -> ProcessState {
+    if s.running || matches!(s.state.as_str(), "paused" | "restarting") {
+        ProcessState::Running
+    } else if s.state == "created" && s.started_at.is_none() {
+        ProcessState::Created
+    } else {
+        ProcessState::Exited {
+            code: s.exit_code.unwrap_or(-1),
+            oom_killed: s.oom_killed,
+        }
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    /// Docker cannot limit a container's disk use on common storage drivers, and has no
+    /// notion of preemption or zones.
+    fn enforces(&self) -> Enforces {
+        Enforces::default()
+    }
+
+    fn capacity(&self) -> BoxFuture<'_, Result<Capacity, ExecError>> {
+        Box::pin(async move {
+            let info = self.client.info().await.map_err(exec_error)?;
+            Ok(Capacity {
+                version: info.version,
+                cpus: info.cpus,
+                memory_bytes: info.memory_bytes,
+            })
+        })
+    }
+
+    fn prepare_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move { self.client.ensure_image(image).await.map_err(exec_error) })
+    }
+
+    fn create<'a>(&'a self, spec: &'a ProcessSpec) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            self.client
+                .create(&self.container_spec(spec))
+                .await
+                .map_err(exec_error)
+        })
+    }
+
+    fn start<'a>(
+        &'a self,
+        name: &'a str,
+        stdin: Option<PathBuf>,
+    ) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            self.sample(name);
+            self.client.start(name, stdin).await.map_err(exec_error)
+        })
+    }
+
+    fn status<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ProcessState>, ExecError>> {
+        Box::pin(async move {
+            Ok(self
+                .client
+                .status(name)
+                .await
+                .map_err(exec_error)?
+                .as_ref()
+                .map(process_state))
+        })
+    }
+
+    fn logs(&self, name: &str, follow: bool) -> LogStream {
+        use futures_util::StreamExt;
+        Box::pin(
+            self.client
+                .logs(name, follow)
+                .map(|r| r.map_err(exec_error)),
+        )
+    }
+
+    fn wait<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<i64, ExecError>> {
+        Box::pin(async move {
+            // A container followed again after a restart is sampled from here.
+            self.sample(name);
+            self.client.wait(name).await.map_err(exec_error)
+        })
+    }
+
+    fn peak_memory<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            let sampled = self.stop_sampling(name);
+            // The kernel's maximum where the engine's cgroups are visible; otherwise what
+            // the stats sampled while it ran.
+            self.client.exit_peak_memory(name).or(sampled)
+        })
+    }
+
+    fn kill<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move { self.client.kill(name).await.map_err(exec_error) })
+    }
+
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ExecError>> {
+        Box::pin(async move {
+            self.stop_sampling(name);
+            self.client.remove(name).await.map_err(exec_error)
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        task_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<Owned>, ExecError>> {
+        Box::pin(async move {
+            let mine = self
+                .client
+                .list_by_label(INSTANCE_LABEL, Some(&self.instance))
+                .await
+                .map_err(exec_error)?;
+            Ok(mine
+                .into_iter()
+                .filter_map(|c| {
+                    let task = c.labels.get(TASK_LABEL)?.clone();
+                    task_id.is_none_or(|t| t == task).then_some(Owned {
+                        name: c.name,
+                        task_id: task,
+                    })
+                })
+                .collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_spec_becomes_a_labelled_limited_container() {
+        let x = DockerExecutor::connect(Some("/nonexistent.sock"), "inst-1", Some(Network::None))
+            .unwrap();
+        let spec = ProcessSpec {
+            name: "tessera-t-0-1".into(),
+            task_id: "t".into(),
+            index: 1,
+            image: "img".into(),
+            command: vec!["true".into()],
+            cpu_cores: 2,
+            memory_bytes: 1 << 30,
+            mounts: vec![Mount {
+                host: "/h".into(),
+                container: "/c".into(),
+                read_only: false,
+            }],
+            ..ProcessSpec::default()
+        };
+        let c = x.container_spec(&spec);
+        assert_eq!(c.labels[TASK_LABEL], "t");
+        assert_eq!(c.labels[INSTANCE_LABEL], "inst-1");
+        assert_eq!(c.labels[INDEX_LABEL], "1");
+        assert_eq!(c.nano_cpus, Some(2_000_000_000));
+        assert_eq!(c.memory_bytes, Some(1 << 30));
+        assert_eq!(c.network.as_deref(), Some("none"), "the default network");
+        assert_eq!(c.binds[0].container, "/c");
+        let c = x.container_spec(&ProcessSpec {
+            network: Some(Network::Bridge),
+            ..spec
+        });
+        assert_eq!(
+            c.network.as_deref(),
+            Some("bridge"),
+            "the task's own network"
+        );
+    }
+
+    #[test]
+    fn docker_states_map_to_process_states() {
+        let st = |state: &str, running: bool, started: bool, code: Option<i64>| ContainerStatus {
+            state: state.into(),
+            running,
+            exit_code: code,
+            started_at: started.then(|| "2026-01-01T00:00:00Z".into()),
+            finished_at: None,
+            oom_killed: false,
+            error: None,
+        };
+        assert_eq!(
+            process_state(&st("created", false, false, None)),
+            ProcessState::Created
+        );
+        assert_eq!(
+            process_state(&st("running", true, true, None)),
+            ProcessState::Running
+        );
+        assert_eq!(
+            process_state(&st("exited", false, true, Some(3))),
+            ProcessState::Exited {
+                code: 3,
+                oom_killed: false
+            }
+        );
+    }
+}

@@ -1,0 +1,525 @@
+//! The runner against the in-memory executor, without Docker: every point a server can
+//! stop at is set up in the store and the executor as a crash would leave it, a new
+//! runner resumes from there, and no executor runs twice. Then the executor misbehaves on
+//! command: create fails, start hangs, the process dies, logs break, the executor goes
+//! away and comes back.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera_core::State;
+use tessera_core::routing::{Decision, RouteError, RouteRequest, Router};
+use tessera_core::staging::{FilerError, Filers, StagedFile};
+use tessera_core::task::{NewTask, TaskRecord};
+use tessera_core::tes::{Executor as TesExecutor, ExecutorLog, Task, TaskLog};
+use tessera_executor::fake::{FakeExecutor, Script};
+use tessera_executor::{ProcessSpec, ProcessState, process_name};
+use tessera_runner::{Runner, RunnerConfig};
+use tessera_store::Store;
+
+/// Every task goes to the first target.
+struct FirstTarget;
+
+impl Router for FirstTarget {
+    fn route(&self, _: &str, r: &RouteRequest) -> Result<Vec<Decision>, RouteError> {
+        Ok(r.tasks.iter().map(|_| Decision::Assign(0)).collect())
+    }
+}
+
+/// No filer: these tasks stage inline content only.
+struct NoFilers;
+
+impl Filers for NoFilers {
+    fn schemes(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn stage_in(
+        &self,
+        _: &str,
+        _: &Path,
+        url: &str,
+        _: &str,
+        _: bool,
+    ) -> Result<Vec<StagedFile>, FilerError> {
+        Err(FilerError::NoFiler(url.into()))
+    }
+    fn stage_out(
+        &self,
+        _: &str,
+        _: &Path,
+        _: &str,
+        url: &str,
+        _: bool,
+    ) -> Result<Vec<StagedFile>, FilerError> {
+        Err(FilerError::NoFiler(url.into()))
+    }
+}
+
+struct Setup {
+    store: Store,
+    fake: Arc<FakeExecutor>,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        Setup {
+            store,
+            fake: Arc::new(FakeExecutor::new()),
+            dir,
+        }
+    }
+
+    /// A runner on this store and executor, dispatching and sweeping.
+    fn runner(&self) -> Runner {
+        let runner = Runner::new(
+            self.store.clone(),
+            RunnerConfig {
+                work_dir: self.dir.path().join("work"),
+                max_concurrent_tasks: 4,
+                log_tail_bytes: 1 << 16,
+                file_roots: Vec::new(),
+                log_flush_interval: Duration::from_millis(20),
+                targets: Vec::new(),
+                route_tag_keys: Vec::new(),
+            },
+            Some(self.fake.clone()),
+            Arc::new(FirstTarget),
+            Arc::new(NoFilers),
+        );
+        runner.start();
+        runner
+    }
+
+    /// A task with `n` executors, stored QUEUED.
+    async fn queued(&self, n: usize) -> TaskRecord {
+        let task = NewTask {
+            id: tessera_core::id::new_task_id(),
+            spec: Task {
+                executors: Some(
+                    (0..n)
+                        .map(|i| TesExecutor {
+                            image: "img".into(),
+                            command: vec![format!("step-{i}")],
+                            ..TesExecutor::default()
+                        })
+                        .collect(),
+                ),
+                ..Task::default()
+            },
+            creation_time: tessera_core::time_fmt::now_rfc3339(),
+            reason: None,
+            logs: Vec::new(),
+        };
+        self.store.insert_tasks(&[task]).await.unwrap().remove(0)
+    }
+
+    /// A task as a crashed server left it: RUNNING, with these executor log entries.
+    async fn running(&self, n: usize, entries: Vec<ExecutorLog>) -> TaskRecord {
+        let t = self.queued(n).await;
+        self.store.claim_ids(&[&t.id], None).await.unwrap();
+        let logs = vec![TaskLog {
+            logs: entries,
+            start_time: Some(tessera_core::time_fmt::now_rfc3339()),
+            ..TaskLog::default()
+        }];
+        self.store
+            .transition(
+                &t.id,
+                State::Running,
+                Some("running executors"),
+                Some(&logs),
+            )
+            .await
+            .unwrap();
+        self.store.get_task(&t.id).await.unwrap().unwrap()
+    }
+
+    /// A process of executor `i` of `task`, as the crash left it.
+    fn process(&self, task: &TaskRecord, i: usize, state: ProcessState, stdout: &str) {
+        self.fake.seed(
+            ProcessSpec {
+                name: process_name(&task.id, 0, i),
+                task_id: task.id.clone(),
+                index: i,
+                image: "img".into(),
+                ..ProcessSpec::default()
+            },
+            state,
+            stdout,
+        );
+    }
+
+    /// Poll the store until the task is terminal (bounded; a bound, not a wait).
+    async fn done(&self, id: &str) -> TaskRecord {
+        let start = Instant::now();
+        loop {
+            let t = self.store.get_task(id).await.unwrap().unwrap();
+            if t.state.is_terminal() {
+                return t;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "task never ended: {:?} {:?}",
+                t.state,
+                t.reason
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// No process was started more than once, and none is left.
+    fn ran_once_each(&self) {
+        for (name, n) in self.fake.all_starts() {
+            assert!(n <= 1, "{name} started {n} times");
+        }
+        assert!(
+            self.fake.names().is_empty(),
+            "left: {:?}",
+            self.fake.names()
+        );
+    }
+}
+
+fn started_entry() -> ExecutorLog {
+    ExecutorLog {
+        start_time: Some(tessera_core::time_fmt::now_rfc3339()),
+        ..ExecutorLog::default()
+    }
+}
+
+fn finished_entry(code: i32) -> ExecutorLog {
+    let now = tessera_core::time_fmt::now_rfc3339();
+    ExecutorLog {
+        start_time: Some(now.clone()),
+        end_time: Some(now),
+        exit_code: code,
+        stdout: Some("before the crash\n".into()),
+        ..ExecutorLog::default()
+    }
+}
+
+fn name(t: &TaskRecord, i: usize) -> String {
+    process_name(&t.id, 0, i)
+}
+
+#[tokio::test]
+async fn a_fresh_task_runs_each_executor_once_in_order() {
+    let s = Setup::new().await;
+    s.fake.script(0, Script::exits(0).stdout("one\n"));
+    s.fake.script(1, Script::exits(0).stdout("two\n"));
+    let t = s.queued(2).await;
+    let _runner = s.runner();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::Complete, "{:?}", done.reason);
+    let logs = &done.logs[0].logs;
+    assert_eq!(logs[0].stdout.as_deref(), Some("one\n"));
+    assert_eq!(logs[1].stdout.as_deref(), Some("two\n"));
+    for i in 0..2 {
+        assert_eq!(
+            (s.fake.creates(&name(&t, i)), s.fake.starts(&name(&t, i))),
+            (1, 1)
+        );
+    }
+    assert_eq!(s.fake.removed(), [name(&t, 0), name(&t, 1)]);
+    s.ran_once_each();
+}
+
+/// Each row: what the crash left (log entries of executor 0 and 1, processes), and how
+/// often each executor's process is created and started by the runner that resumes.
+#[tokio::test]
+async fn every_resume_point_finishes_without_running_an_executor_twice() {
+    struct Row {
+        what: &'static str,
+        entries: Vec<ExecutorLog>,
+        processes: Vec<(usize, ProcessState, &'static str)>,
+        /// (creates, starts) of executors 0 and 1 by the new runner.
+        runs: [(usize, usize); 2],
+        stdout0: &'static str,
+    }
+    let exited = |code| ProcessState::Exited {
+        code,
+        oom_killed: false,
+    };
+    let rows = vec![
+        Row {
+            what: "before create",
+            entries: vec![],
+            processes: vec![],
+            runs: [(1, 1), (1, 1)],
+            stdout0: "fresh\n",
+        },
+        Row {
+            what: "start recorded, process never created",
+            entries: vec![started_entry()],
+            processes: vec![],
+            runs: [(1, 1), (1, 1)],
+            stdout0: "fresh\n",
+        },
+        Row {
+            what: "after create, before start",
+            entries: vec![started_entry()],
+            processes: vec![(0, ProcessState::Created, "")],
+            runs: [(0, 1), (1, 1)],
+            stdout0: "fresh\n",
+        },
+        Row {
+            what: "exited, result not stored",
+            entries: vec![started_entry()],
+            processes: vec![(0, exited(0), "ran before the crash\n")],
+            runs: [(0, 0), (1, 1)],
+            stdout0: "ran before the crash\n",
+        },
+        Row {
+            what: "result stored, process not removed",
+            entries: vec![finished_entry(0)],
+            processes: vec![(0, exited(0), "before the crash\n")],
+            runs: [(0, 0), (1, 1)],
+            stdout0: "before the crash\n",
+        },
+        Row {
+            what: "all results stored (outputs half staged)",
+            entries: vec![finished_entry(0), finished_entry(0)],
+            processes: vec![],
+            runs: [(0, 0), (0, 0)],
+            stdout0: "before the crash\n",
+        },
+    ];
+    for row in rows {
+        let s = Setup::new().await;
+        s.fake.script(0, Script::exits(0).stdout("fresh\n"));
+        let t = s.running(2, row.entries).await;
+        for (i, state, out) in &row.processes {
+            s.process(&t, *i, *state, out);
+        }
+        let _runner = s.runner();
+        let done = s.done(&t.id).await;
+        assert_eq!(
+            done.state,
+            State::Complete,
+            "{}: {:?}",
+            row.what,
+            done.reason
+        );
+        assert_eq!(
+            done.logs[0].logs[0].stdout.as_deref(),
+            Some(row.stdout0),
+            "{}",
+            row.what
+        );
+        for (i, want) in row.runs.iter().enumerate() {
+            let got = (s.fake.creates(&name(&t, i)), s.fake.starts(&name(&t, i)));
+            assert_eq!(got, *want, "{}: executor {i}", row.what);
+        }
+        s.ran_once_each();
+    }
+}
+
+#[tokio::test]
+async fn a_running_process_is_followed_not_started_again() {
+    let s = Setup::new().await;
+    s.fake.script(0, Script::runs());
+    let t = s.running(1, vec![started_entry()]).await;
+    s.process(&t, 0, ProcessState::Running, "half way\n");
+    let _runner = s.runner();
+    // It ends while (or before) the new runner follows it.
+    s.fake.exit(&name(&t, 0), 0);
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::Complete, "{:?}", done.reason);
+    assert_eq!(done.logs[0].logs[0].stdout.as_deref(), Some("half way\n"));
+    assert_eq!(s.fake.starts(&name(&t, 0)), 0);
+    assert_eq!(s.fake.creates(&name(&t, 0)), 0);
+    s.ran_once_each();
+}
+
+#[tokio::test]
+async fn a_cancel_at_every_resume_point_ends_canceled_and_runs_nothing() {
+    let exited = ProcessState::Exited {
+        code: 0,
+        oom_killed: false,
+    };
+    /// What the crash left: a description, log entries, and processes by executor.
+    type Point = (&'static str, Vec<ExecutorLog>, Vec<(usize, ProcessState)>);
+    let points: Vec<Point> = vec![
+        ("before create", vec![], vec![]),
+        (
+            "after create",
+            vec![started_entry()],
+            vec![(0, ProcessState::Created)],
+        ),
+        (
+            "while running",
+            vec![started_entry()],
+            vec![(0, ProcessState::Running)],
+        ),
+        (
+            "exited, not stored",
+            vec![started_entry()],
+            vec![(0, exited)],
+        ),
+        (
+            "stored, not removed",
+            vec![finished_entry(0)],
+            vec![(0, exited)],
+        ),
+        (
+            "all stored",
+            vec![finished_entry(0), finished_entry(0)],
+            vec![],
+        ),
+    ];
+    for (what, entries, processes) in points {
+        let s = Setup::new().await;
+        let t = s.running(2, entries).await;
+        for (i, state) in processes {
+            s.process(&t, i, state, "");
+        }
+        // The cancel landed while no server drove the task.
+        s.store
+            .transition(&t.id, State::Canceling, Some("canceled by user"), None)
+            .await
+            .unwrap();
+        let _runner = s.runner();
+        let done = s.done(&t.id).await;
+        assert_eq!(done.state, State::Canceled, "{what}");
+        assert!(s.fake.all_starts().is_empty(), "{what}: something started");
+        assert!(
+            s.fake.names().is_empty(),
+            "{what}: left {:?}",
+            s.fake.names()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_a_start_that_hangs_and_a_running_process() {
+    let s = Setup::new().await;
+    s.fake.faults(|f| f.start_hangs = true);
+    let t = s.queued(1).await;
+    let runner = s.runner();
+    wait_for(&s, &t.id, |t| {
+        t.logs.first().is_some_and(|l| !l.logs.is_empty())
+    })
+    .await;
+    runner.cancel(&t.id).await.unwrap();
+    assert_eq!(s.done(&t.id).await.state, State::Canceled);
+    assert!(s.fake.names().is_empty());
+
+    let s = Setup::new().await;
+    s.fake.script(0, Script::runs());
+    let t = s.queued(1).await;
+    let runner = s.runner();
+    wait_for(&s, &t.id, |t| t.state == State::Running).await;
+    let started = Instant::now();
+    while s.fake.starts(&name(&t, 0)) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::task::yield_now().await;
+    }
+    runner.cancel(&t.id).await.unwrap();
+    assert_eq!(s.done(&t.id).await.state, State::Canceled);
+    assert!(s.fake.names().is_empty(), "killed and removed");
+}
+
+#[tokio::test]
+async fn executor_failures_end_the_task_with_a_reason() {
+    // Create fails: SYSTEM_ERROR saying so.
+    let s = Setup::new().await;
+    s.fake.faults(|f| f.failing_creates = 1);
+    let t = s.queued(1).await;
+    let _runner = s.runner();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::SystemError);
+    assert!(done.reason.unwrap_or_default().contains("create failed"));
+
+    // The process dies: EXECUTOR_ERROR with its code; the next executor never runs.
+    let s = Setup::new().await;
+    s.fake.script(0, Script::exits(137));
+    let t = s.queued(2).await;
+    let _runner = s.runner();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::ExecutorError);
+    assert_eq!(done.logs[0].logs[0].exit_code, 137);
+    assert_eq!(s.fake.creates(&name(&t, 1)), 0);
+
+    // No such program: 127, like a shell.
+    let s = Setup::new().await;
+    s.fake.faults(|f| f.command_not_found = vec![0]);
+    let t = s.queued(1).await;
+    let _runner = s.runner();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::ExecutorError);
+    assert_eq!(done.logs[0].logs[0].exit_code, 127);
+    assert!(s.fake.names().is_empty());
+
+    // The logs break: the result is still collected.
+    let s = Setup::new().await;
+    s.fake.script(0, Script::exits(0).stdout("partial\n"));
+    s.fake.faults(|f| f.logs_fail = true);
+    let t = s.queued(1).await;
+    let _runner = s.runner();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::Complete);
+    assert_eq!(done.logs[0].logs[0].stdout.as_deref(), Some("partial\n"));
+
+    // A missing image: SYSTEM_ERROR naming it, nothing created.
+    let s = Setup::new().await;
+    s.fake.faults(|f| f.missing_images = vec!["img".into()]);
+    let t = s.queued(1).await;
+    let _runner = s.runner();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::SystemError);
+    assert!(
+        done.reason
+            .unwrap_or_default()
+            .contains("image img is not available")
+    );
+    assert_eq!(s.fake.creates(&name(&t, 0)), 0);
+}
+
+#[tokio::test]
+async fn a_task_waits_for_a_lost_executor_and_resumes_when_it_is_back() {
+    let s = Setup::new().await;
+    s.fake.script(0, Script::runs());
+    let t = s.queued(1).await;
+    let _runner = s.runner();
+    let started = Instant::now();
+    while s.fake.starts(&name(&t, 0)) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::task::yield_now().await;
+    }
+    // The executor goes away while the process runs: the task keeps its state, and says
+    // why.
+    s.fake.faults(|f| f.unreachable = true);
+    let waiting = wait_for(&s, &t.id, |t| {
+        t.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("waiting for the fake executor to come back"))
+    })
+    .await;
+    assert_eq!(waiting.state, State::Running);
+    // Back: the process is followed again (not started again) to its end.
+    s.fake.faults(|f| f.unreachable = false);
+    s.fake.exit(&name(&t, 0), 0);
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::Complete, "{:?}", done.reason);
+    assert_eq!(s.fake.starts(&name(&t, 0)), 1);
+    s.ran_once_each();
+}
+
+/// Poll until `pred` holds for the stored task (bounded).
+async fn wait_for(s: &Setup, id: &str, pred: impl Fn(&TaskRecord) -> bool) -> TaskRecord {
+    let start = Instant::now();
+    loop {
+        let t = s.store.get_task(id).await.unwrap().unwrap();
+        if pred(&t) {
+            return t;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never: {t:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
