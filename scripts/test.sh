@@ -9,6 +9,8 @@ eval "$(bash scripts/test-env.sh)"
 
 cargo fmt --all -- --check
 bash scripts/check-links.sh
+# The plugin runtime's modules are layered: no module imports one that imports it back.
+bash scripts/check-module-cycles.sh host/plugins/src
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The guest workspaces: the SDK and the built-in plugins (their logic runs natively in
 # `cargo test`; build.sh makes the components that the plugin runtime's tests load).

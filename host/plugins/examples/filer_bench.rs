@@ -30,6 +30,7 @@ use http_body_util::BodyExt;
 use tessera_plugins::{
     FileKind, FilerWorkspace, Manifest, PluginConfig, PluginRuntime, RuntimeConfig,
 };
+use tessera_plugins::{FilerPlugin, Grants};
 
 const BUF: usize = 1 << 20;
 
@@ -180,13 +181,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let addr = serve()?;
     let runtime = PluginRuntime::new(RuntimeConfig::default())?;
-    let filer = runtime.load_filer(
+    let filer = runtime.load::<FilerPlugin>(
         manifest,
         &bytes,
-        PluginConfig::new().value("chunk-bytes", &chunk),
-        vec![addr.clone()],
-        None,
-        Vec::new(),
+        Grants {
+            config: PluginConfig::new().value("chunk-bytes", &chunk),
+            allowed_hosts: vec![addr.clone()],
+            object_store: None,
+            buckets: Vec::new(),
+        },
     )?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

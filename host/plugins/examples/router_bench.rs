@@ -21,6 +21,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use tessera_plugins::Grants;
 use tessera_plugins::{
     Capability, Decision, Label, LabelSet, Manifest, PluginConfig, PluginRuntime, RouteRequest,
     RouteTarget, RouteTask, RouterPlugin, RuntimeConfig, World,
@@ -201,14 +202,14 @@ fn ms(d: Duration) -> String {
 }
 
 fn load_first_fit(rt: &PluginRuntime, root: &std::path::Path) -> RouterPlugin {
-    rt.load_router(
+    rt.load::<RouterPlugin>(
         Manifest::new("first-fit", "bench", World::Router),
         &wat::parse_str(
             std::fs::read_to_string(root.join("tests/components/first-fit.wat"))
                 .expect("tests/components/first-fit.wat"),
         )
         .expect("wat"),
-        PluginConfig::new(),
+        Grants::config(PluginConfig::new()),
     )
     .expect("load first-fit")
 }
@@ -344,7 +345,11 @@ fn main() {
     let rt = PluginRuntime::new(config.clone()).expect("runtime");
     let t = Instant::now();
     let compiled = rt
-        .load_router(manifest.clone(), &bytes, PluginConfig::new())
+        .load::<RouterPlugin>(
+            manifest.clone(),
+            &bytes,
+            Grants::config(PluginConfig::new()),
+        )
         .expect("load");
     let load_compiled = t.elapsed();
     let compile_time = compiled.info().load_time;
@@ -352,7 +357,7 @@ fn main() {
     let rt = PluginRuntime::new(config).expect("runtime");
     let t = Instant::now();
     let plugin = rt
-        .load_router(manifest, &bytes, PluginConfig::new())
+        .load::<RouterPlugin>(manifest, &bytes, Grants::config(PluginConfig::new()))
         .expect("load");
     let load_cached = t.elapsed();
     let cached_time = plugin.info().load_time;

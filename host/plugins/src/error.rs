@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::router::PluginError;
+use crate::bindings::PluginError;
 
 /// Why a component cannot be loaded as the plugin its manifest claims. Every variant's
 /// message is meant for the person who uploaded it (the API returns it as a 400).

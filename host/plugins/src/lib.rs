@@ -45,48 +45,54 @@
 //! and `logs` of workflow runs on an external engine, each on a fresh instance, with the
 //! same imports and grants as notifiers.
 //!
-//! Notifiers, filers and engine adapters share the fresh-instance scaffolding in
-//! `fresh.rs` (linking, the store of one call, the trial instantiation at load, metrics).
-//! A new world plugs in the same way: a `bindgen!` module, its `Host` traits implemented
-//! on its store state, and a `load_*`/`link_*` pair on the runtime.
+//! Layers, each depending only on those above it (`scripts/check-module-cycles.sh` checks
+//! that no module imports one that imports it back):
+//! - `bindings`: what `bindgen!` generates for each world (a leaf);
+//! - `error`, `manifest`, `metrics`, `cache`, `validate`, `host`, `trap`: plain parts;
+//! - `runtime`: the engine, compilation, the cache, and one generic path to load any
+//!   world ([`PluginRuntime::load`] / [`PluginRuntime::link`] for a [`PluginWorld`]);
+//! - `capability/*`: one module per grantable capability (`log`, `config`, `io`, `http`,
+//!   `object_store`, `workspace`), each serving its interfaces to any store data that
+//!   gives it its part of the state, linked only when granted;
+//! - `per_call`: the store of one call and what the fresh-instance worlds share;
+//! - `world/*`: one module per world, each a [`PluginWorld`] implementation.
+//!
+//! A new world plugs in the same way: a `bindgen!` module in `bindings`, its store state
+//! giving each capability it links its part, and a `PluginWorld` implementation.
 
+mod bindings;
 mod cache;
-mod engine;
+mod capability;
 mod error;
-mod filer;
-mod fresh;
 mod host;
 mod manifest;
 mod metrics;
-mod notifier;
-mod object_store;
-mod outgoing;
-mod router;
+mod per_call;
 mod runtime;
+mod trap;
 mod validate;
-mod wasi_io;
-mod workspace;
+mod world;
 
-pub use engine::{EnginePlugin, RunState, RunStatus, TaskRun};
+pub use bindings::PluginError;
+pub use capability::http::check_allowed_host;
+pub use capability::workspace::{FilerWorkspace, MountError};
 pub use error::{CallError, DisplayPluginError, ErrorKind, LoadError};
-pub use filer::{FileKind, FilerPlugin, StagedFile};
 pub use manifest::{
     Capability, DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, Limits, Manifest, PluginConfig, Secret,
     World,
 };
 pub use metrics::{LatencyHistogram, MetricsSnapshot, PluginMetrics};
-pub use notifier::{NotifierPlugin, NotifyEvent, TaskInfo};
-pub use outgoing::check_allowed_host;
-pub use router::{
-    Decision, Label, LabelSet, Pair, PluginError, RouteRequest, RouteTarget, RouteTask,
-    RouterPlugin, WarmRouter,
-};
 pub use runtime::{
-    CacheStats, CompiledComponent, ComponentInfo, Origin, PluginRuntime, RuntimeConfig,
-    RuntimeError,
+    CacheStats, CompiledComponent, ComponentInfo, Grants, Origin, PluginRuntime, PluginWorld,
+    RuntimeConfig, RuntimeError,
 };
 pub use validate::Interfaces;
-pub use workspace::{FilerWorkspace, MountError};
+pub use world::engine_adapter::{EnginePlugin, RunState, RunStatus, TaskRun};
+pub use world::filer::{FileKind, FilerPlugin, StagedFile};
+pub use world::notifier::{NotifierPlugin, NotifyEvent, TaskInfo};
+pub use world::router::{
+    Decision, Label, LabelSet, Pair, RouteRequest, RouteTarget, RouteTask, RouterPlugin, WarmRouter,
+};
 
 // Callers share plugins and the runtime across threads, and keep warm routers in
 // per-tenant slots (moved between threads).

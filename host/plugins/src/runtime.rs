@@ -12,12 +12,8 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::{ArtifactCache, CacheKey, Lookup, Sha256Hasher, hex, sha256};
-use crate::engine::EnginePlugin;
 use crate::error::LoadError;
-use crate::filer::FilerPlugin;
 use crate::manifest::{Manifest, PluginConfig, World};
-use crate::notifier::NotifierPlugin;
-use crate::router::RouterPlugin;
 use crate::validate::{self, Interfaces};
 use tessera_objstore::ObjectStore;
 
@@ -340,156 +336,81 @@ impl PluginRuntime {
         self.validate(manifest, compiled)
     }
 
-    /// Compiles (or loads from the cache), validates and links a router plugin.
-    pub fn load_router(
+    /// Compiles (or loads from the cache), validates and links a plugin of world `P`
+    /// (`RouterPlugin`, `NotifierPlugin`, `FilerPlugin`, `EnginePlugin`) with what its
+    /// binding grants.
+    pub fn load<P: PluginWorld>(
         &self,
         manifest: Manifest,
         bytes: &[u8],
-        config: PluginConfig,
-    ) -> Result<RouterPlugin, LoadError> {
-        let compiled = self.compile_for(&manifest, World::Router, bytes)?;
-        self.link_router(manifest, compiled, config)
+        grants: Grants,
+    ) -> Result<P, LoadError> {
+        let compiled = self.compile_for(&manifest, P::WORLD, bytes)?;
+        self.link(manifest, compiled, grants)
     }
 
-    /// Validates and links an already compiled component as a router plugin (for a
-    /// caller that compiled it earlier, e.g. at upload, and activates it now).
-    pub fn link_router(
+    /// Validates and links an already compiled component as a plugin of world `P` (for
+    /// a caller that compiled it earlier, e.g. at upload, and activates it now).
+    pub fn link<P: PluginWorld>(
         &self,
         manifest: Manifest,
         compiled: CompiledComponent,
-        config: PluginConfig,
-    ) -> Result<RouterPlugin, LoadError> {
-        self.validate_for(&manifest, World::Router, &compiled)?;
-        RouterPlugin::new(self.inner.clone(), manifest, compiled, config)
+        grants: Grants,
+    ) -> Result<P, LoadError> {
+        self.validate_for(&manifest, P::WORLD, &compiled)?;
+        P::link_validated(self, manifest, compiled, grants)
     }
+}
 
-    /// Compiles (or loads from the cache), validates and links a notifier plugin. See
-    /// [`PluginRuntime::link_notifier`] for `allowed_hosts`.
-    pub fn load_notifier(
-        &self,
-        manifest: Manifest,
-        bytes: &[u8],
-        config: PluginConfig,
-        allowed_hosts: Vec<String>,
-    ) -> Result<NotifierPlugin, LoadError> {
-        let compiled = self.compile_for(&manifest, World::Notifier, bytes)?;
-        self.link_notifier(manifest, compiled, config, allowed_hosts)
+/// What a binding grants a plugin, each meaningful only with the manifest's capability
+/// (without it nothing of that interface is linked, and a component importing it is
+/// refused):
+/// - `config` (`config`): values, and secrets (only those the manifest lists reach it);
+/// - `allowed_hosts` (`http`): where its outgoing requests may go: `host` (on the scheme's
+///   default port, 80 or 443), `host:port`, `[v6-address]:port`, or `*` for any host at
+///   a public address (internal hosts must be named; see `capability/http.rs`). A
+///   request elsewhere fails with `HTTP-request-denied` (or `destination-IP-prohibited`)
+///   and no connection is made. An entry of another form is a [`LoadError::Settings`];
+/// - `object_store` and `buckets` (`object-store`): the store behind
+///   `tessera:plugin/object-store` and the buckets the plugin may use (exact names, or
+///   `*`); a call on any other bucket fails with `denied`, and without a store every
+///   call fails with `unavailable`. A bucket that is not a name is a
+///   [`LoadError::Settings`].
+///
+/// `workspace` needs nothing here: each filer call gets the task's
+/// [`crate::FilerWorkspace`].
+#[derive(Clone, Default)]
+pub struct Grants {
+    pub config: PluginConfig,
+    pub allowed_hosts: Vec<String>,
+    pub object_store: Option<Arc<dyn ObjectStore>>,
+    pub buckets: Vec<String>,
+}
+
+impl Grants {
+    /// Only configuration (what a router can be granted).
+    pub fn config(config: PluginConfig) -> Grants {
+        Grants {
+            config,
+            ..Grants::default()
+        }
     }
+}
 
-    /// Validates and links an already compiled component as a notifier plugin.
-    ///
-    /// `allowed_hosts` are the authorities its outgoing requests may go to (with the
-    /// `http` grant; without it nothing of wasi:http is linked): `host` (on the scheme's
-    /// default port, 80 or 443), `host:port`, `[v6-address]:port`, or `*` for any host
-    /// at a public address (internal hosts must be named; see `outgoing.rs`). A request
-    /// elsewhere fails with the wasi-http error `HTTP-request-denied` (or
-    /// `destination-IP-prohibited` for a name that resolves to an internal address) and
-    /// no connection is made. An entry of another form is a [`LoadError::Settings`].
-    pub fn link_notifier(
-        &self,
+/// A kind of loaded plugin: one per world, each linked the same way
+/// ([`PluginRuntime::link`]), with the capabilities its manifest and binding grant.
+pub trait PluginWorld: Sized {
+    /// The world plugins of this kind fill.
+    const WORLD: World;
+
+    /// Links a component that [`PluginRuntime::link`] compiled and validated for
+    /// [`Self::WORLD`]; call that instead.
+    fn link_validated(
+        runtime: &PluginRuntime,
         manifest: Manifest,
         compiled: CompiledComponent,
-        config: PluginConfig,
-        allowed_hosts: Vec<String>,
-    ) -> Result<NotifierPlugin, LoadError> {
-        self.validate_for(&manifest, World::Notifier, &compiled)?;
-        NotifierPlugin::new(
-            self.inner.clone(),
-            manifest,
-            compiled,
-            config,
-            allowed_hosts,
-        )
-    }
-
-    /// Compiles (or loads from the cache), validates and links a filer plugin. See
-    /// [`PluginRuntime::link_filer`] for the grants.
-    pub fn load_filer(
-        &self,
-        manifest: Manifest,
-        bytes: &[u8],
-        config: PluginConfig,
-        allowed_hosts: Vec<String>,
-        object_store: Option<Arc<dyn ObjectStore>>,
-        buckets: Vec<String>,
-    ) -> Result<FilerPlugin, LoadError> {
-        let compiled = self.compile_for(&manifest, World::Filer, bytes)?;
-        self.link_filer(
-            manifest,
-            compiled,
-            config,
-            allowed_hosts,
-            object_store,
-            buckets,
-        )
-    }
-
-    /// Validates and links an already compiled component as a filer plugin.
-    ///
-    /// What the binding grants, each meaningful only with the manifest's capability
-    /// (without it nothing of that interface is linked, and a component importing it is
-    /// refused):
-    /// - `allowed_hosts` (`http`): where its outgoing requests may go, as for
-    ///   [`PluginRuntime::link_notifier`].
-    /// - `object_store` and `buckets` (`object-store`): the store client behind
-    ///   `tessera:plugin/object-store` and the buckets the plugin may use (exact names,
-    ///   or `*` for every bucket); a call on any other bucket fails with `denied`. With
-    ///   no client every call fails with `unavailable("no object store is configured")`.
-    ///   A bucket that is not a name is a [`LoadError::Settings`].
-    ///
-    /// `workspace` needs nothing here: each call gets the task's [`crate::FilerWorkspace`].
-    pub fn link_filer(
-        &self,
-        manifest: Manifest,
-        compiled: CompiledComponent,
-        config: PluginConfig,
-        allowed_hosts: Vec<String>,
-        object_store: Option<Arc<dyn ObjectStore>>,
-        buckets: Vec<String>,
-    ) -> Result<FilerPlugin, LoadError> {
-        self.validate_for(&manifest, World::Filer, &compiled)?;
-        FilerPlugin::new(
-            self.inner.clone(),
-            manifest,
-            compiled,
-            config,
-            allowed_hosts,
-            object_store,
-            buckets,
-        )
-    }
-
-    /// Compiles (or loads from the cache), validates and links an engine-adapter
-    /// plugin. `allowed_hosts` as for [`PluginRuntime::link_notifier`].
-    pub fn load_engine(
-        &self,
-        manifest: Manifest,
-        bytes: &[u8],
-        config: PluginConfig,
-        allowed_hosts: Vec<String>,
-    ) -> Result<EnginePlugin, LoadError> {
-        let compiled = self.compile_for(&manifest, World::EngineAdapter, bytes)?;
-        self.link_engine(manifest, compiled, config, allowed_hosts)
-    }
-
-    /// Validates and links an already compiled component as an engine-adapter plugin
-    /// (`allowed_hosts` as for [`PluginRuntime::link_notifier`]).
-    pub fn link_engine(
-        &self,
-        manifest: Manifest,
-        compiled: CompiledComponent,
-        config: PluginConfig,
-        allowed_hosts: Vec<String>,
-    ) -> Result<EnginePlugin, LoadError> {
-        self.validate_for(&manifest, World::EngineAdapter, &compiled)?;
-        EnginePlugin::new(
-            self.inner.clone(),
-            manifest,
-            compiled,
-            config,
-            allowed_hosts,
-        )
-    }
+        grants: Grants,
+    ) -> Result<Self, LoadError>;
 }
 
 fn check_world_is(manifest: &Manifest, world: World) -> Result<(), LoadError> {

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::*;
 use tessera_plugins::{CacheStats, Decision, Origin, PluginConfig, PluginRuntime, RuntimeConfig};
+use tessera_plugins::{Grants, RouterPlugin};
 
 fn runtime_at(dir: &Path) -> PluginRuntime {
     PluginRuntime::new(RuntimeConfig {
@@ -30,10 +31,10 @@ fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
 
 fn routes(rt: &PluginRuntime) -> Origin {
     let p = rt
-        .load_router(
+        .load::<RouterPlugin>(
             manifest("first-fit"),
             &component("first-fit"),
-            PluginConfig::new(),
+            Grants::config(PluginConfig::new()),
         )
         .unwrap();
     assert_eq!(p.route(&request(1, 2)).unwrap(), vec![Decision::Assign(0)]);
@@ -144,8 +145,12 @@ fn different_bytes_are_different_entries() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime_at(dir.path());
     routes(&rt);
-    rt.load_router(manifest("short"), &component("short"), PluginConfig::new())
-        .unwrap();
+    rt.load::<RouterPlugin>(
+        manifest("short"),
+        &component("short"),
+        Grants::config(PluginConfig::new()),
+    )
+    .unwrap();
     assert_eq!(entries(dir.path()).len(), 2);
     assert_eq!(rt.cache_stats().compiled, 2);
 }

@@ -9,6 +9,7 @@ use tessera_plugins::{
     CallError, Decision, ErrorKind, PluginConfig, PluginError, PluginRuntime, RouteRequest,
     RouteTarget, RouteTask, RuntimeConfig,
 };
+use tessera_plugins::{Grants, RouterPlugin};
 
 #[test]
 fn fresh_and_warm_calls_answer() {
@@ -232,7 +233,11 @@ fn log_and_config_reach_the_plugin() {
 
     // The secret is not listed in the manifest: the plugin cannot read it.
     let p = rt
-        .load_router(with_config(manifest("configured")), &bytes, config.clone())
+        .load::<RouterPlugin>(
+            with_config(manifest("configured")),
+            &bytes,
+            Grants::config(config.clone()),
+        )
         .unwrap();
     let (d, logs) = logged(|| p.route(&request(2, 4)));
     assert_eq!(d.unwrap(), vec![Decision::Assign(3); 2]);
@@ -247,7 +252,9 @@ fn log_and_config_reach_the_plugin() {
     // Listed: the plugin reads it (and answers with it, which only a test plugin does).
     let mut m = with_config(manifest("configured"));
     m.secrets.push("token".into());
-    let p = rt.load_router(m, &bytes, config).unwrap();
+    let p = rt
+        .load::<RouterPlugin>(m, &bytes, Grants::config(config))
+        .unwrap();
     let (d, logs) = logged(|| p.route(&request(1, 4)));
     assert_eq!(d.unwrap(), vec![Decision::Defer("s3cr3t".into())]);
     assert!(
@@ -257,10 +264,10 @@ fn log_and_config_reach_the_plugin() {
 
     // No configuration at all.
     let p = rt
-        .load_router(
+        .load::<RouterPlugin>(
             with_config(manifest("configured")),
             &bytes,
-            PluginConfig::new(),
+            Grants::config(PluginConfig::new()),
         )
         .unwrap();
     assert_eq!(
@@ -331,10 +338,10 @@ fn router_default_routes() {
     };
     let rt = runtime();
     let p = rt
-        .load_router(
+        .load::<RouterPlugin>(
             with_config(manifest("router-default")),
             &bytes,
-            PluginConfig::new(),
+            Grants::config(PluginConfig::new()),
         )
         .unwrap();
     const SSD: u64 = 1 << 3;
@@ -394,10 +401,10 @@ fn router_default_follows_its_rules() {
     };
     let rt = runtime();
     let p = rt
-        .load_router(
+        .load::<RouterPlugin>(
             with_config(manifest("router-default")),
             &bytes,
-            PluginConfig::new(),
+            Grants::config(PluginConfig::new()),
         )
         .unwrap();
     let mut warm = p.warm();

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use tessera_plugins::Grants;
 use tessera_plugins::{
     CallError, Capability, EnginePlugin, ErrorKind, LoadError, Manifest, Pair, PluginConfig,
     PluginError, PluginRuntime, RunState, RunStatus, TaskRun, World,
@@ -19,7 +20,15 @@ fn engine_manifest(timeout: Duration) -> Manifest {
 }
 
 fn load(rt: &PluginRuntime, m: Manifest, name: &str) -> Result<EnginePlugin, LoadError> {
-    rt.load_engine(m, &component(name), PluginConfig::new(), Vec::new())
+    rt.load::<EnginePlugin>(
+        m,
+        &component(name),
+        Grants {
+            config: PluginConfig::new(),
+            allowed_hosts: Vec::new(),
+            ..Grants::default()
+        },
+    )
 }
 
 fn pair(k: &str, v: &str) -> Pair {
@@ -173,11 +182,14 @@ fn the_sdk_example_engine_adapter_runs_in_the_host() {
     .unwrap();
     let rt = runtime();
     let p = rt
-        .load_engine(
+        .load::<EnginePlugin>(
             manifest,
             &bytes,
-            PluginConfig::new().value("prefix", "pretend:"),
-            Vec::new(),
+            Grants {
+                config: PluginConfig::new().value("prefix", "pretend:"),
+                allowed_hosts: Vec::new(),
+                ..Grants::default()
+            },
         )
         .unwrap();
 

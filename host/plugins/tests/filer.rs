@@ -18,6 +18,7 @@ use tessera_plugins::{
 };
 
 use Capability::{ObjectStore as Objects, Workspace};
+use tessera_plugins::Grants;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -36,13 +37,15 @@ fn load(
     buckets: &[&str],
 ) -> Result<FilerPlugin, LoadError> {
     let buckets = buckets.iter().map(|b| b.to_string()).collect();
-    rt.load_filer(
+    rt.load::<FilerPlugin>(
         m,
         &component(component_name),
-        PluginConfig::new(),
-        Vec::new(),
-        store,
-        buckets,
+        Grants {
+            config: PluginConfig::new(),
+            allowed_hosts: Vec::new(),
+            object_store: store,
+            buckets,
+        },
     )
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::files::FileServer;
 use common::server::{Reply, Server};
 use common::*;
+use tessera_plugins::Grants;
 use tessera_plugins::{
     CallError, Capability, FileKind, FilerPlugin, FilerWorkspace, LoadError, Manifest,
     PluginConfig, PluginError, PluginRuntime, StagedFile, World,
@@ -43,8 +44,17 @@ fn filer(rt: &PluginRuntime, config: PluginConfig, hosts: &[&str]) -> Option<Fil
     let bytes = built_plugin("filer-http")?;
     let hosts = hosts.iter().map(|h| h.to_string()).collect();
     Some(
-        rt.load_filer(http_manifest(), &bytes, config, hosts, None, Vec::new())
-            .unwrap(),
+        rt.load::<FilerPlugin>(
+            http_manifest(),
+            &bytes,
+            Grants {
+                config,
+                allowed_hosts: hosts,
+                object_store: None,
+                buckets: Vec::new(),
+            },
+        )
+        .unwrap(),
     )
 }
 
@@ -339,7 +349,16 @@ fn the_wrong_grant_is_refused_at_load() {
     for missing in [Capability::Workspace, Capability::Http] {
         let mut m = http_manifest();
         m.capabilities.retain(|c| *c != missing);
-        match rt.load_filer(m, &bytes, PluginConfig::new(), vec![], None, vec![]) {
+        match rt.load::<FilerPlugin>(
+            m,
+            &bytes,
+            Grants {
+                config: PluginConfig::new(),
+                allowed_hosts: vec![],
+                object_store: None,
+                buckets: vec![],
+            },
+        ) {
             Err(LoadError::World(msg)) => {
                 assert!(msg.contains(&format!("`{missing}`")), "{msg}")
             }
@@ -349,13 +368,15 @@ fn the_wrong_grant_is_refused_at_load() {
     }
     // Allowed hosts that are not hosts.
     assert!(matches!(
-        rt.load_filer(
+        rt.load::<FilerPlugin>(
             http_manifest(),
             &bytes,
-            PluginConfig::new(),
-            vec!["http://x/".into()],
-            None,
-            vec![]
+            Grants {
+                config: PluginConfig::new(),
+                allowed_hosts: vec!["http://x/".into()],
+                object_store: None,
+                buckets: vec![]
+            }
         ),
         Err(LoadError::Settings(_))
     ));
@@ -371,13 +392,15 @@ fn a_server_that_does_not_answer_ends_at_the_deadline() {
     let mut m = http_manifest();
     m.limits.timeout = Some(Duration::from_millis(300));
     let p = rt
-        .load_filer(
+        .load::<FilerPlugin>(
             m,
             &bytes,
-            PluginConfig::new(),
-            vec![server.authority()],
-            None,
-            vec![],
+            Grants {
+                config: PluginConfig::new(),
+                allowed_hosts: vec![server.authority()],
+                object_store: None,
+                buckets: vec![],
+            },
         )
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();

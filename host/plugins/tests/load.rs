@@ -4,9 +4,10 @@ mod common;
 
 use common::*;
 use tessera_plugins::{Capability, LoadError, Origin, PluginConfig, World};
+use tessera_plugins::{Grants, RouterPlugin};
 
 fn refuse(bytes: &[u8], m: tessera_plugins::Manifest) -> String {
-    match runtime().load_router(m, bytes, PluginConfig::new()) {
+    match runtime().load::<RouterPlugin>(m, bytes, Grants::config(PluginConfig::new())) {
         Ok(_) => panic!("loaded"),
         Err(e) => e.to_string(),
     }
@@ -111,10 +112,10 @@ fn config_needs_the_config_grant() {
     // With the grant it loads, and it lists what it imports and exports.
     let rt = runtime();
     let p = rt
-        .load_router(
+        .load::<RouterPlugin>(
             with_config(manifest("configured")),
             &bytes,
-            PluginConfig::new(),
+            Grants::config(PluginConfig::new()),
         )
         .unwrap();
     let i = &p.info().interfaces;
@@ -172,7 +173,7 @@ fn manifests_are_checked() {
     let mut m = manifest("big");
     m.limits.memory_bytes = Some(1 << 40);
     assert!(matches!(
-        runtime().load_router(m, &bytes, PluginConfig::new()),
+        runtime().load::<RouterPlugin>(m, &bytes, Grants::config(PluginConfig::new())),
         Err(LoadError::Manifest(_))
     ));
     let mut m = manifest("http");
@@ -184,7 +185,7 @@ fn manifests_are_checked() {
     );
     let m = tessera_plugins::Manifest::new("n", "1", World::Notifier);
     assert!(matches!(
-        runtime().load_router(m, &bytes, PluginConfig::new()),
+        runtime().load::<RouterPlugin>(m, &bytes, Grants::config(PluginConfig::new())),
         Err(LoadError::Manifest(_))
     ));
 }
@@ -197,16 +198,20 @@ fn router_default_loads_with_its_grant() {
     let rt = runtime();
     // It reads its configuration, so it needs `config`.
     let msg = rt
-        .load_router(manifest("router-default"), &bytes, PluginConfig::new())
+        .load::<RouterPlugin>(
+            manifest("router-default"),
+            &bytes,
+            Grants::config(PluginConfig::new()),
+        )
         .err()
         .expect("loads without the config grant")
         .to_string();
     assert!(msg.contains("tessera:plugin/config@0.1.0"), "{msg}");
     let p = rt
-        .load_router(
+        .load::<RouterPlugin>(
             with_config(manifest("router-default")),
             &bytes,
-            PluginConfig::new(),
+            Grants::config(PluginConfig::new()),
         )
         .unwrap();
     assert_eq!(p.info().origin, Origin::Compiled);

@@ -13,6 +13,7 @@ use tessera_plugins::{
 };
 
 use Capability::{Config, Http};
+use tessera_plugins::{Grants, RouterPlugin};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -24,7 +25,15 @@ fn load(
     hosts: &[&str],
 ) -> Result<NotifierPlugin, LoadError> {
     let hosts = hosts.iter().map(|h| h.to_string()).collect();
-    rt.load_notifier(m, &component(name), config, hosts)
+    rt.load::<NotifierPlugin>(
+        m,
+        &component(name),
+        Grants {
+            config,
+            allowed_hosts: hosts,
+            ..Grants::default()
+        },
+    )
 }
 
 /// notify-fetch, sending to `authority`, allowed to reach `hosts`.
@@ -328,11 +337,14 @@ fn http_imports_need_the_http_grant() {
 fn a_component_of_another_world_is_refused() {
     let rt = runtime();
     // A router as a notifier.
-    let msg = refusal(rt.load_notifier(
+    let msg = refusal(rt.load::<NotifierPlugin>(
         notifier_manifest("router", &[], SECOND),
         &component("first-fit"),
-        PluginConfig::new(),
-        vec![],
+        Grants {
+            config: PluginConfig::new(),
+            allowed_hosts: vec![],
+            ..Grants::default()
+        },
     ));
     assert!(
         msg.contains(
@@ -341,10 +353,10 @@ fn a_component_of_another_world_is_refused() {
         "{msg}"
     );
     // A notifier as a router.
-    let msg = match rt.load_router(
+    let msg = match rt.load::<RouterPlugin>(
         manifest("echo"),
         &component("notify-echo"),
-        PluginConfig::new(),
+        Grants::config(PluginConfig::new()),
     ) {
         Ok(_) => panic!("loaded"),
         Err(e) => e.to_string(),
@@ -354,11 +366,14 @@ fn a_component_of_another_world_is_refused() {
         "{msg}"
     );
     // A manifest of another world.
-    let msg = refusal(rt.load_notifier(
+    let msg = refusal(rt.load::<NotifierPlugin>(
         manifest("echo"),
         &component("notify-echo"),
-        PluginConfig::new(),
-        vec![],
+        Grants {
+            config: PluginConfig::new(),
+            allowed_hosts: vec![],
+            ..Grants::default()
+        },
     ));
     assert_eq!(
         msg,
@@ -369,11 +384,14 @@ fn a_component_of_another_world_is_refused() {
         "notify-echo",
         r#"(import "wasi:cli/environment@0.2.6" (instance (export "get-arguments" (func (result (list string))))))"#,
     );
-    let msg = refusal(rt.load_notifier(
+    let msg = refusal(rt.load::<NotifierPlugin>(
         notifier_manifest("env", &[Http], SECOND),
         &bytes,
-        PluginConfig::new(),
-        vec![],
+        Grants {
+            config: PluginConfig::new(),
+            allowed_hosts: vec![],
+            ..Grants::default()
+        },
     ));
     assert_eq!(
         msg,
@@ -382,7 +400,15 @@ fn a_component_of_another_world_is_refused() {
     // A capability the world cannot have.
     let mut m = notifier_manifest("echo", &[], SECOND);
     m.capabilities.push(Capability::Workspace);
-    let msg = refusal(rt.load_notifier(m, &component("notify-echo"), PluginConfig::new(), vec![]));
+    let msg = refusal(rt.load::<NotifierPlugin>(
+        m,
+        &component("notify-echo"),
+        Grants {
+            config: PluginConfig::new(),
+            allowed_hosts: vec![],
+            ..Grants::default()
+        },
+    ));
     assert!(
         msg.contains("the notifier world cannot be granted `workspace`"),
         "{msg}"
@@ -400,11 +426,14 @@ fn a_wrong_deliver_signature_is_refused() {
             (export "tessera:plugin/notify@0.1.0" (instance $notify)))"#,
     )
     .unwrap();
-    let msg = refusal(runtime().load_notifier(
+    let msg = refusal(runtime().load::<NotifierPlugin>(
         notifier_manifest("wrong", &[], SECOND),
         &bytes,
-        PluginConfig::new(),
-        vec![],
+        Grants {
+            config: PluginConfig::new(),
+            allowed_hosts: vec![],
+            ..Grants::default()
+        },
     ));
     assert!(
         msg.starts_with("does not match the notifier world"),

@@ -9,6 +9,7 @@ use common::server::{Recorded, Reply, Server};
 use common::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use tessera_plugins::Grants;
 use tessera_plugins::{
     CallError, Capability, Manifest, NotifierPlugin, PluginConfig, PluginError, PluginRuntime,
 };
@@ -33,8 +34,16 @@ fn webhook(rt: &PluginRuntime, config: PluginConfig, hosts: &[&str]) -> Option<N
     let bytes = built_plugin("notifier-webhook")?;
     let hosts = hosts.iter().map(|h| h.to_string()).collect();
     Some(
-        rt.load_notifier(webhook_manifest(), &bytes, config, hosts)
-            .unwrap(),
+        rt.load::<NotifierPlugin>(
+            webhook_manifest(),
+            &bytes,
+            Grants {
+                config,
+                allowed_hosts: hosts,
+                ..Grants::default()
+            },
+        )
+        .unwrap(),
     )
 }
 
@@ -190,7 +199,15 @@ fn a_receiver_that_does_not_answer_is_unavailable_or_a_timeout() {
     m.limits.timeout = Some(Duration::from_millis(300));
     let config = PluginConfig::new().value("url", format!("http://{a}/"));
     let p = rt
-        .load_notifier(m, &bytes, config, vec![a.clone()])
+        .load::<NotifierPlugin>(
+            m,
+            &bytes,
+            Grants {
+                config,
+                allowed_hosts: vec![a.clone()],
+                ..Grants::default()
+            },
+        )
         .unwrap();
     let r = p.deliver(&event());
     assert!(

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tessera_plugins::{EnginePlugin, FilerPlugin, Manifest, NotifierPlugin, RouterPlugin, World};
+use tessera_plugins::{
+    EnginePlugin, FilerPlugin, Grants, Manifest, NotifierPlugin, RouterPlugin, World,
+};
 use tessera_store::{BindingRow, Deleted};
 
 use crate::bindings::{ActiveEngine, ActiveFiler, ActiveNotifier, ActiveRouter, rebind};
@@ -208,22 +210,17 @@ impl Registry {
         let object_store = self.0.object_store.clone();
         tokio::task::spawn_blocking(move || {
             let compiled = runtime.compile(&bytes)?;
+            let grants = Grants {
+                config,
+                allowed_hosts: hosts,
+                object_store,
+                buckets,
+            };
             Ok(match manifest.world {
-                World::Router => Loaded::Router(runtime.link_router(manifest, compiled, config)?),
-                World::Notifier => {
-                    Loaded::Notifier(runtime.link_notifier(manifest, compiled, config, hosts)?)
-                }
-                World::Filer => Loaded::Filer(runtime.link_filer(
-                    manifest,
-                    compiled,
-                    config,
-                    hosts,
-                    object_store,
-                    buckets,
-                )?),
-                World::EngineAdapter => {
-                    Loaded::Engine(runtime.link_engine(manifest, compiled, config, hosts)?)
-                }
+                World::Router => Loaded::Router(runtime.link(manifest, compiled, grants)?),
+                World::Notifier => Loaded::Notifier(runtime.link(manifest, compiled, grants)?),
+                World::Filer => Loaded::Filer(runtime.link(manifest, compiled, grants)?),
+                World::EngineAdapter => Loaded::Engine(runtime.link(manifest, compiled, grants)?),
             })
         })
         .await

@@ -2,7 +2,7 @@
 //! against their world, stored with their bytes; and listing what is installed.
 
 use tessera_core::time_fmt::now_rfc3339;
-use tessera_plugins::{CompiledComponent, Manifest, PluginConfig, World};
+use tessera_plugins::{CompiledComponent, Grants, Manifest, RouterPlugin, World};
 use tessera_store::{Installed, PluginVersionRow};
 
 use crate::activation::default_scope;
@@ -113,7 +113,7 @@ impl Registry {
             let compiled = runtime.compile(&bytes)?;
             runtime.validate(&manifest, &compiled)?;
             if manifest.world == World::Router {
-                runtime.link_router(manifest, compiled.clone(), PluginConfig::new())?;
+                runtime.link::<RouterPlugin>(manifest, compiled.clone(), Grants::default())?;
             }
             Ok((compiled, bytes))
         })

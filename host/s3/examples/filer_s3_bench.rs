@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::presigning::PresigningConfig;
 use common::{MIB, Pseudorandom, median, plain_get, s3_from_env};
 use tessera_plugins::{FileKind, FilerWorkspace, Manifest, PluginConfig, PluginRuntime};
+use tessera_plugins::{FilerPlugin, Grants};
 use tessera_s3::{BlockingS3, S3Client};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -61,13 +62,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = S3Client::new(config)?;
     let blocking = BlockingS3::new(store.clone(), tokio.handle().clone())?;
     let runtime = PluginRuntime::new(Default::default())?;
-    let filer = runtime.load_filer(
+    let filer = runtime.load::<FilerPlugin>(
         manifest,
         &component,
-        PluginConfig::new().value("chunk-bytes", &chunk),
-        Vec::new(),
-        Some(Arc::new(blocking.clone())),
-        vec![bucket.clone()],
+        Grants {
+            config: PluginConfig::new().value("chunk-bytes", &chunk),
+            allowed_hosts: Vec::new(),
+            object_store: Some(Arc::new(blocking.clone())),
+            buckets: vec![bucket.clone()],
+        },
     )?;
 
     let stored = blocking.put(&bucket, &key, size, Pseudorandom::new(size))?;

@@ -7,6 +7,7 @@ pub mod server;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tessera_plugins::Grants;
 use tessera_plugins::{
     Capability, Label, LabelSet, Manifest, NotifyEvent, PluginConfig, PluginRuntime, RouteRequest,
     RouteTarget, RouteTask, RouterPlugin, RuntimeConfig, TaskInfo, World,
@@ -152,8 +153,12 @@ pub fn with_config(mut m: Manifest) -> Manifest {
 }
 
 pub fn load(rt: &PluginRuntime, name: &str) -> RouterPlugin {
-    rt.load_router(manifest(name), &component(name), PluginConfig::new())
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    rt.load::<RouterPlugin>(
+        manifest(name),
+        &component(name),
+        Grants::config(PluginConfig::new()),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 pub fn load_limited(
@@ -165,7 +170,7 @@ pub fn load_limited(
     let mut m = manifest(name);
     m.limits.timeout = Some(timeout);
     m.limits.memory_bytes = Some(memory);
-    rt.load_router(m, &component(name), PluginConfig::new())
+    rt.load::<RouterPlugin>(m, &component(name), Grants::config(PluginConfig::new()))
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 

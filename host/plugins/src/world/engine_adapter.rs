@@ -7,33 +7,21 @@
 
 use std::sync::Arc;
 
+use crate::bindings::router::tessera::plugin::types::Pair;
 use crate::error::{CallError, LoadError};
-use crate::fresh::{HttpState, HttpWorld};
-use crate::manifest::{Manifest, PluginConfig};
+use crate::manifest::{Manifest, PluginConfig, World};
 use crate::metrics::PluginMetrics;
-use crate::router::Pair;
-use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
+use crate::per_call::{HttpState, HttpWorld};
+use crate::runtime::{
+    CompiledComponent, ComponentInfo, Grants, PluginRuntime, PluginWorld, RuntimeInner,
+};
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "tessera:plugin/engine-adapter",
-        additional_derives: [PartialEq, Eq],
-        with: {
-            "tessera:plugin/types": crate::router::bindings::tessera::plugin::types,
-            "tessera:plugin/log": crate::router::bindings::tessera::plugin::log,
-            "tessera:plugin/config": crate::router::bindings::tessera::plugin::config,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:io": wasmtime_wasi::p2::bindings::sync::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-        },
-    });
-}
+use crate::bindings::engine_adapter::exports::tessera::plugin::engine::Guest;
+use crate::bindings::engine_adapter::{EngineAdapter, EngineAdapterIndices, EngineAdapterPre};
 
-use bindings::exports::tessera::plugin::engine::Guest;
-use bindings::{EngineAdapter, EngineAdapterIndices, EngineAdapterPre};
-
-pub use bindings::exports::tessera::plugin::engine::{RunState, RunStatus, TaskRun};
+pub use crate::bindings::engine_adapter::exports::tessera::plugin::engine::{
+    RunState, RunStatus, TaskRun,
+};
 
 /// A loaded engine-adapter plugin version: compiled, validated, linked (`InstancePre`),
 /// with its metrics and (with the `http` grant) the hosts it may send requests to.
@@ -132,13 +120,32 @@ impl EnginePlugin {
         f: impl FnOnce(
             &Guest,
             &mut wasmtime::Store<HttpState>,
-        ) -> wasmtime::Result<Result<R, crate::PluginError>>,
+        ) -> wasmtime::Result<Result<R, crate::bindings::PluginError>>,
     ) -> Result<R, CallError> {
         let calls = &self.inner.calls;
         calls.call(
             calls.store(None, HttpState::new),
             |store| self.inner.pre.instantiate(store),
             |engine: &EngineAdapter, store| f(engine.tessera_plugin_engine(), store),
+        )
+    }
+}
+
+impl PluginWorld for EnginePlugin {
+    const WORLD: World = World::EngineAdapter;
+
+    fn link_validated(
+        runtime: &PluginRuntime,
+        manifest: Manifest,
+        compiled: CompiledComponent,
+        grants: Grants,
+    ) -> Result<Self, LoadError> {
+        EnginePlugin::new(
+            runtime.inner.clone(),
+            manifest,
+            compiled,
+            grants.config,
+            grants.allowed_hosts,
         )
     }
 }

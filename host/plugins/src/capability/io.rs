@@ -8,118 +8,37 @@
 //! when it gets there the call traps, [`CallGuard::overran`] is set, and the host reports
 //! the call as timed out.
 //!
-//! [`WasiParts`] is what a store needs for that (and for outgoing HTTP); [`add_io`] and
-//! [`add_http`] link the interfaces for any store data that has them ([`HasWasi`]).
+//! [`link`] links the interfaces for any store data that has a resource table and a
+//! [`CallGuard`] ([`HasIo`]).
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
-use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtx, WasiClocksCtxView};
 use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
 use wasmtime_wasi::p2::{DynPollable, StreamError, StreamResult};
 use wasmtime_wasi::runtime::in_tokio;
-use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
 use wasmtime_wasi_io::bindings::wasi::io::streams as async_streams;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
-use crate::error::CallError;
+use crate::capability::log::setup;
+use crate::error::{CallError, LoadError};
 use crate::host::HostState;
-use crate::outgoing::{self, HttpPolicy, OutgoingHooks};
-use crate::router::classify;
+use crate::trap::classify;
 
-/// Resources (requests, responses, headers, streams, pollables, files…) one call may
-/// hold at once; creating more fails in the guest.
-const MAX_RESOURCES: usize = 1024;
-/// The most one set of headers may take in the host (its in-memory size).
-const MAX_FIELDS_BYTES: usize = 64 << 10;
-
-/// The WASI side of one store (one instance, one call): the resource table, the
-/// wasi-http context and hooks, a monotonic clock, and the call's deadline for blocking
-/// host calls.
-pub(crate) struct WasiParts {
-    pub(crate) table: ResourceTable,
-    pub(crate) http: WasiHttpCtx,
-    pub(crate) hooks: OutgoingHooks,
-    pub(crate) clocks: WasiClocksCtx,
-    pub(crate) guard: CallGuard,
-}
-
-impl WasiParts {
-    /// Host memory a guest can make the host hold (the memory cap covers only the
-    /// guest's own) stays bounded: resources and header sizes are capped.
-    pub(crate) fn new(policy: Option<Arc<HttpPolicy>>, deadline: Instant) -> Self {
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
-        let mut http = WasiHttpCtx::new();
-        http.set_field_size_limit(MAX_FIELDS_BYTES);
-        WasiParts {
-            table,
-            http,
-            hooks: OutgoingHooks { policy, deadline },
-            clocks: WasiClocksCtx::default(),
-            guard: CallGuard::new(deadline),
-        }
-    }
-
-    pub(crate) fn guarded(&mut self) -> Guarded<'_> {
-        Guarded {
-            table: &mut self.table,
-            guard: &mut self.guard,
-        }
-    }
-}
-
-impl WasiHttpView for WasiParts {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
-
-/// Store data with [`WasiParts`].
-pub(crate) trait HasWasi: Send + 'static {
-    fn wasi(&mut self) -> &mut WasiParts;
+/// Store data that serves `wasi:io`: its resource table and the call's guard.
+pub(crate) trait HasIo: Send + 'static {
+    fn io(&mut self) -> Guarded<'_>;
+    fn table(&mut self) -> &mut ResourceTable;
 }
 
 /// Links `wasi:io/{error,poll,streams}`, every blocking call bounded by the deadline.
-pub(crate) fn add_io<T: HasWasi>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, TableIo>(linker, |s| {
-        &mut s.wasi().table
-    })?;
-    poll::add_to_linker::<_, GuardedIo>(linker, |s| s.wasi().guarded())?;
-    streams::add_to_linker::<_, GuardedIo>(linker, |s| s.wasi().guarded())?;
-    Ok(())
-}
-
-/// Links outgoing HTTP: `wasi:http/{types,outgoing-handler}` and
-/// `wasi:clocks/monotonic-clock` (with [`add_io`], which must be linked too). As
-/// wasmtime_wasi_http's `add_only_http_to_linker_sync`, with the allowed hosts checked
-/// in `handle`.
-pub(crate) fn add_http<T: HasWasi>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
-    use wasmtime_wasi_http::p2::bindings::sync::http;
-    monotonic_clock::add_to_linker::<_, WasiClocks>(linker, |s| {
-        let w = s.wasi();
-        WasiClocksCtxView {
-            ctx: &mut w.clocks,
-            table: &mut w.table,
-        }
-    })?;
-    let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
-    http::types::add_to_linker::<_, WasiHttp>(linker, &options.into(), |s| s.wasi().http())?;
-    linker
-        .instance("wasi:http/outgoing-handler@0.2.12")?
-        .func_wrap("handle", |mut store, (request, options)| {
-            let wasi = store.data_mut().wasi();
-            let policy = wasi.hooks.policy.clone();
-            outgoing::handle(policy.as_deref(), &mut wasi.http(), request, options).map(|r| (r,))
-        })?;
+pub(crate) fn link<T: HasIo>(linker: &mut Linker<T>) -> Result<(), LoadError> {
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, TableIo>(linker, |s| s.table())
+        .map_err(setup)?;
+    poll::add_to_linker::<_, GuardedIo>(linker, |s| s.io()).map_err(setup)?;
+    streams::add_to_linker::<_, GuardedIo>(linker, |s| s.io()).map_err(setup)?;
     Ok(())
 }
 

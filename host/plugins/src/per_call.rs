@@ -1,6 +1,7 @@
 //! What the worlds whose every call gets a fresh instance share (notifier, filer, engine
-//! adapter): linking the common imports, the store of one call (limits, deadline, WASI
-//! parts), the trial instantiation at load, and running a call with its metrics.
+//! adapter): the store of one call (limits, deadline, WASI parts), linking the
+//! capabilities a world of log, config and outgoing HTTP gets, the trial instantiation
+//! at load, and running a call with its metrics.
 //!
 //! Routers are not here on purpose: their warm instances keep a smaller store with no
 //! WASI parts, which is what keeps a routing call near a microsecond.
@@ -9,30 +10,75 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::{HasData, Instance, InstancePre, Linker};
+use wasmtime::component::{Instance, InstancePre, Linker, ResourceTable};
 
+use crate::bindings::PluginError;
+use crate::capability::http::{self, HasHttp, HttpParts, HttpPolicy};
+use crate::capability::io::{self, CallGuard, Guarded, HasIo};
+use crate::capability::{config, log};
 use crate::error::{CallError, LoadError};
 use crate::host::{HostState, PluginContext};
 use crate::manifest::{Capability, Manifest, PluginConfig};
 use crate::metrics::PluginMetrics;
-use crate::outgoing::HttpPolicy;
-use crate::router::bindings::tessera::plugin::{config, log};
-use crate::router::{PluginError, one_line};
 use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
-use crate::wasi_io::{self, HasWasi, WasiParts};
+use crate::trap::one_line;
 
-/// [`HasData`] for the interfaces served by the shared [`HostState`] (`log`, `config`).
-pub(crate) struct Shared;
+/// Resources (requests, responses, headers, streams, pollables, files…) one call may
+/// hold at once; creating more fails in the guest.
+const MAX_RESOURCES: usize = 1024;
 
-impl HasData for Shared {
-    type Data<'a> = &'a mut HostState;
+/// The WASI side of one store (one instance, one call): the resource table, the call's
+/// deadline for blocking host calls, and what outgoing HTTP needs.
+pub(crate) struct WasiParts {
+    pub(crate) table: ResourceTable,
+    pub(crate) guard: CallGuard,
+    pub(crate) http: HttpParts,
+}
+
+impl WasiParts {
+    /// Host memory a guest can make the host hold (the memory cap covers only the
+    /// guest's own) stays bounded: resources are capped.
+    pub(crate) fn new(policy: Option<Arc<HttpPolicy>>, deadline: Instant) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        WasiParts {
+            table,
+            guard: CallGuard::new(deadline),
+            http: HttpParts::new(policy, deadline),
+        }
+    }
+
+    pub(crate) fn io(&mut self) -> Guarded<'_> {
+        Guarded {
+            table: &mut self.table,
+            guard: &mut self.guard,
+        }
+    }
 }
 
 /// Store data of a fresh-instance world: the shared host state and the WASI parts.
-pub(crate) trait CallState: HasWasi {
+pub(crate) trait CallState: Send + 'static {
     fn host(&mut self) -> &mut HostState;
     fn host_ref(&self) -> &HostState;
+    fn wasi(&mut self) -> &mut WasiParts;
     fn wasi_ref(&self) -> &WasiParts;
+}
+
+impl<T: CallState> HasIo for T {
+    fn io(&mut self) -> Guarded<'_> {
+        self.wasi().io()
+    }
+
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.wasi().table
+    }
+}
+
+impl<T: CallState> HasHttp for T {
+    fn http_parts(&mut self) -> (&mut HttpParts, &mut ResourceTable) {
+        let w = self.wasi();
+        (&mut w.http, &mut w.table)
+    }
 }
 
 /// The store data of worlds that import only log, config and outgoing HTTP (notifier,
@@ -48,18 +94,15 @@ impl HttpState {
     }
 }
 
-impl HasWasi for HttpState {
-    fn wasi(&mut self) -> &mut WasiParts {
-        &mut self.wasi
-    }
-}
-
 impl CallState for HttpState {
     fn host(&mut self) -> &mut HostState {
         &mut self.host
     }
     fn host_ref(&self) -> &HostState {
         &self.host
+    }
+    fn wasi(&mut self) -> &mut WasiParts {
+        &mut self.wasi
     }
     fn wasi_ref(&self) -> &WasiParts {
         &self.wasi
@@ -71,27 +114,8 @@ pub(crate) fn link_log_config<T: CallState>(
     linker: &mut Linker<T>,
     manifest: &Manifest,
 ) -> Result<(), LoadError> {
-    log::add_to_linker::<_, Shared>(linker, |s: &mut T| s.host()).map_err(setup)?;
-    if manifest.grants(Capability::Config) {
-        config::add_to_linker::<_, Shared>(linker, |s: &mut T| s.host()).map_err(setup)?;
-    }
-    Ok(())
-}
-
-/// Links outgoing HTTP when granted (`wasi:io` must be linked by the caller), and
-/// returns the policy for the binding's allowed hosts; `None` without the grant.
-pub(crate) fn link_http<T: HasWasi>(
-    linker: &mut Linker<T>,
-    manifest: &Manifest,
-    allowed_hosts: &[String],
-) -> Result<Option<Arc<HttpPolicy>>, LoadError> {
-    if !manifest.grants(Capability::Http) {
-        return Ok(None);
-    }
-    wasi_io::add_http(linker).map_err(setup)?;
-    let policy = HttpPolicy::new(&manifest.name, &manifest.version, allowed_hosts)
-        .map_err(LoadError::Settings)?;
-    Ok(Some(Arc::new(policy)))
+    log::link(linker, T::host)?;
+    config::link(linker, manifest, T::host)
 }
 
 /// Links what a world of log, config and outgoing HTTP gets ([`HttpState`]): nothing
@@ -103,13 +127,9 @@ pub(crate) fn link_http_world(
 ) -> Result<Option<Arc<HttpPolicy>>, LoadError> {
     link_log_config(linker, manifest)?;
     if manifest.grants(Capability::Http) {
-        wasi_io::add_io(linker).map_err(setup)?;
+        io::link(linker)?;
     }
-    link_http(linker, manifest, allowed_hosts)
-}
-
-pub(crate) fn setup(e: wasmtime::Error) -> LoadError {
-    LoadError::Setup(format!("{e:#}"))
+    http::link(linker, manifest, allowed_hosts)
 }
 
 /// A load error for a component that does not fit `world`.
@@ -281,5 +301,5 @@ impl FreshCalls {
 }
 
 fn failure<T: CallState>(e: wasmtime::Error, state: &T, instantiating: bool) -> CallError {
-    wasi_io::failure(e, state.host_ref(), &state.wasi_ref().guard, instantiating)
+    io::failure(e, state.host_ref(), &state.wasi_ref().guard, instantiating)
 }

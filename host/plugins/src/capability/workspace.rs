@@ -19,9 +19,17 @@ use wasmtime_wasi::p2::{StreamError, StreamResult};
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream};
 
-use crate::router::PluginError;
+use std::time::Instant;
 
-pub(crate) use tessera_safefs::Overrun;
+use tessera_safefs::Overrun;
+use wasmtime::component::{HasData, Linker, Resource};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+
+use crate::bindings::PluginError;
+use crate::bindings::filer::tessera::plugin::workspace;
+use crate::capability::io::Guarded;
+use crate::capability::log::setup;
+use crate::error::LoadError;
 
 /// The most one `read` of a workspace file returns (the guest asks for at most this).
 const READ_MAX: usize = 1 << 20;
@@ -287,6 +295,76 @@ impl OutputStream for FileWriter {
             return Err(StreamError::Closed);
         }
         Ok(WRITE_BUDGET)
+    }
+}
+
+/// What the `workspace` host functions see of a store.
+pub(crate) struct WorkspaceView<'a> {
+    pub(crate) workspace: &'a FilerWorkspace,
+    pub(crate) io: Guarded<'a>,
+}
+
+/// Store data that serves `workspace`.
+pub(crate) trait HasWorkspace: Send + 'static {
+    fn workspace(&mut self) -> WorkspaceView<'_>;
+}
+
+struct WorkspaceData;
+
+impl HasData for WorkspaceData {
+    type Data<'a> = WorkspaceView<'a>;
+}
+
+/// Links `workspace`.
+pub(crate) fn link<T: HasWorkspace>(linker: &mut Linker<T>) -> Result<(), LoadError> {
+    workspace::add_to_linker::<_, WorkspaceData>(linker, |s| s.workspace()).map_err(setup)
+}
+
+impl workspace::Host for WorkspaceView<'_> {
+    fn open_read(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<Resource<DynInputStream>, PluginError>> {
+        match self.workspace.open_read(&path) {
+            Ok(file) => {
+                let stream: DynInputStream = Box::new(FileReader::new(file));
+                Ok(Ok(self.io.table.push(stream)?))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn open_write(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<Resource<DynOutputStream>, PluginError>> {
+        match self.workspace.open_write(&path) {
+            Ok(file) => {
+                let stream: DynOutputStream = Box::new(FileWriter::new(file));
+                Ok(Ok(self.io.table.push(stream)?))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn walk(
+        &mut self,
+        path: String,
+    ) -> wasmtime::Result<Result<Vec<workspace::Entry>, PluginError>> {
+        let guard = &mut *self.io.guard;
+        let deadline = guard.deadline;
+        let mut passed = || Instant::now() >= deadline;
+        match self.workspace.walk(&path, &mut passed) {
+            Ok(Ok(entries)) => Ok(Ok(entries
+                .into_iter()
+                .map(|(relative_path, size)| workspace::Entry {
+                    relative_path,
+                    size,
+                })
+                .collect())),
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(Overrun) => Err(guard.overrun()),
+        }
     }
 }
 

@@ -8,31 +8,17 @@
 use std::sync::Arc;
 
 use crate::error::{CallError, LoadError};
-use crate::fresh::{HttpState, HttpWorld};
-use crate::manifest::{Manifest, PluginConfig};
+use crate::manifest::{Manifest, PluginConfig, World};
 use crate::metrics::PluginMetrics;
-use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
+use crate::per_call::{HttpState, HttpWorld};
+use crate::runtime::{
+    CompiledComponent, ComponentInfo, Grants, PluginRuntime, PluginWorld, RuntimeInner,
+};
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "tessera:plugin/notifier",
-        additional_derives: [PartialEq, Eq],
-        with: {
-            "tessera:plugin/types": crate::router::bindings::tessera::plugin::types,
-            "tessera:plugin/log": crate::router::bindings::tessera::plugin::log,
-            "tessera:plugin/config": crate::router::bindings::tessera::plugin::config,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:io": wasmtime_wasi::p2::bindings::sync::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-        },
-    });
-}
+use crate::bindings::notifier::{Notifier, NotifierIndices, NotifierPre};
 
-use bindings::{Notifier, NotifierIndices, NotifierPre};
-
-pub use crate::router::bindings::tessera::plugin::types::TaskInfo;
-pub use bindings::exports::tessera::plugin::notify::Event as NotifyEvent;
+pub use crate::bindings::notifier::exports::tessera::plugin::notify::Event as NotifyEvent;
+pub use crate::bindings::router::tessera::plugin::types::TaskInfo;
 
 /// A loaded notifier plugin version: compiled, validated, linked (`InstancePre`), with
 /// its metrics and (with the `http` grant) the hosts it may send requests to. Cheap to
@@ -103,6 +89,25 @@ impl NotifierPlugin {
             |notifier: &Notifier, store| {
                 notifier.tessera_plugin_notify().call_deliver(store, event)
             },
+        )
+    }
+}
+
+impl PluginWorld for NotifierPlugin {
+    const WORLD: World = World::Notifier;
+
+    fn link_validated(
+        runtime: &PluginRuntime,
+        manifest: Manifest,
+        compiled: CompiledComponent,
+        grants: Grants,
+    ) -> Result<Self, LoadError> {
+        NotifierPlugin::new(
+            runtime.inner.clone(),
+            manifest,
+            compiled,
+            grants.config,
+            grants.allowed_hosts,
         )
     }
 }

@@ -29,12 +29,20 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use wasmtime::component::Resource;
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtx, WasiClocksCtxView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
 use wasmtime_wasi_http::p2::bindings::http::types::{self, ErrorCode};
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, HostOutgoingRequest};
-use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtxView, WasiHttpHooks};
+use wasmtime_wasi_http::{
+    Error, RequestOptions, WasiBody, WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+};
+
+use crate::capability::io::HasIo;
+use crate::capability::log::setup;
+use crate::error::LoadError;
+use crate::manifest::{Capability, Manifest};
 
 /// The most a connection's read buffer grows to (hyper's default is about 400 KiB). It
 /// grows only while reads fill it, so small answers keep it small; a large body then
@@ -306,6 +314,86 @@ pub(crate) fn handle(
         // An error code for the guest, or a trap.
         Err(e) => Ok(Err(types::Host::convert_error_code(http, e)?)),
     }
+}
+
+/// The most one set of headers may take in the host (its in-memory size).
+const MAX_FIELDS_BYTES: usize = 64 << 10;
+
+/// The HTTP side of one store (one instance, one call): the wasi-http context, the hooks
+/// that send requests (the binding's policy, the call's deadline), and the monotonic
+/// clock wasi:http's timeouts read.
+pub(crate) struct HttpParts {
+    pub(crate) ctx: WasiHttpCtx,
+    pub(crate) hooks: OutgoingHooks,
+    pub(crate) clocks: WasiClocksCtx,
+}
+
+impl HttpParts {
+    /// Header sizes are capped, so a guest cannot make the host hold unbounded memory.
+    pub(crate) fn new(policy: Option<Arc<HttpPolicy>>, deadline: Instant) -> Self {
+        let mut ctx = WasiHttpCtx::new();
+        ctx.set_field_size_limit(MAX_FIELDS_BYTES);
+        HttpParts {
+            ctx,
+            hooks: OutgoingHooks { policy, deadline },
+            clocks: WasiClocksCtx::default(),
+        }
+    }
+}
+
+/// Store data that can send HTTP requests: its [`HttpParts`] and resource table.
+pub(crate) trait HasHttp: HasIo {
+    fn http_parts(&mut self) -> (&mut HttpParts, &mut ResourceTable);
+}
+
+fn view<T: HasHttp>(s: &mut T) -> WasiHttpCtxView<'_> {
+    let (p, table) = s.http_parts();
+    WasiHttpCtxView {
+        ctx: &mut p.ctx,
+        table,
+        hooks: &mut p.hooks,
+    }
+}
+
+/// Links outgoing HTTP when the manifest grants it: `wasi:http/{types,outgoing-handler}`
+/// and `wasi:clocks/monotonic-clock` (`wasi:io` must be linked too), as wasmtime-wasi-http's
+/// `add_only_http_to_linker_sync` does but with the allowed hosts checked in [`handle`].
+/// Returns the policy for the binding's allowed hosts; `None` without the grant (nothing
+/// of wasi:http is linked).
+pub(crate) fn link<T: HasHttp>(
+    linker: &mut Linker<T>,
+    manifest: &Manifest,
+    allowed_hosts: &[String],
+) -> Result<Option<Arc<HttpPolicy>>, LoadError> {
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
+    use wasmtime_wasi_http::p2::bindings::sync::http as wasi_http;
+    if !manifest.grants(Capability::Http) {
+        return Ok(None);
+    }
+    let policy = HttpPolicy::new(&manifest.name, &manifest.version, allowed_hosts)
+        .map_err(LoadError::Settings)?;
+    monotonic_clock::add_to_linker::<_, WasiClocks>(linker, |s| {
+        let (p, table) = s.http_parts();
+        WasiClocksCtxView {
+            ctx: &mut p.clocks,
+            table,
+        }
+    })
+    .map_err(setup)?;
+    let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+    wasi_http::types::add_to_linker::<_, WasiHttp>(linker, &options.into(), view::<T>)
+        .map_err(setup)?;
+    linker
+        .instance("wasi:http/outgoing-handler@0.2.12")
+        .and_then(|mut i| {
+            i.func_wrap("handle", |mut store, (request, options)| {
+                let data: &mut T = store.data_mut();
+                let policy = data.http_parts().0.hooks.policy.clone();
+                handle(policy.as_deref(), &mut view(data), request, options).map(|r| (r,))
+            })
+        })
+        .map_err(setup)?;
+    Ok(Some(Arc::new(policy)))
 }
 
 /// The wasi-http hooks of one store: its plugin's policy and its call's deadline.

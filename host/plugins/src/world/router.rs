@@ -1,59 +1,29 @@
-//! The `router` world: bindings, linking, and calls on fresh or warm instances.
+//! The `router` world: linking (`log` always, `config` when granted), and calls on
+//! fresh or warm instances. A router's store holds no WASI parts, which is what keeps a
+//! routing call near a microsecond.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Store, Trap, WasmBacktrace};
+use wasmtime::Store;
+use wasmtime::component::Linker;
 
+use crate::capability::{config, log};
 use crate::error::{CallError, LoadError};
-use crate::host::{HostState, LogLevel, PluginContext};
-use crate::manifest::{Capability, Manifest, PluginConfig};
+use crate::host::{HostState, PluginContext};
+use crate::manifest::{Manifest, PluginConfig, World};
 use crate::metrics::PluginMetrics;
-use crate::runtime::{CompiledComponent, ComponentInfo, RuntimeInner};
+use crate::runtime::{
+    CompiledComponent, ComponentInfo, Grants, PluginRuntime, PluginWorld, RuntimeInner,
+};
+use crate::trap::{classify, one_line};
 
-/// Also the home of the shared `types`, `log` and `config` bindings, which the other
-/// worlds' bindings reuse (`with:`), so `PluginError` and `TaskInfo` are one type.
-pub(crate) mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "tessera:plugin/router",
-        additional_derives: [PartialEq, Eq],
-    });
-}
+use crate::bindings::router::{Router, RouterPre};
 
-use bindings::tessera::plugin::{config, log};
-use bindings::{Router, RouterPre};
-
-pub use bindings::exports::tessera::plugin::routing::{
+pub use crate::bindings::router::exports::tessera::plugin::routing::{
     Decision, Label, LabelSet, Request as RouteRequest, Target as RouteTarget, Task as RouteTask,
 };
-pub use bindings::tessera::plugin::types::{Pair, PluginError};
-
-impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) {
-        let level = match level {
-            log::Level::Trace => LogLevel::Trace,
-            log::Level::Debug => LogLevel::Debug,
-            log::Level::Info => LogLevel::Info,
-            log::Level::Warn => LogLevel::Warn,
-            log::Level::Error => LogLevel::Error,
-        };
-        HostState::log(self, level, &message);
-    }
-}
-
-impl config::Host for HostState {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.config_get(&key)
-    }
-
-    fn secret(&mut self, name: String) -> Option<String> {
-        self.config_secret(&name)
-    }
-}
-
-impl bindings::tessera::plugin::types::Host for HostState {}
+pub use crate::bindings::router::tessera::plugin::types::Pair;
 
 /// A loaded router plugin version: compiled, validated, linked (`InstancePre`), with its
 /// metrics. Cheap to clone; `Send + Sync`.
@@ -82,13 +52,8 @@ impl RouterPlugin {
     ) -> Result<Self, LoadError> {
         let mut linker = Linker::<HostState>::new(&runtime.engine);
         // Only what the manifest grants is linked: `log` always, `config` if granted.
-        // (`types` has no functions; nothing to link.)
-        log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| LoadError::Setup(format!("{e:#}")))?;
-        if manifest.grants(Capability::Config) {
-            config::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
-                .map_err(|e| LoadError::Setup(format!("{e:#}")))?;
-        }
+        log::link(&mut linker, |s| s)?;
+        config::link(&mut linker, &manifest, |s| s)?;
         let instance_pre = linker.instantiate_pre(&compiled.component).map_err(|e| {
             LoadError::World(format!("does not match the router world: {}", one_line(&e)))
         })?;
@@ -122,7 +87,7 @@ impl RouterPlugin {
         let instance = instance_pre
             .instantiate(&mut store)
             .map_err(|e| LoadError::Start(classify(e, store.data(), true).to_string()))?;
-        bindings::RouterIndices::new(instance_pre)
+        crate::bindings::router::RouterIndices::new(instance_pre)
             .and_then(|indices| indices.load(&mut store, &instance))
             .map_err(|e| {
                 LoadError::World(format!(
@@ -189,6 +154,19 @@ impl RouterPlugin {
             .pre
             .instantiate(&mut *store)
             .map_err(|e| classify(e, store.data(), true))
+    }
+}
+
+impl PluginWorld for RouterPlugin {
+    const WORLD: World = World::Router;
+
+    fn link_validated(
+        runtime: &PluginRuntime,
+        manifest: Manifest,
+        compiled: CompiledComponent,
+        grants: Grants,
+    ) -> Result<Self, LoadError> {
+        RouterPlugin::new(runtime.inner.clone(), manifest, compiled, grants.config)
     }
 }
 
@@ -277,51 +255,4 @@ fn check_decisions(decisions: &[Decision], request: &RouteRequest) -> Result<(),
         }
     }
     Ok(())
-}
-
-/// Turns a wasmtime error from instantiating or calling into a [`CallError`].
-pub(crate) fn classify(e: wasmtime::Error, state: &HostState, instantiating: bool) -> CallError {
-    let trap = e.downcast_ref::<Trap>().copied();
-    if trap == Some(Trap::Interrupt) {
-        return CallError::Timeout;
-    }
-    if state.limiter.hit {
-        return CallError::OutOfMemory;
-    }
-    match trap {
-        Some(trap) => {
-            // The whole error carries the wasm backtrace (a kilobyte or more): the
-            // reason a task or an operator sees is the trap and where it happened; the
-            // rest goes to the debug log.
-            tracing::debug!(plugin = %state.ctx.name, version = %state.ctx.version, error = %one_line(&e), "plugin trapped");
-            CallError::Trap(trap_reason(&e, trap))
-        }
-        None if instantiating => CallError::Instantiate(one_line(&e)),
-        None => CallError::Trap(one_line(&e)),
-    }
-}
-
-/// "wasm `unreachable` instruction executed in parse_config", or without a name
-/// section "… in function 17".
-fn trap_reason(e: &wasmtime::Error, trap: Trap) -> String {
-    let frame = e
-        .downcast_ref::<WasmBacktrace>()
-        .and_then(|bt| bt.frames().first());
-    let what = trap.to_string();
-    let what = what.strip_prefix("wasm trap: ").unwrap_or(&what);
-    match frame {
-        Some(f) => match f.func_name() {
-            Some(name) => format!("{what} in {name}"),
-            None => format!("{what} in function {}", f.func_index()),
-        },
-        None => what.to_string(),
-    }
-}
-
-/// An error and its causes on one line, whitespace collapsed (backtraces are multi-line).
-pub(crate) fn one_line(e: &wasmtime::Error) -> String {
-    format!("{e:#}")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
