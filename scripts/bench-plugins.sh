@@ -15,9 +15,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
 mib="${1:-1024}"
 
-CARGO_TARGET_DIR="$CARGO_TARGET_DIR/wasm-plugins" bash plugins/build.sh >/dev/null
+CARGO_TARGET_DIR="$CARGO_TARGET_DIR/wasm-plugins" bash builtin-plugins/build.sh >/dev/null
 eval "$(bash scripts/garage.sh)"
-cargo build --release --locked -p tessera-plugins --example router_bench --example filer_bench
+cargo build --release --locked -p tessera-plugin-runtime --example router_bench --example filer_bench
 cargo build --release --locked -p tessera-bench
 cargo build --release --locked -p tessera-s3 --example filer_s3_bench
 bin="$CARGO_TARGET_DIR/release"

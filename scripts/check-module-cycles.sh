@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # No import cycles between the modules of a crate: for each crate directory given (default
-# host/plugins/src), every `crate::a::b` a file names is an edge from its module to
+# host/plugin-runtime/src), every `crate::a::b` a file names is an edge from its module to
 # module `a::b` (or its nearest parent module that is a file), and the graph must have
 # no cycle. Names taken through the crate root (`crate::Item`) count as an edge to the
 # root, which depends on every module, so modules must name the module that defines
 # what they use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 - "${@:-host/plugins/src}" <<'PY'
+python3 - "${@:-host/plugin-runtime/src}" <<'PY'
 import pathlib, re, sys
 
 failed = False

@@ -10,25 +10,25 @@ eval "$(bash scripts/test-env.sh)"
 cargo fmt --all -- --check
 bash scripts/check-links.sh
 # The plugin runtime's modules are layered: no module imports one that imports it back.
-bash scripts/check-module-cycles.sh host/plugins/src
+bash scripts/check-module-cycles.sh host/plugin-runtime/src
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The guest workspaces: the SDK and the built-in plugins (their logic runs natively in
 # `cargo test`; build.sh makes the components that the plugin runtime's tests load).
 # Their target directory is the one host/tessera/build.rs builds the built-ins in.
 guest_target="$CARGO_TARGET_DIR/wasm-plugins"
-for ws in sdk-guest plugins; do
+for ws in sdk-guest builtin-plugins; do
   (cd "$ws" && CARGO_TARGET_DIR="$guest_target" cargo fmt --all -- --check &&
     CARGO_TARGET_DIR="$guest_target" cargo clippy --all-targets --locked -- -D warnings)
 done
-(cd plugins && CARGO_TARGET_DIR="$guest_target" cargo test --locked)
-CARGO_TARGET_DIR="$guest_target" bash plugins/build.sh
+(cd builtin-plugins && CARGO_TARGET_DIR="$guest_target" cargo test --locked)
+CARGO_TARGET_DIR="$guest_target" bash builtin-plugins/build.sh
 # The example plugins in Python and JavaScript (e2e/plugin_languages.rs installs them).
 # componentize-py is kept in a venv under ~/.cache/tessera; componentize-js is installed
 # into js-router/node_modules from npm's cache (~/.npm), so reruns need no registry.
 bash examples/plugins/python-router/build.sh
 bash examples/plugins/js-router/build.sh
 # The Rust example engine adapter (its own workspace; a component only, so linted for
-# wasm32-wasip2). host/plugins/tests/engine.rs loads it.
+# wasm32-wasip2). host/plugin-runtime/tests/engine.rs loads it.
 (cd examples/plugins/rust-engine && CARGO_TARGET_DIR="$guest_target" cargo fmt --all -- --check &&
   CARGO_TARGET_DIR="$guest_target" cargo clippy --locked --target wasm32-wasip2 -- -D warnings)
 CARGO_TARGET_DIR="$guest_target" bash examples/plugins/rust-engine/build.sh

@@ -3,7 +3,7 @@
 //!
 //!   cargo run --release -p tessera-bench -- [--only create|read|docker|dispatch] [--tessera PATH]
 //!
-//! The dispatch part loads plugins/dist/router-default.wasm (`bash plugins/build.sh`).
+//! The dispatch part loads builtin-plugins/dist/router-default.wasm (`bash builtin-plugins/build.sh`).
 
 use clap::Parser;
 use serde_json::{Value, json};
@@ -471,10 +471,10 @@ async fn bench_dispatch() {
     const TARGETS: usize = 16;
     const ROUND: u32 = 512;
     let wasm_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/router-default.wasm");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../builtin-plugins/dist/router-default.wasm");
     let Ok(wasm) = std::fs::read(&wasm_path) else {
         println!(
-            "\n## dispatch: skipped ({} is missing: run `bash plugins/build.sh`)",
+            "\n## dispatch: skipped ({} is missing: run `bash builtin-plugins/build.sh`)",
             wasm_path.display()
         );
         return;
@@ -483,12 +483,13 @@ async fn bench_dispatch() {
     let store = Store::connect(&format!("sqlite://{}/d.db", dir.path().display()))
         .await
         .unwrap_or_else(|e| panic!("store: {e}"));
-    let runtime = tessera_plugins::PluginRuntime::new(tessera_plugins::RuntimeConfig {
-        cache_dir: Some(dir.path().join("cache")),
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("runtime: {e}"));
-    let manifest = include_str!("../../plugins/router-default/manifest.toml");
+    let runtime =
+        tessera_plugin_runtime::PluginRuntime::new(tessera_plugin_runtime::RuntimeConfig {
+            cache_dir: Some(dir.path().join("cache")),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let manifest = include_str!("../../builtin-plugins/router-default/manifest.toml");
     let registry = tessera_registry::Registry::open(
         store.clone(),
         runtime,

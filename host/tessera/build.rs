@@ -1,7 +1,7 @@
-//! Builds the built-in plugins (`plugins/*` with a `manifest.toml`) for wasm32-wasip2 and
+//! Builds the built-in plugins (`builtin-plugins/*` with a `manifest.toml`) for wasm32-wasip2 and
 //! embeds them in the binary, so a fresh install has a working router with no download.
 //!
-//! The guest build is a separate cargo invocation on the `plugins/` workspace with its
+//! The guest build is a separate cargo invocation on the `builtin-plugins/` workspace with its
 //! own target directory (beside this build's, shared by debug and release), so it never
 //! waits on this build's lock and is incremental from run to run.
 
@@ -16,17 +16,17 @@ const GUEST_TARGET: &str = "wasm32-wasip2";
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest_dir.join("../..");
-    let plugins_dir = root.join("plugins");
+    let plugins_dir = root.join("builtin-plugins");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
 
-    for watched in ["plugins", "sdk-guest", "wit"] {
+    for watched in ["builtin-plugins", "sdk-guest", "wit"] {
         rerun_if_changed_under(&root.join(watched));
     }
 
     // Every plugin crate that ships a manifest is a built-in.
     let mut builtins: Vec<(String, PathBuf)> = Vec::new();
     let mut entries: Vec<PathBuf> = fs::read_dir(&plugins_dir)
-        .expect("reading plugins/")
+        .expect("reading builtin-plugins/")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("manifest.toml").is_file() && p.join("Cargo.toml").is_file())
         .collect();
@@ -83,13 +83,13 @@ fn main() {
         .unwrap_or_else(|e| panic!("running cargo for the built-in plugins: {e}"));
     if !status.success() {
         panic!(
-            "building the built-in plugins (plugins/) for {GUEST_TARGET} failed; \
+            "building the built-in plugins (builtin-plugins/) for {GUEST_TARGET} failed; \
              if the target is missing: rustup target add {GUEST_TARGET}"
         );
     }
 
     let mut code = String::from(
-        "/// The built-in plugins, built from plugins/ by build.rs.\n\
+        "/// The built-in plugins, built from builtin-plugins/ by build.rs.\n\
          pub static BUILTINS: &[tessera_registry::Builtin] = &[\n",
     );
     for (name, manifest) in &builtins {

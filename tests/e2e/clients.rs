@@ -168,7 +168,7 @@ async fn every_cli_command_ends_quietly_when_its_reader_goes_away() {
     let wasm = dir.path().join("first-fit.wasm");
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../host/plugins/tests/components/first-fit.wat"
+        "/../host/plugin-runtime/tests/components/first-fit.wat"
     );
     std::fs::write(&wasm, wat::parse_file(path).unwrap()).unwrap();
     let manifest = |version: &str| {

@@ -8,7 +8,7 @@ use tessera_tests::{Options, Server, simple_task, tessera_bin};
 
 fn component(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../host/plugins/tests/components/{name}.wat",
+        "{}/../host/plugin-runtime/tests/components/{name}.wat",
         env!("CARGO_MANIFEST_DIR")
     );
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -132,7 +132,7 @@ fn plugin_metrics(bindings: &[tessera_registry::BindingMetrics]) -> String {
          # TYPE tessera_plugin_errors_total counter"
     );
     for b in bindings {
-        for kind in tessera_plugins::ErrorKind::ALL {
+        for kind in tessera_plugin_runtime::ErrorKind::ALL {
             let _ = writeln!(
                 out,
                 "tessera_plugin_errors_total{{{},kind=\"{}\"}} {}",
@@ -180,7 +180,7 @@ fn escape(v: &str) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use tessera_plugins::{ErrorKind, MetricsSnapshot};
+    use tessera_plugin_runtime::{ErrorKind, MetricsSnapshot};
     use tessera_registry::BindingMetrics;
 
     #[test]

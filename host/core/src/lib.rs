@@ -9,6 +9,7 @@ pub mod id;
 pub mod objects;
 pub mod page;
 pub mod routing;
+pub mod secret;
 pub mod staging;
 pub mod state;
 pub mod task;

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tessera_plugins::{
-    EnginePlugin, FilerPlugin, Grants, Manifest, NotifierPlugin, RouterPlugin, World,
+use tessera_plugin_runtime::{
+    EngineAdapterPlugin, FilerPlugin, Grants, Manifest, NotifierPlugin, RouterPlugin, World,
 };
 use tessera_store::{BindingRow, Deleted};
 
-use crate::bindings::{ActiveEngine, ActiveFiler, ActiveNotifier, ActiveRouter, rebind};
+use crate::bindings::{ActiveEngineAdapter, ActiveFiler, ActiveNotifier, ActiveRouter, rebind};
 use crate::install::parse_manifest;
 use crate::view::BindingView;
 use crate::{Registry, RegistryError, Settings};
@@ -20,7 +20,7 @@ pub(crate) enum Loaded {
     Router(RouterPlugin),
     Notifier(NotifierPlugin),
     Filer(FilerPlugin),
-    Engine(EnginePlugin),
+    EngineAdapter(EngineAdapterPlugin),
 }
 
 /// The scope a binding gets when none is given: every group for routers, the plugin's
@@ -220,7 +220,9 @@ impl Registry {
                 World::Router => Loaded::Router(runtime.link(manifest, compiled, grants)?),
                 World::Notifier => Loaded::Notifier(runtime.link(manifest, compiled, grants)?),
                 World::Filer => Loaded::Filer(runtime.link(manifest, compiled, grants)?),
-                World::EngineAdapter => Loaded::Engine(runtime.link(manifest, compiled, grants)?),
+                World::EngineAdapter => {
+                    Loaded::EngineAdapter(runtime.link(manifest, compiled, grants)?)
+                }
             })
         })
         .await
@@ -251,9 +253,13 @@ impl Registry {
                 let active = Arc::new(ActiveFiler { binding, plugin });
                 rebind(&self.0.filers, scheme, active);
             }
-            Loaded::Engine(plugin) => {
-                let active = Arc::new(ActiveEngine { binding, plugin });
-                rebind(&self.0.engines, active.binding.scope.clone(), active);
+            Loaded::EngineAdapter(plugin) => {
+                let active = Arc::new(ActiveEngineAdapter { binding, plugin });
+                rebind(
+                    &self.0.engine_adapters,
+                    active.binding.scope.clone(),
+                    active,
+                );
             }
         }
     }

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use tessera_core::staging::FilerError;
-use tessera_plugins::{
-    EnginePlugin, FilerPlugin, MetricsSnapshot, NotifierPlugin, RouterPlugin, World,
+use tessera_plugin_runtime::{
+    EngineAdapterPlugin, FilerPlugin, MetricsSnapshot, NotifierPlugin, RouterPlugin, World,
 };
 use tessera_store::BindingRow;
 
@@ -54,9 +54,9 @@ pub(crate) struct ActiveFiler {
 }
 
 /// An engine adapter bound to an engine name.
-pub(crate) struct ActiveEngine {
+pub(crate) struct ActiveEngineAdapter {
     pub(crate) binding: BindingRow,
-    pub(crate) plugin: EnginePlugin,
+    pub(crate) plugin: EngineAdapterPlugin,
 }
 
 /// The calls of one binding that serves now.
@@ -130,14 +130,14 @@ impl Registry {
             .collect()
     }
 
-    pub(crate) fn engines(&self) -> Arc<BTreeMap<String, Arc<ActiveEngine>>> {
-        snapshot(&self.0.engines)
+    pub(crate) fn engine_adapters(&self) -> Arc<BTreeMap<String, Arc<ActiveEngineAdapter>>> {
+        snapshot(&self.0.engine_adapters)
     }
 
-    /// The adapter bound to workflow engine `name` (e.g. "airflow"), if any. Its calls
+    /// The adapter bound to workflow engine `engine` (e.g. "airflow"), if any. Its calls
     /// block: make them from a blocking context.
-    pub fn engine(&self, name: &str) -> Option<EnginePlugin> {
-        self.engines().get(name).map(|a| a.plugin.clone())
+    pub fn engine_adapter(&self, engine: &str) -> Option<EngineAdapterPlugin> {
+        self.engine_adapters().get(engine).map(|a| a.plugin.clone())
     }
 
     pub(crate) fn filers(&self) -> Arc<BTreeMap<String, Arc<ActiveFiler>>> {
@@ -246,14 +246,15 @@ impl Registry {
     /// The calls of every binding that serves now (for `/metrics`): which world, scope
     /// and version, and its counters and latency since it was loaded.
     pub fn binding_metrics(&self) -> Vec<BindingMetrics> {
-        let entry =
-            |world: World, b: &BindingRow, m: &tessera_plugins::PluginMetrics| BindingMetrics {
+        let entry = |world: World, b: &BindingRow, m: &tessera_plugin_runtime::PluginMetrics| {
+            BindingMetrics {
                 world: world.name(),
                 scope: b.scope.clone(),
                 plugin: b.plugin.clone(),
                 version: b.version.clone(),
                 metrics: m.snapshot(),
-            };
+            }
+        };
         let mut all: Vec<BindingMetrics> = self
             .routers()
             .values()
@@ -271,7 +272,7 @@ impl Registry {
                 .map(|a| entry(World::Filer, &a.binding, a.plugin.metrics())),
         );
         all.extend(
-            self.engines()
+            self.engine_adapters()
                 .values()
                 .map(|a| entry(World::EngineAdapter, &a.binding, a.plugin.metrics())),
         );

@@ -2,7 +2,7 @@
 //! against their world, stored with their bytes; and listing what is installed.
 
 use tessera_core::time_fmt::now_rfc3339;
-use tessera_plugins::{CompiledComponent, Grants, Manifest, RouterPlugin, World};
+use tessera_plugin_runtime::{CompiledComponent, Grants, Manifest, RouterPlugin, World};
 use tessera_store::{Installed, PluginVersionRow};
 
 use crate::activation::default_scope;

@@ -29,7 +29,7 @@ pub use install::parse_manifest;
 pub use notify::EventFilter;
 pub use view::{BindingView, CallStats, PluginView, VersionView};
 
-use bindings::{ActiveEngine, ActiveFiler, ActiveNotifier, Slot};
+use bindings::{ActiveEngineAdapter, ActiveFiler, ActiveNotifier, Slot};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tessera_objstore::ObjectStore;
-use tessera_plugins::{LoadError, PluginConfig, PluginRuntime, WarmRouter};
+use tessera_plugin_runtime::{LoadError, PluginConfig, PluginRuntime, WarmRouter};
 use tessera_store::{Store, StoreError};
 
 /// A plugin shipped inside the binary, installed (and bound, on a fresh install) at start.
@@ -130,7 +130,7 @@ struct Inner {
     /// Filer bindings by URL scheme.
     filers: RwLock<Arc<BTreeMap<String, Arc<ActiveFiler>>>>,
     /// Engine-adapter bindings by engine name.
-    engines: RwLock<Arc<BTreeMap<String, Arc<ActiveEngine>>>>,
+    engine_adapters: RwLock<Arc<BTreeMap<String, Arc<ActiveEngineAdapter>>>>,
     /// The host's object store, for filers granted `object-store`.
     object_store: Option<Arc<dyn ObjectStore>>,
     /// Bindings that serve where none is stored, with the built-in version they bind.
@@ -178,7 +178,7 @@ impl Registry {
             warm: Mutex::new(HashMap::new()),
             notifiers: RwLock::new(Arc::new(BTreeMap::new())),
             filers: RwLock::new(Arc::new(BTreeMap::new())),
-            engines: RwLock::new(Arc::new(BTreeMap::new())),
+            engine_adapters: RwLock::new(Arc::new(BTreeMap::new())),
             object_store,
             defaults: resolved,
             generation: AtomicU64::new(1),

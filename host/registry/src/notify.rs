@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tessera_core::time_fmt::{format_rfc3339, now_rfc3339, parse_rfc3339};
 use tessera_core::{Event, TaskRecord};
-use tessera_plugins::{NotifyEvent, TaskInfo};
+use tessera_plugin_runtime::{NotifyEvent, TaskInfo};
 use tessera_store::Failed;
 
 use crate::{ActiveNotifier, Registry};

@@ -2,7 +2,7 @@
 //! task's group, or the default one (scope `""`), on a warm instance kept per group.
 
 use tessera_core::routing::{self, Decision, RouteError, RouteRequest, Router};
-use tessera_plugins::CallError;
+use tessera_plugin_runtime::CallError;
 
 use crate::Registry;
 
@@ -62,20 +62,22 @@ pub(crate) fn call_error_text(e: &CallError) -> String {
     e.to_string()
 }
 
-pub(crate) fn to_plugin(r: &RouteRequest) -> tessera_plugins::RouteRequest {
-    tessera_plugins::RouteRequest {
+pub(crate) fn to_plugin(r: &RouteRequest) -> tessera_plugin_runtime::RouteRequest {
+    tessera_plugin_runtime::RouteRequest {
         labels: r
             .labels
             .iter()
             .map(|l| match l {
-                routing::Label::Tag(k, v) => tessera_plugins::Label::Tag((k.clone(), v.clone())),
-                routing::Label::Group(g) => tessera_plugins::Label::Group(g.clone()),
+                routing::Label::Tag(k, v) => {
+                    tessera_plugin_runtime::Label::Tag((k.clone(), v.clone()))
+                }
+                routing::Label::Group(g) => tessera_plugin_runtime::Label::Group(g.clone()),
             })
             .collect(),
         tasks: r
             .tasks
             .iter()
-            .map(|t| tessera_plugins::RouteTask {
+            .map(|t| tessera_plugin_runtime::RouteTask {
                 needs: t.needs,
                 priority: t.priority,
                 cpu_cores: t.cpu_cores,
@@ -86,7 +88,7 @@ pub(crate) fn to_plugin(r: &RouteRequest) -> tessera_plugins::RouteRequest {
         targets: r
             .targets
             .iter()
-            .map(|t| tessera_plugins::RouteTarget {
+            .map(|t| tessera_plugin_runtime::RouteTarget {
                 holds: t.holds,
                 free_slots: t.free_slots,
                 cpu_cores_free: t.cpu_cores_free,
@@ -96,9 +98,9 @@ pub(crate) fn to_plugin(r: &RouteRequest) -> tessera_plugins::RouteRequest {
     }
 }
 
-pub(crate) fn from_plugin(d: tessera_plugins::Decision) -> Decision {
+pub(crate) fn from_plugin(d: tessera_plugin_runtime::Decision) -> Decision {
     match d {
-        tessera_plugins::Decision::Assign(i) => Decision::Assign(i),
-        tessera_plugins::Decision::Defer(why) => Decision::Defer(why),
+        tessera_plugin_runtime::Decision::Assign(i) => Decision::Assign(i),
+        tessera_plugin_runtime::Decision::Defer(why) => Decision::Defer(why),
     }
 }

@@ -2,7 +2,7 @@
 //! scheme, in the task's workspace as the filer sees it.
 
 use tessera_core::staging::FilerError;
-use tessera_plugins::{CallError, FileKind, FilerWorkspace};
+use tessera_plugin_runtime::{CallError, FileKind, FilerWorkspace};
 
 use crate::Registry;
 use crate::bindings::ActiveFiler;
@@ -57,7 +57,7 @@ impl tessera_core::staging::Filers for Registry {
 
 pub(crate) fn staged(
     filer: &ActiveFiler,
-    result: Result<Vec<tessera_plugins::StagedFile>, CallError>,
+    result: Result<Vec<tessera_plugin_runtime::StagedFile>, CallError>,
 ) -> Result<Vec<tessera_core::staging::StagedFile>, FilerError> {
     result
         .map(|files| {

@@ -1,7 +1,7 @@
 //! What the API shows of plugins: JSON-ready views that never carry a secret's value.
 
 use serde::Serialize;
-use tessera_plugins::{CompiledComponent, Manifest, MetricsSnapshot};
+use tessera_plugin_runtime::{CompiledComponent, Manifest, MetricsSnapshot};
 use tessera_store::{BindingRow, PluginVersionRow};
 
 use crate::Settings;

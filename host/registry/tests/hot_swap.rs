@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use tessera_core::routing::{Decision, Label, RouteRequest, RouteTarget, RouteTask, Router};
-use tessera_plugins::{PluginRuntime, RuntimeConfig};
+use tessera_plugin_runtime::{PluginRuntime, RuntimeConfig};
 use tessera_registry::{Registry, RegistryError};
 use tessera_store::Store;
 
 fn component(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../plugins/tests/components/{name}.wat",
+        "{}/../plugin-runtime/tests/components/{name}.wat",
         env!("CARGO_MANIFEST_DIR")
     );
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -199,13 +199,13 @@ async fn engine_adapters_are_bound_by_engine_name_and_called_through_the_registr
         matches!(unscoped, Err(RegistryError::Invalid(_))),
         "{unscoped:?}"
     );
-    assert!(reg.engine("echo").is_none());
+    assert!(reg.engine_adapter("echo").is_none());
     reg.activate("echo-engine", "1.0.0", Some("echo"), None)
         .await
         .unwrap();
 
-    let engine = reg.engine("echo").expect("bound");
-    assert!(reg.engine("airflow").is_none());
+    let engine = reg.engine_adapter("echo").expect("bound");
+    assert!(reg.engine_adapter("airflow").is_none());
     let run = tokio::task::spawn_blocking(move || {
         engine.validate("dag")?;
         let run = engine.submit("dag", &[("run-id".into(), "run-7".into())], &[])?;
@@ -226,7 +226,7 @@ async fn engine_adapters_are_bound_by_engine_name_and_called_through_the_registr
     // The binding is in the store: a reopened registry serves the engine again.
     drop(reg);
     let reg = open(dir.path()).await;
-    let engine = reg.engine("echo").expect("bound after reopening");
+    let engine = reg.engine_adapter("echo").expect("bound after reopening");
     let logs = tokio::task::spawn_blocking(move || engine.logs("run-7", "load", 7))
         .await
         .unwrap();

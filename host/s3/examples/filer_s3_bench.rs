@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! eval "$(bash scripts/garage.sh)"                  # a local Garage, TESSERA_TEST_S3_*
-//! bash plugins/build.sh                             # plugins/dist/filer-s3.wasm
+//! bash builtin-plugins/build.sh                             # builtin-plugins/dist/filer-s3.wasm
 //! cargo run --release -p tessera-s3 --example filer_s3_bench [-- MIB [ROUNDS]]
 //! ```
 //!
@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use common::{MIB, Pseudorandom, median, plain_get, s3_from_env};
-use tessera_plugins::{FileKind, FilerWorkspace, Manifest, PluginConfig, PluginRuntime};
-use tessera_plugins::{FilerPlugin, Grants};
+use tessera_plugin_runtime::{FileKind, FilerWorkspace, Manifest, PluginConfig, PluginRuntime};
+use tessera_plugin_runtime::{FilerPlugin, Grants};
 use tessera_s3::{BlockingS3, S3Client};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,11 +45,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = format!("filer-s3-bench/{}-{mib}MiB.bin", std::process::id());
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let wasm = root.join("plugins/dist/filer-s3.wasm");
-    let component = std::fs::read(&wasm)
-        .map_err(|e| format!("{}: {e} (run `bash plugins/build.sh`)", wasm.display()))?;
+    let wasm = root.join("builtin-plugins/dist/filer-s3.wasm");
+    let component = std::fs::read(&wasm).map_err(|e| {
+        format!(
+            "{}: {e} (run `bash builtin-plugins/build.sh`)",
+            wasm.display()
+        )
+    })?;
     let manifest: Manifest = toml::from_str(&std::fs::read_to_string(
-        root.join("plugins/filer-s3/manifest.toml"),
+        root.join("builtin-plugins/filer-s3/manifest.toml"),
     )?)?;
     let chunk = std::env::var("FILER_BENCH_CHUNK").unwrap_or_else(|_| MIB.to_string());
 

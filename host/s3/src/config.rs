@@ -1,40 +1,6 @@
 //! Connection settings.
 
-use std::fmt;
-
-/// A secret string (an S3 secret access key). Its `Debug` output is redacted and it has
-/// no `Display`: the value leaves only through [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret value itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Self(value)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Self(value.to_owned())
-    }
-}
+pub use tessera_core::secret::Secret;
 
 /// Where the store is and how to sign requests to it (static credentials).
 #[derive(Clone, Debug)]

@@ -267,7 +267,8 @@ impl Config {
             if h.trim() == "*" {
                 return Err("http_allow_hosts: `*` is already allowed (public addresses); name internal hosts here".into());
             }
-            tessera_plugins::check_allowed_host(h).map_err(|e| format!("http_allow_hosts: {e}"))?;
+            tessera_plugin_runtime::check_allowed_host(h)
+                .map_err(|e| format!("http_allow_hosts: {e}"))?;
         }
         Ok(Config {
             s3,

@@ -130,11 +130,12 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         })?;
     tracing::info!(store = %redact_url(&cfg.database_url), "store ready");
 
-    let runtime = tessera_plugins::PluginRuntime::new(tessera_plugins::RuntimeConfig {
-        cache_dir: Some(data_dir.join("plugin-cache")),
-        ..tessera_plugins::RuntimeConfig::default()
-    })
-    .map_err(|e| e.to_string())?;
+    let runtime =
+        tessera_plugin_runtime::PluginRuntime::new(tessera_plugin_runtime::RuntimeConfig {
+            cache_dir: Some(data_dir.join("plugin-cache")),
+            ..tessera_plugin_runtime::RuntimeConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
     let objects = open_object_store(&cfg, &data_dir)?;
     let registry = tessera_registry::Registry::open(
         store.clone(),
@@ -291,14 +292,14 @@ fn default_bindings(cfg: &config::Config) -> Vec<tessera_registry::DefaultBindin
     let mut defaults: Vec<tessera_registry::DefaultBinding> = ["http", "https"]
         .into_iter()
         .map(|scheme| tessera_registry::DefaultBinding {
-            world: tessera_plugins::World::Filer,
+            world: tessera_plugin_runtime::World::Filer,
             scope: scheme.into(),
             plugin: "filer-http",
             settings: http.clone(),
         })
         .collect();
     defaults.push(tessera_registry::DefaultBinding {
-        world: tessera_plugins::World::Filer,
+        world: tessera_plugin_runtime::World::Filer,
         scope: "s3".into(),
         plugin: "filer-s3",
         settings: tessera_registry::Settings {

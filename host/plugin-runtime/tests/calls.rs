@@ -5,11 +5,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tessera_plugins::{
+use tessera_plugin_runtime::{
     CallError, Decision, ErrorKind, PluginConfig, PluginError, PluginRuntime, RouteRequest,
     RouteTarget, RouteTask, RuntimeConfig,
 };
-use tessera_plugins::{Grants, RouterPlugin};
+use tessera_plugin_runtime::{Grants, RouterPlugin};
 
 #[test]
 fn fresh_and_warm_calls_answer() {

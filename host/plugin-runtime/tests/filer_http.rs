@@ -1,5 +1,5 @@
-//! The built-in HTTP filer (plugins/dist/filer-http.wasm, built by `bash
-//! plugins/build.sh`; skipped when missing) against a local HTTP server: stage-in by GET
+//! The built-in HTTP filer (builtin-plugins/dist/filer-http.wasm, built by `bash
+//! builtin-plugins/build.sh`; skipped when missing) against a local HTTP server: stage-in by GET
 //! into a mounted path, stage-out by PUT (files and directories), status mapping, and
 //! the grants.
 
@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::files::FileServer;
 use common::server::{Reply, Server};
 use common::*;
-use tessera_plugins::Grants;
-use tessera_plugins::{
+use tessera_plugin_runtime::Grants;
+use tessera_plugin_runtime::{
     CallError, Capability, FileKind, FilerPlugin, FilerWorkspace, LoadError, Manifest,
     PluginConfig, PluginError, PluginRuntime, StagedFile, World,
 };
@@ -21,7 +21,7 @@ use tessera_plugins::{
 fn http_manifest() -> Manifest {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../plugins/filer-http/manifest.toml"
+        "/../../builtin-plugins/filer-http/manifest.toml"
     ))
     .unwrap();
     let mut m: Manifest = toml::from_str(&text).unwrap();
@@ -293,7 +293,7 @@ fn statuses_map_to_typed_errors() {
             ("PUT", p.stage_out(&ws, "/data/out/f", &url, FileKind::File)),
         ] {
             let e = plugin_error(r);
-            let text = tessera_plugins::DisplayPluginError(&e).to_string();
+            let text = tessera_plugin_runtime::DisplayPluginError(&e).to_string();
             assert!(text.starts_with(&format!("{want}: ")), "{status}: {text}");
             assert!(
                 text.contains(&format!("{method} http://{a} answered {status}")),

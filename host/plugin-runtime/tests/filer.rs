@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tessera_objstore::{ObjectError as StoreError, ObjectInfo, ObjectStore, ObjectUpload};
-use tessera_plugins::{
+use tessera_plugin_runtime::{
     CallError, Capability, ErrorKind, FileKind, FilerPlugin, FilerWorkspace, LoadError, Manifest,
     PluginConfig, PluginError, PluginRuntime, StagedFile, World,
 };
 
 use Capability::{ObjectStore as Objects, Workspace};
-use tessera_plugins::Grants;
+use tessera_plugin_runtime::Grants;
 
 const SECOND: Duration = Duration::from_secs(1);
 

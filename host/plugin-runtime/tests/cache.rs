@@ -7,8 +7,10 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use tessera_plugins::{CacheStats, Decision, Origin, PluginConfig, PluginRuntime, RuntimeConfig};
-use tessera_plugins::{Grants, RouterPlugin};
+use tessera_plugin_runtime::{
+    CacheStats, Decision, Origin, PluginConfig, PluginRuntime, RuntimeConfig,
+};
+use tessera_plugin_runtime::{Grants, RouterPlugin};
 
 fn runtime_at(dir: &Path) -> PluginRuntime {
     PluginRuntime::new(RuntimeConfig {

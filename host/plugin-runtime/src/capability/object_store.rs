@@ -14,7 +14,7 @@ use crate::bindings::filer::tessera::plugin::object_store;
 use crate::capability::io::{self, Guarded};
 use crate::capability::log::setup;
 use crate::capability::object_stream::{
-    ObjectReader, Upload, bucket_granted, check_buckets, complete,
+    ObjectInputStream, Upload, bucket_granted, check_buckets, complete,
 };
 use crate::error::LoadError;
 
@@ -144,7 +144,7 @@ impl object_store::Host for ObjectStoreView<'_> {
         let b = bucket.clone();
         match self.on_store(&bucket, move |s, deadline| s.get(&b, &key, deadline))? {
             Ok(reader) => {
-                let stream: DynInputStream = Box::new(ObjectReader::start(reader));
+                let stream: DynInputStream = Box::new(ObjectInputStream::start(reader));
                 Ok(Ok(self.io.table.push(stream)?))
             }
             Err(e) => Ok(Err(e)),

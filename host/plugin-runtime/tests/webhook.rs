@@ -1,5 +1,5 @@
-//! The built-in webhook notifier (plugins/dist/notifier-webhook.wasm, built by
-//! `bash plugins/build.sh`; skipped when missing) against a local HTTP server.
+//! The built-in webhook notifier (builtin-plugins/dist/notifier-webhook.wasm, built by
+//! `bash builtin-plugins/build.sh`; skipped when missing) against a local HTTP server.
 
 mod common;
 
@@ -9,8 +9,8 @@ use common::server::{Recorded, Reply, Server};
 use common::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tessera_plugins::Grants;
-use tessera_plugins::{
+use tessera_plugin_runtime::Grants;
+use tessera_plugin_runtime::{
     CallError, Capability, Manifest, NotifierPlugin, PluginConfig, PluginError, PluginRuntime,
 };
 
@@ -18,12 +18,12 @@ use tessera_plugins::{
 fn webhook_manifest() -> Manifest {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../plugins/notifier-webhook/manifest.toml"
+        "/../../builtin-plugins/notifier-webhook/manifest.toml"
     ))
     .unwrap();
     let mut m: Manifest = toml::from_str(&text).unwrap();
     assert_eq!(m.name, "notifier-webhook");
-    assert_eq!(m.world, tessera_plugins::World::Notifier);
+    assert_eq!(m.world, tessera_plugin_runtime::World::Notifier);
     assert_eq!(m.capabilities, [Capability::Config, Capability::Http]);
     assert_eq!(m.secrets, ["signing-key"]);
     m.limits.timeout = Some(Duration::from_secs(5));
@@ -154,7 +154,7 @@ fn answers_map_to_error_kinds() {
         };
         match p.deliver(&event()) {
             Err(CallError::Plugin(e)) => {
-                let text = tessera_plugins::DisplayPluginError(&e).to_string();
+                let text = tessera_plugin_runtime::DisplayPluginError(&e).to_string();
                 assert!(text.starts_with(&format!("{want}: ")), "{status}: {text}");
                 // The receiver by origin, its answer quoted; never the path.
                 assert!(

@@ -41,7 +41,7 @@
 //! (file, object, HTTP body) can be spliced into another host-side, so staging large
 //! files never passes them through the plugin's memory.
 //!
-//! `engine-adapter` ([`EnginePlugin`]): `validate`, `submit`, `status`, `cancel`, `retry`
+//! `engine-adapter` ([`EngineAdapterPlugin`]): `validate`, `submit`, `status`, `cancel`, `retry`
 //! and `logs` of workflow runs on an external engine, each on a fresh instance, with the
 //! same imports and grants as notifiers.
 //!
@@ -87,7 +87,7 @@ pub use runtime::{
     RuntimeConfig, RuntimeError,
 };
 pub use validate::Interfaces;
-pub use world::engine_adapter::{EnginePlugin, RunState, RunStatus, TaskRun};
+pub use world::engine_adapter::{EngineAdapterPlugin, RunState, RunStatus, TaskRun};
 pub use world::filer::{FileKind, FilerPlugin, StagedFile};
 pub use world::notifier::{NotifierPlugin, NotifyEvent, TaskInfo};
 pub use world::router::{
@@ -103,7 +103,7 @@ const _: () = {
     send_sync::<RouterPlugin>();
     send_sync::<NotifierPlugin>();
     send_sync::<FilerPlugin>();
-    send_sync::<EnginePlugin>();
+    send_sync::<EngineAdapterPlugin>();
     send_sync::<FilerWorkspace>();
     send::<WarmRouter>();
 };

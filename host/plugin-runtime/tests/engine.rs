@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tessera_plugins::Grants;
-use tessera_plugins::{
-    CallError, Capability, EnginePlugin, ErrorKind, LoadError, Manifest, Pair, PluginConfig,
+use tessera_plugin_runtime::Grants;
+use tessera_plugin_runtime::{
+    CallError, Capability, EngineAdapterPlugin, ErrorKind, LoadError, Manifest, Pair, PluginConfig,
     PluginError, PluginRuntime, RunState, RunStatus, TaskRun, World,
 };
 
@@ -19,8 +19,8 @@ fn engine_manifest(timeout: Duration) -> Manifest {
     m
 }
 
-fn load(rt: &PluginRuntime, m: Manifest, name: &str) -> Result<EnginePlugin, LoadError> {
-    rt.load::<EnginePlugin>(
+fn load(rt: &PluginRuntime, m: Manifest, name: &str) -> Result<EngineAdapterPlugin, LoadError> {
+    rt.load::<EngineAdapterPlugin>(
         m,
         &component(name),
         Grants {
@@ -182,7 +182,7 @@ fn the_sdk_example_engine_adapter_runs_in_the_host() {
     .unwrap();
     let rt = runtime();
     let p = rt
-        .load::<EnginePlugin>(
+        .load::<EngineAdapterPlugin>(
             manifest,
             &bytes,
             Grants {

@@ -7,8 +7,8 @@ pub mod server;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tessera_plugins::Grants;
-use tessera_plugins::{
+use tessera_plugin_runtime::Grants;
+use tessera_plugin_runtime::{
     Capability, Label, LabelSet, Manifest, NotifyEvent, PluginConfig, PluginRuntime, RouteRequest,
     RouteTarget, RouteTask, RouterPlugin, RuntimeConfig, TaskInfo, World,
 };
@@ -33,20 +33,23 @@ pub fn component_with(name: &str, extra: &str) -> Vec<u8> {
     wat::parse_str(format!("{}{extra}\n{}", &text[..end], &text[end..])).unwrap()
 }
 
-/// plugins/dist/router-default.wasm, built by `bash plugins/build.sh`. When it is missing
+/// builtin-plugins/dist/router-default.wasm, built by `bash builtin-plugins/build.sh`. When it is missing
 /// the test is skipped with a note, unless TESSERA_REQUIRE_GUEST_PLUGINS=1 (the project's
 /// test command builds the plugins first and sets it).
 pub fn router_default() -> Option<Vec<u8>> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/dist/router-default.wasm");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../builtin-plugins/dist/router-default.wasm");
     match std::fs::read(&path) {
         Ok(b) => Some(b),
         Err(e) if std::env::var("TESSERA_REQUIRE_GUEST_PLUGINS").as_deref() == Ok("1") => {
-            panic!("{}: {e} (run `bash plugins/build.sh`)", path.display())
+            panic!(
+                "{}: {e} (run `bash builtin-plugins/build.sh`)",
+                path.display()
+            )
         }
         Err(_) => {
             eprintln!(
-                "SKIPPED: {} is missing; run `bash plugins/build.sh` first",
+                "SKIPPED: {} is missing; run `bash builtin-plugins/build.sh` first",
                 path.display()
             );
             None
@@ -54,19 +57,22 @@ pub fn router_default() -> Option<Vec<u8>> {
     }
 }
 
-/// A built plugin, plugins/dist/NAME.wasm (see [`router_default`] for when it is missing).
+/// A built plugin, builtin-plugins/dist/NAME.wasm (see [`router_default`] for when it is missing).
 pub fn built_plugin(name: &str) -> Option<Vec<u8>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../plugins/dist")
+        .join("../../builtin-plugins/dist")
         .join(format!("{name}.wasm"));
     match std::fs::read(&path) {
         Ok(b) => Some(b),
         Err(e) if std::env::var("TESSERA_REQUIRE_GUEST_PLUGINS").as_deref() == Ok("1") => {
-            panic!("{}: {e} (run `bash plugins/build.sh`)", path.display())
+            panic!(
+                "{}: {e} (run `bash builtin-plugins/build.sh`)",
+                path.display()
+            )
         }
         Err(_) => {
             eprintln!(
-                "SKIPPED: {} is missing; run `bash plugins/build.sh` first",
+                "SKIPPED: {} is missing; run `bash builtin-plugins/build.sh` first",
                 path.display()
             );
             None

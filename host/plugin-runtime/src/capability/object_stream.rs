@@ -48,13 +48,13 @@ enum End {
 }
 
 /// The guest's input stream over a [`ObjectStore::get`] reader.
-pub(crate) struct ObjectReader {
+pub(crate) struct ObjectInputStream {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     buf: Bytes,
     end: Option<End>,
 }
 
-impl ObjectReader {
+impl ObjectInputStream {
     /// Starts reading `reader` on the blocking pool.
     pub(crate) fn start(mut reader: Box<dyn Read + Send>) -> Self {
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_AHEAD);
@@ -81,7 +81,7 @@ impl ObjectReader {
                 }
             })
         });
-        ObjectReader {
+        ObjectInputStream {
             rx,
             buf: Bytes::new(),
             end: None,
@@ -98,7 +98,7 @@ impl ObjectReader {
 }
 
 #[wasmtime_wasi_io::async_trait]
-impl Pollable for ObjectReader {
+impl Pollable for ObjectInputStream {
     async fn ready(&mut self) {
         if self.buf.is_empty() && self.end.is_none() {
             let got = self.rx.recv().await;
@@ -108,7 +108,7 @@ impl Pollable for ObjectReader {
 }
 
 #[wasmtime_wasi_io::async_trait]
-impl InputStream for ObjectReader {
+impl InputStream for ObjectInputStream {
     fn read(&mut self, size: usize) -> StreamResult<Bytes> {
         if self.buf.is_empty() && self.end.is_none() {
             match self.rx.try_recv() {
@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn a_get_streams_through_a_bounded_channel() {
         let data = pattern(3 * CHUNK + 123);
-        let mut reader = ObjectReader::start(Box::new(io::Cursor::new(data.clone())));
+        let mut reader = ObjectInputStream::start(Box::new(io::Cursor::new(data.clone())));
         let mut got = Vec::new();
         loop {
             in_tokio(reader.ready());
@@ -350,7 +350,7 @@ mod tests {
                 Err(io::Error::other("connection reset"))
             }
         }
-        let mut reader = ObjectReader::start(Box::new(Broken));
+        let mut reader = ObjectInputStream::start(Box::new(Broken));
         in_tokio(reader.ready());
         match reader.read(10) {
             Err(StreamError::LastOperationFailed(e)) => {

@@ -173,27 +173,7 @@ impl Manifest {
     }
 }
 
-/// A secret value. It has no `Display`, and its `Debug` does not show the value, so it
-/// cannot end up in a log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for handing to the plugin.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use tessera_core::secret::Secret;
 
 /// A plugin's configuration as bound: plain values and secrets, kept apart.
 #[derive(Debug, Clone, Default)]

@@ -337,7 +337,7 @@ impl PluginRuntime {
     }
 
     /// Compiles (or loads from the cache), validates and links a plugin of world `P`
-    /// (`RouterPlugin`, `NotifierPlugin`, `FilerPlugin`, `EnginePlugin`) with what its
+    /// (`RouterPlugin`, `NotifierPlugin`, `FilerPlugin`, `EngineAdapterPlugin`) with what its
     /// binding grants.
     pub fn load<P: PluginWorld>(
         &self,

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use common::server::{Reply, Server};
 use common::*;
-use tessera_plugins::{
+use tessera_plugin_runtime::{
     CallError, Capability, ErrorKind, LoadError, Manifest, NotifierPlugin, PluginConfig,
     PluginError, PluginRuntime, World,
 };
 
 use Capability::{Config, Http};
-use tessera_plugins::{Grants, RouterPlugin};
+use tessera_plugin_runtime::{Grants, RouterPlugin};
 
 const SECOND: Duration = Duration::from_secs(1);
 

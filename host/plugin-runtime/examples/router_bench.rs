@@ -2,8 +2,8 @@
 //! and through a warm instance; and compile time against a cached load.
 //!
 //! ```sh
-//! bash plugins/build.sh            # plugins/dist/router-default.wasm
-//! cargo run --release -p tessera-plugins --example router_bench [-- ITERATIONS]
+//! bash builtin-plugins/build.sh            # builtin-plugins/dist/router-default.wasm
+//! cargo run --release -p tessera-plugin-runtime --example router_bench [-- ITERATIONS]
 //! ```
 //!
 //! `ROUTER_BENCH_COMPONENT=path.wasm|.wat` measures another router component.
@@ -12,7 +12,7 @@
 //! routing decision, what a dispatch of one queued task costs) and 8 tasks against the same
 //! 16 targets (a batch). Tasks need placement tags and a group; targets hold tags, some
 //! are reserved for a group, and capacity runs out within the batch. Without
-//! plugins/dist/router-default.wasm the plugin figures are for the tiny first-fit test
+//! builtin-plugins/dist/router-default.wasm the plugin figures are for the tiny first-fit test
 //! component instead (said so in the output).
 
 extern crate alloc;
@@ -21,15 +21,15 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tessera_plugins::Grants;
-use tessera_plugins::{
+use tessera_plugin_runtime::Grants;
+use tessera_plugin_runtime::{
     Capability, Decision, Label, LabelSet, Manifest, PluginConfig, PluginRuntime, RouteRequest,
     RouteTarget, RouteTask, RouterPlugin, RuntimeConfig, World,
 };
 
 /// The default router's decision logic, the very source the component is built from.
 #[allow(dead_code, missing_docs)]
-#[path = "../../../plugins/router-default/src/logic.rs"]
+#[path = "../../../builtin-plugins/router-default/src/logic.rs"]
 mod logic;
 
 const TARGETS: usize = 16;
@@ -308,7 +308,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(20_000);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dist = root.join("../../plugins/dist/router-default.wasm");
+    let dist = root.join("../../builtin-plugins/dist/router-default.wasm");
     let other = std::env::var_os("ROUTER_BENCH_COMPONENT").map(PathBuf::from);
     let (name, bytes) = match other
         .as_ref()
@@ -324,7 +324,7 @@ fn main() {
             let text = std::fs::read_to_string(root.join("tests/components/first-fit.wat"))
                 .expect("tests/components/first-fit.wat");
             eprintln!(
-                "note: {} is missing (bash plugins/build.sh); measuring the first-fit test component",
+                "note: {} is missing (bash builtin-plugins/build.sh); measuring the first-fit test component",
                 dist.display()
             );
             (

@@ -2,8 +2,8 @@
 # Build every plugin of this workspace as a WebAssembly component and put it in
 # dist/<name>.wasm.
 #
-#   plugins/build.sh            build all plugins
-#   plugins/build.sh NAME...    build only these
+#   builtin-plugins/build.sh            build all plugins
+#   builtin-plugins/build.sh NAME...    build only these
 #
 # Each plugin names its world in Cargo.toml ([package.metadata.tessera] world = "…").
 # When wasm-tools is on PATH (cargo install wasm-tools --locked), every component is

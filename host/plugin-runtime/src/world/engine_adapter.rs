@@ -31,11 +31,11 @@ pub use crate::bindings::engine_adapter::exports::tessera::plugin::engine::{
 /// manifest's timeout (outgoing requests included): call it from a blocking context
 /// (`spawn_blocking` or a plain thread), not from an async task.
 #[derive(Clone)]
-pub struct EnginePlugin {
+pub struct EngineAdapterPlugin {
     inner: Arc<HttpWorld<EngineAdapterPre<HttpState>>>,
 }
 
-impl EnginePlugin {
+impl EngineAdapterPlugin {
     pub(crate) fn new(
         runtime: Arc<RuntimeInner>,
         manifest: Manifest,
@@ -57,7 +57,7 @@ impl EnginePlugin {
                 Ok(())
             },
         )?;
-        Ok(EnginePlugin {
+        Ok(EngineAdapterPlugin {
             inner: Arc::new(world),
         })
     }
@@ -131,7 +131,7 @@ impl EnginePlugin {
     }
 }
 
-impl PluginWorld for EnginePlugin {
+impl PluginWorld for EngineAdapterPlugin {
     const WORLD: World = World::EngineAdapter;
 
     fn link_validated(
@@ -140,7 +140,7 @@ impl PluginWorld for EnginePlugin {
         compiled: CompiledComponent,
         grants: Grants,
     ) -> Result<Self, LoadError> {
-        EnginePlugin::new(
+        EngineAdapterPlugin::new(
             runtime.inner.clone(),
             manifest,
             compiled,

@@ -3,8 +3,8 @@
 //! bytes from the same server in the same run.
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=… bash plugins/build.sh          # plugins/dist/filer-http.wasm
-//! cargo run --release -p tessera-plugins --example filer_bench [-- MIB [ROUNDS]]
+//! CARGO_TARGET_DIR=… bash builtin-plugins/build.sh          # builtin-plugins/dist/filer-http.wasm
+//! cargo run --release -p tessera-plugin-runtime --example filer_bench [-- MIB [ROUNDS]]
 //! ```
 //!
 //! Defaults: 1024 MiB, 3 rounds. Each round, in turn:
@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use tessera_plugins::{
+use tessera_plugin_runtime::{
     FileKind, FilerWorkspace, Manifest, PluginConfig, PluginRuntime, RuntimeConfig,
 };
-use tessera_plugins::{FilerPlugin, Grants};
+use tessera_plugin_runtime::{FilerPlugin, Grants};
 
 const BUF: usize = 1 << 20;
 
@@ -170,11 +170,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = mib << 20;
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let wasm = root.join("plugins/dist/filer-http.wasm");
-    let bytes = std::fs::read(&wasm)
-        .map_err(|e| format!("{}: {e} (run `bash plugins/build.sh`)", wasm.display()))?;
+    let wasm = root.join("builtin-plugins/dist/filer-http.wasm");
+    let bytes = std::fs::read(&wasm).map_err(|e| {
+        format!(
+            "{}: {e} (run `bash builtin-plugins/build.sh`)",
+            wasm.display()
+        )
+    })?;
     let mut manifest: Manifest = toml::from_str(&std::fs::read_to_string(
-        root.join("plugins/filer-http/manifest.toml"),
+        root.join("builtin-plugins/filer-http/manifest.toml"),
     )?)?;
     manifest.limits.timeout = Some(Duration::from_secs(600));
     let chunk = std::env::var("FILER_BENCH_CHUNK").unwrap_or_else(|_| (1u64 << 20).to_string());

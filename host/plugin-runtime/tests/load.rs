@@ -3,10 +3,10 @@
 mod common;
 
 use common::*;
-use tessera_plugins::{Capability, LoadError, Origin, PluginConfig, World};
-use tessera_plugins::{Grants, RouterPlugin};
+use tessera_plugin_runtime::{Capability, LoadError, Origin, PluginConfig, World};
+use tessera_plugin_runtime::{Grants, RouterPlugin};
 
-fn refuse(bytes: &[u8], m: tessera_plugins::Manifest) -> String {
+fn refuse(bytes: &[u8], m: tessera_plugin_runtime::Manifest) -> String {
     match runtime().load::<RouterPlugin>(m, bytes, Grants::config(PluginConfig::new())) {
         Ok(_) => panic!("loaded"),
         Err(e) => e.to_string(),
@@ -183,7 +183,7 @@ fn manifests_are_checked() {
         msg.contains("the router world cannot be granted `http`"),
         "{msg}"
     );
-    let m = tessera_plugins::Manifest::new("n", "1", World::Notifier);
+    let m = tessera_plugin_runtime::Manifest::new("n", "1", World::Notifier);
     assert!(matches!(
         runtime().load::<RouterPlugin>(m, &bytes, Grants::config(PluginConfig::new())),
         Err(LoadError::Manifest(_))
