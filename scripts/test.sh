@@ -22,7 +22,7 @@ for ws in sdk-guest builtin-plugins; do
 done
 (cd builtin-plugins && CARGO_TARGET_DIR="$guest_target" cargo test --locked)
 CARGO_TARGET_DIR="$guest_target" bash builtin-plugins/build.sh
-# The example plugins in Python and JavaScript (e2e/plugin_languages.rs installs them).
+# The example plugins in Python and JavaScript (host/tessera/tests/plugin_languages.rs installs them).
 # componentize-py is kept in a venv under ~/.cache/tessera; componentize-js is installed
 # into js-router/node_modules from npm's cache (~/.npm), so reruns need no registry.
 bash examples/plugins/python-router/build.sh
@@ -34,6 +34,6 @@ bash examples/plugins/js-router/build.sh
 CARGO_TARGET_DIR="$guest_target" bash examples/plugins/rust-engine/build.sh
 export TESSERA_EXAMPLE_PLUGINS="$PWD/examples/plugins/dist"
 export TESSERA_REQUIRE_GUEST_PLUGINS=1
-cargo build --locked -p tessera
-export TESSERA_BIN="$CARGO_TARGET_DIR/debug/tessera"
+# The end-to-end tests are integration tests of the `tessera` package: Cargo builds the
+# binary they drive (CARGO_BIN_EXE_tessera) before running them.
 cargo test --workspace --locked -- --test-threads="${TESSERA_TEST_THREADS:-4}"

@@ -4,9 +4,11 @@
 //! against a real S3 server (Garage); keys that would leave their bucket refused; the
 //! timings and peak memory every executor reports.
 
+mod common;
+
+use common::{BUSYBOX, FileServer, Options, Server, cli_ok, pytes_python, pytes_run};
 use serde_json::{Value, json};
 use std::path::Path;
-use tessera_tests::{BUSYBOX, FileServer, Options, Server, cli_ok, pytes_python, pytes_run};
 
 /// Pseudorandom bytes (incompressible enough, and different per seed).
 fn bytes(n: usize, seed: u32) -> Vec<u8> {
@@ -139,7 +141,7 @@ async fn round_trip(s: &Server, python: &str, files: &FileServer, input: &str, o
         done["state"],
         "COMPLETE",
         "{}\n{}",
-        tessera_tests::short(&done),
+        common::short(&done),
         s.server_log()
     );
     check_timings(&done);
@@ -350,7 +352,7 @@ async fn keys_that_leave_their_bucket_and_unserved_schemes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("f");
     std::fs::write(&f, "x").unwrap();
-    let out = tessera_tests::cli_command(
+    let out = common::cli_command(
         &s,
         &["data", "put", &f.display().to_string(), "s3://in/../x"],
     )

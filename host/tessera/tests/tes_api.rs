@@ -1,8 +1,10 @@
 //! TES v1.1.0 conformance over HTTP, against a server whose executor is off (tasks stay
 //! QUEUED), so these tests need no Docker.
 
+mod common;
+
+use common::{Options, Server, simple_task};
 use serde_json::{Value, json};
-use tessera_tests::{Options, Server, simple_task};
 
 async fn api_server() -> Server {
     Server::start(Options {

@@ -1,15 +1,17 @@
 //! The Rust `tes` crate (0.11, feature `client`) as a client of the real server, and
 //! the task files in `examples/tes/` submitted as they are, so neither can rot.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::{BUSYBOX, DEADLINE, Options, Server, short};
 use serde_json::Value;
 use tes::v1::Client;
 use tes::v1::types::requests::{self, GetTaskParams, ListTasksParams, View};
 use tes::v1::types::responses::{MinimalTask, Task};
 use tes::v1::types::task::{Executor, Input, State};
-use tessera_tests::{BUSYBOX, DEADLINE, Options, Server, short};
 
 /// How often a test polls; the deadline is `DEADLINE`.
 const POLL: Duration = Duration::from_millis(50);
@@ -363,7 +365,7 @@ async fn tes_crate_round_trip_views_list_and_cancel() {
 }
 
 fn example(name: &str) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tes/");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tes/");
     std::fs::read_to_string(format!("{path}{name}"))
         .unwrap_or_else(|e| panic!("reading examples/tes/{name}: {e}"))
 }
@@ -428,13 +430,13 @@ async fn example_outputs_json_runs_with_its_directory_allowed() {
 #[tokio::test]
 async fn example_s3_json_runs_as_documented() {
     let s = Server::start(Options::default()).await;
-    let words = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tes/words.txt");
+    let words = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tes/words.txt");
     // As the example says: put its input with the CLI first.
-    tessera_tests::cli_ok(&s, &["data", "put", words, "s3://demo/in/words.txt"]).await;
+    common::cli_ok(&s, &["data", "put", words, "s3://demo/in/words.txt"]).await;
     let t = submit_example(&s, example("s3.json")).await;
-    let count = tessera_tests::cli_ok(&s, &["data", "get", "s3://demo/out/count.txt"]).await;
+    let count = common::cli_ok(&s, &["data", "get", "s3://demo/out/count.txt"]).await;
     assert_eq!(String::from_utf8_lossy(&count).trim(), "9", "{}", short(&t));
-    let sorted = tessera_tests::cli_ok(&s, &["data", "get", "s3://demo/out/sorted.txt"]).await;
+    let sorted = common::cli_ok(&s, &["data", "get", "s3://demo/out/sorted.txt"]).await;
     assert!(
         String::from_utf8_lossy(&sorted).starts_with("and\ninputs\n"),
         "{}",

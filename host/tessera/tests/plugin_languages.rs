@@ -10,11 +10,13 @@
 //! `TESSERA_EXAMPLE_PLUGINS` at them (default `examples/plugins/dist`). A missing one
 //! skips its test, or fails it when `TESSERA_REQUIRE_ALL=1`.
 
+mod common;
+
+use common::{DEADLINE, Options, Server, short, simple_task, tessera_bin};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tessera_tests::{DEADLINE, Options, Server, short, simple_task, tessera_bin};
 
 #[tokio::test]
 async fn the_python_example_router_routes_and_its_misbehaviour_is_contained() {
@@ -73,7 +75,7 @@ const MISBEHAVIOURS: [Misbehaviour; 3] = [
 /// The built component and the manifest of an example, or `None` (after saying why) when
 /// the component was not built and the run does not require it.
 fn example(plugin: &str) -> Option<(PathBuf, PathBuf)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/plugins");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins");
     let dist = std::env::var_os("TESSERA_EXAMPLE_PLUGINS")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("dist"));

@@ -2,13 +2,15 @@
 //! router, validation of uploads, a misbehaving router that the host survives, rollback,
 //! deletion rules, and bindings that survive a restart.
 
+mod common;
+
+use common::{Options, Server, simple_task, tessera_bin};
 use serde_json::{Value, json};
 use std::process::Command;
-use tessera_tests::{Options, Server, simple_task, tessera_bin};
 
 fn component(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../host/plugin-runtime/tests/components/{name}.wat",
+        "{}/../plugin-runtime/tests/components/{name}.wat",
         env!("CARGO_MANIFEST_DIR")
     );
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -2,13 +2,15 @@
 //! state changes, a real HTTP receiver; signatures, filters, retries with backoff, the
 //! outbox surviving a crash, and the HTTP grant.
 
+mod common;
+
+use common::{Options, Server, simple_task};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tessera_tests::{Options, Server, simple_task};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -44,8 +46,7 @@ impl Receiver {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let me = me.clone();
                 tokio::spawn(async move {
-                    let Some((head, body)) = tessera_tests::read_http_request(&mut conn).await
-                    else {
+                    let Some((head, body)) = common::read_http_request(&mut conn).await else {
                         return;
                     };
                     let signature = head.lines().find_map(|l| {

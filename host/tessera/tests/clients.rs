@@ -1,8 +1,10 @@
 //! Real clients against the real server: py-tes 1.1.4 and the tessera CLI.
 
+mod common;
+
+use common::{BUSYBOX, Options, Server, tessera_bin};
 use serde_json::Value;
 use std::process::Command;
-use tessera_tests::{BUSYBOX, Options, Server, tessera_bin};
 
 fn required() -> bool {
     std::env::var("TESSERA_REQUIRE_ALL").is_ok_and(|v| v == "1")
@@ -19,7 +21,7 @@ async fn py_tes_round_trip() {
         return;
     };
     let s = Server::start(Options::default()).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/pytes/roundtrip.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pytes/roundtrip.py");
     let out = tokio::task::spawn_blocking({
         let (url, token) = (s.url.clone(), s.token.clone());
         move || {
@@ -133,9 +135,7 @@ async fn cli_submit_wait_get_list_logs_and_cancel() {
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
 
-    let id3 = s
-        .create(&tessera_tests::simple_task(&["sleep", "1000"]))
-        .await;
+    let id3 = s.create(&common::simple_task(&["sleep", "1000"])).await;
     let out = cli(&s, &["cancel", &id3]);
     assert!(out.status.success());
     assert_eq!(s.wait_done(&id3).await["state"], "CANCELED");
@@ -156,19 +156,17 @@ async fn cli_submit_wait_get_list_logs_and_cancel() {
 async fn every_cli_command_ends_quietly_when_its_reader_goes_away() {
     use std::os::unix::process::ExitStatusExt;
     let s = Server::start(Options::default()).await;
-    let id = s
-        .create(&tessera_tests::simple_task(&["echo", "hello"]))
-        .await;
+    let id = s.create(&common::simple_task(&["echo", "hello"])).await;
     s.wait_done(&id).await;
     let dir = tempfile::tempdir().unwrap();
     let task = dir.path().join("task.json");
-    std::fs::write(&task, tessera_tests::simple_task(&["true"]).to_string()).unwrap();
+    std::fs::write(&task, common::simple_task(&["true"]).to_string()).unwrap();
     let object = dir.path().join("object");
     std::fs::write(&object, "some bytes\n").unwrap();
     let wasm = dir.path().join("first-fit.wasm");
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../host/plugin-runtime/tests/components/first-fit.wat"
+        "/../plugin-runtime/tests/components/first-fit.wat"
     );
     std::fs::write(&wasm, wat::parse_file(path).unwrap()).unwrap();
     let manifest = |version: &str| {
@@ -222,7 +220,7 @@ async fn every_cli_command_ends_quietly_when_its_reader_goes_away() {
         // command still does its work first: the next ones depend on it).
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let mut cmd = tessera_tests::cli_command(&s, &args);
+        let mut cmd = common::cli_command(&s, &args);
         cmd.stdout(writer);
         let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await

@@ -1,8 +1,10 @@
 //! Tasks running as real Docker containers, driven over the TES API.
 
+mod common;
+
+use common::{BUSYBOX, Options, Server, docker, simple_task};
 use serde_json::{Value, json};
 use std::fs;
-use tessera_tests::{BUSYBOX, Options, Server, docker, simple_task};
 
 async fn server() -> Server {
     Server::start(Options::default()).await
@@ -33,7 +35,7 @@ async fn executors_run_in_order_sharing_inputs_volumes_and_env() {
         }))
         .await;
     let t = s.wait_done(&id).await;
-    assert_eq!(t["state"], "COMPLETE", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "COMPLETE", "{}", common::short(&t));
     assert_eq!(exec_log(&t, 0)["stderr"], "to-stderr\n");
     assert_eq!(exec_log(&t, 1)["stdout"], "lines: 30000 /vol\n");
     assert_eq!(
@@ -57,7 +59,7 @@ async fn executors_run_in_order_sharing_inputs_volumes_and_env() {
         };
         assert!(at("end_time") >= at("start_time"), "{}", exec_log(&t, i));
         let run_ms: i128 = meta(&t, &format!("executor.{i}.run_ms"))
-            .unwrap_or_else(|| panic!("no run_ms: {}", tessera_tests::short(&t)))
+            .unwrap_or_else(|| panic!("no run_ms: {}", common::short(&t)))
             .parse()
             .unwrap();
         assert_eq!(
@@ -134,7 +136,7 @@ async fn a_missing_program_is_exit_code_127() {
     let s = server().await;
     let id = s.create(&simple_task(&["/no/such/program", "x"])).await;
     let t = s.wait_done(&id).await;
-    assert_eq!(t["state"], "EXECUTOR_ERROR", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "EXECUTOR_ERROR", "{}", common::short(&t));
     assert_eq!(exec_log(&t, 0)["exit_code"], 127);
     assert!(
         exec_log(&t, 0)["stderr"]
@@ -142,7 +144,7 @@ async fn a_missing_program_is_exit_code_127() {
             .unwrap()
             .contains("no such file"),
         "{}",
-        tessera_tests::short(&t)
+        common::short(&t)
     );
 }
 
@@ -151,7 +153,7 @@ async fn a_missing_image_is_a_system_error_with_the_registry_reason() {
     let s = server().await;
     let id = s.create(&json!({"executors": [{"image": "tessera-test/does-not-exist:1", "command": ["true"]}]})).await;
     let t = s.wait_done(&id).await;
-    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", common::short(&t));
     let reason = s.status(&id).await["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("tessera-test/does-not-exist:1"), "{reason}");
     assert!(
@@ -159,7 +161,7 @@ async fn a_missing_image_is_a_system_error_with_the_registry_reason() {
             .to_string()
             .contains("not available"),
         "{}",
-        tessera_tests::short(&t)
+        common::short(&t)
     );
     assert!(
         t["logs"][0]["logs"].as_array().unwrap().is_empty(),
@@ -201,7 +203,7 @@ async fn file_inputs_and_outputs_stage_through_allowed_directories() {
         t["state"],
         "COMPLETE",
         "{}\n{}",
-        tessera_tests::short(&t),
+        common::short(&t),
         s.server_log()
     );
     assert_eq!(fs::read_to_string(out.join("copy.txt")).unwrap(), "onebbb");
@@ -252,7 +254,7 @@ async fn stdin_and_stdout_paths_are_files_inside_the_container() {
         }))
         .await;
     let t = s.wait_done(&id).await;
-    assert_eq!(t["state"], "COMPLETE", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "COMPLETE", "{}", common::short(&t));
     assert_eq!(exec_log(&t, 1)["stdout"], "a\nb\nc\n");
 }
 
@@ -262,13 +264,13 @@ async fn a_missing_output_is_a_system_error_but_an_executor_error_wins() {
     let url = format!("file://{}/never", s.allowed.display());
     let id = s.create(&json!({"outputs": [{"path": "/out/none", "url": url}], "executors": [{"image": BUSYBOX, "command": ["true"]}]})).await;
     let t = s.wait_done(&id).await;
-    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", common::short(&t));
     assert!(
         t["logs"][0]["system_logs"]
             .to_string()
             .contains("/out/none"),
         "{}",
-        tessera_tests::short(&t)
+        common::short(&t)
     );
     let id = s.create(&json!({"outputs": [{"path": "/out/none", "url": url}], "executors": [{"image": BUSYBOX, "command": ["false"]}]})).await;
     assert_eq!(s.wait_done(&id).await["state"], "EXECUTOR_ERROR");
@@ -419,10 +421,7 @@ async fn without_docker_the_server_serves_and_tasks_wait_with_the_reason() {
         {
             break;
         }
-        assert!(
-            start.elapsed() < tessera_tests::DEADLINE,
-            "no Docker reason: {st}"
-        );
+        assert!(start.elapsed() < common::DEADLINE, "no Docker reason: {st}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let ready: Value = s
@@ -450,13 +449,13 @@ async fn outputs_never_follow_links_or_block_on_special_files() {
         }))
         .await;
     let t = s.wait_done(&id).await;
-    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", common::short(&t));
     assert!(
         t["logs"][0]["system_logs"]
             .to_string()
             .contains("special file"),
         "{}",
-        tessera_tests::short(&t)
+        common::short(&t)
     );
     let id = s
         .create(&json!({
@@ -465,13 +464,13 @@ async fn outputs_never_follow_links_or_block_on_special_files() {
         }))
         .await;
     let t = s.wait_done(&id).await;
-    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", common::short(&t));
     assert!(
         t["logs"][0]["system_logs"]
             .to_string()
             .contains("symbolic link"),
         "{}",
-        tessera_tests::short(&t)
+        common::short(&t)
     );
 }
 
@@ -495,7 +494,7 @@ async fn a_stdout_path_turned_into_a_symlink_cannot_write_host_files() {
         }))
         .await;
     let t = s.wait_done(&id).await;
-    assert_eq!(t["state"], "COMPLETE", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "COMPLETE", "{}", common::short(&t));
     assert_eq!(fs::read_to_string(&canary).unwrap(), "untouched");
     assert_eq!(
         exec_log(&t, 1)["stdout"],
@@ -514,7 +513,7 @@ async fn wildcards_stage_whatever_path_prefix_looks_like_and_host_network_is_ref
         }))
         .await;
     let t = s.wait_done(&id).await;
-    assert_eq!(t["state"], "COMPLETE", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "COMPLETE", "{}", common::short(&t));
     assert_eq!(
         fs::read_to_string(s.allowed.join("w/a.txt")).unwrap(),
         "x\n"

@@ -1,10 +1,12 @@
 //! SIGKILL the server while tasks are queued and running; after a restart every task
 //! ends in a truthful state, none is lost and no executor runs twice.
 
+mod common;
+
+use common::{BUSYBOX, Options, Server, docker};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use tessera_tests::{BUSYBOX, Options, Server, docker};
 
 #[tokio::test]
 async fn tasks_survive_sigkill_of_the_server() {
@@ -70,18 +72,18 @@ async fn tasks_survive_sigkill_of_the_server() {
     s.spawn().await;
 
     let t = s.wait_done(&quick_fail).await;
-    assert_eq!(t["state"], "EXECUTOR_ERROR", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "EXECUTOR_ERROR", "{}", common::short(&t));
     assert_eq!(t["logs"][0]["logs"][0]["exit_code"], 7);
     assert_eq!(t["logs"][0]["logs"][0]["stdout"], "b-go\nb-end\n");
 
     let t = s.wait_done(&long).await;
-    assert_eq!(t["state"], "COMPLETE", "{}", tessera_tests::short(&t));
+    assert_eq!(t["state"], "COMPLETE", "{}", common::short(&t));
     assert_eq!(t["logs"][0]["logs"][0]["stdout"], "first\n");
     assert_eq!(t["logs"][0]["logs"][1]["stdout"], "f-start\nf-end\n");
 
     for (i, id) in queued.iter().enumerate() {
         let t = s.wait_done(id).await;
-        assert_eq!(t["state"], "COMPLETE", "{}", tessera_tests::short(&t));
+        assert_eq!(t["state"], "COMPLETE", "{}", common::short(&t));
         assert_eq!(t["logs"][0]["logs"][0]["stdout"], format!("q{i}\n"));
         assert_eq!(t["logs"].as_array().unwrap().len(), 1);
     }

@@ -1,8 +1,10 @@
 //! Staging through filer plugins end to end: the built-in filer-http bound to the `http`
 //! scheme, a real HTTP server, a real Docker task reading its input and writing outputs.
 
+mod common;
+
+use common::{BUSYBOX, FileServer, Options, Server};
 use serde_json::{Value, json};
-use tessera_tests::{BUSYBOX, FileServer, Options, Server};
 
 #[tokio::test]
 async fn http_inputs_and_outputs_stage_through_the_filer_plugin() {
@@ -57,7 +59,7 @@ async fn http_inputs_and_outputs_stage_through_the_filer_plugin() {
         done["state"],
         "COMPLETE",
         "{}\n{}",
-        tessera_tests::short(&done),
+        common::short(&done),
         s.server_log()
     );
     let stored = files.files.lock().unwrap().clone();
@@ -110,12 +112,7 @@ async fn a_failing_filer_ends_the_task_system_error_with_its_reason() {
             }))
             .await;
         let done: Value = s.wait_done(&id).await;
-        assert_eq!(
-            done["state"],
-            "SYSTEM_ERROR",
-            "{}",
-            tessera_tests::short(&done)
-        );
+        assert_eq!(done["state"], "SYSTEM_ERROR", "{}", common::short(&done));
         let status = s.status(&id).await;
         let reason = status["reason"].as_str().unwrap_or_default().to_string();
         assert!(reason.contains("filer filer-http@0.1.0 failed"), "{reason}");
@@ -212,7 +209,7 @@ async fn s3_inputs_and_outputs_stage_through_filer_s3_and_the_host_store() {
         done["state"],
         "COMPLETE",
         "{}\n{}",
-        tessera_tests::short(&done),
+        common::short(&done),
         s.server_log()
     );
     let mut got = client

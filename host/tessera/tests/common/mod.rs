@@ -1,9 +1,11 @@
-//! Harness for end-to-end tests: start the real `tessera` binary on a free port with a
-//! private data directory, and talk to it over HTTP like any client.
+//! Harness for the end-to-end tests: start the `tessera` binary Cargo just built
+//! (`CARGO_BIN_EXE_tessera`) on a free port with a private data directory, and talk to it
+//! over HTTP like any client. Each test file includes it (`mod common;`) and uses a part.
+#![allow(dead_code)]
 
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,16 +16,9 @@ pub const BUSYBOX: &str = "tessera-test/busybox:latest";
 /// Upper bound for anything a test waits on; a bound, not a synchronisation.
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
+/// The `tessera` binary Cargo built for these tests (always the current one).
 pub fn tessera_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("TESSERA_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<test-exe> → target/<profile>/tessera
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("tessera"))
-        .expect("target directory")
+    PathBuf::from(env!("CARGO_BIN_EXE_tessera"))
 }
 
 #[derive(Clone, Debug)]
@@ -470,7 +465,7 @@ pub fn pytes_python() -> Option<String> {
 /// Submit `task` with py-tes, wait for it to end, and return its FULL view as py-tes
 /// read it.
 pub async fn pytes_run(python: &str, s: &Server, task: &Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/pytes/run_task.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pytes/run_task.py");
     let mut cmd = Command::new(python);
     cmd.arg(script)
         .arg(&s.url)
