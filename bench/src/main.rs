@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use tessera_core::id::new_task_id;
 use tessera_core::task::NewTask;
 use tessera_core::tes::Task;
-use tessera_core::time_fmt::now_rfc3339;
 use tessera_store::{ListQuery, Store};
 
 #[derive(Parser)]
@@ -119,7 +118,7 @@ fn new_task(i: usize) -> NewTask {
     NewTask {
         id: new_task_id(),
         spec,
-        creation_time: now_rfc3339(),
+        creation_time: time::OffsetDateTime::now_utc(),
         reason: Some("queued".into()),
         logs: Vec::new(),
     }

@@ -13,7 +13,6 @@ use tessera_core::tes::{
     CancelTaskResponse, CreateTaskResponse, ListTasksResponse, Organization, ServiceInfo,
     ServiceType, Task, TaskLog, View,
 };
-use tessera_core::time_fmt::now_rfc3339;
 use tessera_core::validate::{storage_prefixes, validate};
 use tessera_core::{ApiError, ErrorCode, Event, State as TaskState, page, view};
 use tessera_runner::CancelOutcome;
@@ -105,7 +104,7 @@ pub async fn create_task(
     let new = NewTask {
         id: new_task_id(),
         spec: validated.spec,
-        creation_time: now_rfc3339(),
+        creation_time: time::OffsetDateTime::now_utc(),
         reason: None,
         logs,
     };
@@ -186,7 +185,10 @@ fn parse_list_params(raw: Option<&str>) -> Result<ListParams, Error> {
         match k.as_str() {
             "name_prefix" => p.name_prefix = Some(v).filter(|s| !s.is_empty()),
             "state" => {
-                p.state = Some(v.parse::<TaskState>().map_err(bad_param)?);
+                p.state = Some(
+                    v.parse::<TaskState>()
+                        .map_err(|e| bad_param(e.to_string()))?,
+                );
             }
             "tag_key" => p.tag_keys.push(v),
             "tag_value" => p.tag_values.push(v),

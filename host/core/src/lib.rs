@@ -8,6 +8,7 @@ pub mod error;
 pub mod id;
 pub mod objects;
 pub mod page;
+pub mod plugin;
 pub mod routing;
 pub mod secret;
 pub mod staging;

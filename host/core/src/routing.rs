@@ -254,6 +254,14 @@ impl std::fmt::Display for RouteError {
     }
 }
 
+/// A router answered with a wrong number of decisions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the router returned {decisions} decisions for {tasks} tasks")]
+pub struct DecisionCountError {
+    pub decisions: usize,
+    pub tasks: usize,
+}
+
 /// What the host does with one task of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -270,13 +278,12 @@ pub enum Outcome {
 pub fn check_decisions(
     request: &RouteRequest,
     decisions: &[Decision],
-) -> Result<Vec<Outcome>, String> {
+) -> Result<Vec<Outcome>, DecisionCountError> {
     if decisions.len() != request.tasks.len() {
-        return Err(format!(
-            "the router returned {} decisions for {} tasks",
-            decisions.len(),
-            request.tasks.len()
-        ));
+        return Err(DecisionCountError {
+            decisions: decisions.len(),
+            tasks: request.tasks.len(),
+        });
     }
     let mut free: Vec<RouteTarget> = request.targets.clone();
     let mut order: Vec<usize> = (0..request.tasks.len()).collect();

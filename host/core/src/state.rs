@@ -92,18 +92,20 @@ impl fmt::Display for State {
     }
 }
 
+/// A name that is no TES state's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown state {0:?}; expected one of UNKNOWN, QUEUED, INITIALIZING, RUNNING, PAUSED, COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED, PREEMPTED, CANCELING"
+)]
+pub struct UnknownState(pub String);
+
 impl FromStr for State {
-    type Err = String;
+    type Err = UnknownState;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         State::ALL
             .into_iter()
             .find(|st| st.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                format!(
-                    "unknown state {s:?}; expected one of {}",
-                    State::ALL.map(|s| s.as_str()).join(", ")
-                )
-            })
+            .ok_or_else(|| UnknownState(s.to_string()))
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::state::State;
 use crate::tes;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 /// A stored task. `spec` is the submitted TES document as validated and normalised
 /// (no id, state, logs or creation_time); `logs` holds one entry per attempt.
@@ -17,7 +18,9 @@ pub struct TaskRecord {
     pub reason: Option<String>,
     pub spec: tes::Task,
     pub logs: Vec<tes::TaskLog>,
-    pub creation_time: String,
+    /// Shown as RFC 3339 at the edges (TES `creation_time`).
+    #[serde(with = "time::serde::rfc3339")]
+    pub creation_time: OffsetDateTime,
 }
 
 impl TaskRecord {
@@ -47,7 +50,7 @@ impl TaskRecord {
 pub struct NewTask {
     pub id: String,
     pub spec: tes::Task,
-    pub creation_time: String,
+    pub creation_time: OffsetDateTime,
     /// Initial reason shown while QUEUED.
     pub reason: Option<String>,
     /// Initial log entry, e.g. warnings from validation about ignored parameters.
@@ -59,7 +62,9 @@ pub struct NewTask {
 pub struct Event {
     pub seq: i64,
     pub task_id: String,
-    pub at: String,
+    /// RFC 3339 in JSON.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
     pub from_state: Option<State>,
     pub to_state: State,
     pub reason: Option<String>,

@@ -307,10 +307,10 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
 struct Errors(Vec<FieldError>);
 
 impl Errors {
-    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    fn push(&mut self, field: impl Into<String>, message: impl std::fmt::Display) {
         self.0.push(FieldError {
             field: field.into(),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
 }
@@ -330,22 +330,37 @@ pub fn wildcard_base(p: &str) -> String {
     format!("/{}", fixed.join("/"))
 }
 
+/// Why a container path is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContainerPathError {
+    #[error("is required: an absolute path inside the container")]
+    Empty,
+    #[error("must not contain NUL bytes")]
+    Nul,
+    #[error("{0:?} must be an absolute path")]
+    Relative(String),
+    #[error("{0:?} must not contain '..'")]
+    DotDot(String),
+    #[error("must not be the container's root directory")]
+    Root,
+}
+
 /// A path inside the container: absolute, no `..`, not the root itself.
-pub fn check_container_path(p: &str) -> Result<(), String> {
+pub fn check_container_path(p: &str) -> Result<(), ContainerPathError> {
     if p.is_empty() {
-        return Err("is required: an absolute path inside the container".into());
+        return Err(ContainerPathError::Empty);
     }
     if p.contains('\0') {
-        return Err("must not contain NUL bytes".into());
+        return Err(ContainerPathError::Nul);
     }
     if !p.starts_with('/') {
-        return Err(format!("{p:?} must be an absolute path"));
+        return Err(ContainerPathError::Relative(p.to_string()));
     }
     if Path::new(p).components().any(|c| c == Component::ParentDir) {
-        return Err(format!("{p:?} must not contain '..'"));
+        return Err(ContainerPathError::DotDot(p.to_string()));
     }
     if normalise(p) == "/" {
-        return Err("must not be the container's root directory".into());
+        return Err(ContainerPathError::Root);
     }
     Ok(())
 }
@@ -359,14 +374,27 @@ pub fn normalise(p: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// Why a `file://` URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileUrlError {
+    #[error("{0:?}: file URLs must be file:///absolute/path")]
+    NotLocal(String),
+    #[error("{0:?} has a bad %-escape")]
+    BadEscape(String),
+    #[error("{0:?} must not contain NUL bytes")]
+    Nul(String),
+    #[error("{0:?} must not contain '..'")]
+    DotDot(String),
+}
+
 /// The host path of a `file://` URL (or bare absolute path), if it is one.
 /// `Ok(None)` for other schemes.
-pub fn file_url_path(url: &str) -> Result<Option<PathBuf>, String> {
+pub fn file_url_path(url: &str) -> Result<Option<PathBuf>, FileUrlError> {
     let rest = if let Some(rest) = url.strip_prefix("file://") {
         // Only local file URLs: file:///p or file://localhost/p.
         let rest = rest.strip_prefix("localhost").unwrap_or(rest);
         if !rest.starts_with('/') {
-            return Err(format!("{url:?}: file URLs must be file:///absolute/path"));
+            return Err(FileUrlError::NotLocal(url.to_string()));
         }
         rest
     } else if url.starts_with('/') {
@@ -374,15 +402,15 @@ pub fn file_url_path(url: &str) -> Result<Option<PathBuf>, String> {
     } else {
         return Ok(None);
     };
-    let decoded = percent_decode(rest).ok_or_else(|| format!("{url:?} has a bad %-escape"))?;
+    let decoded = percent_decode(rest).ok_or_else(|| FileUrlError::BadEscape(url.to_string()))?;
     if decoded.contains('\0') {
-        return Err(format!("{url:?} must not contain NUL bytes"));
+        return Err(FileUrlError::Nul(url.to_string()));
     }
     if Path::new(&decoded)
         .components()
         .any(|c| c == Component::ParentDir)
     {
-        return Err(format!("{url:?} must not contain '..'"));
+        return Err(FileUrlError::DotDot(url.to_string()));
     }
     Ok(Some(PathBuf::from(normalise(&decoded))))
 }
@@ -392,24 +420,44 @@ pub fn within_roots(path: &Path, roots: &[PathBuf]) -> bool {
     roots.iter().any(|r| path.starts_with(r))
 }
 
-fn check_url(url: &str, policy: &Policy) -> Result<(), String> {
+/// Why an input's or output's URL is refused at submit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error(transparent)]
+    FileUrl(#[from] FileUrlError),
+    #[error("file:// URLs are not enabled on this server (no allowed directories are configured)")]
+    FileNotEnabled,
+    #[error("{path} is outside the directories this server allows: {roots}")]
+    OutsideRoots { path: String, roots: String },
+    #[error("{0:?} is not a valid URL")]
+    Malformed(String),
+    #[error(transparent)]
+    ObjectName(#[from] crate::objects::NameError),
+    #[error(
+        "URL scheme {scheme:?} is not supported by this server; it serves {served}. \
+         To serve another scheme, bind a filer plugin to it \
+         (`tessera plugin activate NAME VERSION --scope SCHEME`, see docs/plugins.md)"
+    )]
+    NotServed { scheme: String, served: String },
+}
+
+fn check_url(url: &str, policy: &Policy) -> Result<(), UrlError> {
     match file_url_path(url)? {
         Some(path) => {
             if policy.file_roots.is_empty() {
-                Err("file:// URLs are not enabled on this server (no allowed directories are configured)".into())
+                Err(UrlError::FileNotEnabled)
             } else if within_roots(&path, &policy.file_roots) {
                 Ok(())
             } else {
-                Err(format!(
-                    "{} is outside the directories this server allows: {}",
-                    path.display(),
-                    policy
+                Err(UrlError::OutsideRoots {
+                    path: path.display().to_string(),
+                    roots: policy
                         .file_roots
                         .iter()
                         .map(|r| r.display().to_string())
                         .collect::<Vec<_>>()
-                        .join(", ")
-                ))
+                        .join(", "),
+                })
             }
         }
         None => {
@@ -418,21 +466,19 @@ fn check_url(url: &str, policy: &Policy) -> Result<(), String> {
             if url.contains("://") && policy.filer_schemes.contains(&lower) {
                 let rest = &url[scheme.len() + 3..];
                 if rest.is_empty() || rest.chars().any(|c| c.is_control() || c == ' ') {
-                    return Err(format!("{url:?} is not a valid URL"));
+                    return Err(UrlError::Malformed(url.to_string()));
                 }
                 if lower == "s3" {
-                    crate::objects::parse_s3_url(url).map_err(|e| e.to_string())?;
+                    crate::objects::parse_s3_url(url)?;
                 }
                 return Ok(());
             }
             let mut served = storage_prefixes(policy);
             served.push("inline content".into());
-            Err(format!(
-                "URL scheme {scheme:?} is not supported by this server; it serves {}. \
-                 To serve another scheme, bind a filer plugin to it \
-                 (`tessera plugin activate NAME VERSION --scope SCHEME`, see docs/plugins.md)",
-                served.join(", ")
-            ))
+            Err(UrlError::NotServed {
+                scheme: scheme.to_string(),
+                served: served.join(", "),
+            })
         }
     }
 }

@@ -17,7 +17,7 @@ pub fn render(record: &TaskRecord, view: View) -> Task {
     let mut task = record.spec.clone();
     task.id = Some(record.id.clone());
     task.state = Some(record.state);
-    task.creation_time = Some(record.creation_time.clone());
+    task.creation_time = Some(crate::time_fmt::format_rfc3339(record.creation_time));
     task.logs = Some(record.logs.clone());
     if task.executors.is_none() {
         task.executors = Some(Vec::new());
@@ -77,7 +77,7 @@ mod tests {
                 system_logs: Some(vec!["sys".into()]),
                 ..TaskLog::default()
             }],
-            creation_time: "2026-01-01T00:00:00Z".into(),
+            creation_time: time::macros::datetime!(2026-01-01 00:00:00 UTC),
         }
     }
 

@@ -74,7 +74,7 @@ mod validate;
 mod world;
 
 pub use bindings::PluginError;
-pub use capability::http::check_allowed_host;
+pub use capability::http::{BadAllowedHost, check_allowed_host};
 pub use capability::workspace::{FilerWorkspace, MountError};
 pub use error::{CallError, DisplayPluginError, ErrorKind, LoadError};
 pub use manifest::{

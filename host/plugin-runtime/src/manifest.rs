@@ -2,7 +2,6 @@
 //! configuration and secrets).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -13,88 +12,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// sets none.
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
 
-/// The slot a plugin fills: one world of `wit/plugin.wit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum World {
-    Router,
-    Notifier,
-    Filer,
-    EngineAdapter,
-}
-
-impl World {
-    /// The world's name in `wit/plugin.wit`.
-    pub fn name(self) -> &'static str {
-        match self {
-            World::Router => "router",
-            World::Notifier => "notifier",
-            World::Filer => "filer",
-            World::EngineAdapter => "engine-adapter",
-        }
-    }
-
-    /// The interface a component of this world must export.
-    pub fn export(self) -> &'static str {
-        match self {
-            World::Router => "tessera:plugin/routing@0.1.0",
-            World::Notifier => "tessera:plugin/notify@0.1.0",
-            World::Filer => "tessera:plugin/filing@0.1.0",
-            World::EngineAdapter => "tessera:plugin/engine@0.1.0",
-        }
-    }
-
-    /// The capabilities this world can be granted at all.
-    pub fn capabilities(self) -> &'static [Capability] {
-        use Capability::*;
-        match self {
-            World::Router => &[Log, Config],
-            World::Notifier | World::EngineAdapter => &[Log, Config, Http],
-            World::Filer => &[Log, Config, Http, ObjectStore, Workspace],
-        }
-    }
-}
-
-impl fmt::Display for World {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A host capability a manifest can grant: one or more imported interfaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Capability {
-    /// `tessera:plugin/log` (always granted).
-    Log,
-    /// `tessera:plugin/config`: this plugin's configuration and listed secrets.
-    Config,
-    /// `wasi:http/outgoing-handler` to listed hosts.
-    Http,
-    /// `tessera:plugin/object-store` to listed buckets.
-    ObjectStore,
-    /// `tessera:plugin/workspace` of the current task.
-    Workspace,
-}
-
-impl Capability {
-    /// The name used in manifests.
-    pub fn name(self) -> &'static str {
-        match self {
-            Capability::Log => "log",
-            Capability::Config => "config",
-            Capability::Http => "http",
-            Capability::ObjectStore => "object-store",
-            Capability::Workspace => "workspace",
-        }
-    }
-}
-
-impl fmt::Display for Capability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use tessera_core::plugin::{Capability, World};
 
 /// Per-call limits. `None` means the default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,7 +66,7 @@ impl Registry {
             Some(s) => s.to_string(),
             None => default_scope(&manifest)?,
         };
-        let world = manifest.world.name();
+        let world = manifest.world;
         let current = self
             .0
             .store
@@ -96,7 +96,7 @@ impl Registry {
             .bind_plugin(world, &scope, name, version, settings_json.as_deref())
             .await?;
         self.swap_in(binding.clone(), loaded, &effective);
-        tracing::info!(plugin = name, version, world, scope = %scope, "plugin activated");
+        tracing::info!(plugin = name, version, world = %world, scope = %scope, "plugin activated");
         Ok(BindingView::new(&binding, None))
     }
 
@@ -150,7 +150,7 @@ impl Registry {
         let rolled = self
             .0
             .store
-            .rollback_binding(&binding.world, &binding.scope)
+            .rollback_binding(binding.world, &binding.scope)
             .await?
             .ok_or_else(|| RegistryError::Conflict("the binding changed meanwhile".into()))?;
         self.swap_in(rolled.clone(), loaded, &settings);
@@ -174,7 +174,7 @@ impl Registry {
                 users
                     .iter()
                     .map(|(w, s)| if s.is_empty() {
-                        w.clone()
+                        w.to_string()
                     } else {
                         format!("{w} scope {s:?}")
                     })

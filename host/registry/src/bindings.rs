@@ -93,13 +93,13 @@ impl Registry {
     /// The default binding of `world`'s `scope`, with its version, if there is one.
     pub(crate) fn default_for(
         &self,
-        world: &str,
+        world: World,
         scope: &str,
     ) -> Option<&(DefaultBinding, String)> {
         self.0
             .defaults
             .iter()
-            .find(|(d, _)| d.world.name() == world && d.scope == scope)
+            .find(|(d, _)| d.world == world && d.scope == scope)
     }
 
     /// The default bindings whose scope has no stored binding (these serve), as rows.
@@ -113,11 +113,11 @@ impl Registry {
             .filter(|(d, _)| {
                 !stored
                     .iter()
-                    .any(|b| b.world == d.world.name() && b.scope == d.scope)
+                    .any(|b| b.world == d.world && b.scope == d.scope)
             })
             .map(|(d, version)| {
                 let row = BindingRow {
-                    world: d.world.name().to_string(),
+                    world: d.world,
                     scope: d.scope.clone(),
                     plugin: d.plugin.to_string(),
                     version: version.clone(),
@@ -169,14 +169,14 @@ impl Registry {
             }
         }
         for b in stored {
-            if b.world == World::Notifier.name()
-                || b.world == World::Filer.name()
-                || b.world == World::EngineAdapter.name()
+            if b.world == World::Notifier
+                || b.world == World::Filer
+                || b.world == World::EngineAdapter
             {
                 self.reload_binding(&b).await;
                 continue;
             }
-            if b.world != World::Router.name() {
+            if b.world != World::Router {
                 continue;
             }
             let loaded = async {

@@ -45,7 +45,7 @@ pub(crate) fn version_row(
     Ok(PluginVersionRow {
         name: manifest.name.clone(),
         version: manifest.version.clone(),
-        world: manifest.world.name().to_string(),
+        world: manifest.world,
         manifest: serde_json::to_string(manifest)
             .map_err(|e| RegistryError::Invalid(format!("manifest: {e}")))?,
         sha256: compiled.info.sha256.clone(),
@@ -72,7 +72,7 @@ impl Registry {
             return Ok(());
         }
         let scope = default_scope(&manifest)?;
-        let world = manifest.world.name();
+        let world = manifest.world;
         let bindings = self.0.store.plugin_bindings().await?;
         let current = bindings
             .iter()
@@ -94,7 +94,7 @@ impl Registry {
                 .store
                 .bind_plugin(world, &scope, &manifest.name, &manifest.version, None)
                 .await?;
-            tracing::info!(plugin = %manifest.name, version = %manifest.version, world, "bound the built-in plugin");
+            tracing::info!(plugin = %manifest.name, version = %manifest.version, world = %world, "bound the built-in plugin");
         }
         Ok(())
     }
@@ -161,7 +161,7 @@ impl Registry {
                 Some(p) => p.versions.push(view),
                 None => out.push(PluginView {
                     name: row.name.clone(),
-                    world: row.world.clone(),
+                    world: row.world,
                     versions: vec![view],
                     bindings: Vec::new(),
                 }),
@@ -179,7 +179,7 @@ impl Registry {
             if let Some(p) = out.iter_mut().find(|p| p.name == b.plugin) {
                 let error = routers
                     .get(&b.scope)
-                    .filter(|_| b.world == World::Router.name())
+                    .filter(|_| b.world == World::Router)
                     .and_then(|s| s.as_ref().err().map(|(_, e)| e.clone()));
                 p.bindings.push(BindingView::new(&b, error));
             }

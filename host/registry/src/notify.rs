@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tessera_core::time_fmt::{format_rfc3339, now_rfc3339, parse_rfc3339};
-use tessera_core::{Event, TaskRecord};
-use tessera_plugin_runtime::{NotifyEvent, TaskInfo};
+use tessera_core::time_fmt::{format_rfc3339, unix_ms};
+use tessera_core::{Event, State, TaskRecord};
+use tessera_plugin_runtime::{CallError, NotifyEvent, TaskInfo};
 use tessera_store::Failed;
 
 use crate::{ActiveNotifier, Registry};
@@ -28,9 +28,9 @@ pub const NOTIFICATION_URL_TAG: &str = "notification_url";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventFilter {
-    /// States entered (TES names, e.g. "COMPLETE"); empty: any.
-    #[serde(default)]
-    pub states: Vec<String>,
+    /// States entered (TES names, e.g. "COMPLETE", in any case); empty: any.
+    #[serde(default, deserialize_with = "states_any_case")]
+    pub states: Vec<State>,
     /// Tags the task must have (an empty value: the key with any value).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -39,13 +39,18 @@ pub struct EventFilter {
     pub groups: Vec<String>,
 }
 
+/// TES state names in any case (`complete` as `COMPLETE`); an unknown name is an error.
+fn states_any_case<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<State>, D::Error> {
+    let names: Vec<String> = Deserialize::deserialize(d)?;
+    names
+        .iter()
+        .map(|n| n.parse::<State>().map_err(serde::de::Error::custom))
+        .collect()
+}
+
 impl EventFilter {
     pub fn matches(&self, event: &Event, task: &TaskRecord) -> bool {
-        let states = self.states.is_empty()
-            || self
-                .states
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(event.to_state.as_str()));
+        let states = self.states.is_empty() || self.states.contains(&event.to_state);
         let tags = task.spec.tags.as_ref();
         let tags_ok = self.tags.iter().all(|(k, v)| {
             tags.and_then(|t| t.get(k))
@@ -62,9 +67,8 @@ pub fn backoff(attempts: i64) -> Duration {
     Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
 }
 
-fn at_after(d: Duration) -> String {
-    let t = time::OffsetDateTime::now_utc() + d;
-    format_rfc3339(t)
+fn at_after(d: Duration) -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + d
 }
 
 fn event_for(event: &Event, task: &TaskRecord) -> NotifyEvent {
@@ -83,17 +87,13 @@ fn event_for(event: &Event, task: &TaskRecord) -> NotifyEvent {
             tags,
             group: None,
             priority: 0,
-            cpu_cores: resources
-                .and_then(|r| r.cpu_cores)
-                .and_then(|c| u32::try_from(c).ok()),
+            cpu_cores: resources.map(|r| r.cpu_count()).filter(|c| *c > 0),
             ram_bytes: resources.map(|r| r.ram_bytes()).filter(|b| *b > 0),
-            created_at_ms: parse_rfc3339(&task.creation_time)
-                .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
-                .unwrap_or(0),
+            created_at_ms: unix_ms(task.creation_time),
         },
         from_state: event.from_state.map(|s| s.as_str().to_string()),
         to_state: event.to_state.as_str().to_string(),
-        at: event.at.clone(),
+        at: format_rfc3339(event.at),
         reason: event.reason.clone(),
         notification_url: spec
             .tags
@@ -151,7 +151,7 @@ impl Registry {
                 failed.push(Failed {
                     event_seq: event.seq,
                     next_at: at_after(backoff(1)),
-                    error,
+                    error: error.to_string(),
                 });
             }
         }
@@ -159,7 +159,10 @@ impl Registry {
             store.advance_notifier(scope, last.seq, &failed).await?;
         }
 
-        for retry in store.due_retries(scope, &now_rfc3339(), BATCH).await? {
+        for retry in store
+            .due_retries(scope, time::OffsetDateTime::now_utc(), BATCH)
+            .await?
+        {
             let found = match store.event(retry.event_seq).await? {
                 Some(e) => self.task_of(&mut tasks, &e.task_id).await?.map(|t| (e, t)),
                 None => None,
@@ -180,8 +183,8 @@ impl Registry {
                         .retry_failed(
                             scope,
                             retry.event_seq,
-                            &at_after(backoff(attempts)),
-                            &error,
+                            at_after(backoff(attempts)),
+                            &error.to_string(),
                             dead,
                         )
                         .await?;
@@ -210,13 +213,12 @@ impl Registry {
         notifier: &std::sync::Arc<ActiveNotifier>,
         event: &Event,
         task: &TaskRecord,
-    ) -> Result<(), String> {
+    ) -> Result<(), CallError> {
         let plugin = notifier.plugin.clone();
         let event = event_for(event, task);
         tokio::task::spawn_blocking(move || plugin.deliver(&event))
             .await
-            .map_err(|e| format!("the delivery thread failed: {e}"))?
-            .map_err(|e| e.to_string())
+            .unwrap_or_else(|e| Err(CallError::Trap(format!("the delivery thread failed: {e}"))))
     }
 }
 

@@ -10,7 +10,7 @@ use crate::Settings;
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginView {
     pub name: String,
-    pub world: String,
+    pub world: tessera_plugin_runtime::World,
     pub versions: Vec<VersionView>,
     pub bindings: Vec<BindingView>,
 }
@@ -20,7 +20,7 @@ pub struct PluginView {
 pub struct VersionView {
     pub name: String,
     pub version: String,
-    pub world: String,
+    pub world: tessera_plugin_runtime::World,
     pub manifest: Manifest,
     pub sha256: String,
     pub size_bytes: i64,
@@ -49,7 +49,7 @@ impl VersionView {
         VersionView {
             name: row.name.clone(),
             version: row.version.clone(),
-            world: row.world.clone(),
+            world: row.world,
             manifest: manifest.clone(),
             sha256: row.sha256.clone(),
             size_bytes: row.size_bytes,
@@ -101,7 +101,7 @@ impl CallStats {
 /// only).
 #[derive(Debug, Clone, Serialize)]
 pub struct BindingView {
-    pub world: String,
+    pub world: tessera_plugin_runtime::World,
     pub scope: String,
     pub plugin: String,
     pub version: String,
@@ -134,7 +134,7 @@ impl BindingView {
     pub(crate) fn new(b: &BindingRow, error: Option<String>) -> Self {
         let settings: Settings = serde_json::from_str(&b.settings).unwrap_or_default();
         BindingView {
-            world: b.world.clone(),
+            world: b.world,
             scope: b.scope.clone(),
             plugin: b.plugin.clone(),
             version: b.version.clone(),

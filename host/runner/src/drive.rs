@@ -17,7 +17,7 @@ use std::time::Instant;
 use tessera_core::State;
 use tessera_core::task::TaskRecord;
 use tessera_core::tes::{ExecutorLog, TaskLog};
-use tessera_core::time_fmt::{end_not_before, format_rfc3339, millis_between, now_rfc3339};
+use tessera_core::time_fmt::{end_not_before, format_rfc3339, now_rfc3339};
 use tessera_executor::{ExecError, Executor, LogChunk, ProcessState, process_name};
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
@@ -218,11 +218,12 @@ impl Drive {
 
     /// INITIALIZING: images, then inputs, then RUNNING.
     async fn stage_in(&mut self) -> Result<(), Stop> {
-        let start = now_rfc3339();
+        let start = OffsetDateTime::now_utc();
         if self.log().start_time.is_none() {
-            self.log().start_time = Some(start.clone());
+            self.log().start_time = Some(format_rfc3339(start));
         }
-        if let Some(ms) = millis_between(&self.task.creation_time, &start) {
+        let queued = (start - self.task.creation_time).whole_milliseconds();
+        if let Ok(ms) = u64::try_from(queued) {
             self.meta("queue_ms", ms);
             metrics::PHASE_SECONDS
                 .with_label_values(&["queue"])

@@ -158,9 +158,9 @@ pub async fn route_round<'a>(
                 )
             });
             let outcomes = answer.and_then(|decisions| {
-                routing::check_decisions(&request, &decisions).map_err(|message| RouteError {
+                routing::check_decisions(&request, &decisions).map_err(|e| RouteError {
                     router: String::new(),
-                    message,
+                    message: e.to_string(),
                 })
             });
             match outcomes {
@@ -212,13 +212,24 @@ pub fn candidate(task: &TaskRecord, route_tag_keys: &[String]) -> Candidate {
         priority: 0,
         cpu_cores: resources.cpu_count(),
         ram_bytes: resources.ram_bytes(),
-        queued_at_ms: tessera_core::time_fmt::parse_rfc3339(&task.creation_time)
-            .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
-            .unwrap_or(0),
+        queued_at_ms: tessera_core::time_fmt::unix_ms(task.creation_time),
     }
 }
 
-type Submission = (NewTask, oneshot::Sender<Result<TaskRecord, String>>);
+type Submission = (NewTask, oneshot::Sender<Result<TaskRecord, SubmitError>>);
+
+/// Why a task could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("storing the task failed: {0}")]
+    Store(#[from] StoreError),
+    /// The batch this task was stored with failed.
+    #[error("storing the task failed: {0}")]
+    Batch(std::sync::Arc<StoreError>),
+    /// The intake loop is gone (the server is shutting down).
+    #[error("the task intake has stopped")]
+    Stopped,
+}
 
 #[derive(Clone)]
 pub struct Runner(Arc<Inner>);
@@ -350,7 +361,7 @@ impl Runner {
     }
 
     /// Store a new task (batched with concurrent submissions into one transaction).
-    pub async fn submit(&self, mut task: NewTask) -> Result<TaskRecord, String> {
+    pub async fn submit(&self, mut task: NewTask) -> Result<TaskRecord, SubmitError> {
         if task.reason.is_none() {
             task.reason = Some(self.queue_reason());
         }
@@ -359,9 +370,8 @@ impl Runner {
             .intake
             .send((task, tx))
             .await
-            .map_err(|_| "the task intake has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the task intake dropped the request".to_string())?
+            .map_err(|_| SubmitError::Stopped)?;
+        rx.await.map_err(|_| SubmitError::Stopped)?
     }
 
     async fn intake_loop(self, mut rx: mpsc::Receiver<Submission>) {
@@ -381,21 +391,21 @@ impl Runner {
                     tracing::warn!(error = %e, count = tasks.len(), "storing a batch failed; storing its tasks one by one");
                     for (task, reply) in tasks.into_iter().zip(replies) {
                         let result = self.0.store.insert_tasks(std::slice::from_ref(&task)).await;
-                        let _ = reply.send(
-                            result
-                                .map_err(|e| format!("storing the task failed: {e}"))
-                                .and_then(|mut r| {
-                                    r.pop()
-                                        .ok_or_else(|| "the store returned no record".to_string())
-                                }),
-                        );
+                        let _ = reply.send(result.map_err(SubmitError::Store).and_then(|mut r| {
+                            r.pop().ok_or_else(|| {
+                                SubmitError::Store(StoreError::Corrupt(
+                                    "the store returned no record".into(),
+                                ))
+                            })
+                        }));
                     }
                     self.0.wake.notify_one();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "storing a new task failed");
+                    let e = std::sync::Arc::new(e);
                     for reply in replies {
-                        let _ = reply.send(Err(format!("storing the task failed: {e}")));
+                        let _ = reply.send(Err(SubmitError::Batch(e.clone())));
                     }
                 }
             }

@@ -77,7 +77,7 @@ mod tests {
                 ..Task::default()
             },
             logs: vec![],
-            creation_time: "2026-01-01T00:00:00Z".into(),
+            creation_time: time::macros::datetime!(2026-01-01 00:00:00 UTC),
         }
     }
 

@@ -45,8 +45,8 @@ pub enum StagingError {
     NotAllowed,
     #[error("is not a file:// URL")]
     NotAFileUrl,
-    #[error("{0}")]
-    BadUrl(String),
+    #[error(transparent)]
+    BadUrl(#[from] tessera_core::validate::FileUrlError),
     #[error("is a {found}, but its type is {want}")]
     WrongType {
         found: &'static str,
@@ -430,7 +430,7 @@ mod tests {
             reason: None,
             spec,
             logs: vec![],
-            creation_time: String::new(),
+            creation_time: time::OffsetDateTime::UNIX_EPOCH,
         }
     }
 

@@ -140,7 +140,7 @@ mod tests {
             reason: None,
             spec,
             logs: vec![],
-            creation_time: String::new(),
+            creation_time: time::OffsetDateTime::UNIX_EPOCH,
         }
     }
 

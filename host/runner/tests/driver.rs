@@ -112,7 +112,7 @@ impl Setup {
                 ),
                 ..Task::default()
             },
-            creation_time: tessera_core::time_fmt::now_rfc3339(),
+            creation_time: time::OffsetDateTime::now_utc(),
             reason: None,
             logs: Vec::new(),
         };

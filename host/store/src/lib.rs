@@ -35,8 +35,9 @@ use sqlx::{
 };
 use tessera_core::task::NewTask;
 use tessera_core::tes::{Task, TaskLog};
-use tessera_core::time_fmt::now_rfc3339;
+use tessera_core::time_fmt::{format_rfc3339, now_rfc3339, parse_rfc3339};
 use tessera_core::{Event, State, TaskRecord};
+use time::OffsetDateTime;
 
 /// The reason a task gets when the dispatcher claims it (QUEUED → INITIALIZING).
 pub const CLAIM_REASON: &str = "claimed for execution";
@@ -170,7 +171,7 @@ struct Encoded<'a> {
     name: Option<&'a str>,
     spec: String,
     logs: String,
-    creation_time: &'a str,
+    creation_time: String,
 }
 
 impl<'a> Encoded<'a> {
@@ -184,7 +185,7 @@ impl<'a> Encoded<'a> {
                 source,
             })?,
             logs: encode_logs(&task.id, &task.logs)?,
-            creation_time: &task.creation_time,
+            creation_time: format_rfc3339(task.creation_time),
         })
     }
 }
@@ -194,6 +195,11 @@ fn encode_logs(task_id: &str, logs: &[TaskLog]) -> Result<String, StoreError> {
         task_id: task_id.to_string(),
         source,
     })
+}
+
+/// A stored RFC 3339 time; anything else is a corrupt row.
+fn parse_time(task_id: &str, s: &str) -> Result<OffsetDateTime, StoreError> {
+    parse_rfc3339(s).ok_or_else(|| StoreError::Corrupt(format!("task {task_id}: time {s:?}")))
 }
 
 fn parse_state(task_id: &str, s: &str) -> Result<State, StoreError> {
@@ -250,7 +256,7 @@ where
         reason: row.try_get("reason")?,
         spec,
         logs,
-        creation_time: row.try_get("creation_time")?,
+        creation_time: parse_time(&id, &row.try_get::<String, _>("creation_time")?)?,
         id,
     })
 }
@@ -267,7 +273,7 @@ where
     let to_state: String = row.try_get("to_state")?;
     Ok(Event {
         seq: row.try_get("seq")?,
-        at: row.try_get("at")?,
+        at: parse_time(&task_id, &row.try_get::<String, _>("at")?)?,
         from_state: from_state.map(|s| parse_state(&task_id, &s)).transpose()?,
         to_state: parse_state(&task_id, &to_state)?,
         reason: row.try_get("reason")?,
@@ -452,7 +458,7 @@ impl Store {
                         .push_bind(t.name)
                         .push_bind(t.spec.as_str())
                         .push_bind(t.logs.as_str())
-                        .push_bind(t.creation_time)
+                        .push_bind(t.creation_time.as_str())
                         .push_bind(now.as_str());
                 });
                 qb.push(" RETURNING seq, id");
@@ -509,7 +515,7 @@ impl Store {
                     reason: t.reason.clone(),
                     spec: t.spec.clone(),
                     logs: t.logs.clone(),
-                    creation_time: t.creation_time.clone(),
+                    creation_time: t.creation_time,
                 })
             })
             .collect()

@@ -3,6 +3,8 @@
 
 use sqlx::Row;
 use tessera_core::Event;
+use tessera_core::time_fmt::format_sortable;
+use time::OffsetDateTime;
 
 use crate::{Pools, Store, StoreError, WritePool, decode_event};
 
@@ -14,11 +16,11 @@ pub struct Retry {
     pub last_error: String,
 }
 
-/// A failed first attempt, to be retried at `next_at` (RFC 3339 UTC).
+/// A failed first attempt, to be retried at `next_at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed {
     pub event_seq: i64,
-    pub next_at: String,
+    pub next_at: OffsetDateTime,
     pub error: String,
 }
 
@@ -109,7 +111,7 @@ impl Store {
                 )
                 .bind(scope)
                 .bind(f.event_seq)
-                .bind(f.next_at.as_str())
+                .bind(format_sortable(f.next_at))
                 .bind(f.error.as_str())
                 .execute(&mut *tx)
                 .await?;
@@ -127,11 +129,11 @@ impl Store {
         })
     }
 
-    /// Retries of a binding that are due at `now` (RFC 3339 UTC), oldest event first.
+    /// Retries of a binding that are due at `now`, oldest event first.
     pub async fn due_retries(
         &self,
         scope: &str,
-        now: &str,
+        now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Retry>, StoreError> {
         with_pool!(self, reader, |pool| {
@@ -140,7 +142,8 @@ impl Store {
                  WHERE scope = $1 AND dead = 0 AND next_at <= $2 ORDER BY event_seq LIMIT $3",
             )
             .bind(scope)
-            .bind(now)
+            // Stored as fixed-width UTC text, which sorts as the times do.
+            .bind(format_sortable(now))
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await?;
@@ -174,7 +177,7 @@ impl Store {
         &self,
         scope: &str,
         event_seq: i64,
-        next_at: &str,
+        next_at: OffsetDateTime,
         error: &str,
         dead: bool,
     ) -> Result<(), StoreError> {
@@ -183,7 +186,7 @@ impl Store {
                 "UPDATE notifier_retries SET attempts = attempts + 1, next_at = $1, \
                  last_error = $2, dead = $3 WHERE scope = $4 AND event_seq = $5",
             )
-            .bind(next_at)
+            .bind(format_sortable(next_at))
             .bind(error)
             .bind(i64::from(dead))
             .bind(scope)

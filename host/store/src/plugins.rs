@@ -3,6 +3,7 @@
 //! settings are JSON text to it, a component is bytes.
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
+use tessera_core::plugin::World;
 use tessera_core::time_fmt::now_rfc3339;
 
 use crate::{Pools, Store, StoreError, WritePool};
@@ -25,7 +26,7 @@ macro_rules! upsert_binding {
              previous_version = excluded.previous_version, settings = excluded.settings, \
              updated_at = excluded.updated_at",
         )
-        .bind(row.world.as_str())
+        .bind(row.world.name())
         .bind(row.scope.as_str())
         .bind(row.plugin.as_str())
         .bind(row.version.as_str())
@@ -43,8 +44,8 @@ macro_rules! upsert_binding {
 pub struct PluginVersionRow {
     pub name: String,
     pub version: String,
-    /// The world it fills (`router`, `notifier`, `filer`, `engine-adapter`).
-    pub world: String,
+    /// The world it fills.
+    pub world: World,
     /// The manifest as JSON.
     pub manifest: String,
     /// Hex SHA-256 of the component.
@@ -58,7 +59,7 @@ pub struct PluginVersionRow {
 /// Which plugin version serves a scope of a world.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindingRow {
-    pub world: String,
+    pub world: World,
     /// The world's key: a group for routers (`""`: every group), a URL scheme for filers,
     /// an engine for engine adapters, a binding name for notifiers.
     pub scope: String,
@@ -86,13 +87,19 @@ pub enum Deleted {
     Deleted,
     NotFound,
     /// A binding serves this version: `(world, scope)` of each.
-    InUse(Vec<(String, String)>),
+    InUse(Vec<(World, String)>),
 }
 
 const VERSION_COLS: &str =
     "name, version, world, manifest, sha256, size_bytes, origin, installed_at";
 const BINDING_COLS: &str =
     "world, scope, plugin, version, previous_plugin, previous_version, settings, updated_at";
+
+/// A world as stored (its name); another name is a corrupt row.
+fn decode_world(name: String) -> Result<World, sqlx::Error> {
+    name.parse()
+        .map_err(|e: tessera_core::plugin::UnknownWorld| sqlx::Error::Decode(e.into()))
+}
 
 fn decode_version<R>(row: &R) -> Result<PluginVersionRow, sqlx::Error>
 where
@@ -104,7 +111,7 @@ where
     Ok(PluginVersionRow {
         name: row.try_get("name")?,
         version: row.try_get("version")?,
-        world: row.try_get("world")?,
+        world: decode_world(row.try_get("world")?)?,
         manifest: row.try_get("manifest")?,
         sha256: row.try_get("sha256")?,
         size_bytes: row.try_get("size_bytes")?,
@@ -122,7 +129,7 @@ where
     let previous_plugin: Option<String> = row.try_get("previous_plugin")?;
     let previous_version: Option<String> = row.try_get("previous_version")?;
     Ok(BindingRow {
-        world: row.try_get("world")?,
+        world: decode_world(row.try_get("world")?)?,
         scope: row.try_get("scope")?,
         plugin: row.try_get("plugin")?,
         version: row.try_get("version")?,
@@ -167,7 +174,7 @@ impl Store {
             )
             .bind(row.name.as_str())
             .bind(row.version.as_str())
-            .bind(row.world.as_str())
+            .bind(row.world.name())
             .bind(row.manifest.as_str())
             .bind(row.sha256.as_str())
             .bind(row.size_bytes)
@@ -245,6 +252,10 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             if !users.is_empty() {
+                let users = users
+                    .into_iter()
+                    .map(|(w, scope)| Ok((decode_world(w)?, scope)))
+                    .collect::<Result<_, sqlx::Error>>()?;
                 return Ok(Deleted::InUse(users));
             }
             sqlx::query(
@@ -284,7 +295,7 @@ impl Store {
     /// without settings gets `{}`. The version must be installed and of that world.
     pub async fn bind_plugin(
         &self,
-        world: &str,
+        world: World,
         scope: &str,
         plugin: &str,
         version: &str,
@@ -308,7 +319,7 @@ impl Store {
                         "plugin {plugin}@{version} is not installed"
                     )));
                 }
-                Some(w) if w != world => {
+                Some(w) if w != world.name() => {
                     return Err(StoreError::Conflict(format!(
                         "plugin {plugin}@{version} is a {w} plugin, not a {world} plugin"
                     )));
@@ -316,7 +327,7 @@ impl Store {
                 Some(_) => {}
             }
             let current = sqlx::query(&select)
-                .bind(world)
+                .bind(world.name())
                 .bind(scope)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -332,7 +343,7 @@ impl Store {
                         Some((cur.plugin.clone(), cur.version.clone()))
                     };
                     BindingRow {
-                        world: world.into(),
+                        world,
                         scope: scope.into(),
                         plugin: plugin.into(),
                         version: version.into(),
@@ -342,7 +353,7 @@ impl Store {
                     }
                 }
                 None => BindingRow {
-                    world: world.into(),
+                    world,
                     scope: scope.into(),
                     plugin: plugin.into(),
                     version: version.into(),
@@ -361,7 +372,7 @@ impl Store {
     /// binding does not exist or has nothing to roll back to.
     pub async fn rollback_binding(
         &self,
-        world: &str,
+        world: World,
         scope: &str,
     ) -> Result<Option<BindingRow>, StoreError> {
         let select =
@@ -370,7 +381,7 @@ impl Store {
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
             let current = sqlx::query(&select)
-                .bind(world)
+                .bind(world.name())
                 .bind(scope)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -397,10 +408,10 @@ impl Store {
     }
 
     /// Remove a binding. Returns whether it existed.
-    pub async fn unbind_plugin(&self, world: &str, scope: &str) -> Result<bool, StoreError> {
+    pub async fn unbind_plugin(&self, world: World, scope: &str) -> Result<bool, StoreError> {
         with_pool!(self, writer, |pool| {
             let done = sqlx::query("DELETE FROM plugin_bindings WHERE world = $1 AND scope = $2")
-                .bind(world)
+                .bind(world.name())
                 .bind(scope)
                 .execute(pool)
                 .await?;

@@ -4,6 +4,7 @@ mod support;
 
 use support::Db;
 use tessera_core::State;
+use tessera_core::plugin::World;
 use tessera_store::{Deleted, Failed, Installed, PluginVersionRow, Store, StoreError};
 
 store_tests!(
@@ -14,11 +15,11 @@ store_tests!(
     notifier_outbox_cursor_and_retries,
 );
 
-fn version(name: &str, version: &str, world: &str, bytes: &[u8]) -> PluginVersionRow {
+fn version(name: &str, version: &str, world: World, bytes: &[u8]) -> PluginVersionRow {
     PluginVersionRow {
         name: name.into(),
         version: version.into(),
-        world: world.into(),
+        world,
         manifest: format!(r#"{{"name":"{name}","version":"{version}"}}"#),
         // Distinct bytes give distinct digests; the store only compares them.
         sha256: format!(
@@ -31,7 +32,7 @@ fn version(name: &str, version: &str, world: &str, bytes: &[u8]) -> PluginVersio
     }
 }
 
-async fn install(store: &Store, name: &str, v: &str, world: &str, bytes: &[u8]) {
+async fn install(store: &Store, name: &str, v: &str, world: World, bytes: &[u8]) {
     let row = version(name, v, world, bytes);
     store.install_plugin_version(&row, bytes).await.unwrap();
 }
@@ -39,7 +40,7 @@ async fn install(store: &Store, name: &str, v: &str, world: &str, bytes: &[u8]) 
 async fn install_is_idempotent_and_versions_are_immutable(db: &Db) {
     let store = &db.store;
     let bytes = b"\0asm component bytes".to_vec();
-    let row = version("pack", "0.1.0", "router", &bytes);
+    let row = version("pack", "0.1.0", World::Router, &bytes);
     assert_eq!(
         store.install_plugin_version(&row, &bytes).await.unwrap(),
         Installed::New
@@ -50,7 +51,7 @@ async fn install_is_idempotent_and_versions_are_immutable(db: &Db) {
     );
     let other = b"\0asm other bytes!".to_vec();
     let err = store
-        .install_plugin_version(&version("pack", "0.1.0", "router", &other), &other)
+        .install_plugin_version(&version("pack", "0.1.0", World::Router, &other), &other)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -69,33 +70,33 @@ async fn install_is_idempotent_and_versions_are_immutable(db: &Db) {
 
 async fn bind_activate_and_roll_back(db: &Db) {
     let store = &db.store;
-    install(store, "router-default", "0.1.0", "router", b"a").await;
-    install(store, "pack", "0.1.0", "router", b"bb").await;
-    install(store, "pack", "0.2.0", "router", b"ccc").await;
-    install(store, "hook", "0.1.0", "notifier", b"dddd").await;
+    install(store, "router-default", "0.1.0", World::Router, b"a").await;
+    install(store, "pack", "0.1.0", World::Router, b"bb").await;
+    install(store, "pack", "0.2.0", World::Router, b"ccc").await;
+    install(store, "hook", "0.1.0", World::Notifier, b"dddd").await;
 
     // Unknown versions and the wrong world are refused, and change nothing.
     let err = store
-        .bind_plugin("router", "", "pack", "9.9.9", None)
+        .bind_plugin(World::Router, "", "pack", "9.9.9", None)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     let err = store
-        .bind_plugin("router", "", "hook", "0.1.0", None)
+        .bind_plugin(World::Router, "", "hook", "0.1.0", None)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     assert!(store.plugin_bindings().await.unwrap().is_empty());
 
     let first = store
-        .bind_plugin("router", "", "router-default", "0.1.0", None)
+        .bind_plugin(World::Router, "", "router-default", "0.1.0", None)
         .await
         .unwrap();
     assert_eq!(first.previous, None);
     assert_eq!(first.settings, "{}");
     store
         .bind_plugin(
-            "router",
+            World::Router,
             "",
             "pack",
             "0.1.0",
@@ -105,60 +106,68 @@ async fn bind_activate_and_roll_back(db: &Db) {
         .unwrap();
     // An upgrade without settings keeps the binding's settings.
     let upgraded = store
-        .bind_plugin("router", "", "pack", "0.2.0", None)
+        .bind_plugin(World::Router, "", "pack", "0.2.0", None)
         .await
         .unwrap();
     assert_eq!(upgraded.settings, r#"{"config":{"k":"v"}}"#);
     assert_eq!(upgraded.previous, Some(("pack".into(), "0.1.0".into())));
     // Activating what is active changes nothing about the rollback target.
     let again = store
-        .bind_plugin("router", "", "pack", "0.2.0", None)
+        .bind_plugin(World::Router, "", "pack", "0.2.0", None)
         .await
         .unwrap();
     assert_eq!(again.previous, Some(("pack".into(), "0.1.0".into())));
 
-    let back = store.rollback_binding("router", "").await.unwrap().unwrap();
+    let back = store
+        .rollback_binding(World::Router, "")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (back.plugin.as_str(), back.version.as_str()),
         ("pack", "0.1.0")
     );
     assert_eq!(back.previous, Some(("pack".into(), "0.2.0".into())));
     // Rolling back twice returns to where it was.
-    let forth = store.rollback_binding("router", "").await.unwrap().unwrap();
+    let forth = store
+        .rollback_binding(World::Router, "")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(forth.version, "0.2.0");
-    assert_eq!(store.rollback_binding("router", "ops").await.unwrap(), None);
+    assert_eq!(
+        store.rollback_binding(World::Router, "ops").await.unwrap(),
+        None
+    );
 
     // A per-group router beside the default one.
     store
-        .bind_plugin("router", "ops", "router-default", "0.1.0", None)
+        .bind_plugin(World::Router, "ops", "router-default", "0.1.0", None)
         .await
         .unwrap();
     let all = store.plugin_bindings().await.unwrap();
-    let scopes: Vec<_> = all
-        .iter()
-        .map(|b| (b.world.as_str(), b.scope.as_str()))
-        .collect();
-    assert_eq!(scopes, [("router", ""), ("router", "ops")]);
-    assert!(store.unbind_plugin("router", "ops").await.unwrap());
-    assert!(!store.unbind_plugin("router", "ops").await.unwrap());
+    let scopes: Vec<_> = all.iter().map(|b| (b.world, b.scope.as_str())).collect();
+    assert_eq!(scopes, [(World::Router, ""), (World::Router, "ops")]);
+    assert!(store.unbind_plugin(World::Router, "ops").await.unwrap());
+    assert!(!store.unbind_plugin(World::Router, "ops").await.unwrap());
 }
 
 async fn delete_refuses_versions_in_use(db: &Db) {
     let store = &db.store;
-    install(store, "pack", "0.1.0", "router", b"a").await;
-    install(store, "pack", "0.2.0", "router", b"bb").await;
+    install(store, "pack", "0.1.0", World::Router, b"a").await;
+    install(store, "pack", "0.2.0", World::Router, b"bb").await;
     store
-        .bind_plugin("router", "", "pack", "0.1.0", None)
+        .bind_plugin(World::Router, "", "pack", "0.1.0", None)
         .await
         .unwrap();
     store
-        .bind_plugin("router", "", "pack", "0.2.0", None)
+        .bind_plugin(World::Router, "", "pack", "0.2.0", None)
         .await
         .unwrap();
 
     assert_eq!(
         store.delete_plugin_version("pack", "0.2.0").await.unwrap(),
-        Deleted::InUse(vec![("router".into(), "".into())])
+        Deleted::InUse(vec![(World::Router, "".into())])
     );
     assert!(
         store
@@ -173,7 +182,10 @@ async fn delete_refuses_versions_in_use(db: &Db) {
         Deleted::Deleted
     );
     assert_eq!(store.plugin_bindings().await.unwrap()[0].previous, None);
-    assert_eq!(store.rollback_binding("router", "").await.unwrap(), None);
+    assert_eq!(
+        store.rollback_binding(World::Router, "").await.unwrap(),
+        None
+    );
     assert_eq!(
         store.delete_plugin_version("pack", "0.1.0").await.unwrap(),
         Deleted::NotFound
@@ -181,9 +193,9 @@ async fn delete_refuses_versions_in_use(db: &Db) {
 }
 
 async fn plugins_survive_reopening(db: &Db) {
-    install(&db.store, "pack", "0.1.0", "router", b"abc").await;
+    install(&db.store, "pack", "0.1.0", World::Router, b"abc").await;
     db.store
-        .bind_plugin("router", "", "pack", "0.1.0", Some("{}"))
+        .bind_plugin(World::Router, "", "pack", "0.1.0", Some("{}"))
         .await
         .unwrap();
     let again = Store::connect(&db.url).await.unwrap();
@@ -235,7 +247,7 @@ async fn notifier_outbox_cursor_and_retries(db: &Db) {
             new[1].seq,
             &[Failed {
                 event_seq: new[1].seq,
-                next_at: "2000-01-01T00:00:00Z".into(),
+                next_at: time::macros::datetime!(2000-01-01 00:00:00 UTC),
                 error: "503".into(),
             }],
         )
@@ -245,23 +257,29 @@ async fn notifier_outbox_cursor_and_retries(db: &Db) {
     assert_eq!(store.retry_counts("hook").await.unwrap(), (1, 0));
     assert!(
         store
-            .due_retries("hook", "1999-01-01T00:00:00Z", 10)
+            .due_retries("hook", time::macros::datetime!(1999-01-01 00:00:00 UTC), 10)
             .await
             .unwrap()
             .is_empty()
     );
     let due = store
-        .due_retries("hook", "2001-01-01T00:00:00Z", 10)
+        .due_retries("hook", time::macros::datetime!(2001-01-01 00:00:00 UTC), 10)
         .await
         .unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!((due[0].event_seq, due[0].attempts), (new[1].seq, 1));
     store
-        .retry_failed("hook", new[1].seq, "2002-01-01T00:00:00Z", "timeout", false)
+        .retry_failed(
+            "hook",
+            new[1].seq,
+            time::macros::datetime!(2002-01-01 00:00:00 UTC),
+            "timeout",
+            false,
+        )
         .await
         .unwrap();
     let due = store
-        .due_retries("hook", "2003-01-01T00:00:00Z", 10)
+        .due_retries("hook", time::macros::datetime!(2003-01-01 00:00:00 UTC), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -271,19 +289,29 @@ async fn notifier_outbox_cursor_and_retries(db: &Db) {
     // Other bindings have their own cursor and retries.
     assert!(
         store
-            .due_retries("other", "2003-01-01T00:00:00Z", 10)
+            .due_retries(
+                "other",
+                time::macros::datetime!(2003-01-01 00:00:00 UTC),
+                10
+            )
             .await
             .unwrap()
             .is_empty()
     );
     store
-        .retry_failed("hook", new[1].seq, "2002-01-01T00:00:00Z", "gone", true)
+        .retry_failed(
+            "hook",
+            new[1].seq,
+            time::macros::datetime!(2002-01-01 00:00:00 UTC),
+            "gone",
+            true,
+        )
         .await
         .unwrap();
     assert_eq!(store.retry_counts("hook").await.unwrap(), (0, 1));
     assert!(
         store
-            .due_retries("hook", "2003-01-01T00:00:00Z", 10)
+            .due_retries("hook", time::macros::datetime!(2003-01-01 00:00:00 UTC), 10)
             .await
             .unwrap()
             .is_empty()

@@ -62,8 +62,16 @@ pub(crate) enum AllowedHost {
     Host { host: String, port: Option<u16> },
 }
 
+/// An entry of a list of allowed hosts that is not `*`, `host` or `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("allowed host `{entry}` is not `*`, `host` or `host:port`: {why}")]
+pub struct BadAllowedHost {
+    pub entry: String,
+    pub why: String,
+}
+
 impl AllowedHost {
-    pub(crate) fn parse(entry: &str) -> Result<Self, String> {
+    pub(crate) fn parse(entry: &str) -> Result<Self, BadAllowedHost> {
         let e = entry.trim();
         if e == "*" {
             return Ok(AllowedHost::Any);
@@ -79,8 +87,10 @@ impl AllowedHost {
         } else {
             None
         };
-        let err =
-            |why: &str| format!("allowed host `{entry}` is not `*`, `host` or `host:port`: {why}");
+        let err = |why: &str| BadAllowedHost {
+            entry: entry.to_string(),
+            why: why.to_string(),
+        };
         if let Some(why) = why {
             return Err(err(why));
         }
@@ -119,7 +129,7 @@ impl AllowedHost {
 
 /// Checks one entry of a list of allowed hosts (`*`, `host` or `host:port`), as a binding's
 /// `allow_hosts` are checked when it loads: for configuration read at start.
-pub fn check_allowed_host(entry: &str) -> Result<(), String> {
+pub fn check_allowed_host(entry: &str) -> Result<(), BadAllowedHost> {
     AllowedHost::parse(entry).map(|_| ())
 }
 
@@ -203,7 +213,11 @@ pub(crate) struct HttpPolicy {
 }
 
 impl HttpPolicy {
-    pub(crate) fn new(plugin: &str, version: &str, allowed: &[String]) -> Result<Self, String> {
+    pub(crate) fn new(
+        plugin: &str,
+        version: &str,
+        allowed: &[String],
+    ) -> Result<Self, BadAllowedHost> {
         Ok(HttpPolicy {
             plugin: plugin.to_owned(),
             version: version.to_owned(),
@@ -371,7 +385,7 @@ pub(crate) fn link<T: HasHttp>(
         return Ok(None);
     }
     let policy = HttpPolicy::new(&manifest.name, &manifest.version, allowed_hosts)
-        .map_err(LoadError::Settings)?;
+        .map_err(|e| LoadError::Settings(e.to_string()))?;
     monotonic_clock::add_to_linker::<_, WasiClocks>(linker, |s| {
         let (p, table) = s.http_parts();
         WasiClocksCtxView {
@@ -477,8 +491,8 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// The TLS client settings: the Mozilla roots (webpki-roots), ring as the provider.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, rustls::Error>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -486,8 +500,7 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
             let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
+                .with_safe_default_protocol_versions()?
                 .with_root_certificates(roots)
                 .with_no_client_auth();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -544,7 +557,7 @@ async fn send(
             .map_err(Error::Connect)?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = if tls {
-            let config = tls_config().map_err(|e| Error::InternalError(Some(e)))?;
+            let config = tls_config().map_err(|e| Error::InternalError(Some(e.to_string())))?;
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|_| Error::HttpRequestUriInvalid)?;
             let stream = tokio_rustls::TlsConnector::from(config)
@@ -709,7 +722,8 @@ mod tests {
             "a:b:80",
         ] {
             let e = AllowedHost::parse(bad).unwrap_err();
-            assert!(e.contains("allowed host"), "{bad}: {e}");
+            assert_eq!(e.entry, bad, "{e}");
+            assert!(e.to_string().contains("allowed host"), "{bad}: {e}");
         }
     }
 

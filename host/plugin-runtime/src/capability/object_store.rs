@@ -48,7 +48,7 @@ pub(crate) fn link<T: HasObjectStore>(
     linker: &mut Linker<T>,
     buckets: &[String],
 ) -> Result<(), LoadError> {
-    check_buckets(buckets).map_err(LoadError::Settings)?;
+    check_buckets(buckets).map_err(|e| LoadError::Settings(e.to_string()))?;
     object_store::add_to_linker::<_, ObjectStoreData>(linker, |s| s.object_store()).map_err(setup)
 }
 

@@ -29,13 +29,16 @@ pub(crate) fn bucket_granted(granted: &[String], bucket: &str) -> bool {
     granted.iter().any(|g| g == "*" || g == bucket)
 }
 
+/// A bucket grant that is neither a bucket name nor `*`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bucket `{0}` is not a bucket name (or `*` for every bucket)")]
+pub(crate) struct BadBucketGrant(pub(crate) String);
+
 /// Checks the bucket grants a binding is linked with.
-pub(crate) fn check_buckets(buckets: &[String]) -> Result<(), String> {
+pub(crate) fn check_buckets(buckets: &[String]) -> Result<(), BadBucketGrant> {
     for b in buckets {
         if b.trim().is_empty() || b.trim() != b || b.contains(['/', '\0']) {
-            return Err(format!(
-                "bucket `{b}` is not a bucket name (or `*` for every bucket)"
-            ));
+            return Err(BadBucketGrant(b.clone()));
         }
     }
     Ok(())

@@ -175,7 +175,7 @@ pub fn new_task(name: Option<&str>, tags: &[(&str, &str)]) -> NewTask {
             }),
             ..Task::default()
         },
-        creation_time: tessera_core::time_fmt::now_rfc3339(),
+        creation_time: time::OffsetDateTime::now_utc(),
         reason: Some("waiting for a free slot".into()),
         logs: Vec::<TaskLog>::new(),
     }

@@ -1,0 +1,130 @@
+//! What a plugin is to the rest of the host: the world (slot) it fills and the
+//! capabilities a manifest can grant. The plugin runtime loads and links them; the store
+//! and the registry keep them typed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The slot a plugin fills: one world of `wit/plugin.wit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    Router,
+    Notifier,
+    Filer,
+    EngineAdapter,
+}
+
+impl World {
+    /// The world's name in `wit/plugin.wit`.
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Router => "router",
+            World::Notifier => "notifier",
+            World::Filer => "filer",
+            World::EngineAdapter => "engine-adapter",
+        }
+    }
+
+    /// The interface a component of this world must export.
+    pub fn export(self) -> &'static str {
+        match self {
+            World::Router => "tessera:plugin/routing@0.1.0",
+            World::Notifier => "tessera:plugin/notify@0.1.0",
+            World::Filer => "tessera:plugin/filing@0.1.0",
+            World::EngineAdapter => "tessera:plugin/engine@0.1.0",
+        }
+    }
+
+    /// The capabilities this world can be granted at all.
+    pub fn capabilities(self) -> &'static [Capability] {
+        use Capability::*;
+        match self {
+            World::Router => &[Log, Config],
+            World::Notifier | World::EngineAdapter => &[Log, Config, Http],
+            World::Filer => &[Log, Config, Http, ObjectStore, Workspace],
+        }
+    }
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A host capability a manifest can grant: one or more imported interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// `tessera:plugin/log` (always granted).
+    Log,
+    /// `tessera:plugin/config`: this plugin's configuration and listed secrets.
+    Config,
+    /// `wasi:http/outgoing-handler` to listed hosts.
+    Http,
+    /// `tessera:plugin/object-store` to listed buckets.
+    ObjectStore,
+    /// `tessera:plugin/workspace` of the current task.
+    Workspace,
+}
+
+impl Capability {
+    /// The name used in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Config => "config",
+            Capability::Http => "http",
+            Capability::ObjectStore => "object-store",
+            Capability::Workspace => "workspace",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is no world's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a plugin world")]
+pub struct UnknownWorld(pub String);
+
+impl FromStr for World {
+    type Err = UnknownWorld;
+
+    fn from_str(s: &str) -> Result<World, UnknownWorld> {
+        [
+            World::Router,
+            World::Notifier,
+            World::Filer,
+            World::EngineAdapter,
+        ]
+        .into_iter()
+        .find(|w| w.name() == s)
+        .ok_or_else(|| UnknownWorld(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worlds_read_back_from_their_names() {
+        for w in [
+            World::Router,
+            World::Notifier,
+            World::Filer,
+            World::EngineAdapter,
+        ] {
+            assert_eq!(w.name().parse::<World>(), Ok(w));
+        }
+        assert!("routers".parse::<World>().is_err());
+    }
+}
