@@ -11,6 +11,11 @@ cargo fmt --all -- --check
 bash scripts/check-links.sh
 # The plugin runtime's modules are layered: no module imports one that imports it back.
 bash scripts/check-module-cycles.sh host/plugin-runtime/src
+# The runner knows executors only through their trait: no Docker client in its tree.
+if cargo tree --locked -p tessera-runner -e normal | grep bollard >/dev/null; then
+  echo "tessera-runner depends on bollard; it must use tessera-executor only" >&2
+  exit 1
+fi
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The guest workspaces: the SDK and the built-in plugins (their logic runs natively in
 # `cargo test`; build.sh makes the components that the plugin runtime's tests load).

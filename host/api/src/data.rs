@@ -296,21 +296,19 @@ pub async fn get(
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Response, Error> {
     let what = checked(&bucket, &key)?;
-    let (info, reader) = blocking(&state, what.clone(), move |s| {
-        let deadline = deadline();
-        let info = s.head(&bucket, &key, deadline)?;
-        let reader = s.get(&bucket, &key, deadline)?;
-        Ok((info, reader))
+    let object = blocking(&state, what.clone(), move |s| {
+        s.get(&bucket, &key, deadline())
     })
     .await?;
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_AHEAD);
-    tokio::task::spawn_blocking(move || pump(reader, &tx, &what));
+    let body = object.body;
+    tokio::task::spawn_blocking(move || pump(body, &tx, &what));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
     Ok((
         StatusCode::OK,
-        object_headers(&info),
+        object_headers(&object.info),
         Body::from_stream(stream),
     )
         .into_response())

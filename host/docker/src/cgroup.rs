@@ -102,15 +102,19 @@ impl CgroupPeaks {
         }
     }
 
-    /// Remove the parent cgroups that containers no longer use (after a crash): the kernel
-    /// refuses to remove one that is in use, so only empty ones go.
-    pub(crate) fn remove_unused(&self) {
+    /// Remove the parent cgroups of containers that no longer exist (what a crash left
+    /// behind). The parents of `existing` containers stay, even empty ones: an exited
+    /// container's peak is read from its parent until it is removed.
+    pub(crate) fn remove_unused(&self, existing: &std::collections::HashSet<&str>) {
         for root in self.dirs(&self.root) {
             let Ok(entries) = std::fs::read_dir(&root) else {
                 continue;
             };
             for entry in entries.filter_map(Result::ok) {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let name = entry.file_name();
+                let keep = name.to_str().is_some_and(|n| existing.contains(n));
+                if !keep && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    // The kernel refuses to remove one that is in use.
                     let _ = std::fs::remove_dir(entry.path());
                 }
             }
@@ -167,5 +171,19 @@ mod tests {
         std::fs::write(fs.join("tessera/x/c1/memory.peak"), "4096\n").unwrap();
         let p = CgroupPeaks::detect_in(fs, "tessera/x", "cgroupfs", Some(2)).unwrap();
         assert_eq!(p.peak("c1"), Some(4096));
+    }
+
+    #[test]
+    fn tidying_keeps_the_parents_of_containers_that_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = dir.path();
+        std::fs::write(fs.join("cgroup.controllers"), "memory\n").unwrap();
+        for c in ["exited", "gone"] {
+            std::fs::create_dir_all(fs.join("tessera/x").join(c)).unwrap();
+        }
+        let p = CgroupPeaks::detect_in(fs, "tessera/x", "cgroupfs", Some(2)).unwrap();
+        p.remove_unused(&["exited"].into_iter().collect());
+        assert!(fs.join("tessera/x/exited").exists());
+        assert!(!fs.join("tessera/x/gone").exists());
     }
 }

@@ -248,14 +248,18 @@ impl DockerClient {
         let Some(root) = root else { return };
         let detected = CgroupPeaks::detect(&root, &info.cgroup_driver, info.cgroup_version);
         let mut current = self.inner.cgroups.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(peaks) = &detected
-            && current.is_none()
-        {
+        if detected.is_some() && current.is_none() {
             tracing::info!(cgroup_root = %root, "peak memory is read from each container's cgroup when it ends");
-            // What a crash left behind; cgroups in use cannot be removed.
-            peaks.remove_unused();
         }
         *current = detected;
+    }
+
+    /// Remove the parent cgroups (see [`DockerClient::account_cgroups_under`]) of
+    /// containers that no longer exist; `existing` are the names of those that do.
+    pub fn remove_unused_cgroups(&self, existing: &std::collections::HashSet<&str>) {
+        if let Some(cgroups) = self.cgroups() {
+            cgroups.remove_unused(existing);
+        }
     }
 
     fn image_known(&self, reference: &str) -> bool {

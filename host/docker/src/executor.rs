@@ -263,6 +263,14 @@ impl Executor for DockerExecutor {
                 .collect())
         })
     }
+
+    /// The parent cgroups of containers that are gone (see [`crate::DockerClient::account_cgroups_under`]).
+    fn tidy<'a>(&'a self, existing: &'a [Owned]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let names = existing.iter().map(|p| p.name.as_str()).collect();
+            self.client.remove_unused_cgroups(&names);
+        })
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub struct Faults {
     pub logs_fail: bool,
     /// `prepare_image` refuses these images.
     pub missing_images: Vec<String>,
+    /// `create` says the process exists this many more times (while `status` says it
+    /// does not: an executor that contradicts itself).
+    pub phantom_conflicts: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +238,10 @@ impl Executor for FakeExecutor {
                 if t.faults.failing_creates > 0 {
                     t.faults.failing_creates -= 1;
                     return Err(ExecError::Other("create failed on command".into()));
+                }
+                if t.faults.phantom_conflicts > 0 {
+                    t.faults.phantom_conflicts -= 1;
+                    return Err(ExecError::Conflict);
                 }
                 if t.processes.contains_key(&spec.name) {
                     return Err(ExecError::Conflict);

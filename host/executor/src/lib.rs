@@ -195,4 +195,11 @@ pub trait Executor: Send + Sync {
     /// The processes this server owns: all of them, or those of one task.
     fn list<'a>(&'a self, task_id: Option<&'a str>)
     -> BoxFuture<'a, Result<Vec<Owned>, ExecError>>;
+
+    /// Let go of what the executor keeps beside processes that no longer exist (after a
+    /// crash); `existing` is every process this server owns now. Best effort.
+    fn tidy<'a>(&'a self, existing: &'a [Owned]) -> BoxFuture<'a, ()> {
+        let _ = existing;
+        Box::pin(async {})
+    }
 }

@@ -17,7 +17,7 @@
 //!   them.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -25,7 +25,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tessera_core::objects::{check_bucket, check_key, check_prefix};
 
-use crate::{MAX_LIST, ObjectError, ObjectInfo, ObjectStore, ObjectUpload};
+use crate::{MAX_LIST, ObjectError, ObjectInfo, ObjectRead, ObjectStore, ObjectUpload};
 
 /// The extended attribute holding an object's SHA-256 (lower-case hex).
 const HASH_ATTR: &str = "user.tessera.sha256";
@@ -102,6 +102,32 @@ impl EmbeddedObjectStore {
         }
     }
 
+    /// The object's SHA-256: kept with it, or computed (and kept) for a file put there by
+    /// hand or on a file system without extended attributes. Reads at offsets, so the
+    /// file's position stays at its start.
+    fn hash(&self, file: &File, bucket: &str, key: &str) -> Result<String, ObjectError> {
+        if let Some(h) = self.stored_hash(file) {
+            return Ok(h);
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut at = 0u64;
+        loop {
+            match std::os::unix::fs::FileExt::read_at(file, &mut buf, at) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    at += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error(e, bucket, key)),
+            }
+        }
+        let h = hex(&hasher.finalize());
+        self.keep_hash(file, &h);
+        Ok(h)
+    }
+
     fn keep_hash(&self, file: &File, hex: &str) {
         if !self.xattrs.load(Ordering::Relaxed) {
             return;
@@ -158,18 +184,8 @@ impl ObjectStore for EmbeddedObjectStore {
     }
 
     fn head(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectInfo, ObjectError> {
-        let (mut file, meta) = self.open_object(bucket, key)?;
-        let sha = match self.stored_hash(&file) {
-            Some(h) => h,
-            None => {
-                // Put there by hand, or a file system without extended attributes.
-                let mut hasher = Sha256::new();
-                io::copy(&mut file, &mut hasher).map_err(|e| io_error(e, bucket, key))?;
-                let h = hex(&hasher.finalize());
-                self.keep_hash(&file, &h);
-                h
-            }
-        };
+        let (file, meta) = self.open_object(bucket, key)?;
+        let sha = self.hash(&file, bucket, key)?;
         Ok(info(key.to_string(), &meta, Some(sha)))
     }
 
@@ -202,14 +218,15 @@ impl ObjectStore for EmbeddedObjectStore {
         }
     }
 
-    fn get(
-        &self,
-        bucket: &str,
-        key: &str,
-        _: Instant,
-    ) -> Result<Box<dyn Read + Send>, ObjectError> {
-        let (file, _) = self.open_object(bucket, key)?;
-        Ok(Box::new(file))
+    fn get(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectRead, ObjectError> {
+        // Metadata and bytes from one open file: a put renames a new file over the
+        // key's path and never changes this one.
+        let (file, meta) = self.open_object(bucket, key)?;
+        let sha = self.hash(&file, bucket, key)?;
+        Ok(ObjectRead {
+            info: info(key.to_string(), &meta, Some(sha)),
+            body: Box::new(file),
+        })
     }
 
     fn put(
@@ -424,6 +441,8 @@ impl EmbeddedUpload {
             {
                 match fs::create_dir_all(parent) {
                     Ok(()) => {}
+                    // A concurrent delete took a folder it had just made.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 2 => continue,
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -436,7 +455,10 @@ impl EmbeddedUpload {
                 }
             }
             match fs::rename(&self.tmp, &self.dest) {
-                Ok(()) => return Ok(self.written),
+                Ok(()) => {
+                    self.sync_folder();
+                    return Ok(self.written);
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 2 => continue,
                 Err(e)
                     if matches!(
@@ -458,6 +480,19 @@ impl EmbeddedUpload {
     }
 }
 
+impl EmbeddedUpload {
+    /// Make the rename durable: a crash after `finish` returned must not lose the object.
+    /// Best effort (the object is stored either way; only a crash could lose it).
+    fn sync_folder(&self) {
+        let Some(parent) = self.dest.parent() else {
+            return;
+        };
+        if let Err(e) = File::open(parent).and_then(|d| d.sync_all()) {
+            tracing::warn!(bucket = %self.bucket, key = %self.key, error = %e, "syncing the object's folder failed");
+        }
+    }
+}
+
 impl ObjectUpload for EmbeddedUpload {
     fn finish(mut self: Box<Self>) -> Result<u64, ObjectError> {
         self.complete()
@@ -475,6 +510,7 @@ impl Drop for EmbeddedUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::time::Duration;
 
     fn soon() -> Instant {
@@ -497,6 +533,7 @@ mod tests {
         let mut out = Vec::new();
         s.get(bucket, key, soon())
             .unwrap()
+            .body
             .read_to_end(&mut out)
             .unwrap();
         out
@@ -504,6 +541,24 @@ mod tests {
 
     fn keys(v: &[ObjectInfo]) -> Vec<&str> {
         v.iter().map(|i| i.key.as_str()).collect()
+    }
+
+    #[test]
+    fn a_read_keeps_the_version_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedObjectStore::open(dir.path().join("objects")).unwrap();
+        put(&s, "b", "k", b"old").unwrap();
+        let mut read = s.get("b", "k", soon()).unwrap();
+        put(&s, "b", "k", b"newer").unwrap();
+        let mut bytes = Vec::new();
+        read.body.read_to_end(&mut bytes).unwrap();
+        assert_eq!((read.info.size, bytes.as_slice()), (3, &b"old"[..]));
+        // sha256("old")
+        assert_eq!(
+            read.info.sha256.as_deref(),
+            Some("cba06b5736faf67e54b07b561eae94395e774c517a7d910a54369e1263ccfbd4")
+        );
+        assert_eq!(s.get("b", "k", soon()).unwrap().info.size, 5);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! keep blobs (task inputs and outputs behind `s3://` URLs, datasets of the data API).
 //!
 //! [`ObjectStore`] is the interface every store implements: plain Rust types, blocking
-//! I/O, objects streamed both ways (a `Read` per get, an [`ObjectUpload`] per put), so
+//! I/O, objects streamed both ways (an [`ObjectRead`] per get, an [`ObjectUpload`] per put), so
 //! that a store serves a wasmtime host call as easily as an HTTP handler's blocking
 //! task. Two implementations:
 //!
@@ -33,6 +33,15 @@ pub struct ObjectInfo {
     pub modified_ms: Option<u64>,
     /// SHA-256 of the content, lower-case hex, where the store keeps it.
     pub sha256: Option<String>,
+}
+
+/// An object being read: its metadata and its bytes, from the same version of it (a
+/// put that replaces the object meanwhile changes neither).
+pub struct ObjectRead {
+    pub info: ObjectInfo,
+    /// Streams the bytes (never the whole object in memory). A read error is
+    /// `io::Error::other(ObjectError)`.
+    pub body: Box<dyn Read + Send>,
 }
 
 /// Why an object-store operation failed.
@@ -85,14 +94,8 @@ pub trait ObjectStore: Send + Sync {
         deadline: Instant,
     ) -> Result<Vec<ObjectInfo>, ObjectError>;
 
-    /// The object's bytes, as a reader that streams them (never the whole object in
-    /// memory). An error from a read should be `io::Error::other(ObjectError)`.
-    fn get(
-        &self,
-        bucket: &str,
-        key: &str,
-        deadline: Instant,
-    ) -> Result<Box<dyn Read + Send>, ObjectError>;
+    /// The object's metadata and bytes; [`ObjectError::NotFound`] when there is none.
+    fn get(&self, bucket: &str, key: &str, deadline: Instant) -> Result<ObjectRead, ObjectError>;
 
     /// An upload of exactly `size` bytes: write them, then [`ObjectUpload::finish`]. An
     /// upload dropped without `finish` is abandoned: the object is not created (or

@@ -5,13 +5,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tessera_objstore::{ObjectError as StoreError, ObjectInfo, ObjectStore, ObjectUpload};
+use tessera_objstore::{
+    ObjectError as StoreError, ObjectInfo, ObjectRead, ObjectStore, ObjectUpload,
+};
 use tessera_plugin_runtime::{
     CallError, Capability, ErrorKind, FileKind, FilerPlugin, FilerWorkspace, LoadError, Manifest,
     PluginConfig, PluginError, PluginRuntime, StagedFile, World,
@@ -396,12 +398,21 @@ impl ObjectStore for Shared {
         Ok(Vec::new())
     }
 
-    fn get(&self, bucket: &str, key: &str, _: Instant) -> Result<Box<dyn Read + Send>, StoreError> {
+    fn get(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectRead, StoreError> {
         let objects = self.0.objects.lock().unwrap();
         let o = objects
             .get(&(bucket.into(), key.into()))
             .ok_or(StoreError::NotFound)?;
-        Ok(Box::new(Cursor::new(o.clone())))
+        Ok(ObjectRead {
+            info: ObjectInfo {
+                key: key.into(),
+                size: o.len() as u64,
+                etag: None,
+                modified_ms: None,
+                sha256: None,
+            },
+            body: Box::new(Cursor::new(o.clone())),
+        })
     }
 
     fn put(

@@ -10,7 +10,9 @@ use tessera_plugin_runtime::{
 };
 use tessera_store::{BindingRow, Deleted};
 
-use crate::bindings::{ActiveEngineAdapter, ActiveFiler, ActiveNotifier, ActiveRouter, rebind};
+use crate::bindings::{
+    ActiveEngineAdapter, ActiveFiler, ActiveNotifier, ActiveRouter, default_row, rebind,
+};
 use crate::install::parse_manifest;
 use crate::view::BindingView;
 use crate::{Registry, RegistryError, Settings};
@@ -45,8 +47,10 @@ pub(crate) fn decode_settings(json: &str) -> Result<Settings, RegistryError> {
 
 impl Registry {
     /// Make `name@version` serve `scope` (default: the world's default scope). The
-    /// version is loaded with the settings (or the binding's current ones) before the
-    /// binding changes; new calls use it at once, calls in flight finish on the old one.
+    /// version is loaded with the settings before the binding changes; new calls use it
+    /// at once, calls in flight finish on the old one. Without settings, a new version
+    /// of the plugin that serves the scope keeps that binding's settings; another plugin
+    /// starts with none (grants are never handed from one plugin to another).
     pub async fn activate(
         &self,
         name: &str,
@@ -77,9 +81,11 @@ impl Registry {
         let effective = match &settings {
             Some(s) => s.clone(),
             None => match &current {
-                Some(b) => decode_settings(&b.settings)?,
+                Some(b) if b.plugin == name => decode_settings(&b.settings)?,
+                Some(_) => Settings::default(),
                 None => self
                     .default_for(world, &scope)
+                    .filter(|(d, _)| d.plugin == name)
                     .map(|(d, _)| d.settings.clone())
                     .unwrap_or_default(),
             },
@@ -100,7 +106,9 @@ impl Registry {
         Ok(BindingView::new(&binding, None))
     }
 
-    /// Put back what served `scope` before the last activation of plugin `name`.
+    /// Put back what served `scope` before the last activation of plugin `name`: the
+    /// version before it, or, where the first activation replaced a default binding,
+    /// that default (the stored binding goes).
     pub async fn rollback(
         &self,
         name: &str,
@@ -129,10 +137,7 @@ impl Registry {
             }
         };
         let Some((prev_plugin, prev_version)) = binding.previous.clone() else {
-            return Err(RegistryError::Conflict(format!(
-                "{}@{} has nothing to roll back to in scope {:?}",
-                binding.plugin, binding.version, binding.scope
-            )));
+            return self.restore_default(binding).await;
         };
         let prev = self
             .0
@@ -156,6 +161,44 @@ impl Registry {
         self.swap_in(rolled.clone(), loaded, &settings);
         tracing::info!(plugin = %rolled.plugin, version = %rolled.version, scope = %rolled.scope, "plugin rolled back");
         Ok(BindingView::new(&rolled, None))
+    }
+
+    /// Remove the stored `binding`, which has no previous version, so that the default
+    /// binding of its scope serves again.
+    async fn restore_default(&self, binding: &BindingRow) -> Result<BindingView, RegistryError> {
+        let Some((default, version)) = self.default_for(binding.world, &binding.scope) else {
+            return Err(RegistryError::Conflict(format!(
+                "{}@{} has nothing to roll back to in scope {:?}",
+                binding.plugin, binding.version, binding.scope
+            )));
+        };
+        let row = default_row(default, version);
+        let prev = self
+            .0
+            .store
+            .plugin_version(&row.plugin, &row.version)
+            .await?
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!("{}@{} is not installed", row.plugin, row.version))
+            })?;
+        let manifest = parse_manifest(&prev.manifest)?;
+        let settings = default.settings.clone();
+        let loaded = self.load(&manifest, &settings).await?;
+        if !self
+            .0
+            .store
+            .unbind_plugin(binding.world, &binding.scope)
+            .await?
+        {
+            return Err(RegistryError::Conflict(
+                "the binding changed meanwhile".into(),
+            ));
+        }
+        self.swap_in(row.clone(), loaded, &settings);
+        tracing::info!(plugin = %row.plugin, version = %row.version, scope = %row.scope, "plugin rolled back to the default binding");
+        let mut view = BindingView::new(&row, None);
+        view.default = true;
+        Ok(view)
     }
 
     /// Delete a version that serves nowhere.

@@ -29,6 +29,19 @@ pub struct DefaultBinding {
     pub settings: Settings,
 }
 
+/// A default binding as the row it would be if it were stored.
+pub(crate) fn default_row(d: &DefaultBinding, version: &str) -> BindingRow {
+    BindingRow {
+        world: d.world,
+        scope: d.scope.clone(),
+        plugin: d.plugin.to_string(),
+        version: version.to_string(),
+        previous: None,
+        settings: serde_json::to_string(&d.settings).unwrap_or_else(|_| "{}".into()),
+        updated_at: String::new(),
+    }
+}
+
 /// A router bound to a scope, loaded with the binding's settings.
 pub(crate) struct ActiveRouter {
     pub(crate) binding: BindingRow,
@@ -115,18 +128,7 @@ impl Registry {
                     .iter()
                     .any(|b| b.world == d.world && b.scope == d.scope)
             })
-            .map(|(d, version)| {
-                let row = BindingRow {
-                    world: d.world,
-                    scope: d.scope.clone(),
-                    plugin: d.plugin.to_string(),
-                    version: version.clone(),
-                    previous: None,
-                    settings: serde_json::to_string(&d.settings).unwrap_or_else(|_| "{}".into()),
-                    updated_at: String::new(),
-                };
-                (d, row)
-            })
+            .map(|(d, version)| (d, default_row(d, version)))
             .collect()
     }
 

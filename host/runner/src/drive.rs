@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tessera_core::State;
 use tessera_core::task::TaskRecord;
 use tessera_core::tes::{ExecutorLog, TaskLog};
@@ -23,6 +23,12 @@ use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// Retries of a save the next step depends on (with backoff from 50 ms: about 3 s).
+const SAVE_RETRIES: u32 = 6;
+/// Times the executor may say a process exists and then not report it before the task
+/// fails: more is an executor that contradicts itself.
+const CREATE_CONFLICTS: u32 = 5;
 
 /// How a step ended when it did not simply succeed.
 enum Stop {
@@ -34,6 +40,10 @@ enum Stop {
     /// The executor went away while executors were running: leave the task as it is;
     /// the runner's sweep resumes it (following its processes) once the executor is back.
     ExecutorLost(String),
+    /// The store did not take something the next step depends on (a start before its
+    /// process is created, a result before its process is removed): leave the task and
+    /// its processes as they are; the sweep resumes it once the store answers.
+    StoreLost(String),
 }
 
 struct Drive {
@@ -51,6 +61,11 @@ struct Drive {
     /// on the monotonic clock, so that its end is `start + elapsed` (one clock: the end
     /// is never before the start, and run_ms is exactly end minus start).
     exec_started: Option<(usize, OffsetDateTime, Instant)>,
+    /// How many times in a row the executor said a process exists that it then did not
+    /// report.
+    create_conflicts: u32,
+    /// The driver stopped with the task unfinished, for the sweep to resume.
+    left_unfinished: bool,
 }
 
 impl Runner {
@@ -76,11 +91,19 @@ impl Runner {
             token,
             last_flush: Instant::now(),
             exec_started: None,
+            create_conflicts: 0,
+            left_unfinished: false,
         };
         drive.meta(crate::TARGET_METADATA, target);
-        drive.run().instrument(span).await;
+        drive.run().instrument(span.clone()).await;
         if let Ok(mut running) = self.0.running.lock() {
             running.remove(&id);
+        }
+        if drive.left_unfinished {
+            // A cancel that came after the driver stopped looking: it found the driver
+            // registered and left the rest to it. Unregistered now, a later cancel
+            // cleans up itself; one that came before shows here as CANCELING.
+            drive.finish_late_cancel().instrument(span).await;
         }
         if let Ok(mut placed) = self.0.placed.lock() {
             placed.remove(&id);
@@ -121,6 +144,8 @@ impl Drive {
             .push(line.into());
     }
 
+    /// Save the logs as they are now (output so far): a failure is only logged, the
+    /// next save carries the same and more.
     async fn save_logs(&mut self) {
         self.last_flush = Instant::now();
         if let Err(e) = self
@@ -131,6 +156,33 @@ impl Drive {
             .await
         {
             tracing::warn!(error = %e, "saving task logs failed");
+        }
+    }
+
+    /// Save logs that the next step depends on (an executor's start before its process
+    /// is created, its result before its process goes): retried with backoff, and if
+    /// the store stays away, the driver stops with everything left as it is.
+    async fn save_logs_or_stop(&mut self) -> Result<(), Stop> {
+        self.last_flush = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            match self
+                .runner
+                .0
+                .store
+                .set_logs(&self.task.id, &self.logs)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < SAVE_RETRIES => {
+                    tracing::warn!(error = %e, attempt, "saving task logs failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
+                Err(e) => return Err(Stop::StoreLost(e.to_string())),
+            }
         }
     }
 
@@ -336,7 +388,7 @@ impl Drive {
                 exit_code: 0,
                 ..ExecutorLog::default()
             });
-            self.save_logs().await;
+            self.save_logs_or_stop().await?;
         }
         let spec = process_spec(&self.task, self.attempt(), i, &self.dir);
         let created = tokio::select! {
@@ -360,6 +412,28 @@ impl Drive {
                     Some(_) => Observed::Started,
                     None => Observed::Absent,
                 };
+                if state.is_some() {
+                    self.create_conflicts = 0;
+                    return Ok(());
+                }
+                // Gone again (being removed, or the executor contradicts itself): try
+                // again after a pause, a few times.
+                self.create_conflicts += 1;
+                if self.create_conflicts >= CREATE_CONFLICTS {
+                    return Err(self.executor_error(
+                        "create",
+                        ExecError::Other(format!(
+                            "{} says process {} exists, then that it does not ({} times)",
+                            self.exec.kind(),
+                            spec.name,
+                            self.create_conflicts
+                        )),
+                    ));
+                }
+                tokio::select! {
+                    _ = self.token.cancelled() => return Err(Stop::Canceled),
+                    _ = tokio::time::sleep(Duration::from_millis(100) * self.create_conflicts) => {}
+                }
                 Ok(())
             }
             Err(e) => Err(self.executor_error("create", e)),
@@ -400,7 +474,7 @@ impl Drive {
                 let entry = &mut self.log().logs[i];
                 entry.exit_code = 127;
                 entry.stderr = Some(format!("{msg}\n"));
-                self.save_logs().await;
+                self.save_logs_or_stop().await?;
                 self.observed[i] = Observed::Started;
                 Ok(())
             }
@@ -568,8 +642,7 @@ impl Drive {
             }
         }
         tracing::info!(executor = i, exit_code, "executor finished");
-        self.save_logs().await;
-        Ok(())
+        self.save_logs_or_stop().await
     }
 
     /// Where executor `i`'s stream is captured while it runs: outside the tree the
@@ -661,6 +734,7 @@ impl Drive {
                 self.finish(State::SystemError, &reason).await;
             }
             Stop::ExecutorLost(why) => {
+                self.left_unfinished = true;
                 tracing::warn!(reason = %why, "lost the executor; the task resumes when it is back");
                 self.save_logs().await;
                 let _ = self
@@ -675,6 +749,10 @@ impl Drive {
                         )),
                     )
                     .await;
+            }
+            Stop::StoreLost(why) => {
+                self.left_unfinished = true;
+                tracing::error!(error = %why, "the store does not answer; the task resumes when it does");
             }
             Stop::Requeue(why) => {
                 tracing::warn!(reason = %why, "executor unavailable; putting the task back in the queue");
@@ -724,6 +802,12 @@ impl Drive {
                 }
             }
             Err(e) => tracing::error!(error = %e, "recording the final state failed"),
+        }
+    }
+
+    async fn finish_late_cancel(&mut self) {
+        if self.current_state().await == Some(State::Canceling) {
+            self.cancel_cleanup().await;
         }
     }
 

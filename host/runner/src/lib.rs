@@ -589,14 +589,14 @@ impl Runner {
     }
 
     async fn dispatch_loop(self) {
-        let mut cleaned_up = false;
         let mut last_sweep: Option<std::time::Instant> = None;
         loop {
             let was_ready = self.executor_status().is_ready();
             if self.probe_executor().await {
-                if !cleaned_up {
+                // Each time the executor comes (back): what was left behind while it could
+                // not be reached (a cancel's processes, a crash's) goes now.
+                if !was_ready {
                     self.remove_orphans().await;
-                    cleaned_up = true;
                 }
                 // Adopt tasks nobody drives (after a restart, a lost executor, a store
                 // error): at once when the executor comes (back), then every few seconds.
@@ -849,31 +849,46 @@ impl Runner {
         Ok(())
     }
 
-    /// At start: remove processes and workspaces this server left behind for tasks that
-    /// are finished (or unknown).
+    /// Remove processes and workspaces this server left behind for tasks that are
+    /// finished (or unknown), and what the executor keeps beside processes that are gone.
     async fn remove_orphans(&self) {
+        // What exists first, then which tasks are live: a process or workspace made in
+        // between belongs to a task that the second read sees as live.
+        let processes = match &self.0.executor {
+            Some(exec) => exec.list(None).await.ok(),
+            None => None,
+        };
+        let mut workspaces = Vec::new();
+        if let Ok(mut dir) = tokio::fs::read_dir(&self.0.cfg.work_dir).await {
+            while let Ok(Some(entry)) = dir.next_entry().await {
+                workspaces.push(entry);
+            }
+        }
         let Ok(unfinished) = self.0.store.unfinished_tasks().await else {
             return;
         };
         let live: std::collections::HashSet<String> =
             unfinished.into_iter().map(|t| t.id).collect();
-        if let Some(exec) = &self.0.executor
-            && let Ok(processes) = exec.list(None).await
-        {
+        if let (Some(exec), Some(processes)) = (&self.0.executor, processes) {
+            let mut kept = Vec::with_capacity(processes.len());
             for p in processes {
-                if !live.contains(&p.task_id) {
-                    tracing::info!(task_id = %p.task_id, process = %p.name, "removing the process of a finished task");
-                    let _ = exec.remove(&p.name).await;
+                if live.contains(&p.task_id) {
+                    kept.push(p);
+                    continue;
+                }
+                tracing::info!(task_id = %p.task_id, process = %p.name, "removing the process of a finished task");
+                if let Err(e) = exec.remove(&p.name).await {
+                    tracing::warn!(process = %p.name, error = %e, "removing a process failed");
+                    kept.push(p);
                 }
             }
+            exec.tidy(&kept).await;
         }
-        if let Ok(mut dir) = tokio::fs::read_dir(&self.0.cfg.work_dir).await {
-            while let Ok(Some(entry)) = dir.next_entry().await {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !live.contains(&name) {
-                    tracing::info!(task_id = %name, "removing workspace of a finished task");
-                    let _ = tokio::fs::remove_dir_all(entry.path()).await;
-                }
+        for entry in workspaces {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !live.contains(&name) {
+                tracing::info!(task_id = %name, "removing workspace of a finished task");
+                let _ = tokio::fs::remove_dir_all(entry.path()).await;
             }
         }
     }

@@ -279,7 +279,11 @@ fn output_items(
     }
     let prefix = output.path_prefix.as_deref().unwrap_or("/");
     let mut items = Vec::new();
-    for (rel, kind) in ws.glob(&normalise(&output.path), &output.path)? {
+    for (rel, kind) in ws.glob(
+        &normalise(&output.path),
+        &output.path,
+        WalkLimits::default(),
+    )? {
         let container = format!("/{rel}");
         if matches!(kind, Kind::Symlink | Kind::Special) {
             return Err(StagingError::NotCopied(container, kind_word(kind)));

@@ -436,6 +436,30 @@ async fn executor_failures_end_the_task_with_a_reason() {
     assert_eq!(done.state, State::SystemError);
     assert!(done.reason.unwrap_or_default().contains("create failed"));
 
+    // The executor says the process exists, then that it does not: a few pauses and
+    // tries, then SYSTEM_ERROR saying so (never a loop).
+    let s = Setup::new().await;
+    s.fake.faults(|f| f.phantom_conflicts = 2);
+    let t = s.queued(1).await;
+    let _runner = s.runner();
+    let done = s.done(&t.id).await;
+    assert_eq!(
+        done.state,
+        State::Complete,
+        "two contradictions are survived"
+    );
+    let s = Setup::new().await;
+    s.fake.faults(|f| f.phantom_conflicts = usize::MAX);
+    let t = s.queued(1).await;
+    let _runner = s.runner();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::SystemError);
+    assert!(
+        done.reason
+            .unwrap_or_default()
+            .contains("exists, then that it does not"),
+    );
+
     // The process dies: EXECUTOR_ERROR with its code; the next executor never runs.
     let s = Setup::new().await;
     s.fake.script(0, Script::exits(137));
@@ -507,6 +531,82 @@ async fn a_task_waits_for_a_lost_executor_and_resumes_when_it_is_back() {
     s.fake.exit(&name(&t, 0), 0);
     let done = s.done(&t.id).await;
     assert_eq!(done.state, State::Complete, "{:?}", done.reason);
+    assert_eq!(s.fake.starts(&name(&t, 0)), 1);
+    s.ran_once_each();
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_executor_is_away_removes_its_processes_when_it_is_back() {
+    let s = Setup::new().await;
+    s.fake.script(0, Script::runs());
+    let t = s.queued(1).await;
+    let runner = s.runner();
+    let started = Instant::now();
+    while s.fake.starts(&name(&t, 0)) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::task::yield_now().await;
+    }
+    s.fake.faults(|f| f.unreachable = true);
+    runner.cancel(&t.id).await.unwrap();
+    assert_eq!(s.done(&t.id).await.state, State::Canceled);
+    // The process could not be removed: it is, once the executor answers again.
+    assert_eq!(s.fake.names(), [name(&t, 0)]);
+    while runner.executor_status().is_ready() {
+        assert!(started.elapsed() < Duration::from_secs(30), "never noticed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.fake.faults(|f| f.unreachable = false);
+    while !s.fake.names().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "never removed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A result the store does not take: the process stays (so it is never run twice) and
+/// the task is resumed from it once the store answers.
+#[tokio::test]
+async fn a_result_the_store_refuses_keeps_the_process_until_it_is_stored() {
+    let s = Setup::new().await;
+    // The store refuses any write of an executor's end (a real SQLite error).
+    let db =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", s.dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_results BEFORE UPDATE OF logs ON tasks \
+         WHEN NEW.logs LIKE '%end_time%' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    s.fake.script(0, Script::exits(0).stdout("once\n"));
+    let t = s.queued(1).await;
+    let runner = s.runner();
+    let started = Instant::now();
+    // The process ends; its result cannot be stored, so the driver gives up on it.
+    while s
+        .fake
+        .state(&name(&t, 0))
+        .is_none_or(|st| !matches!(st, ProcessState::Exited { .. }))
+        || runner.running_count() > 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "never gave up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stuck = s.store.get_task(&t.id).await.unwrap().unwrap();
+    assert_eq!(stuck.state, State::Running);
+    assert!(
+        s.fake.removed().is_empty(),
+        "a process goes only after its result"
+    );
+    // The store answers again: the sweep resumes the task from the process.
+    sqlx::query("DROP TRIGGER refuse_results")
+        .execute(&db)
+        .await
+        .unwrap();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::Complete, "{:?}", done.reason);
+    assert_eq!(done.logs[0].logs[0].stdout.as_deref(), Some("once\n"));
     assert_eq!(s.fake.starts(&name(&t, 0)), 1);
     s.ran_once_each();
 }

@@ -2,10 +2,10 @@
 //! an S3 endpoint is configured. Calls arrive on blocking threads (plugin calls and the
 //! data API's blocking tasks) and wait on the tokio runtime the [`BlockingS3`] was given.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::Instant;
 
-use tessera_objstore::{ObjectError, ObjectInfo, ObjectStore, ObjectUpload};
+use tessera_objstore::{ObjectError, ObjectInfo, ObjectRead, ObjectStore, ObjectUpload};
 
 use crate::{BlockingS3, ObjectWriter, S3Error};
 
@@ -45,17 +45,16 @@ impl ObjectStore for BlockingS3 {
             .map_err(error)
     }
 
-    fn get(
-        &self,
-        bucket: &str,
-        key: &str,
-        deadline: Instant,
-    ) -> Result<Box<dyn Read + Send>, ObjectError> {
+    fn get(&self, bucket: &str, key: &str, deadline: Instant) -> Result<ObjectRead, ObjectError> {
+        // The response's headers describe the bytes of its body.
         let reader = self
             .with_deadline(deadline)
             .get(bucket, key)
             .map_err(error)?;
-        Ok(Box::new(reader))
+        Ok(ObjectRead {
+            info: reader.info().clone(),
+            body: Box::new(reader),
+        })
     }
 
     fn put(

@@ -94,9 +94,10 @@ pub enum Kind {
     Special,
 }
 
-/// Limits of a [`Root::walk`].
+/// Limits of a [`Root::walk`] or a [`Root::glob`].
 #[derive(Debug, Clone, Copy)]
 pub struct WalkLimits {
+    /// Directory entries read, directories included.
     pub max_entries: usize,
     pub max_name_bytes: usize,
     pub max_depth: usize,
@@ -275,18 +276,32 @@ impl Root {
     }
 
     /// The paths below the root that `pattern` matches (components separated by `/`;
-    /// `*`, `?` and `[…]` within a component, `**` for any number of directories;
-    /// leading dots only matched literally), with what is at each, sorted. Only real
-    /// directories are descended into: a link is a match at most, never a way down.
-    pub fn glob(&self, pattern: &str, shown: &str) -> Result<Vec<(String, Kind)>, FsError> {
+    /// `*`, `?` and `[…]` within a component, `**` for any number of directories, and a
+    /// trailing `**` for everything that is not a directory below; leading dots only
+    /// matched literally), with what is at each, sorted. Only real directories are
+    /// descended into: a link is a match at most, never a way down. The match stays
+    /// within `limits` (depth, entries read, bytes of names), or fails as too large.
+    pub fn glob(
+        &self,
+        pattern: &str,
+        shown: &str,
+        limits: WalkLimits,
+    ) -> Result<Vec<(String, Kind)>, FsError> {
         let parts = components(pattern)?;
         let segments: Vec<Segment> = parts
             .iter()
             .map(|p| Segment::parse(p).map_err(|why| FsError::Invalid(shown.to_string(), why)))
             .collect::<Result<_, _>>()?;
         let root = Rc::new(self.open_root(shown)?);
-        let mut out = Vec::new();
-        glob_in(root, String::new(), &segments, shown, &mut out)?;
+        let mut glob = Glob {
+            shown,
+            limits,
+            read: 0,
+            name_bytes: 0,
+            out: Vec::new(),
+        };
+        glob.match_in(root, String::new(), 0, &segments)?;
+        let mut out = glob.out;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out.dedup_by(|a, b| a.0 == b.0);
         Ok(out)
@@ -352,50 +367,116 @@ fn entries(dir: &OwnedFd, shown: &str) -> Result<Vec<(String, Kind)>, FsError> {
     Ok(out)
 }
 
-fn glob_in(
-    dir: Rc<OwnedFd>,
-    prefix: String,
-    segments: &[Segment],
-    shown: &str,
-    out: &mut Vec<(String, Kind)>,
-) -> Result<(), FsError> {
-    let Some((first, rest)) = segments.split_first() else {
-        return Ok(());
-    };
-    let join = |name: &str| {
-        if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
+/// One wildcard match in progress: what it found and what it has spent of its limits.
+struct Glob<'a> {
+    shown: &'a str,
+    limits: WalkLimits,
+    /// Directory entries read so far, directories included.
+    read: usize,
+    name_bytes: usize,
+    out: Vec<(String, Kind)>,
+}
+
+impl Glob<'_> {
+    fn too_large(&self) -> FsError {
+        FsError::TooLarge(
+            self.shown.to_string(),
+            format!(
+                "the pattern reaches more than {} entries, {} directories deep or {} MiB of names",
+                self.limits.max_entries,
+                self.limits.max_depth,
+                self.limits.max_name_bytes >> 20
+            ),
+        )
+    }
+
+    /// The entries of `dir`, counted against the limits.
+    fn entries(&mut self, dir: &OwnedFd) -> Result<Vec<(String, Kind)>, FsError> {
+        let found = entries(dir, self.shown)?;
+        self.read += found.len();
+        if self.read > self.limits.max_entries {
+            return Err(self.too_large());
         }
-    };
-    if let Segment::AnyDirs = first {
-        // Zero directories here…
-        glob_in(dir.clone(), prefix.clone(), rest, shown, out)?;
-        // …or one more real directory, and `**` again below it.
-        for (name, kind) in entries(&dir, shown)? {
-            if kind == Kind::Directory
-                && first.matches(&name)
-                && let Some(sub) = open_sub(&dir, &name)?
+        Ok(found)
+    }
+
+    fn push(&mut self, path: String, kind: Kind) -> Result<(), FsError> {
+        self.name_bytes += path.len();
+        if self.name_bytes > self.limits.max_name_bytes {
+            return Err(self.too_large());
+        }
+        self.out.push((path, kind));
+        Ok(())
+    }
+
+    /// Descend into the real directory `name` of `dir`, `depth` levels below the root.
+    fn sub(&self, dir: &OwnedFd, name: &str, depth: usize) -> Result<Option<OwnedFd>, FsError> {
+        if depth > self.limits.max_depth {
+            return Err(self.too_large());
+        }
+        open_sub(dir, name)
+    }
+
+    fn match_in(
+        &mut self,
+        dir: Rc<OwnedFd>,
+        prefix: String,
+        depth: usize,
+        segments: &[Segment],
+    ) -> Result<(), FsError> {
+        let Some((first, rest)) = segments.split_first() else {
+            return Ok(());
+        };
+        let join = |name: &str| {
+            if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            }
+        };
+        if let Segment::AnyDirs = first {
+            if rest.is_empty() {
+                // A trailing `**`: every entry below that is not a directory (links and
+                // special files too, so that the caller can refuse them).
+                for (name, kind) in self.entries(&dir)? {
+                    if !first.matches(&name) {
+                        continue;
+                    }
+                    if kind != Kind::Directory {
+                        self.push(join(&name), kind)?;
+                    } else if let Some(sub) = self.sub(&dir, &name, depth + 1)? {
+                        self.match_in(Rc::new(sub), join(&name), depth + 1, segments)?;
+                    }
+                }
+                return Ok(());
+            }
+            // Zero directories here…
+            self.match_in(dir.clone(), prefix.clone(), depth, rest)?;
+            // …or one more real directory, and `**` again below it.
+            for (name, kind) in self.entries(&dir)? {
+                if kind == Kind::Directory
+                    && first.matches(&name)
+                    && let Some(sub) = self.sub(&dir, &name, depth + 1)?
+                {
+                    self.match_in(Rc::new(sub), join(&name), depth + 1, segments)?;
+                }
+            }
+            return Ok(());
+        }
+        for (name, kind) in self.entries(&dir)? {
+            if !first.matches(&name) {
+                continue;
+            }
+            if rest.is_empty() {
+                self.push(join(&name), kind)?;
+            } else if kind == Kind::Directory
+                && let Some(sub) = self.sub(&dir, &name, depth + 1)?
             {
-                glob_in(Rc::new(sub), join(&name), segments, shown, out)?;
+                self.match_in(Rc::new(sub), join(&name), depth + 1, rest)?;
             }
         }
-        return Ok(());
+        Ok(())
     }
-    for (name, kind) in entries(&dir, shown)? {
-        if !first.matches(&name) {
-            continue;
-        }
-        if rest.is_empty() {
-            out.push((join(&name), kind));
-        } else if kind == Kind::Directory
-            && let Some(sub) = open_sub(&dir, &name)?
-        {
-            glob_in(Rc::new(sub), join(&name), rest, shown, out)?;
-        }
-    }
-    Ok(())
 }
 
 /// Open the real directory `name` in `dir`; `None` when it went or became a link.
@@ -518,6 +599,9 @@ fn walk_tree(
             };
             match kind_of(&st) {
                 Kind::Directory => {
+                    if seen > limits.max_entries {
+                        return Ok(Err(too_many(shown, limits)));
+                    }
                     if depth + 1 > limits.max_depth {
                         return Ok(Err(FsError::TooLarge(
                             shown.to_string(),
@@ -535,15 +619,8 @@ fn walk_tree(
                 kind => {
                     let rel = format!("{prefix}{name}");
                     name_bytes += rel.len();
-                    if out.len() >= limits.max_entries || name_bytes > limits.max_name_bytes {
-                        return Ok(Err(FsError::TooLarge(
-                            shown.to_string(),
-                            format!(
-                                "holds more than {} files (or more than {} MiB of file names)",
-                                limits.max_entries,
-                                limits.max_name_bytes >> 20
-                            ),
-                        )));
+                    if seen > limits.max_entries || name_bytes > limits.max_name_bytes {
+                        return Ok(Err(too_many(shown, limits)));
                     }
                     out.push((rel, kind));
                 }
@@ -552,6 +629,17 @@ fn walk_tree(
     }
     out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(Ok(out))
+}
+
+fn too_many(shown: &str, limits: WalkLimits) -> FsError {
+    FsError::TooLarge(
+        shown.to_string(),
+        format!(
+            "holds more than {} entries (or more than {} MiB of file names)",
+            limits.max_entries,
+            limits.max_name_bytes >> 20
+        ),
+    )
 }
 
 fn join(shown: &str, prefix: &str) -> String {
@@ -642,7 +730,11 @@ mod tests {
         );
 
         let matched = |p: &str| -> Vec<String> {
-            r.glob(p, p).unwrap().into_iter().map(|(n, _)| n).collect()
+            r.glob(p, p, WalkLimits::default())
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
         };
         assert_eq!(matched("/a/*.txt"), ["a/link.txt", "a/one.txt"]);
         assert_eq!(
@@ -655,8 +747,53 @@ mod tests {
             matched("/a/*"),
             ["a/b", "a/link.txt", "a/linkdir", "a/one.txt"]
         );
-        let kinds = r.glob("/a/link*", "x").unwrap();
+        let kinds = r.glob("/a/link*", "x", WalkLimits::default()).unwrap();
         assert_eq!(kinds[0].1, Kind::Symlink, "a match, never a way down");
+        // A trailing `**` is everything below that is not a directory, links included
+        // (so that a caller refuses them) and never followed; dot names only literally.
+        assert_eq!(
+            matched("/a/**"),
+            ["a/b/two.log", "a/link.txt", "a/linkdir", "a/one.txt"]
+        );
+        assert_eq!(matched("/a/b/**"), ["a/b/two.log"]);
+    }
+
+    #[test]
+    fn walks_and_globs_keep_to_their_limits() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Directories alone, no files: they still count.
+        let mut deep = tmp.path().to_path_buf();
+        for i in 0..6 {
+            std::fs::create_dir(deep.join(format!("w{i}"))).unwrap();
+            deep.push("d");
+            std::fs::create_dir(&deep).unwrap();
+        }
+        let r = Root::new(tmp.path());
+        let limits = |max_entries, max_depth| WalkLimits {
+            max_entries,
+            max_name_bytes: 1 << 20,
+            max_depth,
+        };
+        let walk = |l| r.walk("/", "/", l, &mut || false).unwrap();
+        assert_eq!(walk(limits(100, 100)).unwrap(), Vec::new());
+        assert!(matches!(walk(limits(5, 100)), Err(FsError::TooLarge(..))));
+        assert!(matches!(walk(limits(100, 3)), Err(FsError::TooLarge(..))));
+
+        let glob = |p: &str, l| r.glob(p, p, l);
+        assert_eq!(glob("/**/w5", limits(100, 100)).unwrap().len(), 1);
+        assert!(matches!(
+            glob("/**/w5", limits(5, 100)),
+            Err(FsError::TooLarge(..))
+        ));
+        assert!(matches!(
+            glob("/**", limits(100, 3)),
+            Err(FsError::TooLarge(..))
+        ));
+        assert!(matches!(
+            glob("/d/d/d/d/*", limits(100, 3)),
+            Err(FsError::TooLarge(..))
+        ));
+        assert_eq!(glob("/d/d/*", limits(100, 3)).unwrap().len(), 2);
     }
 
     #[test]

@@ -188,9 +188,7 @@ async fn dispatch(client: &Client, args: &DataArgs) -> Result<(), String> {
             };
             for o in list_all(client, &bucket, &dir_prefix, None).await? {
                 let key = s(&o["key"]);
-                let rel = key.strip_prefix(&dir_prefix).unwrap_or(&key);
-                // Keys were checked by the server's rules: no `..`, not absolute.
-                let path = dest.join(rel);
+                let path = local_path(dest, &dir_prefix, &key)?;
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| format!("creating {}: {e}", parent.display()))?;
@@ -379,6 +377,26 @@ async fn get_object(
     }
 }
 
+/// Where `get -r` writes the object `key` listed under `dir_prefix`: below `dest`, by
+/// plain path components only. The listing comes from a server, which is not trusted
+/// with local paths: a key outside the prefix or one that would leave `dest` is refused.
+fn local_path(dest: &std::path::Path, dir_prefix: &str, key: &str) -> Result<PathBuf, String> {
+    let refused = |why: &str| format!("the server listed the key {key:?}, which {why}");
+    tessera_core::objects::check_key(key).map_err(|e| refused(&e.to_string()))?;
+    let rel = key
+        .strip_prefix(dir_prefix)
+        .ok_or_else(|| refused(&format!("is not under {dir_prefix:?}")))?;
+    let rel = std::path::Path::new(rel);
+    let plain = rel.components().next().is_some()
+        && rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return Err(refused("is not a path below the destination"));
+    }
+    Ok(dest.join(rel))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +414,27 @@ mod tests {
         for bad in ["s3://in/../x", "s3://in//abs", "in/x", "s3://in/"] {
             assert!(split_url(bad, true).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_listing_cannot_write_outside_the_destination() {
+        let dest = std::path::Path::new("/tmp/dest");
+        assert_eq!(
+            local_path(dest, "run/", "run/a/b.txt").unwrap(),
+            dest.join("a/b.txt")
+        );
+        for bad in [
+            "run/../../etc/passwd",
+            "run//etc/passwd",
+            "/etc/passwd",
+            "other/x",
+            "run/",
+            "run/./x",
+        ] {
+            assert!(local_path(dest, "run/", bad).is_err(), "{bad}");
+        }
+        // Without a prefix, an absolute key would replace `dest` in `join`.
+        assert!(local_path(dest, "", "/etc/passwd").is_err());
     }
 
     #[test]

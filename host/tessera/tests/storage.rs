@@ -462,16 +462,55 @@ async fn default_filer_bindings_are_listed_and_give_way_to_an_activation() {
         )
         .await;
     assert_eq!(status, 200, "{b}");
-    let (_, list) = s.get_json(&format!("{}/v1/plugins", s.url)).await;
-    let mut http = bindings(&list, "filer-http");
-    http.sort();
+    let http_bindings = || async {
+        let (_, list) = s.get_json(&format!("{}/v1/plugins", s.url)).await;
+        let mut http = bindings(&list, "filer-http");
+        http.sort();
+        http
+    };
+    let default_https = ("https".to_string(), true, vec!["*".to_string()]);
+    let default_http = ("http".to_string(), true, vec!["*".to_string()]);
     assert_eq!(
-        http,
+        http_bindings().await,
         [
-            ("http".to_string(), true, vec!["*".to_string()]),
+            default_http.clone(),
             ("https".to_string(), false, vec!["*".to_string()])
         ]
     );
+
+    // Rolling back the first activation puts the default binding back.
+    let (status, b) = s
+        .post_json(
+            &format!("{}/v1/plugins/filer-http/rollback", s.url),
+            &json!({"scope": "https"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["default"], true, "{b}");
+    assert_eq!(
+        http_bindings().await,
+        [default_http.clone(), default_https.clone()]
+    );
+
+    // Another plugin activated on the scheme gets none of the default's grants.
+    let (status, b) = s
+        .post_json(
+            &format!("{}/v1/plugins/filer-s3/versions/0.1.0/activate", s.url),
+            &json!({"scope": "https"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    assert!(b.get("allow_hosts").is_none(), "{b}");
+    assert!(b.get("buckets").is_none(), "{b}");
+    assert_eq!(http_bindings().await, std::slice::from_ref(&default_http));
+    let (status, _) = s
+        .post_json(
+            &format!("{}/v1/plugins/filer-s3/rollback", s.url),
+            &json!({"scope": "https"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(http_bindings().await, [default_http, default_https]);
 }
 
 #[tokio::test]

@@ -143,8 +143,8 @@ impl object_store::Host for ObjectStoreView<'_> {
     ) -> wasmtime::Result<Result<Resource<DynInputStream>, WitStoreError>> {
         let b = bucket.clone();
         match self.on_store(&bucket, move |s, deadline| s.get(&b, &key, deadline))? {
-            Ok(reader) => {
-                let stream: DynInputStream = Box::new(ObjectInputStream::start(reader));
+            Ok(object) => {
+                let stream: DynInputStream = Box::new(ObjectInputStream::start(object.body));
                 Ok(Ok(self.io.table.push(stream)?))
             }
             Err(e) => Ok(Err(e)),
