@@ -102,23 +102,19 @@ impl CgroupPeaks {
         }
     }
 
-    /// Remove the parent cgroups of containers that no longer exist (what a crash left
-    /// behind). The parents of `existing` containers stay, even empty ones: an exited
-    /// container's peak is read from its parent until it is removed.
-    pub(crate) fn remove_unused(&self, existing: &std::collections::HashSet<&str>) {
-        for root in self.dirs(&self.root) {
-            let Ok(entries) = std::fs::read_dir(&root) else {
-                continue;
-            };
-            for entry in entries.filter_map(Result::ok) {
-                let name = entry.file_name();
-                let keep = name.to_str().is_some_and(|n| existing.contains(n));
-                if !keep && entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    // The kernel refuses to remove one that is in use.
-                    let _ = std::fs::remove_dir(entry.path());
-                }
-            }
-        }
+    /// The containers that have a parent cgroup here (by name), in any hierarchy.
+    pub(crate) fn parents(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .dirs(&self.root)
+            .iter()
+            .filter_map(|root| std::fs::read_dir(root).ok())
+            .flat_map(|entries| entries.filter_map(Result::ok))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 }
 
@@ -174,16 +170,19 @@ mod tests {
     }
 
     #[test]
-    fn tidying_keeps_the_parents_of_containers_that_exist() {
+    fn parents_are_listed_by_container_name() {
         let dir = tempfile::tempdir().unwrap();
         let fs = dir.path();
-        std::fs::write(fs.join("cgroup.controllers"), "memory\n").unwrap();
-        for c in ["exited", "gone"] {
-            std::fs::create_dir_all(fs.join("tessera/x").join(c)).unwrap();
+        std::fs::create_dir_all(fs.join("memory")).unwrap();
+        std::fs::write(fs.join("memory/memory.max_usage_in_bytes"), "1\n").unwrap();
+        for ctrl in ["memory", "cpu"] {
+            for c in ["exited", "gone"] {
+                std::fs::create_dir_all(fs.join(ctrl).join("tessera/x").join(c)).unwrap();
+            }
         }
-        let p = CgroupPeaks::detect_in(fs, "tessera/x", "cgroupfs", Some(2)).unwrap();
-        p.remove_unused(&["exited"].into_iter().collect());
-        assert!(fs.join("tessera/x/exited").exists());
-        assert!(!fs.join("tessera/x/gone").exists());
+        let p = CgroupPeaks::detect_in(fs, "tessera/x", "cgroupfs", Some(1)).unwrap();
+        assert_eq!(p.parents(), ["exited", "gone"]);
+        p.remove("gone");
+        assert_eq!(p.parents(), ["exited"]);
     }
 }

@@ -254,11 +254,16 @@ impl DockerClient {
         *current = detected;
     }
 
-    /// Remove the parent cgroups (see [`DockerClient::account_cgroups_under`]) of
-    /// containers that no longer exist; `existing` are the names of those that do.
-    pub fn remove_unused_cgroups(&self, existing: &std::collections::HashSet<&str>) {
+    /// The containers that have a parent cgroup (see
+    /// [`DockerClient::account_cgroups_under`]), by name; empty when accounting is off.
+    pub fn cgroup_parents(&self) -> Vec<String> {
+        self.cgroups().map(|c| c.parents()).unwrap_or_default()
+    }
+
+    /// Remove container `name`'s parent cgroup (the kernel refuses while it is in use).
+    pub fn remove_cgroup_parent(&self, name: &str) {
         if let Some(cgroups) = self.cgroups() {
-            cgroups.remove_unused(existing);
+            cgroups.remove(name);
         }
     }
 

@@ -264,11 +264,28 @@ impl Executor for DockerExecutor {
         })
     }
 
-    /// The parent cgroups of containers that are gone (see [`crate::DockerClient::account_cgroups_under`]).
-    fn tidy<'a>(&'a self, existing: &'a [Owned]) -> BoxFuture<'a, ()> {
+    /// The parent cgroups of containers that are gone (see
+    /// [`crate::DockerClient::account_cgroups_under`]).
+    fn tidy(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let names = existing.iter().map(|p| p.name.as_str()).collect();
-            self.client.remove_unused_cgroups(&names);
+            // The parents first, then the containers: a parent made in between belongs
+            // to a container that the list shows.
+            let parents = self.client.cgroup_parents();
+            if parents.is_empty() {
+                return;
+            }
+            let Ok(containers) = self
+                .client
+                .list_by_label(INSTANCE_LABEL, Some(&self.instance))
+                .await
+            else {
+                return;
+            };
+            let existing: std::collections::HashSet<&str> =
+                containers.iter().map(|c| c.name.as_str()).collect();
+            for name in parents.iter().filter(|n| !existing.contains(n.as_str())) {
+                self.client.remove_cgroup_parent(name);
+            }
         })
     }
 }

@@ -197,9 +197,8 @@ pub trait Executor: Send + Sync {
     -> BoxFuture<'a, Result<Vec<Owned>, ExecError>>;
 
     /// Let go of what the executor keeps beside processes that no longer exist (after a
-    /// crash); `existing` is every process this server owns now. Best effort.
-    fn tidy<'a>(&'a self, existing: &'a [Owned]) -> BoxFuture<'a, ()> {
-        let _ = existing;
+    /// crash, or what a failed removal left). Best effort.
+    fn tidy(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
 }

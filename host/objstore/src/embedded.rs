@@ -103,26 +103,13 @@ impl EmbeddedObjectStore {
     }
 
     /// The object's SHA-256: kept with it, or computed (and kept) for a file put there by
-    /// hand or on a file system without extended attributes. Reads at offsets, so the
-    /// file's position stays at its start.
-    fn hash(&self, file: &File, bucket: &str, key: &str) -> Result<String, ObjectError> {
+    /// hand or on a file system without extended attributes.
+    fn hash(&self, file: &mut File, bucket: &str, key: &str) -> Result<String, ObjectError> {
         if let Some(h) = self.stored_hash(file) {
             return Ok(h);
         }
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut at = 0u64;
-        loop {
-            match std::os::unix::fs::FileExt::read_at(file, &mut buf, at) {
-                Ok(0) => break,
-                Ok(n) => {
-                    hasher.update(&buf[..n]);
-                    at += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error(e, bucket, key)),
-            }
-        }
+        io::copy(file, &mut hasher).map_err(|e| io_error(e, bucket, key))?;
         let h = hex(&hasher.finalize());
         self.keep_hash(file, &h);
         Ok(h)
@@ -184,8 +171,8 @@ impl ObjectStore for EmbeddedObjectStore {
     }
 
     fn head(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectInfo, ObjectError> {
-        let (file, meta) = self.open_object(bucket, key)?;
-        let sha = self.hash(&file, bucket, key)?;
+        let (mut file, meta) = self.open_object(bucket, key)?;
+        let sha = self.hash(&mut file, bucket, key)?;
         Ok(info(key.to_string(), &meta, Some(sha)))
     }
 
@@ -221,10 +208,10 @@ impl ObjectStore for EmbeddedObjectStore {
     fn get(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectRead, ObjectError> {
         // Metadata and bytes from one open file: a put renames a new file over the
         // key's path and never changes this one.
+        // The hash only when it is kept: computing it would read the object twice.
         let (file, meta) = self.open_object(bucket, key)?;
-        let sha = self.hash(&file, bucket, key)?;
         Ok(ObjectRead {
-            info: info(key.to_string(), &meta, Some(sha)),
+            info: info(key.to_string(), &meta, self.stored_hash(&file)),
             body: Box::new(file),
         })
     }
@@ -433,6 +420,8 @@ impl EmbeddedUpload {
             );
         }
         drop(file);
+        // Folders this upload makes must be synced too, or a crash could lose them.
+        let made_folders = self.dest.parent().is_some_and(|p| !p.is_dir());
         // A concurrent delete may remove an emptied parent folder between the two
         // steps: make it again.
         for attempt in 0..3 {
@@ -456,7 +445,7 @@ impl EmbeddedUpload {
             }
             match fs::rename(&self.tmp, &self.dest) {
                 Ok(()) => {
-                    self.sync_folder();
+                    self.sync_folders(made_folders);
                     return Ok(self.written);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 2 => continue,
@@ -481,14 +470,21 @@ impl EmbeddedUpload {
 }
 
 impl EmbeddedUpload {
-    /// Make the rename durable: a crash after `finish` returned must not lose the object.
-    /// Best effort (the object is stored either way; only a crash could lose it).
-    fn sync_folder(&self) {
-        let Some(parent) = self.dest.parent() else {
-            return;
-        };
-        if let Err(e) = File::open(parent).and_then(|d| d.sync_all()) {
-            tracing::warn!(bucket = %self.bucket, key = %self.key, error = %e, "syncing the object's folder failed");
+    /// Make the rename durable (a crash after `finish` returned must not lose the
+    /// object): its folder, and when this upload made folders, every folder up to the
+    /// store's root. Best effort: the object is stored either way.
+    fn sync_folders(&self, made_folders: bool) {
+        let root = self.store.bucket_dir.parent();
+        let mut dir = self.dest.parent();
+        while let Some(d) = dir {
+            if let Err(e) = File::open(d).and_then(|f| f.sync_all()) {
+                tracing::warn!(bucket = %self.bucket, key = %self.key, error = %e, "syncing the object's folder failed");
+                return;
+            }
+            if !made_folders || Some(d) == root {
+                return;
+            }
+            dir = d.parent();
         }
     }
 }

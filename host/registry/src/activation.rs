@@ -150,7 +150,7 @@ impl Registry {
                 ))
             })?;
         let manifest = parse_manifest(&prev.manifest)?;
-        let settings = decode_settings(&binding.settings)?;
+        let settings = decode_settings(&binding.rollback_settings())?;
         let loaded = self.load(&manifest, &settings).await?;
         let rolled = self
             .0

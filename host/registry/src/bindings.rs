@@ -37,6 +37,7 @@ pub(crate) fn default_row(d: &DefaultBinding, version: &str) -> BindingRow {
         plugin: d.plugin.to_string(),
         version: version.to_string(),
         previous: None,
+        previous_settings: None,
         settings: serde_json::to_string(&d.settings).unwrap_or_else(|_| "{}".into()),
         updated_at: String::new(),
     }

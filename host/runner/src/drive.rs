@@ -398,6 +398,7 @@ impl Drive {
         match created {
             Ok(()) => {
                 self.observed[i] = Observed::Created;
+                self.create_conflicts = 0;
                 Ok(())
             }
             // It exists after all (created by an earlier driver): look again.

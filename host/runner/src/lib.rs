@@ -864,25 +864,18 @@ impl Runner {
                 workspaces.push(entry);
             }
         }
-        let Ok(unfinished) = self.0.store.unfinished_tasks().await else {
+        let Ok(unfinished) = self.0.store.unfinished_task_ids().await else {
             return;
         };
-        let live: std::collections::HashSet<String> =
-            unfinished.into_iter().map(|t| t.id).collect();
+        let live: std::collections::HashSet<String> = unfinished.into_iter().collect();
         if let (Some(exec), Some(processes)) = (&self.0.executor, processes) {
-            let mut kept = Vec::with_capacity(processes.len());
-            for p in processes {
-                if live.contains(&p.task_id) {
-                    kept.push(p);
-                    continue;
-                }
+            for p in processes.iter().filter(|p| !live.contains(&p.task_id)) {
                 tracing::info!(task_id = %p.task_id, process = %p.name, "removing the process of a finished task");
                 if let Err(e) = exec.remove(&p.name).await {
                     tracing::warn!(process = %p.name, error = %e, "removing a process failed");
-                    kept.push(p);
                 }
             }
-            exec.tidy(&kept).await;
+            exec.tidy().await;
         }
         for entry in workspaces {
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -292,7 +292,7 @@ impl Root {
             .iter()
             .map(|p| Segment::parse(p).map_err(|why| FsError::Invalid(shown.to_string(), why)))
             .collect::<Result<_, _>>()?;
-        let root = Rc::new(self.open_root(shown)?);
+        let root = self.open_root(shown)?;
         let mut glob = Glob {
             shown,
             limits,
@@ -300,7 +300,7 @@ impl Root {
             name_bytes: 0,
             out: Vec::new(),
         };
-        glob.match_in(root, String::new(), 0, &segments)?;
+        glob.match_in(&root, "", 0, &segments)?;
         let mut out = glob.out;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out.dedup_by(|a, b| a.0 == b.0);
@@ -345,8 +345,9 @@ impl Segment {
     }
 }
 
-/// The entries of directory `dir` (names and what they are, links not followed).
-fn entries(dir: &OwnedFd, shown: &str) -> Result<Vec<(String, Kind)>, FsError> {
+/// The entries of directory `dir` (names and what they are, links not followed), at
+/// most `max + 1` of them: one more than `max` says there are too many.
+fn entries(dir: &OwnedFd, shown: &str, max: usize) -> Result<Vec<(String, Kind)>, FsError> {
     let mut out = Vec::new();
     let mut read = Dir::read_from(dir).map_err(|e| errno(e, shown))?;
     while let Some(entry) = read.read() {
@@ -355,8 +356,15 @@ fn entries(dir: &OwnedFd, shown: &str) -> Result<Vec<(String, Kind)>, FsError> {
         if raw == b"." || raw == b".." {
             continue;
         }
+        if out.len() > max {
+            break;
+        }
         let Ok(name) = std::str::from_utf8(raw) else {
-            continue; // no pattern can name it
+            // Neither matched nor refused would be a silent gap: refuse, as walks do.
+            return Err(FsError::Invalid(
+                shown.to_string(),
+                "a file name here is not UTF-8",
+            ));
         };
         match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => out.push((name.to_string(), kind_of(&st))),
@@ -390,9 +398,11 @@ impl Glob<'_> {
         )
     }
 
-    /// The entries of `dir`, counted against the limits.
+    /// The entries of `dir` (each directory is read once per pattern position), counted
+    /// against the limits as they are read.
     fn entries(&mut self, dir: &OwnedFd) -> Result<Vec<(String, Kind)>, FsError> {
-        let found = entries(dir, self.shown)?;
+        let left = self.limits.max_entries.saturating_sub(self.read);
+        let found = entries(dir, self.shown, left)?;
         self.read += found.len();
         if self.read > self.limits.max_entries {
             return Err(self.too_large());
@@ -417,10 +427,27 @@ impl Glob<'_> {
         open_sub(dir, name)
     }
 
+    /// Match `segments` in `dir` (at `prefix`, `depth` levels below the root).
     fn match_in(
         &mut self,
-        dir: Rc<OwnedFd>,
-        prefix: String,
+        dir: &OwnedFd,
+        prefix: &str,
+        depth: usize,
+        segments: &[Segment],
+    ) -> Result<(), FsError> {
+        if segments.is_empty() {
+            return Ok(());
+        }
+        let listed = self.entries(dir)?;
+        self.match_listed(dir, &listed, prefix, depth, segments)
+    }
+
+    /// Match `segments` against `listed`, the entries of `dir`.
+    fn match_listed(
+        &mut self,
+        dir: &OwnedFd,
+        listed: &[(String, Kind)],
+        prefix: &str,
         depth: usize,
         segments: &[Segment],
     ) -> Result<(), FsError> {
@@ -434,46 +461,36 @@ impl Glob<'_> {
                 format!("{prefix}/{name}")
             }
         };
-        if let Segment::AnyDirs = first {
-            if rest.is_empty() {
-                // A trailing `**`: every entry below that is not a directory (links and
-                // special files too, so that the caller can refuse them).
-                for (name, kind) in self.entries(&dir)? {
-                    if !first.matches(&name) {
-                        continue;
-                    }
-                    if kind != Kind::Directory {
-                        self.push(join(&name), kind)?;
-                    } else if let Some(sub) = self.sub(&dir, &name, depth + 1)? {
-                        self.match_in(Rc::new(sub), join(&name), depth + 1, segments)?;
-                    }
-                }
-                return Ok(());
-            }
-            // Zero directories here…
-            self.match_in(dir.clone(), prefix.clone(), depth, rest)?;
-            // …or one more real directory, and `**` again below it.
-            for (name, kind) in self.entries(&dir)? {
-                if kind == Kind::Directory
-                    && first.matches(&name)
-                    && let Some(sub) = self.sub(&dir, &name, depth + 1)?
-                {
-                    self.match_in(Rc::new(sub), join(&name), depth + 1, segments)?;
-                }
-            }
-            return Ok(());
-        }
-        for (name, kind) in self.entries(&dir)? {
-            if !first.matches(&name) {
+        for (name, kind) in listed {
+            if !first.matches(name) {
                 continue;
             }
-            if rest.is_empty() {
-                self.push(join(&name), kind)?;
-            } else if kind == Kind::Directory
-                && let Some(sub) = self.sub(&dir, &name, depth + 1)?
-            {
-                self.match_in(Rc::new(sub), join(&name), depth + 1, rest)?;
+            let is_dir = *kind == Kind::Directory;
+            match first {
+                // A trailing `**`: every entry below that is not a directory (links and
+                // special files too, so that the caller can refuse them).
+                Segment::AnyDirs if rest.is_empty() && !is_dir => {
+                    self.push(join(name), *kind)?;
+                }
+                // `**` as one more real directory, and `**` again below it.
+                Segment::AnyDirs if is_dir => {
+                    if let Some(sub) = self.sub(dir, name, depth + 1)? {
+                        self.match_in(&sub, &join(name), depth + 1, segments)?;
+                    }
+                }
+                Segment::AnyDirs => {}
+                _ if rest.is_empty() => self.push(join(name), *kind)?,
+                _ if is_dir => {
+                    if let Some(sub) = self.sub(dir, name, depth + 1)? {
+                        self.match_in(&sub, &join(name), depth + 1, rest)?;
+                    }
+                }
+                _ => {}
             }
+        }
+        // `**` as zero directories: the rest of the pattern here, on the same listing.
+        if matches!(first, Segment::AnyDirs) && !rest.is_empty() {
+            self.match_listed(dir, listed, prefix, depth, rest)?;
         }
         Ok(())
     }
@@ -781,6 +798,12 @@ mod tests {
 
         let glob = |p: &str, l| r.glob(p, p, l);
         assert_eq!(glob("/**/w5", limits(100, 100)).unwrap().len(), 1);
+        // Each of the 12 entries is read once, whatever `**` tries at each level.
+        assert_eq!(glob("/**/w5", limits(12, 100)).unwrap().len(), 1);
+        assert!(matches!(
+            glob("/**/w5", limits(11, 100)),
+            Err(FsError::TooLarge(..))
+        ));
         assert!(matches!(
             glob("/**/w5", limits(5, 100)),
             Err(FsError::TooLarge(..))

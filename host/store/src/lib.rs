@@ -910,6 +910,20 @@ impl Store {
         })
     }
 
+    /// The ids of every task not in a terminal state, oldest first (cheap: nothing else
+    /// is read).
+    pub async fn unfinished_task_ids(&self) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT id FROM tasks WHERE state IN ({}) ORDER BY seq",
+            *NON_TERMINAL
+        );
+        with_pool!(self, reader, |pool| {
+            Ok(sqlx::query_scalar::<_, String>(&sql)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
     /// A task's state changes, in the order they happened.
     pub async fn events(&self, task_id: &str) -> Result<Vec<Event>, StoreError> {
         with_pool!(self, reader, |pool| {

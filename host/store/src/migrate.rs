@@ -30,6 +30,11 @@ const SQLITE: Embedded = &[
         "notifications",
         include_str!("../migrations/sqlite/0003_notifications.sql"),
     ),
+    (
+        4,
+        "binding previous settings",
+        include_str!("../migrations/sqlite/0004_binding_previous_settings.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -47,6 +52,11 @@ const POSTGRES: Embedded = &[
         3,
         "notifications",
         include_str!("../migrations/postgres/0003_notifications.sql"),
+    ),
+    (
+        4,
+        "binding previous settings",
+        include_str!("../migrations/postgres/0004_binding_previous_settings.sql"),
     ),
 ];
 

@@ -19,11 +19,13 @@ macro_rules! upsert_binding {
         };
         sqlx::query(
             "INSERT INTO plugin_bindings \
-             (world, scope, plugin, version, previous_plugin, previous_version, settings, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             (world, scope, plugin, version, previous_plugin, previous_version, \
+              previous_settings, settings, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (world, scope) DO UPDATE SET plugin = excluded.plugin, \
              version = excluded.version, previous_plugin = excluded.previous_plugin, \
-             previous_version = excluded.previous_version, settings = excluded.settings, \
+             previous_version = excluded.previous_version, \
+             previous_settings = excluded.previous_settings, settings = excluded.settings, \
              updated_at = excluded.updated_at",
         )
         .bind(row.world.name())
@@ -32,6 +34,7 @@ macro_rules! upsert_binding {
         .bind(row.version.as_str())
         .bind(prev_plugin)
         .bind(prev_version)
+        .bind(row.previous_settings.as_deref())
         .bind(row.settings.as_str())
         .bind(row.updated_at.as_str())
         .execute(&mut *$tx)
@@ -67,9 +70,24 @@ pub struct BindingRow {
     pub version: String,
     /// What was bound before the last activation, for rollback.
     pub previous: Option<(String, String)>,
+    /// The settings `previous` served with (`None` in rows from before they were kept).
+    pub previous_settings: Option<String>,
     /// Settings (config, secrets, filters) as JSON.
     pub settings: String,
     pub updated_at: String,
+}
+
+impl BindingRow {
+    /// The settings a rollback puts back with `previous`: those it served with; for a
+    /// row from before they were kept, the current ones when it is the same plugin, else
+    /// none (settings never pass from one plugin to another).
+    pub fn rollback_settings(&self) -> String {
+        match (&self.previous_settings, &self.previous) {
+            (Some(s), _) => s.clone(),
+            (None, Some((plugin, _))) if *plugin == self.plugin => self.settings.clone(),
+            (None, _) => "{}".to_string(),
+        }
+    }
 }
 
 /// What installing a version did.
@@ -92,8 +110,8 @@ pub enum Deleted {
 
 const VERSION_COLS: &str =
     "name, version, world, manifest, sha256, size_bytes, origin, installed_at";
-const BINDING_COLS: &str =
-    "world, scope, plugin, version, previous_plugin, previous_version, settings, updated_at";
+const BINDING_COLS: &str = "world, scope, plugin, version, previous_plugin, previous_version, \
+     previous_settings, settings, updated_at";
 
 /// A world as stored (its name); another name is a corrupt row.
 fn decode_world(name: String) -> Result<World, sqlx::Error> {
@@ -134,6 +152,7 @@ where
         plugin: row.try_get("plugin")?,
         version: row.try_get("version")?,
         previous: previous_plugin.zip(previous_version),
+        previous_settings: row.try_get("previous_settings")?,
         settings: row.try_get("settings")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -259,8 +278,8 @@ impl Store {
                 return Ok(Deleted::InUse(users));
             }
             sqlx::query(
-                "UPDATE plugin_bindings SET previous_plugin = NULL, previous_version = NULL \
-                 WHERE previous_plugin = $1 AND previous_version = $2",
+                "UPDATE plugin_bindings SET previous_plugin = NULL, previous_version = NULL, \
+                 previous_settings = NULL WHERE previous_plugin = $1 AND previous_version = $2",
             )
             .bind(name)
             .bind(version)
@@ -337,10 +356,13 @@ impl Store {
             let row = match current {
                 Some(cur) => {
                     let same = cur.plugin == plugin && cur.version == version;
-                    let previous = if same {
-                        cur.previous.clone()
+                    let (previous, previous_settings) = if same {
+                        (cur.previous.clone(), cur.previous_settings.clone())
                     } else {
-                        Some((cur.plugin.clone(), cur.version.clone()))
+                        (
+                            Some((cur.plugin.clone(), cur.version.clone())),
+                            Some(cur.settings.clone()),
+                        )
                     };
                     BindingRow {
                         world,
@@ -348,6 +370,7 @@ impl Store {
                         plugin: plugin.into(),
                         version: version.into(),
                         previous,
+                        previous_settings,
                         settings: settings.map_or(cur.settings, str::to_string),
                         updated_at: now,
                     }
@@ -358,6 +381,7 @@ impl Store {
                     plugin: plugin.into(),
                     version: version.into(),
                     previous: None,
+                    previous_settings: None,
                     settings: settings.unwrap_or("{}").to_string(),
                     updated_at: now,
                 },
@@ -368,8 +392,9 @@ impl Store {
         })
     }
 
-    /// Swap a binding back to what served before its last activation. `None` when the
-    /// binding does not exist or has nothing to roll back to.
+    /// Swap a binding back to what served before its last activation, with the settings
+    /// it served with ([`BindingRow::rollback_settings`]). `None` when the binding does
+    /// not exist or has nothing to roll back to.
     pub async fn rollback_binding(
         &self,
         world: World,
@@ -395,11 +420,14 @@ impl Store {
                 return Ok(None);
             };
             let row = BindingRow {
+                world: cur.world,
+                scope: cur.scope.clone(),
                 plugin,
                 version,
+                settings: cur.rollback_settings(),
                 previous: Some((cur.plugin, cur.version)),
+                previous_settings: Some(cur.settings),
                 updated_at: now,
-                ..cur
             };
             upsert_binding!(tx, &row);
             tx.commit().await?;

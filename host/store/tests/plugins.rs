@@ -140,6 +140,37 @@ async fn bind_activate_and_roll_back(db: &Db) {
         None
     );
 
+    // Another plugin with its own settings: a rollback puts back the previous plugin
+    // with the settings it served with, and forth again with the other's.
+    store
+        .bind_plugin(
+            World::Router,
+            "",
+            "router-default",
+            "0.1.0",
+            Some(r#"{"allow_hosts":["x"]}"#),
+        )
+        .await
+        .unwrap();
+    let back = store
+        .rollback_binding(World::Router, "")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (back.plugin.as_str(), back.settings.as_str()),
+        ("pack", r#"{"config":{"k":"v"}}"#)
+    );
+    let forth = store
+        .rollback_binding(World::Router, "")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (forth.plugin.as_str(), forth.settings.as_str()),
+        ("router-default", r#"{"allow_hosts":["x"]}"#)
+    );
+
     // A per-group router beside the default one.
     store
         .bind_plugin(World::Router, "ops", "router-default", "0.1.0", None)

@@ -983,6 +983,8 @@ async fn unfinished_tasks_oldest_first(db: &Db) {
         .filter(|(_, s)| !s.is_terminal())
         .collect();
     assert_eq!(got, want);
+    let want_ids: Vec<String> = want.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(store.unfinished_task_ids().await.unwrap(), want_ids);
     assert!(
         unfinished.iter().all(|t| t.spec.executors.is_some()),
         "full records"
