@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tessera_objstore::{
-    ObjectError as StoreError, ObjectInfo, ObjectRead, ObjectStore, ObjectUpload,
-};
+use tessera_objstore::{ObjectError, ObjectInfo, ObjectRead, ObjectStore, ObjectUpload};
 use tessera_plugin_runtime::{
     CallError, Capability, ErrorKind, FileKind, FilerPlugin, FilerWorkspace, LoadError, Manifest,
     PluginConfig, PluginError, PluginRuntime, StagedFile, World,
@@ -355,7 +353,7 @@ impl Write for MemUpload {
 }
 
 impl ObjectUpload for MemUpload {
-    fn finish(self: Box<Self>) -> Result<u64, StoreError> {
+    fn finish(self: Box<Self>) -> Result<u64, ObjectError> {
         let n = self.bytes.len() as u64;
         self.store
             .objects
@@ -370,14 +368,14 @@ impl ObjectUpload for MemUpload {
 struct Shared(Arc<MemStore>);
 
 impl ObjectStore for Shared {
-    fn head(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectInfo, StoreError> {
+    fn head(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectInfo, ObjectError> {
         if let Some(d) = self.0.delay {
             std::thread::sleep(d);
         }
         let objects = self.0.objects.lock().unwrap();
         let o = objects
             .get(&(bucket.into(), key.into()))
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(ObjectError::NotFound)?;
         Ok(ObjectInfo {
             key: key.into(),
             size: o.len() as u64,
@@ -394,15 +392,15 @@ impl ObjectStore for Shared {
         _: Option<&str>,
         _: u32,
         _: Instant,
-    ) -> Result<Vec<ObjectInfo>, StoreError> {
+    ) -> Result<Vec<ObjectInfo>, ObjectError> {
         Ok(Vec::new())
     }
 
-    fn get(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectRead, StoreError> {
+    fn get(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectRead, ObjectError> {
         let objects = self.0.objects.lock().unwrap();
         let o = objects
             .get(&(bucket.into(), key.into()))
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(ObjectError::NotFound)?;
         Ok(ObjectRead {
             info: ObjectInfo {
                 key: key.into(),
@@ -421,9 +419,9 @@ impl ObjectStore for Shared {
         key: &str,
         _size: u64,
         _: Instant,
-    ) -> Result<Box<dyn ObjectUpload>, StoreError> {
+    ) -> Result<Box<dyn ObjectUpload>, ObjectError> {
         if bucket == "read-only" {
-            return Err(StoreError::Denied("the bucket is read-only".into()));
+            return Err(ObjectError::Denied("the bucket is read-only".into()));
         }
         Ok(Box::new(MemUpload {
             store: self.0.clone(),
@@ -436,15 +434,15 @@ impl ObjectStore for Shared {
         "in memory".into()
     }
 
-    fn delete(&self, bucket: &str, key: &str, _: Instant) -> Result<(), StoreError> {
+    fn delete(&self, bucket: &str, key: &str, _: Instant) -> Result<(), ObjectError> {
         let mut objects = self.0.objects.lock().unwrap();
         objects
             .remove(&(bucket.into(), key.into()))
             .map(|_| ())
-            .ok_or(StoreError::NotFound)
+            .ok_or(ObjectError::NotFound)
     }
 
-    fn buckets(&self, _: Instant) -> Result<Vec<String>, StoreError> {
+    fn buckets(&self, _: Instant) -> Result<Vec<String>, ObjectError> {
         let objects = self.0.objects.lock().unwrap();
         let mut b: Vec<String> = objects.keys().map(|(b, _)| b.clone()).collect();
         b.dedup();
