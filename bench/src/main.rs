@@ -590,7 +590,13 @@ async fn bench_dispatch() {
         let v = if i % 2 == 0 { "0.1.1" } else { "0.1.0" };
         let t = Instant::now();
         registry
-            .activate("router-default", v, None, None)
+            .activate(
+                "router-default",
+                v,
+                None,
+                None,
+                tessera_registry::Grant::Named,
+            )
             .await
             .unwrap_or_else(|e| panic!("activate: {e}"));
         times.push(t.elapsed());

@@ -21,6 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 use tessera_core::ErrorCode;
 use tessera_core::validate::Policy;
 use tessera_registry::Registry;
@@ -176,7 +177,7 @@ async fn authenticate(
         })
         .map(str::trim);
     match given {
-        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => next.run(req).await,
         Some(_) => Error::new(ErrorCode::Unauthorized, "the bearer token is not valid").into_response(),
         None => Error::new(
             ErrorCode::Unauthorized,
@@ -184,10 +185,6 @@ async fn authenticate(
         )
         .into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

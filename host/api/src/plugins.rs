@@ -7,8 +7,9 @@
 //! - `GET /v1/plugins`, `GET /v1/plugins/{name}`
 //! - `POST /v1/plugins/{name}/versions/{version}/activate` with an optional JSON body
 //!   `{"scope": "...", "config": {...}, "secrets": {...}, "allow_hosts": [...],
-//!   "filter": {"states": [...], "tags": {...}, "groups": [...]}}` (settings given replace
-//!   the binding's; none given keeps them)
+//!   "buckets": [...], "filter": {"states": [...], "tags": {...}, "groups": [...]},
+//!   "grant_any": false}` (settings given replace the binding's; none given keeps those
+//!   of the same plugin; `*` hosts or buckets need `"grant_any": true`)
 //! - `POST /v1/plugins/{name}/rollback` with an optional `{"scope": "..."}`
 //! - `DELETE /v1/plugins/{name}/versions/{version}`
 
@@ -19,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tessera_core::ErrorCode;
-use tessera_registry::{RegistryError, Settings};
+use tessera_registry::{Grant, RegistryError, Settings};
 
 use crate::{AppState, Error};
 
@@ -111,6 +112,9 @@ struct ActivateBody {
     allow_hosts: Option<Vec<String>>,
     filter: Option<tessera_registry::EventFilter>,
     buckets: Option<Vec<String>>,
+    /// Settings with `*` hosts or buckets need this.
+    #[serde(default)]
+    grant_any: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,7 +153,17 @@ pub async fn activate(
     });
     let binding = state
         .registry()
-        .activate(&name, &version, body.scope.as_deref(), settings)
+        .activate(
+            &name,
+            &version,
+            body.scope.as_deref(),
+            settings,
+            if body.grant_any {
+                Grant::Any
+            } else {
+                Grant::Named
+            },
+        )
         .await?;
     Ok(Json(binding).into_response())
 }

@@ -35,10 +35,25 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// The largest memory cap a manifest may ask for (per instance, all memories).
     pub max_memory_bytes: u64,
+    /// The longest call timeout a router's manifest may ask for: routing waits on it for
+    /// every task of a group.
+    pub max_router_timeout: Duration,
+    /// The longest call timeout any other plugin's manifest may ask for.
+    pub max_timeout: Duration,
     /// Bytes of each memory slot reset with `memset` (only the pages actually dirtied,
     /// found with `PAGEMAP_SCAN` where the kernel has it) instead of `madvise` when an
     /// instance is dropped: keeps small instances cheap to recycle.
     pub keep_resident_bytes: usize,
+}
+
+impl RuntimeConfig {
+    /// The longest call timeout a plugin of `world` may declare.
+    pub fn max_timeout(&self, world: World) -> Duration {
+        match world {
+            World::Router => self.max_router_timeout,
+            _ => self.max_timeout,
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +63,8 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(1),
             max_instances: 1000,
             max_memory_bytes: 1 << 30,
+            max_router_timeout: Duration::from_secs(1),
+            max_timeout: Duration::from_secs(600),
             keep_resident_bytes: 512 << 10,
         }
     }
@@ -308,7 +325,11 @@ impl PluginRuntime {
         manifest: &Manifest,
         compiled: &CompiledComponent,
     ) -> Result<(), LoadError> {
-        validate::check_manifest(manifest, self.inner.config.max_memory_bytes)?;
+        validate::check_manifest(
+            manifest,
+            self.inner.config.max_memory_bytes,
+            self.inner.config.max_timeout(manifest.world),
+        )?;
         validate::check_world(&self.inner.engine, &compiled.component, manifest)
     }
 
@@ -321,7 +342,11 @@ impl PluginRuntime {
         bytes: &[u8],
     ) -> Result<CompiledComponent, LoadError> {
         check_world_is(manifest, world)?;
-        validate::check_manifest(manifest, self.inner.config.max_memory_bytes)?;
+        validate::check_manifest(
+            manifest,
+            self.inner.config.max_memory_bytes,
+            self.inner.config.max_timeout(manifest.world),
+        )?;
         self.compile(bytes)
     }
 

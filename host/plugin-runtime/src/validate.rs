@@ -194,8 +194,13 @@ fn item_kind(item: &ComponentItem) -> &'static str {
     }
 }
 
-/// Checks that a manifest can be honoured at all by this world and host.
-pub(crate) fn check_manifest(manifest: &Manifest, max_memory: u64) -> Result<(), LoadError> {
+/// Checks that a manifest can be honoured at all by this world and a host that allows at
+/// most `max_memory` bytes and a call timeout of `max_timeout` for this world.
+pub(crate) fn check_manifest(
+    manifest: &Manifest,
+    max_memory: u64,
+    max_timeout: std::time::Duration,
+) -> Result<(), LoadError> {
     let world = manifest.world;
     if manifest.name.trim().is_empty() {
         return Err(LoadError::Manifest("the plugin has no name".into()));
@@ -219,8 +224,21 @@ pub(crate) fn check_manifest(manifest: &Manifest, max_memory: u64) -> Result<(),
             "memory limit {mem} bytes is outside what this host allows (1..={max_memory})"
         )));
     }
-    if manifest.limits.timeout().is_zero() {
+    let timeout = manifest.limits.timeout();
+    if timeout.is_zero() {
         return Err(LoadError::Manifest("the call timeout is zero".into()));
+    }
+    let flag = match world {
+        World::Router => "--max-router-timeout-ms",
+        _ => "--max-plugin-timeout-ms",
+    };
+    if timeout > max_timeout {
+        return Err(LoadError::Manifest(format!(
+            "timeout-ms {} is more than this host allows for {world} plugins ({} ms; the \
+             operator sets it with {flag})",
+            timeout.as_millis(),
+            max_timeout.as_millis()
+        )));
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::bindings::{
 };
 use crate::install::parse_manifest;
 use crate::view::BindingView;
-use crate::{Registry, RegistryError, Settings};
+use crate::{Grant, Registry, RegistryError, Settings};
 
 /// A version made ready to serve.
 pub(crate) enum Loaded {
@@ -50,14 +50,25 @@ impl Registry {
     /// version is loaded with the settings before the binding changes; new calls use it
     /// at once, calls in flight finish on the old one. Without settings, a new version
     /// of the plugin that serves the scope keeps that binding's settings; another plugin
-    /// starts with none (grants are never handed from one plugin to another).
+    /// starts with none (grants are never handed from one plugin to another). Settings
+    /// given with `*` hosts or buckets need [`Grant::Any`].
     pub async fn activate(
         &self,
         name: &str,
         version: &str,
         scope: Option<&str>,
         settings: Option<Settings>,
+        grant: Grant,
     ) -> Result<BindingView, RegistryError> {
+        if grant == Grant::Named
+            && let Some(what) = settings.as_ref().and_then(Settings::wildcards)
+        {
+            return Err(RegistryError::Invalid(format!(
+                "these settings let the plugin reach {what}; grant that explicitly \
+                 (`tessera plugin activate … --grant-any`, API: \"grant_any\": true) or name \
+                 the hosts and buckets"
+            )));
+        }
         let _change = self.0.changes.lock().await;
         let row = self
             .0

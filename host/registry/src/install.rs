@@ -130,6 +130,14 @@ impl Registry {
         bytes: Vec<u8>,
     ) -> Result<VersionView, RegistryError> {
         let manifest = parse_manifest(manifest_text)?;
+        if self.0.builtin_names.contains(&manifest.name) {
+            // A new "version" of a built-in would clash with the one the binary installs
+            // at the next start.
+            return Err(RegistryError::Conflict(format!(
+                "{:?} is the name of a built-in plugin; upload yours under another name",
+                manifest.name
+            )));
+        }
         let (compiled, bytes) = self.compile_checked(&manifest, bytes).await?;
         let row = version_row(&manifest, &compiled, "uploaded")?;
         let installed = self.0.store.install_plugin_version(&row, &bytes).await?;

@@ -100,7 +100,30 @@ pub struct Settings {
     pub buckets: Vec<String>,
 }
 
+/// What an activation may grant beyond named hosts and buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Grant {
+    /// Named hosts and buckets only: `*` is refused.
+    #[default]
+    Named,
+    /// `*` hosts (any public address) or `*` buckets (every bucket) too, asked for
+    /// explicitly.
+    Any,
+}
+
 impl Settings {
+    /// What `*` in these settings grants, in words (`None` when nothing is a wildcard).
+    pub fn wildcards(&self) -> Option<String> {
+        let mut any = Vec::new();
+        if self.allow_hosts.iter().any(|h| h == "*") {
+            any.push("any public host (allow_hosts `*`)");
+        }
+        if self.buckets.iter().any(|b| b == "*") {
+            any.push("every bucket (buckets `*`)");
+        }
+        (!any.is_empty()).then(|| any.join(" and "))
+    }
+
     fn plugin_config(&self) -> PluginConfig {
         let mut c = PluginConfig::new();
         for (k, v) in &self.config {
@@ -136,6 +159,8 @@ struct Inner {
     /// Bindings that serve where none is stored, with the built-in version they bind.
     defaults: Vec<(DefaultBinding, String)>,
     generation: AtomicU64,
+    /// The built-ins' names: an upload may not take one.
+    builtin_names: Vec<String>,
     /// Serialises activations, rollbacks and deletions (the store's order is the
     /// in-memory order).
     changes: tokio::sync::Mutex<()>,
@@ -182,6 +207,10 @@ impl Registry {
             object_store,
             defaults: resolved,
             generation: AtomicU64::new(1),
+            builtin_names: builtins
+                .iter()
+                .map(|b| parse_manifest(b.manifest).map(|m| m.name))
+                .collect::<Result<_, _>>()?,
             changes: tokio::sync::Mutex::new(()),
         }));
         for b in builtins {

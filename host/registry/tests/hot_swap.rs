@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tessera_core::routing::{Decision, Label, RouteRequest, RouteTarget, RouteTask, Router};
 use tessera_plugin_runtime::{PluginRuntime, RuntimeConfig};
-use tessera_registry::{Registry, RegistryError};
+use tessera_registry::{Grant, Registry, RegistryError};
 use tessera_store::Store;
 
 fn component(name: &str) -> Vec<u8> {
@@ -94,7 +94,7 @@ async fn installs_and_bindings_survive_reopening_and_bad_uploads_change_nothing(
         matches!(conflict, Err(RegistryError::Conflict(_))),
         "{conflict:?}"
     );
-    reg.activate("first-fit", "1.0.0", None, None)
+    reg.activate("first-fit", "1.0.0", None, None, Grant::Named)
         .await
         .unwrap();
     assert_eq!(reg.route("ops", &request()).unwrap(), [Decision::Assign(0)]);
@@ -123,7 +123,9 @@ async fn swapping_versions_under_load_fails_no_call() {
     reg.install(&manifest("router", "1.0.1"), component("first-fit"))
         .await
         .unwrap();
-    reg.activate("router", "1.0.0", None, None).await.unwrap();
+    reg.activate("router", "1.0.0", None, None, Grant::Named)
+        .await
+        .unwrap();
 
     const CALLERS: usize = 2;
     const SWAPS: usize = 200;
@@ -151,7 +153,9 @@ async fn swapping_versions_under_load_fails_no_call() {
     for i in 0..SWAPS {
         let version = if i % 2 == 0 { "1.0.1" } else { "1.0.0" };
         let t = Instant::now();
-        reg.activate("router", version, None, None).await.unwrap();
+        reg.activate("router", version, None, None, Grant::Named)
+            .await
+            .unwrap();
         swap_times.push(t.elapsed());
     }
     stop.store(true, Ordering::Relaxed);
@@ -194,13 +198,15 @@ async fn engine_adapters_are_bound_by_engine_name_and_called_through_the_registr
         .await
         .unwrap();
     // An adapter serves one engine, so activation must say which.
-    let unscoped = reg.activate("echo-engine", "1.0.0", None, None).await;
+    let unscoped = reg
+        .activate("echo-engine", "1.0.0", None, None, Grant::Named)
+        .await;
     assert!(
         matches!(unscoped, Err(RegistryError::Invalid(_))),
         "{unscoped:?}"
     );
     assert!(reg.engine_adapter("echo").is_none());
-    reg.activate("echo-engine", "1.0.0", Some("echo"), None)
+    reg.activate("echo-engine", "1.0.0", Some("echo"), None, Grant::Named)
         .await
         .unwrap();
 

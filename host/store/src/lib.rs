@@ -23,6 +23,7 @@ mod migrate;
 pub use error::StoreError;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -327,6 +328,42 @@ fn parse_url(url: &str) -> Result<Target, StoreError> {
     })
 }
 
+/// The database holds plugin secrets: its file is made readable by its owner only
+/// (0600) before SQLite opens it, whatever the umask, and SQLite gives its WAL and
+/// shared-memory files the same mode. Files from before are tightened.
+fn private_database_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let private = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(path, private.clone())?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        match std::fs::set_permissions(&side, private.clone()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The file of a SQLite store URL (`None` for PostgreSQL and in-memory databases), for
+/// checks such as "no allowed directory holds the database".
+pub fn sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
+    Ok(match parse_url(url)? {
+        Target::Sqlite {
+            options,
+            memory: false,
+        } => Some(options.get_filename().to_path_buf()),
+        _ => None,
+    })
+}
+
 impl Store {
     /// Open the store at `url`: `sqlite://PATH`, `sqlite:PATH`, a bare file path (the file
     /// and its directory are created if missing), `sqlite::memory:` (tests), or
@@ -376,6 +413,10 @@ impl Store {
                     source,
                 })?;
         }
+        private_database_files(&path).map_err(|source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         let writer = single
             .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
             .await?;

@@ -77,6 +77,13 @@ pub struct ServeArgs {
     /// content, file:// and schemes bound with `tessera plugin activate` are served)
     #[arg(long, env = "TESSERA_NO_DEFAULT_FILERS")]
     pub no_default_filers: bool,
+    /// The longest call timeout a router plugin may declare (routing waits on it)
+    /// [default: 1000]
+    #[arg(long, env = "TESSERA_MAX_ROUTER_TIMEOUT_MS")]
+    pub max_router_timeout_ms: Option<u64>,
+    /// The longest call timeout any other plugin may declare [default: 600000]
+    #[arg(long, env = "TESSERA_MAX_PLUGIN_TIMEOUT_MS")]
+    pub max_plugin_timeout_ms: Option<u64>,
 }
 
 /// A place tasks can run (`[[targets]]` in the config file).
@@ -120,6 +127,8 @@ pub struct FileConfig {
     pub s3: Option<S3File>,
     pub http_allow_hosts: Option<Vec<String>>,
     pub default_filers: Option<bool>,
+    pub max_router_timeout_ms: Option<u64>,
+    pub max_plugin_timeout_ms: Option<u64>,
 }
 
 /// The S3-compatible store behind `s3://` URLs and the data API (`[s3]`); without it,
@@ -162,6 +171,10 @@ pub struct Config {
     pub http_allow_hosts: Vec<String>,
     /// Bind filer-http to http/https and filer-s3 to s3 where nothing else is bound.
     pub default_filers: bool,
+    /// The longest call timeout a router plugin may declare.
+    pub max_router_timeout: std::time::Duration,
+    /// The longest call timeout any other plugin may declare.
+    pub max_plugin_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -270,7 +283,26 @@ impl Config {
             tessera_plugin_runtime::check_allowed_host(h)
                 .map_err(|e| format!("http_allow_hosts: {e}"))?;
         }
+        let millis = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| match flag
+            .or(file)
+            .unwrap_or(default)
+        {
+            0 => Err(format!("{name} must be at least 1")),
+            ms => Ok(std::time::Duration::from_millis(ms)),
+        };
         Ok(Config {
+            max_router_timeout: millis(
+                args.max_router_timeout_ms,
+                file.max_router_timeout_ms,
+                1000,
+                "max_router_timeout_ms",
+            )?,
+            max_plugin_timeout: millis(
+                args.max_plugin_timeout_ms,
+                file.max_plugin_timeout_ms,
+                600_000,
+                "max_plugin_timeout_ms",
+            )?,
             s3,
             http_allow_hosts,
             default_filers: !args.no_default_filers && file.default_filers.unwrap_or(true),

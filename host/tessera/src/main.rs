@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod data_cli;
+mod data_dir;
 mod plugin_cli;
 
 /// The plugins built into this binary (see build.rs).
@@ -93,10 +94,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
     let cfg = config::Config::load(args)?;
     init_tracing(cfg.log_json);
 
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| format!("creating data directory {}: {e}", cfg.data_dir.display()))?;
-    let data_dir = std::fs::canonicalize(&cfg.data_dir)
-        .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
+    let data_dir = data_dir::prepare(&cfg.data_dir)?;
     let work_dir = data_dir.join("work");
     std::fs::create_dir_all(&work_dir)
         .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
@@ -119,6 +117,17 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("allowed directory {}: {e}", dir.display()))?;
         file_roots.push(real);
     }
+    let database = tessera_store::sqlite_file(&cfg.database_url)
+        .map_err(|e| format!("the database URL: {e}"))?
+        .map(|db| {
+            // The file may not exist yet: its directory says where it will be.
+            let dir = db.parent().filter(|d| !d.as_os_str().is_empty());
+            match dir.and_then(|d| std::fs::canonicalize(d).ok()) {
+                Some(real) => real.join(db.file_name().unwrap_or_default()),
+                None => db,
+            }
+        });
+    data_dir::check_allowed_dirs(&data_dir, database.as_deref(), &file_roots)?;
 
     let store = tessera_store::Store::connect(&cfg.database_url)
         .await
@@ -133,6 +142,8 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
     let runtime =
         tessera_plugin_runtime::PluginRuntime::new(tessera_plugin_runtime::RuntimeConfig {
             cache_dir: Some(data_dir.join("plugin-cache")),
+            max_router_timeout: cfg.max_router_timeout,
+            max_timeout: cfg.max_plugin_timeout,
             ..tessera_plugin_runtime::RuntimeConfig::default()
         })
         .map_err(|e| e.to_string())?;
@@ -310,27 +321,19 @@ fn default_bindings(cfg: &config::Config) -> Vec<tessera_registry::DefaultBindin
     defaults
 }
 
-/// The API token: read it, or make one (32 random bytes, hex) readable only by us.
+/// The API token: read it (and keep its file private), or make one (32 random bytes,
+/// hex) readable only by us.
 fn load_or_create_token(path: &Path) -> Result<String, String> {
     if let Ok(t) = std::fs::read_to_string(path) {
         let t = t.trim().to_string();
         if !t.is_empty() {
+            data_dir::keep_private(path)?;
             return Ok(t);
         }
     }
     let bytes: [u8; 32] = rand::random();
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("writing the API token to {}: {e}", path.display()))?;
-    f.write_all(token.as_bytes())
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    data_dir::write_private(path, token.as_bytes())?;
     tracing::info!(path = %path.display(), "generated an API token");
     Ok(token)
 }

@@ -52,6 +52,13 @@ enum PluginCommand {
         /// Host (host or host:port; * for any public address) the plugin may reach over HTTP; repeat
         #[arg(long = "allow-host")]
         allow_hosts: Vec<String>,
+        /// Filers: a bucket the plugin may use through the host's object store (* for
+        /// every bucket); repeat
+        #[arg(long = "bucket")]
+        buckets: Vec<String>,
+        /// Allow `*` in --allow-host or --bucket (any public host, every bucket)
+        #[arg(long)]
+        grant_any: bool,
         /// Notifiers: deliver only events entering this state; repeat
         #[arg(long = "on-state")]
         on_states: Vec<String>,
@@ -180,6 +187,21 @@ async fn dispatch(client: &Client, args: &PluginArgs) -> Result<(), String> {
                             }
                         })
                         .collect();
+                    // What `*` grants anywhere this version serves.
+                    let mut grants: Vec<&str> = Vec::new();
+                    for b in bindings.iter().filter(|b| b["version"] == v["version"]) {
+                        let has_any = |key: &str| {
+                            b[key]
+                                .as_array()
+                                .is_some_and(|a| a.iter().any(|x| x == "*"))
+                        };
+                        if has_any("allow_hosts") && !grants.contains(&"any host") {
+                            grants.push("any host");
+                        }
+                        if has_any("buckets") && !grants.contains(&"any bucket") {
+                            grants.push("any bucket");
+                        }
+                    }
                     let calls: u64 = v["calls"]
                         .as_array()
                         .into_iter()
@@ -196,12 +218,25 @@ async fn dispatch(client: &Client, args: &PluginArgs) -> Result<(), String> {
                         } else {
                             serving.join(",")
                         },
+                        if grants.is_empty() {
+                            "-".into()
+                        } else {
+                            grants.join(",")
+                        },
                         calls.to_string(),
                     ]);
                 }
             }
             print_table(
-                &["NAME", "VERSION", "WORLD", "ORIGIN", "ACTIVE IN", "CALLS"],
+                &[
+                    "NAME",
+                    "VERSION",
+                    "WORLD",
+                    "ORIGIN",
+                    "ACTIVE IN",
+                    "GRANTS",
+                    "CALLS",
+                ],
                 &rows,
             );
         }
@@ -275,6 +310,8 @@ async fn dispatch(client: &Client, args: &PluginArgs) -> Result<(), String> {
             config,
             secrets,
             allow_hosts,
+            buckets,
+            grant_any,
             on_states,
             on_tags,
         } => {
@@ -282,15 +319,20 @@ async fn dispatch(client: &Client, args: &PluginArgs) -> Result<(), String> {
             if let Some(scope) = scope {
                 body.insert("scope".into(), Value::String(scope.clone()));
             }
+            if *grant_any {
+                body.insert("grant_any".into(), Value::Bool(true));
+            }
             let settings_given = !config.is_empty()
                 || !secrets.is_empty()
                 || !allow_hosts.is_empty()
+                || !buckets.is_empty()
                 || !on_states.is_empty()
                 || !on_tags.is_empty();
             if settings_given {
                 body.insert("config".into(), Value::Object(pairs(config, "--config")?));
                 body.insert("secrets".into(), Value::Object(pairs(secrets, "--secret")?));
                 body.insert("allow_hosts".into(), json!(allow_hosts));
+                body.insert("buckets".into(), json!(buckets));
                 if !on_states.is_empty() || !on_tags.is_empty() {
                     let tags: serde_json::Map<String, Value> = on_tags
                         .iter()

@@ -452,6 +452,46 @@ async fn default_filer_bindings_are_listed_and_give_way_to_an_activation() {
     assert_eq!(bindings(&list, "filer-s3")[0].0, "s3");
     let table = String::from_utf8(cli_ok(&s, &["plugin", "list"]).await).unwrap();
     assert!(table.contains("http (default),https (default)"), "{table}");
+    // What `*` grants is shown: the default bindings reach any public host and every
+    // bucket.
+    let row = |name: &str| -> String {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("filer-http ").contains("any host"), "{table}");
+    assert!(row("filer-s3 ").contains("any bucket"), "{table}");
+    assert!(!row("router-default ").contains("any"), "{table}");
+
+    // Granting `*` through the API needs saying so.
+    let activate = format!("{}/v1/plugins/filer-http/versions/0.1.0/activate", s.url);
+    let (status, b) = s
+        .post_json(&activate, &json!({"scope": "https", "allow_hosts": ["*"]}))
+        .await;
+    assert_eq!(status, 400, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("grant-any"),
+        "{b}"
+    );
+    let (status, b) = s
+        .post_json(
+            &activate,
+            &json!({"scope": "https", "allow_hosts": ["*"], "grant_any": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    let (status, b) = s
+        .post_json(
+            &format!("{}/v1/plugins/filer-http/rollback", s.url),
+            &json!({"scope": "https"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
 
     // Activating on a scheme stores a binding that replaces the default one (keeping its
     // settings when none are given).

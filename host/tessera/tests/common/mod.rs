@@ -21,6 +21,38 @@ pub fn tessera_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tessera"))
 }
 
+/// Run `tessera serve` with `args`, expecting it to refuse to start: its exit status is a
+/// failure within the deadline; returns what it printed on stderr.
+pub fn serve_refused(args: &[&std::ffi::OsStr]) -> String {
+    let mut child = Command::new(tessera_bin())
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--executor", "none"])
+        .args(args)
+        .env_remove("TESSERA_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tessera");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for tessera") {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("tessera serve {args:?} kept running; it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(!status.success(), "tessera serve {args:?} succeeded: {err}");
+    err
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub executor: &'static str,
@@ -28,6 +60,8 @@ pub struct Options {
     pub docker_socket: Option<String>,
     pub extra_args: Vec<String>,
     pub database_url: Option<String>,
+    /// The server process's umask (default: the test's).
+    pub umask: Option<u32>,
 }
 
 impl Default for Options {
@@ -38,6 +72,7 @@ impl Default for Options {
             docker_socket: None,
             extra_args: Vec::new(),
             database_url: None,
+            umask: None,
         }
     }
 }
@@ -113,6 +148,16 @@ impl Server {
         }
         if let Some(u) = &self.options.database_url {
             cmd.arg("--database-url").arg(u);
+        }
+        if let Some(mask) = self.options.umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
         }
         let child = cmd
             .spawn()

@@ -1,0 +1,102 @@
+//! The data directory: the store (plugin secrets), the API token, the compile-cache key,
+//! the embedded object store and the tasks' workspaces. It and the files in it that hold
+//! secrets are private to the server's user whatever the umask, and no directory that
+//! tasks may read or write through `file://` URLs may overlap it.
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Make the data directory (mode 0700; an existing one is tightened to it) and return
+/// its canonical path.
+pub fn prepare(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating data directory {}: {e}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mode = std::fs::metadata(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::info!(data_dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "making the data directory private (0700)");
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("making {} private: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Write `contents` to a new file readable by its owner only (0600, whatever the umask).
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    keep_private(path)?;
+    f.write_all(contents)
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// Tighten an existing file to 0600.
+pub fn keep_private(path: &Path) -> Result<(), String> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("making {} private: {e}", path.display()))
+}
+
+/// Refuse allowed directories that overlap the data directory or hold the database: a
+/// task could otherwise stage the store and the API token out with a `file://` input, or
+/// overwrite them with an output.
+pub fn check_allowed_dirs(
+    data_dir: &Path,
+    database: Option<&Path>,
+    allowed: &[PathBuf],
+) -> Result<(), String> {
+    for root in allowed {
+        if root.starts_with(data_dir) || data_dir.starts_with(root) {
+            return Err(format!(
+                "the allowed directory {} overlaps the data directory {}: tasks could read or \
+                 overwrite the server's database and API token through file:// URLs; allow a \
+                 directory outside it",
+                root.display(),
+                data_dir.display()
+            ));
+        }
+        if let Some(db) = database.filter(|db| db.starts_with(root)) {
+            return Err(format!(
+                "the allowed directory {} holds the database {}: tasks could read or overwrite \
+                 it through file:// URLs; allow a directory that does not",
+                root.display(),
+                db.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_directories_stay_clear_of_the_data_and_the_database() {
+        let data = Path::new("/srv/tessera");
+        let ok = [
+            PathBuf::from("/srv/inputs"),
+            PathBuf::from("/srv/tessera-x"),
+        ];
+        assert!(check_allowed_dirs(data, None, &ok).is_ok());
+        for bad in ["/srv", "/", "/srv/tessera", "/srv/tessera/work"] {
+            let err = check_allowed_dirs(data, None, &[PathBuf::from(bad)]).unwrap_err();
+            assert!(err.contains("overlaps the data directory"), "{bad}: {err}");
+        }
+        let db = Path::new("/var/db/tessera.db");
+        let err = check_allowed_dirs(data, Some(db), &[PathBuf::from("/var")]).unwrap_err();
+        assert!(err.contains("holds the database"), "{err}");
+        assert!(check_allowed_dirs(data, Some(db), &[PathBuf::from("/var/x")]).is_ok());
+    }
+}
