@@ -47,12 +47,17 @@ su postgres -c "psql -qAtc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/nu
 # installs busybox-static itself when it is missing.
 bash "$(dirname "$0")/../tests/images/build.sh" >&2
 
-# py-tes in a venv kept outside the clone so reruns are fast.
+# py-tes (a real TES client) and schemathesis (an OpenAPI fuzzer) in a venv kept outside
+# the clone so reruns are fast.
 venv="${TESSERA_CACHE:-$HOME/.cache/tessera}/venv"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import tes' >/dev/null 2>&1; then
   log "creating the py-tes venv at $venv"
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install -q "py-tes==1.1.4" >&2
+fi
+if ! "$venv/bin/python" -c 'import schemathesis' >/dev/null 2>&1; then
+  log "installing schemathesis into $venv"
+  "$venv/bin/pip" install -q "schemathesis==4.32.5" >&2
 fi
 
 echo "export TESSERA_TEST_POSTGRES_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres"

@@ -25,24 +25,6 @@ pub const MAX_PAGE_SIZE: u32 = 2047;
 /// Upper bound of task-document bytes one BASIC/FULL list page holds.
 pub const PAGE_BYTES: usize = 32 << 20;
 
-/// A cheap estimate of a task's size in a response: its big strings plus a margin.
-fn approximate_size(r: &tessera_core::TaskRecord) -> usize {
-    let content: usize = r
-        .inputs()
-        .iter()
-        .map(|i| i.content.as_ref().map_or(0, String::len))
-        .sum();
-    let logs: usize = r
-        .logs
-        .iter()
-        .flat_map(|l| &l.logs)
-        .map(|e| {
-            e.stdout.as_ref().map_or(0, String::len) + e.stderr.as_ref().map_or(0, String::len)
-        })
-        .sum();
-    1024 + content + logs
-}
-
 pub async fn service_info(State(state): State<AppState>) -> Json<ServiceInfo> {
     let policy = state.policy();
     Json(ServiceInfo {
@@ -236,60 +218,38 @@ pub async fn list_tasks(
     let minimal = p.view == View::Minimal;
     let page_size = p.page_size as usize;
     let store = state.runner().store();
+    // One more row than the page tells whether another exists. BASIC/FULL pages also
+    // end once they hold PAGE_BYTES of task documents (the store stops reading there),
+    // so one request cannot make the server hold gigabytes; the token continues there.
     let mut query = ListQuery {
         name_prefix: p.name_prefix,
         state: p.state,
         tags,
         before_seq: p.page_token,
-        limit: 0,
+        limit: p.page_size + 1,
         minimal,
+        max_bytes: if minimal { 0 } else { PAGE_BYTES },
     };
-    // BASIC/FULL pages are read in chunks and end early once they hold PAGE_BYTES of
-    // task documents, so one request cannot make the server hold gigabytes of inline
-    // content; the token continues where the page stopped.
-    let chunk = if minimal {
-        page_size
-    } else {
-        page_size.min(128)
-    };
-    let mut records = Vec::new();
-    let mut bytes = 0usize;
-    let more = loop {
-        let want = chunk.min(page_size - records.len());
-        // One more than asked tells whether another row exists.
-        query.limit = want as u32 + 1;
-        let mut rows = store
+    let mut records = store
+        .list_tasks(&query)
+        .await
+        .map_err(|e| Error::internal("listing tasks failed", e))?;
+    let more = if records.len() > page_size {
+        records.truncate(page_size);
+        true
+    } else if records.len() < page_size + 1 && !minimal && !records.is_empty() {
+        // Fewer rows: the end, or the byte budget. Whether anything follows the last.
+        query.before_seq = records.last().map(|r| r.seq);
+        query.limit = 1;
+        query.minimal = true;
+        query.max_bytes = 0;
+        !store
             .list_tasks(&query)
             .await
-            .map_err(|e| Error::internal("listing tasks failed", e))?;
-        let rows_beyond = rows.len() > want;
-        rows.truncate(want);
-        let mut stopped_early = false;
-        for r in rows {
-            bytes += approximate_size(&r);
-            query.before_seq = Some(r.seq);
-            records.push(r);
-            if bytes > PAGE_BYTES {
-                stopped_early = true;
-                break;
-            }
-        }
-        if stopped_early {
-            // Whether anything follows the last task on this page.
-            query.limit = 1;
-            query.minimal = true;
-            let next = store
-                .list_tasks(&query)
-                .await
-                .map_err(|e| Error::internal("listing tasks failed", e))?;
-            break !next.is_empty();
-        }
-        if !rows_beyond {
-            break false;
-        }
-        if records.len() >= page_size {
-            break true;
-        }
+            .map_err(|e| Error::internal("listing tasks failed", e))?
+            .is_empty()
+    } else {
+        false
     };
     let next_page_token = if more {
         records.last().map(|r| page::encode(r.seq))

@@ -8,6 +8,41 @@ use crate::tes::{FileType, Task};
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
+/// The size limits of a TES task document, checked before anything is stored (a
+/// violation is a 400 naming the field). Generous for real tasks; they bound what one
+/// request can make the server hold, and keep indexed fields (the name and tags, in
+/// PostgreSQL B-tree entries of at most ~2.7 KB) storable. Inline input `content` is
+/// bounded by [`Policy::max_content_bytes`], the whole body by the server's body cap.
+pub mod limits {
+    pub const NAME_BYTES: usize = 2048;
+    pub const DESCRIPTION_BYTES: usize = 64 << 10;
+    pub const EXECUTORS: usize = 64;
+    pub const IMAGE_BYTES: usize = 4096;
+    pub const COMMAND_ARGS: usize = 4096;
+    /// All arguments of one command together.
+    pub const COMMAND_BYTES: usize = 1 << 20;
+    /// Container paths (workdir, stdin, stdout, stderr, input, output and volume paths).
+    pub const PATH_BYTES: usize = 4096;
+    pub const ENV_VARS: usize = 1024;
+    pub const ENV_NAME_BYTES: usize = 1024;
+    /// All names and values of one executor's environment together.
+    pub const ENV_BYTES: usize = 1 << 20;
+    pub const INPUTS: usize = 10_000;
+    pub const OUTPUTS: usize = 10_000;
+    pub const URL_BYTES: usize = 8192;
+    /// Names of inputs and outputs.
+    pub const FILE_NAME_BYTES: usize = 4096;
+    pub const VOLUMES: usize = 256;
+    pub const TAGS: usize = 256;
+    pub const TAG_KEY_BYTES: usize = 256;
+    pub const TAG_VALUE_BYTES: usize = 2048;
+    pub const ZONES: usize = 64;
+    pub const ZONE_BYTES: usize = 256;
+    pub const BACKEND_PARAMETERS: usize = 64;
+    pub const BACKEND_PARAMETER_KEY_BYTES: usize = 256;
+    pub const BACKEND_PARAMETER_VALUE_BYTES: usize = 4096;
+}
+
 /// What this server supports, from configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -54,11 +89,7 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
     task.logs = None;
     task.creation_time = None;
 
-    if let Some(name) = &task.name
-        && name.len() > 4096
-    {
-        errs.push("name", "must be at most 4096 bytes");
-    }
+    check_sizes(&task, &mut errs);
 
     match task.executors.as_deref() {
         None => errs.push(
@@ -299,7 +330,158 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
             warnings,
         })
     } else {
+        // Enough to fix a document by; a request cannot make the answer unbounded.
+        let more = errs.0.len().saturating_sub(MAX_ERRORS);
+        errs.0.truncate(MAX_ERRORS);
+        if more > 0 {
+            errs.push("task", format!("and {more} more problems"));
+        }
         Err(errs.0)
+    }
+}
+
+/// The most field errors one answer lists.
+const MAX_ERRORS: usize = 100;
+
+/// Every size limit of [`limits`], each violation named by its field path.
+fn check_sizes(task: &Task, errs: &mut Errors) {
+    use limits::*;
+    let text = |errs: &mut Errors, field: &dyn Fn() -> String, v: &str, max: usize| {
+        if v.len() > max {
+            errs.push(
+                field(),
+                format!("is {} bytes; at most {max} are accepted", v.len()),
+            );
+        }
+    };
+    let count = |errs: &mut Errors, field: &str, n: usize, max: usize| {
+        if n > max {
+            errs.push(
+                field,
+                format!("has {n} entries; at most {max} are accepted"),
+            );
+        }
+    };
+    let opt = |v: &Option<String>| v.as_deref().unwrap_or("").to_string();
+    text(errs, &|| "name".into(), &opt(&task.name), NAME_BYTES);
+    text(
+        errs,
+        &|| "description".into(),
+        &opt(&task.description),
+        DESCRIPTION_BYTES,
+    );
+    let executors = task.executors.as_deref().unwrap_or(&[]);
+    count(errs, "executors", executors.len(), EXECUTORS);
+    for (i, e) in executors.iter().enumerate().take(EXECUTORS) {
+        let at = |f: &str| format!("executors[{i}].{f}");
+        text(errs, &|| at("image"), &e.image, IMAGE_BYTES);
+        count(errs, &at("command"), e.command.len(), COMMAND_ARGS);
+        let command_bytes: usize = e.command.iter().map(String::len).sum();
+        if command_bytes > COMMAND_BYTES {
+            errs.push(
+                at("command"),
+                format!("is {command_bytes} bytes in all; at most {COMMAND_BYTES} are accepted"),
+            );
+        }
+        for (f, v) in [
+            ("workdir", &e.workdir),
+            ("stdin", &e.stdin),
+            ("stdout", &e.stdout),
+            ("stderr", &e.stderr),
+        ] {
+            text(errs, &|| at(f), &opt(v), PATH_BYTES);
+        }
+        let env = e.env.as_ref();
+        count(errs, &at("env"), env.map_or(0, |m| m.len()), ENV_VARS);
+        let env_bytes: usize = env
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if env_bytes > ENV_BYTES {
+            errs.push(
+                at("env"),
+                format!("is {env_bytes} bytes in all; at most {ENV_BYTES} are accepted"),
+            );
+        }
+        for k in env.into_iter().flatten().map(|(k, _)| k) {
+            if k.len() > ENV_NAME_BYTES {
+                errs.push(
+                    at("env"),
+                    format!(
+                        "a variable name is {} bytes; at most {ENV_NAME_BYTES} are accepted",
+                        k.len()
+                    ),
+                );
+                break;
+            }
+        }
+    }
+    let inputs = task.inputs.as_deref().unwrap_or(&[]);
+    count(errs, "inputs", inputs.len(), INPUTS);
+    for (i, input) in inputs.iter().enumerate().take(INPUTS) {
+        let at = |f: &str| format!("inputs[{i}].{f}");
+        text(errs, &|| at("name"), &opt(&input.name), FILE_NAME_BYTES);
+        text(
+            errs,
+            &|| at("description"),
+            &opt(&input.description),
+            DESCRIPTION_BYTES,
+        );
+        text(errs, &|| at("url"), &opt(&input.url), URL_BYTES);
+        text(errs, &|| at("path"), &input.path, PATH_BYTES);
+    }
+    let outputs = task.outputs.as_deref().unwrap_or(&[]);
+    count(errs, "outputs", outputs.len(), OUTPUTS);
+    for (i, output) in outputs.iter().enumerate().take(OUTPUTS) {
+        let at = |f: &str| format!("outputs[{i}].{f}");
+        text(errs, &|| at("name"), &opt(&output.name), FILE_NAME_BYTES);
+        text(
+            errs,
+            &|| at("description"),
+            &opt(&output.description),
+            DESCRIPTION_BYTES,
+        );
+        text(errs, &|| at("url"), &output.url, URL_BYTES);
+        text(errs, &|| at("path"), &output.path, PATH_BYTES);
+        text(
+            errs,
+            &|| at("path_prefix"),
+            &opt(&output.path_prefix),
+            PATH_BYTES,
+        );
+    }
+    let volumes = task.volumes.as_deref().unwrap_or(&[]);
+    count(errs, "volumes", volumes.len(), VOLUMES);
+    for (i, v) in volumes.iter().enumerate().take(VOLUMES) {
+        text(errs, &|| format!("volumes[{i}]"), v, PATH_BYTES);
+    }
+    let tags = task.tags.as_ref();
+    count(errs, "tags", tags.map_or(0, |t| t.len()), TAGS);
+    for (k, v) in tags.into_iter().flatten().take(TAGS) {
+        let key: String = k.chars().take(40).collect();
+        text(errs, &|| format!("tags.{key}"), k, TAG_KEY_BYTES);
+        text(errs, &|| format!("tags.{key}"), v, TAG_VALUE_BYTES);
+    }
+    if let Some(res) = &task.resources {
+        let zones = res.zones.as_deref().unwrap_or(&[]);
+        count(errs, "resources.zones", zones.len(), ZONES);
+        for (i, z) in zones.iter().enumerate().take(ZONES) {
+            text(errs, &|| format!("resources.zones[{i}]"), z, ZONE_BYTES);
+        }
+        let params = res.backend_parameters.as_ref();
+        count(
+            errs,
+            "resources.backend_parameters",
+            params.map_or(0, |p| p.len()),
+            BACKEND_PARAMETERS,
+        );
+        for (k, v) in params.into_iter().flatten().take(BACKEND_PARAMETERS) {
+            let key: String = k.chars().take(40).collect();
+            let field = || format!("resources.backend_parameters.{key}");
+            text(errs, &field, k, BACKEND_PARAMETER_KEY_BYTES);
+            text(errs, &field, v, BACKEND_PARAMETER_VALUE_BYTES);
+        }
     }
 }
 
@@ -538,6 +720,45 @@ mod tests {
             .into_iter()
             .map(|e| e.field)
             .collect()
+    }
+
+    #[test]
+    fn every_size_limit_is_an_error_naming_its_field() {
+        use limits::*;
+        let long = |n: usize| "x".repeat(n + 1);
+        let mut t = ok_task();
+        t.name = Some(long(NAME_BYTES));
+        t.tags = Some([(long(TAG_KEY_BYTES), "v".to_string())].into());
+        let e = &mut t.executors.as_mut().unwrap()[0];
+        e.command = vec!["sh".into(); COMMAND_ARGS + 1];
+        e.env = Some([("K".to_string(), long(ENV_BYTES))].into());
+        t.inputs = Some(
+            (0..=INPUTS)
+                .map(|i| Input {
+                    path: format!("/in/{i}"),
+                    content: Some("x".into()),
+                    ..Input::default()
+                })
+                .collect(),
+        );
+        t.volumes = Some(vec![format!("/{}", long(PATH_BYTES))]);
+        let got = fields(t);
+        let key: String = long(TAG_KEY_BYTES).chars().take(40).collect();
+        for want in [
+            "name".to_string(),
+            format!("tags.{key}"),
+            "executors[0].command".into(),
+            "executors[0].env".into(),
+            "inputs".into(),
+            "volumes[0]".into(),
+        ] {
+            assert!(got.contains(&want), "{want} not in {got:?}");
+        }
+        // At the limits, all is well.
+        let mut t = ok_task();
+        t.name = Some("n".repeat(NAME_BYTES));
+        t.tags = Some([("k".repeat(TAG_KEY_BYTES), "v".repeat(TAG_VALUE_BYTES))].into());
+        assert!(validate(t, &policy()).is_ok());
     }
 
     #[test]

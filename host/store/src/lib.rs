@@ -107,6 +107,10 @@ pub struct ListQuery {
     /// Skip loading spec and logs: records come back with `spec` default except its
     /// `name`, and no logs.
     pub minimal: bool,
+    /// Stop reading rows once those read hold more than this many bytes of stored task
+    /// documents (spec and logs; the row that crosses it is included, so a page is never
+    /// empty while rows remain). 0: no budget.
+    pub max_bytes: usize,
 }
 
 /// The task store. Cheap to clone: clones share the pools.
@@ -617,12 +621,22 @@ impl Store {
             }
             qb.push(" ORDER BY t.seq DESC LIMIT ")
                 .push_bind(i64::from(q.limit));
-            qb.build()
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|row| decode_task(row, q.minimal))
-                .collect()
+            // Row by row, so that a byte budget stops the read, not only the answer.
+            let mut rows = qb.build().fetch(pool);
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+                if q.max_bytes > 0 && !q.minimal {
+                    let spec: &str = row.try_get("spec")?;
+                    let logs: &str = row.try_get("logs")?;
+                    bytes += spec.len() + logs.len();
+                }
+                out.push(decode_task(&row, q.minimal)?);
+                if q.max_bytes > 0 && bytes > q.max_bytes {
+                    break;
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -37,6 +37,8 @@ store_tests!(
     reads_run_beside_an_open_write,
     corrupt_rows_are_errors_not_panics,
     pages_are_fast_at_any_depth,
+    fields_at_the_validation_limits_are_stored,
+    a_byte_budget_stops_the_read,
 );
 
 fn query(limit: u32) -> ListQuery {
@@ -1343,4 +1345,62 @@ async fn bad_urls_are_errors() {
         let err = Store::connect(url).await.unwrap_err();
         assert!(matches!(err, StoreError::InvalidUrl(_)), "{url}: {err:?}");
     }
+}
+
+/// What validation lets through is storable: a name and tags at their limits, of bytes
+/// that do not compress (PostgreSQL keeps them in B-tree entries of at most ~2.7 KB).
+async fn fields_at_the_validation_limits_are_stored(db: &Db) {
+    use tessera_core::validate::limits::{NAME_BYTES, TAG_KEY_BYTES, TAG_VALUE_BYTES};
+    // Printable bytes from a simple generator: no run a compressor could shorten.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut noise = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + (x % 94) as u8)
+            })
+            .collect()
+    };
+    let name = noise(NAME_BYTES);
+    let (key, value) = (noise(TAG_KEY_BYTES), noise(TAG_VALUE_BYTES));
+    let task = new_task(Some(&name), &[(&key, &value)]);
+    let ids = insert(&db.store, vec![task]).await;
+    let stored = db.store.get_task(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(stored.spec.name.as_deref(), Some(name.as_str()));
+    assert_eq!(
+        stored.spec.tags.unwrap().get(&key).map(String::as_str),
+        Some(value.as_str())
+    );
+}
+
+/// A list with a byte budget stops once the rows read hold more than it, counting every
+/// stored byte (here the environment, which no size estimate used to count).
+async fn a_byte_budget_stops_the_read(db: &Db) {
+    let big = "v".repeat(1 << 20);
+    let tasks: Vec<NewTask> = (0..5)
+        .map(|_| {
+            let mut t = new_task(None, &[]);
+            t.spec.executors.as_mut().unwrap()[0].env = Some([("BIG".into(), big.clone())].into());
+            t
+        })
+        .collect();
+    let ids = insert(&db.store, tasks).await;
+    let mut q = ListQuery {
+        limit: 100,
+        max_bytes: (5 << 20) / 2,
+        ..ListQuery::default()
+    };
+    let first = db.store.list_tasks(&q).await.unwrap();
+    // Newest first; the third row crosses 2.5 MiB and is the last one read.
+    let got: Vec<&str> = first.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(got, [ids[4].as_str(), ids[3].as_str(), ids[2].as_str()]);
+    q.before_seq = first.last().map(|t| t.seq);
+    let rest = list_ids(&db.store, &q).await;
+    assert_eq!(rest, [ids[1].clone(), ids[0].clone()]);
+    // Without a budget, or for minimal rows, everything comes.
+    q.before_seq = None;
+    q.max_bytes = 0;
+    assert_eq!(list_ids(&db.store, &q).await.len(), 5);
 }
