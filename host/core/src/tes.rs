@@ -126,7 +126,34 @@ pub struct Resources {
     pub backend_parameters_strict: Option<bool>,
 }
 
+/// The `backend_parameters` keys Tessera honours (matched case-insensitively).
+pub mod backend_parameter {
+    /// `none` or `bridge`: whether the task's executors have a network.
+    pub const NETWORK: &str = "network";
+    /// The task's maximum run time in whole seconds (at most the server's cap), counted
+    /// from the start of its first executor (staging inputs is not counted).
+    pub const MAX_RUN_TIME: &str = "max_run_time";
+}
+
 impl Resources {
+    /// The value of backend parameter `key` (case-insensitive).
+    pub fn backend_parameter(&self, key: &str) -> Option<&str> {
+        self.backend_parameters
+            .iter()
+            .flatten()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The run time the task asks for ([`backend_parameter::MAX_RUN_TIME`]), when it asks
+    /// with a valid value (validation refuses others).
+    pub fn max_run_time(&self) -> Option<std::time::Duration> {
+        self.backend_parameter(backend_parameter::MAX_RUN_TIME)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs)
+    }
+
     /// `ram_gb` in bytes ([`crate::units`]); 0 when not asked for.
     pub fn ram_bytes(&self) -> u64 {
         self.ram_gb.map_or(0, crate::units::gb_to_bytes)

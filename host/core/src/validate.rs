@@ -60,6 +60,8 @@ pub struct Policy {
     pub max_ram_gb: Option<f64>,
     /// URL schemes (lower case, e.g. `s3`, `https`) with a filer plugin bound.
     pub filer_schemes: Vec<String>,
+    /// The longest run time a task may ask for with backend parameter `max_run_time`.
+    pub max_run_time_cap: Option<std::time::Duration>,
 }
 
 /// The storage URL prefixes a policy supports, as service-info lists them.
@@ -266,6 +268,18 @@ pub fn validate(mut task: Task, policy: &Policy) -> Result<Validated, Vec<FieldE
         let strict = res.backend_parameters_strict.unwrap_or(false);
         for (k, v) in res.backend_parameters.iter().flatten() {
             let key = k.to_ascii_lowercase();
+            if key == crate::tes::backend_parameter::MAX_RUN_TIME
+                && policy.backend_parameters.contains(&key)
+            {
+                let cap = policy.max_run_time_cap.map_or(u64::MAX, |c| c.as_secs());
+                match v.trim().parse::<u64>() {
+                    Ok(secs) if (1..=cap).contains(&secs) => {}
+                    _ => errs.push(
+                        format!("resources.backend_parameters.{k}"),
+                        format!("{v:?} is not a run time this server allows: whole seconds from 1 to {cap}"),
+                    ),
+                }
+            }
             if let Some((_, allowed)) = policy
                 .backend_parameter_values
                 .iter()
@@ -691,7 +705,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             file_roots: vec![PathBuf::from("/srv/data")],
-            backend_parameters: vec!["network".into()],
+            backend_parameters: vec!["network".into(), "max_run_time".into()],
             backend_parameter_values: vec![(
                 "network".into(),
                 vec!["bridge".into(), "none".into()],
@@ -700,6 +714,7 @@ mod tests {
             max_cpu_cores: Some(2),
             max_ram_gb: None,
             filer_schemes: vec!["s3".into()],
+            max_run_time_cap: Some(std::time::Duration::from_secs(3600)),
         }
     }
 
@@ -877,6 +892,30 @@ mod tests {
         assert_eq!(v.warnings.len(), 1);
         t.resources.as_mut().unwrap().backend_parameters_strict = Some(true);
         assert_eq!(fields(t), ["resources.backend_parameters.VmSize"]);
+    }
+
+    #[test]
+    fn a_run_time_is_whole_seconds_up_to_the_cap() {
+        let with = |v: &str| {
+            let mut t = ok_task();
+            t.resources = Some(Resources {
+                backend_parameters: Some([("Max_Run_Time".to_string(), v.to_string())].into()),
+                ..Resources::default()
+            });
+            t
+        };
+        let v = validate(with("3600"), &policy()).unwrap();
+        assert_eq!(
+            v.spec.resources.unwrap().max_run_time(),
+            Some(std::time::Duration::from_secs(3600))
+        );
+        for bad in ["3601", "0", "-5", "1.5", "1h", ""] {
+            assert_eq!(
+                fields(with(bad)),
+                ["resources.backend_parameters.Max_Run_Time"],
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -127,6 +127,23 @@ pub(crate) fn status_from_state(state: Option<ContainerState>) -> ContainerStatu
     }
 }
 
+/// A container's output, chunk by chunk, stdout and stderr apart.
+pub type Output = BoxStream<'static, Result<LogChunk, DockerError>>;
+
+/// The stream up to and including its first error.
+fn until_first_error(
+    s: impl Stream<Item = Result<LogChunk, DockerError>> + Send + 'static,
+) -> Output {
+    s.scan(false, |failed, item| {
+        let next = (!*failed).then(|| {
+            *failed = item.is_err();
+            item
+        });
+        std::future::ready(next)
+    })
+    .boxed()
+}
+
 fn log_chunk(
     item: Result<LogOutput, bollard::errors::Error>,
 ) -> Option<Result<LogChunk, DockerError>> {
@@ -236,6 +253,61 @@ impl DockerClient {
                 .unwrap_or_default(),
         })
         .inspect(|info| self.update_cgroups(info))
+    }
+
+    /// Make sure the bridge network `name` exists, on Linux bridge `bridge`, without
+    /// traffic between its containers. One made by someone else on another bridge is an
+    /// error: the firewall rules name the bridge.
+    pub async fn ensure_bridge_network(&self, name: &str, bridge: &str) -> Result<(), DockerError> {
+        const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+        let docker = self.client().await?;
+        let request = bollard::models::NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            options: Some(HashMap::from([
+                (BRIDGE_NAME.to_owned(), bridge.to_owned()),
+                (
+                    "com.docker.network.bridge.enable_icc".to_owned(),
+                    "false".to_owned(),
+                ),
+            ])),
+            labels: Some(HashMap::from([(
+                "tessera.network".to_owned(),
+                "tasks".to_owned(),
+            )])),
+            ..Default::default()
+        };
+        let created = match docker.create_network(request).await.map_err(error::map) {
+            Ok(_) => {
+                tracing::info!(network = name, bridge, "created the task network");
+                return Ok(());
+            }
+            Err(e) if e.is_unreachable() => return Err(e),
+            // Made earlier, or by another server meanwhile (Docker then says the name
+            // or the bridge name is taken): what exists is checked below.
+            Err(e) => e,
+        };
+        let existing = match docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(n) => n,
+            Err(_) => return Err(created),
+        };
+        let on = existing
+            .options
+            .as_ref()
+            .and_then(|o| o.get(BRIDGE_NAME))
+            .map(String::as_str);
+        if on != Some(bridge) {
+            return Err(DockerError::Other(format!(
+                "Docker network {name:?} exists on bridge {on:?}, not {bridge:?}; remove it (docker network rm {name}) so that Tessera makes its own"
+            )));
+        }
+        Ok(())
     }
 
     fn update_cgroups(&self, info: &DockerInfo) {
@@ -386,17 +458,28 @@ impl DockerClient {
         }
     }
 
-    /// Starts a created container.
+    /// Starts a created container (see [`DockerClient::start_attached`]; its output is
+    /// left to Docker's logs).
+    pub async fn start(&self, name: &str, stdin: Option<PathBuf>) -> Result<(), DockerError> {
+        self.start_attached(name, stdin).await.map(drop)
+    }
+
+    /// Starts a created container with its output attached first, and returns that
+    /// output: all of it, live, from the first byte, whatever Docker's log files keep
+    /// (they rotate). Dropping the stream detaches; the container runs on.
     ///
-    /// With `stdin`, the file is opened first, the container's stdin is attached before
-    /// the start, and once started the file's bytes are streamed in by a background task
-    /// which then closes stdin (the container must have been created with
-    /// `open_stdin: true`, so that closing our side closes the container's). This returns
-    /// once the container has started, not when stdin has been consumed; a container that
-    /// exits without reading all of it is fine.
+    /// With `stdin`, the file is opened first and, once the container has started, its
+    /// bytes are streamed in by a background task which then closes stdin (the container
+    /// must have been created with `open_stdin: true`, so that closing our side closes
+    /// the container's). This returns once the container has started, not when stdin
+    /// has been consumed; a container that exits without reading all of it is fine.
     ///
     /// A missing executable is [`DockerError::CommandNotFound`].
-    pub async fn start(&self, name: &str, stdin: Option<PathBuf>) -> Result<(), DockerError> {
+    pub async fn start_attached(
+        &self,
+        name: &str,
+        stdin: Option<PathBuf>,
+    ) -> Result<Output, DockerError> {
         let docker = self.client().await?;
         let feed = match stdin {
             None => None,
@@ -404,36 +487,37 @@ impl DockerClient {
                 let file = tokio::fs::File::open(&path).await.map_err(|e| {
                     DockerError::Other(format!("cannot open stdin file {}: {e}", path.display()))
                 })?;
-                let options = AttachContainerOptions {
-                    stdin: true,
-                    stream: true,
-                    ..Default::default()
-                };
-                let attached = docker
-                    .attach_container(name, Some(options))
-                    .await
-                    .map_err(error::map)?;
-                Some((path, file, attached))
+                Some((path, file))
             }
         };
+        let options = AttachContainerOptions {
+            stdin: feed.is_some(),
+            stdout: true,
+            stderr: true,
+            stream: true,
+            logs: false,
+            ..Default::default()
+        };
+        let AttachContainerResults { output, input } = docker
+            .attach_container(name, Some(options))
+            .await
+            .map_err(error::map)?;
         docker
             .start_container(name, None::<StartContainerOptions>)
             .await
             .map_err(error::map_start)?;
-        if let Some((path, file, attached)) = feed {
-            tokio::spawn(feed_stdin(name.to_owned(), path, file, attached));
+        if let Some((path, file)) = feed {
+            tokio::spawn(feed_stdin(name.to_owned(), path, file, input));
         }
-        Ok(())
+        Ok(until_first_error(
+            output.filter_map(|item| std::future::ready(log_chunk(item))),
+        ))
     }
 
     /// The container's output from its start, stdout and stderr kept apart. With
     /// `follow`, the stream goes on until the container stops; otherwise it ends with
     /// what has been logged so far. The stream ends after the first error.
-    pub fn logs(
-        &self,
-        name: &str,
-        follow: bool,
-    ) -> impl Stream<Item = Result<LogChunk, DockerError>> + Send + Unpin + use<> {
+    pub fn logs(&self, name: &str, follow: bool) -> Output {
         let engine = self.clone();
         let name = name.to_owned();
         let options = LogsOptions {
@@ -445,24 +529,17 @@ impl DockerClient {
             timestamps: false,
             tail: "all".to_owned(),
         };
-        let chunks: BoxStream<'static, Result<LogChunk, DockerError>> =
-            stream::once(async move { engine.client().await })
-                .flat_map(move |client| match client {
+        until_first_error(stream::once(async move { engine.client().await }).flat_map(
+            move |client| {
+                match client {
                     Ok(docker) => docker
                         .logs(&name, Some(options.clone()))
                         .filter_map(|item| std::future::ready(log_chunk(item)))
                         .left_stream(),
                     Err(e) => stream::once(std::future::ready(Err(e))).right_stream(),
-                })
-                .scan(false, |failed, item| {
-                    let next = (!*failed).then(|| {
-                        *failed = item.is_err();
-                        item
-                    });
-                    std::future::ready(next)
-                })
-                .boxed();
-        chunks
+                }
+            },
+        ))
     }
 
     /// Waits until the container is not running and returns its exit code (immediately
@@ -642,12 +719,8 @@ async fn feed_stdin(
     name: String,
     path: PathBuf,
     mut file: tokio::fs::File,
-    attached: AttachContainerResults,
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 ) {
-    let AttachContainerResults {
-        mut output,
-        mut input,
-    } = attached;
     match tokio::io::copy(&mut file, &mut input).await {
         Ok(bytes) => tracing::debug!(container = %name, bytes, "stdin sent"),
         // Typically the container exited without reading all of its input.
@@ -657,11 +730,6 @@ async fn feed_stdin(
     }
     if let Err(e) = input.shutdown().await {
         tracing::debug!(container = %name, "closing stdin: {e}");
-    }
-    while let Some(item) = output.next().await {
-        if item.is_err() {
-            break;
-        }
     }
 }
 

@@ -14,6 +14,7 @@ use tessera_executor::{
     ProcessSpec, ProcessState,
 };
 
+use crate::network::{TASK_BRIDGE, TASK_NETWORK};
 use crate::{Bind, ContainerSpec, ContainerStatus, DockerClient, DockerError};
 
 /// The label every container carries, with the task id as its value.
@@ -31,29 +32,68 @@ struct Sampler {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How the Docker executor runs containers (the Docker-only settings).
+#[derive(Debug, Clone)]
+pub struct DockerOptions {
+    /// The engine's socket; `None`: `DOCKER_HOST` or `/var/run/docker.sock`.
+    pub socket: Option<String>,
+    /// The network of processes that have one: [`TASK_NETWORK`] (made and firewalled
+    /// by Tessera), or the name of an existing network, used as it is.
+    pub network: String,
+    /// A task's network when it does not ask (`None`: with a network).
+    pub default_network: Option<Network>,
+    /// Processes and threads one container may have at once.
+    pub pids_limit: Option<i64>,
+    /// Docker keeps at most two log files of this size per container.
+    pub log_file_bytes: Option<u64>,
+}
+
+impl Default for DockerOptions {
+    fn default() -> Self {
+        DockerOptions {
+            socket: None,
+            network: TASK_NETWORK.to_owned(),
+            default_network: None,
+            pids_limit: Some(4096),
+            log_file_bytes: Some(32 << 20),
+        }
+    }
+}
+
 /// The Docker engine as an executor of this server's processes.
 pub struct DockerExecutor {
     client: DockerClient,
     instance: String,
-    default_network: Option<Network>,
+    options: DockerOptions,
+    /// The task network exists (made once the engine answers).
+    network_ready: tokio::sync::OnceCell<()>,
     samplers: Mutex<HashMap<String, Sampler>>,
+    /// The live output of containers this process started, until it is followed:
+    /// complete, where Docker's own (rotated) log files keep only the tail.
+    live: Mutex<HashMap<String, crate::client::Output>>,
 }
 
 impl DockerExecutor {
-    /// An executor on the engine at `socket` (default: `DOCKER_HOST` or
-    /// `/var/run/docker.sock`) for server `instance`. Makes no request.
-    pub fn connect(
-        socket: Option<&str>,
-        instance: &str,
-        default_network: Option<Network>,
-    ) -> Result<DockerExecutor, DockerError> {
-        let client = DockerClient::connect(socket)?;
+    /// An executor on the engine for server `instance`. Makes no request to the engine;
+    /// with the task network, puts its firewall rules in place on this host first (an
+    /// error when that cannot be done: tasks would reach what the rules keep them from).
+    pub fn connect(instance: &str, options: DockerOptions) -> Result<DockerExecutor, DockerError> {
+        let client = DockerClient::connect(options.socket.as_deref())?;
+        if options.network == TASK_NETWORK {
+            crate::network::guard(TASK_BRIDGE).map_err(|e| {
+                DockerError::Other(format!(
+                    "the task network's firewall: {e}; run tessera as root on the Docker host, or name an existing Docker network with --docker-network (its tasks can then reach link-local addresses and the host)"
+                ))
+            })?;
+        }
         client.account_cgroups_under(&format!("tessera/{instance}"));
         Ok(DockerExecutor {
             client,
             instance: instance.to_string(),
-            default_network,
+            options,
+            network_ready: tokio::sync::OnceCell::new(),
             samplers: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
         })
     }
 
@@ -82,12 +122,19 @@ impl DockerExecutor {
             nano_cpus: (spec.cpu_cores > 0).then(|| i64::from(spec.cpu_cores) * 1_000_000_000),
             memory_bytes: (spec.memory_bytes > 0)
                 .then(|| i64::try_from(spec.memory_bytes).unwrap_or(i64::MAX)),
-            network: spec.network.or(self.default_network).map(|n| match n {
-                Network::None => "none".to_string(),
-                Network::Bridge => "bridge".to_string(),
-            }),
+            network: Some(
+                match spec.network.or(self.options.default_network) {
+                    Some(Network::None) => "none",
+                    Some(Network::Bridge) | None => &self.options.network,
+                }
+                .to_owned(),
+            ),
             open_stdin: spec.stdin,
             cgroup_parent: None,
+            user: spec.user.map(|u| u.to_string()),
+            read_only_root: spec.read_only_root,
+            pids_limit: self.options.pids_limit,
+            log_file_bytes: self.options.log_file_bytes,
         }
     }
 
@@ -103,6 +150,13 @@ impl DockerExecutor {
             async move { client.track_peak_memory(&name, peak).await }
         });
         samplers.insert(name.to_string(), Sampler { peak, task });
+    }
+
+    fn take_live(&self, name: &str) -> Option<crate::client::Output> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
     }
 
     fn stop_sampling(&self, name: &str) -> Option<u64> {
@@ -171,10 +225,16 @@ impl Executor for DockerExecutor {
 
     fn create<'a>(&'a self, spec: &'a ProcessSpec) -> BoxFuture<'a, Result<(), ExecError>> {
         Box::pin(async move {
-            self.client
-                .create(&self.container_spec(spec))
-                .await
-                .map_err(exec_error)
+            let container = self.container_spec(spec);
+            if container.network.as_deref() == Some(TASK_NETWORK) {
+                self.network_ready
+                    .get_or_try_init(|| {
+                        self.client.ensure_bridge_network(TASK_NETWORK, TASK_BRIDGE)
+                    })
+                    .await
+                    .map_err(exec_error)?;
+            }
+            self.client.create(&container).await.map_err(exec_error)
         })
     }
 
@@ -185,7 +245,16 @@ impl Executor for DockerExecutor {
     ) -> BoxFuture<'a, Result<(), ExecError>> {
         Box::pin(async move {
             self.sample(name);
-            self.client.start(name, stdin).await.map_err(exec_error)
+            let output = self
+                .client
+                .start_attached(name, stdin)
+                .await
+                .map_err(exec_error)?;
+            self.live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_owned(), output);
+            Ok(())
         })
     }
 
@@ -204,13 +273,16 @@ impl Executor for DockerExecutor {
         })
     }
 
+    /// Followed, a container this process started streams its attached output (all of
+    /// it); otherwise (after a restart) Docker's logs are read, which keep at most the
+    /// last two log files.
     fn logs(&self, name: &str, follow: bool) -> LogStream {
         use futures_util::StreamExt;
-        Box::pin(
-            self.client
-                .logs(name, follow)
-                .map(|r| r.map_err(exec_error)),
-        )
+        let output = match follow.then(|| self.take_live(name)).flatten() {
+            Some(live) => live,
+            None => self.client.logs(name, follow),
+        };
+        Box::pin(output.map(|r| r.map_err(exec_error)))
     }
 
     fn wait<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<i64, ExecError>> {
@@ -231,12 +303,16 @@ impl Executor for DockerExecutor {
     }
 
     fn kill<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ExecError>> {
-        Box::pin(async move { self.client.kill(name).await.map_err(exec_error) })
+        Box::pin(async move {
+            self.take_live(name);
+            self.client.kill(name).await.map_err(exec_error)
+        })
     }
 
     fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ExecError>> {
         Box::pin(async move {
             self.stop_sampling(name);
+            self.take_live(name);
             self.client.remove(name).await.map_err(exec_error)
         })
     }
@@ -296,8 +372,17 @@ mod tests {
 
     #[test]
     fn a_process_spec_becomes_a_labelled_limited_container() {
-        let x = DockerExecutor::connect(Some("/nonexistent.sock"), "inst-1", Some(Network::None))
-            .unwrap();
+        // An existing network by name: no firewall rules are touched here.
+        let x = DockerExecutor::connect(
+            "inst-1",
+            DockerOptions {
+                socket: Some("/nonexistent.sock".into()),
+                network: "tasks-net".into(),
+                default_network: Some(Network::None),
+                ..DockerOptions::default()
+            },
+        )
+        .unwrap();
         let spec = ProcessSpec {
             name: "tessera-t-0-1".into(),
             task_id: "t".into(),
@@ -323,13 +408,23 @@ mod tests {
         assert_eq!(c.binds[0].container, "/c");
         let c = x.container_spec(&ProcessSpec {
             network: Some(Network::Bridge),
-            ..spec
+            ..spec.clone()
         });
         assert_eq!(
             c.network.as_deref(),
-            Some("bridge"),
+            Some("tasks-net"),
             "the task's own network"
         );
+        assert_eq!(c.pids_limit, Some(4096));
+        assert_eq!(c.log_file_bytes, Some(32 << 20));
+        assert_eq!(c.user, None);
+        let c = x.container_spec(&ProcessSpec {
+            user: Some("1000:2000".parse().unwrap()),
+            read_only_root: true,
+            ..spec
+        });
+        assert_eq!(c.user.as_deref(), Some("1000:2000"));
+        assert!(c.read_only_root);
     }
 
     #[test]

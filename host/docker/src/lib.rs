@@ -41,12 +41,14 @@ mod cgroup;
 mod client;
 mod error;
 mod executor;
+mod network;
 mod spec;
 mod types;
 mod version;
 
-pub use client::{DEFAULT_SOCKET, DockerClient};
+pub use client::{DEFAULT_SOCKET, DockerClient, Output};
 pub use error::DockerError;
-pub use executor::{DockerExecutor, INSTANCE_LABEL, TASK_LABEL};
+pub use executor::{DockerExecutor, DockerOptions, INSTANCE_LABEL, TASK_LABEL};
+pub use network::{TASK_BRIDGE, TASK_NETWORK};
 pub use spec::{Bind, ContainerSpec};
 pub use types::{ContainerStatus, ContainerSummary, DockerInfo};

@@ -52,6 +52,78 @@ pub struct ProcessSpec {
     pub network: Option<Network>,
     /// Started with its stdin fed from a file ([`Executor::start`]).
     pub stdin: bool,
+    /// Run as this user instead of the image's (the runner hands the task's mounted
+    /// files to it first).
+    pub user: Option<User>,
+    /// The image's file system is read-only; `/tmp` is a small writable scratch space.
+    pub read_only_root: bool,
+}
+
+/// A numeric user and group a process runs as (`UID[:GID]`; the group defaults to the
+/// user id). Numeric only: the host must know the ids to hand files to them, and a
+/// name would be resolved in each image differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl std::str::FromStr for User {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<User, String> {
+        let id = |part: &str| {
+            part.parse::<u32>()
+                .map_err(|_| format!("user {s:?} is not UID or UID:GID with numeric ids"))
+        };
+        match s.split_once(':') {
+            Some((uid, gid)) => Ok(User {
+                uid: id(uid)?,
+                gid: id(gid)?,
+            }),
+            None => {
+                let uid = id(s)?;
+                Ok(User { uid, gid: uid })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::User;
+
+    #[test]
+    fn users_are_numeric_ids() {
+        assert_eq!(
+            "1000".parse(),
+            Ok(User {
+                uid: 1000,
+                gid: 1000
+            })
+        );
+        assert_eq!("1000:50".parse(), Ok(User { uid: 1000, gid: 50 }));
+        assert_eq!(User { uid: 1, gid: 2 }.to_string(), "1:2");
+        for bad in ["nobody", "1000:staff", "", ":1", "-1", "1:2:3"] {
+            assert!(bad.parse::<User>().is_err(), "{bad:?}");
+        }
+    }
+}
+
+/// How a target isolates its processes beyond the task's own requests (server-wide
+/// settings, overridden per target).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolation {
+    pub user: Option<User>,
+    /// The target's processes have no network, whatever a task asks for.
+    pub no_network: bool,
+    pub read_only_root: bool,
 }
 
 /// A host path visible inside the process.
@@ -67,7 +139,8 @@ pub struct Mount {
 pub enum Network {
     /// No network at all (TES backend parameter `network=none`).
     None,
-    /// The executor's ordinary network (`network=bridge` on Docker).
+    /// The executor's ordinary network (`network=bridge`): on Docker, the network
+    /// Tessera creates, from which link-local addresses and the host are unreachable.
     Bridge,
 }
 

@@ -18,7 +18,7 @@ use tessera_core::State;
 use tessera_core::task::TaskRecord;
 use tessera_core::tes::{ExecutorLog, TaskLog};
 use tessera_core::time_fmt::{end_not_before, format_rfc3339, now_rfc3339};
-use tessera_executor::{ExecError, Executor, LogChunk, ProcessState, process_name};
+use tessera_executor::{ExecError, Executor, Isolation, LogChunk, ProcessState, process_name};
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,10 @@ struct Drive {
     create_conflicts: u32,
     /// The driver stopped with the task unfinished, for the sweep to resume.
     left_unfinished: bool,
+    /// How the target isolates the task's processes.
+    isolation: Isolation,
+    /// The task's maximum run time.
+    max_run_time: Duration,
 }
 
 impl Runner {
@@ -77,9 +81,16 @@ impl Runner {
         task: TaskRecord,
         token: CancellationToken,
         _permit: OwnedSemaphorePermit,
-        target: String,
+        target: usize,
     ) {
         let id = task.id.clone();
+        let target = self.0.cfg.targets[target].clone();
+        let max_run_time = task
+            .spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.max_run_time())
+            .unwrap_or(self.0.cfg.max_run_time);
         let span = tracing::info_span!("task", task_id = %id);
         let mut drive = Drive {
             dir: TaskDir::new(&self.0.cfg.work_dir, &id),
@@ -93,8 +104,10 @@ impl Runner {
             exec_started: None,
             create_conflicts: 0,
             left_unfinished: false,
+            isolation: target.isolation,
+            max_run_time,
         };
-        drive.meta(crate::TARGET_METADATA, target);
+        drive.meta(crate::TARGET_METADATA, target.spec.name);
         drive.run().instrument(span.clone()).await;
         if let Ok(mut running) = self.0.running.lock() {
             running.remove(&id);
@@ -203,6 +216,7 @@ impl Drive {
         Facts {
             state: self.task.state,
             cancel: self.token.is_cancelled(),
+            overdue: self.deadline().is_some_and(|d| Instant::now() >= d),
             executors: self
                 .task
                 .executors()
@@ -218,6 +232,17 @@ impl Drive {
                 })
                 .collect(),
         }
+    }
+
+    /// When the task's maximum run time ends: that long after its first executor's
+    /// recorded start (`None` before it has one). From the stored start, so a resumed
+    /// task keeps its deadline.
+    fn deadline(&self) -> Option<Instant> {
+        let first = self.logs.last()?.logs.first()?.start_time.as_deref()?;
+        let start = tessera_core::time_fmt::parse_rfc3339(first)?;
+        let ends = start + self.max_run_time;
+        let left = ends - OffsetDateTime::now_utc();
+        Some(Instant::now() + Duration::try_from(left).unwrap_or(Duration::ZERO))
     }
 
     async fn run(&mut self) {
@@ -241,6 +266,7 @@ impl Drive {
                 Step::Start(i) => self.start(i).await,
                 Step::Follow(i) => self.follow(i).await,
                 Step::Remove(i) => self.remove(i).await,
+                Step::TimeOut => Err(self.time_out()),
             };
             if let Err(stop) = done {
                 return self.stop(stop).await;
@@ -314,9 +340,17 @@ impl Drive {
         let dir = self.dir.clone();
         let roots = self.runner.0.cfg.file_roots.clone();
         let filers = self.runner.0.filers.clone();
+        let user = self.isolation.user;
         let staged = tokio::task::spawn_blocking(move || {
             let mounts = plan_mounts(&task);
-            staging::stage_in(&task, &dir, &mounts, &roots, filers.as_ref())
+            let staged = staging::stage_in(&task, &dir, &mounts, &roots, filers.as_ref())?;
+            if let Some(u) = user {
+                dir.hand_over(u.uid, u.gid).map_err(|e| staging::At {
+                    at: format!("giving the task's files to user {u}"),
+                    error: staging::StagingError::Copy(e),
+                })?;
+            }
+            Ok::<_, staging::At>(staged)
         })
         .await
         .map_err(|e| Stop::System(format!("staging inputs panicked: {e}")))?;
@@ -390,7 +424,7 @@ impl Drive {
             });
             self.save_logs_or_stop().await?;
         }
-        let spec = process_spec(&self.task, self.attempt(), i, &self.dir);
+        let spec = process_spec(&self.task, self.attempt(), i, &self.dir, &self.isolation);
         let created = tokio::select! {
             _ = self.token.cancelled() => return Err(Stop::Canceled),
             r = self.exec.create(&spec) => r,
@@ -483,6 +517,24 @@ impl Drive {
         }
     }
 
+    /// Past the maximum run time: what ran has its result; what did not run never will.
+    /// Finishing removes the processes that are left.
+    fn time_out(&mut self) -> Stop {
+        let end = now_rfc3339();
+        for entry in &mut self.log().logs {
+            if entry.end_time.is_none() {
+                entry.end_time = Some(end.clone());
+            }
+        }
+        metrics::EXECUTOR_ERRORS
+            .with_label_values(&["max_run_time"])
+            .inc();
+        Stop::System(format!(
+            "the task ran longer than its maximum run time of {} s and was stopped",
+            self.max_run_time.as_secs()
+        ))
+    }
+
     /// Only once its result is stored does a process go.
     async fn remove(&mut self, i: usize) -> Result<(), Stop> {
         let name = self.process(i);
@@ -549,11 +601,23 @@ impl Drive {
 
         let mut stream = self.exec.logs(&name, true);
         let mut dirty = false;
+        // Killed at the deadline: its output and exit are then collected as usual.
+        let deadline = self.deadline();
+        let mut killed = false;
         loop {
             let next = tokio::select! {
                 _ = self.token.cancelled() => {
                     let _ = self.exec.kill(&name).await;
                     return Err(Stop::Canceled);
+                }
+                _ = sleep_until_some(deadline), if !killed => {
+                    tracing::info!(process = %name, "the task's maximum run time has passed; killing its process");
+                    killed = true;
+                    self.exec
+                        .kill(&name)
+                        .await
+                        .map_err(|e| self.executor_error("kill", e))?;
+                    None
                 }
                 _ = tokio::time::sleep(flush_every), if dirty => None,
                 chunk = stream.next() => Some(chunk),
@@ -587,12 +651,22 @@ impl Drive {
             }
         }
 
-        let exit = tokio::select! {
-            _ = self.token.cancelled() => {
-                let _ = self.exec.kill(&name).await;
-                return Err(Stop::Canceled);
+        let exit = loop {
+            tokio::select! {
+                _ = self.token.cancelled() => {
+                    let _ = self.exec.kill(&name).await;
+                    return Err(Stop::Canceled);
+                }
+                // The output may end before the process does (a broken log stream).
+                _ = sleep_until_some(deadline), if !killed => {
+                    killed = true;
+                    self.exec
+                        .kill(&name)
+                        .await
+                        .map_err(|e| self.executor_error("kill", e))?;
+                }
+                r = self.exec.wait(&name) => break r.map_err(|e| self.executor_error("wait", e))?,
             }
-            r = self.exec.wait(&name) => r.map_err(|e| self.executor_error("wait", e))?,
         };
         self.record_end(i);
         let oom = matches!(
@@ -827,6 +901,14 @@ impl Drive {
         self.runner
             .finish_canceled(&self.task.id, (!logs.is_empty()).then_some(logs.as_slice()))
             .await;
+    }
+}
+
+/// Sleep until `deadline`; forever when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 

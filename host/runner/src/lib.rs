@@ -25,7 +25,7 @@ use std::time::Duration;
 use tessera_core::State;
 use tessera_core::routing::{self, Candidate, Free, Outcome, RouteError, Router, TargetSpec};
 use tessera_core::task::{NewTask, TaskRecord};
-use tessera_executor::Executor;
+use tessera_executor::{Executor, Isolation};
 use tessera_store::{Store, StoreError};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +50,11 @@ pub struct RunnerConfig {
     /// TES tag keys that are placement constraints: a task's tags with these keys must be
     /// carried by its target. Other tags are metadata only.
     pub route_tag_keys: Vec<String>,
+    /// How the default target (when `targets` is empty) isolates its processes.
+    pub isolation: Isolation,
+    /// A task's maximum run time when it does not ask for one (backend parameter
+    /// `max_run_time`), counted from the start of its first executor.
+    pub max_run_time: Duration,
 }
 
 /// A place tasks can run.
@@ -62,6 +67,8 @@ pub struct TargetConfig {
     pub cpu_cores: Option<u32>,
     /// Memory its tasks may ask for together, in bytes; `None`: no budget.
     pub ram_bytes: Option<u64>,
+    /// How its processes are isolated (user, network, root file system).
+    pub isolation: Isolation,
 }
 
 /// The metadata key of a task log that names the target the task runs on.
@@ -275,6 +282,7 @@ impl Runner {
                 slots: u32::try_from(cfg.max_concurrent_tasks.max(1)).unwrap_or(u32::MAX),
                 cpu_cores: None,
                 ram_bytes: None,
+                isolation: cfg.isolation.clone(),
             });
         }
         let status = if executor.is_some() {
@@ -632,12 +640,11 @@ impl Runner {
         if let Ok(mut placed) = self.0.placed.lock() {
             placed.insert(task.id.clone(), placement);
         }
-        let target = self.0.cfg.targets[t].spec.name.clone();
         // Dispatch happens only while an executor answers.
         let Some(exec) = self.0.executor.clone() else {
             return;
         };
-        tokio::spawn(self.clone().drive(exec, task, token, permit, target));
+        tokio::spawn(self.clone().drive(exec, task, token, permit, t));
     }
 
     fn is_driven(&self, id: &str) -> bool {

@@ -2,25 +2,30 @@
 //! resources become a process's limits (through `tessera_core::units`, as routing does).
 
 use tessera_core::TaskRecord;
-use tessera_executor::{Mount, Network, ProcessSpec, process_name};
+use tessera_core::tes::backend_parameter;
+use tessera_executor::{Isolation, Mount, Network, ProcessSpec, process_name};
 
 use crate::task_dir::{TaskDir, plan_mounts};
 
 /// The process that runs executor `index` of `task`'s attempt `attempt`, with the task's
-/// directory mounted where its executors see it.
-pub fn process_spec(task: &TaskRecord, attempt: usize, index: usize, dir: &TaskDir) -> ProcessSpec {
+/// directory mounted where its executors see it, isolated as its target says.
+pub fn process_spec(
+    task: &TaskRecord,
+    attempt: usize,
+    index: usize,
+    dir: &TaskDir,
+    isolation: &Isolation,
+) -> ProcessSpec {
     let exec = &task.executors()[index];
     let res = task.spec.resources.clone().unwrap_or_default();
-    let network = res.backend_parameters.as_ref().and_then(|p| {
-        p.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("network"))
-            // Validation allows only these two values.
-            .and_then(|(_, v)| match v.to_ascii_lowercase().as_str() {
-                "none" => Some(Network::None),
-                "bridge" => Some(Network::Bridge),
-                _ => None,
-            })
-    });
+    // Validation allows only these two values.
+    let network = res
+        .backend_parameter(backend_parameter::NETWORK)
+        .and_then(|v| match v.to_ascii_lowercase().as_str() {
+            "none" => Some(Network::None),
+            "bridge" => Some(Network::Bridge),
+            _ => None,
+        });
     ProcessSpec {
         name: process_name(&task.id, attempt, index),
         task_id: task.id.clone(),
@@ -44,8 +49,14 @@ pub fn process_spec(task: &TaskRecord, attempt: usize, index: usize, dir: &TaskD
             .collect(),
         cpu_cores: res.cpu_count(),
         memory_bytes: res.ram_bytes(),
-        network,
+        network: if isolation.no_network {
+            Some(Network::None)
+        } else {
+            network
+        },
         stdin: exec.stdin.is_some(),
+        user: isolation.user,
+        read_only_root: isolation.read_only_root,
     }
 }
 
@@ -115,7 +126,7 @@ mod tests {
             let dir = TaskDir::new(std::path::Path::new("/work"), "t");
             let mut admitted = 0u64;
             for (t, _) in &round.runs {
-                let spec = process_spec(t, 0, 0, &dir);
+                let spec = process_spec(t, 0, 0, &dir, &Isolation::default());
                 let candidate = crate::candidate(t, &[]);
                 proptest::prop_assert_eq!(spec.memory_bytes, candidate.ram_bytes);
                 proptest::prop_assert_eq!(spec.cpu_cores, candidate.cpu_cores);
@@ -135,10 +146,30 @@ mod tests {
         let mut t = task("t", 1.5, 2);
         t.spec.resources.as_mut().unwrap().backend_parameters =
             Some([("Network".to_string(), "NONE".to_string())].into());
-        let spec = process_spec(&t, 1, 0, &TaskDir::new(std::path::Path::new("/w"), "t"));
+        let dir = TaskDir::new(std::path::Path::new("/w"), "t");
+        let spec = process_spec(&t, 1, 0, &dir, &Isolation::default());
         assert_eq!(spec.name, "tessera-t-1-0");
         assert_eq!(spec.memory_bytes, 1_610_612_736);
         assert_eq!(spec.cpu_cores, 2);
         assert_eq!(spec.network, Some(Network::None));
+        assert_eq!(spec.user, None);
+        assert!(!spec.read_only_root);
+    }
+
+    #[test]
+    fn a_target_without_network_overrides_the_task() {
+        let mut t = task("t", 1.0, 1);
+        t.spec.resources.as_mut().unwrap().backend_parameters =
+            Some([("network".to_string(), "bridge".to_string())].into());
+        let isolation = Isolation {
+            user: Some("1000:1000".parse().unwrap()),
+            no_network: true,
+            read_only_root: true,
+        };
+        let dir = TaskDir::new(std::path::Path::new("/w"), "t");
+        let spec = process_spec(&t, 0, 0, &dir, &isolation);
+        assert_eq!(spec.network, Some(Network::None));
+        assert_eq!(spec.user, isolation.user);
+        assert!(spec.read_only_root);
     }
 }

@@ -8,7 +8,10 @@
 //!   its result is recorded before its process is removed;
 //! - a process that exists is never created again, and one that has started is never
 //!   started again: it is followed (running or ended), its result recorded, then removed;
-//! - a cancel wins over everything else.
+//! - a cancel wins over everything else;
+//! - past the task's maximum run time nothing is created or started again: a process
+//!   that runs is followed (the driver kills it at the deadline) so its output is kept,
+//!   then the task ends.
 
 use tessera_core::State;
 
@@ -39,6 +42,8 @@ pub struct Facts {
     pub state: State,
     /// A cancel was asked for (CANCELING stored, or the driver's cancel signal).
     pub cancel: bool,
+    /// The task's maximum run time has passed.
+    pub overdue: bool,
     /// One entry per executor of the task, in order.
     pub executors: Vec<ExecutorFacts>,
 }
@@ -62,6 +67,8 @@ pub enum Step {
     /// Every executor that was to run has its result (`failed`: the one that failed
     /// without `ignore_error`): stage the outputs and write the final state.
     Finish { failed: Option<usize> },
+    /// The task ran past its maximum run time: remove what is left, write SYSTEM_ERROR.
+    TimeOut,
     /// The task is terminal already: nothing to do.
     Done,
 }
@@ -76,6 +83,19 @@ pub fn next(facts: &Facts) -> Step {
     }
     if matches!(facts.state, State::Queued | State::Initializing) {
         return Step::StageIn;
+    }
+    if facts.overdue {
+        // Keep the output of the executor that runs: follow it (killed at the
+        // deadline) first.
+        for (i, e) in facts.executors.iter().enumerate() {
+            match e.exit_code {
+                Some(code) if code != 0 && !e.ignore_error => break,
+                Some(_) => continue,
+                None if e.process == Observed::Started => return Step::Follow(i),
+                None => break,
+            }
+        }
+        return Step::TimeOut;
     }
     // A process whose result is recorded goes before anything else happens.
     if let Some(i) = facts
@@ -126,6 +146,7 @@ mod tests {
         Facts {
             state,
             cancel: false,
+            overdue: false,
             executors,
         }
     }
@@ -237,6 +258,64 @@ mod tests {
         }
     }
 
+    /// Past the maximum run time: what runs is followed to its end (so its output is
+    /// kept), nothing new is created or started, and then the task times out.
+    #[test]
+    fn past_the_deadline_nothing_starts() {
+        let started = |process| ExecutorFacts {
+            process,
+            ..pending()
+        };
+        let overdue = |state, executors| Facts {
+            overdue: true,
+            ..facts(state, executors)
+        };
+        let rows: Vec<(&str, Facts, Step)> = vec![
+            (
+                "running",
+                overdue(State::Running, vec![started(Observed::Started), pending()]),
+                Step::Follow(0),
+            ),
+            (
+                "before create",
+                overdue(State::Running, vec![done(0), pending()]),
+                Step::TimeOut,
+            ),
+            (
+                "created, not started",
+                overdue(State::Running, vec![started(Observed::Created)]),
+                Step::TimeOut,
+            ),
+            (
+                "result stored, process not removed",
+                overdue(
+                    State::Running,
+                    vec![ExecutorFacts {
+                        process: Observed::Started,
+                        ..done(137)
+                    }],
+                ),
+                Step::TimeOut,
+            ),
+            (
+                "staging has not finished: it is not interrupted",
+                overdue(State::Initializing, vec![pending()]),
+                Step::StageIn,
+            ),
+            ("ended", overdue(State::Complete, vec![done(0)]), Step::Done),
+        ];
+        for (what, f, want) in rows {
+            assert_eq!(next(&f), want, "{what}");
+            let canceled = Facts {
+                cancel: true,
+                ..f.clone()
+            };
+            if !f.state.is_terminal() {
+                assert_eq!(next(&canceled), Step::Cancel, "{what}, then a cancel");
+            }
+        }
+    }
+
     proptest::proptest! {
         /// Whatever is stored and observed, a step never creates a process that exists
         /// or starts one that has started, and never touches an executor after one that
@@ -244,6 +323,7 @@ mod tests {
         #[test]
         fn no_executor_runs_twice(
             raw in proptest::collection::vec((0u8..3, proptest::option::of(0i32..3), proptest::bool::ANY), 1..6),
+            overdue in proptest::bool::ANY,
         ) {
             let executors: Vec<ExecutorFacts> = raw
                 .iter()
@@ -253,7 +333,10 @@ mod tests {
                     process: [Observed::Absent, Observed::Created, Observed::Started][*p as usize],
                 })
                 .collect();
-            let f = facts(State::Running, executors.clone());
+            let f = Facts { overdue, ..facts(State::Running, executors.clone()) };
+            if overdue {
+                proptest::prop_assert!(!matches!(next(&f), Step::Create(_) | Step::Start(_)));
+            }
             match next(&f) {
                 Step::Create(i) => proptest::prop_assert_eq!(executors[i].process, Observed::Absent),
                 Step::Start(i) => proptest::prop_assert_eq!(executors[i].process, Observed::Created),

@@ -41,6 +41,29 @@ impl TaskDir {
     }
 }
 
+impl TaskDir {
+    /// Give everything under `fs/` (what the task's processes can see) to `uid:gid`, so
+    /// that processes running as that user can write their outputs. Symbolic links are
+    /// changed themselves, never followed. Called before any process runs.
+    pub fn hand_over(&self, uid: u32, gid: u32) -> std::io::Result<()> {
+        let mut pending = vec![self.root.join("fs")];
+        while let Some(path) = pending.pop() {
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+            if meta.is_dir() {
+                for entry in std::fs::read_dir(&path)? {
+                    pending.push(entry?.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn parent(p: &str) -> String {
     let n = normalise(p);
     match n.rfind('/') {

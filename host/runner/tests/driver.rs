@@ -87,6 +87,8 @@ impl Setup {
                 log_flush_interval: Duration::from_millis(20),
                 targets: Vec::new(),
                 route_tag_keys: Vec::new(),
+                isolation: tessera_executor::Isolation::default(),
+                max_run_time: Duration::from_secs(3600),
             },
             Some(self.fake.clone()),
             Arc::new(FirstTarget),
@@ -98,6 +100,15 @@ impl Setup {
 
     /// A task with `n` executors, stored QUEUED.
     async fn queued(&self, n: usize) -> TaskRecord {
+        self.queued_with(n, None).await
+    }
+
+    /// A task with `n` executors asking for `resources`, stored QUEUED.
+    async fn queued_with(
+        &self,
+        n: usize,
+        resources: Option<tessera_core::tes::Resources>,
+    ) -> TaskRecord {
         let task = NewTask {
             id: tessera_core::id::new_task_id(),
             spec: Task {
@@ -110,6 +121,7 @@ impl Setup {
                         })
                         .collect(),
                 ),
+                resources,
                 ..Task::default()
             },
             creation_time: time::OffsetDateTime::now_utc(),
@@ -334,6 +346,68 @@ async fn a_running_process_is_followed_not_started_again() {
     assert_eq!(done.logs[0].logs[0].stdout.as_deref(), Some("half way\n"));
     assert_eq!(s.fake.starts(&name(&t, 0)), 0);
     assert_eq!(s.fake.creates(&name(&t, 0)), 0);
+    s.ran_once_each();
+}
+
+/// A task that asks for one second: its running executor is killed at the deadline with
+/// its output kept, the next one never starts, and the task says why it ended.
+#[tokio::test]
+async fn a_task_past_its_maximum_run_time_is_stopped_with_a_reason() {
+    let s = Setup::new().await;
+    s.fake.script(0, Script::runs().stdout("working\n"));
+    s.fake.script(1, Script::exits(0));
+    let resources = tessera_core::tes::Resources {
+        backend_parameters: Some([("max_run_time".to_string(), "1".to_string())].into()),
+        ..Default::default()
+    };
+    let t = s.queued_with(2, Some(resources)).await;
+    let _runner = s.runner();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::SystemError);
+    let reason = done.reason.clone().unwrap_or_default();
+    assert!(reason.contains("maximum run time of 1 s"), "{reason}");
+    let log = &done.logs[0];
+    assert!(
+        log.system_logs
+            .iter()
+            .flatten()
+            .any(|l| l.contains("maximum run time")),
+        "{:?}",
+        log.system_logs
+    );
+    assert_eq!(log.logs.len(), 1, "the second executor never began");
+    assert_eq!(log.logs[0].stdout.as_deref(), Some("working\n"));
+    assert!(log.logs[0].end_time.is_some());
+    assert_eq!(s.fake.creates(&name(&t, 1)), 0);
+    s.ran_once_each();
+}
+
+/// A server that comes back after a task's deadline passed does not let it run on: the
+/// process is killed at once (not started again) and the task ends SYSTEM_ERROR.
+#[tokio::test]
+async fn a_resumed_task_past_its_deadline_is_stopped() {
+    let s = Setup::new().await;
+    s.fake.script(0, Script::runs());
+    let two_hours_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+    let entry = ExecutorLog {
+        start_time: Some(tessera_core::time_fmt::format_rfc3339(two_hours_ago)),
+        ..ExecutorLog::default()
+    };
+    let t = s.running(1, vec![entry]).await;
+    s.process(&t, 0, ProcessState::Running, "old output\n");
+    let _runner = s.runner();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::SystemError);
+    assert!(
+        done.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("maximum run time of 3600 s"),
+        "{:?}",
+        done.reason
+    );
+    assert_eq!(done.logs[0].logs[0].stdout.as_deref(), Some("old output\n"));
+    assert_eq!(s.fake.starts(&name(&t, 0)), 0);
     s.ran_once_each();
 }
 

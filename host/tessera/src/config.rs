@@ -84,6 +84,32 @@ pub struct ServeArgs {
     /// The longest call timeout any other plugin may declare [default: 600000]
     #[arg(long, env = "TESSERA_MAX_PLUGIN_TIMEOUT_MS")]
     pub max_plugin_timeout_ms: Option<u64>,
+    /// Docker network for tasks that have one: "tessera" (made by Tessera, with
+    /// link-local addresses and the host blocked; needs root and iptables) or the name
+    /// of an existing network, used as it is [default: tessera]
+    #[arg(long, env = "TESSERA_DOCKER_NETWORK")]
+    pub docker_network: Option<String>,
+    /// Processes and threads one task container may have at once [default: 4096]
+    #[arg(long, env = "TESSERA_PIDS_LIMIT")]
+    pub pids_limit: Option<u32>,
+    /// Size of each of the two log files Docker keeps per container [default: 33554432]
+    #[arg(long, env = "TESSERA_DOCKER_LOG_BYTES")]
+    pub docker_log_bytes: Option<u64>,
+    /// Run task processes as this numeric user, UID or UID:GID (targets may override)
+    /// [default: the image's user]
+    #[arg(long, env = "TESSERA_USER")]
+    pub user: Option<String>,
+    /// Mount task images read-only, with a 256 MiB tmpfs at /tmp (targets may override)
+    #[arg(long, env = "TESSERA_READ_ONLY_ROOT")]
+    pub read_only_root: bool,
+    /// A task's maximum run time in seconds when it does not ask for one, from the start
+    /// of its first executor [default: 604800 (a week), or the cap if smaller]
+    #[arg(long, env = "TESSERA_MAX_RUN_TIME_SECS")]
+    pub max_run_time_secs: Option<u64>,
+    /// The longest run time a task may ask for (backend parameter max_run_time)
+    /// [default: the default run time]
+    #[arg(long, env = "TESSERA_MAX_RUN_TIME_CAP_SECS")]
+    pub max_run_time_cap_secs: Option<u64>,
 }
 
 /// A place tasks can run (`[[targets]]` in the config file).
@@ -103,6 +129,13 @@ pub struct TargetFile {
     pub cpu_cores: Option<u32>,
     /// Memory its tasks may ask for together, in GB (no budget when unset).
     pub ram_gb: Option<f64>,
+    /// Run its processes as this numeric user (`UID` or `UID:GID`) [default: the
+    /// server's `user`].
+    pub user: Option<String>,
+    /// `"none"`: its processes have no network, whatever a task asks for.
+    pub network: Option<String>,
+    /// Mount images read-only [default: the server's `read_only_root`].
+    pub read_only_root: Option<bool>,
 }
 
 /// The config file's shape; every key optional.
@@ -129,6 +162,13 @@ pub struct FileConfig {
     pub default_filers: Option<bool>,
     pub max_router_timeout_ms: Option<u64>,
     pub max_plugin_timeout_ms: Option<u64>,
+    pub docker_network: Option<String>,
+    pub pids_limit: Option<u32>,
+    pub docker_log_bytes: Option<u64>,
+    pub user: Option<String>,
+    pub read_only_root: Option<bool>,
+    pub max_run_time_secs: Option<u64>,
+    pub max_run_time_cap_secs: Option<u64>,
 }
 
 /// The S3-compatible store behind `s3://` URLs and the data API (`[s3]`); without it,
@@ -153,8 +193,6 @@ pub struct Config {
     pub database_url: String,
     pub max_concurrent_tasks: usize,
     pub executor_docker: bool,
-    pub docker_socket: Option<String>,
-    pub default_network: Option<tessera_executor::Network>,
     pub allow_dirs: Vec<PathBuf>,
     pub log_tail_bytes: usize,
     pub max_body_bytes: usize,
@@ -175,6 +213,16 @@ pub struct Config {
     pub max_router_timeout: std::time::Duration,
     /// The longest call timeout any other plugin may declare.
     pub max_plugin_timeout: std::time::Duration,
+    /// The Docker-only settings (socket, network, pids, logs).
+    pub docker: tessera_docker::DockerOptions,
+    /// How the default target isolates processes; targets start from it.
+    pub isolation: tessera_executor::Isolation,
+    /// Each configured target's isolation, in the order of `targets`.
+    pub target_isolation: Vec<tessera_executor::Isolation>,
+    /// A task's maximum run time when it does not ask.
+    pub max_run_time: std::time::Duration,
+    /// The longest a task may ask for.
+    pub max_run_time_cap: std::time::Duration,
 }
 
 impl Config {
@@ -254,6 +302,77 @@ impl Config {
                 ));
             }
         }
+        let parse_user =
+            |u: Option<String>, what: &str| -> Result<Option<tessera_executor::User>, String> {
+                u.map(|u| u.parse().map_err(|e| format!("{what}: {e}")))
+                    .transpose()
+            };
+        let isolation = tessera_executor::Isolation {
+            user: parse_user(args.user.or(file.user), "user")?,
+            no_network: false,
+            read_only_root: args.read_only_root || file.read_only_root.unwrap_or(false),
+        };
+        let target_isolation = targets
+            .iter()
+            .map(|t| {
+                let no_network = match t.network.as_deref() {
+                    None | Some("bridge") => false,
+                    Some("none") => true,
+                    Some(n) => {
+                        return Err(format!(
+                            "target {:?}: network {n:?} is not one of \"bridge\", \"none\"",
+                            t.name
+                        ));
+                    }
+                };
+                Ok(tessera_executor::Isolation {
+                    user: parse_user(t.user.clone(), &format!("target {:?}: user", t.name))?
+                        .or(isolation.user),
+                    no_network,
+                    read_only_root: t.read_only_root.unwrap_or(isolation.read_only_root),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        const WEEK_SECS: u64 = 7 * 24 * 3600;
+        let cap_given = args.max_run_time_cap_secs.or(file.max_run_time_cap_secs);
+        let max_run_time = args
+            .max_run_time_secs
+            .or(file.max_run_time_secs)
+            .unwrap_or_else(|| cap_given.map_or(WEEK_SECS, |c| c.min(WEEK_SECS)));
+        let max_run_time_cap = cap_given.unwrap_or(max_run_time);
+        if max_run_time == 0 || max_run_time > max_run_time_cap {
+            return Err(format!(
+                "max_run_time_secs ({max_run_time}) must be at least 1 and at most max_run_time_cap_secs ({max_run_time_cap})"
+            ));
+        }
+        let docker_network = args
+            .docker_network
+            .or(file.docker_network)
+            .unwrap_or_else(|| tessera_docker::TASK_NETWORK.to_owned());
+        if matches!(docker_network.as_str(), "" | "none" | "host")
+            || docker_network.starts_with("container:")
+        {
+            return Err(format!(
+                "docker_network {docker_network:?}: name a bridge network (or use the task parameter network=none)"
+            ));
+        }
+        let docker = tessera_docker::DockerOptions {
+            socket: args.docker_socket.or(file.docker_socket),
+            network: docker_network,
+            default_network,
+            pids_limit: match args.pids_limit.or(file.pids_limit).unwrap_or(4096) {
+                0 => return Err("pids_limit must be at least 1".into()),
+                n => Some(i64::from(n)),
+            },
+            log_file_bytes: match args
+                .docker_log_bytes
+                .or(file.docker_log_bytes)
+                .unwrap_or(32 << 20)
+            {
+                n if n < 1 << 20 => return Err("docker_log_bytes must be at least 1048576".into()),
+                n => Some(n),
+            },
+        };
         let s3 = match file.s3 {
             None => None,
             Some(f) => {
@@ -291,6 +410,11 @@ impl Config {
             ms => Ok(std::time::Duration::from_millis(ms)),
         };
         Ok(Config {
+            docker,
+            isolation,
+            target_isolation,
+            max_run_time: std::time::Duration::from_secs(max_run_time),
+            max_run_time_cap: std::time::Duration::from_secs(max_run_time_cap),
             max_router_timeout: millis(
                 args.max_router_timeout_ms,
                 file.max_router_timeout_ms,
@@ -320,8 +444,6 @@ impl Config {
             database_url,
             max_concurrent_tasks,
             executor_docker,
-            docker_socket: args.docker_socket.or(file.docker_socket),
-            default_network,
             allow_dirs: if args.allow_dirs.is_empty() {
                 file.allow_dirs.unwrap_or_default()
             } else {

@@ -160,10 +160,12 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
 
     tokio::spawn(registry.clone().run_notifiers());
 
+    use tessera_core::tes::backend_parameter;
     let targets = cfg
         .targets
         .iter()
-        .map(|t| tessera_runner::TargetConfig {
+        .zip(&cfg.target_isolation)
+        .map(|(t, isolation)| tessera_runner::TargetConfig {
             spec: tessera_core::routing::TargetSpec {
                 name: t.name.clone(),
                 tags: t.tags.clone(),
@@ -172,17 +174,14 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             slots: t.slots,
             cpu_cores: t.cpu_cores,
             ram_bytes: t.ram_gb.map(tessera_core::units::gb_to_bytes),
+            isolation: isolation.clone(),
         })
         .collect();
     let instance = load_or_create_instance_id(&data_dir.join("instance-id"))?;
     let executor: Option<std::sync::Arc<dyn tessera_executor::Executor>> = if cfg.executor_docker {
         Some(std::sync::Arc::new(
-            tessera_docker::DockerExecutor::connect(
-                cfg.docker_socket.as_deref(),
-                &instance,
-                cfg.default_network,
-            )
-            .map_err(|e| format!("the Docker engine client: {e}"))?,
+            tessera_docker::DockerExecutor::connect(&instance, cfg.docker.clone())
+                .map_err(|e| format!("the Docker executor: {e}"))?,
         ))
     } else {
         None
@@ -197,6 +196,8 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             log_flush_interval: Duration::from_millis(500),
             targets,
             route_tag_keys: cfg.route_tag_keys.clone(),
+            isolation: cfg.isolation.clone(),
+            max_run_time: cfg.max_run_time,
         },
         executor,
         std::sync::Arc::new(registry.clone()),
@@ -206,8 +207,15 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
 
     let policy = tessera_core::validate::Policy {
         file_roots,
-        backend_parameters: vec!["network".into()],
-        backend_parameter_values: vec![("network".into(), vec!["bridge".into(), "none".into()])],
+        backend_parameters: vec![
+            backend_parameter::NETWORK.into(),
+            backend_parameter::MAX_RUN_TIME.into(),
+        ],
+        backend_parameter_values: vec![(
+            backend_parameter::NETWORK.into(),
+            vec!["bridge".into(), "none".into()],
+        )],
+        max_run_time_cap: Some(cfg.max_run_time_cap),
         // Inline content shares the body limit; keep room for the rest of the document.
         max_content_bytes: cfg.max_body_bytes.saturating_sub(64 * 1024).max(128 * 1024),
         max_cpu_cores: None,

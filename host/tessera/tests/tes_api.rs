@@ -46,7 +46,10 @@ async fn service_info_describes_storage_and_backend_parameters() {
             "s3://".into()
         ]
     );
-    assert_eq!(info["tesResources_backend_parameters"], json!(["network"]));
+    assert_eq!(
+        info["tesResources_backend_parameters"],
+        json!(["network", "max_run_time"])
+    );
 }
 
 #[tokio::test]
