@@ -201,7 +201,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
     };
     let body = serde_json::json!({
-        "store": match &store { Ok(()) => serde_json::json!({"status": "ok"}), Err(e) => serde_json::json!({"status": "unreachable", "reason": e.to_string()}) },
+        // The database's own error text stays in the server log: it can name hosts,
+        // users and files.
+        "store": match &store {
+            Ok(()) => serde_json::json!({"status": "ok"}),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: the store does not answer");
+                serde_json::json!({"status": "unreachable", "reason": "the store does not answer; the server log has the error"})
+            }
+        },
         "executor": executor,
     });
     // Ready means the API can serve: tasks are accepted and queue while the executor is away.

@@ -26,7 +26,11 @@ static API_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 
 static TASKS_BY_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!("tessera_tasks", "Stored tasks by state", &["state"])
+    register_int_gauge_vec!(
+        "tessera_tasks",
+        "Unfinished tasks by state (finished ones: tessera_tasks_finished_total)",
+        &["state"]
+    )
         .unwrap_or_else(|e| panic!("registering a metric at start-up: {e}"))
 });
 
@@ -62,10 +66,32 @@ pub async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
+/// How often a scrape may count the unfinished tasks in the store; scrapes in between
+/// show the last count.
+const COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+static LAST_COUNT: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// Whether this scrape counts (at most once per [`COUNT_EVERY`]).
+fn count_now() -> bool {
+    let mut last = LAST_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_some_and(|t| t.elapsed() < COUNT_EVERY) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
+}
+
 pub async fn render(State(state): State<AppState>) -> Response {
-    match state.runner().store().count_by_state().await {
-        Ok(counts) => {
-            for s in tessera_core::State::ALL {
+    let counted = if count_now() {
+        Some(state.runner().store().count_unfinished_by_state().await)
+    } else {
+        None
+    };
+    match counted {
+        None => {}
+        Some(Ok(counts)) => {
+            for s in tessera_core::State::ALL.into_iter().filter(|s| !s.is_terminal()) {
                 let n = counts
                     .iter()
                     .find(|(st, _)| *st == s)
@@ -77,7 +103,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
                 }
             }
         }
-        Err(e) => tracing::warn!(error = %e, "counting tasks for metrics failed"),
+        Some(Err(e)) => tracing::warn!(error = %e, "counting tasks for metrics failed"),
     }
     RUNNING.set(state.runner().running_count() as i64);
     let mut buf = Vec::new();

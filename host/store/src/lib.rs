@@ -997,9 +997,30 @@ impl Store {
 
     /// How many tasks are in each state: every state of [`State::ALL`], in that order,
     /// zeros included.
+    /// Unfinished tasks by state (terminal states count 0): the range of the state
+    /// index that unfinished tasks occupy, not the whole table, so it stays cheap however
+    /// many tasks have ended.
+    pub async fn count_unfinished_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
+        let unfinished = State::ALL
+            .iter()
+            .filter(|s| !s.is_terminal())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT state, COUNT(*) AS n FROM tasks WHERE state IN ({unfinished}) GROUP BY state"
+        );
+        self.count_states(&sql).await
+    }
+
     pub async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
+        self.count_states("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
+            .await
+    }
+
+    async fn count_states(&self, sql: &str) -> Result<Vec<(State, i64)>, StoreError> {
         let counted: Vec<(String, i64)> = with_pool!(self, reader, |pool| {
-            sqlx::query("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
+            sqlx::query(sql)
                 .fetch_all(pool)
                 .await?
                 .iter()

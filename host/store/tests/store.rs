@@ -1013,6 +1013,17 @@ async fn count_by_state_counts_every_state(db: &Db) {
     for s in State::ALL {
         assert_eq!(counts[&s], expect.get(&s).copied().unwrap_or(0), "{s}");
     }
+    // The metrics' count: the same for unfinished states, nothing read for ended ones.
+    let unfinished: BTreeMap<State, i64> = store
+        .count_unfinished_by_state()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    for s in State::ALL {
+        let want = if s.is_terminal() { 0 } else { counts[&s] };
+        assert_eq!(unfinished[&s], want, "{s}");
+    }
 }
 
 async fn concurrent_inserts_and_reads(db: &Db) {

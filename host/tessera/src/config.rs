@@ -110,6 +110,28 @@ pub struct ServeArgs {
     /// [default: the default run time]
     #[arg(long, env = "TESSERA_MAX_RUN_TIME_CAP_SECS")]
     pub max_run_time_cap_secs: Option<u64>,
+    /// Connections open at once; more wait until one closes [default: 1024]
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's head (and a kept-alive connection may
+    /// wait for its next request) [default: 10]
+    #[arg(long, env = "TESSERA_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body may stall between bytes [default: 60]
+    #[arg(long, env = "TESSERA_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Seconds a connection may move no byte either way before it is closed [default: 300]
+    #[arg(long, env = "TESSERA_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds requests in flight get to finish at shutdown [default: 30]
+    #[arg(long, env = "TESSERA_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long, env = "TESSERA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "TESSERA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A place tasks can run (`[[targets]]` in the config file).
@@ -169,6 +191,13 @@ pub struct FileConfig {
     pub read_only_root: Option<bool>,
     pub max_run_time_secs: Option<u64>,
     pub max_run_time_cap_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub drain_timeout_secs: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The S3-compatible store behind `s3://` URLs and the data API (`[s3]`); without it,
@@ -223,6 +252,10 @@ pub struct Config {
     pub max_run_time: std::time::Duration,
     /// The longest a task may ask for.
     pub max_run_time_cap: std::time::Duration,
+    /// Connections and time the HTTP server allows.
+    pub http: crate::http_server::Limits,
+    /// Certificate chain and key files, when serving HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -409,7 +442,58 @@ impl Config {
             0 => Err(format!("{name} must be at least 1")),
             ms => Ok(std::time::Duration::from_millis(ms)),
         };
+        let secs = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| match flag
+            .or(file)
+            .unwrap_or(default)
+        {
+            0 => Err(format!("{name} must be at least 1")),
+            s => Ok(std::time::Duration::from_secs(s)),
+        };
+        let http = crate::http_server::Limits {
+            max_connections: match args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1024)
+            {
+                0 => return Err("max_connections must be at least 1".into()),
+                n => n,
+            },
+            header_timeout: secs(
+                args.header_timeout_secs,
+                file.header_timeout_secs,
+                10,
+                "header_timeout_secs",
+            )?,
+            body_timeout: secs(
+                args.body_timeout_secs,
+                file.body_timeout_secs,
+                60,
+                "body_timeout_secs",
+            )?,
+            idle_timeout: secs(
+                args.idle_timeout_secs,
+                file.idle_timeout_secs,
+                300,
+                "idle_timeout_secs",
+            )?,
+            drain_timeout: secs(
+                args.drain_timeout_secs,
+                file.drain_timeout_secs,
+                30,
+                "drain_timeout_secs",
+            )?,
+        };
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => return Err("tls_cert and tls_key go together".into()),
+        };
         Ok(Config {
+            http,
+            tls,
             docker,
             isolation,
             target_isolation,

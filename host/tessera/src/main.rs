@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod data_cli;
 mod data_dir;
+mod http_server;
 mod plugin_cli;
 
 /// The plugins built into this binary (see build.rs).
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: TES API on Docker with an embedded store.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Submit, inspect, list, cancel tasks and read their logs on a running server.
     Task(cli::TaskArgs),
     /// Install, list, inspect, activate, roll back and remove plugins on a running server.
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => match runtime.block_on(serve(args)) {
+        Command::Serve(args) => match runtime.block_on(serve(*args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -98,6 +99,11 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
     let work_dir = data_dir.join("work");
     std::fs::create_dir_all(&work_dir)
         .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(http_server::tls_acceptor(cert, key)?),
+        None => None,
+    };
 
     let auth_token = if cfg.no_auth {
         tracing::warn!(
@@ -238,16 +244,15 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("listening on {}: {e}", cfg.listen))?;
     tracing::info!(
         listen = %cfg.listen,
+        tls = tls.is_some(),
         data_dir = %data_dir.display(),
         max_concurrent_tasks = cfg.max_concurrent_tasks,
         executor = if cfg.executor_docker { "docker" } else { "none" },
         token_file = %if cfg.no_auth || cfg.auth_token.is_some() { "-".to_string() } else { data_dir.join("api-token").display().to_string() },
         "tessera is serving"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("serving: {e}"))
+    http_server::serve(listener, app, cfg.http.clone(), tls, shutdown_signal()).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

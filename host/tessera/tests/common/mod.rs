@@ -111,7 +111,12 @@ impl Server {
             allowed,
             options,
             _tmp: tmp,
-            http: reqwest::Client::new(),
+            // No idle connections kept: a test of the server's connection cap counts
+            // only its own.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
             port: free_port(),
         };
         server.spawn().await;
@@ -196,6 +201,36 @@ impl Server {
 
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self._tmp.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM the server (a graceful shutdown) and wait for it to exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let pid = libc::pid_t::try_from(c.id()).ok()?;
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        c.wait().ok()
+    }
+
+    /// SIGTERM without waiting.
+    pub fn signal_terminate(&self) {
+        if let Some(pid) = self
+            .child
+            .as_ref()
+            .and_then(|c| libc::pid_t::try_from(c.id()).ok())
+        {
+            // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+
+    /// Wait for the server process to exit (after a signal).
+    pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.take()?.wait().ok()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// SIGKILL the server (no chance to clean up), like a crash.
