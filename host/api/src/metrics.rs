@@ -31,7 +31,7 @@ static TASKS_BY_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         "Unfinished tasks by state (finished ones: tessera_tasks_finished_total)",
         &["state"]
     )
-        .unwrap_or_else(|e| panic!("registering a metric at start-up: {e}"))
+    .unwrap_or_else(|e| panic!("registering a metric at start-up: {e}"))
 });
 
 static QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
@@ -91,7 +91,10 @@ pub async fn render(State(state): State<AppState>) -> Response {
     match counted {
         None => {}
         Some(Ok(counts)) => {
-            for s in tessera_core::State::ALL.into_iter().filter(|s| !s.is_terminal()) {
+            for s in tessera_core::State::ALL
+                .into_iter()
+                .filter(|s| !s.is_terminal())
+            {
                 let n = counts
                     .iter()
                     .find(|(st, _)| *st == s)

@@ -588,7 +588,11 @@ async fn security_defaults_are_applied() {
         r#"["no-new-privileges"]"#
     );
     assert_eq!(inspect(&name, "{{.HostConfig.Privileged}}"), "false");
-    assert_eq!(inspect(&name, "{{json .HostConfig.CapAdd}}"), "null");
+    assert_eq!(inspect(&name, "{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
+    assert_eq!(
+        inspect(&name, "{{json .HostConfig.CapAdd}}"),
+        r#"["CHOWN","DAC_OVERRIDE","FOWNER","FSETID","KILL","SETGID","SETUID"]"#
+    );
     assert_eq!(
         inspect(&name, "{{.HostConfig.LogConfig.Type}}"),
         "json-file"

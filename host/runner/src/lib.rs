@@ -55,6 +55,9 @@ pub struct RunnerConfig {
     /// A task's maximum run time when it does not ask for one (backend parameter
     /// `max_run_time`), counted from the start of its first executor.
     pub max_run_time: Duration,
+    /// Finished tasks (and their events) are deleted this long after they ended;
+    /// `None`: kept forever.
+    pub retention: Option<Duration>,
 }
 
 /// A place tasks can run.
@@ -70,6 +73,14 @@ pub struct TargetConfig {
     /// How its processes are isolated (user, network, root file system).
     pub isolation: Isolation,
 }
+
+/// How often finished tasks past the retention age are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// Tasks deleted per transaction.
+const RETENTION_BATCH: u32 = 1000;
+
+/// Tasks the sweep reads from the store at a time.
+const SWEEP_PAGE: u32 = 256;
 
 /// The metadata key of a task log that names the target the task runs on.
 pub const TARGET_METADATA: &str = "target";
@@ -530,8 +541,47 @@ impl Runner {
 
     /// Reconcile unfinished tasks with reality, then dispatch forever.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        if let Some(age) = self.0.cfg.retention {
+            tokio::spawn(self.clone().retention_loop(age));
+        }
         let runner = self.clone();
         tokio::spawn(async move { runner.dispatch_loop().await })
+    }
+
+    /// Delete finished tasks older than `age` (their last change), now and every
+    /// [`RETENTION_EVERY`], a batch per transaction so other writers get their turn.
+    async fn retention_loop(self, age: Duration) {
+        loop {
+            let cutoff = time::OffsetDateTime::now_utc() - age;
+            let mut deleted = 0u64;
+            loop {
+                match self
+                    .0
+                    .store
+                    .delete_finished_before(cutoff, RETENTION_BATCH)
+                    .await
+                {
+                    Ok(n) => {
+                        deleted += n;
+                        if n < u64::from(RETENTION_BATCH) {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deleting old finished tasks failed; will retry");
+                        break;
+                    }
+                }
+            }
+            if deleted > 0 {
+                tracing::info!(
+                    deleted,
+                    older_than_s = age.as_secs(),
+                    "deleted finished tasks past the retention age"
+                );
+            }
+            tokio::time::sleep(RETENTION_EVERY).await;
+        }
     }
 
     /// Check the executor; on a change, log it and update the reason of queued tasks.
@@ -802,23 +852,26 @@ impl Runner {
     /// Every task that is past QUEUED but has no driver here: finish its cancel, or
     /// resume it from what the executor has (the driver's code is the same for both).
     async fn sweep(&self) -> Result<(), StoreError> {
-        for state in [
+        // Oldest first, a page at a time; each task read in full only when it is resumed.
+        const STARTED: [State; 4] = [
             State::Canceling,
             State::Initializing,
             State::Running,
             State::Paused,
-        ] {
-            let query = tessera_store::ListQuery {
-                state: Some(state),
-                limit: 10_000,
-                minimal: true,
-                ..tessera_store::ListQuery::default()
+        ];
+        let mut after = None;
+        loop {
+            let page = self
+                .0
+                .store
+                .tasks_in_states(&STARTED, after, SWEEP_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(());
             };
-            let mut orphans = self.0.store.list_tasks(&query).await?;
-            orphans.retain(|t| !self.is_driven(&t.id));
-            orphans.reverse(); // oldest first
-            for stub in orphans {
-                if state == State::Canceling {
+            after = Some(last.seq);
+            for stub in page.into_iter().filter(|t| !self.is_driven(&t.id)) {
+                if stub.state == State::Canceling {
                     self.remove_task_resources(&stub.id).await;
                     self.finish_canceled(&stub.id, None).await;
                     continue;
@@ -853,7 +906,6 @@ impl Runner {
                 self.spawn_driver(task, permit, t);
             }
         }
-        Ok(())
     }
 
     /// Remove processes and workspaces this server left behind for tasks that are

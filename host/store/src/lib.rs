@@ -113,6 +113,14 @@ pub struct ListQuery {
     pub max_bytes: usize,
 }
 
+/// Where a task stands, without its document ([`Store::tasks_in_states`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskStub {
+    pub seq: i64,
+    pub id: String,
+    pub state: State,
+}
+
 /// The task store. Cheap to clone: clones share the pools.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -166,6 +174,7 @@ fn quoted(states: impl IntoIterator<Item = State>) -> String {
 
 static TERMINAL: LazyLock<String> =
     LazyLock::new(|| quoted(State::ALL.into_iter().filter(|s| s.is_terminal())));
+
 static NON_TERMINAL: LazyLock<String> =
     LazyLock::new(|| quoted(State::ALL.into_iter().filter(|s| !s.is_terminal())));
 
@@ -945,23 +954,75 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Every task not in a terminal state, oldest first (for recovery after a restart).
-    pub async fn unfinished_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
-        let sql = format!(
-            concat!(
-                "SELECT ",
-                full_cols!(),
-                " FROM tasks WHERE state IN ({}) ORDER BY seq"
-            ),
-            *NON_TERMINAL
-        );
-        with_pool!(self, reader, |pool| {
-            sqlx::query(&sql)
+    /// A page of the tasks in `states`, oldest first, after `after_seq` (the `seq` of
+    /// the last of the previous page): only what decides what to do with each, so a
+    /// start-up with many unfinished tasks reads them a page at a time.
+    pub async fn tasks_in_states(
+        &self,
+        states: &[State],
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TaskStub>, StoreError> {
+        if states.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, String, String)> = with_pool!(self, reader, |pool| {
+            let mut qb = builder(pool, "SELECT seq, id, state FROM tasks WHERE state IN (");
+            let mut sep = qb.separated(", ");
+            for s in states {
+                sep.push_bind(s.as_str());
+            }
+            qb.push(") AND seq > ")
+                .push_bind(after_seq.unwrap_or(i64::MIN))
+                .push(" ORDER BY seq LIMIT ")
+                .push_bind(i64::from(limit));
+            qb.build()
                 .fetch_all(pool)
                 .await?
                 .iter()
-                .map(|row| decode_task(row, false))
-                .collect()
+                .map(|row| {
+                    Ok((
+                        row.try_get("seq")?,
+                        row.try_get("id")?,
+                        row.try_get("state")?,
+                    ))
+                })
+                .collect::<Result<_, sqlx::Error>>()?
+        });
+        rows.into_iter()
+            .map(|(seq, id, state)| {
+                let state = State::from_str(&state)
+                    .map_err(|e| StoreError::Corrupt(format!("task {id}'s state: {e}")))?;
+                Ok(TaskStub { seq, id, state })
+            })
+            .collect()
+    }
+
+    /// Delete up to `limit` finished tasks (with their tags and events) that last changed
+    /// before `cutoff`, oldest first; how many went. Called until it returns less than
+    /// `limit`, a batch per transaction.
+    pub async fn delete_finished_before(
+        &self,
+        cutoff: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let cutoff = format_rfc3339(cutoff);
+        // The same state list as the partial index tasks_finished_updated (migration 5).
+        let sql = format!(
+            "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN ({}) \
+             AND updated_at < $1 ORDER BY updated_at LIMIT $2)",
+            *TERMINAL
+        );
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let done = sqlx::query(&sql)
+                .bind(cutoff.as_str())
+                .bind(i64::from(limit))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(done)
         })
     }
 
@@ -995,24 +1056,19 @@ impl Store {
         })
     }
 
-    /// How many tasks are in each state: every state of [`State::ALL`], in that order,
-    /// zeros included.
     /// Unfinished tasks by state (terminal states count 0): the range of the state
     /// index that unfinished tasks occupy, not the whole table, so it stays cheap however
     /// many tasks have ended.
     pub async fn count_unfinished_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
-        let unfinished = State::ALL
-            .iter()
-            .filter(|s| !s.is_terminal())
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
-            "SELECT state, COUNT(*) AS n FROM tasks WHERE state IN ({unfinished}) GROUP BY state"
+            "SELECT state, COUNT(*) AS n FROM tasks WHERE state IN ({}) GROUP BY state",
+            *NON_TERMINAL
         );
         self.count_states(&sql).await
     }
 
+    /// How many tasks are in each state: every state of [`State::ALL`], in that order,
+    /// zeros included.
     pub async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
         self.count_states("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
             .await

@@ -35,6 +35,11 @@ const SQLITE: Embedded = &[
         "binding previous settings",
         include_str!("../migrations/sqlite/0004_binding_previous_settings.sql"),
     ),
+    (
+        5,
+        "finished index",
+        include_str!("../migrations/sqlite/0005_finished_index.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -57,6 +62,11 @@ const POSTGRES: Embedded = &[
         4,
         "binding previous settings",
         include_str!("../migrations/postgres/0004_binding_previous_settings.sql"),
+    ),
+    (
+        5,
+        "finished index",
+        include_str!("../migrations/postgres/0005_finished_index.sql"),
     ),
 ];
 

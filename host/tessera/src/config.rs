@@ -132,6 +132,10 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, env = "TESSERA_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Delete finished tasks and their events this many days after they ended
+    /// [default: keep them forever]
+    #[arg(long, env = "TESSERA_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
 }
 
 /// A place tasks can run (`[[targets]]` in the config file).
@@ -198,6 +202,7 @@ pub struct FileConfig {
     pub drain_timeout_secs: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub retention_days: Option<u32>,
 }
 
 /// The S3-compatible store behind `s3://` URLs and the data API (`[s3]`); without it,
@@ -256,6 +261,8 @@ pub struct Config {
     pub http: crate::http_server::Limits,
     /// Certificate chain and key files, when serving HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long finished tasks are kept; `None`: forever.
+    pub retention: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -491,7 +498,17 @@ impl Config {
             (Some(cert), Some(key)) => Some((cert, key)),
             _ => return Err("tls_cert and tls_key go together".into()),
         };
+        let retention = match args.retention_days.or(file.retention_days) {
+            None => None,
+            Some(0) => {
+                return Err(
+                    "retention_days must be at least 1 (leave it unset to keep tasks)".into(),
+                );
+            }
+            Some(d) => Some(std::time::Duration::from_secs(u64::from(d) * 24 * 3600)),
+        };
         Ok(Config {
+            retention,
             http,
             tls,
             docker,

@@ -204,6 +204,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             route_tag_keys: cfg.route_tag_keys.clone(),
             isolation: cfg.isolation.clone(),
             max_run_time: cfg.max_run_time,
+            retention: cfg.retention,
         },
         executor,
         std::sync::Arc::new(registry.clone()),

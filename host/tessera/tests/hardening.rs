@@ -68,3 +68,47 @@ fn an_allowed_directory_overlapping_the_data_directory_is_refused() {
     ]);
     assert!(err.contains("holds the database"), "{err}");
 }
+
+/// The data directory on a small disk (a 64 MiB tmpfs; the database elsewhere): a task
+/// whose input does not fit ends SYSTEM_ERROR saying so, the server keeps answering, and
+/// once that task's workspace is gone the next task runs.
+#[tokio::test]
+async fn a_full_disk_fails_the_task_that_needs_space_and_nothing_else() {
+    let db = tempfile::tempdir().unwrap();
+    let s = Server::start(Options {
+        small_data_disk: Some(64 << 20),
+        database_url: Some(format!(
+            "sqlite://{}",
+            db.path().join("tessera.db").display()
+        )),
+        ..Options::default()
+    })
+    .await;
+    let big = s.allowed.join("big.bin");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(96 << 20).unwrap();
+    let id = s
+        .create(&serde_json::json!({
+            "inputs": [{"url": format!("file://{}", big.display()), "path": "/data/big.bin"}],
+            "executors": [{"image": BUSYBOX, "command": ["true"]}]
+        }))
+        .await;
+    let t = s.wait_done(&id).await;
+    assert_eq!(t["state"], "SYSTEM_ERROR", "{}", short(&t));
+    let logs = t["logs"][0]["system_logs"].to_string();
+    assert!(logs.contains("No space left on device"), "{logs}");
+    // Reads go on.
+    let (status, list) = s.get_json(&s.tes("/tasks?view=BASIC")).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["tasks"][0]["id"], id.as_str());
+    // And a task that fits runs.
+    let small = s
+        .create(&serde_json::json!({
+            "inputs": [{"content": "fits\n", "path": "/data/small.txt"}],
+            "executors": [{"image": BUSYBOX, "command": ["cat", "/data/small.txt"]}]
+        }))
+        .await;
+    let t = s.wait_done(&small).await;
+    assert_eq!(t["state"], "COMPLETE", "{}", short(&t));
+    assert_eq!(t["logs"][0]["logs"][0]["stdout"], "fits\n");
+}

@@ -62,6 +62,9 @@ pub struct Options {
     pub database_url: Option<String>,
     /// The server process's umask (default: the test's).
     pub umask: Option<u32>,
+    /// Put the data directory on a tmpfs of this many bytes (a disk that fills up);
+    /// needs root.
+    pub small_data_disk: Option<u64>,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             extra_args: Vec::new(),
             database_url: None,
             umask: None,
+            small_data_disk: None,
         }
     }
 }
@@ -103,6 +107,25 @@ impl Server {
         let data_dir = tmp.path().join("data");
         let allowed = std::fs::canonicalize(tmp.path()).unwrap().join("allowed");
         std::fs::create_dir_all(&allowed).unwrap();
+        if let Some(bytes) = options.small_data_disk {
+            std::fs::create_dir_all(&data_dir).unwrap();
+            let mounted = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={bytes},mode=0700"),
+                    "tessera-test",
+                ])
+                .arg(&data_dir)
+                .status()
+                .expect("mount");
+            assert!(
+                mounted.success(),
+                "mounting a tmpfs at {}",
+                data_dir.display()
+            );
+        }
         let mut server = Server {
             child: None,
             url: String::new(),
@@ -362,6 +385,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        if self.options.small_data_disk.is_some() {
+            let _ = Command::new("umount").arg(&self.data_dir).status();
+        }
     }
 }
 
