@@ -367,6 +367,12 @@ async fn finished_tasks_past_the_retention_age_are_deleted() {
     assert!(!s.store.events(&done.id).await.unwrap().is_empty());
     let waiting = s.queued(1).await;
     s.fake.faults(|f| f.unreachable = true);
+    // Retention counts whole seconds: the task must have ended two seconds back, so
+    // that even the cutoff (now minus a millisecond) is in a later second.
+    let ended = time::OffsetDateTime::now_utc();
+    while time::OffsetDateTime::now_utc().unix_timestamp() < ended.unix_timestamp() + 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The first pass runs at start.
     let _runner = s.runner();
     let start = Instant::now();

@@ -1006,7 +1006,13 @@ impl Store {
         cutoff: OffsetDateTime,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        let cutoff = format_rfc3339(cutoff);
+        // Stored times have as many fraction digits as they need, so text order is time
+        // order only to the second: compare with the cutoff's second and a dot, which
+        // sorts after every time in earlier seconds and before every time in its own
+        // (`…:05.` < `…:05.1Z` and `…:05Z`). Rows from the cutoff's own second wait for
+        // the next pass.
+        let whole = format_rfc3339(cutoff.replace_nanosecond(0).unwrap_or(cutoff));
+        let cutoff = format!("{}.", whole.get(..19).unwrap_or(&whole));
         // The same state list as the partial index tasks_finished_updated (migration 5).
         let sql = format!(
             "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN ({}) \

@@ -1013,7 +1013,8 @@ async fn retention_deletes_only_finished_tasks_older_than_the_cutoff(db: &Db) {
     drive_to(store, &ids[2], State::Running).await;
     let before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     assert_eq!(store.delete_finished_before(before, 10).await.unwrap(), 0);
-    let cutoff = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    // Counted in whole seconds: a cutoff in the next second covers tasks ended in this one.
+    let cutoff = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
     // One at a time: a batch is bounded.
     assert_eq!(store.delete_finished_before(cutoff, 1).await.unwrap(), 1);
     assert_eq!(store.delete_finished_before(cutoff, 10).await.unwrap(), 1);
