@@ -1,7 +1,7 @@
 //! `tessera-bench`: measures Tessera against baselines taken in the same run and prints
 //! figures and ratios. Not a test: nothing here passes or fails on timing.
 //!
-//!   cargo run --release -p tessera-bench -- [--only create|read|docker|dispatch] [--tessera PATH]
+//!   cargo run --release -p tessera-bench -- [--only store|create|read|docker|dispatch] [--tessera PATH]
 //!
 //! The dispatch part loads builtin-plugins/dist/router-default.wasm (`bash builtin-plugins/build.sh`).
 
@@ -18,7 +18,7 @@ use tessera_store::{ListQuery, Store};
 
 #[derive(Parser)]
 struct Args {
-    /// Run one part only: create, read, docker or dispatch
+    /// Run one part only: store, create, read, docker or dispatch
     #[arg(long)]
     only: Option<String>,
     /// The tessera binary [default: next to this benchmark]
@@ -168,6 +168,41 @@ where
         all.extend(h.await.unwrap_or_default());
     }
     (total as f64 / start.elapsed().as_secs_f64(), Lat(all))
+}
+
+/// The store's one-row transaction (a task row and its event row, as one TES create
+/// stores them) against plain SQLite doing the same from Python (bench/plain_sqlite.py),
+/// interleaved three times on the same disk.
+async fn bench_store() {
+    const ROWS: usize = 5_000;
+    println!("\n## 0. The store's one-row transaction against plain SQLite\n");
+    println!("| round | store rows/s | plain SQLite rows/s | store/plain |");
+    println!("| ---: | ---: | ---: | ---: |");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("plain_sqlite.py");
+    for round in 1..=3 {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::connect(&format!("sqlite://{}/raw.db", dir.path().display()))
+            .await
+            .expect("store");
+        let (rate, _) = drive(ROWS, 1, move |i| {
+            let store = store.clone();
+            async move {
+                store.insert_tasks(&[new_task(i)]).await.expect("insert");
+            }
+        })
+        .await;
+        let plain = Command::new("python3")
+            .arg(&script)
+            .arg(ROWS.to_string())
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok());
+        match plain {
+            Some(p) => println!("| {round} | {rate:.0} | {p:.0} | {:.2} |", rate / p),
+            None => println!("| {round} | {rate:.0} | (python3 failed) | - |"),
+        }
+    }
 }
 
 async fn bench_create(args: &Args) {
@@ -445,6 +480,9 @@ async fn main() {
             .unwrap_or_default()
     );
     let only = args.only.as_deref();
+    if only.is_none() || only == Some("store") {
+        bench_store().await;
+    }
     if only.is_none() || only == Some("create") {
         bench_create(&args).await;
     }

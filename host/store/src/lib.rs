@@ -147,7 +147,15 @@ impl WritePool for Pool<Sqlite> {
     /// `BEGIN IMMEDIATE` takes the write lock up front: a read-then-write transaction can
     /// never fail to upgrade its lock, even if another process shares the file.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.begin_with("BEGIN IMMEDIATE").await
+        match self.begin_with("BEGIN IMMEDIATE").await {
+            Err(e) if left_in_a_transaction(&e) => {
+                // An insert whose caller went away mid-command left its transaction
+                // open on the writer connection (see `insert_sqlite`): undo it.
+                let _ = sqlx::query("ROLLBACK").execute(self).await;
+                self.begin_with("BEGIN IMMEDIATE").await
+            }
+            r => r,
+        }
     }
 }
 
@@ -156,6 +164,107 @@ impl WritePool for Pool<Postgres> {
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.begin().await
     }
+}
+
+/// SQLite's answer to BEGIN on a connection that is in a transaction already.
+fn left_in_a_transaction(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.message().contains("within a transaction"))
+}
+
+/// SQLite: a whole insert as one command to the writer connection's worker thread
+/// (BEGIN, the task rows, their events and tags, COMMIT). Sending each statement on its
+/// own is a round trip between threads, and those hops were most of the time a one-row
+/// insert took. sqlx binds the `?` parameters across the statements in order.
+///
+/// If the caller goes away mid-command, the worker may stop before COMMIT: the
+/// transaction is then left open on the connection, and the next write rolls it back
+/// ([`WritePool::begin_write`], or this function's retry) — the insert was never
+/// acknowledged, so nothing is lost.
+async fn insert_sqlite(
+    pool: &Pool<Sqlite>,
+    tasks: &[NewTask],
+    encoded: &[Encoded<'_>],
+    now: &str,
+) -> Result<HashMap<String, i64>, StoreError> {
+    let queued = State::Queued.as_str();
+    let tags: Vec<(&str, &str, &str)> = tasks
+        .iter()
+        .flat_map(|t| {
+            t.spec
+                .tags
+                .iter()
+                .flatten()
+                .map(move |(k, v)| (t.id.as_str(), k.as_str(), v.as_str()))
+        })
+        .collect();
+    // Built afresh for each attempt: a built query has given its arguments away.
+    let command = || {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("BEGIN IMMEDIATE; ");
+        for chunk in encoded.chunks(INSERT_CHUNK) {
+            qb.push(
+                "INSERT INTO tasks (id, state, reason, name, spec, logs, creation_time, updated_at) ",
+            );
+            qb.push_values(chunk, |mut b, t| {
+                b.push_bind(t.id)
+                    .push_bind(queued)
+                    .push_bind(t.reason)
+                    .push_bind(t.name)
+                    .push_bind(t.spec.as_str())
+                    .push_bind(t.logs.as_str())
+                    .push_bind(t.creation_time.as_str())
+                    .push_bind(now);
+            });
+            qb.push(" RETURNING seq, id; INSERT INTO task_events (task_id, at, to_state, reason) ");
+            qb.push_values(chunk, |mut b, t| {
+                b.push_bind(t.id)
+                    .push_bind(now)
+                    .push_bind(queued)
+                    .push_bind(t.reason);
+            });
+            qb.push("; ");
+        }
+        for chunk in tags.chunks(INSERT_CHUNK) {
+            qb.push("INSERT INTO task_tags (task_seq, key, value) ");
+            qb.push_values(chunk, |mut b, (id, k, v)| {
+                b.push("(SELECT seq FROM tasks WHERE id = ")
+                    .push_bind_unseparated(*id)
+                    .push_unseparated(")")
+                    .push_bind(*k)
+                    .push_bind(*v);
+            });
+            qb.push("; ");
+        }
+        qb.push("COMMIT");
+        qb
+    };
+    let mut conn = pool.acquire().await?;
+    let mut first = true;
+    let rows = loop {
+        let mut qb = command();
+        match qb.build().fetch_all(&mut *conn).await {
+            Err(e) if first && left_in_a_transaction(&e) => {
+                // Left open by an earlier insert (see above): undo it, try once more.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                first = false;
+            }
+            Err(e) => {
+                // A statement failed after BEGIN: nothing of this insert may stay.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(map_insert_error(e));
+            }
+            Ok(rows) => break rows,
+        }
+    };
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<String, _>("id")?,
+                row.try_get::<i64, _>("seq")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
 }
 
 /// A query builder for the pool's database (fixes the builder's type parameter).
@@ -404,7 +513,10 @@ impl Store {
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
-            .max_lifetime(None);
+            .max_lifetime(None)
+            // A ping before every transaction is a round trip to the connection's worker
+            // thread; a file that went away fails the statement itself just as well.
+            .test_before_acquire(false);
         if memory {
             // Each connection to `:memory:` is its own database: the one connection must
             // both read and write.
@@ -490,72 +602,76 @@ impl Store {
         let now = now_rfc3339();
         let queued = State::Queued.as_str();
         let backend = self.backend();
-        let seqs: HashMap<String, i64> = with_pool!(self, writer, |pool| {
-            let mut tx = pool.begin_write().await?;
-            if backend == Backend::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(PG_INSERT_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let mut seqs = HashMap::with_capacity(encoded.len());
-            for chunk in encoded.chunks(INSERT_CHUNK) {
-                let mut qb = builder(
-                    pool,
-                    "INSERT INTO tasks \
+        let seqs: HashMap<String, i64> = if let Pools::Sqlite { writer, .. } = &self.pools {
+            insert_sqlite(writer, tasks, &encoded, &now).await?
+        } else {
+            with_pool!(self, writer, |pool| {
+                let mut tx = pool.begin_write().await?;
+                if backend == Backend::Postgres {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(PG_INSERT_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let mut seqs = HashMap::with_capacity(encoded.len());
+                for chunk in encoded.chunks(INSERT_CHUNK) {
+                    let mut qb = builder(
+                        pool,
+                        "INSERT INTO tasks \
                      (id, state, reason, name, spec, logs, creation_time, updated_at) ",
-                );
-                qb.push_values(chunk, |mut b, t| {
-                    b.push_bind(t.id)
-                        .push_bind(queued)
-                        .push_bind(t.reason)
-                        .push_bind(t.name)
-                        .push_bind(t.spec.as_str())
-                        .push_bind(t.logs.as_str())
-                        .push_bind(t.creation_time.as_str())
-                        .push_bind(now.as_str());
-                });
-                qb.push(" RETURNING seq, id");
-                let rows = qb
-                    .build()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(map_insert_error)?;
-                for row in rows {
-                    seqs.insert(
-                        row.try_get::<String, _>("id")?,
-                        row.try_get::<i64, _>("seq")?,
                     );
-                }
+                    qb.push_values(chunk, |mut b, t| {
+                        b.push_bind(t.id)
+                            .push_bind(queued)
+                            .push_bind(t.reason)
+                            .push_bind(t.name)
+                            .push_bind(t.spec.as_str())
+                            .push_bind(t.logs.as_str())
+                            .push_bind(t.creation_time.as_str())
+                            .push_bind(now.as_str());
+                    });
+                    qb.push(" RETURNING seq, id");
+                    let rows = qb
+                        .build()
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(map_insert_error)?;
+                    for row in rows {
+                        seqs.insert(
+                            row.try_get::<String, _>("id")?,
+                            row.try_get::<i64, _>("seq")?,
+                        );
+                    }
 
-                let mut qb = builder(
-                    pool,
-                    "INSERT INTO task_events (task_id, at, to_state, reason) ",
-                );
-                qb.push_values(chunk, |mut b, t| {
-                    b.push_bind(t.id)
-                        .push_bind(now.as_str())
-                        .push_bind(queued)
-                        .push_bind(t.reason);
-                });
-                qb.build().execute(&mut *tx).await?;
-            }
-            let mut tags = Vec::new();
-            for task in tasks {
-                if let (Some(map), Some(seq)) = (&task.spec.tags, seqs.get(&task.id)) {
-                    tags.extend(map.iter().map(|(k, v)| (*seq, k.as_str(), v.as_str())));
+                    let mut qb = builder(
+                        pool,
+                        "INSERT INTO task_events (task_id, at, to_state, reason) ",
+                    );
+                    qb.push_values(chunk, |mut b, t| {
+                        b.push_bind(t.id)
+                            .push_bind(now.as_str())
+                            .push_bind(queued)
+                            .push_bind(t.reason);
+                    });
+                    qb.build().execute(&mut *tx).await?;
                 }
-            }
-            for chunk in tags.chunks(INSERT_CHUNK) {
-                let mut qb = builder(pool, "INSERT INTO task_tags (task_seq, key, value) ");
-                qb.push_values(chunk, |mut b, (seq, k, v)| {
-                    b.push_bind(*seq).push_bind(*k).push_bind(*v);
-                });
-                qb.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            seqs
-        });
+                let mut tags = Vec::new();
+                for task in tasks {
+                    if let (Some(map), Some(seq)) = (&task.spec.tags, seqs.get(&task.id)) {
+                        tags.extend(map.iter().map(|(k, v)| (*seq, k.as_str(), v.as_str())));
+                    }
+                }
+                for chunk in tags.chunks(INSERT_CHUNK) {
+                    let mut qb = builder(pool, "INSERT INTO task_tags (task_seq, key, value) ");
+                    qb.push_values(chunk, |mut b, (seq, k, v)| {
+                        b.push_bind(*seq).push_bind(*k).push_bind(*v);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                seqs
+            })
+        };
         tasks
             .iter()
             .map(|t| {
@@ -630,18 +746,27 @@ impl Store {
             }
             qb.push(" ORDER BY t.seq DESC LIMIT ")
                 .push_bind(i64::from(q.limit));
+            if q.max_bytes == 0 || q.minimal {
+                // No budget: all rows in one answer from the worker (row by row costs a
+                // wake-up per row).
+                return qb
+                    .build()
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(|row| decode_task(row, q.minimal))
+                    .collect();
+            }
             // Row by row, so that a byte budget stops the read, not only the answer.
             let mut rows = qb.build().fetch(pool);
             let mut out = Vec::new();
             let mut bytes = 0usize;
             while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
-                if q.max_bytes > 0 && !q.minimal {
-                    let spec: &str = row.try_get("spec")?;
-                    let logs: &str = row.try_get("logs")?;
-                    bytes += spec.len() + logs.len();
-                }
+                let spec: &str = row.try_get("spec")?;
+                let logs: &str = row.try_get("logs")?;
+                bytes += spec.len() + logs.len();
                 out.push(decode_task(&row, q.minimal)?);
-                if q.max_bytes > 0 && bytes > q.max_bytes {
+                if bytes > q.max_bytes {
                     break;
                 }
             }

@@ -18,6 +18,7 @@ store_tests!(
     connect_ping_and_reopen,
     insert_get_round_trip,
     duplicate_id_refuses_the_whole_batch,
+    an_insert_abandoned_midway_is_all_or_nothing,
     list_is_newest_first_and_pages_stay_stable,
     list_minimal_skips_spec_and_logs,
     name_prefix_is_literal_and_case_sensitive,
@@ -238,6 +239,44 @@ async fn duplicate_id_refuses_the_whole_batch(db: &Db) {
     );
     // The store is still usable after the rolled-back batch.
     store.insert_tasks(&[innocent]).await.unwrap();
+}
+
+/// A caller that goes away while its insert runs (a client that disconnects) may cut
+/// the insert at any point: the batch is then stored whole or not at all, and the next
+/// write works. Cut at several points; every outcome is checked.
+async fn an_insert_abandoned_midway_is_all_or_nothing(db: &Db) {
+    let store = &db.store;
+    for (round, cut_us) in [0u64, 100, 500, 2_000, 10_000].into_iter().enumerate() {
+        let prefix = format!("cut{round}-");
+        let batch: Vec<NewTask> = (0..2_000)
+            .map(|i| new_task(Some(&format!("{prefix}{i}")), &[("k", "v")]))
+            .collect();
+        let _ =
+            tokio::time::timeout(Duration::from_micros(cut_us), store.insert_tasks(&batch)).await;
+        let after = new_task(Some("after"), &[]);
+        store
+            .insert_tasks(std::slice::from_ref(&after))
+            .await
+            .unwrap();
+        store
+            .transition(&after.id, State::Canceled, None, None)
+            .await
+            .unwrap();
+        let stored = store
+            .list_tasks(&ListQuery {
+                name_prefix: Some(prefix),
+                limit: 5_000,
+                minimal: true,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap()
+            .len();
+        assert!(
+            stored == 0 || stored == batch.len(),
+            "cut after {cut_us} µs: {stored} stored"
+        );
+    }
 }
 
 async fn list_is_newest_first_and_pages_stay_stable(db: &Db) {
