@@ -25,14 +25,16 @@ pub use error::StoreError;
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{
     ColumnIndex, Connection, Database, Decode, Pool, Postgres, QueryBuilder, Row, Sqlite,
-    Transaction, Type,
+    Transaction, TransactionManager as _, Type,
 };
 use tessera_core::task::NewTask;
 use tessera_core::tes::{Task, TaskLog};
@@ -77,6 +79,7 @@ macro_rules! with_pool {
     ($store:expr, $role:ident, |$pool:ident| $body:expr) => {
         match &$store.pools {
             Pools::Sqlite { $role: $pool, .. } => $body,
+            Pools::SqliteMemory($pool) => $body,
             Pools::Postgres($pool) => $body,
         }
     };
@@ -130,10 +133,112 @@ pub struct Store {
 #[derive(Debug, Clone)]
 enum Pools {
     Sqlite {
-        writer: Pool<Sqlite>,
+        writer: SqliteWriter,
         reader: Pool<Sqlite>,
     },
+    /// `sqlite::memory:`: each connection is its own database, so one pooled connection
+    /// both reads and writes.
+    SqliteMemory(Pool<Sqlite>),
     Postgres(Pool<Postgres>),
+}
+
+/// The one SQLite connection that writes, held by the store itself rather than in a sqlx
+/// pool: a pool pings a connection each time it is given back (sqlx 0.8 does this on
+/// every release), a round trip to the connection's worker thread per write.
+#[derive(Clone)]
+struct SqliteWriter(Arc<tokio::sync::Mutex<SqliteConnection>>);
+
+impl std::fmt::Debug for SqliteWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteWriter")
+    }
+}
+
+/// A write transaction on the [`SqliteWriter`]: the connection stays locked until it
+/// commits or is dropped (then sqlx rolls it back before the connection's next command,
+/// as a dropped `sqlx::Transaction` does).
+struct SqliteWriteTx {
+    conn: tokio::sync::OwnedMutexGuard<SqliteConnection>,
+    open: bool,
+}
+
+impl std::ops::Deref for SqliteWriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for SqliteWriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+impl SqliteWriteTx {
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        <Sqlite as Database>::TransactionManager::commit(&mut self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteWriteTx {
+    fn drop(&mut self) {
+        if self.open {
+            <Sqlite as Database>::TransactionManager::start_rollback(&mut self.conn);
+        }
+    }
+}
+
+impl SqliteWriter {
+    /// The writer connection, for a statement of its own.
+    async fn conn(&self) -> Result<tokio::sync::OwnedMutexGuard<SqliteConnection>, sqlx::Error> {
+        Ok(self.0.clone().lock_owned().await)
+    }
+
+    /// `BEGIN IMMEDIATE` takes the write lock up front: a read-then-write transaction can
+    /// never fail to upgrade its lock, even if another process shares the file.
+    async fn begin_write(&self) -> Result<SqliteWriteTx, sqlx::Error> {
+        let mut conn = self.conn().await?;
+        type Manager = <Sqlite as Database>::TransactionManager;
+        match Manager::begin(&mut conn, Some("BEGIN IMMEDIATE".into())).await {
+            Err(e) if left_in_a_transaction(&e) => {
+                // An insert whose caller went away mid-command left its transaction
+                // open (see `insert_sqlite`): undo it.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Manager::begin(&mut conn, Some("BEGIN IMMEDIATE".into())).await?;
+            }
+            r => r?,
+        }
+        Ok(SqliteWriteTx { conn, open: true })
+    }
+}
+
+/// A pooled connection, for a statement of its own on the write side.
+trait WriteConn {
+    type Db: Database;
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Self::Db>, sqlx::Error>;
+}
+
+impl<DB: Database> WriteConn for Pool<DB> {
+    type Db = DB;
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+        self.acquire().await
+    }
+}
+
+/// Which database a pool or writer talks to (for [`builder`]).
+trait HasDb {
+    type Db: Database;
+}
+
+impl<DB: Database> HasDb for Pool<DB> {
+    type Db = DB;
+}
+
+impl HasDb for SqliteWriter {
+    type Db = Sqlite;
 }
 
 /// Starting a write transaction, the backend's way.
@@ -147,15 +252,7 @@ impl WritePool for Pool<Sqlite> {
     /// `BEGIN IMMEDIATE` takes the write lock up front: a read-then-write transaction can
     /// never fail to upgrade its lock, even if another process shares the file.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        match self.begin_with("BEGIN IMMEDIATE").await {
-            Err(e) if left_in_a_transaction(&e) => {
-                // An insert whose caller went away mid-command left its transaction
-                // open on the writer connection (see `insert_sqlite`): undo it.
-                let _ = sqlx::query("ROLLBACK").execute(self).await;
-                self.begin_with("BEGIN IMMEDIATE").await
-            }
-            r => r,
-        }
+        self.begin_with("BEGIN IMMEDIATE").await
     }
 }
 
@@ -182,7 +279,7 @@ fn left_in_a_transaction(e: &sqlx::Error) -> bool {
 /// ([`WritePool::begin_write`], or this function's retry) — the insert was never
 /// acknowledged, so nothing is lost.
 async fn insert_sqlite(
-    pool: &Pool<Sqlite>,
+    writer: &SqliteWriter,
     tasks: &[NewTask],
     encoded: &[Encoded<'_>],
     now: &str,
@@ -238,7 +335,7 @@ async fn insert_sqlite(
         qb.push("COMMIT");
         qb
     };
-    let mut conn = pool.acquire().await?;
+    let mut conn = writer.conn().await?;
     let mut first = true;
     let rows = loop {
         let mut qb = command();
@@ -268,7 +365,7 @@ async fn insert_sqlite(
 }
 
 /// A query builder for the pool's database (fixes the builder's type parameter).
-fn builder<'a, DB: Database>(_pool: &Pool<DB>, sql: &str) -> QueryBuilder<'a, DB> {
+fn builder<'a, P: HasDb>(_pool: &P, sql: &str) -> QueryBuilder<'a, P::Db> {
     QueryBuilder::new(sql)
 }
 
@@ -508,25 +605,19 @@ impl Store {
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true)
             .synchronous(SqliteSynchronous::Normal);
-        // One connection that lives as long as the store: every write is serialised here.
-        let single = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            // A ping before every transaction is a round trip to the connection's worker
-            // thread; a file that went away fails the statement itself just as well.
-            .test_before_acquire(false);
         if memory {
             // Each connection to `:memory:` is its own database: the one connection must
             // both read and write.
-            let pool = single.connect_with(options).await?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await?;
             migrator.run(&pool).await?;
             return Ok(Store {
-                pools: Pools::Sqlite {
-                    writer: pool.clone(),
-                    reader: pool,
-                },
+                pools: Pools::SqliteMemory(pool),
             });
         }
         let path = options.get_filename().to_path_buf();
@@ -542,10 +633,12 @@ impl Store {
             path: path.display().to_string(),
             source,
         })?;
-        let writer = single
-            .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
-            .await?;
-        migrator.run(&writer).await?;
+        // One connection that lives as long as the store: every write is serialised here.
+        let mut writer =
+            SqliteConnection::connect_with(&options.clone().journal_mode(SqliteJournalMode::Wal))
+                .await?;
+        migrator.run(&mut writer).await?;
+        let writer = SqliteWriter(Arc::new(tokio::sync::Mutex::new(writer)));
         let reader = SqlitePoolOptions::new()
             .max_connections(SQLITE_READERS)
             .connect_with(options.create_if_missing(false).pragma("query_only", "ON"))
@@ -574,7 +667,7 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         match self.pools {
-            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Sqlite { .. } | Pools::SqliteMemory(_) => Backend::Sqlite,
             Pools::Postgres(_) => Backend::Postgres,
         }
     }
@@ -855,7 +948,7 @@ impl Store {
                 .bind(logs.as_str())
                 .bind(now.as_str())
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *pool.conn().await?)
                 .await?;
             Ok(done.rows_affected() > 0)
         })
@@ -873,7 +966,7 @@ impl Store {
                 .bind(reason)
                 .bind(now.as_str())
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *pool.conn().await?)
                 .await?;
         });
         Ok(())
@@ -899,7 +992,7 @@ impl Store {
             .bind(reason)
             .bind(now.as_str())
             .bind(state.as_str())
-            .execute(pool)
+            .execute(&mut *pool.conn().await?)
             .await?;
             Ok(done.rows_affected())
         })

@@ -6,7 +6,7 @@ use tessera_core::Event;
 use tessera_core::time_fmt::format_sortable;
 use time::OffsetDateTime;
 
-use crate::{Pools, Store, StoreError, WritePool, decode_event};
+use crate::{Pools, Store, StoreError, WriteConn, WritePool, decode_event};
 
 /// A delivery waiting for a retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +166,7 @@ impl Store {
             sqlx::query("DELETE FROM notifier_retries WHERE scope = $1 AND event_seq = $2")
                 .bind(scope)
                 .bind(event_seq)
-                .execute(pool)
+                .execute(&mut *pool.conn().await?)
                 .await?;
             Ok(())
         })
@@ -191,7 +191,7 @@ impl Store {
             .bind(i64::from(dead))
             .bind(scope)
             .bind(event_seq)
-            .execute(pool)
+            .execute(&mut *pool.conn().await?)
             .await?;
             Ok(())
         })

@@ -6,7 +6,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use tessera_core::plugin::World;
 use tessera_core::time_fmt::now_rfc3339;
 
-use crate::{Pools, Store, StoreError, WritePool};
+use crate::{Pools, Store, StoreError, WriteConn, WritePool};
 
 /// Insert or replace a binding row inside a write transaction (the same SQL on both
 /// backends; a macro so that each backend's concrete executor type is used).
@@ -441,7 +441,7 @@ impl Store {
             let done = sqlx::query("DELETE FROM plugin_bindings WHERE world = $1 AND scope = $2")
                 .bind(world.name())
                 .bind(scope)
-                .execute(pool)
+                .execute(&mut *pool.conn().await?)
                 .await?;
             Ok(done.rows_affected() > 0)
         })
