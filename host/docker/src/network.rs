@@ -25,10 +25,11 @@ pub const TASK_BRIDGE: &str = "tessera0";
 /// Link-local addresses: the cloud metadata services live here.
 const LINK_LOCAL: &str = "169.254.0.0/16";
 
-/// The firewall rules for a task bridge: (chain, rule).
-pub fn rules(bridge: &str) -> [(&'static str, Vec<String>); 2] {
+/// The firewall rules for a task bridge: (chain, rule), in the order they are inserted
+/// at the top of their chain (so a later one ends up above an earlier one).
+pub fn rules(bridge: &str) -> Vec<(&'static str, Vec<String>)> {
     let words = |s: &[&str]| s.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
-    [
+    let mut rules = vec![
         // Forwarded traffic: Docker sends it through DOCKER-USER before its own rules.
         (
             "DOCKER-USER",
@@ -36,7 +37,19 @@ pub fn rules(bridge: &str) -> [(&'static str, Vec<String>); 2] {
         ),
         // Traffic to the host's own addresses is not forwarded; it arrives on input.
         ("INPUT", words(&["-i", bridge, "-j", "DROP"])),
-    ]
+    ];
+    // Above the drop: DNS to a link-local resolver stays open (Google Cloud's resolver
+    // is the metadata server's address, 169.254.169.254, port 53); its HTTP port is what
+    // hands out credentials.
+    for proto in ["udp", "tcp"] {
+        rules.push((
+            "DOCKER-USER",
+            words(&[
+                "-i", bridge, "-d", LINK_LOCAL, "-p", proto, "--dport", "53", "-j", "RETURN",
+            ]),
+        ));
+    }
+    rules
 }
 
 /// Put the rules for `bridge` in place unless they are there already. Needs root and
@@ -75,10 +88,19 @@ mod tests {
 
     #[test]
     fn the_rules_drop_link_local_and_the_host_from_the_bridge_only() {
-        let [(fwd_chain, fwd), (in_chain, input)] = rules("tessera0");
-        assert_eq!(fwd_chain, "DOCKER-USER");
-        assert_eq!(fwd.join(" "), "-i tessera0 -d 169.254.0.0/16 -j DROP");
-        assert_eq!(in_chain, "INPUT");
-        assert_eq!(input.join(" "), "-i tessera0 -j DROP");
+        let rules: Vec<String> = rules("tessera0")
+            .into_iter()
+            .map(|(chain, rule)| format!("{chain} {}", rule.join(" ")))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "DOCKER-USER -i tessera0 -d 169.254.0.0/16 -j DROP",
+                "INPUT -i tessera0 -j DROP",
+                // Inserted after the drop, so above it: DNS only.
+                "DOCKER-USER -i tessera0 -d 169.254.0.0/16 -p udp --dport 53 -j RETURN",
+                "DOCKER-USER -i tessera0 -d 169.254.0.0/16 -p tcp --dport 53 -j RETURN",
+            ]
+        );
     }
 }

@@ -214,7 +214,7 @@ async fn docker_keeps_at_most_two_small_log_files_while_the_whole_output_is_coun
 struct FakeMetadataService {
     ns: String,
     host_if: String,
-    server: std::process::Child,
+    servers: Vec<std::process::Child>,
 }
 
 const LINK_LOCAL_HOST_SIDE: &str = "169.254.77.1";
@@ -288,31 +288,41 @@ impl FakeMetadataService {
         ]);
         let www = tempfile::tempdir().unwrap().keep();
         std::fs::write(www.join("index.html"), "secret\n").unwrap();
-        let server = Command::new("ip")
-            .args([
-                "netns", "exec", &ns, "busybox", "httpd", "-f", "-p", "80", "-h",
-            ])
-            .arg(&www)
-            .spawn()
-            .unwrap();
+        // The metadata service's HTTP port, and its DNS port (here also an HTTP server,
+        // so that one probe tells reached from blocked).
+        let servers = ["80", "53"]
+            .map(|port| {
+                Command::new("ip")
+                    .args([
+                        "netns", "exec", &ns, "busybox", "httpd", "-f", "-p", port, "-h",
+                    ])
+                    .arg(&www)
+                    .spawn()
+                    .unwrap()
+            })
+            .into();
         // Serving once the host can fetch from it (host to namespace is not filtered).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect((ORDINARY, 80)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "httpd never listened");
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        for port in [80, 53] {
+            while std::net::TcpStream::connect((ORDINARY, port)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "httpd never listened");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
         FakeMetadataService {
             ns,
             host_if,
-            server,
+            servers,
         }
     }
 }
 
 impl Drop for FakeMetadataService {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        for server in &mut self.servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
         // The veth pair goes with either end, and the route through it with the pair.
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
@@ -360,7 +370,7 @@ async fn the_task_network_blocks_link_local_addresses_and_the_host() {
     // busybox's nc: the last line of the answer is the body; nothing when blocked.
     let probe = format!(
         "gw=$(ip route | awk '/default/ {{print $3}}'); \
-         for target in '{ORDINARY} 80' '{LINK_LOCAL} 80' \"$gw {port}\"; do \
+         for target in '{ORDINARY} 80' '{LINK_LOCAL} 80' '{LINK_LOCAL} 53' \"$gw {port}\"; do \
            body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc -w 3 $target 2>/dev/null | tail -n 1); \
            if [ -n \"$body\" ]; then echo \"reached $target: $body\"; else echo \"blocked $target\"; fi; \
          done"
@@ -393,6 +403,10 @@ async fn the_task_network_blocks_link_local_addresses_and_the_host() {
         "other addresses stay reachable: {out}"
     );
     assert!(out.contains(&format!("blocked {LINK_LOCAL} 80")), "{out}");
+    assert!(
+        out.contains(&format!("reached {LINK_LOCAL} 53: secret")),
+        "DNS to a link-local resolver stays open: {out}"
+    );
     assert!(
         out.lines()
             .any(|l| l.starts_with("blocked ") && l.ends_with(&format!(" {port}"))),
