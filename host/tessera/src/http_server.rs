@@ -4,9 +4,11 @@
 //!   backlog until one closes.
 //! - Timeouts: the request head must arrive within `header_timeout` (a client that sends
 //!   it a byte at a time is cut off; the same bound applies while a kept-alive
-//!   connection waits for its next request), a request body may not stall for longer
-//!   than `body_timeout` between bytes, and a connection with no bytes in either
-//!   direction for `idle_timeout` is closed (a client that stops reading a response).
+//!   connection waits for its next request), a request body being read may not stall for
+//!   longer than `body_timeout`, and a connection with no bytes in either direction for
+//!   `idle_timeout` is closed (a client that stops reading a response). Both stall
+//!   bounds are kept by one clock per connection (when it last moved a byte), not a timer
+//!   per request.
 //! - Optional TLS (rustls, TLS 1.2 and 1.3) from a PEM certificate chain and key.
 //! - Graceful shutdown: on the signal, stop accepting, let requests in flight finish for
 //!   up to `drain_timeout`, then close what is left.
@@ -15,12 +17,11 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
@@ -63,9 +64,6 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-        limits.body_timeout,
-    ));
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -100,7 +98,18 @@ pub async fn serve(
                 io: tcp,
                 activity: activity.clone(),
             };
-            let service = TowerToHyperService::new(app);
+            let service = {
+                let activity = activity.clone();
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let req = req.map(|body| {
+                        axum::body::Body::new(Watched {
+                            inner: body,
+                            reading: activity.reading_body.clone(),
+                        })
+                    });
+                    tower_service::Service::call(&mut app.clone(), req)
+                })
+            };
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
@@ -136,8 +145,8 @@ pub async fn serve(
                 r = served => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 },
-                _ = activity.idle_for(limits.idle_timeout) => {
-                    tracing::debug!(%peer, "closing an idle connection");
+                _ = activity.stalled(limits.idle_timeout, limits.body_timeout) => {
+                    tracing::debug!(%peer, "closing a stalled connection");
                 }
             }
         });
@@ -155,11 +164,13 @@ pub async fn serve(
     }
 }
 
-/// When a connection last moved a byte (milliseconds since it opened).
+/// When a connection last moved a byte (milliseconds since it opened), and whether a
+/// handler is reading a request body on it.
 #[derive(Clone)]
 struct Activity {
     opened: Instant,
     last_ms: Arc<AtomicU64>,
+    reading_body: Arc<AtomicBool>,
 }
 
 impl Activity {
@@ -167,6 +178,7 @@ impl Activity {
         Activity {
             opened: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
+            reading_body: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -175,15 +187,22 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Completes once no byte has moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
+    /// Completes once no byte has moved for `idle`, or for `body` while a request body
+    /// is being read.
+    async fn stalled(&self, idle: Duration, body: Duration) {
         loop {
             let last = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let due = last + idle;
-            if Instant::now() >= due {
+            let limit = if self.reading_body.load(Ordering::Relaxed) {
+                body.min(idle)
+            } else {
+                idle
+            };
+            let now = Instant::now();
+            if now >= last + limit {
                 return;
             }
-            tokio::time::sleep_until(due.into()).await;
+            // A body read may start meanwhile: look again by then at the latest.
+            tokio::time::sleep_until((last + limit).min(now + body).into()).await;
         }
     }
 }
@@ -228,5 +247,41 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A request body that marks its connection as reading a body while a handler polls it,
+/// for the body-stall bound.
+struct Watched<B> {
+    inner: B,
+    reading: Arc<AtomicBool>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let done = matches!(polled, Poll::Ready(None | Some(Err(_)))) || self.inner.is_end_stream();
+        self.reading.store(!done, Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Watched<B> {
+    fn drop(&mut self) {
+        self.reading.store(false, Ordering::Relaxed);
     }
 }

@@ -63,6 +63,42 @@ async fn a_client_sending_its_head_a_byte_a_second_is_disconnected() {
 }
 
 #[tokio::test]
+async fn a_request_body_that_stalls_is_cut_off_long_before_the_idle_timeout() {
+    let s = api_only(&["--body-timeout-secs", "2", "--idle-timeout-secs", "600"]).await;
+    let mut conn = TcpStream::connect(("127.0.0.1", s.port())).await.unwrap();
+    let head = format!(
+        "POST /ga4gh/tes/v1/tasks HTTP/1.1\r\nHost: tessera\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\": ",
+        s.token
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // Then nothing more: the handler waits for the rest of the body.
+    let cut = tokio::time::timeout(Duration::from_secs(60), ended(&mut conn)).await;
+    assert!(
+        matches!(cut, Ok(true)),
+        "a stalled body held its connection for a minute (idle timeout 600 s): {cut:?}"
+    );
+    // Bodies that keep coming are not cut: a create whose body arrives in two parts a
+    // second apart succeeds.
+    let body = br#"{"executors": [{"image": "busybox", "command": ["true"]}]}"#;
+    let mut conn = TcpStream::connect(("127.0.0.1", s.port())).await.unwrap();
+    let head = format!(
+        "POST /ga4gh/tes/v1/tasks HTTP/1.1\r\nHost: tessera\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        s.token,
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    conn.write_all(&body[10..]).await.unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
     let s = api_only(&["--max-connections", "2", "--header-timeout-secs", "60"]).await;
     let addr = ("127.0.0.1", s.port());
