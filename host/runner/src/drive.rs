@@ -535,6 +535,16 @@ impl Drive {
         ))
     }
 
+    /// The task's maximum run time has passed while `name` runs: kill it (its output and
+    /// exit are then collected as usual).
+    async fn kill_at_deadline(&self, name: &str) -> Result<(), Stop> {
+        tracing::info!(process = %name, "the task's maximum run time has passed; killing its process");
+        self.exec
+            .kill(name)
+            .await
+            .map_err(|e| self.executor_error("kill", e))
+    }
+
     /// Only once its result is stored does a process go.
     async fn remove(&mut self, i: usize) -> Result<(), Stop> {
         let name = self.process(i);
@@ -611,12 +621,8 @@ impl Drive {
                     return Err(Stop::Canceled);
                 }
                 _ = sleep_until_some(deadline), if !killed => {
-                    tracing::info!(process = %name, "the task's maximum run time has passed; killing its process");
                     killed = true;
-                    self.exec
-                        .kill(&name)
-                        .await
-                        .map_err(|e| self.executor_error("kill", e))?;
+                    self.kill_at_deadline(&name).await?;
                     None
                 }
                 _ = tokio::time::sleep(flush_every), if dirty => None,
@@ -660,10 +666,7 @@ impl Drive {
                 // The output may end before the process does (a broken log stream).
                 _ = sleep_until_some(deadline), if !killed => {
                     killed = true;
-                    self.exec
-                        .kill(&name)
-                        .await
-                        .map_err(|e| self.executor_error("kill", e))?;
+                    self.kill_at_deadline(&name).await?;
                 }
                 r = self.exec.wait(&name) => break r.map_err(|e| self.executor_error("wait", e))?,
             }

@@ -442,19 +442,19 @@ impl Config {
             tessera_plugin_runtime::check_allowed_host(h)
                 .map_err(|e| format!("http_allow_hosts: {e}"))?;
         }
-        let millis = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| match flag
+        // A setting that must be at least 1 (a count or a duration's number of units).
+        let positive = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| match flag
             .or(file)
             .unwrap_or(default)
         {
             0 => Err(format!("{name} must be at least 1")),
-            ms => Ok(std::time::Duration::from_millis(ms)),
+            n => Ok(n),
         };
-        let secs = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| match flag
-            .or(file)
-            .unwrap_or(default)
-        {
-            0 => Err(format!("{name} must be at least 1")),
-            s => Ok(std::time::Duration::from_secs(s)),
+        let millis = |flag, file, default, name: &str| {
+            positive(flag, file, default, name).map(std::time::Duration::from_millis)
+        };
+        let secs = |flag, file, default, name: &str| {
+            positive(flag, file, default, name).map(std::time::Duration::from_secs)
         };
         let http = crate::http_server::Limits {
             max_connections: match args

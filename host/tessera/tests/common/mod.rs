@@ -226,15 +226,6 @@ impl Server {
         std::fs::read_to_string(self._tmp.path().join("server.log")).unwrap_or_default()
     }
 
-    /// SIGTERM the server (a graceful shutdown) and wait for it to exit.
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        let pid = libc::pid_t::try_from(c.id()).ok()?;
-        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        c.wait().ok()
-    }
-
     /// SIGTERM without waiting.
     pub fn signal_terminate(&self) {
         if let Some(pid) = self
