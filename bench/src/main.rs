@@ -574,6 +574,10 @@ async fn bench_dispatch() {
         .collect();
     let router: Arc<dyn tessera_core::routing::Router> = Arc::new(registry.clone());
     let keys = vec!["zone".to_string()];
+    let lease = tessera_store::Lease {
+        owner: "bench".into(),
+        ttl: Duration::from_secs(60),
+    };
     let (mut decided, mut placed) = (0usize, 0usize);
     let mut routing = Duration::ZERO;
     let start = Instant::now();
@@ -591,7 +595,7 @@ async fn bench_dispatch() {
         decided += round.runs.len() + round.waits.len();
         let ids: Vec<&str> = round.runs.iter().map(|(t, _)| t.id.as_str()).collect();
         placed += store
-            .claim_ids(&ids, None)
+            .claim_ids(&ids, None, &lease)
             .await
             .unwrap_or_else(|e| panic!("claim: {e}"))
             .len();

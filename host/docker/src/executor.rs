@@ -322,12 +322,16 @@ impl Executor for DockerExecutor {
         task_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<Owned>, ExecError>> {
         Box::pin(async move {
-            let mine = self
-                .client
-                .list_by_label(INSTANCE_LABEL, Some(&self.instance))
-                .await
-                .map_err(exec_error)?;
-            Ok(mine
+            let found = match task_id {
+                Some(task) => self.client.list_by_label(TASK_LABEL, Some(task)).await,
+                None => {
+                    self.client
+                        .list_by_label(INSTANCE_LABEL, Some(&self.instance))
+                        .await
+                }
+            };
+            Ok(found
+                .map_err(exec_error)?
                 .into_iter()
                 .filter_map(|c| {
                     let task = c.labels.get(TASK_LABEL)?.clone();

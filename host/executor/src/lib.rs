@@ -265,7 +265,9 @@ pub trait Executor: Send + Sync {
     /// Remove the process, running or not (fine when it does not exist).
     fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ExecError>>;
 
-    /// The processes this server owns: all of them, or those of one task.
+    /// The processes of one task, whichever server made them (the caller holds the task,
+    /// and another server may have started its processes before it took the task over);
+    /// or, with `None`, every process this server made.
     fn list<'a>(&'a self, task_id: Option<&'a str>)
     -> BoxFuture<'a, Result<Vec<Owned>, ExecError>>;
 

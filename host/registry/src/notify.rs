@@ -104,12 +104,14 @@ fn event_for(event: &Event, task: &TaskRecord) -> NotifyEvent {
 }
 
 impl Registry {
-    /// Deliver events to the bound notifiers until the process ends.
-    pub async fn run_notifiers(self) {
+    /// Deliver events to the bound notifiers until the process ends. Each binding's
+    /// outbox is held with `lease`: with several servers on one store, one at a time
+    /// delivers a binding, and another takes over once its holder's lease runs out.
+    pub async fn run_notifiers(self, lease: tessera_store::Lease) {
         loop {
             let mut busy = false;
             for (scope, notifier) in self.notifiers().iter() {
-                match self.deliver_round(scope, notifier).await {
+                match self.deliver_round(scope, notifier, &lease).await {
                     Ok(more) => busy |= more,
                     Err(e) => {
                         tracing::warn!(scope = %scope, plugin = %notifier.binding.plugin, error = %e, "notification round failed; will retry")
@@ -128,10 +130,14 @@ impl Registry {
         &self,
         scope: &str,
         notifier: &std::sync::Arc<ActiveNotifier>,
+        lease: &tessera_store::Lease,
     ) -> Result<bool, tessera_store::StoreError> {
         let store = self.store();
+        let owner = lease.owner.as_str();
         let start = store.last_event_seq().await?;
-        let cursor = store.notifier_cursor(scope, start).await?;
+        let Some(cursor) = store.hold_notifier(scope, start, lease).await? else {
+            return Ok(false); // another server delivers this binding now
+        };
         let events = store.events_after(cursor, BATCH).await?;
         let mut tasks: HashMap<String, Option<TaskRecord>> = HashMap::new();
         let mut failed = Vec::new();
@@ -156,7 +162,9 @@ impl Registry {
             }
         }
         if let Some(last) = events.last() {
-            store.advance_notifier(scope, last.seq, &failed).await?;
+            store
+                .advance_notifier(scope, last.seq, &failed, owner)
+                .await?;
         }
 
         for retry in store
@@ -168,11 +176,11 @@ impl Registry {
                 None => None,
             };
             let Some((event, task)) = found else {
-                store.retry_delivered(scope, retry.event_seq).await?; // the task is gone
+                store.retry_delivered(scope, retry.event_seq, owner).await?; // the task is gone
                 continue;
             };
             match self.deliver(notifier, &event, &task).await {
-                Ok(()) => store.retry_delivered(scope, retry.event_seq).await?,
+                Ok(()) => store.retry_delivered(scope, retry.event_seq, owner).await?,
                 Err(error) => {
                     let attempts = retry.attempts + 1;
                     let dead = attempts >= MAX_ATTEMPTS;
@@ -186,6 +194,7 @@ impl Registry {
                             at_after(backoff(attempts)),
                             &error.to_string(),
                             dead,
+                            owner,
                         )
                         .await?;
                 }

@@ -44,6 +44,8 @@ enum Stop {
     /// process is created, a result before its process is removed): leave the task and
     /// its processes as they are; the sweep resumes it once the store answers.
     StoreLost(String),
+    /// Another server took the task over (our lease ran out): leave everything to it.
+    NotHeld,
 }
 
 struct Drive {
@@ -70,6 +72,8 @@ struct Drive {
     isolation: Isolation,
     /// The task's maximum run time.
     max_run_time: Duration,
+    /// A save found that another server holds the task now.
+    not_held: bool,
 }
 
 impl Runner {
@@ -82,6 +86,7 @@ impl Runner {
         token: CancellationToken,
         _permit: OwnedSemaphorePermit,
         target: usize,
+        note: Option<String>,
     ) {
         let id = task.id.clone();
         let target = self.0.cfg.targets[target].clone();
@@ -106,8 +111,12 @@ impl Runner {
             left_unfinished: false,
             isolation: target.isolation,
             max_run_time,
+            not_held: false,
         };
         drive.meta(crate::TARGET_METADATA, target.spec.name);
+        if let Some(note) = note {
+            drive.system_log(note);
+        }
         drive.run().instrument(span.clone()).await;
         if let Ok(mut running) = self.0.running.lock() {
             running.remove(&id);
@@ -161,14 +170,16 @@ impl Drive {
     /// next save carries the same and more.
     async fn save_logs(&mut self) {
         self.last_flush = Instant::now();
-        if let Err(e) = self
+        match self
             .runner
             .0
             .store
-            .set_logs(&self.task.id, &self.logs)
+            .set_logs(&self.task.id, &self.logs, self.runner.owner())
             .await
         {
-            tracing::warn!(error = %e, "saving task logs failed");
+            Ok(_) => {}
+            Err(tessera_store::StoreError::NotHeld(_)) => self.not_held = true,
+            Err(e) => tracing::warn!(error = %e, "saving task logs failed"),
         }
     }
 
@@ -184,10 +195,11 @@ impl Drive {
                 .runner
                 .0
                 .store
-                .set_logs(&self.task.id, &self.logs)
+                .set_logs(&self.task.id, &self.logs, self.runner.owner())
                 .await
             {
                 Ok(_) => return Ok(()),
+                Err(tessera_store::StoreError::NotHeld(_)) => return Err(Stop::NotHeld),
                 Err(e) if attempt < SAVE_RETRIES => {
                     tracing::warn!(error = %e, attempt, "saving task logs failed; retrying");
                     tokio::time::sleep(delay).await;
@@ -255,6 +267,9 @@ impl Drive {
             return self.stop(stop).await;
         }
         loop {
+            if self.not_held {
+                return self.stop(Stop::NotHeld).await;
+            }
             let step = step::next(&self.facts());
             tracing::debug!(?step, "next step");
             let done = match step {
@@ -378,11 +393,12 @@ impl Drive {
             .runner
             .0
             .store
-            .transition(
+            .transition_held(
                 &self.task.id,
                 State::Running,
                 Some("running executors"),
                 Some(&logs),
+                Some(self.runner.owner()),
             )
             .await
         {
@@ -391,6 +407,7 @@ impl Drive {
                 Ok(())
             }
             Ok(None) => Err(Stop::Canceled),
+            Err(tessera_store::StoreError::NotHeld(_)) => Err(Stop::NotHeld),
             Err(e) => Err(Stop::System(format!("recording RUNNING failed: {e}"))),
         }
     }
@@ -654,6 +671,9 @@ impl Drive {
                 self.meta(format!("executor.{i}.stdout_bytes"), out.total);
                 self.meta(format!("executor.{i}.stderr_bytes"), err.total);
                 self.save_logs().await;
+                if self.not_held {
+                    return Err(Stop::NotHeld);
+                }
             }
         }
 
@@ -832,6 +852,11 @@ impl Drive {
                 self.left_unfinished = true;
                 tracing::error!(error = %why, "the store does not answer; the task resumes when it does");
             }
+            Stop::NotHeld => {
+                tracing::warn!(
+                    "another server took the task over (this server's lease ran out); leaving it"
+                );
+            }
             Stop::Requeue(why) => {
                 tracing::warn!(reason = %why, "executor unavailable; putting the task back in the queue");
                 self.runner.executor_lost(&why);
@@ -840,16 +865,18 @@ impl Drive {
                     .runner
                     .0
                     .store
-                    .transition(
+                    .transition_held(
                         &self.task.id,
                         State::Queued,
                         Some(&reason),
                         Some(&self.logs),
+                        Some(self.runner.owner()),
                     )
                     .await
                 {
                     Ok(Some(_)) => {}
                     Ok(None) => self.cancel_cleanup().await,
+                    Err(tessera_store::StoreError::NotHeld(_)) => {}
                     Err(e) => tracing::error!(error = %e, "requeueing failed"),
                 }
             }
@@ -864,7 +891,7 @@ impl Drive {
         let logs = self.logs.clone();
         match self
             .runner
-            .transition_with_retry(&self.task.id, state, reason, Some(&logs))
+            .transition_with_retry(&self.task.id, state, reason, Some(&logs), true)
             .await
         {
             Ok(Some(_)) => {
@@ -879,6 +906,11 @@ impl Drive {
                     self.cancel_cleanup().await;
                 }
             }
+            Err(tessera_store::StoreError::NotHeld(_)) => {
+                tracing::warn!(
+                    "another server took the task over (this server's lease ran out); leaving it"
+                )
+            }
             Err(e) => tracing::error!(error = %e, "recording the final state failed"),
         }
     }
@@ -890,6 +922,9 @@ impl Drive {
     }
 
     async fn cancel_cleanup(&mut self) {
+        if !self.runner.still_held(&self.task.id).await {
+            return;
+        }
         self.runner.remove_task_resources(&self.task.id).await;
         if !self.logs.is_empty() {
             let end = end_not_before(self.log().start_time.as_deref());
@@ -902,7 +937,11 @@ impl Drive {
         }
         let logs = self.logs.clone();
         self.runner
-            .finish_canceled(&self.task.id, (!logs.is_empty()).then_some(logs.as_slice()))
+            .finish_canceled(
+                &self.task.id,
+                (!logs.is_empty()).then_some(logs.as_slice()),
+                true,
+            )
             .await;
     }
 }

@@ -26,7 +26,7 @@ use tessera_core::State;
 use tessera_core::routing::{self, Candidate, Free, Outcome, RouteError, Router, TargetSpec};
 use tessera_core::task::{NewTask, TaskRecord};
 use tessera_executor::{Executor, Isolation};
-use tessera_store::{Store, StoreError};
+use tessera_store::{Adoption, Lease, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +58,14 @@ pub struct RunnerConfig {
     /// Finished tasks (and their events) are deleted this long after they ended;
     /// `None`: kept forever.
     pub retention: Option<Duration>,
+    /// This server's hold on the tasks it claims: its instance and the lease's time to
+    /// live. Renewed every third of it; another server on the same store adopts a task
+    /// only once its lease has run out.
+    pub lease: Lease,
 }
+
+/// How often a cancel made on another server is looked for among our tasks.
+const CANCEL_POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// A place tasks can run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,20 +461,13 @@ impl Runner {
                     // Nothing runs for a queued task (a driver that just put it back in
                     // the queue is finishing and will not touch it again).
                     _ if previous == State::Queued => {
-                        self.finish_canceled(id, None).await;
+                        self.finish_canceled(id, None, false).await;
                     }
                     Some(_) => {}
-                    // Claimed but not driven yet, or orphaned: clean up here; a driver that
-                    // registers meanwhile sees CANCELING and does the same, and the first
-                    // CANCELED write wins.
-                    None => {
-                        let runner = self.clone();
-                        let id = id.to_string();
-                        tokio::spawn(async move {
-                            runner.remove_task_resources(&id).await;
-                            runner.finish_canceled(&id, None).await;
-                        });
-                    }
+                    // Held here but not driven, or held by another server: its holder
+                    // finds it CANCELING ([`Runner::poll_cancels`]) and cleans up; a task
+                    // whose holder is gone is cleaned up by the server that adopts it.
+                    None => self.0.wake.notify_one(),
                 }
                 Ok(CancelOutcome::Canceling)
             }
@@ -477,18 +477,26 @@ impl Runner {
     /// A state change that must not be lost to a passing store error: retried with
     /// backoff for about a minute. (If it still fails, the periodic sweep picks the
     /// task up again.)
+    /// With `held`, only while this server holds the task.
     pub(crate) async fn transition_with_retry(
         &self,
         id: &str,
         to: State,
         reason: &str,
         logs: Option<&[tessera_core::tes::TaskLog]>,
+        held: bool,
     ) -> Result<Option<State>, StoreError> {
+        let owner = held.then_some(self.owner());
         let mut delay = Duration::from_millis(50);
         let mut attempt = 0;
         loop {
-            match self.0.store.transition(id, to, Some(reason), logs).await {
-                Err(e) if attempt < 10 => {
+            match self
+                .0
+                .store
+                .transition_held(id, to, Some(reason), logs, owner)
+                .await
+            {
+                Err(e) if attempt < 10 && !matches!(e, StoreError::NotHeld(_)) => {
                     tracing::warn!(task_id = id, error = %e, to = %to, "recording a state failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
@@ -499,9 +507,21 @@ impl Runner {
         }
     }
 
-    async fn finish_canceled(&self, id: &str, logs: Option<&[tessera_core::tes::TaskLog]>) {
+    /// This server's instance: the owner of the tasks it holds.
+    pub(crate) fn owner(&self) -> &str {
+        &self.0.cfg.lease.owner
+    }
+
+    /// Write CANCELED. `held`: the task is ours (we were running it); otherwise it was
+    /// queued, and nobody holds it.
+    async fn finish_canceled(
+        &self,
+        id: &str,
+        logs: Option<&[tessera_core::tes::TaskLog]>,
+        held: bool,
+    ) {
         match self
-            .transition_with_retry(id, State::Canceled, "canceled by user", logs)
+            .transition_with_retry(id, State::Canceled, "canceled by user", logs, held)
             .await
         {
             Ok(Some(_)) => {
@@ -511,6 +531,12 @@ impl Runner {
                 tracing::info!(task_id = id, "task canceled");
             }
             Ok(None) => {}
+            Err(StoreError::NotHeld(_)) => {
+                tracing::info!(
+                    task_id = id,
+                    "another server holds the task now; leaving its cancel to it"
+                )
+            }
             Err(e) => tracing::error!(task_id = id, error = %e, "recording CANCELED failed"),
         }
     }
@@ -544,8 +570,73 @@ impl Runner {
         if let Some(age) = self.0.cfg.retention {
             tokio::spawn(self.clone().retention_loop(age));
         }
+        tokio::spawn(self.clone().lease_loop());
         let runner = self.clone();
         tokio::spawn(async move { runner.dispatch_loop().await })
+    }
+
+    /// Renew the leases of every task this server holds, every third of their time to
+    /// live, whether or not the executor answers (the tasks stay ours while it is away).
+    async fn lease_loop(self) {
+        let every = (self.0.cfg.lease.ttl / 3).max(Duration::from_millis(10));
+        loop {
+            if let Err(e) = self.0.store.renew_leases(&self.0.cfg.lease).await {
+                tracing::warn!(error = %e, "renewing task leases failed; will retry");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Cancels made on any server reach the tasks we hold here: a driven task's driver
+    /// is told; a held task without a driver is cleaned up and ended CANCELED.
+    async fn poll_cancels(&self) {
+        let ids = match self.0.store.canceling_held(self.owner()).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for canceled tasks failed; will retry");
+                return;
+            }
+        };
+        for id in ids {
+            let token = self.0.running.lock().ok().and_then(|r| r.get(&id).cloned());
+            match token {
+                Some(token) => token.cancel(),
+                None => self.spawn_cancel_cleanup(id),
+            }
+        }
+    }
+
+    /// Clean up a CANCELING task we hold and no driver has, and end it CANCELED.
+    /// Registered like a driver, so neither the sweep nor the next poll starts another.
+    fn spawn_cancel_cleanup(&self, id: String) {
+        match self.0.running.lock() {
+            Ok(mut running) if !running.contains_key(&id) => {
+                running.insert(id.clone(), CancellationToken::new());
+            }
+            _ => return,
+        }
+        let runner = self.clone();
+        tokio::spawn(async move {
+            if runner.still_held(&id).await {
+                runner.remove_task_resources(&id).await;
+                runner.finish_canceled(&id, None, true).await;
+            }
+            if let Ok(mut running) = runner.0.running.lock() {
+                running.remove(&id);
+            }
+        });
+    }
+
+    /// Whether we still hold task `id`: checked before removing its processes and
+    /// workspace, which another server may be using once it took the task over.
+    pub(crate) async fn still_held(&self, id: &str) -> bool {
+        match self.0.store.holder(id).await {
+            Ok(holder) => holder.as_deref() == Some(self.owner()),
+            Err(e) => {
+                tracing::warn!(task_id = id, error = %e, "reading who holds the task failed");
+                false
+            }
+        }
     }
 
     /// Delete finished tasks older than `age` (their last change), now and every
@@ -648,7 +739,12 @@ impl Runner {
 
     async fn dispatch_loop(self) {
         let mut last_sweep: Option<std::time::Instant> = None;
+        let mut last_cancel_poll: Option<std::time::Instant> = None;
         loop {
+            if last_cancel_poll.is_none_or(|t| t.elapsed() >= CANCEL_POLL_EVERY) {
+                last_cancel_poll = Some(std::time::Instant::now());
+                self.poll_cancels().await;
+            }
             let was_ready = self.executor_status().is_ready();
             if self.probe_executor().await {
                 // Each time the executor comes (back): what was left behind while it could
@@ -675,11 +771,21 @@ impl Runner {
         }
     }
 
-    /// Register a driver for `task` on target `t` and start it.
-    fn spawn_driver(&self, task: TaskRecord, permit: tokio::sync::OwnedSemaphorePermit, t: usize) {
+    /// Register a driver for `task` on target `t` and start it (unless something else
+    /// already works on the task here). `note` goes into the task's system logs.
+    fn spawn_driver(
+        &self,
+        task: TaskRecord,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        t: usize,
+        note: Option<String>,
+    ) {
         let token = CancellationToken::new();
-        if let Ok(mut running) = self.0.running.lock() {
-            running.insert(task.id.clone(), token.clone());
+        match self.0.running.lock() {
+            Ok(mut running) if !running.contains_key(&task.id) => {
+                running.insert(task.id.clone(), token.clone());
+            }
+            _ => return,
         }
         let resources = task.spec.resources.clone().unwrap_or_default();
         let placement = Placement {
@@ -694,7 +800,7 @@ impl Runner {
         let Some(exec) = self.0.executor.clone() else {
             return;
         };
-        tokio::spawn(self.clone().drive(exec, task, token, permit, t));
+        tokio::spawn(self.clone().drive(exec, task, token, permit, t, note));
     }
 
     fn is_driven(&self, id: &str) -> bool {
@@ -830,7 +936,7 @@ impl Runner {
         let claimed: std::collections::HashSet<String> = self
             .0
             .store
-            .claim_ids(&ids, None)
+            .claim_ids(&ids, None, &self.0.cfg.lease)
             .await?
             .into_iter()
             .collect();
@@ -843,15 +949,17 @@ impl Runner {
             task.state = State::Initializing;
             task.reason = Some(tessera_store::CLAIM_REASON.to_string());
             tracing::info!(task_id = %task.id, target = %self.0.cfg.targets[t].spec.name, "task placed");
-            self.spawn_driver(task, permit, t);
+            self.spawn_driver(task, permit, t, None);
             started += 1;
         }
         Ok(started)
     }
 
-    /// Every task that is past QUEUED but has no driver here: finish its cancel, or
-    /// resume it from what the executor has (the driver's code is the same for both).
+    /// Every task that is past QUEUED, has no driver here, and is ours or free (its
+    /// holder's lease ran out): take it, then finish its cancel, or resume it from what
+    /// the executor has (the driver's code is the same for both).
     async fn sweep(&self) -> Result<(), StoreError> {
+        let lease = &self.0.cfg.lease;
         // Oldest first, a page at a time; each task read in full only when it is resumed.
         const STARTED: [State; 4] = [
             State::Canceling,
@@ -871,9 +979,15 @@ impl Runner {
             };
             after = Some(last.seq);
             for stub in page.into_iter().filter(|t| !self.is_driven(&t.id)) {
+                let ours = stub.owner.as_deref() == Some(self.owner());
+                if !ours && !stub.lease_free {
+                    continue; // another server holds it
+                }
                 if stub.state == State::Canceling {
-                    self.remove_task_resources(&stub.id).await;
-                    self.finish_canceled(&stub.id, None).await;
+                    if let Adoption::Adopted { from } = self.0.store.adopt(&stub.id, lease).await? {
+                        self.log_adoption(&stub.id, from.as_deref());
+                        self.spawn_cancel_cleanup(stub.id);
+                    }
                     continue;
                 }
                 let Some(task) = self.0.store.get_task(&stub.id).await? else {
@@ -902,9 +1016,33 @@ impl Runner {
                 }) else {
                     continue; // no free slot there now; the next sweep continues
                 };
+                let Adoption::Adopted { from } = self.0.store.adopt(&task.id, lease).await? else {
+                    continue; // another server was quicker
+                };
+                self.log_adoption(&task.id, from.as_deref());
+                let note = from.filter(|f| f != self.owner()).map(|f| {
+                    format!(
+                        "resumed by server {} after the lease of server {f} ran out",
+                        self.owner()
+                    )
+                });
                 tracing::info!(task_id = %task.id, state = %task.state, "resuming task that has no driver");
-                self.spawn_driver(task, permit, t);
+                self.spawn_driver(task, permit, t, note);
             }
+        }
+    }
+
+    fn log_adoption(&self, id: &str, from: Option<&str>) {
+        match from {
+            Some(from) if from != self.owner() => {
+                metrics::TASKS_ADOPTED.inc();
+                tracing::info!(
+                    task_id = id,
+                    from,
+                    "adopting a task whose holder's lease ran out"
+                )
+            }
+            _ => {}
         }
     }
 

@@ -22,6 +22,15 @@ pub static ROUTING_FAILURES: LazyLock<prometheus::IntCounter> = LazyLock::new(||
     .unwrap_or_else(|e| panic!("registering a metric at start-up: {e}"))
 });
 
+/// Tasks this server took over from another whose lease ran out.
+pub static TASKS_ADOPTED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "tessera_tasks_adopted_total",
+        "Tasks taken over from another server whose lease ran out"
+    )
+    .unwrap_or_else(|e| panic!("registering a metric at start-up: {e}"))
+});
+
 /// Tasks that reached a terminal state in this process, by state.
 pub static TASKS_FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -68,6 +77,7 @@ pub fn init() {
         TASKS_FINISHED.with_label_values(&[state.as_str()]);
     }
     LazyLock::force(&ROUTING_FAILURES);
+    LazyLock::force(&TASKS_ADOPTED);
     for phase in ["queue", "stage_in", "run", "stage_out"] {
         PHASE_SECONDS.with_label_values(&[phase]);
     }

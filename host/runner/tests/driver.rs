@@ -16,7 +16,7 @@ use tessera_core::tes::{Executor as TesExecutor, ExecutorLog, Task, TaskLog};
 use tessera_executor::fake::{FakeExecutor, Script};
 use tessera_executor::{ProcessSpec, ProcessState, process_name};
 use tessera_runner::{Runner, RunnerConfig};
-use tessera_store::Store;
+use tessera_store::{Lease, Store};
 
 /// Every task goes to the first target.
 struct FirstTarget;
@@ -56,6 +56,16 @@ impl Filers for NoFilers {
     }
 }
 
+/// The instance of the runner under test (`Setup::runner`).
+const SERVER: &str = "server-a";
+
+fn lease(owner: &str, secs: u64) -> Lease {
+    Lease {
+        owner: owner.into(),
+        ttl: Duration::from_secs(secs),
+    }
+}
+
 struct Setup {
     store: Store,
     fake: Arc<FakeExecutor>,
@@ -79,6 +89,11 @@ impl Setup {
 
     /// A runner on this store and executor, dispatching and sweeping.
     fn runner(&self) -> Runner {
+        self.runner_as(SERVER)
+    }
+
+    /// Another server on the same store and executor (one engine), with its own lease.
+    fn runner_as(&self, owner: &str) -> Runner {
         let runner = Runner::new(
             self.store.clone(),
             RunnerConfig {
@@ -92,6 +107,7 @@ impl Setup {
                 isolation: tessera_executor::Isolation::default(),
                 max_run_time: Duration::from_secs(3600),
                 retention: self.retention,
+                lease: lease(owner, 3600),
             },
             Some(self.fake.clone()),
             Arc::new(FirstTarget),
@@ -134,10 +150,16 @@ impl Setup {
         self.store.insert_tasks(&[task]).await.unwrap().remove(0)
     }
 
-    /// A task as a crashed server left it: RUNNING, with these executor log entries.
+    /// A task as a crashed server left it (this server, before a restart): RUNNING, with
+    /// these executor log entries.
     async fn running(&self, n: usize, entries: Vec<ExecutorLog>) -> TaskRecord {
+        self.running_held(n, entries, &lease(SERVER, 3600)).await
+    }
+
+    /// A task RUNNING under `held`'s lease, with these executor log entries.
+    async fn running_held(&self, n: usize, entries: Vec<ExecutorLog>, held: &Lease) -> TaskRecord {
         let t = self.queued(n).await;
-        self.store.claim_ids(&[&t.id], None).await.unwrap();
+        self.store.claim_ids(&[&t.id], None, held).await.unwrap();
         let logs = vec![TaskLog {
             logs: entries,
             start_time: Some(tessera_core::time_fmt::now_rfc3339()),
@@ -718,6 +740,145 @@ async fn a_result_the_store_refuses_keeps_the_process_until_it_is_stored() {
     assert_eq!(done.logs[0].logs[0].stdout.as_deref(), Some("once\n"));
     assert_eq!(s.fake.starts(&name(&t, 0)), 1);
     s.ran_once_each();
+}
+
+/// Several servers on one store: a task whose holder's lease lives is left to it, one
+/// whose lease ran out is adopted and resumed from what the executor has (nothing runs
+/// twice), with a note in its system logs.
+#[tokio::test]
+async fn another_servers_task_is_adopted_only_once_its_lease_ran_out() {
+    let s = Setup::new().await;
+    let live = s
+        .running_held(1, vec![started_entry()], &lease("server-b", 3600))
+        .await;
+    s.process(&live, 0, ProcessState::Running, "b runs me\n");
+    let expired = s
+        .running_held(1, vec![started_entry()], &lease("server-b", 0))
+        .await;
+    s.process(
+        &expired,
+        0,
+        ProcessState::Exited {
+            code: 0,
+            oom_killed: false,
+        },
+        "b ran me\n",
+    );
+    let _runner = s.runner();
+    let done = s.done(&expired.id).await;
+    assert_eq!(done.state, State::Complete, "{:?}", done.reason);
+    assert_eq!(done.logs[0].logs[0].stdout.as_deref(), Some("b ran me\n"));
+    let notes = done.logs[0].system_logs.clone().unwrap_or_default();
+    assert!(
+        notes
+            .iter()
+            .any(|l| l.contains("after the lease of server server-b ran out")),
+        "{notes:?}"
+    );
+    // The same sweep passed the live one (older, so first in its page) and left it.
+    let left = s.store.get_task(&live.id).await.unwrap().unwrap();
+    assert_eq!(left.state, State::Running);
+    assert_eq!(
+        s.store.holder(&live.id).await.unwrap().as_deref(),
+        Some("server-b")
+    );
+    assert_eq!(s.fake.state(&name(&live, 0)), Some(ProcessState::Running));
+
+    // server-b is gone for good: once its lease ran out, its task is ours to finish.
+    expire_leases(&s, "server-b").await;
+    s.fake.exit(&name(&live, 0), 0);
+    let done = s.done(&live.id).await;
+    assert_eq!(done.state, State::Complete, "{:?}", done.reason);
+    assert_eq!(done.logs[0].logs[0].stdout.as_deref(), Some("b runs me\n"));
+    assert_eq!(s.fake.starts(&name(&live, 0)), 0);
+    assert_eq!(s.fake.starts(&name(&expired, 0)), 0);
+    s.ran_once_each();
+}
+
+/// A cancel made on a server that does not run the task reaches the one that does.
+#[tokio::test]
+async fn a_cancel_made_on_another_server_reaches_the_holder() {
+    let s = Setup::new().await;
+    s.fake.script(0, Script::runs());
+    let t = s.queued(1).await;
+    let _holder = s.runner();
+    wait_for(&s, &t.id, |t| t.state == State::Running).await;
+    let started = Instant::now();
+    while s.fake.starts(&name(&t, 0)) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::task::yield_now().await;
+    }
+    let other = s.runner_as("server-b");
+    other.cancel(&t.id).await.unwrap();
+    let done = s.done(&t.id).await;
+    assert_eq!(done.state, State::Canceled);
+    assert!(s.fake.names().is_empty(), "killed and removed");
+    assert_eq!(
+        s.store.holder(&t.id).await.unwrap().as_deref(),
+        Some(SERVER),
+        "the holder ended it"
+    );
+}
+
+/// A driver whose task was taken over (its lease ran out while it could not renew)
+/// stops at its next write and leaves the task and its process to the new holder.
+#[tokio::test]
+async fn a_driver_whose_task_was_taken_over_leaves_it_alone() {
+    let s = Setup::new().await;
+    s.fake.script(0, Script::runs());
+    let t = s.queued(1).await;
+    let runner = s.runner();
+    wait_for(&s, &t.id, |t| t.state == State::Running).await;
+    let started = Instant::now();
+    while s.fake.starts(&name(&t, 0)) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::task::yield_now().await;
+    }
+    // Another server adopted it while this one's lease had run out.
+    expire_leases(&s, SERVER).await;
+    assert_eq!(
+        s.store
+            .adopt(&t.id, &lease("server-b", 3600))
+            .await
+            .unwrap(),
+        tessera_store::Adoption::Adopted {
+            from: Some(SERVER.into())
+        }
+    );
+    s.fake.exit(&name(&t, 0), 0);
+    while runner.running_count() > 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left = s.store.get_task(&t.id).await.unwrap().unwrap();
+    assert_eq!(
+        left.state,
+        State::Running,
+        "no result written by the old holder"
+    );
+    assert!(
+        left.logs[0].logs[0].end_time.is_none(),
+        "no result written by the old holder"
+    );
+    assert_eq!(
+        s.fake.names(),
+        [name(&t, 0)],
+        "the process is the new holder's to collect"
+    );
+}
+
+/// Make `owner`'s leases run out now (what time does to a server that stopped renewing).
+async fn expire_leases(s: &Setup, owner: &str) {
+    let db =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", s.dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+    sqlx::query("UPDATE tasks SET lease_until = 0 WHERE owner = ?")
+        .bind(owner)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
 }
 
 /// Poll until `pred` holds for the stored task (bounded).

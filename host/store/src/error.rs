@@ -33,6 +33,10 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// Another server holds the task now (its lease ran out here and was taken): the
+    /// caller must leave the task alone.
+    #[error("task {0} is held by another server")]
+    NotHeld(String),
     /// A stored row does not decode (bad JSON, unknown state name).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -122,6 +122,10 @@ pub struct TaskStub {
     pub seq: i64,
     pub id: String,
     pub state: State,
+    /// The server instance holding it (see [`Lease`]).
+    pub owner: Option<String>,
+    /// Its lease has run out (or it never had one): another server may adopt it.
+    pub lease_free: bool,
 }
 
 /// The task store. Cheap to clone: clones share the pools.
@@ -878,6 +882,20 @@ impl Store {
         reason: Option<&str>,
         logs: Option<&[TaskLog]>,
     ) -> Result<Option<State>, StoreError> {
+        self.transition_held(id, to, reason, logs, None).await
+    }
+
+    /// [`Store::transition`] by the server that holds the task: with `owner`, the change
+    /// is made only while `owner` holds it, and [`StoreError::NotHeld`] says another
+    /// server took it over.
+    pub async fn transition_held(
+        &self,
+        id: &str,
+        to: State,
+        reason: Option<&str>,
+        logs: Option<&[TaskLog]>,
+        owner: Option<&str>,
+    ) -> Result<Option<State>, StoreError> {
         let allowed = State::allowed_sources(to);
         if allowed.is_empty() {
             return Ok(None);
@@ -890,8 +908,8 @@ impl Store {
             quoted(allowed.iter().copied()),
         );
         let select = match self.backend() {
-            Backend::Sqlite => "SELECT state FROM tasks WHERE id = $1",
-            Backend::Postgres => "SELECT state FROM tasks WHERE id = $1 FOR UPDATE",
+            Backend::Sqlite => "SELECT state, owner FROM tasks WHERE id = $1",
+            Backend::Postgres => "SELECT state, owner FROM tasks WHERE id = $1 FOR UPDATE",
         };
         let now = now_rfc3339();
         with_pool!(self, writer, |pool| {
@@ -904,6 +922,12 @@ impl Store {
                 return Ok(None);
             };
             let from = parse_state(id, &row.try_get::<String, _>("state")?)?;
+            if let Some(owner) = owner
+                && row.try_get::<Option<String>, _>("owner")?.as_deref() != Some(owner)
+                && !from.is_terminal()
+            {
+                return Err(StoreError::NotHeld(id.to_string()));
+            }
             if !allowed.contains(&from) {
                 return Ok(None);
             }
@@ -934,24 +958,38 @@ impl Store {
         })
     }
 
-    /// Replace a task's logs unless it is terminal (its final logs are written with its
-    /// final state). Returns whether they were written.
-    pub async fn set_logs(&self, id: &str, logs: &[TaskLog]) -> Result<bool, StoreError> {
+    /// Replace the logs of a task `owner` holds, unless it is terminal (its final logs
+    /// are written with its final state). Returns whether they were written;
+    /// [`StoreError::NotHeld`] when another server holds the task now.
+    pub async fn set_logs(
+        &self,
+        id: &str,
+        logs: &[TaskLog],
+        owner: &str,
+    ) -> Result<bool, StoreError> {
         let logs = encode_logs(id, logs)?;
+        // One statement: the row is written when we hold it, and otherwise says why not.
         let sql = format!(
-            "UPDATE tasks SET logs = $1, updated_at = $2 WHERE id = $3 AND state NOT IN ({})",
+            "UPDATE tasks SET logs = CASE WHEN owner = $3 THEN $1 ELSE logs END, \
+             updated_at = CASE WHEN owner = $3 THEN $2 ELSE updated_at END \
+             WHERE id = $4 AND state NOT IN ({}) RETURNING owner",
             *TERMINAL
         );
         let now = now_rfc3339();
-        with_pool!(self, writer, |pool| {
-            let done = sqlx::query(&sql)
+        let holder: Option<Option<String>> = with_pool!(self, writer, |pool| {
+            sqlx::query_scalar(&sql)
                 .bind(logs.as_str())
                 .bind(now.as_str())
+                .bind(owner)
                 .bind(id)
-                .execute(&mut *pool.conn().await?)
-                .await?;
-            Ok(done.rows_affected() > 0)
-        })
+                .fetch_optional(&mut *pool.conn().await?)
+                .await?
+        });
+        match holder {
+            None => Ok(false),
+            Some(h) if h.as_deref() == Some(owner) => Ok(true),
+            Some(_) => Err(StoreError::NotHeld(id.to_string())),
+        }
     }
 
     /// Set a task's reason unless it is terminal. No event is written.
@@ -1003,26 +1041,33 @@ impl Store {
     /// claimers never get the same task. A queued task whose stored data no longer
     /// decodes is ended SYSTEM_ERROR instead (it could never run, and must not block the
     /// queue).
-    pub async fn claim_queued(&self, limit: u32) -> Result<Vec<TaskRecord>, StoreError> {
+    pub async fn claim_queued(
+        &self,
+        limit: u32,
+        lease: &Lease,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let now_ms = lease::db_now_ms(self.backend());
         let claim = match self.backend() {
             // The single writer makes select-then-update atomic.
-            Backend::Sqlite => concat!(
-                "UPDATE tasks SET state = $1, reason = $2, updated_at = $3 \
+            Backend::Sqlite => format!(
+                "UPDATE tasks SET state = $1, reason = $2, updated_at = $3, owner = $6, \
+                 lease_until = {now_ms} + $7 \
                  WHERE seq IN (SELECT seq FROM tasks WHERE state = $4 ORDER BY seq LIMIT $5) \
-                 AND state = $4 RETURNING ",
+                 AND state = $4 RETURNING {}",
                 full_cols!()
             ),
             // The picked rows are locked once, in a materialised CTE (a LIMIT … SKIP LOCKED
             // subquery inside `IN` may be re-run by the planner and pick more rows); rows
             // another claimer holds are skipped rather than waited for.
-            Backend::Postgres => concat!(
+            Backend::Postgres => format!(
                 "WITH picked AS MATERIALIZED (SELECT seq AS picked_seq FROM tasks \
                  WHERE state = $4 ORDER BY seq LIMIT $5 FOR UPDATE SKIP LOCKED) \
-                 UPDATE tasks SET state = $1, reason = $2, updated_at = $3 FROM picked \
-                 WHERE seq = picked_seq AND state = $4 RETURNING ",
+                 UPDATE tasks SET state = $1, reason = $2, updated_at = $3, owner = $6, \
+                 lease_until = {now_ms} + $7 FROM picked \
+                 WHERE seq = picked_seq AND state = $4 RETURNING {}",
                 full_cols!()
             ),
         };
@@ -1030,12 +1075,14 @@ impl Store {
         let (queued, initializing) = (State::Queued.as_str(), State::Initializing.as_str());
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
-            let rows = sqlx::query(claim)
+            let rows = sqlx::query(&claim)
                 .bind(initializing)
                 .bind(CLAIM_REASON)
                 .bind(now.as_str())
                 .bind(queued)
                 .bind(i64::from(limit))
+                .bind(lease.owner.as_str())
+                .bind(lease.ttl_ms())
                 .fetch_all(&mut *tx)
                 .await?;
             let mut claimed = Vec::with_capacity(rows.len());
@@ -1116,6 +1163,7 @@ impl Store {
         &self,
         ids: &[&str],
         reason: Option<&str>,
+        lease: &Lease,
     ) -> Result<Vec<String>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -1124,6 +1172,7 @@ impl Store {
         let now = now_rfc3339();
         let (queued, initializing) = (State::Queued.as_str(), State::Initializing.as_str());
         let mut claimed = Vec::with_capacity(ids.len());
+        let now_ms = lease::db_now_ms(self.backend());
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
             for chunk in ids.chunks(INSERT_CHUNK) {
@@ -1133,6 +1182,10 @@ impl Store {
                     .push_bind(reason)
                     .push(", updated_at = ")
                     .push_bind(now.as_str())
+                    .push(", owner = ")
+                    .push_bind(lease.owner.as_str())
+                    .push(format!(", lease_until = {now_ms} + "))
+                    .push_bind(lease.ttl_ms())
                     .push(" WHERE state = ")
                     .push_bind(queued)
                     .push(" AND id IN (");
@@ -1184,8 +1237,13 @@ impl Store {
         if states.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let rows: Vec<(i64, String, String)> = with_pool!(self, reader, |pool| {
-            let mut qb = builder(pool, "SELECT seq, id, state FROM tasks WHERE state IN (");
+        let select = format!(
+            "SELECT seq, id, state, owner, {} AS free FROM tasks WHERE state IN (",
+            lease::lease_free_sql(self.backend())
+        );
+        type Row5 = (i64, String, String, Option<String>, i64);
+        let rows: Vec<Row5> = with_pool!(self, reader, |pool| {
+            let mut qb = builder(pool, &select);
             let mut sep = qb.separated(", ");
             for s in states {
                 sep.push_bind(s.as_str());
@@ -1203,15 +1261,23 @@ impl Store {
                         row.try_get("seq")?,
                         row.try_get("id")?,
                         row.try_get("state")?,
+                        row.try_get("owner")?,
+                        row.try_get("free")?,
                     ))
                 })
                 .collect::<Result<_, sqlx::Error>>()?
         });
         rows.into_iter()
-            .map(|(seq, id, state)| {
+            .map(|(seq, id, state, owner, free)| {
                 let state = State::from_str(&state)
                     .map_err(|e| StoreError::Corrupt(format!("task {id}'s state: {e}")))?;
-                Ok(TaskStub { seq, id, state })
+                Ok(TaskStub {
+                    seq,
+                    id,
+                    state,
+                    owner,
+                    lease_free: free == 1,
+                })
             })
             .collect()
     }
@@ -1319,8 +1385,10 @@ impl Store {
     }
 }
 
+mod lease;
 mod notify;
 mod plugins;
+pub use lease::{Adoption, Lease};
 pub use notify::{Failed, Retry};
 pub use plugins::{BindingRow, Deleted, Installed, PluginVersionRow};
 

@@ -40,6 +40,11 @@ const SQLITE: Embedded = &[
         "finished index",
         include_str!("../migrations/sqlite/0005_finished_index.sql"),
     ),
+    (
+        6,
+        "leases",
+        include_str!("../migrations/sqlite/0006_leases.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -67,6 +72,11 @@ const POSTGRES: Embedded = &[
         5,
         "finished index",
         include_str!("../migrations/postgres/0005_finished_index.sql"),
+    ),
+    (
+        6,
+        "leases",
+        include_str!("../migrations/postgres/0006_leases.sql"),
     ),
 ];
 

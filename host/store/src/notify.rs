@@ -6,7 +6,8 @@ use tessera_core::Event;
 use tessera_core::time_fmt::format_sortable;
 use time::OffsetDateTime;
 
-use crate::{Pools, Store, StoreError, WriteConn, WritePool, decode_event};
+use crate::lease::db_now_ms;
+use crate::{Lease, Pools, Store, StoreError, WriteConn, WritePool, decode_event};
 
 /// A delivery waiting for a retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,42 +69,69 @@ impl Store {
         })
     }
 
-    /// The cursor of a notifier binding; set to `start` the first time it is asked for
-    /// (a new binding is notified of what happens from then on, not of the past).
-    pub async fn notifier_cursor(&self, scope: &str, start: i64) -> Result<i64, StoreError> {
+    /// Hold a notifier binding's outbox for `lease.owner` (take it if nobody holds it or
+    /// the holder's lease ran out, renew it if ours) and return its cursor; `None` while
+    /// another server holds it. One server at a time delivers a binding's events. The
+    /// cursor is set to `start` the first time (a new binding is notified of what
+    /// happens from then on, not of the past).
+    pub async fn hold_notifier(
+        &self,
+        scope: &str,
+        start: i64,
+        lease: &Lease,
+    ) -> Result<Option<i64>, StoreError> {
+        let now_ms = db_now_ms(self.backend());
+        let take = format!(
+            "UPDATE notifier_cursors SET owner = $1, lease_until = {now_ms} + $2 \
+             WHERE scope = $3 AND (owner = $1 OR owner IS NULL OR lease_until IS NULL \
+             OR lease_until <= {now_ms}) RETURNING last_seq"
+        );
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
-            let cur: Option<i64> =
-                sqlx::query_scalar("SELECT last_seq FROM notifier_cursors WHERE scope = $1")
-                    .bind(scope)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let cur = match cur {
-                Some(c) => c,
-                None => {
-                    sqlx::query("INSERT INTO notifier_cursors (scope, last_seq) VALUES ($1, $2)")
-                        .bind(scope)
-                        .bind(start)
-                        .execute(&mut *tx)
-                        .await?;
-                    start
-                }
-            };
+            sqlx::query(
+                "INSERT INTO notifier_cursors (scope, last_seq) VALUES ($1, $2) \
+                 ON CONFLICT (scope) DO NOTHING",
+            )
+            .bind(scope)
+            .bind(start)
+            .execute(&mut *tx)
+            .await?;
+            let cursor: Option<i64> = sqlx::query_scalar(&take)
+                .bind(lease.owner.as_str())
+                .bind(lease.ttl_ms())
+                .bind(scope)
+                .fetch_optional(&mut *tx)
+                .await?;
             tx.commit().await?;
-            Ok(cur)
+            Ok(cursor)
         })
     }
 
     /// Move a binding's cursor to `last_seq`, queueing the failed deliveries among the
     /// events passed over for a retry, in one transaction.
+    /// Only while `owner` holds the binding ([`StoreError::NotHeld`] otherwise, and
+    /// nothing changes).
     pub async fn advance_notifier(
         &self,
         scope: &str,
         last_seq: i64,
         failed: &[Failed],
+        owner: &str,
     ) -> Result<(), StoreError> {
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
+            let moved = sqlx::query(
+                "UPDATE notifier_cursors SET last_seq = $1 WHERE scope = $2 AND owner = $3",
+            )
+            .bind(last_seq)
+            .bind(scope)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved == 0 {
+                return Err(StoreError::NotHeld(format!("notifier {scope}")));
+            }
             for f in failed {
                 sqlx::query(
                     "INSERT INTO notifier_retries (scope, event_seq, attempts, next_at, last_error) \
@@ -116,14 +144,6 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query(
-                "INSERT INTO notifier_cursors (scope, last_seq) VALUES ($1, $2) \
-                 ON CONFLICT (scope) DO UPDATE SET last_seq = excluded.last_seq",
-            )
-            .bind(scope)
-            .bind(last_seq)
-            .execute(&mut *tx)
-            .await?;
             tx.commit().await?;
             Ok(())
         })
@@ -160,19 +180,29 @@ impl Store {
         })
     }
 
-    /// A retry went through: forget it.
-    pub async fn retry_delivered(&self, scope: &str, event_seq: i64) -> Result<(), StoreError> {
+    /// A retry went through: forget it (only while `owner` holds the binding).
+    pub async fn retry_delivered(
+        &self,
+        scope: &str,
+        event_seq: i64,
+        owner: &str,
+    ) -> Result<(), StoreError> {
         with_pool!(self, writer, |pool| {
-            sqlx::query("DELETE FROM notifier_retries WHERE scope = $1 AND event_seq = $2")
-                .bind(scope)
-                .bind(event_seq)
-                .execute(&mut *pool.conn().await?)
-                .await?;
+            sqlx::query(
+                "DELETE FROM notifier_retries WHERE scope = $1 AND event_seq = $2 \
+                 AND EXISTS (SELECT 1 FROM notifier_cursors c WHERE c.scope = $1 AND c.owner = $3)",
+            )
+            .bind(scope)
+            .bind(event_seq)
+            .bind(owner)
+            .execute(&mut *pool.conn().await?)
+            .await?;
             Ok(())
         })
     }
 
-    /// A retry failed again: count it and wait until `next_at`, or give up (`dead`).
+    /// A retry failed again: count it and wait until `next_at`, or give up (`dead`);
+    /// only while `owner` holds the binding.
     pub async fn retry_failed(
         &self,
         scope: &str,
@@ -180,17 +210,20 @@ impl Store {
         next_at: OffsetDateTime,
         error: &str,
         dead: bool,
+        owner: &str,
     ) -> Result<(), StoreError> {
         with_pool!(self, writer, |pool| {
             sqlx::query(
                 "UPDATE notifier_retries SET attempts = attempts + 1, next_at = $1, \
-                 last_error = $2, dead = $3 WHERE scope = $4 AND event_seq = $5",
+                 last_error = $2, dead = $3 WHERE scope = $4 AND event_seq = $5 \
+                 AND EXISTS (SELECT 1 FROM notifier_cursors c WHERE c.scope = $4 AND c.owner = $6)",
             )
             .bind(format_sortable(next_at))
             .bind(error)
             .bind(i64::from(dead))
             .bind(scope)
             .bind(event_seq)
+            .bind(owner)
             .execute(&mut *pool.conn().await?)
             .await?;
             Ok(())

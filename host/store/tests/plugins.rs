@@ -5,7 +5,7 @@ mod support;
 use support::Db;
 use tessera_core::State;
 use tessera_core::plugin::World;
-use tessera_store::{Deleted, Failed, Installed, PluginVersionRow, Store, StoreError};
+use tessera_store::{Deleted, Failed, Installed, Lease, PluginVersionRow, Store, StoreError};
 
 store_tests!(
     install_is_idempotent_and_versions_are_immutable,
@@ -13,6 +13,7 @@ store_tests!(
     delete_refuses_versions_in_use,
     plugins_survive_reopening,
     notifier_outbox_cursor_and_retries,
+    one_server_at_a_time_holds_a_notifier,
 );
 
 fn version(name: &str, version: &str, world: World, bytes: &[u8]) -> PluginVersionRow {
@@ -248,9 +249,16 @@ async fn notifier_outbox_cursor_and_retries(db: &Db) {
     let tasks = store.insert_tasks(&support::names(3)).await.unwrap();
     let last = store.last_event_seq().await.unwrap();
     assert!(last > 0);
+    let me = lease("server-a", 3600);
     // A new binding starts at the given point and keeps its cursor from then on.
-    assert_eq!(store.notifier_cursor("hook", last).await.unwrap(), last);
-    assert_eq!(store.notifier_cursor("hook", 0).await.unwrap(), last);
+    assert_eq!(
+        store.hold_notifier("hook", last, &me).await.unwrap(),
+        Some(last)
+    );
+    assert_eq!(
+        store.hold_notifier("hook", 0, &me).await.unwrap(),
+        Some(last)
+    );
     store
         .transition(&tasks[0].id, State::Canceling, Some("x"), None)
         .await
@@ -281,10 +289,14 @@ async fn notifier_outbox_cursor_and_retries(db: &Db) {
                 next_at: time::macros::datetime!(2000-01-01 00:00:00 UTC),
                 error: "503".into(),
             }],
+            "server-a",
         )
         .await
         .unwrap();
-    assert_eq!(store.notifier_cursor("hook", 0).await.unwrap(), new[1].seq);
+    assert_eq!(
+        store.hold_notifier("hook", 0, &me).await.unwrap(),
+        Some(new[1].seq)
+    );
     assert_eq!(store.retry_counts("hook").await.unwrap(), (1, 0));
     assert!(
         store
@@ -306,6 +318,7 @@ async fn notifier_outbox_cursor_and_retries(db: &Db) {
             time::macros::datetime!(2002-01-01 00:00:00 UTC),
             "timeout",
             false,
+            "server-a",
         )
         .await
         .unwrap();
@@ -336,6 +349,7 @@ async fn notifier_outbox_cursor_and_retries(db: &Db) {
             time::macros::datetime!(2002-01-01 00:00:00 UTC),
             "gone",
             true,
+            "server-a",
         )
         .await
         .unwrap();
@@ -348,9 +362,87 @@ async fn notifier_outbox_cursor_and_retries(db: &Db) {
             .is_empty()
     );
     store
-        .advance_notifier("hook", new[1].seq, &[])
+        .advance_notifier("hook", new[1].seq, &[], "server-a")
         .await
         .unwrap();
-    store.retry_delivered("hook", new[1].seq).await.unwrap();
+    store
+        .retry_delivered("hook", new[1].seq, "server-a")
+        .await
+        .unwrap();
+    assert_eq!(store.retry_counts("hook").await.unwrap(), (0, 0));
+}
+
+fn lease(owner: &str, secs: u64) -> Lease {
+    Lease {
+        owner: owner.into(),
+        ttl: std::time::Duration::from_secs(secs),
+    }
+}
+
+/// One server at a time delivers a binding: another is refused while the holder's lease
+/// lives, takes over once it ran out, and then the old holder's bookkeeping is refused.
+async fn one_server_at_a_time_holds_a_notifier(db: &Db) {
+    let store = &db.store;
+    let tasks = store.insert_tasks(&support::names(1)).await.unwrap();
+    let start = store.last_event_seq().await.unwrap();
+    let a = lease("server-a", 3600);
+    let b = lease("server-b", 3600);
+    assert_eq!(
+        store.hold_notifier("hook", start, &a).await.unwrap(),
+        Some(start)
+    );
+    assert_eq!(store.hold_notifier("hook", start, &b).await.unwrap(), None);
+    // Another binding is free for b.
+    assert_eq!(
+        store.hold_notifier("other", start, &b).await.unwrap(),
+        Some(start)
+    );
+    // A failed delivery queued by a, then a's lease runs out (a renewal with no time to live).
+    store
+        .transition(&tasks[0].id, State::Canceling, None, None)
+        .await
+        .unwrap();
+    let seq = store.last_event_seq().await.unwrap();
+    store
+        .advance_notifier(
+            "hook",
+            seq,
+            &[Failed {
+                event_seq: seq,
+                next_at: time::macros::datetime!(2000-01-01 00:00:00 UTC),
+                error: "503".into(),
+            }],
+            "server-a",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .hold_notifier("hook", 0, &lease("server-a", 0))
+            .await
+            .unwrap(),
+        Some(seq)
+    );
+    // b takes over where a left off, with a's retry waiting.
+    assert_eq!(store.hold_notifier("hook", 0, &b).await.unwrap(), Some(seq));
+    assert_eq!(store.retry_counts("hook").await.unwrap(), (1, 0));
+    // a, late, is refused: its cursor move, retry bookkeeping and hold change nothing.
+    assert!(matches!(
+        store
+            .advance_notifier("hook", seq + 100, &[], "server-a")
+            .await,
+        Err(StoreError::NotHeld(_))
+    ));
+    store
+        .retry_delivered("hook", seq, "server-a")
+        .await
+        .unwrap();
+    assert_eq!(store.retry_counts("hook").await.unwrap(), (1, 0));
+    assert_eq!(store.hold_notifier("hook", 0, &a).await.unwrap(), None);
+    assert_eq!(store.hold_notifier("hook", 0, &b).await.unwrap(), Some(seq));
+    store
+        .retry_delivered("hook", seq, "server-b")
+        .await
+        .unwrap();
     assert_eq!(store.retry_counts("hook").await.unwrap(), (0, 0));
 }

@@ -12,7 +12,7 @@ use tessera_core::task::NewTask;
 use tessera_core::tes::{
     Executor, ExecutorLog, FileType, Input, Output, OutputFileLog, Resources, TaskLog,
 };
-use tessera_store::{Backend, CLAIM_REASON, ListQuery, Store, StoreError};
+use tessera_store::{Adoption, Backend, CLAIM_REASON, Lease, ListQuery, Store, StoreError};
 
 store_tests!(
     connect_ping_and_reopen,
@@ -32,6 +32,8 @@ store_tests!(
     oldest_queued_peeks_without_claiming,
     claim_ids_claims_only_queued_tasks_with_events,
     concurrent_claimers_never_share_a_task,
+    leases_hold_a_task_for_one_server_at_a_time,
+    concurrent_adopters_never_share_a_task,
     unfinished_tasks_oldest_first_a_page_at_a_time,
     count_by_state_counts_every_state,
     retention_deletes_only_finished_tasks_older_than_the_cutoff,
@@ -768,7 +770,7 @@ async fn canceling_only_ends_canceled(db: &Db) {
         assert_eq!(state_of(store, id).await, State::Canceling);
         assert!(
             store
-                .claim_queued(10)
+                .claim_queued(10, &me())
                 .await
                 .unwrap()
                 .iter()
@@ -795,7 +797,9 @@ async fn set_logs_and_reason_stop_at_terminal(db: &Db) {
     let ids = insert(store, support::names(3)).await;
     let id = &ids[0];
     let live = vec![sample_log("live")];
-    assert!(store.set_logs(id, &live).await.unwrap());
+    // Logs are written by the server that holds the task.
+    store.claim_ids(&[id], None, &me()).await.unwrap();
+    assert!(store.set_logs(id, &live, "server-a").await.unwrap());
     store.set_reason(id, Some("pulling image")).await.unwrap();
     let t = store.get_task(id).await.unwrap().unwrap();
     assert_eq!(
@@ -806,16 +810,23 @@ async fn set_logs_and_reason_stop_at_terminal(db: &Db) {
     assert_eq!(store.get_task(id).await.unwrap().unwrap().reason, None);
     assert_eq!(
         store.events(id).await.unwrap().len(),
-        1,
-        "no events for logs or reasons"
+        2,
+        "no events for logs or reasons (created, claimed)"
     );
 
-    drive_to(store, id, State::ExecutorError).await;
+    for step in [State::Running, State::ExecutorError] {
+        store.transition(id, step, None, None).await.unwrap();
+    }
     let final_task = store.get_task(id).await.unwrap().unwrap();
-    assert!(!store.set_logs(id, &[sample_log("late")]).await.unwrap());
+    assert!(
+        !store
+            .set_logs(id, &[sample_log("late")], "server-a")
+            .await
+            .unwrap()
+    );
     store.set_reason(id, Some("late")).await.unwrap();
     assert_eq!(store.get_task(id).await.unwrap().unwrap(), final_task);
-    assert!(!store.set_logs("missing", &live).await.unwrap());
+    assert!(!store.set_logs("missing", &live, "server-a").await.unwrap());
     store.set_reason("missing", Some("x")).await.unwrap();
 
     // Reasons of all tasks in a state at once.
@@ -893,12 +904,12 @@ async fn oldest_queued_peeks_without_claiming(db: &Db) {
 
 async fn claim_ids_claims_only_queued_tasks_with_events(db: &Db) {
     let store = &db.store;
-    assert!(store.claim_ids(&[], None).await.unwrap().is_empty());
+    assert!(store.claim_ids(&[], None, &me()).await.unwrap().is_empty());
     let ids = insert(store, support::names(4)).await;
     drive_to(store, &ids[1], State::Canceled).await;
     let ask: Vec<&str> = vec![&ids[2], &ids[1], &ids[0], "no-such-task"];
     let claimed = store
-        .claim_ids(&ask, Some("placed on gpu-box"))
+        .claim_ids(&ask, Some("placed on gpu-box"), &me())
         .await
         .unwrap();
     assert_eq!(
@@ -919,17 +930,17 @@ async fn claim_ids_claims_only_queued_tasks_with_events(db: &Db) {
     assert_eq!(state_of(store, &ids[1]).await, State::Canceled);
     assert_eq!(state_of(store, &ids[3]).await, State::Queued);
     // Claiming again claims nothing.
-    assert!(store.claim_ids(&ask, None).await.unwrap().is_empty());
+    assert!(store.claim_ids(&ask, None, &me()).await.unwrap().is_empty());
 }
 
 async fn claim_is_fifo_and_writes_events(db: &Db) {
     let store = &db.store;
-    assert!(store.claim_queued(5).await.unwrap().is_empty());
+    assert!(store.claim_queued(5, &me()).await.unwrap().is_empty());
     let ids = insert(store, support::names(6)).await;
     // A canceled task is not claimable.
     drive_to(store, &ids[1], State::Canceled).await;
-    assert!(store.claim_queued(0).await.unwrap().is_empty());
-    let first = store.claim_queued(2).await.unwrap();
+    assert!(store.claim_queued(0, &me()).await.unwrap().is_empty());
+    let first = store.claim_queued(2, &me()).await.unwrap();
     assert_eq!(
         first.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
         [ids[0].clone(), ids[2].clone()],
@@ -945,21 +956,182 @@ async fn claim_is_fifo_and_writes_events(db: &Db) {
             (Some(State::Queued), State::Initializing, Some(CLAIM_REASON))
         );
     }
-    let rest = store.claim_queued(100).await.unwrap();
+    let rest = store.claim_queued(100, &me()).await.unwrap();
     assert_eq!(
         rest.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
         ids[3..].to_vec()
     );
-    assert!(store.claim_queued(100).await.unwrap().is_empty());
+    assert!(store.claim_queued(100, &me()).await.unwrap().is_empty());
     // A requeued task is claimable again.
     store
         .transition(&ids[0], State::Queued, Some("retry"), None)
         .await
         .unwrap()
         .unwrap();
-    let again = store.claim_queued(100).await.unwrap();
+    let again = store.claim_queued(100, &me()).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, ids[0]);
+}
+
+/// This test server's lease (as the runner holds its tasks).
+fn me() -> Lease {
+    lease("server-a", 3600)
+}
+
+fn lease(owner: &str, secs: u64) -> Lease {
+    Lease {
+        owner: owner.into(),
+        ttl: Duration::from_secs(secs),
+    }
+}
+
+/// A claim holds a task for its server; another adopts it only once the lease ran out,
+/// and then every write of the old holder is refused.
+async fn leases_hold_a_task_for_one_server_at_a_time(db: &Db) {
+    let store = &db.store;
+    let ids = insert(store, support::names(3)).await;
+    let (a, b) = (me(), lease("server-b", 3600));
+    let (t1, t2, queued) = (&ids[0], &ids[1], &ids[2]);
+    assert_eq!(
+        store.claim_ids(&[t1], None, &a).await.unwrap(),
+        std::slice::from_ref(t1)
+    );
+    assert_eq!(store.holder(t1).await.unwrap().as_deref(), Some("server-a"));
+    let stub = |id: &str| {
+        let id = id.to_string();
+        async move {
+            store
+                .tasks_in_states(&State::ALL, None, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|t| t.id == id)
+                .unwrap()
+        }
+    };
+    let s1 = stub(t1).await;
+    assert_eq!(
+        (s1.owner.as_deref(), s1.lease_free),
+        (Some("server-a"), false)
+    );
+    let s3 = stub(queued).await;
+    assert_eq!((s3.owner, s3.lease_free), (None, true));
+
+    // A live lease: only its holder may take the task back (a restart of that server).
+    assert_eq!(store.adopt(t1, &b).await.unwrap(), Adoption::Refused);
+    assert_eq!(
+        store.adopt(t1, &a).await.unwrap(),
+        Adoption::Adopted {
+            from: Some("server-a".into())
+        }
+    );
+    // Writes name their holder.
+    let log = vec![sample_log("held")];
+    assert!(matches!(
+        store.set_logs(t1, &log, "server-b").await,
+        Err(StoreError::NotHeld(_))
+    ));
+    assert!(matches!(
+        store
+            .transition_held(t1, State::Running, None, None, Some("server-b"))
+            .await,
+        Err(StoreError::NotHeld(_))
+    ));
+    assert_eq!(state_of(store, t1).await, State::Initializing);
+    assert!(store.set_logs(t1, &log, "server-a").await.unwrap());
+    assert_eq!(
+        store
+            .transition_held(t1, State::Running, None, None, Some("server-a"))
+            .await
+            .unwrap(),
+        Some(State::Initializing)
+    );
+
+    // A lease that ran out (claimed with no time to live): anyone may adopt it, once.
+    store
+        .claim_ids(&[t2], None, &lease("server-a", 0))
+        .await
+        .unwrap();
+    assert!(stub(t2).await.lease_free);
+    assert_eq!(
+        store.adopt(t2, &b).await.unwrap(),
+        Adoption::Adopted {
+            from: Some("server-a".into())
+        }
+    );
+    assert_eq!(store.adopt(t2, &a).await.unwrap(), Adoption::Refused);
+    assert!(matches!(
+        store.set_logs(t2, &log, "server-a").await,
+        Err(StoreError::NotHeld(_))
+    ));
+    // Renewals keep each server's own tasks, and say which they are.
+    assert_eq!(
+        store.renew_leases(&a).await.unwrap(),
+        std::slice::from_ref(t1)
+    );
+    assert_eq!(
+        store.renew_leases(&b).await.unwrap(),
+        std::slice::from_ref(t2)
+    );
+    // A queued task is nobody's to adopt.
+    assert_eq!(store.adopt(queued, &a).await.unwrap(), Adoption::Refused);
+
+    // A cancel made anywhere reaches the holder.
+    store
+        .transition(t2, State::Canceling, Some("canceled by user"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.canceling_held("server-b").await.unwrap(),
+        std::slice::from_ref(t2)
+    );
+    assert!(store.canceling_held("server-a").await.unwrap().is_empty());
+    // Once finished, a task is nobody's to renew, and a late write is no error.
+    assert_eq!(
+        store
+            .transition_held(t2, State::Canceled, None, None, Some("server-b"))
+            .await
+            .unwrap(),
+        Some(State::Canceling)
+    );
+    assert!(store.renew_leases(&b).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .transition_held(t2, State::Complete, None, None, Some("server-a"))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Servers racing for a task whose lease ran out: exactly one gets it.
+async fn concurrent_adopters_never_share_a_task(db: &Db) {
+    let store = &db.store;
+    let ids = insert(store, support::names(20)).await;
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store
+        .claim_ids(&refs, None, &lease("gone", 0))
+        .await
+        .unwrap();
+    let mut adopters = tokio::task::JoinSet::new();
+    for server in 0..4 {
+        let store = store.clone();
+        let ids = ids.clone();
+        adopters.spawn(async move {
+            let me = lease(&format!("server-{server}"), 3600);
+            let mut mine = Vec::new();
+            for id in ids {
+                if let Adoption::Adopted { from } = store.adopt(&id, &me).await.unwrap() {
+                    assert_eq!(from.as_deref(), Some("gone"));
+                    mine.push(id);
+                }
+            }
+            mine
+        });
+    }
+    let adopted: Vec<String> = adopters.join_all().await.into_iter().flatten().collect();
+    assert_eq!(adopted.len(), 20, "every task adopted exactly once");
+    assert_eq!(adopted.iter().collect::<HashSet<_>>().len(), 20);
 }
 
 async fn concurrent_claimers_never_share_a_task(db: &Db) {
@@ -971,7 +1143,7 @@ async fn concurrent_claimers_never_share_a_task(db: &Db) {
         claimers.spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = store.claim_queued(3).await.unwrap();
+                let got = store.claim_queued(3, &me()).await.unwrap();
                 // Within one claim, still oldest first.
                 assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
                 if got.is_empty() {
@@ -1255,7 +1427,7 @@ async fn corrupt_rows_are_errors_not_panics(db: &Db) {
     assert_eq!(store.list_tasks(&minimal).await.unwrap().len(), 3);
 
     // The claim ends unreadable tasks SYSTEM_ERROR instead of wedging the queue.
-    let claimed = store.claim_queued(10).await.unwrap();
+    let claimed = store.claim_queued(10, &me()).await.unwrap();
     assert_eq!(
         claimed.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
         [ids[2].clone()]
@@ -1274,7 +1446,7 @@ async fn corrupt_rows_are_errors_not_panics(db: &Db) {
         ..query(10)
     };
     assert_eq!(store.list_tasks(&failed).await.unwrap().len(), 2);
-    assert!(store.claim_queued(10).await.unwrap().is_empty());
+    assert!(store.claim_queued(10, &me()).await.unwrap().is_empty());
 }
 
 /// With 100,000 tasks, a page of 256 at any depth (keyset on seq), filtered or not, must
@@ -1314,7 +1486,7 @@ async fn pages_are_fast_at_any_depth(db: &Db) {
         );
     }
     let running: Vec<String> = store
-        .claim_queued(2_000)
+        .claim_queued(2_000, &me())
         .await
         .unwrap()
         .into_iter()
@@ -1425,7 +1597,7 @@ async fn in_memory_sqlite_store() {
         list_ids(&store, &query(10)).await,
         [ids[2].clone(), ids[1].clone(), ids[0].clone()]
     );
-    assert_eq!(store.claim_queued(1).await.unwrap()[0].id, ids[0]);
+    assert_eq!(store.claim_queued(1, &me()).await.unwrap()[0].id, ids[0]);
     assert_eq!(store.unfinished_task_ids().await.unwrap().len(), 3);
 }
 

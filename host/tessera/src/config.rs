@@ -136,6 +136,15 @@ pub struct ServeArgs {
     /// [default: keep them forever]
     #[arg(long, env = "TESSERA_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
+    /// Where task workspaces live. Servers sharing one store and one Docker engine
+    /// share it too, at the same path, so one can resume another's tasks
+    /// [default: <data_dir>/work]
+    #[arg(long, env = "TESSERA_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Seconds a server's hold on a task lasts without renewal (renewed every third of
+    /// it); another server on the same store adopts the task only after that [default: 30]
+    #[arg(long, env = "TESSERA_TASK_LEASE_SECS")]
+    pub task_lease_secs: Option<u64>,
 }
 
 /// A place tasks can run (`[[targets]]` in the config file).
@@ -203,6 +212,8 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub retention_days: Option<u32>,
+    pub work_dir: Option<PathBuf>,
+    pub task_lease_secs: Option<u64>,
 }
 
 /// The S3-compatible store behind `s3://` URLs and the data API (`[s3]`); without it,
@@ -263,6 +274,10 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How long finished tasks are kept; `None`: forever.
     pub retention: Option<std::time::Duration>,
+    /// Where task workspaces live.
+    pub work_dir: PathBuf,
+    /// How long a hold on a task lasts without renewal.
+    pub task_lease: std::time::Duration,
 }
 
 impl Config {
@@ -507,7 +522,22 @@ impl Config {
             }
             Some(d) => Some(std::time::Duration::from_secs(u64::from(d) * 24 * 3600)),
         };
+        let task_lease = match args.task_lease_secs.or(file.task_lease_secs) {
+            None => std::time::Duration::from_secs(30),
+            Some(s) if s >= 3 => std::time::Duration::from_secs(s),
+            Some(s) => {
+                return Err(format!(
+                    "task_lease_secs ({s}) must be at least 3 (it is renewed every third of it)"
+                ));
+            }
+        };
+        let work_dir = args
+            .work_dir
+            .or(file.work_dir)
+            .unwrap_or_else(|| data_dir.join("work"));
         Ok(Config {
+            work_dir,
+            task_lease,
             retention,
             http,
             tls,

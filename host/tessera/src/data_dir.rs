@@ -48,11 +48,12 @@ pub fn keep_private(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("making {} private: {e}", path.display()))
 }
 
-/// Refuse allowed directories that overlap the data directory or hold the database: a
-/// task could otherwise stage the store and the API token out with a `file://` input, or
-/// overwrite them with an output.
+/// Refuse allowed directories that overlap the data directory or the task workspaces, or
+/// hold the database: a task could otherwise stage the store, the API token or other
+/// tasks' files out with a `file://` input, or overwrite them with an output.
 pub fn check_allowed_dirs(
     data_dir: &Path,
+    work_dir: &Path,
     database: Option<&Path>,
     allowed: &[PathBuf],
 ) -> Result<(), String> {
@@ -64,6 +65,15 @@ pub fn check_allowed_dirs(
                  directory outside it",
                 root.display(),
                 data_dir.display()
+            ));
+        }
+        if root.starts_with(work_dir) || work_dir.starts_with(root) {
+            return Err(format!(
+                "the allowed directory {} overlaps the task workspaces in {}: tasks could read \
+                 or overwrite other tasks' files through file:// URLs; allow a directory \
+                 outside it",
+                root.display(),
+                work_dir.display()
             ));
         }
         if let Some(db) = database.filter(|db| db.starts_with(root)) {
@@ -89,14 +99,22 @@ mod tests {
             PathBuf::from("/srv/inputs"),
             PathBuf::from("/srv/tessera-x"),
         ];
-        assert!(check_allowed_dirs(data, None, &ok).is_ok());
+        let work = Path::new("/srv/tessera/work");
+        assert!(check_allowed_dirs(data, work, None, &ok).is_ok());
         for bad in ["/srv", "/", "/srv/tessera", "/srv/tessera/work"] {
-            let err = check_allowed_dirs(data, None, &[PathBuf::from(bad)]).unwrap_err();
+            let err = check_allowed_dirs(data, work, None, &[PathBuf::from(bad)]).unwrap_err();
             assert!(err.contains("overlaps the data directory"), "{bad}: {err}");
         }
+        // Workspaces shared by several servers, outside the data directory.
+        let shared = Path::new("/shared/work");
+        for bad in ["/shared", "/shared/work/t1"] {
+            let err = check_allowed_dirs(data, shared, None, &[PathBuf::from(bad)]).unwrap_err();
+            assert!(err.contains("overlaps the task workspaces"), "{bad}: {err}");
+        }
+        assert!(check_allowed_dirs(data, shared, None, &[PathBuf::from("/shared/in")]).is_ok());
         let db = Path::new("/var/db/tessera.db");
-        let err = check_allowed_dirs(data, Some(db), &[PathBuf::from("/var")]).unwrap_err();
+        let err = check_allowed_dirs(data, work, Some(db), &[PathBuf::from("/var")]).unwrap_err();
         assert!(err.contains("holds the database"), "{err}");
-        assert!(check_allowed_dirs(data, Some(db), &[PathBuf::from("/var/x")]).is_ok());
+        assert!(check_allowed_dirs(data, work, Some(db), &[PathBuf::from("/var/x")]).is_ok());
     }
 }

@@ -96,9 +96,10 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
     init_tracing(cfg.log_json);
 
     let data_dir = data_dir::prepare(&cfg.data_dir)?;
-    let work_dir = data_dir.join("work");
-    std::fs::create_dir_all(&work_dir)
-        .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+    std::fs::create_dir_all(&cfg.work_dir)
+        .map_err(|e| format!("creating {}: {e}", cfg.work_dir.display()))?;
+    let work_dir = std::fs::canonicalize(&cfg.work_dir)
+        .map_err(|e| format!("the work directory {}: {e}", cfg.work_dir.display()))?;
 
     let tls = match &cfg.tls {
         Some((cert, key)) => Some(http_server::tls_acceptor(cert, key)?),
@@ -133,7 +134,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
                 None => db,
             }
         });
-    data_dir::check_allowed_dirs(&data_dir, database.as_deref(), &file_roots)?;
+    data_dir::check_allowed_dirs(&data_dir, &work_dir, database.as_deref(), &file_roots)?;
 
     let store = tessera_store::Store::connect(&cfg.database_url)
         .await
@@ -164,7 +165,14 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
     .await
     .map_err(|e| format!("loading plugins: {e}"))?;
 
-    tokio::spawn(registry.clone().run_notifiers());
+    // This server's identity on the store and the Docker engine, stable across restarts:
+    // a restarted server resumes its own tasks at once, others only after their leases.
+    let instance = load_or_create_instance_id(&data_dir.join("instance-id"))?;
+    let lease = tessera_store::Lease {
+        owner: instance.clone(),
+        ttl: cfg.task_lease,
+    };
+    tokio::spawn(registry.clone().run_notifiers(lease.clone()));
 
     use tessera_core::tes::backend_parameter;
     let targets = cfg
@@ -183,7 +191,6 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             isolation: isolation.clone(),
         })
         .collect();
-    let instance = load_or_create_instance_id(&data_dir.join("instance-id"))?;
     let executor: Option<std::sync::Arc<dyn tessera_executor::Executor>> = if cfg.executor_docker {
         Some(std::sync::Arc::new(
             tessera_docker::DockerExecutor::connect(&instance, cfg.docker.clone())
@@ -205,6 +212,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             isolation: cfg.isolation.clone(),
             max_run_time: cfg.max_run_time,
             retention: cfg.retention,
+            lease,
         },
         executor,
         std::sync::Arc::new(registry.clone()),
