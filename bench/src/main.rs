@@ -212,6 +212,9 @@ async fn bench_create(args: &Args) {
     );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
     let bin = tessera_bin(args);
+    let http_floor = reqwest::Client::new();
+    let mut floor_line = String::new();
+    let mut one_client_rate = 0.0;
     for (conc, total) in [(1usize, 3_000usize), (16, 20_000), (128, 20_000)] {
         // Raw: the same rows through the same store code, one transaction per row,
         // from the same number of concurrent writers, into a fresh store.
@@ -261,13 +264,35 @@ async fn bench_create(args: &Args) {
             }
         })
         .await;
+        if conc == 1 {
+            one_client_rate = rate;
+        }
         println!(
             "| {conc} | {raw_rate:.0} | {rate:.0} | {:.2} | {:.2} | {:.2} |",
             rate / raw_rate,
             lat.pct(0.50),
             lat.pct(0.99)
         );
+        if conc == 1 {
+            // The floor under one client's create rate: an HTTP round trip that does
+            // nothing, from the same client to the same server.
+            let (http, url) = (http_floor.clone(), format!("{}/healthz", server.url));
+            let (floor, mut flat) = drive(total, 1, move |_| {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let r = http.get(&url).send().await.expect("GET");
+                    assert!(r.status().is_success());
+                }
+            })
+            .await;
+            floor_line = format!(
+                "One client's `GET /healthz` in the same run (the HTTP floor): {floor:.0}/s, p50 {:.2} ms; creates run at {:.2} of it.",
+                flat.pct(0.50),
+                one_client_rate / floor
+            );
+        }
     }
+    println!("\n{floor_line}");
 }
 
 async fn bench_read(args: &Args) {

@@ -27,7 +27,7 @@ use tessera_core::routing::{self, Candidate, Free, Outcome, RouteError, Router, 
 use tessera_core::task::{NewTask, TaskRecord};
 use tessera_executor::{Executor, Isolation};
 use tessera_store::{Adoption, Lease, Store, StoreError};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How often tasks without a driver are looked for.
@@ -251,7 +251,8 @@ pub enum SubmitError {
     /// The batch this task was stored with failed.
     #[error("storing the task failed: {0}")]
     Batch(std::sync::Arc<StoreError>),
-    /// The intake loop is gone (the server is shutting down).
+    /// Nobody answered for the task: the server is shutting down, or what stored it
+    /// failed.
     #[error("the task intake has stopped")]
     Stopped,
 }
@@ -277,11 +278,50 @@ struct Inner {
     running: Mutex<HashMap<String, CancellationToken>>,
     status: RwLock<ExecutorStatus>,
     last_probe: Mutex<Option<std::time::Instant>>,
-    intake: mpsc::Sender<Submission>,
+    intake: Mutex<Intake>,
+}
+
+/// Group commit. A submission waits in `pending`; the first that finds no leader leads:
+/// on its own task it stores what is pending in one transaction, and hands what arrived
+/// meanwhile to a leader task of its own. One client at a time pays no hop to another
+/// task; under load a batch shares one transaction.
+#[derive(Default)]
+struct Intake {
+    pending: Vec<Submission>,
+    leading: bool,
+}
+
+/// A future run in place that, if dropped before it is done (the request that leads
+/// went away), goes on as a task of its own: the submissions it carries are never lost.
+struct Detachable(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
+
+impl std::future::Future for Detachable {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let Some(f) = self.0.as_mut() else {
+            return std::task::Poll::Ready(());
+        };
+        let done = f.as_mut().poll(cx);
+        if done.is_ready() {
+            self.0 = None;
+        }
+        done
+    }
+}
+
+impl Drop for Detachable {
+    fn drop(&mut self) {
+        if let (Some(f), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(f);
+        }
+    }
 }
 
 impl Runner {
-    /// Build the runner and start its intake loop. Call [`Runner::start`] to reconcile
+    /// Build the runner. Call [`Runner::start`] to reconcile
     /// and begin dispatching. Needs a tokio runtime. Without an executor, tasks are
     /// accepted and stay QUEUED.
     pub fn new(
@@ -309,8 +349,7 @@ impl Runner {
             ExecutorStatus::Disabled
         };
         metrics::init();
-        let (tx, rx) = mpsc::channel(8192);
-        let runner = Runner(Arc::new(Inner {
+        Runner(Arc::new(Inner {
             store,
             executor,
             slots: cfg
@@ -327,10 +366,8 @@ impl Runner {
             running: Mutex::new(HashMap::new()),
             status: RwLock::new(status),
             last_probe: Mutex::new(None),
-            intake: tx,
-        }));
-        tokio::spawn(runner.clone().intake_loop(rx));
-        runner
+            intake: Mutex::new(Intake::default()),
+        }))
     }
 
     pub fn store(&self) -> &Store {
@@ -392,47 +429,81 @@ impl Runner {
             task.reason = Some(self.queue_reason());
         }
         let (tx, rx) = oneshot::channel();
-        self.0
-            .intake
-            .send((task, tx))
-            .await
-            .map_err(|_| SubmitError::Stopped)?;
+        let lead = match self.0.intake.lock() {
+            Ok(mut intake) => {
+                intake.pending.push((task, tx));
+                !std::mem::replace(&mut intake.leading, true)
+            }
+            Err(_) => return Err(SubmitError::Stopped),
+        };
+        if lead {
+            Detachable(Some(self.clone().lead_boxed())).await;
+        }
         rx.await.map_err(|_| SubmitError::Stopped)?
     }
 
-    async fn intake_loop(self, mut rx: mpsc::Receiver<Submission>) {
+    /// Store one batch of what is pending (it holds the leader's own submission). What
+    /// arrived meanwhile goes to a leader task of its own, so the request that led gets
+    /// its answer now.
+    async fn lead(self) {
         const MAX_BATCH: usize = 512;
-        let mut batch: Vec<Submission> = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let (tasks, replies): (Vec<NewTask>, Vec<_>) = batch.drain(..).unzip();
-            match self.0.store.insert_tasks(&tasks).await {
-                Ok(records) => {
-                    for (reply, record) in replies.into_iter().zip(records) {
-                        let _ = reply.send(Ok(record));
-                    }
-                    self.0.wake.notify_one();
+        let batch: Vec<Submission> = match self.0.intake.lock() {
+            Ok(mut intake) => {
+                let n = intake.pending.len().min(MAX_BATCH);
+                intake.pending.drain(..n).collect()
+            }
+            Err(_) => return,
+        };
+        self.store_batch(batch).await;
+        let more = match self.0.intake.lock() {
+            Ok(mut intake) if intake.pending.is_empty() => {
+                intake.leading = false;
+                false
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        if more {
+            tokio::spawn(self.lead_boxed());
+        }
+    }
+
+    /// [`Runner::lead`] with its type spelled out (it spawns itself).
+    fn lead_boxed(self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(self.lead())
+    }
+
+    /// Store one batch and answer each submission. One bad row must not fail its
+    /// neighbours: a failed batch is stored again a task at a time.
+    async fn store_batch(&self, batch: Vec<Submission>) {
+        let (tasks, replies): (Vec<NewTask>, Vec<_>) = batch.into_iter().unzip();
+        match self.0.store.insert_tasks(&tasks).await {
+            Ok(records) => {
+                for (reply, record) in replies.into_iter().zip(records) {
+                    let _ = reply.send(Ok(record));
                 }
-                // One bad row must not fail its neighbours: retry each on its own.
-                Err(e) if tasks.len() > 1 => {
-                    tracing::warn!(error = %e, count = tasks.len(), "storing a batch failed; storing its tasks one by one");
-                    for (task, reply) in tasks.into_iter().zip(replies) {
-                        let result = self.0.store.insert_tasks(std::slice::from_ref(&task)).await;
-                        let _ = reply.send(result.map_err(SubmitError::Store).and_then(|mut r| {
-                            r.pop().ok_or_else(|| {
-                                SubmitError::Store(StoreError::Corrupt(
-                                    "the store returned no record".into(),
-                                ))
-                            })
-                        }));
-                    }
-                    self.0.wake.notify_one();
+                self.0.wake.notify_one();
+            }
+            // One bad row must not fail its neighbours: retry each on its own.
+            Err(e) if tasks.len() > 1 => {
+                tracing::warn!(error = %e, count = tasks.len(), "storing a batch failed; storing its tasks one by one");
+                for (task, reply) in tasks.into_iter().zip(replies) {
+                    let result = self.0.store.insert_tasks(std::slice::from_ref(&task)).await;
+                    let _ = reply.send(result.map_err(SubmitError::Store).and_then(|mut r| {
+                        r.pop().ok_or_else(|| {
+                            SubmitError::Store(StoreError::Corrupt(
+                                "the store returned no record".into(),
+                            ))
+                        })
+                    }));
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "storing a new task failed");
-                    let e = std::sync::Arc::new(e);
-                    for reply in replies {
-                        let _ = reply.send(Err(SubmitError::Batch(e.clone())));
-                    }
+                self.0.wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing a new task failed");
+                let e = std::sync::Arc::new(e);
+                for reply in replies {
+                    let _ = reply.send(Err(SubmitError::Batch(e.clone())));
                 }
             }
         }
@@ -1081,5 +1152,28 @@ impl Runner {
                 let _ = tokio::fs::remove_dir_all(entry.path()).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Detachable;
+    use tokio::sync::oneshot;
+
+    /// The request leading a group commit goes away mid-way: what it carried is finished
+    /// on a task of its own.
+    #[tokio::test]
+    async fn a_dropped_detachable_future_finishes_on_its_own() {
+        let (go_tx, go_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel::<&str>();
+        let mut lead = Box::pin(Detachable(Some(Box::pin(async move {
+            let _ = go_rx.await;
+            let _ = done_tx.send("stored");
+        }))));
+        // Polled once (it waits for `go`), then dropped.
+        assert!(futures_util::FutureExt::now_or_never(&mut lead).is_none());
+        drop(lead);
+        go_tx.send(()).unwrap();
+        assert_eq!(done_rx.await.unwrap(), "stored");
     }
 }

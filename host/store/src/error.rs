@@ -43,4 +43,7 @@ pub enum StoreError {
     /// The database failed or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The same, on the store's direct SQLite connection (inserts).
+    #[error("database error: {0}")]
+    Direct(#[from] rusqlite::Error),
 }

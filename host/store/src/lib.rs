@@ -3,10 +3,11 @@
 //!
 //! One [`Store`] type serves both. Inside, it holds the backend's own sqlx pools:
 //!
-//! * **SQLite**: a writer pool of exactly one connection, through which every write goes
-//!   (so concurrent writers queue in the pool instead of failing with `SQLITE_BUSY`), and
-//!   a pool of read-only connections. In WAL mode readers never block the writer nor it
-//!   them.
+//! * **SQLite**: one writer lock, under which every write goes (so concurrent writers
+//!   queue there instead of failing with `SQLITE_BUSY`): inserts on a synchronous
+//!   connection of the store's own, run inline (see `direct`), every other write on one
+//!   sqlx connection; and a pool of read-only connections. In WAL mode readers never
+//!   block the writer nor it them.
 //! * **PostgreSQL**: one pool; conditional updates take row locks (`FOR UPDATE`), the
 //!   dispatcher's claim skips rows other claimers hold (`SKIP LOCKED`).
 //!
@@ -17,6 +18,7 @@
 //! Lists are newest first with keyset paging on the store sequence number (`seq`), so a
 //! page costs the same at any depth.
 
+mod direct;
 mod error;
 mod migrate;
 
@@ -146,11 +148,29 @@ enum Pools {
     Postgres(Pool<Postgres>),
 }
 
-/// The one SQLite connection that writes, held by the store itself rather than in a sqlx
-/// pool: a pool pings a connection each time it is given back (sqlx 0.8 does this on
-/// every release), a round trip to the connection's worker thread per write.
+/// The SQLite write side, held by the store itself rather than in a sqlx pool (a pool
+/// pings a connection each time it is given back, a round trip to the connection's
+/// worker thread per write): one lock, and under it the two connections that write — the
+/// sqlx connection for every write but inserts, and the direct connection for inserts
+/// ([`direct`]). Holding the lock to use either means they never contend for SQLite's
+/// write lock.
 #[derive(Clone)]
-struct SqliteWriter(Arc<tokio::sync::Mutex<SqliteConnection>>);
+struct SqliteWriter {
+    /// The checkpointer holds it weakly: it stops with the store.
+    conns: Arc<tokio::sync::Mutex<WriterConns>>,
+    /// Wakes the checkpointer ([`direct::checkpoint_loop`]).
+    checkpoint_due: Arc<tokio::sync::Notify>,
+}
+
+struct WriterConns {
+    sqlx: SqliteConnection,
+    direct: rusqlite::Connection,
+    /// A transaction on the sqlx connection was dropped open: its rollback is queued on
+    /// that connection's worker, and must run before the direct connection writes.
+    rollback_queued: bool,
+    /// Commits on the direct connection since the last checkpoint.
+    commits: u64,
+}
 
 impl std::fmt::Debug for SqliteWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,30 +178,32 @@ impl std::fmt::Debug for SqliteWriter {
     }
 }
 
+type WriterGuard = tokio::sync::OwnedMutexGuard<WriterConns>;
+
 /// A write transaction on the [`SqliteWriter`]: the connection stays locked until it
 /// commits or is dropped (then sqlx rolls it back before the connection's next command,
 /// as a dropped `sqlx::Transaction` does).
 struct SqliteWriteTx {
-    conn: tokio::sync::OwnedMutexGuard<SqliteConnection>,
+    conns: WriterGuard,
     open: bool,
 }
 
 impl std::ops::Deref for SqliteWriteTx {
     type Target = SqliteConnection;
     fn deref(&self) -> &SqliteConnection {
-        &self.conn
+        &self.conns.sqlx
     }
 }
 
 impl std::ops::DerefMut for SqliteWriteTx {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.conn
+        &mut self.conns.sqlx
     }
 }
 
 impl SqliteWriteTx {
     async fn commit(mut self) -> Result<(), sqlx::Error> {
-        <Sqlite as Database>::TransactionManager::commit(&mut self.conn).await?;
+        <Sqlite as Database>::TransactionManager::commit(&mut self.conns.sqlx).await?;
         self.open = false;
         Ok(())
     }
@@ -190,32 +212,61 @@ impl SqliteWriteTx {
 impl Drop for SqliteWriteTx {
     fn drop(&mut self) {
         if self.open {
-            <Sqlite as Database>::TransactionManager::start_rollback(&mut self.conn);
+            <Sqlite as Database>::TransactionManager::start_rollback(&mut self.conns.sqlx);
+            self.conns.rollback_queued = true;
         }
     }
 }
 
 impl SqliteWriter {
-    /// The writer connection, for a statement of its own.
-    async fn conn(&self) -> Result<tokio::sync::OwnedMutexGuard<SqliteConnection>, sqlx::Error> {
-        Ok(self.0.clone().lock_owned().await)
+    /// The sqlx writer connection, for a statement of its own.
+    async fn conn(
+        &self,
+    ) -> Result<tokio::sync::OwnedMappedMutexGuard<WriterConns, SqliteConnection>, sqlx::Error>
+    {
+        let conns = self.conns.clone().lock_owned().await;
+        Ok(tokio::sync::OwnedMutexGuard::map(conns, |c| &mut c.sqlx))
     }
 
     /// `BEGIN IMMEDIATE` takes the write lock up front: a read-then-write transaction can
     /// never fail to upgrade its lock, even if another process shares the file.
     async fn begin_write(&self) -> Result<SqliteWriteTx, sqlx::Error> {
-        let mut conn = self.conn().await?;
-        type Manager = <Sqlite as Database>::TransactionManager;
-        match Manager::begin(&mut conn, Some("BEGIN IMMEDIATE".into())).await {
-            Err(e) if left_in_a_transaction(&e) => {
-                // An insert whose caller went away mid-command left its transaction
-                // open (see `insert_sqlite`): undo it.
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Manager::begin(&mut conn, Some("BEGIN IMMEDIATE".into())).await?;
-            }
-            r => r?,
+        let mut conns = self.conns.clone().lock_owned().await;
+        <Sqlite as Database>::TransactionManager::begin(
+            &mut conns.sqlx,
+            Some("BEGIN IMMEDIATE".into()),
+        )
+        .await?;
+        Ok(SqliteWriteTx { conns, open: true })
+    }
+
+    /// Insert tasks through the direct connection: inline for a few rows, off the async
+    /// thread for a big batch.
+    async fn insert(
+        &self,
+        tasks: &[NewTask],
+        encoded: &[Encoded<'_>],
+        now: &str,
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let mut conns = self.conns.clone().lock_owned().await;
+        if conns.rollback_queued {
+            // A round trip on the sqlx connection runs after the queued rollback.
+            conns.sqlx.ping().await?;
+            conns.rollback_queued = false;
         }
-        Ok(SqliteWriteTx { conn, open: true })
+        let mut run = || direct::insert(&mut conns.direct, tasks, encoded, now);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let seqs = if tasks.len() > direct::INLINE_ROWS && multi_thread {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        }?;
+        conns.commits += 1;
+        if conns.commits % direct::CHECKPOINT_AFTER == 0 {
+            self.checkpoint_due.notify_one();
+        }
+        Ok(seqs)
     }
 }
 
@@ -265,107 +316,6 @@ impl WritePool for Pool<Postgres> {
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.begin().await
     }
-}
-
-/// SQLite's answer to BEGIN on a connection that is in a transaction already.
-fn left_in_a_transaction(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.message().contains("within a transaction"))
-}
-
-/// SQLite: a whole insert as one command to the writer connection's worker thread
-/// (BEGIN, the task rows, their events and tags, COMMIT). Sending each statement on its
-/// own is a round trip between threads, and those hops were most of the time a one-row
-/// insert took. sqlx binds the `?` parameters across the statements in order.
-///
-/// If the caller goes away mid-command, the worker may stop before COMMIT: the
-/// transaction is then left open on the connection, and the next write rolls it back
-/// ([`WritePool::begin_write`], or this function's retry) — the insert was never
-/// acknowledged, so nothing is lost.
-async fn insert_sqlite(
-    writer: &SqliteWriter,
-    tasks: &[NewTask],
-    encoded: &[Encoded<'_>],
-    now: &str,
-) -> Result<HashMap<String, i64>, StoreError> {
-    let queued = State::Queued.as_str();
-    let tags: Vec<(&str, &str, &str)> = tasks
-        .iter()
-        .flat_map(|t| {
-            t.spec
-                .tags
-                .iter()
-                .flatten()
-                .map(move |(k, v)| (t.id.as_str(), k.as_str(), v.as_str()))
-        })
-        .collect();
-    // Built afresh for each attempt: a built query has given its arguments away.
-    let command = || {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("BEGIN IMMEDIATE; ");
-        for chunk in encoded.chunks(INSERT_CHUNK) {
-            qb.push(
-                "INSERT INTO tasks (id, state, reason, name, spec, logs, creation_time, updated_at) ",
-            );
-            qb.push_values(chunk, |mut b, t| {
-                b.push_bind(t.id)
-                    .push_bind(queued)
-                    .push_bind(t.reason)
-                    .push_bind(t.name)
-                    .push_bind(t.spec.as_str())
-                    .push_bind(t.logs.as_str())
-                    .push_bind(t.creation_time.as_str())
-                    .push_bind(now);
-            });
-            qb.push(" RETURNING seq, id; INSERT INTO task_events (task_id, at, to_state, reason) ");
-            qb.push_values(chunk, |mut b, t| {
-                b.push_bind(t.id)
-                    .push_bind(now)
-                    .push_bind(queued)
-                    .push_bind(t.reason);
-            });
-            qb.push("; ");
-        }
-        for chunk in tags.chunks(INSERT_CHUNK) {
-            qb.push("INSERT INTO task_tags (task_seq, key, value) ");
-            qb.push_values(chunk, |mut b, (id, k, v)| {
-                b.push("(SELECT seq FROM tasks WHERE id = ")
-                    .push_bind_unseparated(*id)
-                    .push_unseparated(")")
-                    .push_bind(*k)
-                    .push_bind(*v);
-            });
-            qb.push("; ");
-        }
-        qb.push("COMMIT");
-        qb
-    };
-    let mut conn = writer.conn().await?;
-    let mut first = true;
-    let rows = loop {
-        let mut qb = command();
-        match qb.build().fetch_all(&mut *conn).await {
-            Err(e) if first && left_in_a_transaction(&e) => {
-                // Left open by an earlier insert (see above): undo it, try once more.
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                first = false;
-            }
-            Err(e) => {
-                // A statement failed after BEGIN: nothing of this insert may stay.
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(map_insert_error(e));
-            }
-            Ok(rows) => break rows,
-        }
-    };
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get::<String, _>("id")?,
-                row.try_get::<i64, _>("seq")?,
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
 }
 
 /// A query builder for the pool's database (fixes the builder's type parameter).
@@ -642,7 +592,19 @@ impl Store {
             SqliteConnection::connect_with(&options.clone().journal_mode(SqliteJournalMode::Wal))
                 .await?;
         migrator.run(&mut writer).await?;
-        let writer = SqliteWriter(Arc::new(tokio::sync::Mutex::new(writer)));
+        let writer = SqliteWriter {
+            conns: Arc::new(tokio::sync::Mutex::new(WriterConns {
+                sqlx: writer,
+                direct: direct::open(&path)?,
+                rollback_queued: false,
+                commits: 0,
+            })),
+            checkpoint_due: Arc::new(tokio::sync::Notify::new()),
+        };
+        tokio::spawn(direct::checkpoint_loop(
+            Arc::downgrade(&writer.conns),
+            writer.checkpoint_due.clone(),
+        ));
         let reader = SqlitePoolOptions::new()
             .max_connections(SQLITE_READERS)
             .connect_with(options.create_if_missing(false).pragma("query_only", "ON"))
@@ -700,7 +662,7 @@ impl Store {
         let queued = State::Queued.as_str();
         let backend = self.backend();
         let seqs: HashMap<String, i64> = if let Pools::Sqlite { writer, .. } = &self.pools {
-            insert_sqlite(writer, tasks, &encoded, &now).await?
+            writer.insert(tasks, &encoded, &now).await?
         } else {
             with_pool!(self, writer, |pool| {
                 let mut tx = pool.begin_write().await?;

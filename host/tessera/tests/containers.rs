@@ -1,7 +1,9 @@
 //! Task containers are hardened by default, checked from inside real containers: the
 //! capabilities they keep, no new privileges, a process limit, a user and a read-only
 //! image per target, no network per target, a maximum run time, Docker's own log files
-//! bounded, and a network from which link-local addresses and the host are unreachable.
+//! bounded, a network from which link-local addresses and the host are unreachable, and
+//! hostile tasks (a device node, a dropped capability, a fork bomb, gigabytes of output)
+//! that end with reasons while the server keeps answering.
 
 mod common;
 
@@ -419,4 +421,149 @@ async fn the_task_network_blocks_link_local_addresses_and_the_host() {
         "tessera",
     ]);
     assert_eq!(network.trim(), "tessera0 false");
+}
+
+/// The most memory the process has held (its peak resident set), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap()
+}
+
+/// Hostile tasks at once: one makes a device node, one uses a capability Docker grants
+/// by default (chroot), one is a fork bomb, one writes gigabytes to stdout. Each ends
+/// with a clear reason, the server answers every request throughout, and it never holds
+/// the output in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_tasks_end_with_reasons_while_the_server_stays_responsive() {
+    const OUTPUT: u64 = 2 << 30;
+    let s = Server::start(Options {
+        max_concurrent_tasks: 4,
+        extra_args: vec!["--pids-limit".into(), "64".into()],
+        ..Options::default()
+    })
+    .await;
+    let one = |command: &str, extra: Value| {
+        let mut task = json!({"executors": [{"image": BUSYBOX, "command": ["sh", "-c", command]}]});
+        if let (Some(t), Some(e)) = (task.as_object_mut(), extra.as_object()) {
+            t.extend(e.clone());
+        }
+        task
+    };
+    let mknod = s.create(&one("mknod /tmp/disk b 8 0", json!({}))).await;
+    let chroot = s.create(&one("chroot / true", json!({}))).await;
+    // One core and ten seconds: the bomb meets the process limit, then its deadline.
+    let bomb = s
+        .create(&one(
+            "bomb() { bomb | bomb & }; bomb; while :; do :; done",
+            json!({"resources": {"cpu_cores": 1, "backend_parameters": {"max_run_time": "10"}}}),
+        ))
+        .await;
+    let flood = s
+        .create(&one(
+            // Lines of 16 KiB: Docker logs each line as a message of its own.
+            &format!("yes $(head -c 16383 /dev/zero | tr '\\0' x) | head -c {OUTPUT}"),
+            json!({}),
+        ))
+        .await;
+
+    // Ask the server something every 100 ms until all four have ended.
+    let ids = [&mknod, &chroot, &bomb, &flood];
+    let asker = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut slowest = std::time::Duration::ZERO;
+    let mut asked = 0;
+    let start = std::time::Instant::now();
+    loop {
+        let mut done = 0;
+        for id in ids {
+            let began = std::time::Instant::now();
+            let r = asker
+                .get(s.tes(&format!("/tasks/{id}?view=MINIMAL")))
+                .bearer_auth(&s.token)
+                .send()
+                .await
+                .expect("the server answers within 5 s while hostile tasks run");
+            slowest = slowest.max(began.elapsed());
+            asked += 1;
+            let t: Value = r.json().await.unwrap();
+            if common::is_terminal(t["state"].as_str().unwrap_or("")) {
+                done += 1;
+            }
+        }
+        let health = asker
+            .get(format!("{}/healthz", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(health.status().is_success());
+        if done == ids.len() {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(300),
+            "the hostile tasks never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{asked} requests while hostile tasks ran for {:.1} s: the slowest took {} ms",
+        start.elapsed().as_secs_f64(),
+        slowest.as_millis()
+    );
+
+    let t = s.task(&mknod, "FULL").await;
+    assert_eq!(t["state"], "EXECUTOR_ERROR", "{t}");
+    assert!(
+        exec_log(&t, 0)["stderr"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not permitted"),
+        "{t}"
+    );
+    let reason = s.status(&mknod).await["reason"].to_string();
+    assert!(reason.contains("exited with code 1"), "{reason}");
+
+    let t = s.task(&chroot, "FULL").await;
+    assert_eq!(t["state"], "EXECUTOR_ERROR", "{t}");
+    assert!(
+        exec_log(&t, 0)["stderr"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not permitted"),
+        "{t}"
+    );
+
+    let t = s.task(&bomb, "FULL").await;
+    assert_eq!(t["state"], "SYSTEM_ERROR", "{t}");
+    let notes = t["logs"][0]["system_logs"].to_string();
+    assert!(notes.contains("maximum run time of 10 s"), "{notes}");
+    assert!(
+        exec_log(&t, 0)["stderr"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fork"),
+        "the bomb met the process limit: {t}"
+    );
+
+    let t = s.task(&flood, "FULL").await;
+    assert_eq!(t["state"], "COMPLETE", "{t}");
+    let counted = t["logs"][0]["metadata"]["executor.0.stdout_bytes"]
+        .as_str()
+        .and_then(|b| b.parse::<u64>().ok());
+    assert_eq!(counted, Some(OUTPUT), "every byte counted");
+    let kept = stdout(&t, 0).len();
+    assert!(kept <= 64 * 1024, "the task keeps the tail: {kept} bytes");
+    let peak = peak_rss(s.pid().unwrap());
+    eprintln!("the server's peak resident memory: {} MiB", peak >> 20);
+    assert!(
+        peak < OUTPUT / 4,
+        "the server held {peak} bytes at its peak while {OUTPUT} bytes streamed through"
+    );
 }

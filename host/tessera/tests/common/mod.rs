@@ -247,6 +247,11 @@ impl Server {
         self.port
     }
 
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL the server (no chance to clean up), like a crash.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
