@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod id;
+pub mod identity;
 pub mod objects;
 pub mod page;
 pub mod plugin;

@@ -1347,9 +1347,11 @@ impl Store {
     }
 }
 
+mod identity;
 mod lease;
 mod notify;
 mod plugins;
+pub use identity::{TokenRow, UserRow};
 pub use lease::{Adoption, Lease};
 pub use notify::{Failed, Retry};
 pub use plugins::{BindingRow, Deleted, Installed, PluginVersionRow};

@@ -45,6 +45,11 @@ const SQLITE: Embedded = &[
         "leases",
         include_str!("../migrations/sqlite/0006_leases.sql"),
     ),
+    (
+        7,
+        "identity",
+        include_str!("../migrations/sqlite/0007_identity.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -77,6 +82,11 @@ const POSTGRES: Embedded = &[
         6,
         "leases",
         include_str!("../migrations/postgres/0006_leases.sql"),
+    ),
+    (
+        7,
+        "identity",
+        include_str!("../migrations/postgres/0007_identity.sql"),
     ),
 ];
 

@@ -1,0 +1,169 @@
+//! Who is asking, and what they may do: the rules every API applies, decided here once.
+//!
+//! Everything a user can see belongs to exactly one group. A member holds one role per
+//! group: [`Role::Read`] sees, [`Role::Write`] also submits and cancels, [`Role::Admin`]
+//! also manages the group's members, plugin bindings and secrets. An instance admin may
+//! do everything everywhere. Across groups nothing is visible: an object of a group the
+//! caller may not read is answered as if it did not exist (404, never 403), so its
+//! existence leaks nothing; [`Principal::sees`] is that test. A token may be read-only,
+//! which caps every role it carries at Read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A member's role in one group; each includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// See the group's objects.
+    Read,
+    /// Also submit and cancel.
+    Write,
+    /// Also manage members, plugin bindings and secrets.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "read" => Ok(Role::Read),
+            "write" => Ok(Role::Write),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?} (expected read, write or admin)"
+            )),
+        }
+    }
+}
+
+/// The caller of a request, as its token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub username: String,
+    /// Above every group.
+    pub instance_admin: bool,
+    /// The caller's role in each group it belongs to.
+    pub roles: BTreeMap<String, Role>,
+    /// Where its TES tasks go when they name no group (its personal group).
+    pub default_group: String,
+    /// A read-only token: every role counts as Read, and instance admin rights are off.
+    pub read_only: bool,
+}
+
+impl Principal {
+    /// The caller's effective role in `group`, if any.
+    pub fn role_in(&self, group: &str) -> Option<Role> {
+        let role = if self.instance_admin {
+            Some(Role::Admin)
+        } else {
+            self.roles.get(group).copied()
+        };
+        role.map(|r| if self.read_only { Role::Read } else { r })
+    }
+
+    /// Whether the caller may do what `needed` allows in `group`.
+    pub fn may(&self, needed: Role, group: &str) -> bool {
+        self.role_in(group).is_some_and(|r| r >= needed)
+    }
+
+    /// Whether objects of `group` exist for the caller at all. Everything else is
+    /// answered as not found.
+    pub fn sees(&self, group: &str) -> bool {
+        self.may(Role::Read, group)
+    }
+
+    /// Whether the caller may act for the whole instance (install plugins, manage users).
+    pub fn is_instance_admin(&self) -> bool {
+        self.instance_admin && !self.read_only
+    }
+
+    /// The groups whose objects the caller sees; `None`: all of them (an instance admin).
+    pub fn visible_groups(&self) -> Option<Vec<&str>> {
+        if self.instance_admin {
+            return None;
+        }
+        Some(self.roles.keys().map(String::as_str).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(roles: &[(&str, Role)]) -> Principal {
+        Principal {
+            username: "ada".into(),
+            instance_admin: false,
+            roles: roles.iter().map(|(g, r)| (g.to_string(), *r)).collect(),
+            default_group: "ada".into(),
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn each_role_includes_the_ones_before_it() {
+        let p = member(&[
+            ("lab", Role::Write),
+            ("ops", Role::Read),
+            ("ada", Role::Admin),
+        ]);
+        assert!(p.may(Role::Read, "lab") && p.may(Role::Write, "lab"));
+        assert!(!p.may(Role::Admin, "lab"));
+        assert!(p.may(Role::Read, "ops") && !p.may(Role::Write, "ops"));
+        assert!(p.may(Role::Admin, "ada"));
+        assert!(!p.is_instance_admin());
+    }
+
+    #[test]
+    fn other_groups_do_not_exist_for_a_member() {
+        let p = member(&[("lab", Role::Admin)]);
+        assert!(p.sees("lab"));
+        assert!(!p.sees("other"));
+        assert!(!p.may(Role::Read, "other"));
+        assert_eq!(p.visible_groups(), Some(vec!["lab"]));
+    }
+
+    #[test]
+    fn an_instance_admin_sees_and_does_everything_unless_read_only() {
+        let mut p = member(&[]);
+        p.instance_admin = true;
+        assert!(p.may(Role::Admin, "anything") && p.is_instance_admin());
+        assert_eq!(p.visible_groups(), None);
+        p.read_only = true;
+        assert!(p.sees("anything"));
+        assert!(!p.may(Role::Write, "anything"));
+        assert!(!p.is_instance_admin());
+    }
+
+    #[test]
+    fn a_read_only_token_caps_every_role_at_read() {
+        let mut p = member(&[("lab", Role::Admin)]);
+        p.read_only = true;
+        assert_eq!(p.role_in("lab"), Some(Role::Read));
+        assert!(!p.may(Role::Write, "lab"));
+    }
+
+    #[test]
+    fn roles_parse_in_any_case_and_say_what_is_expected() {
+        assert_eq!("WRITE".parse::<Role>(), Ok(Role::Write));
+        assert_eq!(Role::Admin.as_str().parse::<Role>(), Ok(Role::Admin));
+        assert!(
+            "owner"
+                .parse::<Role>()
+                .unwrap_err()
+                .contains("read, write or admin")
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Users, groups, memberships and personal access tokens, on SQLite and PostgreSQL.
+
+mod support;
+
+use support::Db;
+use tessera_core::identity::Role;
+use tessera_store::StoreError;
+
+store_tests!(
+    a_user_comes_with_a_personal_group_it_administers,
+    names_are_shared_by_users_and_groups,
+    memberships_carry_one_role_per_group,
+    tokens_are_kept_by_digest_listed_by_name_and_revoked,
+);
+
+async fn a_user_comes_with_a_personal_group_it_administers(db: &Db) {
+    let store = &db.store;
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    store
+        .create_user("ada", Some("$argon2id$v=19$fake"), true)
+        .await
+        .unwrap();
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    let ada = store.user("ada").await.unwrap().unwrap();
+    assert_eq!(ada.password_hash.as_deref(), Some("$argon2id$v=19$fake"));
+    assert!(ada.instance_admin);
+    assert_eq!(ada.token_generation, 0);
+    assert_eq!(
+        store.memberships("ada").await.unwrap(),
+        [("ada".to_string(), Role::Admin)]
+    );
+    store.create_user("bob", None, false).await.unwrap();
+    let bob = store.user("bob").await.unwrap().unwrap();
+    assert_eq!((bob.password_hash, bob.instance_admin), (None, false));
+    assert_eq!(store.user("nobody").await.unwrap(), None);
+}
+
+async fn names_are_shared_by_users_and_groups(db: &Db) {
+    let store = &db.store;
+    store.create_user("ada", None, false).await.unwrap();
+    store.create_group("lab").await.unwrap();
+    for taken in ["ada", "lab"] {
+        assert!(matches!(
+            store.create_user(taken, None, false).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.create_group(taken).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    assert_eq!(store.count_users().await.unwrap(), 1);
+}
+
+async fn memberships_carry_one_role_per_group(db: &Db) {
+    let store = &db.store;
+    store.create_user("ada", None, false).await.unwrap();
+    store.create_group("lab").await.unwrap();
+    store.create_group("ops").await.unwrap();
+    store.set_member("lab", "ada", Role::Read).await.unwrap();
+    store.set_member("ops", "ada", Role::Write).await.unwrap();
+    // A second set replaces the role.
+    store.set_member("lab", "ada", Role::Admin).await.unwrap();
+    assert_eq!(
+        store.memberships("ada").await.unwrap(),
+        [
+            ("ada".to_string(), Role::Admin),
+            ("lab".to_string(), Role::Admin),
+            ("ops".to_string(), Role::Write)
+        ]
+    );
+    assert!(store.remove_member("ops", "ada").await.unwrap());
+    assert!(!store.remove_member("ops", "ada").await.unwrap());
+    assert_eq!(store.memberships("ada").await.unwrap().len(), 2);
+    for (group, user) in [("nope", "ada"), ("lab", "nobody")] {
+        assert!(matches!(
+            store.set_member(group, user, Role::Read).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+async fn tokens_are_kept_by_digest_listed_by_name_and_revoked(db: &Db) {
+    let store = &db.store;
+    store.create_user("ada", None, false).await.unwrap();
+    store.create_user("bob", None, false).await.unwrap();
+    let expires = time::macros::datetime!(2030-01-01 00:00:00 UTC);
+    store
+        .add_token("ada", "ci", "digest-1", true, Some(expires))
+        .await
+        .unwrap();
+    store
+        .add_token("ada", "laptop", "digest-2", false, None)
+        .await
+        .unwrap();
+    // Names are per user.
+    store
+        .add_token("bob", "ci", "digest-3", false, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.add_token("ada", "ci", "digest-4", false, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let ci = store.token_by_digest("digest-1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            ci.user.as_str(),
+            ci.name.as_str(),
+            ci.read_only,
+            ci.expires_at
+        ),
+        ("ada", "ci", true, Some(expires))
+    );
+    assert_eq!(store.token_by_digest("digest-9").await.unwrap(), None);
+    let names: Vec<String> = store
+        .tokens_of("ada")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["ci", "laptop"]);
+
+    assert!(store.revoke_token("ada", "ci").await.unwrap());
+    assert!(!store.revoke_token("ada", "ci").await.unwrap());
+    assert_eq!(store.token_by_digest("digest-1").await.unwrap(), None);
+    // Revoking everything: the tokens go and the generation rises; bob's stay.
+    assert_eq!(store.revoke_all_tokens("ada").await.unwrap(), Some(1));
+    assert_eq!(store.token_by_digest("digest-2").await.unwrap(), None);
+    assert_eq!(
+        store.user("ada").await.unwrap().unwrap().token_generation,
+        1
+    );
+    assert!(store.token_by_digest("digest-3").await.unwrap().is_some());
+    assert_eq!(store.revoke_all_tokens("nobody").await.unwrap(), None);
+}
