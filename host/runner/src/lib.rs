@@ -284,7 +284,8 @@ struct Inner {
 /// Group commit. A submission waits in `pending`; the first that finds no leader leads:
 /// on its own task it stores what is pending in one transaction, and hands what arrived
 /// meanwhile to a leader task of its own. One client at a time pays no hop to another
-/// task; under load a batch shares one transaction.
+/// task; under load a batch shares one transaction. `pending` holds at most one
+/// submission per request in flight, so the server's connection cap bounds it.
 #[derive(Default)]
 struct Intake {
     pending: Vec<Submission>,
