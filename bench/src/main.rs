@@ -117,6 +117,7 @@ fn new_task(i: usize) -> NewTask {
     let spec: Task = serde_json::from_value(task_doc(i)).unwrap_or_default();
     NewTask {
         id: new_task_id(),
+        group: String::new(),
         spec,
         creation_time: time::OffsetDateTime::now_utc(),
         reason: Some("queued".into()),

@@ -85,6 +85,8 @@ pub async fn create_task(
     };
     let new = NewTask {
         id: new_task_id(),
+        // One group for every TES task until identity is served (issue 11).
+        group: String::new(),
         spec: validated.spec,
         creation_time: time::OffsetDateTime::now_utc(),
         reason: None,
@@ -225,6 +227,7 @@ pub async fn list_tasks(
         name_prefix: p.name_prefix,
         state: p.state,
         tags,
+        groups: None,
         before_seq: p.page_token,
         limit: p.page_size + 1,
         minimal,

@@ -16,6 +16,10 @@ pub struct TaskRecord {
     /// Why the task is not moving, or why it ended where it did. Never empty for a
     /// non-terminal task that is waiting on something.
     pub reason: Option<String>,
+    /// The group it belongs to (see [`crate::identity`]); `""` for tasks from before
+    /// groups, and until identity is served.
+    #[serde(default)]
+    pub group: String,
     pub spec: tes::Task,
     pub logs: Vec<tes::TaskLog>,
     /// Shown as RFC 3339 at the edges (TES `creation_time`).
@@ -49,6 +53,8 @@ impl TaskRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTask {
     pub id: String,
+    /// The group it will belong to.
+    pub group: String,
     pub spec: tes::Task,
     pub creation_time: OffsetDateTime,
     /// Initial reason shown while QUEUED.

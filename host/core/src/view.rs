@@ -53,6 +53,7 @@ mod tests {
             seq: 1,
             state: State::Complete,
             reason: None,
+            group: String::new(),
             spec: Task {
                 name: Some("n".into()),
                 inputs: Some(vec![Input {

@@ -56,7 +56,7 @@ impl EventFilter {
             tags.and_then(|t| t.get(k))
                 .is_some_and(|have| v.is_empty() || have == v)
         });
-        let groups = self.groups.is_empty() || self.groups.iter().any(|g| g.is_empty());
+        let groups = self.groups.is_empty() || self.groups.contains(&task.group);
         states && tags_ok && groups
     }
 }
@@ -85,7 +85,7 @@ fn event_for(event: &Event, task: &TaskRecord) -> NotifyEvent {
             id: task.id.clone(),
             name: spec.name.clone(),
             tags,
-            group: None,
+            group: (!task.group.is_empty()).then(|| task.group.clone()),
             priority: 0,
             cpu_cores: resources.map(|r| r.cpu_count()).filter(|c| *c > 0),
             ram_bytes: resources.map(|r| r.ram_bytes()).filter(|b| *b > 0),

@@ -233,7 +233,7 @@ pub fn candidate(task: &TaskRecord, route_tag_keys: &[String]) -> Candidate {
     let resources = task.spec.resources.clone().unwrap_or_default();
     Candidate {
         tags,
-        group: String::new(),
+        group: task.group.clone(),
         priority: 0,
         cpu_cores: resources.cpu_count(),
         ram_bytes: resources.ram_bytes(),
@@ -1160,6 +1160,22 @@ impl Runner {
 mod tests {
     use super::Detachable;
     use tokio::sync::oneshot;
+
+    /// The router is asked per group, with the task's own group.
+    #[test]
+    fn a_candidate_carries_its_tasks_group() {
+        let task = tessera_core::TaskRecord {
+            id: "t".into(),
+            seq: 1,
+            state: tessera_core::State::Queued,
+            reason: None,
+            group: "lab".into(),
+            spec: tessera_core::tes::Task::default(),
+            logs: Vec::new(),
+            creation_time: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        assert_eq!(super::candidate(&task, &[]).group, "lab");
+    }
 
     /// The request leading a group commit goes away mid-way: what it carried is finished
     /// on a task of its own.

@@ -74,6 +74,7 @@ mod tests {
             seq: 1,
             state: State::Queued,
             reason: None,
+            group: String::new(),
             spec: Task {
                 executors: Some(vec![Executor {
                     image: "img".into(),

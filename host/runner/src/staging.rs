@@ -432,6 +432,7 @@ mod tests {
             seq: 1,
             state: State::Queued,
             reason: None,
+            group: String::new(),
             spec,
             logs: vec![],
             creation_time: time::OffsetDateTime::UNIX_EPOCH,

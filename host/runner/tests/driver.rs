@@ -130,6 +130,7 @@ impl Setup {
     ) -> TaskRecord {
         let task = NewTask {
             id: tessera_core::id::new_task_id(),
+            group: String::new(),
             spec: Task {
                 executors: Some(
                     (0..n)

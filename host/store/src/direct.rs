@@ -86,8 +86,9 @@ fn rows(
     let mut seqs = HashMap::with_capacity(tasks.len());
     {
         let mut task_row = tx.prepare_cached(
-            "INSERT INTO tasks (id, state, reason, name, spec, logs, creation_time, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
+            "INSERT INTO tasks \
+             (id, state, reason, name, spec, logs, creation_time, updated_at, group_name) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
         )?;
         let mut event_row = tx.prepare_cached(
             "INSERT INTO task_events (task_id, at, to_state, reason) VALUES (?1, ?2, ?3, ?4)",
@@ -105,7 +106,8 @@ fn rows(
                         t.spec,
                         t.logs,
                         t.creation_time,
-                        now
+                        now,
+                        t.group
                     ],
                     |row| row.get(0),
                 )

@@ -64,13 +64,13 @@ const PG_INSERT_LOCK: i64 = 0x7465_7373_6572_6101;
 /// Columns of a full task row, in the order [`decode_task`] reads them.
 macro_rules! full_cols {
     () => {
-        "seq, id, state, reason, name, spec, logs, creation_time"
+        "seq, id, state, reason, name, group_name, spec, logs, creation_time"
     };
 }
 /// Columns of a minimal task row (no spec and logs JSON to load and parse).
 macro_rules! minimal_cols {
     () => {
-        "seq, id, state, reason, name, creation_time"
+        "seq, id, state, reason, name, group_name, creation_time"
     };
 }
 
@@ -107,6 +107,8 @@ pub struct ListQuery {
     /// Keyset cursor: only tasks with `seq < before_seq` (the `seq` of the last task of
     /// the previous page).
     pub before_seq: Option<i64>,
+    /// Only tasks of these groups; `None`: every group (an empty list matches nothing).
+    pub groups: Option<Vec<String>>,
     /// Page size; 0 gives an empty page.
     pub limit: u32,
     /// Skip loading spec and logs: records come back with `spec` default except its
@@ -341,6 +343,7 @@ static NON_TERMINAL: LazyLock<String> =
 /// A task encoded for its rows.
 struct Encoded<'a> {
     id: &'a str,
+    group: &'a str,
     reason: Option<&'a str>,
     name: Option<&'a str>,
     spec: String,
@@ -352,6 +355,7 @@ impl<'a> Encoded<'a> {
     fn new(task: &'a NewTask) -> Result<Encoded<'a>, StoreError> {
         Ok(Encoded {
             id: &task.id,
+            group: &task.group,
             reason: task.reason.as_deref(),
             name: task.spec.name.as_deref(),
             spec: serde_json::to_string(&task.spec).map_err(|source| StoreError::Encode {
@@ -428,6 +432,7 @@ where
         seq: row.try_get("seq")?,
         state: parse_state(&id, &state)?,
         reason: row.try_get("reason")?,
+        group: row.try_get("group_name")?,
         spec,
         logs,
         creation_time: parse_time(&id, &row.try_get::<String, _>("creation_time")?)?,
@@ -677,13 +682,14 @@ impl Store {
                     let mut qb = builder(
                         pool,
                         "INSERT INTO tasks \
-                     (id, state, reason, name, spec, logs, creation_time, updated_at) ",
+                     (id, state, reason, name, group_name, spec, logs, creation_time, updated_at) ",
                     );
                     qb.push_values(chunk, |mut b, t| {
                         b.push_bind(t.id)
                             .push_bind(queued)
                             .push_bind(t.reason)
                             .push_bind(t.name)
+                            .push_bind(t.group)
                             .push_bind(t.spec.as_str())
                             .push_bind(t.logs.as_str())
                             .push_bind(t.creation_time.as_str())
@@ -742,6 +748,7 @@ impl Store {
                     seq,
                     state: State::Queued,
                     reason: t.reason.clone(),
+                    group: t.group.clone(),
                     spec: t.spec.clone(),
                     logs: t.logs.clone(),
                     creation_time: t.creation_time,
@@ -783,6 +790,20 @@ impl Store {
             }
             if let Some(state) = q.state {
                 qb.push(" AND t.state = ").push_bind(state.as_str());
+            }
+            match q.groups.as_deref() {
+                None => {}
+                Some([]) => {
+                    qb.push(" AND 1 = 0");
+                }
+                Some(groups) => {
+                    qb.push(" AND t.group_name IN (");
+                    let mut sep = qb.separated(", ");
+                    for g in groups {
+                        sep.push_bind(g.as_str());
+                    }
+                    qb.push(")");
+                }
             }
             if let Some(prefix) = q.name_prefix.as_deref().filter(|p| !p.is_empty()) {
                 // A byte range, not LIKE: case-sensitive, no wildcards, and indexable.

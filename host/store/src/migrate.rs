@@ -50,6 +50,11 @@ const SQLITE: Embedded = &[
         "identity",
         include_str!("../migrations/sqlite/0007_identity.sql"),
     ),
+    (
+        8,
+        "task groups",
+        include_str!("../migrations/sqlite/0008_task_groups.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -87,6 +92,11 @@ const POSTGRES: Embedded = &[
         7,
         "identity",
         include_str!("../migrations/postgres/0007_identity.sql"),
+    ),
+    (
+        8,
+        "task groups",
+        include_str!("../migrations/postgres/0008_task_groups.sql"),
     ),
 ];
 

@@ -43,6 +43,7 @@ store_tests!(
     pages_are_fast_at_any_depth,
     fields_at_the_validation_limits_are_stored,
     a_byte_budget_stops_the_read,
+    tasks_belong_to_groups_and_lists_filter_by_them,
 );
 
 fn query(limit: u32) -> ListQuery {
@@ -1665,4 +1666,48 @@ async fn a_byte_budget_stops_the_read(db: &Db) {
     q.before_seq = None;
     q.max_bytes = 0;
     assert_eq!(list_ids(&db.store, &q).await.len(), 5);
+}
+
+/// Every task belongs to a group; lists can be limited to the groups a caller may read.
+async fn tasks_belong_to_groups_and_lists_filter_by_them(db: &Db) {
+    let store = &db.store;
+    let mut batch = Vec::new();
+    for (i, group) in ["lab", "ops", "lab", ""].into_iter().enumerate() {
+        let mut t = new_task(Some(&format!("t{i}")), &[]);
+        t.group = group.to_string();
+        batch.push(t);
+    }
+    let ids = insert(store, batch).await;
+    let stored = store.get_task(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(stored.group, "ops");
+    let only = |groups: Option<Vec<&str>>, minimal: bool| {
+        let q = ListQuery {
+            groups: groups.map(|g| g.into_iter().map(String::from).collect()),
+            minimal,
+            ..query(10)
+        };
+        async move { list_ids(store, &q).await }
+    };
+    assert_eq!(
+        only(Some(vec!["lab"]), false).await,
+        [ids[2].clone(), ids[0].clone()]
+    );
+    assert_eq!(
+        only(Some(vec!["ops", ""]), true).await,
+        [ids[3].clone(), ids[1].clone()]
+    );
+    assert!(
+        only(Some(vec![]), false).await.is_empty(),
+        "no group, no task"
+    );
+    assert_eq!(only(None, false).await.len(), 4);
+    // Minimal rows carry the group too.
+    let minimal = store
+        .list_tasks(&ListQuery {
+            minimal: true,
+            ..query(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(minimal.last().unwrap().group, "lab");
 }

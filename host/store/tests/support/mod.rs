@@ -161,6 +161,7 @@ macro_rules! store_tests {
 pub fn new_task(name: Option<&str>, tags: &[(&str, &str)]) -> NewTask {
     NewTask {
         id: tessera_core::id::new_task_id(),
+        group: String::new(),
         spec: Task {
             name: name.map(str::to_string),
             executors: Some(vec![Executor {
