@@ -535,6 +535,20 @@ impl Config {
             .work_dir
             .or(file.work_dir)
             .unwrap_or_else(|| data_dir.join("work"));
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
+        let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
+        // Without authentication anyone who reaches the port runs containers as the
+        // server: only on this machine's own loopback.
+        if no_auth && !listen.ip().is_loopback() {
+            return Err(format!(
+                "no_auth is refused on {listen}: without authentication anyone who can reach \
+                 the port runs containers; listen on a loopback address (127.0.0.1 or ::1) \
+                 or drop no_auth"
+            ));
+        }
         Ok(Config {
             work_dir,
             task_lease,
@@ -567,10 +581,7 @@ impl Config {
                 args.route_tag_keys
             },
             targets,
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
+            listen,
             data_dir,
             database_url,
             max_concurrent_tasks,
@@ -592,7 +603,7 @@ impl Config {
                 .auth_token
                 .or(file.auth_token)
                 .filter(|t| !t.is_empty()),
-            no_auth: args.no_auth || file.no_auth.unwrap_or(false),
+            no_auth,
             log_json,
         })
     }
@@ -635,5 +646,23 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.contains("bogus_key"), "{err}");
+    }
+
+    #[test]
+    fn no_auth_is_refused_unless_the_server_listens_on_loopback() {
+        let with = |listen: &str| {
+            Config::load(ServeArgs {
+                listen: Some(listen.parse().unwrap()),
+                no_auth: true,
+                ..ServeArgs::default()
+            })
+        };
+        for open in ["0.0.0.0:8000", "192.0.2.1:8000", "[::]:8000"] {
+            let err = with(open).unwrap_err();
+            assert!(err.contains("loopback"), "{open}: {err}");
+        }
+        for local in ["127.0.0.1:8000", "[::1]:8000"] {
+            assert!(with(local).is_ok_and(|c| c.no_auth), "{local}");
+        }
     }
 }
