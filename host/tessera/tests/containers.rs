@@ -19,6 +19,10 @@ fn stdout(t: &Value, i: usize) -> String {
     exec_log(t, i)["stdout"].as_str().unwrap_or("").to_string()
 }
 
+fn stderr(t: &Value, i: usize) -> String {
+    exec_log(t, i)["stderr"].as_str().unwrap_or("").to_string()
+}
+
 /// A server with two targets, chosen by the task tag `pool`: "plain" (the defaults)
 /// and "locked" (its own user, a read-only image, no network).
 async fn two_pool_server(extra: &[&str]) -> Server {
@@ -468,10 +472,12 @@ async fn hostile_tasks_end_with_reasons_while_the_server_stays_responsive() {
     };
     let mknod = s.create(&one("mknod /tmp/disk b 8 0", json!({}))).await;
     let chroot = s.create(&one("chroot / true", json!({}))).await;
-    // One core and ten seconds: the bomb meets the process limit, then its deadline.
+    // One core and ten seconds: the bomb (in a subshell, so the container's first
+    // process never needs to fork again and cannot fail) meets the process limit, then
+    // its deadline.
     let bomb = s
         .create(&one(
-            "bomb() { bomb | bomb & }; bomb; while :; do :; done",
+            "(bomb() { bomb | bomb & }; bomb) & while :; do :; done",
             json!({"resources": {"cpu_cores": 1, "backend_parameters": {"max_run_time": "10"}}}),
         ))
         .await;
@@ -532,35 +538,20 @@ async fn hostile_tasks_end_with_reasons_while_the_server_stays_responsive() {
 
     let t = s.task(&mknod, "FULL").await;
     assert_eq!(t["state"], "EXECUTOR_ERROR", "{t}");
-    assert!(
-        exec_log(&t, 0)["stderr"]
-            .as_str()
-            .unwrap_or("")
-            .contains("not permitted"),
-        "{t}"
-    );
+    assert!(stderr(&t, 0).contains("not permitted"), "{t}");
     let reason = s.status(&mknod).await["reason"].to_string();
     assert!(reason.contains("exited with code 1"), "{reason}");
 
     let t = s.task(&chroot, "FULL").await;
     assert_eq!(t["state"], "EXECUTOR_ERROR", "{t}");
-    assert!(
-        exec_log(&t, 0)["stderr"]
-            .as_str()
-            .unwrap_or("")
-            .contains("not permitted"),
-        "{t}"
-    );
+    assert!(stderr(&t, 0).contains("not permitted"), "{t}");
 
     let t = s.task(&bomb, "FULL").await;
     assert_eq!(t["state"], "SYSTEM_ERROR", "{t}");
     let notes = t["logs"][0]["system_logs"].to_string();
     assert!(notes.contains("maximum run time of 10 s"), "{notes}");
     assert!(
-        exec_log(&t, 0)["stderr"]
-            .as_str()
-            .unwrap_or("")
-            .contains("fork"),
+        stderr(&t, 0).contains("fork"),
         "the bomb met the process limit: {t}"
     );
 
