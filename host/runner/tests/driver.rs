@@ -193,6 +193,15 @@ impl Setup {
         );
     }
 
+    /// Wait (bounded) until executor 0 of `t` has been started by the executor.
+    async fn first_start(&self, t: &TaskRecord) {
+        let started = Instant::now();
+        while self.fake.starts(&name(t, 0)) == 0 {
+            assert!(started.elapsed() < Duration::from_secs(30), "never started");
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Poll the store until the task is terminal (bounded; a bound, not a wait).
     async fn done(&self, id: &str) -> TaskRecord {
         let start = Instant::now();
@@ -547,11 +556,7 @@ async fn a_cancel_reaches_a_start_that_hangs_and_a_running_process() {
     let t = s.queued(1).await;
     let runner = s.runner();
     wait_for(&s, &t.id, |t| t.state == State::Running).await;
-    let started = Instant::now();
-    while s.fake.starts(&name(&t, 0)) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::task::yield_now().await;
-    }
+    s.first_start(&t).await;
     runner.cancel(&t.id).await.unwrap();
     assert_eq!(s.done(&t.id).await.state, State::Canceled);
     assert!(s.fake.names().is_empty(), "killed and removed");
@@ -643,11 +648,7 @@ async fn a_task_waits_for_a_lost_executor_and_resumes_when_it_is_back() {
     s.fake.script(0, Script::runs());
     let t = s.queued(1).await;
     let _runner = s.runner();
-    let started = Instant::now();
-    while s.fake.starts(&name(&t, 0)) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::task::yield_now().await;
-    }
+    s.first_start(&t).await;
     // The executor goes away while the process runs: the task keeps its state, and says
     // why.
     s.fake.faults(|f| f.unreachable = true);
@@ -673,11 +674,8 @@ async fn a_cancel_while_the_executor_is_away_removes_its_processes_when_it_is_ba
     s.fake.script(0, Script::runs());
     let t = s.queued(1).await;
     let runner = s.runner();
+    s.first_start(&t).await;
     let started = Instant::now();
-    while s.fake.starts(&name(&t, 0)) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::task::yield_now().await;
-    }
     s.fake.faults(|f| f.unreachable = true);
     runner.cancel(&t.id).await.unwrap();
     assert_eq!(s.done(&t.id).await.state, State::Canceled);
@@ -804,11 +802,7 @@ async fn a_cancel_made_on_another_server_reaches_the_holder() {
     let t = s.queued(1).await;
     let _holder = s.runner();
     wait_for(&s, &t.id, |t| t.state == State::Running).await;
-    let started = Instant::now();
-    while s.fake.starts(&name(&t, 0)) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::task::yield_now().await;
-    }
+    s.first_start(&t).await;
     let other = s.runner_as("server-b");
     other.cancel(&t.id).await.unwrap();
     let done = s.done(&t.id).await;
@@ -830,11 +824,8 @@ async fn a_driver_whose_task_was_taken_over_leaves_it_alone() {
     let t = s.queued(1).await;
     let runner = s.runner();
     wait_for(&s, &t.id, |t| t.state == State::Running).await;
+    s.first_start(&t).await;
     let started = Instant::now();
-    while s.fake.starts(&name(&t, 0)) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::task::yield_now().await;
-    }
     // Another server adopted it while this one's lease had run out.
     expire_leases(&s, SERVER).await;
     assert_eq!(

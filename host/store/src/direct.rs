@@ -84,40 +84,38 @@ fn rows(
 ) -> Result<HashMap<String, i64>, StoreError> {
     let queued = State::Queued.as_str();
     let mut seqs = HashMap::with_capacity(tasks.len());
-    {
-        let mut task_row = tx.prepare_cached(
-            "INSERT INTO tasks \
-             (id, state, reason, name, spec, logs, creation_time, updated_at, group_name) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
-        )?;
-        let mut event_row = tx.prepare_cached(
-            "INSERT INTO task_events (task_id, at, to_state, reason) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut tag_row =
-            tx.prepare_cached("INSERT INTO task_tags (task_seq, key, value) VALUES (?1, ?2, ?3)")?;
-        for (task, t) in tasks.iter().zip(encoded) {
-            let seq: i64 = task_row
-                .query_row(
-                    params![
-                        t.id,
-                        queued,
-                        t.reason,
-                        t.name,
-                        t.spec,
-                        t.logs,
-                        t.creation_time,
-                        now,
-                        t.group
-                    ],
-                    |row| row.get(0),
-                )
-                .map_err(insert_error)?;
-            event_row.execute(params![t.id, now, queued, t.reason])?;
-            for (k, v) in task.spec.tags.iter().flatten() {
-                tag_row.execute(params![seq, k, v])?;
-            }
-            seqs.insert(t.id.to_string(), seq);
+    let mut task_row = tx.prepare_cached(
+        "INSERT INTO tasks \
+         (id, state, reason, name, spec, logs, creation_time, updated_at, group_name) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
+    )?;
+    let mut event_row = tx.prepare_cached(
+        "INSERT INTO task_events (task_id, at, to_state, reason) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut tag_row =
+        tx.prepare_cached("INSERT INTO task_tags (task_seq, key, value) VALUES (?1, ?2, ?3)")?;
+    for (task, t) in tasks.iter().zip(encoded) {
+        let seq: i64 = task_row
+            .query_row(
+                params![
+                    t.id,
+                    queued,
+                    t.reason,
+                    t.name,
+                    t.spec,
+                    t.logs,
+                    t.creation_time,
+                    now,
+                    t.group
+                ],
+                |row| row.get(0),
+            )
+            .map_err(insert_error)?;
+        event_row.execute(params![t.id, now, queued, t.reason])?;
+        for (k, v) in task.spec.tags.iter().flatten() {
+            tag_row.execute(params![seq, k, v])?;
         }
+        seqs.insert(t.id.to_string(), seq);
     }
     Ok(seqs)
 }

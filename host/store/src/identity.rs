@@ -54,6 +54,14 @@ fn decode_token(
     })
 }
 
+/// Users and groups share one namespace (a user's personal group bears its name).
+const NAME_TAKEN: &str = "SELECT (SELECT COUNT(*) FROM identity_users WHERE name = $1) \
+     + (SELECT COUNT(*) FROM identity_groups WHERE name = $1)";
+
+fn name_taken(name: &str) -> StoreError {
+    StoreError::Conflict(format!("the name {name:?} is taken by a user or a group"))
+}
+
 impl Store {
     /// How many users there are (none: a fresh instance, to be bootstrapped).
     pub async fn count_users(&self) -> Result<i64, StoreError> {
@@ -77,17 +85,12 @@ impl Store {
         let now = now_rfc3339();
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
-            let taken: i64 = sqlx::query_scalar(
-                "SELECT (SELECT COUNT(*) FROM identity_users WHERE name = $1) \
-                 + (SELECT COUNT(*) FROM identity_groups WHERE name = $1)",
-            )
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+            let taken: i64 = sqlx::query_scalar(NAME_TAKEN)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
             if taken > 0 {
-                return Err(StoreError::Conflict(format!(
-                    "the name {name:?} is taken by a user or a group"
-                )));
+                return Err(name_taken(name));
             }
             sqlx::query(
                 "INSERT INTO identity_users (name, password_hash, instance_admin, created_at) \
@@ -146,17 +149,12 @@ impl Store {
         let now = now_rfc3339();
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
-            let taken: i64 = sqlx::query_scalar(
-                "SELECT (SELECT COUNT(*) FROM identity_users WHERE name = $1) \
-                 + (SELECT COUNT(*) FROM identity_groups WHERE name = $1)",
-            )
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+            let taken: i64 = sqlx::query_scalar(NAME_TAKEN)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
             if taken > 0 {
-                return Err(StoreError::Conflict(format!(
-                    "the name {name:?} is taken by a user or a group"
-                )));
+                return Err(name_taken(name));
             }
             sqlx::query("INSERT INTO identity_groups (name, created_at) VALUES ($1, $2)")
                 .bind(name)

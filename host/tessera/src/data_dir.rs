@@ -57,24 +57,24 @@ pub fn check_allowed_dirs(
     database: Option<&Path>,
     allowed: &[PathBuf],
 ) -> Result<(), String> {
+    let guarded = [
+        (
+            data_dir,
+            "the data directory",
+            "the server's database and API token",
+        ),
+        (work_dir, "the task workspaces in", "other tasks' files"),
+    ];
     for root in allowed {
-        if root.starts_with(data_dir) || data_dir.starts_with(root) {
-            return Err(format!(
-                "the allowed directory {} overlaps the data directory {}: tasks could read or \
-                 overwrite the server's database and API token through file:// URLs; allow a \
-                 directory outside it",
-                root.display(),
-                data_dir.display()
-            ));
-        }
-        if root.starts_with(work_dir) || work_dir.starts_with(root) {
-            return Err(format!(
-                "the allowed directory {} overlaps the task workspaces in {}: tasks could read \
-                 or overwrite other tasks' files through file:// URLs; allow a directory \
-                 outside it",
-                root.display(),
-                work_dir.display()
-            ));
+        for (dir, what, holds) in guarded {
+            if root.starts_with(dir) || dir.starts_with(root) {
+                return Err(format!(
+                    "the allowed directory {} overlaps {what} {}: tasks could read or \
+                     overwrite {holds} through file:// URLs; allow a directory outside it",
+                    root.display(),
+                    dir.display()
+                ));
+            }
         }
         if let Some(db) = database.filter(|db| db.starts_with(root)) {
             return Err(format!(
