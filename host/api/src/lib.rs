@@ -4,10 +4,16 @@
 //!   `POST /v1/tasks/{id}/cancel`: cancel, saying whether the task had already ended
 //! - `/v1/plugins`: plugin install, list, inspect, activate, rollback, delete
 //! - `/v1/data`: buckets and objects of the object store behind `s3://` URLs
-//! - `/healthz`, `/readyz`, `/metrics` (no authentication)
+//! - `/v1/auth`, `/v1/admin/users`, `/v1/groups`: tokens, users and groups (`identity.rs`)
+//! - `/healthz`, `/readyz`, `/metrics` and `POST /v1/auth/token` (no token needed)
+//!
+//! Everything else needs a bearer token (`auth.rs`), and answers for objects of groups
+//! the caller does not see as if they did not exist.
 
+pub mod auth;
 mod data;
 mod error;
+mod identity;
 mod metrics;
 mod plugins;
 mod tes;
@@ -15,13 +21,12 @@ mod tes;
 pub use error::Error;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 use tessera_core::ErrorCode;
 use tessera_core::validate::Policy;
 use tessera_registry::Registry;
@@ -29,8 +34,8 @@ use tessera_runner::{ExecutorStatus, Runner};
 
 #[derive(Clone)]
 pub struct ApiConfig {
-    /// Bearer token required on every API but health and metrics; `None` disables auth.
-    pub auth_token: Option<String>,
+    /// Tokens, the signing key and the group tag.
+    pub auth: auth::AuthConfig,
     pub max_body_bytes: usize,
     /// What validation allows (storage roots, backend parameters, content size).
     pub policy: Policy,
@@ -44,6 +49,7 @@ struct Inner {
     cfg: ApiConfig,
     registry: Registry,
     objects: data::Objects,
+    auth: auth::Authenticator,
 }
 
 /// Largest plugin upload (a Python component is ~20 MB).
@@ -56,7 +62,9 @@ impl AppState {
         registry: Registry,
         objects: Arc<dyn tessera_objstore::ObjectStore>,
     ) -> Self {
+        let auth = auth::Authenticator::new(runner.store().clone(), cfg.auth.clone());
         AppState(Arc::new(Inner {
+            auth,
             runner,
             cfg,
             registry,
@@ -66,6 +74,10 @@ impl AppState {
 
     fn objects(&self) -> &data::Objects {
         &self.0.objects
+    }
+
+    fn auth(&self) -> &auth::Authenticator {
+        &self.0.auth
     }
 
     fn registry(&self) -> &Registry {
@@ -93,7 +105,19 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Buckets are not owned by groups yet: the data API is for instance admins.
+    let data = Router::new()
+        .route("/v1/data", get(data::buckets))
+        .route("/v1/data/{bucket}", get(data::list))
+        .route(
+            "/v1/data/{bucket}/{*key}",
+            get(data::get)
+                .head(data::head)
+                .put(data::put)
+                .delete(data::delete),
+        ).route_layer(middleware::from_fn(auth::instance_admins_only));
     let api = Router::new()
+        .merge(data)
         .route("/ga4gh/tes/v1/service-info", get(tes::service_info))
         .route(
             "/ga4gh/tes/v1/tasks",
@@ -105,15 +129,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tasks/{id}", get(tes::task_status))
         .route("/v1/tasks/{id}/cancel", post(tes::cancel_v1))
-        .route("/v1/data", get(data::buckets))
-        .route("/v1/data/{bucket}", get(data::list))
-        .route(
-            "/v1/data/{bucket}/{*key}",
-            get(data::get)
-                .head(data::head)
-                .put(data::put)
-                .delete(data::delete),
-        )
         .route(
             "/v1/plugins",
             get(plugins::list)
@@ -130,9 +145,48 @@ pub fn router(state: AppState) -> Router {
             "/v1/plugins/{name}/versions/{version}",
             delete(plugins::delete),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route("/v1/auth/whoami", get(identity::whoami))
+        .route(
+            "/v1/auth/tokens",
+            get(identity::list_tokens).post(identity::create_token),
+        )
+        .route("/v1/auth/tokens/revoke-all", post(identity::revoke_all))
+        .route("/v1/auth/tokens/{name}", delete(identity::delete_token))
+        .route(
+            "/v1/admin/users",
+            get(identity::list_users).post(identity::create_user),
+        )
+        .route(
+            "/v1/admin/users/{name}",
+            get(identity::show_user).delete(identity::delete_user),
+        )
+        .route(
+            "/v1/admin/users/{name}/password",
+            axum::routing::put(identity::set_password),
+        )
+        .route(
+            "/v1/admin/users/{name}/revoke-tokens",
+            post(identity::revoke_user_tokens),
+        )
+        .route(
+            "/v1/groups",
+            get(identity::list_groups).post(identity::create_group),
+        )
+        .route(
+            "/v1/groups/{name}",
+            get(identity::show_group).delete(identity::delete_group),
+        )
+        .route(
+            "/v1/groups/{name}/members/{user}",
+            axum::routing::put(identity::set_member).delete(identity::remove_member),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     Router::new()
         .merge(api)
+        .route("/v1/auth/token", post(identity::login))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
@@ -157,34 +211,6 @@ pub fn router(state: AppState) -> Router {
             .into_response()
         }))
         .with_state(state)
-}
-
-async fn authenticate(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(expected) = state.0.cfg.auth_token.as_deref() else {
-        return next.run(req).await;
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match given {
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => next.run(req).await,
-        Some(_) => Error::new(ErrorCode::Unauthorized, "the bearer token is not valid").into_response(),
-        None => Error::new(
-            ErrorCode::Unauthorized,
-            "authentication required: send 'Authorization: Bearer <token>' (the token is in <data_dir>/api-token unless configured)",
-        )
-        .into_response(),
-    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

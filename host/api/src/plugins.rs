@@ -12,16 +12,25 @@
 //!   of the same plugin; `*` hosts or buckets need `"grant_any": true`)
 //! - `POST /v1/plugins/{name}/rollback` with an optional `{"scope": "..."}`
 //! - `DELETE /v1/plugins/{name}/versions/{version}`
+//!
+//! Installing and deleting versions, and every binding of the instance (filers, engine
+//! adapters, the default router), are for instance admins. A router or notifier bound
+//! to a group (its scope names the group) is managed by that group's admins: for them a
+//! notifier only ever sees its group's tasks. Lists show the bindings of groups the
+//! caller sees; other groups' bindings do not exist for it.
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::Extension;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tessera_core::ErrorCode;
-use tessera_registry::{Grant, RegistryError, Settings};
+use tessera_core::identity::Role;
+use tessera_registry::{Grant, PluginView, RegistryError, Settings};
 
+use crate::auth::Caller;
 use crate::{AppState, Error};
 
 impl From<RegistryError> for Error {
@@ -38,8 +47,10 @@ impl From<RegistryError> for Error {
 
 pub async fn install(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, Error> {
+    caller.check_instance_admin()?;
     let mut multipart = multipart.map_err(|e| {
         Error::new(
             ErrorCode::MalformedBody,
@@ -91,16 +102,69 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> Error {
     }
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Response, Error> {
-    let plugins = state.registry().list().await?;
+/// The plugin with only the bindings the caller sees.
+fn visible(caller: &Caller, mut plugin: PluginView) -> PluginView {
+    plugin
+        .bindings
+        .retain(|b| match b.world.binding_group(&b.scope) {
+            Some(group) => caller.sees(group),
+            None => caller.instance_admin,
+        });
+    for v in &mut plugin.versions {
+        v.calls.retain(|c| match plugin.world.binding_group(&c.scope) {
+            Some(group) => caller.sees(group),
+            None => caller.instance_admin,
+        });
+    }
+    plugin
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, Error> {
+    let plugins: Vec<PluginView> = state
+        .registry()
+        .list()
+        .await?
+        .into_iter()
+        .map(|p| visible(&caller, p))
+        .collect();
     Ok(Json(serde_json::json!({ "plugins": plugins })).into_response())
 }
 
 pub async fn show(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, Error> {
-    Ok(Json(state.registry().show(&name).await?).into_response())
+    Ok(Json(visible(&caller, state.registry().show(&name).await?)).into_response())
+}
+
+/// Who may change what serves `scope` for plugin `name`: instance admins anything; a
+/// group's admins the routers and notifiers bound to their group. Returns, when the
+/// caller acts as a group admin, the group and the plugin.
+async fn check_may_bind(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    scope: Option<&str>,
+) -> Result<Option<(String, PluginView)>, Error> {
+    if caller.is_instance_admin() {
+        return Ok(None);
+    }
+    let plugin = state.registry().show(name).await?;
+    let group = scope
+        .and_then(|s| plugin.world.binding_group(s))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::Forbidden,
+                "only instance administrators bind plugins for the whole instance; a group's \
+                 admins bind routers and notifiers with the group's name as the scope",
+            )
+        })?;
+    caller.check_role(Role::Admin, group, "group", group)?;
+    Ok(Some((group.to_string(), plugin)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +187,40 @@ struct RollbackBody {
     scope: Option<String>,
 }
 
+/// A group's notifier hears of its group's tasks and no others: a filter naming other
+/// groups is refused, and one naming none is confined to the group (a binding that is
+/// already confined keeps its settings when none are given).
+fn confine_notifier(body: &mut ActivateBody, group: &str, plugin: &PluginView) -> Result<(), Error> {
+    let only_group = vec![group.to_string()];
+    match &mut body.filter {
+        Some(filter) => {
+            if filter.groups.iter().any(|g| g != group) {
+                return Err(Error::new(
+                    ErrorCode::Forbidden,
+                    format!("a binding of group {group:?} only hears of that group's tasks"),
+                ));
+            }
+            filter.groups = only_group;
+        }
+        None => {
+            let confined = plugin.bindings.iter().any(|b| {
+                b.scope == group && b.filter.as_ref().is_some_and(|f| f.groups == only_group)
+            });
+            let other_settings = body.config.is_some()
+                || body.secrets.is_some()
+                || body.allow_hosts.is_some()
+                || body.buckets.is_some();
+            if !confined || other_settings {
+                body.filter = Some(tessera_registry::EventFilter {
+                    groups: only_group,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An optional JSON body: empty means all defaults.
 fn optional_json<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -134,10 +232,24 @@ fn optional_json<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Resul
 
 pub async fn activate(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((name, version)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, Error> {
-    let body: ActivateBody = optional_json(&body)?;
+    let mut body: ActivateBody = optional_json(&body)?;
+    if let Some((group, plugin)) =
+        check_may_bind(&state, &caller, &name, body.scope.as_deref()).await?
+    {
+        if body.grant_any {
+            return Err(Error::new(
+                ErrorCode::Forbidden,
+                "only instance administrators grant `*` hosts or buckets",
+            ));
+        }
+        if plugin.world == tessera_core::plugin::World::Notifier {
+            confine_notifier(&mut body, &group, &plugin)?;
+        }
+    }
     // Settings replace the binding's only when given; otherwise an upgrade keeps them.
     let given = body.config.is_some()
         || body.secrets.is_some()
@@ -170,10 +282,12 @@ pub async fn activate(
 
 pub async fn rollback(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, Error> {
     let body: RollbackBody = optional_json(&body)?;
+    check_may_bind(&state, &caller, &name, body.scope.as_deref()).await?;
     let binding = state
         .registry()
         .rollback(&name, body.scope.as_deref())
@@ -183,8 +297,10 @@ pub async fn rollback(
 
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, Error> {
+    caller.check_instance_admin()?;
     state.registry().delete(&name, &version).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,7 +1,8 @@
 //! GA4GH TES v1.1.0 handlers.
 
+use crate::auth::Caller;
 use crate::{AppState, Error};
-use axum::Json;
+use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -14,6 +15,7 @@ use tessera_core::tes::{
     ServiceType, Task, TaskLog, View,
 };
 use tessera_core::validate::{storage_prefixes, validate};
+use tessera_core::identity::Role;
 use tessera_core::{ApiError, ErrorCode, Event, State as TaskState, page, view};
 use tessera_runner::CancelOutcome;
 use tessera_store::ListQuery;
@@ -55,6 +57,7 @@ pub async fn service_info(State(state): State<AppState>) -> Json<ServiceInfo> {
 
 pub async fn create_task(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CreateTaskResponse>, Error> {
     let body = body.map_err(|rej| {
@@ -74,6 +77,7 @@ pub async fn create_task(
         }
     })?;
     let task: Task = parse_json(&body)?;
+    let group = submit_group(&caller, &task, &state.auth().config().group_tag)?;
     let validated = validate(task, &state.policy()).map_err(ApiError::invalid_task)?;
     let logs = if validated.warnings.is_empty() {
         Vec::new()
@@ -85,8 +89,7 @@ pub async fn create_task(
     };
     let new = NewTask {
         id: new_task_id(),
-        // One group for every TES task until identity is served (issue 11).
-        group: String::new(),
+        group,
         spec: validated.spec,
         creation_time: time::OffsetDateTime::now_utc(),
         reason: None,
@@ -99,6 +102,25 @@ pub async fn create_task(
         .map_err(|e| Error::internal("storing the task failed", e))?;
     tracing::debug!(task_id = %record.id, "task created");
     Ok(Json(CreateTaskResponse { id: record.id }))
+}
+
+/// The group a TES task goes to: the one its group tag names, else the caller's default
+/// group; the caller must be allowed to submit there.
+fn submit_group(caller: &Caller, task: &Task, tag: &str) -> Result<String, Error> {
+    let named = task
+        .tags
+        .as_ref()
+        .and_then(|t| t.get(tag))
+        .filter(|g| !g.is_empty());
+    let group = named.map_or_else(|| caller.default_group.clone(), Clone::clone);
+    if !caller.sees(&group) {
+        return Err(Error::new(
+            ErrorCode::NotFound,
+            format!("there is no group {group:?} (named by the tag {tag:?})"),
+        ));
+    }
+    caller.check_role(Role::Write, &group, "group", &group)?;
+    Ok(group)
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
@@ -208,6 +230,7 @@ fn parse_list_params(raw: Option<&str>) -> Result<ListParams, Error> {
 
 pub async fn list_tasks(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ListTasksResponse>, Error> {
     let p = parse_list_params(raw.as_deref())?;
@@ -227,7 +250,9 @@ pub async fn list_tasks(
         name_prefix: p.name_prefix,
         state: p.state,
         tags,
-        groups: None,
+        groups: caller
+            .visible_groups()
+            .map(|g| g.into_iter().map(str::to_string).collect()),
         before_seq: p.page_token,
         limit: p.page_size + 1,
         minimal,
@@ -275,6 +300,7 @@ fn check_id(id: &str) -> Result<(), Error> {
 
 pub async fn get_task(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Task>, Error> {
@@ -292,6 +318,7 @@ pub async fn get_task(
         .await
         .map_err(|e| Error::internal("reading the task failed", e))?
         .ok_or_else(|| Error(ApiError::not_found("task", &id)))?;
+    caller.check_sees(&record.group, "task", &id)?;
     Ok(Json(view::render(&record, view_param)))
 }
 
@@ -299,6 +326,7 @@ pub async fn get_task(
 /// segment, so the suffix is checked here.
 pub async fn cancel_task(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id_action): Path<String>,
 ) -> Result<Json<CancelTaskResponse>, Error> {
     let Some(id) = id_action.strip_suffix(":cancel") else {
@@ -308,6 +336,7 @@ pub async fn cancel_task(
         ));
     };
     check_id(id)?;
+    check_may_cancel(&state, &caller, id).await?;
     match state
         .runner()
         .cancel(id)
@@ -319,6 +348,18 @@ pub async fn cancel_task(
             Ok(Json(CancelTaskResponse {}))
         }
     }
+}
+
+/// The task exists for the caller (404 otherwise) and it may cancel there (403).
+async fn check_may_cancel(state: &AppState, caller: &Caller, id: &str) -> Result<(), Error> {
+    let group = state
+        .runner()
+        .store()
+        .task_group(id)
+        .await
+        .map_err(|e| Error::internal("reading the task failed", e))?
+        .ok_or_else(|| Error(ApiError::not_found("task", id)))?;
+    caller.check_role(Role::Write, &group, "task", id)
 }
 
 #[derive(Serialize)]
@@ -334,6 +375,7 @@ pub struct TaskStatus {
 /// `GET /v1/tasks/{id}`: the FULL TES view plus the reason and the event history.
 pub async fn task_status(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskStatus>, Error> {
     check_id(&id)?;
@@ -343,6 +385,7 @@ pub async fn task_status(
         .await
         .map_err(|e| Error::internal("reading the task failed", e))?
         .ok_or_else(|| Error(ApiError::not_found("task", &id)))?;
+    caller.check_sees(&record.group, "task", &id)?;
     let events = store
         .events(&id)
         .await
@@ -370,9 +413,11 @@ pub struct CancelResult {
 /// `POST /v1/tasks/{id}/cancel`: TES's cancel, telling the caller what happened.
 pub async fn cancel_v1(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<CancelResult>, Error> {
     check_id(&id)?;
+    check_may_cancel(&state, &caller, &id).await?;
     let outcome = state
         .runner()
         .cancel(&id)

@@ -48,6 +48,33 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// Longest user, group or token name.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// The one rule for user, group and token names: 1 to 64 characters of lowercase ASCII
+/// letters, digits, `.`, `_` and `-`, starting with a letter or a digit (so a name is safe
+/// in a URL path, a log line and a tag value as it is).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let Some(first) = name.chars().next() else {
+        return Err("a name must not be empty".into());
+    };
+    if name.len() > MAX_NAME_CHARS {
+        return Err(format!("{name:?} is longer than {MAX_NAME_CHARS} characters"));
+    }
+    if !first.is_ascii_lowercase() && !first.is_ascii_digit() {
+        return Err(format!("{name:?} must start with a lowercase letter or a digit"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{name:?} holds {c:?}; use lowercase letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
 /// The caller of a request, as its token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -153,6 +180,17 @@ mod tests {
         p.read_only = true;
         assert_eq!(p.role_in("lab"), Some(Role::Read));
         assert!(!p.may(Role::Write, "lab"));
+    }
+
+    #[test]
+    fn names_are_short_lowercase_and_path_safe() {
+        for ok in ["ada", "lab-1", "team.ops_2", "0day"] {
+            assert_eq!(check_name(ok), Ok(()), "{ok}");
+        }
+        let long = "a".repeat(MAX_NAME_CHARS + 1);
+        for bad in ["", "Ada", "-lab", "a/b", "a b", "é", "../x", long.as_str()] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -18,6 +18,29 @@ pub enum World {
 }
 
 impl World {
+    /// The group a binding of this world in `scope` belongs to. Routers and notifiers
+    /// bound to a scope other than `""` belong to the group the scope names; every other
+    /// binding (the default router, filers by URL scheme, engine adapters) belongs to
+    /// the instance.
+    pub fn binding_group(self, scope: &str) -> Option<&str> {
+        match self {
+            World::Router | World::Notifier if !scope.is_empty() => Some(scope),
+            _ => None,
+        }
+    }
+
+    pub const ALL: [World; 4] = [
+        World::Router,
+        World::Notifier,
+        World::Filer,
+        World::EngineAdapter,
+    ];
+
+    /// The world named `name` (as [`World::name`] gives it).
+    pub fn from_name(name: &str) -> Option<World> {
+        World::ALL.into_iter().find(|w| w.name() == name)
+    }
+
     /// The world's name in `wit/plugin.wit`.
     pub fn name(self) -> &'static str {
         match self {

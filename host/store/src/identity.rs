@@ -333,3 +333,162 @@ impl Store {
         })
     }
 }
+
+/// A group as listed: its name and, for a personal group, the user it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRow {
+    pub name: String,
+    pub personal_of: Option<String>,
+}
+
+impl Store {
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        let rows: Vec<(String, Option<String>, i64, i64)> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(
+                "SELECT name, password_hash, instance_admin, token_generation \
+                 FROM identity_users ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(name, password_hash, admin, generation)| UserRow {
+                name,
+                password_hash,
+                instance_admin: admin != 0,
+                token_generation: generation,
+            })
+            .collect())
+    }
+
+    /// Replace `user`'s password hash (`None`: no password login) and revoke its access
+    /// tokens (a new password ends the sessions the old one opened). Whether it exists.
+    pub async fn set_password(
+        &self,
+        user: &str,
+        password_hash: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, writer, |pool| {
+            let done = sqlx::query(
+                "UPDATE identity_users SET password_hash = $2, \
+                 token_generation = token_generation + 1 WHERE name = $1",
+            )
+            .bind(user)
+            .bind(password_hash)
+            .execute(&mut *pool.conn().await?)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// Delete `user` with its personal group, memberships and tokens. Whether it existed.
+    /// Its personal group's tasks stay (readable by instance admins).
+    pub async fn delete_user(&self, user: &str) -> Result<bool, StoreError> {
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_write().await?;
+            for sql in [
+                "DELETE FROM identity_tokens WHERE user_name = $1",
+                "DELETE FROM identity_members WHERE user_name = $1 \
+                 OR group_name IN (SELECT name FROM identity_groups WHERE personal_of = $1)",
+                "DELETE FROM identity_groups WHERE personal_of = $1",
+            ] {
+                sqlx::query(sql).bind(user).execute(&mut *tx).await?;
+            }
+            let done = sqlx::query("DELETE FROM identity_users WHERE name = $1")
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// Every group, by name.
+    pub async fn groups(&self) -> Result<Vec<GroupRow>, StoreError> {
+        let rows: Vec<(String, Option<String>)> = with_pool!(self, reader, |pool| {
+            sqlx::query_as("SELECT name, personal_of FROM identity_groups ORDER BY name")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(name, personal_of)| GroupRow { name, personal_of })
+            .collect())
+    }
+
+    /// A group by name.
+    pub async fn group(&self, name: &str) -> Result<Option<GroupRow>, StoreError> {
+        let row: Option<(String, Option<String>)> = with_pool!(self, reader, |pool| {
+            sqlx::query_as("SELECT name, personal_of FROM identity_groups WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(name, personal_of)| GroupRow { name, personal_of }))
+    }
+
+    /// The members of `group` with their roles, by user name.
+    pub async fn members(&self, group: &str) -> Result<Vec<(String, Role)>, StoreError> {
+        let rows: Vec<(String, String)> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(
+                "SELECT user_name, role FROM identity_members WHERE group_name = $1 \
+                 ORDER BY user_name",
+            )
+            .bind(group)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(user, role)| {
+                let role = Role::from_str(&role)
+                    .map_err(|e| StoreError::Corrupt(format!("{user} in {group}: {e}")))?;
+                Ok((user, role))
+            })
+            .collect()
+    }
+
+    /// Delete a shared group and its memberships (a personal group goes with its user).
+    /// Its tasks stay, readable by instance admins. Whether it existed.
+    pub async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let personal: Option<Option<String>> =
+                sqlx::query_scalar("SELECT personal_of FROM identity_groups WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match personal {
+                None => return Ok(false),
+                Some(Some(user)) => {
+                    return Err(StoreError::Conflict(format!(
+                        "{name:?} is the personal group of user {user:?}; it goes when the user does"
+                    )));
+                }
+                Some(None) => {}
+            }
+            sqlx::query("DELETE FROM identity_members WHERE group_name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM identity_groups WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Give the tasks from before groups (group `""`) to `group`; how many there were.
+    pub async fn adopt_ungrouped_tasks(&self, group: &str) -> Result<u64, StoreError> {
+        with_pool!(self, writer, |pool| {
+            let done = sqlx::query("UPDATE tasks SET group_name = $1 WHERE group_name = ''")
+                .bind(group)
+                .execute(&mut *pool.conn().await?)
+                .await?;
+            Ok(done.rows_affected())
+        })
+    }
+}

@@ -772,6 +772,18 @@ impl Store {
         })
     }
 
+    /// The group a task belongs to; `None` when there is no such task.
+    pub async fn task_group(&self, id: &str) -> Result<Option<String>, StoreError> {
+        with_pool!(self, reader, |pool| {
+            Ok(
+                sqlx::query_scalar("SELECT group_name FROM tasks WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        })
+    }
+
     /// A page of tasks, newest first. See [`ListQuery`].
     pub async fn list_tasks(&self, q: &ListQuery) -> Result<Vec<TaskRecord>, StoreError> {
         if q.limit == 0 {
@@ -1372,7 +1384,7 @@ mod identity;
 mod lease;
 mod notify;
 mod plugins;
-pub use identity::{TokenRow, UserRow};
+pub use identity::{GroupRow, TokenRow, UserRow};
 pub use lease::{Adoption, Lease};
 pub use notify::{Failed, Retry};
 pub use plugins::{BindingRow, Deleted, Installed, PluginVersionRow};

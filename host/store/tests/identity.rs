@@ -11,6 +11,7 @@ store_tests!(
     names_are_shared_by_users_and_groups,
     memberships_carry_one_role_per_group,
     tokens_are_kept_by_digest_listed_by_name_and_revoked,
+    users_and_groups_are_listed_changed_and_deleted,
 );
 
 async fn a_user_comes_with_a_personal_group_it_administers(db: &Db) {
@@ -134,4 +135,48 @@ async fn tokens_are_kept_by_digest_listed_by_name_and_revoked(db: &Db) {
     );
     assert!(store.token_by_digest("digest-3").await.unwrap().is_some());
     assert_eq!(store.revoke_all_tokens("nobody").await.unwrap(), None);
+}
+
+async fn users_and_groups_are_listed_changed_and_deleted(db: &Db) {
+    let store = &db.store;
+    store.create_user("ada", Some("h1"), true).await.unwrap();
+    store.create_user("bob", None, false).await.unwrap();
+    store.create_group("lab").await.unwrap();
+    store.set_member("lab", "bob", Role::Write).await.unwrap();
+    store.set_member("lab", "ada", Role::Admin).await.unwrap();
+    store.set_member("bob", "ada", Role::Read).await.unwrap();
+    let names: Vec<String> = store.users().await.unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(names, ["ada", "bob"]);
+    let groups = store.groups().await.unwrap();
+    assert_eq!(
+        groups
+            .iter()
+            .map(|g| (g.name.as_str(), g.personal_of.as_deref()))
+            .collect::<Vec<_>>(),
+        [("ada", Some("ada")), ("bob", Some("bob")), ("lab", None)]
+    );
+    assert_eq!(
+        store.members("lab").await.unwrap(),
+        [("ada".to_string(), Role::Admin), ("bob".to_string(), Role::Write)]
+    );
+    // A new password revokes the access tokens issued under the old one.
+    assert!(store.set_password("ada", Some("h2")).await.unwrap());
+    let ada = store.user("ada").await.unwrap().unwrap();
+    assert_eq!((ada.password_hash.as_deref(), ada.token_generation), (Some("h2"), 1));
+    assert!(!store.set_password("nobody", None).await.unwrap());
+    // A personal group goes only with its user.
+    assert!(matches!(store.delete_group("bob").await, Err(StoreError::Conflict(_))));
+    store.add_token("bob", "ci", "digest-b", false, None).await.unwrap();
+    assert!(store.delete_user("bob").await.unwrap());
+    assert!(!store.delete_user("bob").await.unwrap());
+    assert_eq!(store.user("bob").await.unwrap(), None);
+    assert_eq!(store.group("bob").await.unwrap(), None);
+    assert_eq!(store.token_by_digest("digest-b").await.unwrap(), None);
+    assert_eq!(store.members("lab").await.unwrap(), [("ada".to_string(), Role::Admin)]);
+    assert_eq!(store.memberships("ada").await.unwrap().len(), 2);
+    // The name is free again.
+    store.create_user("bob", None, false).await.unwrap();
+    assert!(store.delete_group("lab").await.unwrap());
+    assert!(!store.delete_group("lab").await.unwrap());
+    assert_eq!(store.memberships("ada").await.unwrap(), [("ada".to_string(), Role::Admin)]);
 }

@@ -145,6 +145,18 @@ pub struct ServeArgs {
     /// it); another server on the same store adopts the task only after that [default: 30]
     #[arg(long, env = "TESSERA_TASK_LEASE_SECS")]
     pub task_lease_secs: Option<u64>,
+    /// The Ed25519 key (PKCS#8 DER) access tokens are signed with; servers sharing a
+    /// store share it so each accepts the others' tokens [default: <data_dir>/signing-key,
+    /// made on first start]
+    #[arg(long, env = "TESSERA_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+    /// Longest lifetime in seconds of an access token from `POST /v1/auth/token`
+    /// [default: 3600]
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_LIFETIME_SECS")]
+    pub access_token_lifetime_secs: Option<u64>,
+    /// TES tag key naming the group a task is submitted to [default: tessera.group]
+    #[arg(long, env = "TESSERA_GROUP_TAG")]
+    pub group_tag: Option<String>,
 }
 
 /// A place tasks can run (`[[targets]]` in the config file).
@@ -214,6 +226,9 @@ pub struct FileConfig {
     pub retention_days: Option<u32>,
     pub work_dir: Option<PathBuf>,
     pub task_lease_secs: Option<u64>,
+    pub signing_key: Option<PathBuf>,
+    pub access_token_lifetime_secs: Option<u64>,
+    pub group_tag: Option<String>,
 }
 
 /// The S3-compatible store behind `s3://` URLs and the data API (`[s3]`); without it,
@@ -278,6 +293,12 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// How long a hold on a task lasts without renewal.
     pub task_lease: std::time::Duration,
+    /// The access tokens' signing key file.
+    pub signing_key: PathBuf,
+    /// Longest lifetime of an access token.
+    pub access_token_lifetime: std::time::Duration,
+    /// The TES tag naming a task's group.
+    pub group_tag: String,
 }
 
 impl Config {
@@ -539,6 +560,27 @@ impl Config {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
+        let signing_key = args
+            .signing_key
+            .or(file.signing_key)
+            .unwrap_or_else(|| data_dir.join("signing-key"));
+        let access_token_lifetime =
+            match args.access_token_lifetime_secs.or(file.access_token_lifetime_secs) {
+                None => std::time::Duration::from_secs(3600),
+                Some(s) if (60..=30 * 24 * 3600).contains(&s) => std::time::Duration::from_secs(s),
+                Some(s) => {
+                    return Err(format!(
+                        "access_token_lifetime_secs ({s}) must be between 60 and 2592000 (30 days)"
+                    ));
+                }
+            };
+        let group_tag = args
+            .group_tag
+            .or(file.group_tag)
+            .unwrap_or_else(|| "tessera.group".into());
+        if group_tag.is_empty() {
+            return Err("group_tag must not be empty".into());
+        }
         let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
         // Without authentication anyone who reaches the port runs containers as the
         // server: only on this machine's own loopback.
@@ -550,6 +592,9 @@ impl Config {
             ));
         }
         Ok(Config {
+            signing_key,
+            access_token_lifetime,
+            group_tag,
             work_dir,
             task_lease,
             retention,

@@ -106,17 +106,21 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         None => None,
     };
 
-    let auth_token = if cfg.no_auth {
+    // The instance admin's token: --auth-token, or <data_dir>/api-token (made on first
+    // start). Either is registered as one of its personal access tokens.
+    let bootstrap_token = if cfg.no_auth {
         tracing::warn!(
-            "authentication is OFF (--no-auth): anyone who can reach the port can run containers"
+            "authentication is OFF (--no-auth): anyone who can reach the port acts as the \
+             instance admin and can run containers"
         );
         None
     } else {
         Some(match &cfg.auth_token {
-            Some(t) => t.clone(),
-            None => load_or_create_token(&data_dir.join("api-token"))?,
+            Some(t) => (t.clone(), "configured".to_string()),
+            None => (load_or_create_token(&data_dir.join("api-token"))?, String::new()),
         })
     };
+    let signing_key = load_or_create_signing_key(&cfg.signing_key)?;
 
     let mut file_roots = Vec::new();
     for dir in &cfg.allow_dirs {
@@ -168,6 +172,22 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
     // This server's identity on the store and the Docker engine, stable across restarts:
     // a restarted server resumes its own tasks at once, others only after their leases.
     let instance = load_or_create_instance_id(&data_dir.join("instance-id"))?;
+    let bootstrap_name = match &bootstrap_token {
+        Some((_, name)) if !name.is_empty() => name.clone(),
+        // Each server's own api-token file: servers sharing a store keep theirs apart.
+        _ => format!("api-token-{}", instance.to_ascii_lowercase()),
+    };
+    tessera_api::auth::bootstrap(
+        &store,
+        bootstrap_token
+            .as_ref()
+            .map(|(token, _)| tessera_api::auth::BootstrapToken {
+                name: &bootstrap_name,
+                token,
+            }),
+    )
+    .await
+    .map_err(|e| format!("setting up the instance admin: {e}"))?;
     let lease = tessera_store::Lease {
         owner: instance.clone(),
         ttl: cfg.task_lease,
@@ -241,7 +261,12 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
     let app = tessera_api::router(tessera_api::AppState::new(
         runner,
         tessera_api::ApiConfig {
-            auth_token,
+            auth: tessera_api::auth::AuthConfig {
+                enabled: !cfg.no_auth,
+                signing_key: std::sync::Arc::new(signing_key),
+                access_token_lifetime: cfg.access_token_lifetime,
+                group_tag: cfg.group_tag.clone(),
+            },
             max_body_bytes: cfg.max_body_bytes,
             policy,
         },
@@ -353,11 +378,29 @@ fn load_or_create_token(path: &Path) -> Result<String, String> {
             return Ok(t);
         }
     }
-    let bytes: [u8; 32] = rand::random();
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let (token, _) = tessera_auth::pat::generate();
     data_dir::write_private(path, token.as_bytes())?;
-    tracing::info!(path = %path.display(), "generated an API token");
+    tracing::info!(path = %path.display(), "generated the instance admin's API token");
     Ok(token)
+}
+
+/// The key access tokens are signed with: read it (and keep its file private), or make
+/// one readable only by us.
+fn load_or_create_signing_key(path: &Path) -> Result<tessera_auth::SigningKey, String> {
+    match std::fs::read(path) {
+        Ok(der) => {
+            data_dir::keep_private(path)?;
+            tessera_auth::SigningKey::from_pkcs8(&der)
+                .map_err(|e| format!("the signing key {}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = tessera_auth::SigningKey::generate().map_err(|e| e.to_string())?;
+            data_dir::write_private(path, key.pkcs8())?;
+            tracing::info!(path = %path.display(), "generated the access-token signing key");
+            Ok(key)
+        }
+        Err(e) => Err(format!("reading the signing key {}: {e}", path.display())),
+    }
 }
 
 /// This server's stable identity, for labelling the containers it owns.

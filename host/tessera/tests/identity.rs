@@ -1,0 +1,507 @@
+//! Identity end to end on the real binary: the bootstrap admin, users and groups, password
+//! logins (host-signed JWTs), personal access tokens, and the rule that another group's
+//! objects do not exist for a caller (404 on every TES and plugin endpoint, absent from
+//! lists), with roles deciding who may submit, cancel and bind plugins.
+
+mod common;
+
+use common::{Options, Server, simple_task};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A client with one bearer token.
+struct Client<'a> {
+    s: &'a Server,
+    token: String,
+}
+
+impl Client<'_> {
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let url = if path.starts_with("/ga4gh") || path.starts_with("/v1") {
+            format!("{}{path}", self.s.url)
+        } else {
+            self.s.tes(path)
+        };
+        let mut req = self.s.http.request(method, url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(Method::GET, path, None).await
+    }
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+    async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+    /// Create a TES task, in `group` when given; the status and the id.
+    async fn create(&self, name: &str, group: Option<&str>) -> (u16, String) {
+        let mut task = simple_task(&["true"]);
+        task["name"] = json!(name);
+        if let Some(g) = group {
+            task["tags"] = json!({ "tessera.group": g });
+        }
+        let (status, body) = self.post("/tasks", &task).await;
+        (status, body["id"].as_str().unwrap_or_default().to_string())
+    }
+    async fn listed_ids(&self) -> Vec<String> {
+        let (status, body) = self.get("/tasks?view=MINIMAL").await;
+        assert_eq!(status, 200, "{body}");
+        body["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+async fn server() -> Server {
+    Server::start(Options {
+        executor: "none",
+        ..Options::default()
+    })
+    .await
+}
+
+/// Log in with a password; the access token.
+async fn login(s: &Server, user: &str, password: &str) -> (u16, Value) {
+    let r = s
+        .http
+        .post(format!("{}/v1/auth/token", s.url))
+        .json(&json!({ "username": user, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn user_client<'a>(s: &'a Server, admin: &Client<'_>, name: &str) -> Client<'a> {
+    let password = format!("{name}-password-1");
+    let (status, body) = admin
+        .post(
+            "/v1/admin/users",
+            &json!({ "name": name, "password": password }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = login(s, name, &password).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    Client {
+        s,
+        token: body["access_token"].as_str().unwrap().to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_token_is_the_instance_admins() {
+    let s = server().await;
+    assert!(s.token.starts_with("tsr_pat_"), "{}", s.token);
+    let admin = Client {
+        s: &s,
+        token: s.token.clone(),
+    };
+    let (status, me) = admin.get("/v1/auth/whoami").await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["username"], "admin");
+    assert_eq!(me["instance_admin"], true);
+    assert_eq!(me["default_group"], "admin");
+    // It is listed among the admin's tokens, by name only.
+    let (_, tokens) = admin.get("/v1/auth/tokens").await;
+    let listed = tokens["tokens"].to_string();
+    assert!(listed.contains("api-token-"), "{listed}");
+    assert!(!listed.contains(&s.token), "{listed}");
+    // No password: the admin cannot log in with one, and a wrong one gets the same answer.
+    let (status, body) = login(&s, "admin", "").await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    let (status, _) = login(&s, "nobody", "whatever-1").await;
+    assert_eq!(status, 401);
+    // The data and signing key files are private.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["api-token", "signing-key"] {
+        let mode = std::fs::metadata(s.data_dir.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
+    let s = server().await;
+    let admin = Client {
+        s: &s,
+        token: s.token.clone(),
+    };
+    let ada = user_client(&s, &admin, "ada").await;
+    let bob = user_client(&s, &admin, "bob").await;
+    let carol = user_client(&s, &admin, "carol").await;
+    assert_eq!(
+        admin.post("/v1/groups", &json!({"name": "lab"})).await.0,
+        201
+    );
+    // Only instance admins make groups; group admins manage members.
+    assert_eq!(ada.post("/v1/groups", &json!({"name": "x"})).await.0, 403);
+    assert_eq!(
+        admin
+            .put("/v1/groups/lab/members/ada", &json!({"role": "admin"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        ada.put("/v1/groups/lab/members/carol", &json!({"role": "read"}))
+            .await
+            .0,
+        200
+    );
+    // bob is in no shared group: lab does not exist for him.
+    assert_eq!(bob.get("/v1/groups/lab").await.0, 404);
+    assert_eq!(
+        bob.put("/v1/groups/lab/members/bob", &json!({"role": "admin"}))
+            .await
+            .0,
+        404
+    );
+    // carol sees lab but may not manage it.
+    assert_eq!(carol.get("/v1/groups/lab").await.0, 200);
+    assert_eq!(
+        carol
+            .put("/v1/groups/lab/members/carol", &json!({"role": "admin"}))
+            .await
+            .0,
+        403
+    );
+    let (_, groups) = bob.get("/v1/groups").await;
+    assert_eq!(groups["groups"].as_array().unwrap().len(), 1, "{groups}");
+
+    // ada's tasks: one in her own group, one in lab.
+    let (status, own) = ada.create("ada-own", None).await;
+    assert_eq!(status, 200);
+    let (status, lab) = ada.create("ada-lab", Some("lab")).await;
+    assert_eq!(status, 200);
+    let (_, bobs) = bob.create("bob-own", None).await;
+
+    // Every TES and task endpoint answers bob as if ada's tasks did not exist.
+    for id in [&own, &lab] {
+        for path in [
+            format!("/tasks/{id}"),
+            format!("/tasks/{id}?view=BASIC"),
+            format!("/tasks/{id}?view=FULL"),
+            format!("/v1/tasks/{id}"),
+        ] {
+            let (status, body) = bob.get(&path).await;
+            assert_eq!(status, 404, "{path}: {body}");
+            assert_eq!(body["code"], "not_found");
+        }
+        for path in [format!("/tasks/{id}:cancel"), format!("/v1/tasks/{id}/cancel")] {
+            let (status, body) = bob.post(&path, &json!({})).await;
+            assert_eq!(status, 404, "{path}: {body}");
+        }
+    }
+    assert_eq!(bob.listed_ids().await, [bobs.clone()]);
+    let (_, page) = bob.get("/tasks?name_prefix=ada&view=FULL").await;
+    assert_eq!(page["tasks"], json!([]));
+    // bob cannot submit into lab: for him it does not exist.
+    let (status, _) = bob.create("sneak", Some("lab")).await;
+    assert_eq!(status, 404);
+
+    // carol reads lab's task, not ada's own; she may neither cancel it nor submit there.
+    assert_eq!(carol.get(&format!("/tasks/{lab}?view=FULL")).await.0, 200);
+    assert_eq!(carol.get(&format!("/tasks/{own}")).await.0, 404);
+    assert_eq!(carol.listed_ids().await, [lab.clone()]);
+    let (status, body) = carol.post(&format!("/tasks/{lab}:cancel"), &json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        carol
+            .post(&format!("/v1/tasks/{lab}/cancel"), &json!({}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(carol.create("read-only", Some("lab")).await.0, 403);
+    // The task is untouched by the refused cancels.
+    let (_, t) = ada.get(&format!("/tasks/{lab}")).await;
+    assert_eq!(t["state"], "QUEUED");
+    // A writer cancels; the instance admin sees everything.
+    assert_eq!(
+        ada.post(&format!("/v1/tasks/{lab}/cancel"), &json!({}))
+            .await
+            .0,
+        200
+    );
+    let mut all = admin.listed_ids().await;
+    all.sort();
+    let mut want = vec![own.clone(), lab.clone(), bobs.clone()];
+    want.sort();
+    assert_eq!(all, want);
+
+    // Users and groups are the instance admins' to manage.
+    for (method, path) in [
+        (Method::GET, "/v1/admin/users"),
+        (Method::GET, "/v1/admin/users/ada"),
+        (Method::DELETE, "/v1/admin/users/ada"),
+        (Method::POST, "/v1/admin/users/ada/revoke-tokens"),
+        (Method::GET, "/v1/data"),
+    ] {
+        let (status, body) = bob.call(method, path, None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let (_, users) = admin.get("/v1/admin/users").await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 4, "{users}");
+    let (_, shown) = admin.get("/v1/admin/users/carol").await;
+    assert!(
+        shown["groups"].to_string().contains("\"lab\""),
+        "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_are_installed_by_instance_admins_and_bound_per_group_by_group_admins() {
+    let s = server().await;
+    let admin = Client {
+        s: &s,
+        token: s.token.clone(),
+    };
+    let ada = user_client(&s, &admin, "ada").await;
+    let bob = user_client(&s, &admin, "bob").await;
+    admin.post("/v1/groups", &json!({"name": "lab"})).await;
+    admin
+        .put("/v1/groups/lab/members/ada", &json!({"role": "write"}))
+        .await;
+
+    // Installing and deleting are for instance admins (checked before the body is read).
+    let r = s
+        .http
+        .post(format!("{}/v1/plugins", s.url))
+        .bearer_auth(&bob.token)
+        .multipart(reqwest::multipart::Form::new().text("manifest", "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(
+        bob.delete("/v1/plugins/router-default/versions/0.1.0").await.0,
+        403
+    );
+    // The instance's bindings are for instance admins.
+    let activate = "/v1/plugins/router-default/versions/0.1.0/activate";
+    assert_eq!(bob.post(activate, &json!({})).await.0, 403);
+    // A write member may not bind for lab, bob does not see lab, ada's own group is hers.
+    assert_eq!(ada.post(activate, &json!({"scope": "lab"})).await.0, 403);
+    assert_eq!(bob.post(activate, &json!({"scope": "lab"})).await.0, 404);
+    let (status, body) = bob.post(activate, &json!({"scope": "bob"})).await;
+    assert_eq!(status, 200, "{body}");
+    admin
+        .put("/v1/groups/lab/members/ada", &json!({"role": "admin"}))
+        .await;
+    let (status, body) = ada.post(activate, &json!({"scope": "lab"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        ada.post(
+            "/v1/plugins/router-default/rollback",
+            &json!({"scope": "bob"})
+        )
+        .await
+        .0,
+        404
+    );
+
+    // Each sees only the bindings of its groups; the instance admin sees all of them.
+    let scopes = |v: &Value| -> Vec<String> {
+        let mut s: Vec<String> = v["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["scope"].as_str().unwrap().to_string())
+            .collect();
+        s.sort();
+        s
+    };
+    let (_, p) = bob.get("/v1/plugins/router-default").await;
+    assert_eq!(scopes(&p), ["bob"]);
+    let (_, p) = ada.get("/v1/plugins/router-default").await;
+    assert_eq!(scopes(&p), ["lab"]);
+    let (_, p) = admin.get("/v1/plugins/router-default").await;
+    assert_eq!(scopes(&p), ["", "bob", "lab"]);
+    let (_, list) = bob.get("/v1/plugins").await;
+    assert!(!list.to_string().contains("\"lab\""), "{list}");
+    // /metrics is open: it shows no group names.
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tessera_plugin_calls_total"), "{metrics}");
+    for name in ["\"lab\"", "\"bob\""] {
+        assert!(!metrics.contains(name), "{name} in {metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
+    let s = server().await;
+    let admin = Client {
+        s: &s,
+        token: s.token.clone(),
+    };
+    let ada = user_client(&s, &admin, "ada").await;
+    let (status, made) = ada
+        .post(
+            "/v1/auth/tokens",
+            &json!({"name": "ci", "read_only": true, "expires_in_days": 7}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let ci = Client {
+        s: &s,
+        token: made["token"].as_str().unwrap().to_string(),
+    };
+    assert!(ci.token.starts_with("tsr_pat_"));
+    let (_, listed) = ada.get("/v1/auth/tokens").await;
+    assert_eq!(listed["tokens"][0]["name"], "ci");
+    assert!(!listed.to_string().contains(&ci.token));
+    assert_eq!(
+        ada.post("/v1/auth/tokens", &json!({"name": "ci"})).await.0,
+        409
+    );
+    assert_eq!(
+        ada.post("/v1/auth/tokens", &json!({"name": "Bad Name"}))
+            .await
+            .0,
+        400
+    );
+
+    // Read-only: it reads, it does not write, and it cannot make a token that writes.
+    let (_, task) = ada.create("t", None).await;
+    let (_, me) = ci.get("/v1/auth/whoami").await;
+    assert_eq!((me["username"].as_str(), me["read_only"].as_bool()), (Some("ada"), Some(true)));
+    assert_eq!(ci.get(&format!("/tasks/{task}")).await.0, 200);
+    assert_eq!(ci.create("no", None).await.0, 403);
+    assert_eq!(
+        ci.post(&format!("/v1/tasks/{task}/cancel"), &json!({}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        ci.post("/v1/auth/tokens", &json!({"name": "escalate"}))
+            .await
+            .0,
+        403
+    );
+    let (status, _) = ci
+        .post(
+            "/v1/auth/tokens",
+            &json!({"name": "ro-2", "read_only": true}),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    // Revoking one token ends it at once.
+    assert_eq!(ada.delete("/v1/auth/tokens/ci").await.0, 204);
+    assert_eq!(ci.get("/v1/auth/whoami").await.0, 401);
+    assert_eq!(ada.delete("/v1/auth/tokens/ci").await.0, 404);
+
+    // Revoking everything ends the password logins' access tokens too.
+    let (_, made) = ada
+        .post("/v1/auth/tokens", &json!({"name": "laptop"}))
+        .await;
+    let laptop = Client {
+        s: &s,
+        token: made["token"].as_str().unwrap().to_string(),
+    };
+    assert_eq!(laptop.get("/v1/auth/whoami").await.0, 200);
+    assert_eq!(ada.post("/v1/auth/tokens/revoke-all", &json!({})).await.0, 204);
+    for c in [&ada, &laptop] {
+        let (status, body) = c.get("/v1/auth/whoami").await;
+        assert_eq!(status, 401, "{body}");
+    }
+    // A new login works again.
+    let (status, _) = login(&s, "ada", "ada-password-1").await;
+    assert_eq!(status, 200);
+    // An instance admin revokes for a user; a new password ends old sessions too.
+    let (_, body) = login(&s, "ada", "ada-password-1").await;
+    let ada2 = Client {
+        s: &s,
+        token: body["access_token"].as_str().unwrap().to_string(),
+    };
+    assert_eq!(ada2.get("/v1/auth/whoami").await.0, 200);
+    assert_eq!(
+        admin
+            .put(
+                "/v1/admin/users/ada/password",
+                &json!({"password": "another-password"})
+            )
+            .await
+            .0,
+        204
+    );
+    assert_eq!(ada2.get("/v1/auth/whoami").await.0, 401);
+    assert_eq!(login(&s, "ada", "ada-password-1").await.0, 401);
+    assert_eq!(login(&s, "ada", "another-password").await.0, 200);
+    // A deleted user's tokens stop working.
+    let (_, body) = login(&s, "ada", "another-password").await;
+    let ada3 = Client {
+        s: &s,
+        token: body["access_token"].as_str().unwrap().to_string(),
+    };
+    assert_eq!(admin.delete("/v1/admin/users/ada").await.0, 204);
+    assert_eq!(ada3.get("/v1/auth/whoami").await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altered_and_foreign_access_tokens_are_refused() {
+    let s = server().await;
+    let admin = Client {
+        s: &s,
+        token: s.token.clone(),
+    };
+    let ada = user_client(&s, &admin, "ada").await;
+    assert_eq!(ada.get("/v1/auth/whoami").await.0, 200);
+    let parts: Vec<&str> = ada.token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    // Another signature, another payload, no signature, `alg: none`.
+    let mut sig = parts[2].to_string().into_bytes();
+    sig[3] = if sig[3] == b'A' { b'B' } else { b'A' };
+    let forged = [
+        format!("{}.{}.{}", parts[0], parts[1], String::from_utf8(sig).unwrap()),
+        format!("{}.{}.", parts[0], parts[1]),
+        // {"alg":"none","typ":"JWT"}
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]),
+        // {"alg":"HS256","typ":"JWT"}
+        format!("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.{}.{}", parts[1], parts[2]),
+    ];
+    for token in forged {
+        let c = Client { s: &s, token };
+        let (status, body) = c.get("/v1/auth/whoami").await;
+        assert_eq!(status, 401, "{}: {body}", c.token);
+    }
+    // A token signed by another server's key is refused here.
+    let other = server().await;
+    let other_admin = Client {
+        s: &other,
+        token: other.token.clone(),
+    };
+    let foreign = user_client(&other, &other_admin, "ada").await;
+    let c = Client {
+        s: &s,
+        token: foreign.token.clone(),
+    };
+    assert_eq!(c.get("/v1/auth/whoami").await.0, 401);
+}
