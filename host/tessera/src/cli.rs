@@ -26,7 +26,8 @@ pub struct ConnectArgs {
         global = true
     )]
     server: String,
-    /// API token [default: read from <data_dir>/api-token]
+    /// API token [default: the one `tessera login` kept for this server, else the
+    /// server's <data_dir>/api-token]
     #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Where to find the server's api-token file when --token is not given
@@ -104,16 +105,35 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(conn: &ConnectArgs) -> Client {
-        let token = conn.token.clone().or_else(|| {
-            std::fs::read_to_string(conn.data_dir.join("api-token"))
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-        });
+        let base = conn.server.trim_end_matches('/').to_string();
+        let token = conn
+            .token
+            .clone()
+            .or_else(|| crate::credentials::load(&base).map(|c| c.token))
+            .or_else(|| {
+                std::fs::read_to_string(conn.data_dir.join("api-token"))
+                    .ok()
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+            });
         Client {
             http: reqwest::Client::new(),
-            base: conn.server.trim_end_matches('/').to_string(),
+            base,
             token,
+        }
+    }
+
+    /// The server's URL, without a trailing slash.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The same server with another token.
+    pub(crate) fn with_token(&self, token: String) -> Client {
+        Client {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: Some(token),
         }
     }
 

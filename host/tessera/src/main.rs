@@ -2,9 +2,11 @@
 
 mod cli;
 mod config;
+mod credentials;
 mod data_cli;
 mod data_dir;
 mod http_server;
+mod identity_cli;
 mod plugin_cli;
 
 /// The plugins built into this binary (see build.rs).
@@ -38,6 +40,15 @@ enum Command {
     Plugin(plugin_cli::PluginArgs),
     /// Put, get, list and remove objects in the server's object store (s3:// URLs).
     Data(data_cli::DataArgs),
+    /// Log in to a server (username and password, or a token from stdin) and keep the
+    /// token for the other commands.
+    Login(identity_cli::LoginArgs),
+    /// Forget the token kept for a server.
+    Logout(identity_cli::SessionArgs),
+    /// Who the server takes you for: your user, groups and roles.
+    Whoami(identity_cli::SessionArgs),
+    /// Users, groups and your personal access tokens.
+    Admin(identity_cli::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +84,10 @@ fn main() -> ExitCode {
         Command::Task(args) => runtime.block_on(cli::run(args)),
         Command::Plugin(args) => runtime.block_on(plugin_cli::run(args)),
         Command::Data(args) => runtime.block_on(data_cli::run(args)),
+        Command::Login(args) => runtime.block_on(identity_cli::login(args)),
+        Command::Logout(args) => runtime.block_on(identity_cli::logout(args)),
+        Command::Whoami(args) => runtime.block_on(identity_cli::whoami(args)),
+        Command::Admin(args) => runtime.block_on(identity_cli::admin(args)),
     }
 }
 

@@ -505,3 +505,88 @@ async fn altered_and_foreign_access_tokens_are_refused() {
     };
     assert_eq!(c.get("/v1/auth/whoami").await.0, 401);
 }
+
+/// The CLI with its own config directory; stdin fed `input`. (success, stdout, stderr)
+async fn cli(s: &Server, config: &std::path::Path, args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut cmd = common::cli_command(s, args);
+    cmd.env("XDG_CONFIG_HOME", config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let input = input.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().expect("tessera CLI");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_logs_in_keeps_the_token_privately_and_administers() {
+    let s = server().await;
+    let config = tempfile::tempdir().unwrap();
+    let c = config.path();
+    // The instance admin (its token from the data directory) makes a user and a group.
+    let (ok, _, err) = cli(&s, c, &["admin", "user", "create", "ada", "--password-stdin"], "ada-password-1\n").await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&s, c, &["admin", "group", "create", "lab"], "").await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&s, c, &["admin", "group", "set-member", "lab", "ada", "--role", "write"], "").await;
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&s, c, &["whoami"], "").await;
+    assert!(ok && out.starts_with("admin (instance admin)"), "{out}");
+
+    // A wrong password keeps nothing; the right one keeps the token for this server.
+    let (ok, _, err) = cli(&s, c, &["login", "-u", "ada", "--password-stdin"], "wrong-password\n").await;
+    assert!(!ok && err.contains("wrong"), "{err}");
+    assert!(!c.join("tessera/credentials.json").exists());
+    let (ok, _, err) = cli(&s, c, &["login", "-u", "ada", "--password-stdin"], "ada-password-1\n").await;
+    assert!(ok, "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(c.join("tessera/credentials.json")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The kept token comes before the data directory's.
+    let (ok, out, _) = cli(&s, c, &["whoami"], "").await;
+    assert!(ok, "{out}");
+    assert!(out.starts_with("ada\n"), "{out}");
+    assert!(out.contains("lab") && out.contains("write"), "{out}");
+    // ada is no instance admin.
+    let (ok, _, err) = cli(&s, c, &["admin", "user", "list"], "").await;
+    assert!(!ok && err.contains("instance administrators"), "{err}");
+
+    // A personal access token, printed once, then kept with --with-token elsewhere.
+    let (ok, token, err) = cli(&s, c, &["admin", "token", "create", "laptop", "--read-only"], "").await;
+    assert!(ok, "{err}");
+    let token = token.trim().to_string();
+    assert!(token.starts_with("tsr_pat_"), "{token}");
+    let other = tempfile::tempdir().unwrap();
+    let (ok, _, err) = cli(&s, other.path(), &["login", "--with-token"], &format!("{token}\n")).await;
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&s, other.path(), &["whoami"], "").await;
+    assert!(ok && out.starts_with("ada (read-only token)"), "{out}");
+    let (ok, out, err) = cli(&s, c, &["admin", "token", "list", "-o", "json"], "").await;
+    assert!(ok && out.contains("laptop") && !out.contains(&token), "{out}{err}");
+    let (ok, _, err) = cli(&s, c, &["admin", "token", "revoke", "laptop"], "").await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&s, other.path(), &["whoami"], "").await;
+    assert!(!ok && err.contains("not valid"), "{err}");
+
+    // Logging out falls back to the data directory's token.
+    let (ok, _, _) = cli(&s, c, &["logout"], "").await;
+    assert!(ok);
+    let (ok, out, _) = cli(&s, c, &["whoami"], "").await;
+    assert!(ok && out.starts_with("admin"), "{out}");
+}
