@@ -76,13 +76,7 @@ impl Caller {
 
     /// The caller may do what `needed` allows in `group`: 404 when the group's objects
     /// do not exist for it, 403 when it sees them with a lesser role.
-    pub fn check_role(
-        &self,
-        needed: Role,
-        group: &str,
-        what: &str,
-        id: &str,
-    ) -> Result<(), Error> {
+    pub fn check_role(&self, needed: Role, group: &str, what: &str, id: &str) -> Result<(), Error> {
         self.check_sees(group, what, id)?;
         if self.may(needed, group) {
             return Ok(());
@@ -267,9 +261,7 @@ impl Authenticator {
             .await?
             .ok_or_else(|| unauthorized("the bearer token is not valid"))?;
         if i64::try_from(claims.generation).unwrap_or(i64::MAX) < generation {
-            return Err(unauthorized(
-                "the access token was revoked; log in again",
-            ));
+            return Err(unauthorized("the access token was revoked; log in again"));
         }
         Ok(narrow(principal, claims.ro))
     }
@@ -395,7 +387,9 @@ pub async fn instance_admins_only(req: Request, next: Next) -> Response {
     match allowed {
         Some(Ok(())) => next.run(req).await,
         Some(Err(e)) => e.into_response(),
-        None => Error::new(ErrorCode::Internal, "the request was not authenticated").into_response(),
+        None => {
+            Error::new(ErrorCode::Internal, "the request was not authenticated").into_response()
+        }
     }
 }
 
@@ -442,6 +436,10 @@ pub async fn bootstrap(
     store
         .add_token(BOOTSTRAP_ADMIN, t.name, &digest, false, None)
         .await?;
-    tracing::info!(user = BOOTSTRAP_ADMIN, token = t.name, "registered the bootstrap token");
+    tracing::info!(
+        user = BOOTSTRAP_ADMIN,
+        token = t.name,
+        "registered the bootstrap token"
+    );
     Ok(())
 }

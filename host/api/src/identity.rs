@@ -112,19 +112,27 @@ pub async fn login(
         .await
         .map_err(|e| Error::internal("checking the password failed", e))?;
     drop(permit);
-    let Some(user) = user.filter(|u| ok && u.password_hash.is_some()) else {
+    let refused = !ok || user.as_ref().is_none_or(|u| u.password_hash.is_none());
+    state
+        .audit()
+        .record(
+            &body.username,
+            "POST",
+            "/v1/auth/token",
+            &body.username,
+            if refused { 401 } else { 200 },
+        )
+        .await;
+    let Some(user) = user.filter(|_| !refused) else {
         tracing::info!(user = %body.username, "a login was refused");
         return Err(Error::new(
             ErrorCode::Unauthorized,
             "the username or the password is wrong",
         ));
     };
-    let token = state.auth().issue(
-        &user.name,
-        user.token_generation,
-        body.read_only,
-        lifetime,
-    )?;
+    let token = state
+        .auth()
+        .issue(&user.name, user.token_generation, body.read_only, lifetime)?;
     Ok(Json(AccessTokenResponse {
         access_token: token,
         token_type: "Bearer",
@@ -228,8 +236,8 @@ pub async fn create_token(
         ));
     }
     let days = body.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
-    let expires_at = (days > 0)
-        .then(|| time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(days)));
+    let expires_at =
+        (days > 0).then(|| time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(days)));
     let (token, digest) = pat::generate();
     state
         .runner()
@@ -251,7 +259,15 @@ pub async fn create_token(
         "expires_at": expires_at.map(tessera_core::time_fmt::format_rfc3339),
         "note": "this is the only time the token is shown",
     });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let object = format!(
+        "{}/{}",
+        caller.username,
+        body["name"].as_str().unwrap_or_default()
+    );
+    Ok(crate::audit::naming(
+        (StatusCode::CREATED, Json(body)),
+        &object,
+    ))
 }
 
 pub async fn delete_token(
@@ -382,7 +398,11 @@ pub async fn create_user(
             role: Role::Admin,
         }]),
     };
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    let object = view.name.clone();
+    Ok(crate::audit::naming(
+        (StatusCode::CREATED, Json(view)),
+        &object,
+    ))
 }
 
 pub async fn show_user(
@@ -548,16 +568,19 @@ pub async fn create_group(
         .await
         .map_err(|e| store_error("creating the group failed", e))?;
     tracing::info!(group = %body.name, by = %caller.username, "group created");
-    Ok((
-        StatusCode::CREATED,
-        Json(GroupView {
-            name: body.name,
-            personal_of: None,
-            role: None,
-            members: Some(Vec::new()),
-        }),
-    )
-        .into_response())
+    let object = body.name.clone();
+    Ok(crate::audit::naming(
+        (
+            StatusCode::CREATED,
+            Json(GroupView {
+                name: body.name,
+                personal_of: None,
+                role: None,
+                members: Some(Vec::new()),
+            }),
+        ),
+        &object,
+    ))
 }
 
 pub async fn show_group(

@@ -10,6 +10,7 @@
 //! Everything else needs a bearer token (`auth.rs`), and answers for objects of groups
 //! the caller does not see as if they did not exist.
 
+pub mod audit;
 pub mod auth;
 mod data;
 mod error;
@@ -36,6 +37,8 @@ use tessera_runner::{ExecutorStatus, Runner};
 pub struct ApiConfig {
     /// Tokens, the signing key and the group tag.
     pub auth: auth::AuthConfig,
+    /// How long audit entries are kept.
+    pub audit_retention: std::time::Duration,
     pub max_body_bytes: usize,
     /// What validation allows (storage roots, backend parameters, content size).
     pub policy: Policy,
@@ -50,6 +53,7 @@ struct Inner {
     registry: Registry,
     objects: data::Objects,
     auth: auth::Authenticator,
+    audit: audit::Auditor,
 }
 
 /// Largest plugin upload (a Python component is ~20 MB).
@@ -63,8 +67,10 @@ impl AppState {
         objects: Arc<dyn tessera_objstore::ObjectStore>,
     ) -> Self {
         let auth = auth::Authenticator::new(runner.store().clone(), cfg.auth.clone());
+        let audit = audit::Auditor::start(runner.store().clone(), cfg.audit_retention);
         AppState(Arc::new(Inner {
             auth,
+            audit,
             runner,
             cfg,
             registry,
@@ -78,6 +84,11 @@ impl AppState {
 
     fn auth(&self) -> &auth::Authenticator {
         &self.0.auth
+    }
+
+    /// The audit log's writer (flush it before the server exits).
+    pub fn audit(&self) -> &audit::Auditor {
+        &self.0.audit
     }
 
     fn registry(&self) -> &Registry {
@@ -115,7 +126,8 @@ pub fn router(state: AppState) -> Router {
                 .head(data::head)
                 .put(data::put)
                 .delete(data::delete),
-        ).route_layer(middleware::from_fn(auth::instance_admins_only));
+        )
+        .route_layer(middleware::from_fn(auth::instance_admins_only));
     let api = Router::new()
         .merge(data)
         .route("/ga4gh/tes/v1/service-info", get(tes::service_info))
@@ -180,6 +192,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/groups/{name}/members/{user}",
             axum::routing::put(identity::set_member).delete(identity::remove_member),
         )
+        .route("/v1/admin/audit", get(audit::list))
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

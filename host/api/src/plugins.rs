@@ -19,9 +19,9 @@
 //! notifier only ever sees its group's tasks. Lists show the bindings of groups the
 //! caller sees; other groups' bindings do not exist for it.
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::Extension;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -91,7 +91,11 @@ pub async fn install(
         .registry()
         .install(&manifest, component.to_vec())
         .await?;
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    let object = format!("{}@{}", view.name, view.version);
+    Ok(crate::audit::naming(
+        (StatusCode::CREATED, Json(view)),
+        &object,
+    ))
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> Error {
@@ -111,10 +115,11 @@ fn visible(caller: &Caller, mut plugin: PluginView) -> PluginView {
             None => caller.instance_admin,
         });
     for v in &mut plugin.versions {
-        v.calls.retain(|c| match plugin.world.binding_group(&c.scope) {
-            Some(group) => caller.sees(group),
-            None => caller.instance_admin,
-        });
+        v.calls
+            .retain(|c| match plugin.world.binding_group(&c.scope) {
+                Some(group) => caller.sees(group),
+                None => caller.instance_admin,
+            });
     }
     plugin
 }
@@ -190,7 +195,11 @@ struct RollbackBody {
 /// A group's notifier hears of its group's tasks and no others: a filter naming other
 /// groups is refused, and one naming none is confined to the group (a binding that is
 /// already confined keeps its settings when none are given).
-fn confine_notifier(body: &mut ActivateBody, group: &str, plugin: &PluginView) -> Result<(), Error> {
+fn confine_notifier(
+    body: &mut ActivateBody,
+    group: &str,
+    plugin: &PluginView,
+) -> Result<(), Error> {
     let only_group = vec![group.to_string()];
     match &mut body.filter {
         Some(filter) => {

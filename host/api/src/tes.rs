@@ -2,20 +2,20 @@
 
 use crate::auth::Caller;
 use crate::{AppState, Error};
-use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Serialize;
 use tessera_core::id::{is_valid_task_id, new_task_id};
+use tessera_core::identity::Role;
 use tessera_core::task::NewTask;
 use tessera_core::tes::{
     CancelTaskResponse, CreateTaskResponse, ListTasksResponse, Organization, ServiceInfo,
     ServiceType, Task, TaskLog, View,
 };
 use tessera_core::validate::{storage_prefixes, validate};
-use tessera_core::identity::Role;
 use tessera_core::{ApiError, ErrorCode, Event, State as TaskState, page, view};
 use tessera_runner::CancelOutcome;
 use tessera_store::ListQuery;
@@ -59,7 +59,7 @@ pub async fn create_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<CreateTaskResponse>, Error> {
+) -> Result<axum::response::Response, Error> {
     let body = body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::new(
@@ -101,7 +101,11 @@ pub async fn create_task(
         .await
         .map_err(|e| Error::internal("storing the task failed", e))?;
     tracing::debug!(task_id = %record.id, "task created");
-    Ok(Json(CreateTaskResponse { id: record.id }))
+    let id = record.id;
+    Ok(crate::audit::naming(
+        Json(CreateTaskResponse { id: id.clone() }),
+        &id,
+    ))
 }
 
 /// The group a TES task goes to: the one its group tag names, else the caller's default

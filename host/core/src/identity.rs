@@ -59,10 +59,14 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err("a name must not be empty".into());
     };
     if name.len() > MAX_NAME_CHARS {
-        return Err(format!("{name:?} is longer than {MAX_NAME_CHARS} characters"));
+        return Err(format!(
+            "{name:?} is longer than {MAX_NAME_CHARS} characters"
+        ));
     }
     if !first.is_ascii_lowercase() && !first.is_ascii_digit() {
-        return Err(format!("{name:?} must start with a lowercase letter or a digit"));
+        return Err(format!(
+            "{name:?} must start with a lowercase letter or a digit"
+        ));
     }
     if let Some(c) = name
         .chars()

@@ -1380,10 +1380,12 @@ impl Store {
     }
 }
 
+mod audit;
 mod identity;
 mod lease;
 mod notify;
 mod plugins;
+pub use audit::{AuditEntry, AuditRecord};
 pub use identity::{GroupRow, TokenRow, UserRow};
 pub use lease::{Adoption, Lease};
 pub use notify::{Failed, Retry};

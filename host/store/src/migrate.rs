@@ -55,6 +55,11 @@ const SQLITE: Embedded = &[
         "task groups",
         include_str!("../migrations/sqlite/0008_task_groups.sql"),
     ),
+    (
+        9,
+        "audit and quotas",
+        include_str!("../migrations/sqlite/0009_audit_quotas.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -97,6 +102,11 @@ const POSTGRES: Embedded = &[
         8,
         "task groups",
         include_str!("../migrations/postgres/0008_task_groups.sql"),
+    ),
+    (
+        9,
+        "audit and quotas",
+        include_str!("../migrations/postgres/0009_audit_quotas.sql"),
     ),
 ];
 

@@ -12,6 +12,7 @@ store_tests!(
     memberships_carry_one_role_per_group,
     tokens_are_kept_by_digest_listed_by_name_and_revoked,
     users_and_groups_are_listed_changed_and_deleted,
+    the_audit_log_pages_newest_first_and_is_pruned_by_age,
 );
 
 async fn a_user_comes_with_a_personal_group_it_administers(db: &Db) {
@@ -145,7 +146,13 @@ async fn users_and_groups_are_listed_changed_and_deleted(db: &Db) {
     store.set_member("lab", "bob", Role::Write).await.unwrap();
     store.set_member("lab", "ada", Role::Admin).await.unwrap();
     store.set_member("bob", "ada", Role::Read).await.unwrap();
-    let names: Vec<String> = store.users().await.unwrap().into_iter().map(|u| u.name).collect();
+    let names: Vec<String> = store
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
     assert_eq!(names, ["ada", "bob"]);
     let groups = store.groups().await.unwrap();
     assert_eq!(
@@ -157,26 +164,84 @@ async fn users_and_groups_are_listed_changed_and_deleted(db: &Db) {
     );
     assert_eq!(
         store.members("lab").await.unwrap(),
-        [("ada".to_string(), Role::Admin), ("bob".to_string(), Role::Write)]
+        [
+            ("ada".to_string(), Role::Admin),
+            ("bob".to_string(), Role::Write)
+        ]
     );
     // A new password revokes the access tokens issued under the old one.
     assert!(store.set_password("ada", Some("h2")).await.unwrap());
     let ada = store.user("ada").await.unwrap().unwrap();
-    assert_eq!((ada.password_hash.as_deref(), ada.token_generation), (Some("h2"), 1));
+    assert_eq!(
+        (ada.password_hash.as_deref(), ada.token_generation),
+        (Some("h2"), 1)
+    );
     assert!(!store.set_password("nobody", None).await.unwrap());
     // A personal group goes only with its user.
-    assert!(matches!(store.delete_group("bob").await, Err(StoreError::Conflict(_))));
-    store.add_token("bob", "ci", "digest-b", false, None).await.unwrap();
+    assert!(matches!(
+        store.delete_group("bob").await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .add_token("bob", "ci", "digest-b", false, None)
+        .await
+        .unwrap();
     assert!(store.delete_user("bob").await.unwrap());
     assert!(!store.delete_user("bob").await.unwrap());
     assert_eq!(store.user("bob").await.unwrap(), None);
     assert_eq!(store.group("bob").await.unwrap(), None);
     assert_eq!(store.token_by_digest("digest-b").await.unwrap(), None);
-    assert_eq!(store.members("lab").await.unwrap(), [("ada".to_string(), Role::Admin)]);
+    assert_eq!(
+        store.members("lab").await.unwrap(),
+        [("ada".to_string(), Role::Admin)]
+    );
     assert_eq!(store.memberships("ada").await.unwrap().len(), 2);
     // The name is free again.
     store.create_user("bob", None, false).await.unwrap();
     assert!(store.delete_group("lab").await.unwrap());
     assert!(!store.delete_group("lab").await.unwrap());
-    assert_eq!(store.memberships("ada").await.unwrap(), [("ada".to_string(), Role::Admin)]);
+    assert_eq!(
+        store.memberships("ada").await.unwrap(),
+        [("ada".to_string(), Role::Admin)]
+    );
+}
+
+async fn the_audit_log_pages_newest_first_and_is_pruned_by_age(db: &Db) {
+    use tessera_store::AuditEntry;
+    let store = &db.store;
+    let entry = |at_ms: i64, actor: &str| AuditEntry {
+        at_ms,
+        actor: actor.into(),
+        method: "POST".into(),
+        action: "/ga4gh/tes/v1/tasks".into(),
+        object: format!("task-{at_ms}"),
+        status: 200,
+    };
+    store
+        .append_audit(&[entry(1, "ada"), entry(2, "bob"), entry(3, "ada")])
+        .await
+        .unwrap();
+    store.append_audit(&[entry(4, "ada")]).await.unwrap();
+    let page = store.audit_page(None, None, 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.entry.at_ms).collect::<Vec<_>>(),
+        [4, 3]
+    );
+    assert_eq!(page[0].entry, entry(4, "ada"));
+    let next = store.audit_page(Some(page[1].seq), None, 10).await.unwrap();
+    assert_eq!(
+        next.iter().map(|r| r.entry.at_ms).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    let ada = store.audit_page(None, Some("ada"), 10).await.unwrap();
+    assert_eq!(
+        ada.iter().map(|r| r.entry.at_ms).collect::<Vec<_>>(),
+        [4, 3, 1]
+    );
+    assert_eq!(store.prune_audit(3).await.unwrap(), 2);
+    let left = store.audit_page(None, None, 10).await.unwrap();
+    assert_eq!(
+        left.iter().map(|r| r.entry.at_ms).collect::<Vec<_>>(),
+        [4, 3]
+    );
 }

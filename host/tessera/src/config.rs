@@ -157,6 +157,9 @@ pub struct ServeArgs {
     /// TES tag key naming the group a task is submitted to [default: tessera.group]
     #[arg(long, env = "TESSERA_GROUP_TAG")]
     pub group_tag: Option<String>,
+    /// Days audit log entries are kept [default: 90]
+    #[arg(long, env = "TESSERA_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
 }
 
 /// A place tasks can run (`[[targets]]` in the config file).
@@ -229,6 +232,7 @@ pub struct FileConfig {
     pub signing_key: Option<PathBuf>,
     pub access_token_lifetime_secs: Option<u64>,
     pub group_tag: Option<String>,
+    pub audit_retention_days: Option<u32>,
 }
 
 /// The S3-compatible store behind `s3://` URLs and the data API (`[s3]`); without it,
@@ -299,6 +303,8 @@ pub struct Config {
     pub access_token_lifetime: std::time::Duration,
     /// The TES tag naming a task's group.
     pub group_tag: String,
+    /// How long audit entries are kept.
+    pub audit_retention: std::time::Duration,
 }
 
 impl Config {
@@ -564,16 +570,18 @@ impl Config {
             .signing_key
             .or(file.signing_key)
             .unwrap_or_else(|| data_dir.join("signing-key"));
-        let access_token_lifetime =
-            match args.access_token_lifetime_secs.or(file.access_token_lifetime_secs) {
-                None => std::time::Duration::from_secs(3600),
-                Some(s) if (60..=30 * 24 * 3600).contains(&s) => std::time::Duration::from_secs(s),
-                Some(s) => {
-                    return Err(format!(
-                        "access_token_lifetime_secs ({s}) must be between 60 and 2592000 (30 days)"
-                    ));
-                }
-            };
+        let access_token_lifetime = match args
+            .access_token_lifetime_secs
+            .or(file.access_token_lifetime_secs)
+        {
+            None => std::time::Duration::from_secs(3600),
+            Some(s) if (60..=30 * 24 * 3600).contains(&s) => std::time::Duration::from_secs(s),
+            Some(s) => {
+                return Err(format!(
+                    "access_token_lifetime_secs ({s}) must be between 60 and 2592000 (30 days)"
+                ));
+            }
+        };
         let group_tag = args
             .group_tag
             .or(file.group_tag)
@@ -581,6 +589,11 @@ impl Config {
         if group_tag.is_empty() {
             return Err("group_tag must not be empty".into());
         }
+        let audit_retention = match args.audit_retention_days.or(file.audit_retention_days) {
+            None => std::time::Duration::from_secs(90 * 24 * 3600),
+            Some(0) => return Err("audit_retention_days must be at least 1".into()),
+            Some(d) => std::time::Duration::from_secs(u64::from(d) * 24 * 3600),
+        };
         let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
         // Without authentication anyone who reaches the port runs containers as the
         // server: only on this machine's own loopback.
@@ -592,6 +605,7 @@ impl Config {
             ));
         }
         Ok(Config {
+            audit_retention,
             signing_key,
             access_token_lifetime,
             group_tag,

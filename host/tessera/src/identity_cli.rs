@@ -48,6 +48,15 @@ enum AdminCommand {
     /// Your personal access tokens
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The audit log, newest first (instance admins)
+    Audit {
+        /// Only requests of this user
+        #[arg(long)]
+        actor: Option<String>,
+        /// At most this many entries
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -246,42 +255,44 @@ pub async fn logout(args: SessionArgs) -> ExitCode {
 
 pub async fn whoami(args: SessionArgs) -> ExitCode {
     let client = Client::new(&args.conn);
-    finish(async {
-        let me = client
-            .call(reqwest::Method::GET, "/v1/auth/whoami", &[], None)
-            .await?;
-        if args.conn.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&me).unwrap_or_default());
-            return Ok(());
-        }
-        let mut flags = Vec::new();
-        if me["instance_admin"] == true {
-            flags.push("instance admin");
-        }
-        if me["read_only"] == true {
-            flags.push("read-only token");
-        }
-        println!(
-            "{}{}",
-            s(&me["username"]),
-            if flags.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", flags.join(", "))
+    finish(
+        async {
+            let me = client
+                .call(reqwest::Method::GET, "/v1/auth/whoami", &[], None)
+                .await?;
+            if args.conn.output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&me).unwrap_or_default());
+                return Ok(());
             }
-        );
-        let rows: Vec<Vec<String>> = me["groups"]
-            .as_array()
-            .map(|g| {
-                g.iter()
-                    .map(|g| vec![s(&g["group"]), s(&g["role"])])
-                    .collect()
-            })
-            .unwrap_or_default();
-        print_table(&["GROUP", "ROLE"], &rows);
-        Ok(())
-    }
-    .await)
+            let mut flags = Vec::new();
+            if me["instance_admin"] == true {
+                flags.push("instance admin");
+            }
+            if me["read_only"] == true {
+                flags.push("read-only token");
+            }
+            println!(
+                "{}{}",
+                s(&me["username"]),
+                if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", flags.join(", "))
+                }
+            );
+            let rows: Vec<Vec<String>> = me["groups"]
+                .as_array()
+                .map(|g| {
+                    g.iter()
+                        .map(|g| vec![s(&g["group"]), s(&g["role"])])
+                        .collect()
+                })
+                .unwrap_or_default();
+            print_table(&["GROUP", "ROLE"], &rows);
+            Ok(())
+        }
+        .await,
+    )
 }
 
 fn path_segment(name: &str) -> Result<&str, String> {
@@ -318,7 +329,9 @@ async fn admin_inner(client: &Client, command: AdminCommand, json_out: bool) -> 
     match command {
         AdminCommand::User(c) => match c {
             UserCommand::List => {
-                let v = client.call(Method::GET, "/v1/admin/users", &[], None).await?;
+                let v = client
+                    .call(Method::GET, "/v1/admin/users", &[], None)
+                    .await?;
                 list(
                     &v,
                     "users",
@@ -474,9 +487,26 @@ async fn admin_inner(client: &Client, command: AdminCommand, json_out: bool) -> 
                 eprintln!("deleted group {name}");
             }
         },
+        AdminCommand::Audit { actor, limit } => {
+            let mut query = vec![("page_size", limit.to_string())];
+            if let Some(a) = actor {
+                query.push(("actor", a));
+            }
+            let v = client
+                .call(Method::GET, "/v1/admin/audit", &query, None)
+                .await?;
+            list(
+                &v,
+                "entries",
+                &["TIME", "ACTOR", "METHOD", "ACTION", "OBJECT", "STATUS"],
+                &["time", "actor", "method", "action", "object", "status"],
+            );
+        }
         AdminCommand::Token(c) => match c {
             TokenCommand::List => {
-                let v = client.call(Method::GET, "/v1/auth/tokens", &[], None).await?;
+                let v = client
+                    .call(Method::GET, "/v1/auth/tokens", &[], None)
+                    .await?;
                 list(
                     &v,
                     "tokens",

@@ -132,7 +132,10 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
     } else {
         Some(match &cfg.auth_token {
             Some(t) => (t.clone(), "configured".to_string()),
-            None => (load_or_create_token(&data_dir.join("api-token"))?, String::new()),
+            None => (
+                load_or_create_token(&data_dir.join("api-token"))?,
+                String::new(),
+            ),
         })
     };
     let signing_key = load_or_create_signing_key(&cfg.signing_key)?;
@@ -273,7 +276,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         // Filled per request from the bound filers.
         filer_schemes: Vec::new(),
     };
-    let app = tessera_api::router(tessera_api::AppState::new(
+    let state = tessera_api::AppState::new(
         runner,
         tessera_api::ApiConfig {
             auth: tessera_api::auth::AuthConfig {
@@ -282,12 +285,14 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
                 access_token_lifetime: cfg.access_token_lifetime,
                 group_tag: cfg.group_tag.clone(),
             },
+            audit_retention: cfg.audit_retention,
             max_body_bytes: cfg.max_body_bytes,
             policy,
         },
         registry,
         objects,
-    ));
+    );
+    let app = tessera_api::router(state.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", cfg.listen))?;
@@ -301,6 +306,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         "tessera is serving"
     );
     http_server::serve(listener, app, cfg.http.clone(), tls, shutdown_signal()).await;
+    state.audit().flush().await;
     Ok(())
 }
 

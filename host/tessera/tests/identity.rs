@@ -205,7 +205,10 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
             assert_eq!(status, 404, "{path}: {body}");
             assert_eq!(body["code"], "not_found");
         }
-        for path in [format!("/tasks/{id}:cancel"), format!("/v1/tasks/{id}/cancel")] {
+        for path in [
+            format!("/tasks/{id}:cancel"),
+            format!("/v1/tasks/{id}/cancel"),
+        ] {
             let (status, body) = bob.post(&path, &json!({})).await;
             assert_eq!(status, 404, "{path}: {body}");
         }
@@ -221,7 +224,9 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
     assert_eq!(carol.get(&format!("/tasks/{lab}?view=FULL")).await.0, 200);
     assert_eq!(carol.get(&format!("/tasks/{own}")).await.0, 404);
     assert_eq!(carol.listed_ids().await, [lab.clone()]);
-    let (status, body) = carol.post(&format!("/tasks/{lab}:cancel"), &json!({})).await;
+    let (status, body) = carol
+        .post(&format!("/tasks/{lab}:cancel"), &json!({}))
+        .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
     assert_eq!(
         carol
@@ -261,10 +266,7 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
     let (_, users) = admin.get("/v1/admin/users").await;
     assert_eq!(users["users"].as_array().unwrap().len(), 4, "{users}");
     let (_, shown) = admin.get("/v1/admin/users/carol").await;
-    assert!(
-        shown["groups"].to_string().contains("\"lab\""),
-        "{shown}"
-    );
+    assert!(shown["groups"].to_string().contains("\"lab\""), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +294,9 @@ async fn plugins_are_installed_by_instance_admins_and_bound_per_group_by_group_a
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
     assert_eq!(
-        bob.delete("/v1/plugins/router-default/versions/0.1.0").await.0,
+        bob.delete("/v1/plugins/router-default/versions/0.1.0")
+            .await
+            .0,
         403
     );
     // The instance's bindings are for instance admins.
@@ -390,7 +394,10 @@ async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
     // Read-only: it reads, it does not write, and it cannot make a token that writes.
     let (_, task) = ada.create("t", None).await;
     let (_, me) = ci.get("/v1/auth/whoami").await;
-    assert_eq!((me["username"].as_str(), me["read_only"].as_bool()), (Some("ada"), Some(true)));
+    assert_eq!(
+        (me["username"].as_str(), me["read_only"].as_bool()),
+        (Some("ada"), Some(true))
+    );
     assert_eq!(ci.get(&format!("/tasks/{task}")).await.0, 200);
     assert_eq!(ci.create("no", None).await.0, 403);
     assert_eq!(
@@ -427,7 +434,10 @@ async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
         token: made["token"].as_str().unwrap().to_string(),
     };
     assert_eq!(laptop.get("/v1/auth/whoami").await.0, 200);
-    assert_eq!(ada.post("/v1/auth/tokens/revoke-all", &json!({})).await.0, 204);
+    assert_eq!(
+        ada.post("/v1/auth/tokens/revoke-all", &json!({})).await.0,
+        204
+    );
     for c in [&ada, &laptop] {
         let (status, body) = c.get("/v1/auth/whoami").await;
         assert_eq!(status, 401, "{body}");
@@ -480,12 +490,20 @@ async fn altered_and_foreign_access_tokens_are_refused() {
     let mut sig = parts[2].to_string().into_bytes();
     sig[3] = if sig[3] == b'A' { b'B' } else { b'A' };
     let forged = [
-        format!("{}.{}.{}", parts[0], parts[1], String::from_utf8(sig).unwrap()),
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            String::from_utf8(sig).unwrap()
+        ),
         format!("{}.{}.", parts[0], parts[1]),
         // {"alg":"none","typ":"JWT"}
         format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]),
         // {"alg":"HS256","typ":"JWT"}
-        format!("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.{}.{}", parts[1], parts[2]),
+        format!(
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.{}.{}",
+            parts[1], parts[2]
+        ),
     ];
     for token in forged {
         let c = Client { s: &s, token };
@@ -507,7 +525,12 @@ async fn altered_and_foreign_access_tokens_are_refused() {
 }
 
 /// The CLI with its own config directory; stdin fed `input`. (success, stdout, stderr)
-async fn cli(s: &Server, config: &std::path::Path, args: &[&str], input: &str) -> (bool, String, String) {
+async fn cli(
+    s: &Server,
+    config: &std::path::Path,
+    args: &[&str],
+    input: &str,
+) -> (bool, String, String) {
     use std::io::Write;
     let mut cmd = common::cli_command(s, args);
     cmd.env("XDG_CONFIG_HOME", config)
@@ -540,23 +563,58 @@ async fn the_cli_logs_in_keeps_the_token_privately_and_administers() {
     let config = tempfile::tempdir().unwrap();
     let c = config.path();
     // The instance admin (its token from the data directory) makes a user and a group.
-    let (ok, _, err) = cli(&s, c, &["admin", "user", "create", "ada", "--password-stdin"], "ada-password-1\n").await;
+    let (ok, _, err) = cli(
+        &s,
+        c,
+        &["admin", "user", "create", "ada", "--password-stdin"],
+        "ada-password-1\n",
+    )
+    .await;
     assert!(ok, "{err}");
     let (ok, _, err) = cli(&s, c, &["admin", "group", "create", "lab"], "").await;
     assert!(ok, "{err}");
-    let (ok, _, err) = cli(&s, c, &["admin", "group", "set-member", "lab", "ada", "--role", "write"], "").await;
+    let (ok, _, err) = cli(
+        &s,
+        c,
+        &[
+            "admin",
+            "group",
+            "set-member",
+            "lab",
+            "ada",
+            "--role",
+            "write",
+        ],
+        "",
+    )
+    .await;
     assert!(ok, "{err}");
     let (ok, out, _) = cli(&s, c, &["whoami"], "").await;
     assert!(ok && out.starts_with("admin (instance admin)"), "{out}");
 
     // A wrong password keeps nothing; the right one keeps the token for this server.
-    let (ok, _, err) = cli(&s, c, &["login", "-u", "ada", "--password-stdin"], "wrong-password\n").await;
+    let (ok, _, err) = cli(
+        &s,
+        c,
+        &["login", "-u", "ada", "--password-stdin"],
+        "wrong-password\n",
+    )
+    .await;
     assert!(!ok && err.contains("wrong"), "{err}");
     assert!(!c.join("tessera/credentials.json").exists());
-    let (ok, _, err) = cli(&s, c, &["login", "-u", "ada", "--password-stdin"], "ada-password-1\n").await;
+    let (ok, _, err) = cli(
+        &s,
+        c,
+        &["login", "-u", "ada", "--password-stdin"],
+        "ada-password-1\n",
+    )
+    .await;
     assert!(ok, "{err}");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(c.join("tessera/credentials.json")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(c.join("tessera/credentials.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     // The kept token comes before the data directory's.
     let (ok, out, _) = cli(&s, c, &["whoami"], "").await;
@@ -568,25 +626,116 @@ async fn the_cli_logs_in_keeps_the_token_privately_and_administers() {
     assert!(!ok && err.contains("instance administrators"), "{err}");
 
     // A personal access token, printed once, then kept with --with-token elsewhere.
-    let (ok, token, err) = cli(&s, c, &["admin", "token", "create", "laptop", "--read-only"], "").await;
+    let (ok, token, err) = cli(
+        &s,
+        c,
+        &["admin", "token", "create", "laptop", "--read-only"],
+        "",
+    )
+    .await;
     assert!(ok, "{err}");
     let token = token.trim().to_string();
     assert!(token.starts_with("tsr_pat_"), "{token}");
     let other = tempfile::tempdir().unwrap();
-    let (ok, _, err) = cli(&s, other.path(), &["login", "--with-token"], &format!("{token}\n")).await;
+    let (ok, _, err) = cli(
+        &s,
+        other.path(),
+        &["login", "--with-token"],
+        &format!("{token}\n"),
+    )
+    .await;
     assert!(ok, "{err}");
     let (ok, out, _) = cli(&s, other.path(), &["whoami"], "").await;
     assert!(ok && out.starts_with("ada (read-only token)"), "{out}");
     let (ok, out, err) = cli(&s, c, &["admin", "token", "list", "-o", "json"], "").await;
-    assert!(ok && out.contains("laptop") && !out.contains(&token), "{out}{err}");
+    assert!(
+        ok && out.contains("laptop") && !out.contains(&token),
+        "{out}{err}"
+    );
     let (ok, _, err) = cli(&s, c, &["admin", "token", "revoke", "laptop"], "").await;
     assert!(ok, "{err}");
     let (ok, _, err) = cli(&s, other.path(), &["whoami"], "").await;
     assert!(!ok && err.contains("not valid"), "{err}");
+
+    // The audit log through the CLI (ada is no instance admin).
+    let (ok, _, err) = cli(&s, c, &["admin", "audit"], "").await;
+    assert!(!ok && err.contains("instance administrators"), "{err}");
 
     // Logging out falls back to the data directory's token.
     let (ok, _, _) = cli(&s, c, &["logout"], "").await;
     assert!(ok);
     let (ok, out, _) = cli(&s, c, &["whoami"], "").await;
     assert!(ok && out.starts_with("admin"), "{out}");
+    let (ok, out, err) = cli(&s, c, &["admin", "audit", "--actor", "ada"], "").await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("/v1/auth/tokens/{name}") && out.contains("laptop"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changes_are_audited_for_instance_admins_to_read() {
+    let s = server().await;
+    let admin = Client {
+        s: &s,
+        token: s.token.clone(),
+    };
+    let ada = user_client(&s, &admin, "ada").await;
+    assert_eq!(login(&s, "ada", "not-her-password").await.0, 401);
+    let (_, task) = ada.create("audited", None).await;
+    let bob = user_client(&s, &admin, "bob").await;
+    assert_eq!(
+        bob.post(&format!("/v1/tasks/{task}/cancel"), &json!({}))
+            .await
+            .0,
+        404
+    );
+    // Reads are not recorded.
+    ada.get(&format!("/tasks/{task}")).await;
+
+    assert_eq!(bob.get("/v1/admin/audit").await.0, 403);
+    let (status, log) = admin.get("/v1/admin/audit?page_size=1000").await;
+    assert_eq!(status, 200, "{log}");
+    let entries: Vec<(String, String, String, String, u64)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_string(),
+                e["method"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+                e["object"].as_str().unwrap().to_string(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let has = |actor: &str, action: &str, object: &str, status: u64| {
+        entries
+            .iter()
+            .any(|e| e.0 == actor && e.2 == action && e.3 == object && e.4 == status)
+    };
+    assert!(has("admin", "/v1/admin/users", "ada", 201), "{entries:?}");
+    assert!(has("ada", "/v1/auth/token", "ada", 200), "{entries:?}");
+    assert!(has("ada", "/v1/auth/token", "ada", 401), "{entries:?}");
+    assert!(has("ada", "/ga4gh/tes/v1/tasks", &task, 200), "{entries:?}");
+    assert!(
+        has("bob", "/v1/tasks/{id}/cancel", &task, 404),
+        "{entries:?}"
+    );
+    assert!(entries.iter().all(|e| e.1 != "GET"), "{entries:?}");
+    // Newest first, paged, filtered by actor.
+    assert_eq!(entries[0].0, "bob");
+    let (_, first) = admin.get("/v1/admin/audit?page_size=2&actor=ada").await;
+    assert_eq!(first["entries"].as_array().unwrap().len(), 2);
+    let token = first["next_page_token"].as_str().unwrap();
+    let (_, rest) = admin
+        .get(&format!(
+            "/v1/admin/audit?page_size=10&actor=ada&page_token={token}"
+        ))
+        .await;
+    let rest = rest["entries"].as_array().unwrap();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert!(rest.iter().all(|e| e["actor"] == "ada"));
 }
