@@ -516,6 +516,9 @@ struct GroupView {
     role: Option<Role>,
     #[serde(skip_serializing_if = "Option::is_none")]
     members: Option<Vec<Member>>,
+    /// The group's limits (shown on a single group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota: Option<tessera_core::identity::Quota>,
 }
 
 #[derive(Serialize)]
@@ -542,6 +545,7 @@ pub async fn list_groups(
             name: g.name,
             personal_of: g.personal_of,
             members: None,
+            quota: None,
         })
         .collect();
     Ok(Json(serde_json::json!({ "groups": groups })).into_response())
@@ -577,6 +581,7 @@ pub async fn create_group(
                 personal_of: None,
                 role: None,
                 members: Some(Vec::new()),
+                quota: None,
             }),
         ),
         &object,
@@ -599,7 +604,16 @@ pub async fn show_group(
         .members(&name)
         .await
         .map_err(|e| Error::internal("reading the group's members failed", e))?;
+    let quota = state
+        .runner()
+        .quotas()
+        .await
+        .map_err(|e| Error::internal("reading the group's quota failed", e))?
+        .get(&name)
+        .copied()
+        .unwrap_or_default();
     Ok(Json(GroupView {
+        quota: Some(quota),
         role: caller.role_in(&name),
         name: group.name,
         personal_of: group.personal_of,
@@ -679,4 +693,35 @@ pub async fn remove_member(
         return Err(Error(tessera_core::ApiError::not_found("member", &user)));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /v1/groups/{name}/quota` (instance admins): the group's limits, replacing the
+/// ones it had; `{}` removes them.
+pub async fn set_quota(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Error> {
+    caller.check_sees(&name, "group", &name)?;
+    caller.check_instance_admin()?;
+    let quota: tessera_core::identity::Quota = json_body(&body)?;
+    if quota.max_ram_gb.is_some_and(|r| !r.is_finite() || r < 0.0) {
+        return Err(Error::new(
+            ErrorCode::InvalidParameter,
+            "max_ram_gb must be a non-negative number",
+        ));
+    }
+    let found = state
+        .runner()
+        .store()
+        .set_quota(&name, &quota)
+        .await
+        .map_err(|e| Error::internal("setting the quota failed", e))?;
+    if !found {
+        return Err(Error(tessera_core::ApiError::not_found("group", &name)));
+    }
+    state.runner().forget_quotas();
+    tracing::info!(group = %name, ?quota, by = %caller.username, "quota set");
+    Ok(Json(quota).into_response())
 }

@@ -192,6 +192,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/groups/{name}/members/{user}",
             axum::routing::put(identity::set_member).delete(identity::remove_member),
         )
+        .route(
+            "/v1/groups/{name}/quota",
+            axum::routing::put(identity::set_quota),
+        )
         .route("/v1/admin/audit", get(audit::list))
         .route_layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .route_layer(middleware::from_fn_with_state(

@@ -78,6 +78,7 @@ pub async fn create_task(
     })?;
     let task: Task = parse_json(&body)?;
     let group = submit_group(&caller, &task, &state.auth().config().group_tag)?;
+    check_queue_quota(&state, &group).await?;
     let validated = validate(task, &state.policy()).map_err(ApiError::invalid_task)?;
     let logs = if validated.warnings.is_empty() {
         Vec::new()
@@ -125,6 +126,35 @@ fn submit_group(caller: &Caller, task: &Task, tag: &str) -> Result<String, Error
     }
     caller.check_role(Role::Write, &group, "group", &group)?;
     Ok(group)
+}
+
+/// A group whose queue is full takes no more tasks (429). Counted only for groups with
+/// a queue limit; creates racing for the last places may pass it by as many as race.
+async fn check_queue_quota(state: &AppState, group: &str) -> Result<(), Error> {
+    let quotas = state
+        .runner()
+        .quotas()
+        .await
+        .map_err(|e| Error::internal("reading the group's quota failed", e))?;
+    let Some(max) = quotas.get(group).and_then(|q| q.max_queued) else {
+        return Ok(());
+    };
+    let queued = state
+        .runner()
+        .store()
+        .count_queued(group)
+        .await
+        .map_err(|e| Error::internal("counting the group's queue failed", e))?;
+    if queued >= i64::from(max) {
+        return Err(Error::new(
+            ErrorCode::QuotaExceeded,
+            format!(
+                "group {group} has {queued} tasks queued, its limit is {max}; submit again \
+                 when some have started"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     /// The caller may not do this (or the storage behind the server refused it).
     Forbidden,
     UnsupportedMediaType,
+    /// A group's quota refuses the request (e.g. its queue is full).
+    QuotaExceeded,
     Internal,
     Unavailable,
 }
@@ -46,6 +48,7 @@ impl ErrorCode {
             ErrorCode::LengthRequired => 411,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::QuotaExceeded => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }

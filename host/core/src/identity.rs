@@ -48,6 +48,85 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// A group's limits, set by instance admins; `None`: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Tasks waiting in the queue; a create beyond it is refused (429).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued: Option<u32>,
+    /// Tasks started and not yet ended; beyond it tasks wait in the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
+    /// CPU cores asked for by the started tasks together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpu_cores: Option<u32>,
+    /// Memory asked for by the started tasks together, in GB (the unit of TES
+    /// `ram_gb`, converted by [`crate::units`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ram_gb: Option<f64>,
+}
+
+/// What a group's started tasks hold now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub running: u32,
+    pub cpu_cores: u64,
+    pub ram_bytes: u64,
+}
+
+impl Usage {
+    /// The usage with one more task asking for `cpu_cores` and `ram_bytes`.
+    pub fn plus(self, cpu_cores: u32, ram_bytes: u64) -> Usage {
+        Usage {
+            running: self.running.saturating_add(1),
+            cpu_cores: self.cpu_cores.saturating_add(u64::from(cpu_cores)),
+            ram_bytes: self.ram_bytes.saturating_add(ram_bytes),
+        }
+    }
+}
+
+impl Quota {
+    /// Whether any limit applies to started tasks.
+    pub fn limits_running(&self) -> bool {
+        self.max_running.is_some() || self.max_cpu_cores.is_some() || self.max_ram_gb.is_some()
+    }
+
+    /// Why a task of `group` asking for `cpu_cores` and `ram_bytes` may not start while
+    /// the group holds `usage`; `None` when it may.
+    pub fn blocks_start(
+        &self,
+        group: &str,
+        usage: Usage,
+        cpu_cores: u32,
+        ram_bytes: u64,
+    ) -> Option<String> {
+        let after = usage.plus(cpu_cores, ram_bytes);
+        if let Some(max) = self.max_running.filter(|m| after.running > *m) {
+            return Some(format!(
+                "group {group} has reached its limit of {max} running tasks"
+            ));
+        }
+        if let Some(max) = self
+            .max_cpu_cores
+            .filter(|m| after.cpu_cores > u64::from(*m))
+        {
+            return Some(format!(
+                "group {group} would exceed its limit of {max} CPU cores in use"
+            ));
+        }
+        if let Some(max) = self
+            .max_ram_gb
+            .filter(|m| after.ram_bytes > crate::units::gb_to_bytes(*m))
+        {
+            return Some(format!(
+                "group {group} would exceed its limit of {max} GB of memory in use"
+            ));
+        }
+        None
+    }
+}
+
 /// Longest user, group or token name.
 pub const MAX_NAME_CHARS: usize = 64;
 
@@ -184,6 +263,41 @@ mod tests {
         p.read_only = true;
         assert_eq!(p.role_in("lab"), Some(Role::Read));
         assert!(!p.may(Role::Write, "lab"));
+    }
+
+    #[test]
+    fn a_quota_blocks_the_start_that_would_pass_a_limit() {
+        let q = Quota {
+            max_running: Some(2),
+            max_cpu_cores: Some(4),
+            max_ram_gb: Some(1.0),
+            ..Quota::default()
+        };
+        let gb = crate::units::gb_to_bytes(1.0);
+        assert!(q.limits_running() && !Quota::default().limits_running());
+        assert_eq!(q.blocks_start("lab", Usage::default(), 4, gb), None);
+        let one = Usage::default().plus(1, 0);
+        assert_eq!(q.blocks_start("lab", one, 3, gb), None);
+        assert!(
+            q.blocks_start("lab", one, 4, 0)
+                .unwrap()
+                .contains("4 CPU cores")
+        );
+        assert!(
+            q.blocks_start("lab", one, 0, gb + 1)
+                .unwrap()
+                .contains("1 GB")
+        );
+        let two = one.plus(0, 0);
+        assert!(
+            q.blocks_start("lab", two, 0, 0)
+                .unwrap()
+                .contains("2 running tasks")
+        );
+        assert_eq!(
+            Quota::default().blocks_start("lab", two, 99, u64::MAX / 2),
+            None
+        );
     }
 
     #[test]

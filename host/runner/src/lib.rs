@@ -11,6 +11,7 @@
 //! a task and resumes one after a crash, and no executor runs twice.
 
 mod drive;
+pub mod fair;
 pub mod metrics;
 pub mod spec;
 pub mod staging;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tessera_core::State;
+use tessera_core::identity::Quota;
 use tessera_core::routing::{self, Candidate, Free, Outcome, RouteError, Router, TargetSpec};
 use tessera_core::task::{NewTask, TaskRecord};
 use tessera_executor::{Executor, Isolation};
@@ -211,13 +213,24 @@ pub async fn route_round<'a>(
     round
 }
 
-/// Where a driven task runs and what it asked for.
-#[derive(Debug, Clone, Copy)]
+/// Where a driven task runs, its group and what it asked for.
+#[derive(Debug, Clone)]
 struct Placement {
     target: usize,
+    group: String,
     cpu_cores: u32,
     ram_bytes: u64,
 }
+
+/// The groups' quotas, by group.
+pub type Quotas = Arc<HashMap<String, Quota>>;
+
+/// How long the groups' quotas are cached (changes through this server apply at once).
+const QUOTA_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Most groups looked at in one dispatch round.
+const MAX_GROUPS_PER_ROUND: u32 = 256;
+/// Fewest tasks of each group looked at in one round.
+const MIN_PER_GROUP: u32 = 4;
 
 /// A queued task as the router sees it: its placement tags (the tags with routing keys),
 /// its group, and what it asks for.
@@ -275,6 +288,8 @@ struct Inner {
     placed: Mutex<HashMap<String, Placement>>,
     /// When routing last failed (retries wait a little so a broken router is not hammered).
     route_failed_at: Mutex<Option<std::time::Instant>>,
+    /// The groups' quotas, and when they were read.
+    quotas: Mutex<Option<(std::time::Instant, Quotas)>>,
     running: Mutex<HashMap<String, CancellationToken>>,
     status: RwLock<ExecutorStatus>,
     last_probe: Mutex<Option<std::time::Instant>>,
@@ -362,6 +377,7 @@ impl Runner {
             filers,
             placed: Mutex::new(HashMap::new()),
             route_failed_at: Mutex::new(None),
+            quotas: Mutex::new(None),
             cfg,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
@@ -862,6 +878,7 @@ impl Runner {
         let resources = task.spec.resources.clone().unwrap_or_default();
         let placement = Placement {
             target: t,
+            group: task.group.clone(),
             cpu_cores: resources.cpu_count(),
             ram_bytes: resources.ram_bytes(),
         };
@@ -902,7 +919,7 @@ impl Runner {
             // Look a little past the free slots, so a task that fits can pass one that
             // waits for a busy target.
             let limit = u32::try_from((total * 4).clamp(16, 1024)).unwrap_or(1024);
-            let queued = self.0.store.oldest_queued(limit).await?;
+            let queued = self.fair_queue(limit).await?;
             if queued.is_empty() {
                 return Ok(());
             }
@@ -911,6 +928,73 @@ impl Runner {
                 return Ok(());
             }
         }
+    }
+
+    /// The groups' quotas (cached for [`QUOTA_CACHE_TTL`]).
+    pub async fn quotas(&self) -> Result<Quotas, StoreError> {
+        if let Ok(q) = self.0.quotas.lock()
+            && let Some((at, q)) = q.as_ref()
+            && at.elapsed() < QUOTA_CACHE_TTL
+        {
+            return Ok(q.clone());
+        }
+        let fresh: Quotas = Arc::new(self.0.store.quotas().await?.into_iter().collect());
+        if let Ok(mut q) = self.0.quotas.lock() {
+            *q = Some((std::time::Instant::now(), fresh.clone()));
+        }
+        Ok(fresh)
+    }
+
+    /// Read the quotas again on next use (after a change), and look at the queue.
+    pub fn forget_quotas(&self) {
+        if let Ok(mut q) = self.0.quotas.lock() {
+            *q = None;
+        }
+        self.0.wake.notify_one();
+    }
+
+    /// Up to about `limit` queued tasks in the order they should start: one of each
+    /// group per round (see [`fair::interleave`]), without those their group's quota
+    /// holds back (they are told why).
+    async fn fair_queue(&self, limit: u32) -> Result<Vec<TaskRecord>, StoreError> {
+        let store = &self.0.store;
+        let groups = store.queued_groups(MAX_GROUPS_PER_ROUND).await?;
+        let per_group = match u32::try_from(groups.len()) {
+            Ok(0) => return Ok(Vec::new()),
+            Ok(1) => limit,
+            Ok(n) => (limit / n).max(MIN_PER_GROUP),
+            Err(_) => MIN_PER_GROUP,
+        };
+        let mut queues = Vec::with_capacity(groups.len());
+        for g in groups {
+            let q = store.oldest_queued_in(&g, per_group).await?;
+            queues.push((g, q));
+        }
+        let mut started: HashMap<String, u32> = HashMap::new();
+        if let Ok(placed) = self.0.placed.lock() {
+            for p in placed.values() {
+                *started.entry(p.group.clone()).or_default() += 1;
+            }
+        }
+        let ordered = fair::interleave(queues, &started);
+        let quotas = self.quotas().await?;
+        let mut limited: Vec<String> = ordered
+            .iter()
+            .filter(|t| quotas.get(&t.group).is_some_and(Quota::limits_running))
+            .map(|t| t.group.clone())
+            .collect();
+        if limited.is_empty() {
+            return Ok(ordered);
+        }
+        limited.sort();
+        limited.dedup();
+        // Counted across every server on the store.
+        let active = store.active_in(&limited).await?;
+        let (kept, held) = fair::apply_quotas(ordered, &quotas, fair::usage(&active));
+        for (task, reason) in &held {
+            self.wait_with_reason(task, reason).await;
+        }
+        Ok(kept)
     }
 
     /// What each target has free now (slots, and CPU/memory left in its budgets).

@@ -1385,6 +1385,7 @@ mod identity;
 mod lease;
 mod notify;
 mod plugins;
+mod quota;
 pub use audit::{AuditEntry, AuditRecord};
 pub use identity::{GroupRow, TokenRow, UserRow};
 pub use lease::{Adoption, Lease};

@@ -44,6 +44,7 @@ store_tests!(
     fields_at_the_validation_limits_are_stored,
     a_byte_budget_stops_the_read,
     tasks_belong_to_groups_and_lists_filter_by_them,
+    fair_dispatch_sees_each_groups_queue_and_active_tasks,
 );
 
 fn query(limit: u32) -> ListQuery {
@@ -1710,4 +1711,70 @@ async fn tasks_belong_to_groups_and_lists_filter_by_them(db: &Db) {
         .await
         .unwrap();
     assert_eq!(minimal.last().unwrap().group, "lab");
+}
+
+async fn fair_dispatch_sees_each_groups_queue_and_active_tasks(db: &Db) {
+    use tessera_core::identity::Quota;
+    let store = &db.store;
+    assert!(store.queued_groups(10).await.unwrap().is_empty());
+    let in_group = |group: &str, n: usize| -> Vec<NewTask> {
+        support::names(n)
+            .into_iter()
+            .map(|mut t| {
+                t.group = group.to_string();
+                t
+            })
+            .collect()
+    };
+    let a = insert(store, in_group("a", 5)).await;
+    let b = insert(store, in_group("b", 2)).await;
+    let c = insert(store, in_group("c", 1)).await;
+    drive_to(store, &c[0], State::Running).await;
+    drive_to(store, &a[0], State::Initializing).await;
+    drive_to(store, &a[1], State::Complete).await;
+    assert_eq!(store.queued_groups(10).await.unwrap(), ["a", "b"]);
+    assert_eq!(store.queued_groups(1).await.unwrap(), ["a"]);
+    let oldest: Vec<String> = store
+        .oldest_queued_in("a", 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(oldest, [a[2].clone(), a[3].clone()]);
+    assert_eq!(store.count_queued("a").await.unwrap(), 3);
+    assert_eq!(store.count_queued("b").await.unwrap(), 2);
+    let b_oldest = store.oldest_queued_in("b", 9).await.unwrap();
+    assert_eq!(
+        b_oldest.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        [&b[0], &b[1]]
+    );
+    assert_eq!(store.count_queued("zzz").await.unwrap(), 0);
+    let mut active: Vec<String> = store
+        .active_in(&["a".into(), "c".into(), "b".into()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    active.sort();
+    let mut want = vec![a[0].clone(), c[0].clone()];
+    want.sort();
+    assert_eq!(active, want);
+    assert!(store.active_in(&[]).await.unwrap().is_empty());
+
+    // Quotas live on groups.
+    store.create_group("a").await.unwrap();
+    store.create_group("b").await.unwrap();
+    let q = Quota {
+        max_queued: Some(10),
+        max_running: Some(2),
+        max_cpu_cores: None,
+        max_ram_gb: Some(1.5),
+    };
+    assert!(store.set_quota("a", &q).await.unwrap());
+    assert!(!store.set_quota("nope", &q).await.unwrap());
+    assert_eq!(store.quotas().await.unwrap(), [("a".to_string(), q)]);
+    assert!(store.set_quota("a", &Quota::default()).await.unwrap());
+    assert!(store.quotas().await.unwrap().is_empty());
 }

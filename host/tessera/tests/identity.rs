@@ -213,7 +213,7 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
             assert_eq!(status, 404, "{path}: {body}");
         }
     }
-    assert_eq!(bob.listed_ids().await, [bobs.clone()]);
+    assert_eq!(bob.listed_ids().await, std::slice::from_ref(&bobs));
     let (_, page) = bob.get("/tasks?name_prefix=ada&view=FULL").await;
     assert_eq!(page["tasks"], json!([]));
     // bob cannot submit into lab: for him it does not exist.
@@ -223,7 +223,7 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
     // carol reads lab's task, not ada's own; she may neither cancel it nor submit there.
     assert_eq!(carol.get(&format!("/tasks/{lab}?view=FULL")).await.0, 200);
     assert_eq!(carol.get(&format!("/tasks/{own}")).await.0, 404);
-    assert_eq!(carol.listed_ids().await, [lab.clone()]);
+    assert_eq!(carol.listed_ids().await, std::slice::from_ref(&lab));
     let (status, body) = carol
         .post(&format!("/tasks/{lab}:cancel"), &json!({}))
         .await;
@@ -738,4 +738,170 @@ async fn state_changes_are_audited_for_instance_admins_to_read() {
     let rest = rest["entries"].as_array().unwrap();
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert!(rest.iter().all(|e| e["actor"] == "ada"));
+}
+
+/// Each started task of `ids`: (seq of the event that started it, seq of the event that
+/// ended it, if it has).
+async fn started_spans(c: &Client<'_>, ids: &[String]) -> Vec<(String, i64, Option<i64>)> {
+    let mut out = Vec::new();
+    for id in ids {
+        let (_, st) = c.get(&format!("/v1/tasks/{id}")).await;
+        let events = st["events"].as_array().unwrap();
+        let seq_of = |pred: &dyn Fn(&str) -> bool| {
+            events
+                .iter()
+                .find(|e| pred(e["to_state"].as_str().unwrap()))
+                .map(|e| e["seq"].as_i64().unwrap())
+        };
+        if let Some(start) = seq_of(&|s| s == "INITIALIZING") {
+            let end = seq_of(&|s| {
+                matches!(
+                    s,
+                    "COMPLETE" | "EXECUTOR_ERROR" | "SYSTEM_ERROR" | "CANCELED"
+                )
+            });
+            out.push((id.clone(), start, end));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_bound_each_group_and_a_long_queue_does_not_hold_back_another_group() {
+    let s = Server::start(Options {
+        max_concurrent_tasks: 2,
+        ..Options::default()
+    })
+    .await;
+    let admin = Client {
+        s: &s,
+        token: s.token.clone(),
+    };
+    for g in ["a", "b"] {
+        assert_eq!(admin.post("/v1/groups", &json!({ "name": g })).await.0, 201);
+    }
+    // Group a queues 1,000 tasks.
+    let mut a_ids = Vec::new();
+    for chunk in 0..50 {
+        let names: Vec<String> = (0..20).map(|i| format!("a-{chunk}-{i}")).collect();
+        let creates = names.iter().map(|n| admin.create(n, Some("a")));
+        for (status, id) in futures_util::future::join_all(creates).await {
+            assert_eq!(status, 200);
+            a_ids.push(id);
+        }
+    }
+    // A queue limit refuses more (429), and only in its group.
+    let (status, quota) = admin
+        .put("/v1/groups/a/quota", &json!({"max_queued": 5}))
+        .await;
+    assert_eq!(status, 200, "{quota}");
+    let mut t = simple_task(&["true"]);
+    t["tags"] = json!({"tessera.group": "a"});
+    let (status, body) = admin.post("/tasks", &t).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("limit is 5"),
+        "{body}"
+    );
+    // Group b's first task starts next to a's long queue: between its submission and
+    // its start, at most one of a's tasks starts (one slot's turnover).
+    let (status, b_first) = admin.create("b-first", Some("b")).await;
+    assert_eq!(status, 200);
+    let (_, b_events) = admin.get(&format!("/v1/tasks/{b_first}")).await;
+    let b_queued = b_events["events"][0]["seq"].as_i64().unwrap();
+    let b_done = s.wait_done(&b_first).await;
+    assert_eq!(b_done["state"], "COMPLETE", "{b_done}");
+    let b_start = started_spans(&admin, std::slice::from_ref(&b_first)).await[0].1;
+    assert!(b_queued < b_start);
+    // Hold a's queue back entirely, then look at what ran.
+    admin
+        .put("/v1/groups/a/quota", &json!({"max_running": 0}))
+        .await;
+    let spans = started_spans(&admin, &a_ids).await;
+    let overtaking = spans
+        .iter()
+        .filter(|(_, start, _)| *start > b_queued && *start < b_start)
+        .count();
+    assert!(
+        overtaking <= 1,
+        "{overtaking} of a's tasks started while b's first waited (queued at event {b_queued}, started at {b_start})"
+    );
+    assert!(
+        spans.len() < 900,
+        "a's queue was not long: {} ran",
+        spans.len()
+    );
+
+    // A running limit: a's tasks run one at a time while b's run beside them.
+    admin
+        .put("/v1/groups/a/quota", &json!({"max_running": 1}))
+        .await;
+    let b_more: Vec<String> = {
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            ids.push(admin.create(&format!("b-{i}"), Some("b")).await.1);
+        }
+        ids
+    };
+    // Every event after this one came after the limit was set.
+    let limited_from = admin.get(&format!("/v1/tasks/{}", b_more[0])).await.1["events"][0]["seq"]
+        .as_i64()
+        .unwrap();
+    for id in &b_more {
+        assert_eq!(s.wait_done(id).await["state"], "COMPLETE");
+    }
+    // Let a's limited queue move a little, then stop it again.
+    let before = started_spans(&admin, &a_ids).await.len();
+    let mut waited = 0;
+    while started_spans(&admin, &a_ids).await.len() < before + 3 && waited < 600 {
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    admin
+        .put("/v1/groups/a/quota", &json!({"max_running": 0}))
+        .await;
+    // The tasks a started under the limit never overlapped.
+    let mut ended = Vec::new();
+    for (id, _, end) in started_spans(&admin, &a_ids).await {
+        if end.is_none() {
+            s.wait_done(&id).await;
+        }
+        ended.push(id);
+    }
+    let mut spans: Vec<(i64, i64)> = started_spans(&admin, &ended)
+        .await
+        .into_iter()
+        .filter(|(_, start, _)| *start > limited_from)
+        .map(|(id, start, end)| (start, end.unwrap_or_else(|| panic!("{id} still runs"))))
+        .collect();
+    spans.sort();
+    assert!(spans.len() >= 3, "{spans:?}");
+    for w in spans.windows(2) {
+        assert!(
+            w[0].1 < w[1].0,
+            "a's tasks overlapped under max_running 1: {spans:?}"
+        );
+    }
+    // The oldest of a's waiting tasks says why it waits.
+    let ended: std::collections::HashSet<&String> = ended.iter().collect();
+    let waiting = a_ids.iter().find(|id| !ended.contains(id)).unwrap();
+    let mut reason = String::new();
+    for _ in 0..100 {
+        reason = s.status(waiting).await["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if reason.contains("limit of 0 running tasks") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        reason.contains("group a has reached its limit of 0 running tasks"),
+        "{reason}"
+    );
 }

@@ -22,3 +22,6 @@ ALTER TABLE identity_groups ADD COLUMN max_queued BIGINT;
 ALTER TABLE identity_groups ADD COLUMN max_running BIGINT;
 ALTER TABLE identity_groups ADD COLUMN max_cpu_cores BIGINT;
 ALTER TABLE identity_groups ADD COLUMN max_ram_gb DOUBLE PRECISION;
+
+-- Fair dispatch: which groups have queued tasks (a skip scan), each group's oldest.
+CREATE INDEX tasks_state_group_seq ON tasks (state, group_name, seq);
