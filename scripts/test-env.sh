@@ -66,6 +66,17 @@ if ! "$venv/bin/python" -c 'import schemathesis' >/dev/null 2>&1; then
   "$venv/bin/pip" install -q "schemathesis==4.32.5" >&2
 fi
 
+# oidc-provider (an OpenID-certified provider, npm) for the OpenID tests: the tests start
+# scripts/oidc-provider.mjs with it on loopback ports of their own.
+oidc="${TESSERA_CACHE:-$HOME/.cache/tessera}/oidc"
+if ! [ -f "$oidc/node_modules/oidc-provider/package.json" ]; then
+  log "installing oidc-provider into $oidc"
+  mkdir -p "$oidc"
+  [ -f "$oidc/package.json" ] || echo '{"name":"tessera-oidc-test","private":true}' > "$oidc/package.json"
+  (cd "$oidc" && npm install --no-audit --no-fund --silent oidc-provider@8.8.1 >&2)
+fi
+echo "export TESSERA_TEST_OIDC_NODE_MODULES=$oidc/node_modules"
+
 echo "export TESSERA_TEST_POSTGRES_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres"
 echo "export TESSERA_REQUIRE_POSTGRES=1"
 echo "export TESSERA_TEST_PYTHON=$venv/bin/python"

@@ -51,6 +51,8 @@ pub struct AuthConfig {
     pub access_token_lifetime: Duration,
     /// The TES tag that names the group a task is submitted to.
     pub group_tag: String,
+    /// An external OpenID provider whose tokens are accepted too.
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 /// The caller of a request, put into the request's extensions by [`authenticate`].
@@ -145,6 +147,9 @@ pub struct Authenticator {
     users: Mutex<HashMap<String, CachedUser>>,
     pats: Mutex<HashMap<String, (tessera_store::TokenRow, Instant)>>,
     jwts: Mutex<HashMap<[u8; 32], AccessToken>>,
+    oidc: Option<crate::oidc::Oidc>,
+    /// Verified provider tokens (by digest): who they are, their groups checked.
+    oidc_tokens: Mutex<HashMap<[u8; 32], (tessera_auth::oidc::OidcIdentity, u64)>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -164,14 +169,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Authenticator {
-    pub fn new(store: Store, cfg: AuthConfig) -> Self {
-        Authenticator {
+    pub fn new(store: Store, cfg: AuthConfig) -> Result<Self, String> {
+        let oidc = cfg.oidc.clone().map(crate::oidc::Oidc::new).transpose()?;
+        Ok(Authenticator {
             store,
             cfg,
             users: Mutex::new(HashMap::new()),
             pats: Mutex::new(HashMap::new()),
             jwts: Mutex::new(HashMap::new()),
-        }
+            oidc,
+            oidc_tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The external OpenID provider, when one is configured.
+    pub fn oidc(&self) -> Option<&crate::oidc::Oidc> {
+        self.oidc.as_ref()
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -196,6 +209,11 @@ impl Authenticator {
     /// The principal behind a bearer token.
     pub async fn resolve(&self, token: &str) -> Result<Arc<Principal>, Error> {
         if token.bytes().filter(|b| *b == b'.').count() == 2 {
+            if let Some(oidc) = &self.oidc
+                && tessera_auth::oidc::peek_issuer(token).as_deref() == Some(oidc.issuer())
+            {
+                return self.resolve_oidc(oidc, token).await;
+            }
             return self.resolve_jwt(token).await;
         }
         let digest = pat::digest(token);
@@ -264,6 +282,116 @@ impl Authenticator {
             return Err(unauthorized("the access token was revoked; log in again"));
         }
         Ok(narrow(principal, claims.ro))
+    }
+
+    async fn resolve_oidc(
+        &self,
+        oidc: &crate::oidc::Oidc,
+        token: &str,
+    ) -> Result<Arc<Principal>, Error> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = unix_now();
+        // A token verified under the current key set: only the clock can have changed.
+        let cached = lock(&self.oidc_tokens)
+            .get(&key)
+            .filter(|(_, version)| *version == oidc.keys_version())
+            .map(|(id, _)| id.clone());
+        let id = match cached {
+            Some(id) if id.exp.saturating_add(tessera_auth::LEEWAY.as_secs()) >= now => id,
+            Some(_) => {
+                return Err(unauthorized(
+                    "the access token has expired; get a new one from your OpenID provider",
+                ));
+            }
+            None => {
+                let (mut id, version) = oidc.verify(token, now).await?;
+                self.provision(&mut id).await?;
+                let mut tokens = lock(&self.oidc_tokens);
+                if tokens.len() >= MAX_CACHED_JWTS {
+                    tokens.clear();
+                }
+                tokens.insert(key, (id.clone(), version));
+                id
+            }
+        };
+        let (base, _) = self
+            .user(&id.username)
+            .await?
+            .ok_or_else(|| unauthorized("the bearer token is not valid"))?;
+        // What the provider says adds to what is stored (roles given in Tessera stay).
+        let mut p = (*base).clone();
+        p.instance_admin |= id.instance_admin;
+        for (group, role) in &id.roles {
+            let r = p.roles.entry(group.clone()).or_insert(*role);
+            *r = (*r).max(*role);
+        }
+        Ok(Arc::new(p))
+    }
+
+    /// A provider's user seen for the first time becomes a Tessera user (no password);
+    /// the shared groups its claims name are made when missing. A claim naming another
+    /// user's personal group is dropped: a provider grants shared groups only.
+    async fn provision(&self, id: &mut tessera_auth::oidc::OidcIdentity) -> Result<(), Error> {
+        let internal = |e| Error::internal("provisioning the OpenID user failed", e);
+        if self
+            .store
+            .user(&id.username)
+            .await
+            .map_err(internal)?
+            .is_none()
+        {
+            match self.store.create_user(&id.username, None, false).await {
+                Ok(()) => {
+                    tracing::info!(user = %id.username, issuer = ?self.oidc.as_ref().map(|o| o.issuer()), "provisioned a user from the OpenID provider");
+                }
+                // Made meanwhile by another request: fine. Taken by a group: refused.
+                Err(tessera_store::StoreError::Conflict(_)) => {
+                    if self
+                        .store
+                        .user(&id.username)
+                        .await
+                        .map_err(internal)?
+                        .is_none()
+                    {
+                        return Err(unauthorized(
+                            "the token's username is the name of a group here; ask an admin",
+                        ));
+                    }
+                }
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        let mut keep = std::collections::BTreeMap::new();
+        for (group, role) in std::mem::take(&mut id.roles) {
+            match self.store.group(&group).await.map_err(internal)? {
+                Some(g) if g.personal_of.is_some() => {
+                    tracing::warn!(user = %id.username, %group, "an OpenID claim names a personal group; ignored");
+                    continue;
+                }
+                Some(_) => {}
+                None => match self.store.create_group(&group).await {
+                    Ok(()) => {
+                        tracing::info!(%group, "provisioned a group from the OpenID provider")
+                    }
+                    Err(tessera_store::StoreError::Conflict(_)) => {
+                        // A user of that name, or made meanwhile: only a shared group counts.
+                        if self
+                            .store
+                            .group(&group)
+                            .await
+                            .map_err(internal)?
+                            .is_none_or(|g| g.personal_of.is_some())
+                        {
+                            continue;
+                        }
+                    }
+                    Err(e) => return Err(internal(e)),
+                },
+            }
+            keep.insert(group, role);
+        }
+        id.roles = keep;
+        Ok(())
     }
 
     /// A user's principal and token generation, cached; `None` for an unknown user.

@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tessera_core::{ApiError, ErrorCode};
 
+#[derive(Debug)]
 pub struct Error(pub ApiError);
 
 impl From<ApiError> for Error {

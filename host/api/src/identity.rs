@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tessera_auth::{password, pat};
 use tessera_core::ErrorCode;
 use tessera_core::identity::{Role, check_name};
@@ -724,4 +725,19 @@ pub async fn set_quota(
     state.runner().forget_quotas();
     tracing::info!(group = %name, ?quota, by = %caller.username, "quota set");
     Ok(Json(quota).into_response())
+}
+
+/// `GET /v1/auth/providers` (no token needed): how to get a token here, for clients
+/// such as `tessera login`.
+pub async fn providers(State(state): State<AppState>) -> Json<Value> {
+    let oidc = state.auth().oidc().map(|o| {
+        serde_json::json!({
+            "issuer": o.issuer(),
+            "audience": o.audience(),
+        })
+    });
+    Json(serde_json::json!({
+        "password": true,
+        "oidc": oidc,
+    }))
 }

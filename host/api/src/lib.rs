@@ -16,6 +16,7 @@ mod data;
 mod error;
 mod identity;
 mod metrics;
+pub mod oidc;
 mod plugins;
 mod tes;
 
@@ -65,17 +66,17 @@ impl AppState {
         cfg: ApiConfig,
         registry: Registry,
         objects: Arc<dyn tessera_objstore::ObjectStore>,
-    ) -> Self {
-        let auth = auth::Authenticator::new(runner.store().clone(), cfg.auth.clone());
+    ) -> Result<Self, String> {
+        let auth = auth::Authenticator::new(runner.store().clone(), cfg.auth.clone())?;
         let audit = audit::Auditor::start(runner.store().clone(), cfg.audit_retention);
-        AppState(Arc::new(Inner {
+        Ok(AppState(Arc::new(Inner {
             auth,
             audit,
             runner,
             cfg,
             registry,
             objects,
-        }))
+        })))
     }
 
     fn objects(&self) -> &data::Objects {
@@ -205,6 +206,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .route("/v1/auth/token", post(identity::login))
+        .route("/v1/auth/providers", get(identity::providers))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))

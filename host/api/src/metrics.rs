@@ -246,7 +246,7 @@ mod tests {
         }]);
         // The group's name is not shown; a digest of it is.
         assert!(!text.contains("a\\\"b"), "{text}");
-        let l = r#"world="router",scope="group-0cd6f9d2",plugin="router-default",version="0.1.0""#;
+        let l = r#"world="router",scope="group-39a01277",plugin="router-default",version="0.1.0""#;
         assert!(
             text.contains(&format!("tessera_plugin_calls_total{{{l}}} 10\n")),
             "{text}"

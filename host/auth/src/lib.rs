@@ -7,7 +7,9 @@
 //! * [`AccessToken`]: JWTs the host issues and verifies, EdDSA only: a token that names
 //!   any other algorithm (`none`, HMAC, RSA) is refused before its signature is looked at.
 //! * [`pat`]: personal access tokens: random, shown once, stored as their SHA-256.
+//! * [`oidc`]: tokens from an external OpenID provider, checked against its keys.
 
+pub mod oidc;
 pub mod password;
 pub mod pat;
 

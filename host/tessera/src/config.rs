@@ -160,6 +160,53 @@ pub struct ServeArgs {
     /// Days audit log entries are kept [default: 90]
     #[arg(long, env = "TESSERA_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u32>,
+    #[command(flatten)]
+    pub oidc: OidcArgs,
+}
+
+/// An external OpenID provider whose access tokens the server accepts (`[oidc]` in the
+/// config file).
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcArgs {
+    /// The provider's issuer URL (https://, or http:// on loopback); discovery starts
+    /// at <issuer>/.well-known/openid-configuration [default: no provider]
+    #[arg(long = "oidc-issuer", env = "TESSERA_OIDC_ISSUER")]
+    pub issuer: Option<String>,
+    /// The audience (`aud`) tokens must name [required with --oidc-issuer]
+    #[arg(long = "oidc-audience", env = "TESSERA_OIDC_AUDIENCE")]
+    pub audience: Option<String>,
+    /// The claim holding the username [default: preferred_username]
+    #[arg(long = "oidc-username-claim", env = "TESSERA_OIDC_USERNAME_CLAIM")]
+    pub username_claim: Option<String>,
+    /// The claim holding roles: GROUP:ROLE, or the admin role [default: realm_access.roles]
+    #[arg(long = "oidc-roles-claim", env = "TESSERA_OIDC_ROLES_CLAIM")]
+    pub roles_claim: Option<String>,
+    /// The claim holding group names [default: groups]
+    #[arg(long = "oidc-groups-claim", env = "TESSERA_OIDC_GROUPS_CLAIM")]
+    pub groups_claim: Option<String>,
+    /// The role a group in the groups claim gives [default: read]
+    #[arg(long = "oidc-group-role", env = "TESSERA_OIDC_GROUP_ROLE")]
+    pub group_role: Option<String>,
+    /// The role (in the roles claim) that makes an instance admin [default: tessera-admin]
+    #[arg(long = "oidc-admin-role", env = "TESSERA_OIDC_ADMIN_ROLE")]
+    pub admin_role: Option<String>,
+    /// Seconds the provider's keys are used before they are fetched again [default: 300]
+    #[arg(
+        long = "oidc-jwks-refresh-secs",
+        env = "TESSERA_OIDC_JWKS_REFRESH_SECS"
+    )]
+    pub jwks_refresh_secs: Option<u64>,
+    /// Fewest seconds between fetches caused by a token with an unknown key id
+    /// [default: 30]
+    #[arg(
+        long = "oidc-refetch-interval-secs",
+        env = "TESSERA_OIDC_REFETCH_INTERVAL_SECS"
+    )]
+    pub refetch_interval_secs: Option<u64>,
+    /// PEM file of CA certificates to trust for the provider besides the Mozilla roots
+    #[arg(long = "oidc-ca-file", env = "TESSERA_OIDC_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A place tasks can run (`[[targets]]` in the config file).
@@ -233,6 +280,7 @@ pub struct FileConfig {
     pub access_token_lifetime_secs: Option<u64>,
     pub group_tag: Option<String>,
     pub audit_retention_days: Option<u32>,
+    pub oidc: Option<OidcArgs>,
 }
 
 /// The S3-compatible store behind `s3://` URLs and the data API (`[s3]`); without it,
@@ -305,6 +353,8 @@ pub struct Config {
     pub group_tag: String,
     /// How long audit entries are kept.
     pub audit_retention: std::time::Duration,
+    /// The external OpenID provider, when configured.
+    pub oidc: Option<tessera_api::oidc::OidcConfig>,
 }
 
 impl Config {
@@ -594,6 +644,7 @@ impl Config {
             Some(0) => return Err("audit_retention_days must be at least 1".into()),
             Some(d) => std::time::Duration::from_secs(u64::from(d) * 24 * 3600),
         };
+        let oidc = oidc_config(args.oidc, file.oidc.unwrap_or_default())?;
         let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
         // Without authentication anyone who reaches the port runs containers as the
         // server: only on this machine's own loopback.
@@ -605,6 +656,7 @@ impl Config {
             ));
         }
         Ok(Config {
+            oidc,
             audit_retention,
             signing_key,
             access_token_lifetime,
@@ -666,6 +718,58 @@ impl Config {
             log_json,
         })
     }
+}
+
+/// The OpenID provider from the arguments over the file; `None` without an issuer.
+fn oidc_config(
+    args: OidcArgs,
+    file: OidcArgs,
+) -> Result<Option<tessera_api::oidc::OidcConfig>, String> {
+    let Some(issuer) = args.issuer.or(file.issuer) else {
+        return Ok(None);
+    };
+    tessera_api::oidc::check_issuer(&issuer)?;
+    let audience = args
+        .audience
+        .or(file.audience)
+        .ok_or("--oidc-audience (audience in [oidc]) is required with an issuer: the `aud` its tokens must name")?;
+    let mut settings = tessera_auth::oidc::OidcSettings::keycloak(&issuer, &audience);
+    if let Some(c) = args.username_claim.or(file.username_claim) {
+        settings.username_claim = c;
+    }
+    if let Some(c) = args.roles_claim.or(file.roles_claim) {
+        settings.roles_claim = c;
+    }
+    if let Some(c) = args.groups_claim.or(file.groups_claim) {
+        settings.groups_claim = c;
+    }
+    if let Some(r) = args.group_role.or(file.group_role) {
+        settings.group_role = r.parse().map_err(|e| format!("--oidc-group-role: {e}"))?;
+    }
+    if let Some(r) = args.admin_role.or(file.admin_role) {
+        settings.admin_role = r;
+    }
+    let extra_roots_pem = match args.ca_file.or(file.ca_file) {
+        Some(path) => Some(
+            std::fs::read(&path).map_err(|e| format!("--oidc-ca-file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(Some(tessera_api::oidc::OidcConfig {
+        settings,
+        jwks_ttl: std::time::Duration::from_secs(
+            args.jwks_refresh_secs
+                .or(file.jwks_refresh_secs)
+                .unwrap_or(300)
+                .max(1),
+        ),
+        refetch_interval: std::time::Duration::from_secs(
+            args.refetch_interval_secs
+                .or(file.refetch_interval_secs)
+                .unwrap_or(30),
+        ),
+        extra_roots_pem,
+    }))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {

@@ -21,6 +21,10 @@ pub struct LoginArgs {
     /// Keep a token you already have (a personal access token), read from stdin
     #[arg(long, conflicts_with_all = ["username", "password_stdin"])]
     with_token: bool,
+    /// Get a token from the server's OpenID provider with the client-credentials grant
+    /// as this client (its secret read from stdin)
+    #[arg(long, conflicts_with_all = ["username", "password_stdin", "with_token"])]
+    oidc_client_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -185,6 +189,8 @@ async fn login_inner(args: LoginArgs) -> Result<(), String> {
     let server = client.base().to_string();
     let (token, expires_at) = if args.with_token {
         (stdin_line()?.trim().to_string(), None)
+    } else if let Some(client_id) = &args.oidc_client_id {
+        oidc_client_credentials(&client, client_id, &stdin_line()?).await?
     } else {
         let username = match args.username {
             Some(u) => u,
@@ -206,13 +212,10 @@ async fn login_inner(args: LoginArgs) -> Result<(), String> {
                 ),
             )
             .await?;
-        let token = s(&answer["access_token"]);
-        let expires = answer["expires_in"].as_i64().map(|secs| {
-            tessera_core::time_fmt::format_rfc3339(
-                time::OffsetDateTime::now_utc() + time::Duration::seconds(secs),
-            )
-        });
-        (token, expires)
+        (
+            s(&answer["access_token"]),
+            expiry_in(answer["expires_in"].as_i64()),
+        )
     };
     if token.is_empty() {
         return Err("no token".into());
@@ -239,6 +242,69 @@ async fn login_inner(args: LoginArgs) -> Result<(), String> {
         path.display()
     );
     Ok(())
+}
+
+fn expiry_in(secs: Option<i64>) -> Option<String> {
+    secs.map(|s| {
+        tessera_core::time_fmt::format_rfc3339(
+            time::OffsetDateTime::now_utc() + time::Duration::seconds(s),
+        )
+    })
+}
+
+/// A token from the server's OpenID provider (client-credentials grant): the provider
+/// the server names, its token endpoint from its discovery document.
+async fn oidc_client_credentials(
+    client: &Client,
+    client_id: &str,
+    secret: &str,
+) -> Result<(String, Option<String>), String> {
+    let providers = client
+        .call(reqwest::Method::GET, "/v1/auth/providers", &[], None)
+        .await?;
+    let issuer = providers["oidc"]["issuer"]
+        .as_str()
+        .ok_or("this server accepts no OpenID provider's tokens")?
+        .trim_end_matches('/')
+        .to_string();
+    let http = reqwest::Client::new();
+    let discovery = format!("{issuer}/.well-known/openid-configuration");
+    let doc: Value = http
+        .get(&discovery)
+        .send()
+        .await
+        .map_err(|e| format!("{discovery}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{discovery}: {e}"))?;
+    let endpoint = doc["token_endpoint"]
+        .as_str()
+        .ok_or_else(|| format!("{discovery} names no token_endpoint"))?;
+    let resp = http
+        .post(endpoint)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(format!(
+            "the OpenID provider refused ({status}): {}",
+            body["error_description"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or("no reason given")
+        ));
+    }
+    let token = body["access_token"]
+        .as_str()
+        .ok_or("the OpenID provider answered without an access_token")?;
+    Ok((token.to_string(), expiry_in(body["expires_in"].as_i64())))
 }
 
 pub async fn logout(args: SessionArgs) -> ExitCode {

@@ -284,6 +284,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
                 signing_key: std::sync::Arc::new(signing_key),
                 access_token_lifetime: cfg.access_token_lifetime,
                 group_tag: cfg.group_tag.clone(),
+                oidc: cfg.oidc.clone(),
             },
             audit_retention: cfg.audit_retention,
             max_body_bytes: cfg.max_body_bytes,
@@ -291,7 +292,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         },
         registry,
         objects,
-    );
+    )?;
     let app = tessera_api::router(state.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
