@@ -506,21 +506,6 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
 }
 
-/// In front of routes for instance admins only (after [`authenticate`]).
-pub async fn instance_admins_only(req: Request, next: Next) -> Response {
-    let allowed = req
-        .extensions()
-        .get::<Caller>()
-        .map(Caller::check_instance_admin);
-    match allowed {
-        Some(Ok(())) => next.run(req).await,
-        Some(Err(e)) => e.into_response(),
-        None => {
-            Error::new(ErrorCode::Internal, "the request was not authenticated").into_response()
-        }
-    }
-}
-
 /// What [`bootstrap`] registers: a personal access token of the instance admin that
 /// already exists as text (the `api-token` file, or `--auth-token`).
 pub struct BootstrapToken<'a> {

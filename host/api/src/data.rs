@@ -15,16 +15,20 @@
 //!
 //! Buckets and keys follow `tessera_core::objects` (no `..`, no absolute keys): 400
 //! `invalid_parameter` otherwise.
+//!
+//! A bucket belongs to the group of its name (`tessera_core::identity::bucket_group`):
+//! members read it, writers put and delete, and for everyone else it does not exist
+//! (404, left out of the list). Instance admins use every bucket.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tessera_core::ErrorCode;
@@ -32,7 +36,14 @@ use tessera_core::objects::{check_bucket, check_key, check_prefix};
 use tessera_objstore::{MAX_LIST, ObjectError, ObjectInfo, ObjectStore};
 use tokio::sync::mpsc;
 
+use crate::auth::Caller;
 use crate::{AppState, Error};
+use tessera_core::identity::{Role, bucket_group};
+
+/// The bucket exists for the caller and it may do what `needed` allows there.
+fn check_bucket_role(caller: &Caller, bucket: &str, needed: Role) -> Result<(), Error> {
+    caller.check_role(needed, bucket_group(bucket), "bucket", bucket)
+}
 
 /// How long one data request may take (a large object over a slow link).
 const DEADLINE: Duration = Duration::from_secs(24 * 3600);
@@ -86,8 +97,12 @@ pub struct BucketList {
     pub buckets: Vec<String>,
 }
 
-pub async fn buckets(State(state): State<AppState>) -> Result<Json<BucketList>, Error> {
-    let buckets = blocking(&state, "the store".into(), |s| s.buckets(deadline())).await?;
+pub async fn buckets(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<BucketList>, Error> {
+    let mut buckets = blocking(&state, "the store".into(), |s| s.buckets(deadline())).await?;
+    buckets.retain(|b| caller.sees(bucket_group(b)));
     Ok(Json(BucketList { buckets }))
 }
 
@@ -137,10 +152,12 @@ pub struct ObjectList {
 
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(bucket): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ObjectList>, Error> {
     check_bucket(&bucket).map_err(bad)?;
+    check_bucket_role(&caller, &bucket, Role::Read)?;
     let (mut prefix, mut start_after, mut limit) = (String::new(), None::<String>, MAX_LIST);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| bad(format!("could not parse the query string: {e}")))?;
@@ -190,11 +207,13 @@ enum Part {
 
 pub async fn put(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
     let what = checked(&bucket, &key)?;
+    check_bucket_role(&caller, &bucket, Role::Write)?;
     let size: u64 = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -284,18 +303,22 @@ fn object_headers(info: &ObjectInfo) -> HeaderMap {
 
 pub async fn head(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Response, Error> {
     let what = checked(&bucket, &key)?;
+    check_bucket_role(&caller, &bucket, Role::Read)?;
     let info = blocking(&state, what, move |s| s.head(&bucket, &key, deadline())).await?;
     Ok((StatusCode::OK, object_headers(&info)).into_response())
 }
 
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Response, Error> {
     let what = checked(&bucket, &key)?;
+    check_bucket_role(&caller, &bucket, Role::Read)?;
     let object = blocking(&state, what.clone(), move |s| {
         s.get(&bucket, &key, deadline())
     })
@@ -338,9 +361,11 @@ fn pump(mut reader: Box<dyn Read + Send>, tx: &mpsc::Sender<std::io::Result<Byte
 
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<StatusCode, Error> {
     let what = checked(&bucket, &key)?;
+    check_bucket_role(&caller, &bucket, Role::Write)?;
     let log = what.clone();
     blocking(&state, what, move |s| s.delete(&bucket, &key, deadline())).await?;
     tracing::info!(object = %log, "object deleted");

@@ -79,6 +79,7 @@ pub async fn create_task(
     let task: Task = parse_json(&body)?;
     let group = submit_group(&caller, &task, &state.auth().config().group_tag)?;
     check_queue_quota(&state, &group).await?;
+    check_storage(&caller, &task)?;
     let validated = validate(task, &state.policy()).map_err(ApiError::invalid_task)?;
     let logs = if validated.warnings.is_empty() {
         Vec::new()
@@ -126,6 +127,43 @@ fn submit_group(caller: &Caller, task: &Task, tag: &str) -> Result<String, Error
     }
     caller.check_role(Role::Write, &group, "group", &group)?;
     Ok(group)
+}
+
+/// Every input and output URL is one the caller may use (see
+/// `identity::check_storage_url`); otherwise 403 naming each.
+fn check_storage(caller: &Caller, task: &Task) -> Result<(), Error> {
+    let mut refused = Vec::new();
+    for (i, input) in task.inputs.iter().flatten().enumerate() {
+        if let Some(url) = &input.url
+            && let Err(m) = tessera_core::identity::check_storage_url(caller, url, false)
+        {
+            refused.push(tessera_core::error::FieldError {
+                field: format!("inputs[{i}].url"),
+                message: m,
+            });
+        }
+    }
+    for (i, output) in task.outputs.iter().flatten().enumerate() {
+        if let Err(m) = tessera_core::identity::check_storage_url(caller, &output.url, true) {
+            refused.push(tessera_core::error::FieldError {
+                field: format!("outputs[{i}].url"),
+                message: m,
+            });
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let mut err = ApiError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "{} of the task's URLs may not be used by you: {}",
+            refused.len(),
+            refused[0].message
+        ),
+    );
+    err.details = refused;
+    Err(Error(err))
 }
 
 /// A group whose queue is full takes no more tasks (429). Counted only for groups with

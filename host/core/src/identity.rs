@@ -127,6 +127,43 @@ impl Quota {
     }
 }
 
+/// The group a bucket of the object store belongs to: the group of the same name (one
+/// bucket per group, named after it). Instance admins use every bucket.
+pub fn bucket_group(bucket: &str) -> &str {
+    bucket
+}
+
+/// Whether `p` may have a task read (`writes` false) or write `url`. The server's
+/// allowed directories belong to no group, so `file://` is for instance admins; an
+/// `s3://` bucket needs Read (inputs) or Write (outputs) in its group; other schemes
+/// (http, https, plugin filers with their own grants) are not owned by groups.
+pub fn check_storage_url(p: &Principal, url: &str, writes: bool) -> Result<(), String> {
+    if p.is_instance_admin() {
+        return Ok(());
+    }
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    if scheme.eq_ignore_ascii_case("file") || url.starts_with('/') {
+        return Err(format!(
+            "{url}: file:// URLs are for instance administrators' tasks (the server's \
+             directories belong to no group); use s3://{}/… instead",
+            p.default_group
+        ));
+    }
+    if scheme.eq_ignore_ascii_case("s3") {
+        let bucket = url[5..].split('/').next().unwrap_or_default();
+        let needed = if writes { Role::Write } else { Role::Read };
+        if !p.may(needed, bucket_group(bucket)) {
+            return Err(format!(
+                "{url}: bucket {bucket:?} belongs to group {bucket:?}, where you need the {} \
+                 role; your own bucket is s3://{}/",
+                needed.as_str(),
+                p.default_group
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Longest user, group or token name.
 pub const MAX_NAME_CHARS: usize = 64;
 
@@ -298,6 +335,33 @@ mod tests {
             Quota::default().blocks_start("lab", two, 99, u64::MAX / 2),
             None
         );
+    }
+
+    #[test]
+    fn storage_is_the_groups_and_the_servers_directories_are_the_admins() {
+        let p = member(&[("lab", Role::Read), ("ada", Role::Admin)]);
+        assert_eq!(check_storage_url(&p, "s3://ada/in/x", false), Ok(()));
+        assert_eq!(check_storage_url(&p, "s3://ada/out/", true), Ok(()));
+        assert_eq!(check_storage_url(&p, "s3://lab/in", false), Ok(()));
+        assert!(
+            check_storage_url(&p, "s3://lab/out", true)
+                .unwrap_err()
+                .contains("write")
+        );
+        assert!(check_storage_url(&p, "S3://other/x", false).is_err());
+        assert!(check_storage_url(&p, "file:///srv/data/x", false).is_err());
+        assert!(check_storage_url(&p, "/srv/data/x", false).is_err());
+        assert_eq!(
+            check_storage_url(&p, "https://example.org/x", false),
+            Ok(())
+        );
+        let mut admin = member(&[]);
+        admin.instance_admin = true;
+        assert_eq!(
+            check_storage_url(&admin, "file:///srv/data/x", true),
+            Ok(())
+        );
+        assert_eq!(check_storage_url(&admin, "s3://other/x", true), Ok(()));
     }
 
     #[test]

@@ -258,7 +258,6 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
         (Method::GET, "/v1/admin/users/ada"),
         (Method::DELETE, "/v1/admin/users/ada"),
         (Method::POST, "/v1/admin/users/ada/revoke-tokens"),
-        (Method::GET, "/v1/data"),
     ] {
         let (status, body) = bob.call(method, path, None).await;
         assert_eq!(status, 403, "{path}: {body}");
