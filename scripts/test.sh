@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Reuse a build cache outside the clone when there is one (CI and repeated runs).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
+# Incremental data only grows in a cache every run reuses (tens of GB after a while),
+# and a run from a fresh clone gains little from it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 eval "$(bash scripts/test-env.sh)"
 
 cargo fmt --all -- --check
