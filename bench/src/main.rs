@@ -1,7 +1,7 @@
 //! `tessera-bench`: measures Tessera against baselines taken in the same run and prints
 //! figures and ratios. Not a test: nothing here passes or fails on timing.
 //!
-//!   cargo run --release -p tessera-bench -- [--only store|create|read|docker|dispatch] [--tessera PATH]
+//!   cargo run --release -p tessera-bench -- [--only store|create|auth|read|docker|dispatch] [--tessera PATH]
 //!
 //! The dispatch part loads builtin-plugins/dist/router-default.wasm (`bash builtin-plugins/build.sh`).
 
@@ -18,7 +18,7 @@ use tessera_store::{ListQuery, Store};
 
 #[derive(Parser)]
 struct Args {
-    /// Run one part only: store, create, read, docker or dispatch
+    /// Run one part only: store, create, auth, read, docker or dispatch
     #[arg(long)]
     only: Option<String>,
     /// The tessera binary [default: next to this benchmark]
@@ -63,6 +63,11 @@ impl Drop for Server {
 }
 
 async fn start_server(bin: &Path, data_dir: &Path, extra: &[&str]) -> Server {
+    start_server_with(bin, data_dir, &[&["--no-auth"], extra].concat()).await
+}
+
+/// A server with exactly `extra` besides its address and data directory.
+async fn start_server_with(bin: &Path, data_dir: &Path, extra: &[&str]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -70,7 +75,6 @@ async fn start_server(bin: &Path, data_dir: &Path, extra: &[&str]) -> Server {
     let child = Command::new(bin)
         .args([
             "serve",
-            "--no-auth",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",
@@ -512,6 +516,9 @@ async fn main() {
     if only.is_none() || only == Some("create") {
         bench_create(&args).await;
     }
+    if only.is_none() || only == Some("auth") {
+        bench_auth(&args).await;
+    }
     if only.is_none() || only == Some("read") {
         bench_read(&args).await;
     }
@@ -675,4 +682,245 @@ async fn bench_dispatch() {
         times[25].as_secs_f64() * 1e3,
         times[49].as_secs_f64() * 1e3
     );
+}
+
+/// An OpenID issuer on loopback for the auth benchmark: discovery and a JWKS with one
+/// Ed25519 key; tokens are signed here with it.
+struct BenchIssuer {
+    url: String,
+    key: jsonwebtoken::EncodingKey,
+}
+
+async fn bench_issuer() -> BenchIssuer {
+    use base64::Engine;
+    use ring::signature::KeyPair;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}).to_string();
+    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "bench", "alg": "EdDSA"}]})
+        .to_string();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let (discovery, jwks) = (discovery.clone(), jwks.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let body = if head.starts_with("GET /.well-known/openid-configuration") {
+                    discovery
+                } else {
+                    jwks
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    BenchIssuer {
+        url,
+        key: jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+    }
+}
+
+impl BenchIssuer {
+    fn token(&self, user: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some("bench".into());
+        let claims = json!({
+            "iss": self.url, "aud": "urn:tessera:bench", "sub": user, "iat": now,
+            "exp": now + 3600, "preferred_username": user,
+            "realm_access": {"roles": ["tessera-admin"]},
+        });
+        jsonwebtoken::encode(&header, &claims, &self.key).expect("sign")
+    }
+}
+
+/// What authentication costs: each kind of token verified in process (cold: the
+/// signature checked), then per request through the server (warm: the verified token
+/// cached) against the same server with authentication off, then creates with a token.
+async fn bench_auth(args: &Args) {
+    println!("\n## 2. Authentication: token verification and creates with auth on\n");
+    // In process: verifying a token from scratch.
+    let key = tessera_auth::SigningKey::generate().expect("key");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let host_token = tessera_auth::AccessToken::new("ada", 0, false, now, Duration::from_secs(3600))
+        .sign(&key)
+        .expect("sign");
+    const N: u32 = 5_000;
+    let t = Instant::now();
+    for _ in 0..N {
+        tessera_auth::AccessToken::verify(&host_token, &key, now).expect("verify");
+    }
+    let host_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(N);
+    let (pat, _) = tessera_auth::pat::generate();
+    let t = Instant::now();
+    for _ in 0..N {
+        std::hint::black_box(tessera_auth::pat::digest(&pat));
+    }
+    let pat_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(N);
+    let issuer = bench_issuer().await;
+    let oidc_token = issuer.token("oidc-bench");
+    let jwks = tessera_auth::oidc::parse_jwks(
+        &reqwest::get(format!("{}/jwks", issuer.url))
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("jwks"),
+    );
+    let settings = tessera_auth::oidc::OidcSettings::keycloak(&issuer.url, "urn:tessera:bench");
+    let t = Instant::now();
+    for _ in 0..N {
+        tessera_auth::oidc::verify(&oidc_token, &jwks, &settings, now).expect("verify");
+    }
+    let oidc_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(N);
+    println!("Cold, in process (the work a cache miss adds):\n");
+    println!("| token | µs per verification |");
+    println!("| --- | ---: |");
+    println!("| host access token (Ed25519 JWT) | {host_us:.1} |");
+    println!("| personal access token (SHA-256, then a store lookup) | {pat_us:.2} |");
+    println!("| OpenID token (EdDSA JWT, keys cached) | {oidc_us:.1} |");
+
+    // Through the server: the same cheap endpoint with each kind of token.
+    let bin = tessera_bin(args);
+    let off_dir = tempfile::tempdir().expect("tmp");
+    let off = start_server(&bin, off_dir.path(), &["--executor", "none"]).await;
+    let on_dir = tempfile::tempdir().expect("tmp");
+    let on = start_server_with(
+        &bin,
+        on_dir.path(),
+        &[
+            "--executor",
+            "none",
+            "--oidc-issuer",
+            &issuer.url,
+            "--oidc-audience",
+            "urn:tessera:bench",
+        ],
+    )
+    .await;
+    let admin_pat = std::fs::read_to_string(on_dir.path().join("api-token"))
+        .expect("api-token")
+        .trim()
+        .to_string();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client");
+    let created = http
+        .post(format!("{}/v1/admin/users", on.url))
+        .bearer_auth(&admin_pat)
+        .json(&json!({"name": "bench", "password": "bench-password", "instance_admin": true}))
+        .send()
+        .await
+        .expect("create user");
+    assert!(created.status().is_success(), "creating the bench user");
+    let t = Instant::now();
+    let login: Value = http
+        .post(format!("{}/v1/auth/token", on.url))
+        .json(&json!({"username": "bench", "password": "bench-password"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login");
+    let login_ms = t.elapsed().as_secs_f64() * 1e3;
+    let jwt = login["access_token"].as_str().expect("access token").to_string();
+    let tokens: [(&str, &Server, Option<String>); 4] = [
+        ("authentication off", &off, None),
+        ("personal access token", &on, Some(admin_pat.clone())),
+        ("host access token (JWT)", &on, Some(jwt.clone())),
+        ("OpenID token (JWT)", &on, Some(oidc_token.clone())),
+    ];
+    println!("\nWarm, per request (`GET /v1/auth/whoami`, 1 client, 10,000 requests; a password login took {login_ms:.0} ms):\n");
+    println!("| token | requests/s | p50 ms | p99 ms | µs over auth off (p50) |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    let mut off_p50 = 0.0;
+    for (name, server, token) in tokens {
+        let (http, url) = (http.clone(), format!("{}/v1/auth/whoami", server.url));
+        // Warm the caches.
+        let mut warm = http.get(&url);
+        if let Some(t) = &token {
+            warm = warm.bearer_auth(t);
+        }
+        assert!(warm.send().await.expect("GET").status().is_success(), "{name}");
+        let (rate, mut lat) = drive(10_000, 1, move |_| {
+            let mut req = http.get(&url);
+            if let Some(t) = &token {
+                req = req.bearer_auth(t);
+            }
+            async move {
+                let r = req.send().await.expect("GET");
+                assert!(r.status().is_success());
+            }
+        })
+        .await;
+        let p50 = lat.pct(0.50);
+        if off_p50 == 0.0 {
+            off_p50 = p50;
+        }
+        println!(
+            "| {name} | {rate:.0} | {p50:.3} | {:.3} | {:.0} |",
+            lat.pct(0.99),
+            (p50 - off_p50) * 1e3
+        );
+    }
+
+    // Creates with each token against the same server with auth off, interleaved.
+    println!("\nTES creates (executor disabled), auth off against auth on, same run:\n");
+    println!("| clients | token | creates/s | auth off creates/s | on/off |");
+    println!("| ---: | --- | ---: | ---: | ---: |");
+    for (conc, total) in [(1usize, 3_000usize), (16, 20_000)] {
+        for (name, token) in [("personal access token", &admin_pat), ("host access token", &jwt)] {
+            let mut rates = Vec::new();
+            for (server, token) in [(&off, None), (&on, Some(token.clone()))] {
+                let (http, url) = (http.clone(), format!("{}/ga4gh/tes/v1/tasks", server.url));
+                let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+                    (0..total)
+                        .map(|i| serde_json::to_vec(&task_doc(i)).unwrap_or_default())
+                        .collect(),
+                );
+                let (rate, _) = drive(total, conc, move |i| {
+                    let mut req = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(bodies[i].clone());
+                    if let Some(t) = &token {
+                        req = req.bearer_auth(t);
+                    }
+                    async move {
+                        let r = req.send().await.expect("POST");
+                        assert!(r.status().is_success(), "create failed: {}", r.status());
+                    }
+                })
+                .await;
+                rates.push(rate);
+            }
+            println!(
+                "| {conc} | {name} | {:.0} | {:.0} | {:.2} |",
+                rates[1],
+                rates[0],
+                rates[1] / rates[0]
+            );
+        }
+    }
 }

@@ -1,8 +1,11 @@
 //! The audit log: every state-changing request (any method but GET and HEAD) on an
 //! authenticated route, and every password login, is recorded with who made it, the
 //! route, the object and the status. Entries go to a background writer that stores them
-//! in batches (so a create does not wait on a second write); reading the log through
-//! this server first waits for what it has queued. Instance admins read it at
+//! in batches, at most [`BATCH_WAIT`] after the first of a batch arrived (so a create
+//! neither waits on a second write nor shares the store's writer with one per request);
+//! reading the log through this server first waits for what it has queued, and a server
+//! that stops gracefully stores everything first. A server killed outright loses at most
+//! the last [`BATCH_WAIT`] of entries. Instance admins read it at
 //! `GET /v1/admin/audit` (`actor`, `page_size`, `page_token`); entries older than the
 //! retention are deleted hourly.
 
@@ -35,6 +38,8 @@ enum Msg {
 const QUEUE: usize = 16_384;
 /// Most entries stored in one transaction.
 const BATCH: usize = 512;
+/// Longest an entry waits for others to share its transaction.
+pub const BATCH_WAIT: Duration = Duration::from_millis(200);
 
 /// The sending side of the audit log.
 #[derive(Clone)]
@@ -91,14 +96,19 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Msg>) {
     while let Some(first) = rx.recv().await {
         let mut entries = Vec::new();
         let mut flushes = Vec::new();
+        let until = tokio::time::Instant::now() + BATCH_WAIT;
         let mut next = Some(first);
         while let Some(msg) = next {
             match msg {
                 Msg::Entry(e) => entries.push(e),
                 Msg::Flush(done) => flushes.push(done),
             }
-            next = if entries.len() < BATCH {
-                rx.try_recv().ok()
+            // A flush is waited for: store what there is now.
+            next = if entries.len() < BATCH && flushes.is_empty() {
+                tokio::time::timeout_at(until, rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
             } else {
                 None
             };
