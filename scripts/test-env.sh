@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs and starts what the tests need, when missing: Docker engine, PostgreSQL, the local test image, a Python venv with py-tes, and Node.js with npm (for
-# the JavaScript example plugin). Idempotent; prints the environment for the tests as
-# `export` lines on stdout (everything else to stderr).
+# Installs and starts what the tests need, when missing: Docker engine, PostgreSQL, the
+# local test image, a Python venv with py-tes, Node.js with npm (for the JavaScript
+# example plugin and oidc-provider, the OpenID tests' provider), and Garage. Idempotent;
+# prints the environment for the tests as `export` lines on stdout (everything else to
+# stderr).
 set -euo pipefail
 log() { echo "[test-env] $*" >&2; }
 

@@ -755,7 +755,7 @@ impl BenchIssuer {
 /// signature checked), then per request through the server (warm: the verified token
 /// cached) against the same server with authentication off, then creates with a token.
 async fn bench_auth(args: &Args) {
-    println!("\n## 2. Authentication: token verification and creates with auth on\n");
+    println!("\n## 1b. Authentication: token verification and creates with auth on\n");
     // In process: verifying a token from scratch.
     let key = tessera_auth::SigningKey::generate().expect("key");
     let now = std::time::SystemTime::now()
