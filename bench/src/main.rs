@@ -703,8 +703,9 @@ async fn bench_issuer() -> BenchIssuer {
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}).to_string();
-    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "bench", "alg": "EdDSA"}]})
-        .to_string();
+    let jwks =
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "bench", "alg": "EdDSA"}]})
+            .to_string();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         loop {
@@ -761,9 +762,10 @@ async fn bench_auth(args: &Args) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let host_token = tessera_auth::AccessToken::new("ada", 0, false, now, Duration::from_secs(3600))
-        .sign(&key)
-        .expect("sign");
+    let host_token =
+        tessera_auth::AccessToken::new("ada", 0, false, now, Duration::from_secs(3600))
+            .sign(&key)
+            .expect("sign");
     const N: u32 = 5_000;
     let t = Instant::now();
     for _ in 0..N {
@@ -844,14 +846,19 @@ async fn bench_auth(args: &Args) {
         .await
         .expect("login");
     let login_ms = t.elapsed().as_secs_f64() * 1e3;
-    let jwt = login["access_token"].as_str().expect("access token").to_string();
+    let jwt = login["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_string();
     let tokens: [(&str, &Server, Option<String>); 4] = [
         ("authentication off", &off, None),
         ("personal access token", &on, Some(admin_pat.clone())),
         ("host access token (JWT)", &on, Some(jwt.clone())),
         ("OpenID token (JWT)", &on, Some(oidc_token.clone())),
     ];
-    println!("\nWarm, per request (`GET /v1/auth/whoami`, 1 client, 10,000 requests; a password login took {login_ms:.0} ms):\n");
+    println!(
+        "\nWarm, per request (`GET /v1/auth/whoami`, 1 client, 10,000 requests; a password login took {login_ms:.0} ms):\n"
+    );
     println!("| token | requests/s | p50 ms | p99 ms | µs over auth off (p50) |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     let mut off_p50 = 0.0;
@@ -862,7 +869,10 @@ async fn bench_auth(args: &Args) {
         if let Some(t) = &token {
             warm = warm.bearer_auth(t);
         }
-        assert!(warm.send().await.expect("GET").status().is_success(), "{name}");
+        assert!(
+            warm.send().await.expect("GET").status().is_success(),
+            "{name}"
+        );
         let (rate, mut lat) = drive(10_000, 1, move |_| {
             let mut req = http.get(&url);
             if let Some(t) = &token {
@@ -890,7 +900,10 @@ async fn bench_auth(args: &Args) {
     println!("| clients | token | creates/s | auth off creates/s | on/off |");
     println!("| ---: | --- | ---: | ---: | ---: |");
     for (conc, total) in [(1usize, 3_000usize), (16, 20_000)] {
-        for (name, token) in [("personal access token", &admin_pat), ("host access token", &jwt)] {
+        for (name, token) in [
+            ("personal access token", &admin_pat),
+            ("host access token", &jwt),
+        ] {
             let mut rates = Vec::new();
             for (server, token) in [(&off, None), (&on, Some(token.clone()))] {
                 let (http, url) = (http.clone(), format!("{}/ga4gh/tes/v1/tasks", server.url));
