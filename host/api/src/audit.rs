@@ -1,8 +1,8 @@
 //! The audit log: every state-changing request (any method but GET and HEAD) on an
 //! authenticated route, and every password login, is recorded with who made it, the
 //! route, the object and the status. Entries go to a background writer that stores them
-//! in batches, at most [`BATCH_WAIT`] after the first of a batch arrived (so a create
-//! neither waits on a second write nor shares the store's writer with one per request);
+//! in batches every [`BATCH_WAIT`] (so a create neither waits on a second write nor shares
+//! the store's writer with one per request);
 //! reading the log through this server first waits for what it has queued, and a server
 //! that stops gracefully stores everything first. A server killed outright loses at most
 //! the last [`BATCH_WAIT`] of entries. Instance admins read it at
@@ -11,15 +11,15 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
+use std::sync::Arc;
 use tessera_core::{ErrorCode, page};
 use tessera_store::{AuditEntry, Store};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Caller;
 use crate::{AppState, Error};
@@ -28,23 +28,26 @@ use crate::{AppState, Error};
 #[derive(Clone, Debug)]
 pub struct AuditObject(pub String);
 
-enum Msg {
-    Entry(AuditEntry),
-    /// Answered once every entry sent before is stored.
-    Flush(oneshot::Sender<()>),
-}
-
-/// Entries waiting for the writer; beyond this, requests wait for it.
-const QUEUE: usize = 16_384;
-/// Most entries stored in one transaction.
-const BATCH: usize = 512;
+/// Entries buffered beyond this make the request that adds one store the buffer itself.
+const MAX_BUFFERED: usize = 16_384;
+/// Entries that make the writer store the buffer before [`BATCH_WAIT`] is up.
+const BATCH: usize = 2_048;
 /// Longest an entry waits for others to share its transaction.
 pub const BATCH_WAIT: Duration = Duration::from_millis(200);
 
-/// The sending side of the audit log.
+/// The audit log's buffer and writer. Requests append to the buffer (no wake-up, no
+/// channel hop per entry); the writer stores it every [`BATCH_WAIT`], or sooner when it
+/// fills.
 #[derive(Clone)]
-pub struct Auditor {
-    tx: mpsc::Sender<Msg>,
+pub struct Auditor(Arc<Shared>);
+
+struct Shared {
+    store: Store,
+    buffer: std::sync::Mutex<Vec<AuditEntry>>,
+    full: tokio::sync::Notify,
+    /// Held while a batch is stored: a flush that gets it after taking the buffer knows
+    /// every earlier batch is stored.
+    writing: tokio::sync::Mutex<()>,
 }
 
 fn now_ms() -> i64 {
@@ -56,10 +59,15 @@ fn now_ms() -> i64 {
 impl Auditor {
     /// Start the writer (and the pruning of entries older than `retention`) on `store`.
     pub fn start(store: Store, retention: Duration) -> Auditor {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(store.clone(), rx));
+        let auditor = Auditor(Arc::new(Shared {
+            store: store.clone(),
+            buffer: std::sync::Mutex::new(Vec::new()),
+            full: tokio::sync::Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
+        }));
+        tokio::spawn(auditor.clone().write_loop());
         tokio::spawn(prune_loop(store, retention));
-        Auditor { tx }
+        auditor
     }
 
     /// Record one request.
@@ -72,58 +80,54 @@ impl Auditor {
             object: object.to_string(),
             status,
         };
-        if self.tx.send(Msg::Entry(entry)).await.is_err() {
-            tracing::error!(
-                actor,
-                action,
-                object,
-                status,
-                "the audit writer is gone; entry lost"
-            );
+        let buffered = {
+            let mut buffer = self
+                .0
+                .buffer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            buffer.push(entry);
+            buffer.len()
+        };
+        if buffered >= MAX_BUFFERED {
+            // The store cannot keep up: this request waits for it, so memory stays bounded.
+            self.flush().await;
+        } else if buffered == BATCH {
+            self.0.full.notify_one();
         }
     }
 
-    /// Wait until everything recorded so far is stored.
+    /// Store everything recorded so far; returns once it is stored (or failed, logged).
     pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).await.is_ok() {
-            let _ = wait.await;
+        let _writing = self.0.writing.lock().await;
+        let entries = std::mem::take(
+            &mut *self
+                .0
+                .buffer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if entries.is_empty() {
+            return;
         }
-    }
-}
-
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<Msg>) {
-    while let Some(first) = rx.recv().await {
-        let mut entries = Vec::new();
-        let mut flushes = Vec::new();
-        let until = tokio::time::Instant::now() + BATCH_WAIT;
-        let mut next = Some(first);
-        while let Some(msg) = next {
-            match msg {
-                Msg::Entry(e) => entries.push(e),
-                Msg::Flush(done) => flushes.push(done),
-            }
-            // A flush is waited for: store what there is now.
-            next = if entries.len() < BATCH && flushes.is_empty() {
-                tokio::time::timeout_at(until, rx.recv())
-                    .await
-                    .ok()
-                    .flatten()
-            } else {
-                None
-            };
-        }
-        let mut stored = store.append_audit(&entries).await;
+        let mut stored = self.0.store.append_audit(&entries).await;
         if let Err(e) = &stored {
             tracing::warn!(error = %e, entries = entries.len(), "storing audit entries failed; retrying once");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            stored = store.append_audit(&entries).await;
+            stored = self.0.store.append_audit(&entries).await;
         }
         if let Err(e) = stored {
             tracing::error!(error = %e, entries = entries.len(), "audit entries lost");
         }
-        for done in flushes {
-            let _ = done.send(());
+    }
+
+    async fn write_loop(self) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(BATCH_WAIT) => {}
+                _ = self.0.full.notified() => {}
+            }
+            self.flush().await;
         }
     }
 }
@@ -146,36 +150,74 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     if matches!(*req.method(), Method::GET | Method::HEAD) {
         return next.run(req).await;
     }
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let actor = req
         .extensions()
         .get::<Caller>()
         .map(|c| c.username.clone())
         .unwrap_or_default();
-    let action = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
-    let (mut parts, body) = req.into_parts();
-    let object = match RawPathParams::from_request_parts(&mut parts, &()).await {
-        Ok(params) => params
-            .iter()
-            .map(|(_, v)| v.to_string())
-            .collect::<Vec<_>>()
-            .join("/"),
-        Err(_) => String::new(),
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let action = route.as_ref().map_or("", MatchedPath::as_str);
+    // The object a handler named (a create), else the route's parameters.
+    let object = match resp.extensions().get::<AuditObject>() {
+        Some(o) => o.0.clone(),
+        None => path_params(action, &path),
     };
-    let resp = next.run(Request::from_parts(parts, body)).await;
-    let object = resp
-        .extensions()
-        .get::<AuditObject>()
-        .map_or(object, |o| o.0.clone());
     state
         .audit()
-        .record(&actor, &method, &action, &object, resp.status().as_u16())
+        .record(
+            &actor,
+            method.as_str(),
+            action,
+            &object,
+            resp.status().as_u16(),
+        )
         .await;
     resp
+}
+
+/// The values of a route's `{parameters}` in a concrete path, joined with `/`
+/// (`/v1/groups/{name}/members/{user}` and `/v1/groups/lab/members/ada`: `lab/ada`).
+fn path_params(route: &str, path: &str) -> String {
+    let mut values = Vec::new();
+    let mut rest = path.split('/');
+    for part in route.split('/') {
+        if part.starts_with("{*") {
+            // A wildcard takes the rest of the path.
+            values.push(percent_decode(&rest.by_ref().collect::<Vec<_>>().join("/")));
+            break;
+        }
+        let Some(value) = rest.next() else { break };
+        if part.starts_with('{') {
+            values.push(percent_decode(value));
+        }
+    }
+    values.join("/")
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| s.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Serialize)]
@@ -277,4 +319,29 @@ pub fn naming(resp: impl IntoResponse, object: &str) -> Response {
     resp.extensions_mut()
         .insert(AuditObject(object.to_string()));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_params;
+
+    #[test]
+    fn the_object_is_the_routes_parameters() {
+        assert_eq!(
+            path_params(
+                "/v1/groups/{name}/members/{user}",
+                "/v1/groups/lab/members/ada"
+            ),
+            "lab/ada"
+        );
+        assert_eq!(
+            path_params("/v1/tasks/{id}/cancel", "/v1/tasks/T1/cancel"),
+            "T1"
+        );
+        assert_eq!(
+            path_params("/v1/data/{bucket}/{*key}", "/v1/data/lab/a/b%20c.txt"),
+            "lab/a/b c.txt"
+        );
+        assert_eq!(path_params("/v1/groups", "/v1/groups"), "");
+    }
 }

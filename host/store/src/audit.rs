@@ -26,27 +26,36 @@ pub struct AuditRecord {
 
 type Row = (i64, i64, String, String, String, String, i64);
 
+/// Rows per INSERT (6 parameters each, far below both backends' parameter limits).
+pub const AUDIT_CHUNK: usize = 512;
+
 impl Store {
-    /// Append entries in one transaction.
+    /// Append entries in one transaction, [`AUDIT_CHUNK`] rows per statement: the
+    /// writer is shared with task inserts, so a batch holds it for as few round trips
+    /// as it can.
     pub async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
+        if let Pools::Sqlite { writer, .. } = &self.pools {
+            return writer.append_audit(entries).await;
+        }
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
-            for e in entries {
-                sqlx::query(
-                    "INSERT INTO audit_log (at_ms, actor, method, action, object, status) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(e.at_ms)
-                .bind(&e.actor)
-                .bind(&e.method)
-                .bind(&e.action)
-                .bind(&e.object)
-                .bind(i64::from(e.status))
-                .execute(&mut *tx)
-                .await?;
+            for chunk in entries.chunks(AUDIT_CHUNK) {
+                let mut qb = crate::builder(
+                    pool,
+                    "INSERT INTO audit_log (at_ms, actor, method, action, object, status) ",
+                );
+                qb.push_values(chunk, |mut row, e| {
+                    row.push_bind(e.at_ms)
+                        .push_bind(e.actor.as_str())
+                        .push_bind(e.method.as_str())
+                        .push_bind(e.action.as_str())
+                        .push_bind(e.object.as_str())
+                        .push_bind(i64::from(e.status));
+                });
+                qb.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(())

@@ -120,6 +120,31 @@ fn rows(
     Ok(seqs)
 }
 
+/// Append audit entries in one transaction.
+pub(crate) fn append_audit(
+    conn: &mut rusqlite::Connection,
+    entries: &[crate::AuditEntry],
+) -> Result<(), StoreError> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let done = (|| {
+        let mut row = conn.prepare_cached(
+            "INSERT INTO audit_log (at_ms, actor, method, action, object, status) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for e in entries {
+            row.execute(params![
+                e.at_ms, e.actor, e.method, e.action, e.object, e.status
+            ])?;
+        }
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    })();
+    if done.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
+}
+
 /// A taken task id is a refusal of the whole batch, not a database failure.
 fn insert_error(e: rusqlite::Error) -> StoreError {
     match &e {

@@ -270,6 +270,28 @@ impl SqliteWriter {
         }
         Ok(seqs)
     }
+
+    /// Append audit entries through the direct connection, off the async thread.
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        let mut conns = self.conns.clone().lock_owned().await;
+        if conns.rollback_queued {
+            conns.sqlx.ping().await?;
+            conns.rollback_queued = false;
+        }
+        let mut run = || direct::append_audit(&mut conns.direct, entries);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        }?;
+        conns.commits += 1;
+        if conns.commits % direct::CHECKPOINT_AFTER == 0 {
+            self.checkpoint_due.notify_one();
+        }
+        Ok(())
+    }
 }
 
 /// A pooled connection, for a statement of its own on the write side.
