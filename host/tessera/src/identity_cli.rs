@@ -104,6 +104,22 @@ enum GroupCommand {
     },
     /// Take a member out of a group
     RemoveMember { group: String, user: String },
+    /// Set a group's limits (instance admins); none given removes them
+    Quota {
+        group: String,
+        /// Tasks waiting in the queue (a create beyond it is refused)
+        #[arg(long)]
+        max_queued: Option<u32>,
+        /// Tasks started and not ended (beyond it tasks wait)
+        #[arg(long)]
+        max_running: Option<u32>,
+        /// CPU cores asked for by the started tasks together
+        #[arg(long)]
+        max_cpu_cores: Option<u32>,
+        /// Memory asked for by the started tasks together, GB (GiB, as TES ram_gb)
+        #[arg(long)]
+        max_ram_gb: Option<f64>,
+    },
     /// Delete a shared group (instance admins)
     Delete { name: String },
 }
@@ -540,6 +556,40 @@ async fn admin_inner(client: &Client, command: AdminCommand, json_out: bool) -> 
                     )
                     .await?;
                 eprintln!("{user} is no longer in {group}");
+            }
+            GroupCommand::Quota {
+                group,
+                max_queued,
+                max_running,
+                max_cpu_cores,
+                max_ram_gb,
+            } => {
+                let mut quota = serde_json::Map::new();
+                for (k, v) in [
+                    ("max_queued", max_queued.map(Value::from)),
+                    ("max_running", max_running.map(Value::from)),
+                    ("max_cpu_cores", max_cpu_cores.map(Value::from)),
+                    ("max_ram_gb", max_ram_gb.map(Value::from)),
+                ] {
+                    if let Some(v) = v {
+                        quota.insert(k.to_string(), v);
+                    }
+                }
+                let v = client
+                    .call(
+                        Method::PUT,
+                        &format!("/v1/groups/{}/quota", path_segment(&group)?),
+                        &[],
+                        Some(body(Value::Object(quota))?),
+                    )
+                    .await?;
+                if json_out {
+                    print(&v);
+                } else if v.as_object().is_some_and(|o| o.is_empty()) {
+                    eprintln!("{group} has no limits now");
+                } else {
+                    eprintln!("{group}'s limits: {v}");
+                }
             }
             GroupCommand::Delete { name } => {
                 client

@@ -588,6 +588,14 @@ async fn the_cli_logs_in_keeps_the_token_privately_and_administers() {
     )
     .await;
     assert!(ok, "{err}");
+    let (ok, _, err) = cli(
+        &s,
+        c,
+        &["admin", "group", "quota", "lab", "--max-queued", "0"],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
     let (ok, out, _) = cli(&s, c, &["whoami"], "").await;
     assert!(ok && out.starts_with("admin (instance admin)"), "{out}");
 
@@ -623,6 +631,13 @@ async fn the_cli_logs_in_keeps_the_token_privately_and_administers() {
     // ada is no instance admin.
     let (ok, _, err) = cli(&s, c, &["admin", "user", "list"], "").await;
     assert!(!ok && err.contains("instance administrators"), "{err}");
+    // lab's queue takes nothing (the quota set above); the error says so.
+    let task = s.allowed.join("task.json");
+    let mut doc = simple_task(&["true"]);
+    doc["tags"] = json!({"tessera.group": "lab"});
+    std::fs::write(&task, doc.to_string()).unwrap();
+    let (ok, _, err) = cli(&s, c, &["task", "submit", task.to_str().unwrap()], "").await;
+    assert!(!ok && err.contains("its limit is 0"), "ok={ok} err={err}");
 
     // A personal access token, printed once, then kept with --with-token elsewhere.
     let (ok, token, err) = cli(
