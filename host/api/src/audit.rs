@@ -51,9 +51,8 @@ struct Shared {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    let ms = tessera_core::time_fmt::unix_ms(time::OffsetDateTime::now_utc());
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 impl Auditor {
@@ -178,6 +177,11 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     resp
 }
 
+/// A path segment as the handler saw it (kept as sent when it does not decode).
+fn decoded(segment: &str) -> String {
+    tessera_core::validate::percent_decode(segment).unwrap_or_else(|| segment.to_string())
+}
+
 /// The values of a route's `{parameters}` in a concrete path, joined with `/`
 /// (`/v1/groups/{name}/members/{user}` and `/v1/groups/lab/members/ada`: `lab/ada`).
 fn path_params(route: &str, path: &str) -> String {
@@ -186,38 +190,15 @@ fn path_params(route: &str, path: &str) -> String {
     for part in route.split('/') {
         if part.starts_with("{*") {
             // A wildcard takes the rest of the path.
-            values.push(percent_decode(&rest.by_ref().collect::<Vec<_>>().join("/")));
+            values.push(decoded(&rest.by_ref().collect::<Vec<_>>().join("/")));
             break;
         }
         let Some(value) = rest.next() else { break };
         if part.starts_with('{') {
-            values.push(percent_decode(value));
+            values.push(decoded(value));
         }
     }
     values.join("/")
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%')
-            .then(|| s.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Serialize)]

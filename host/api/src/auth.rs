@@ -132,6 +132,36 @@ fn forbidden_role(p: &Principal, needed: Role, group: &str) -> Error {
     )
 }
 
+/// Tokens whose signature was checked, by the SHA-256 of the token, so a signature is
+/// checked once per token rather than once per request; emptied when it reaches
+/// [`MAX_CACHED_JWTS`].
+struct VerifiedTokens<T>(Mutex<HashMap<[u8; 32], T>>);
+
+impl<T> Default for VerifiedTokens<T> {
+    fn default() -> Self {
+        VerifiedTokens(Mutex::new(HashMap::new()))
+    }
+}
+
+/// What a verified token is cached under.
+fn token_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl<T: Clone> VerifiedTokens<T> {
+    fn get(&self, key: &[u8; 32]) -> Option<T> {
+        lock(&self.0).get(key).cloned()
+    }
+
+    fn put(&self, key: [u8; 32], value: T) {
+        let mut map = lock(&self.0);
+        if map.len() >= MAX_CACHED_JWTS {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+}
+
 /// A user as cached: its principal (full rights; a token may narrow them) and its token
 /// generation.
 struct CachedUser {
@@ -146,17 +176,15 @@ pub struct Authenticator {
     cfg: AuthConfig,
     users: Mutex<HashMap<String, CachedUser>>,
     pats: Mutex<HashMap<String, (tessera_store::TokenRow, Instant)>>,
-    jwts: Mutex<HashMap<[u8; 32], AccessToken>>,
+    jwts: VerifiedTokens<AccessToken>,
     oidc: Option<crate::oidc::Oidc>,
     /// Verified provider tokens (by digest): who they are, their groups checked.
-    oidc_tokens: Mutex<HashMap<[u8; 32], (tessera_auth::oidc::OidcIdentity, u64)>>,
+    oidc_tokens: VerifiedTokens<(tessera_auth::oidc::OidcIdentity, u64)>,
 }
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    tessera_core::time_fmt::unix_ms(time::OffsetDateTime::now_utc()) / 1000
 }
 
 fn unauthorized(message: &str) -> Error {
@@ -176,9 +204,9 @@ impl Authenticator {
             cfg,
             users: Mutex::new(HashMap::new()),
             pats: Mutex::new(HashMap::new()),
-            jwts: Mutex::new(HashMap::new()),
+            jwts: VerifiedTokens::default(),
             oidc,
-            oidc_tokens: Mutex::new(HashMap::new()),
+            oidc_tokens: VerifiedTokens::default(),
         })
     }
 
@@ -250,12 +278,11 @@ impl Authenticator {
     }
 
     async fn resolve_jwt(&self, token: &str) -> Result<Arc<Principal>, Error> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key = token_key(token);
         let now = unix_now();
-        let cached = lock(&self.jwts).get(&key).cloned();
-        let claims = match cached {
+        let claims = match self.jwts.get(&key) {
             // Verified before; only the clock can have changed.
-            Some(c) if c.exp.saturating_add(tessera_auth::LEEWAY.as_secs()) >= now => c,
+            Some(c) if !tessera_auth::expired(c.exp, now) => c,
             Some(_) => return Err(unauthorized("the access token has expired; log in again")),
             None => {
                 let claims = AccessToken::verify(token, &self.cfg.signing_key, now).map_err(
@@ -266,11 +293,7 @@ impl Authenticator {
                         _ => unauthorized("the bearer token is not valid"),
                     },
                 )?;
-                let mut jwts = lock(&self.jwts);
-                if jwts.len() >= MAX_CACHED_JWTS {
-                    jwts.clear();
-                }
-                jwts.insert(key, claims.clone());
+                self.jwts.put(key, claims.clone());
                 claims
             }
         };
@@ -289,15 +312,16 @@ impl Authenticator {
         oidc: &crate::oidc::Oidc,
         token: &str,
     ) -> Result<Arc<Principal>, Error> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key = token_key(token);
         let now = unix_now();
         // A token verified under the current key set: only the clock can have changed.
-        let cached = lock(&self.oidc_tokens)
+        let cached = self
+            .oidc_tokens
             .get(&key)
             .filter(|(_, version)| *version == oidc.keys_version())
-            .map(|(id, _)| id.clone());
+            .map(|(id, _)| id);
         let id = match cached {
-            Some(id) if id.exp.saturating_add(tessera_auth::LEEWAY.as_secs()) >= now => id,
+            Some(id) if !tessera_auth::expired(id.exp, now) => id,
             Some(_) => {
                 return Err(unauthorized(
                     "the access token has expired; get a new one from your OpenID provider",
@@ -306,11 +330,7 @@ impl Authenticator {
             None => {
                 let (mut id, version) = oidc.verify(token, now).await?;
                 self.provision(&mut id).await?;
-                let mut tokens = lock(&self.oidc_tokens);
-                if tokens.len() >= MAX_CACHED_JWTS {
-                    tokens.clear();
-                }
-                tokens.insert(key, (id.clone(), version));
+                self.oidc_tokens.put(key, (id.clone(), version));
                 id
             }
         };

@@ -106,20 +106,23 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> Error {
     }
 }
 
+/// Whether the caller sees a binding of `world` in `scope`: a group's binding if it
+/// sees the group, the instance's bindings if it is an instance admin.
+fn sees_binding(caller: &Caller, world: tessera_core::plugin::World, scope: &str) -> bool {
+    match world.binding_group(scope) {
+        Some(group) => caller.sees(group),
+        None => caller.instance_admin,
+    }
+}
+
 /// The plugin with only the bindings the caller sees.
 fn visible(caller: &Caller, mut plugin: PluginView) -> PluginView {
     plugin
         .bindings
-        .retain(|b| match b.world.binding_group(&b.scope) {
-            Some(group) => caller.sees(group),
-            None => caller.instance_admin,
-        });
+        .retain(|b| sees_binding(caller, b.world, &b.scope));
     for v in &mut plugin.versions {
         v.calls
-            .retain(|c| match plugin.world.binding_group(&c.scope) {
-                Some(group) => caller.sees(group),
-                None => caller.instance_admin,
-            });
+            .retain(|c| sees_binding(caller, plugin.world, &c.scope));
     }
     plugin
 }

@@ -22,6 +22,17 @@ use serde::{Deserialize, Serialize};
 /// Slack allowed between clocks when checking expiry and not-before.
 pub const LEEWAY: Duration = Duration::from_secs(30);
 
+/// Whether a token that expires at `exp` has expired at `now` (seconds since the epoch),
+/// with [`LEEWAY`].
+pub fn expired(exp: u64, now: u64) -> bool {
+    exp.saturating_add(LEEWAY.as_secs()) < now
+}
+
+/// Whether a time a token names (`iat`, `nbf`) is still ahead of `now`, with [`LEEWAY`].
+pub fn not_yet(at: u64, now: u64) -> bool {
+    at > now.saturating_add(LEEWAY.as_secs())
+}
+
 /// Why a credential was refused. Deliberately coarse: the caller answers 401 either way.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -145,10 +156,10 @@ impl AccessToken {
             },
         )?;
         let claims = data.claims;
-        if claims.exp.saturating_add(LEEWAY.as_secs()) < now {
+        if expired(claims.exp, now) {
             return Err(AuthError::Expired);
         }
-        if claims.iat > now.saturating_add(LEEWAY.as_secs()) {
+        if not_yet(claims.iat, now) {
             return Err(AuthError::NotYetValid);
         }
         Ok(claims)

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use tessera_core::identity::{Role, check_name};
 
-use crate::{AuthError, LEEWAY};
+use crate::AuthError;
 
 /// The algorithms accepted from a provider.
 pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
@@ -149,16 +149,16 @@ pub fn verify(
         .get("exp")
         .and_then(Value::as_u64)
         .ok_or_else(|| OidcError::Claim("exp".into()))?;
-    if exp.saturating_add(LEEWAY.as_secs()) < now {
+    if crate::expired(exp, now) {
         return Err(AuthError::Expired.into());
     }
     if let Some(nbf) = claims.get("nbf").and_then(Value::as_u64)
-        && nbf > now.saturating_add(LEEWAY.as_secs())
+        && crate::not_yet(nbf, now)
     {
         return Err(AuthError::NotYetValid.into());
     }
     if let Some(iat) = claims.get("iat").and_then(Value::as_u64)
-        && iat > now.saturating_add(LEEWAY.as_secs())
+        && crate::not_yet(iat, now)
     {
         return Err(AuthError::NotYetValid.into());
     }

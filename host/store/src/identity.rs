@@ -4,7 +4,6 @@
 
 use std::str::FromStr;
 
-use sqlx::Row;
 use tessera_core::identity::Role;
 use tessera_core::time_fmt::{format_rfc3339, now_rfc3339};
 use time::OffsetDateTime;
@@ -20,6 +19,22 @@ pub struct UserRow {
     pub instance_admin: bool,
     /// Access tokens issued before this generation are revoked.
     pub token_generation: i64,
+}
+
+/// A user row as selected: name, password_hash, instance_admin, token_generation.
+type UserTuple = (String, Option<String>, i64, i64);
+
+const USER_COLS: &str = "name, password_hash, instance_admin, token_generation";
+
+impl From<UserTuple> for UserRow {
+    fn from((name, password_hash, admin, token_generation): UserTuple) -> Self {
+        UserRow {
+            name,
+            password_hash,
+            instance_admin: admin != 0,
+            token_generation,
+        }
+    }
 }
 
 /// A stored personal access token (its digest is the key it is found by).
@@ -123,25 +138,11 @@ impl Store {
 
     /// A user by name.
     pub async fn user(&self, name: &str) -> Result<Option<UserRow>, StoreError> {
-        with_pool!(self, reader, |pool| {
-            let row = sqlx::query(
-                "SELECT name, password_hash, instance_admin, token_generation \
-                 FROM identity_users WHERE name = $1",
-            )
-            .bind(name)
-            .fetch_optional(pool)
-            .await?;
-            row.map(|r| {
-                Ok(UserRow {
-                    name: r.try_get("name")?,
-                    password_hash: r.try_get("password_hash")?,
-                    instance_admin: r.try_get::<i64, _>("instance_admin")? != 0,
-                    token_generation: r.try_get("token_generation")?,
-                })
-            })
-            .transpose()
-            .map_err(|e: sqlx::Error| StoreError::from(e))
-        })
+        let sql = format!("SELECT {USER_COLS} FROM identity_users WHERE name = $1");
+        let row: Option<UserTuple> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(&sql).bind(name).fetch_optional(pool).await?
+        });
+        Ok(row.map(UserRow::from))
     }
 
     /// Create a shared group. A name taken by a user or a group is a conflict.
@@ -214,20 +215,27 @@ impl Store {
 
     /// The groups `user` belongs to, with its role in each, by group name.
     pub async fn memberships(&self, user: &str) -> Result<Vec<(String, Role)>, StoreError> {
+        self.member_rows("group_name", "user_name", user).await
+    }
+
+    /// Membership rows with `key = value`, as (`name` column, role), by name.
+    async fn member_rows(
+        &self,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<(String, Role)>, StoreError> {
+        // Column names are constants of ours, never input.
+        let sql =
+            format!("SELECT {name}, role FROM identity_members WHERE {key} = $1 ORDER BY {name}");
         let rows: Vec<(String, String)> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(
-                "SELECT group_name, role FROM identity_members WHERE user_name = $1 \
-                 ORDER BY group_name",
-            )
-            .bind(user)
-            .fetch_all(pool)
-            .await?
+            sqlx::query_as(&sql).bind(value).fetch_all(pool).await?
         });
         rows.into_iter()
-            .map(|(group, role)| {
+            .map(|(other, role)| {
                 let role = Role::from_str(&role)
-                    .map_err(|e| StoreError::Corrupt(format!("{user} in {group}: {e}")))?;
-                Ok((group, role))
+                    .map_err(|e| StoreError::Corrupt(format!("{other} and {value}: {e}")))?;
+                Ok((other, role))
             })
             .collect()
     }
@@ -341,26 +349,20 @@ pub struct GroupRow {
     pub personal_of: Option<String>,
 }
 
+impl From<(String, Option<String>)> for GroupRow {
+    fn from((name, personal_of): (String, Option<String>)) -> Self {
+        GroupRow { name, personal_of }
+    }
+}
+
 impl Store {
     /// Every user, by name.
     pub async fn users(&self) -> Result<Vec<UserRow>, StoreError> {
-        let rows: Vec<(String, Option<String>, i64, i64)> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(
-                "SELECT name, password_hash, instance_admin, token_generation \
-                 FROM identity_users ORDER BY name",
-            )
-            .fetch_all(pool)
-            .await?
+        let sql = format!("SELECT {USER_COLS} FROM identity_users ORDER BY name");
+        let rows: Vec<UserTuple> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(&sql).fetch_all(pool).await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(name, password_hash, admin, generation)| UserRow {
-                name,
-                password_hash,
-                instance_admin: admin != 0,
-                token_generation: generation,
-            })
-            .collect())
+        Ok(rows.into_iter().map(UserRow::from).collect())
     }
 
     /// Replace `user`'s password hash (`None`: no password login) and revoke its access
@@ -412,10 +414,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(name, personal_of)| GroupRow { name, personal_of })
-            .collect())
+        Ok(rows.into_iter().map(GroupRow::from).collect())
     }
 
     /// A group by name.
@@ -426,27 +425,12 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        Ok(row.map(|(name, personal_of)| GroupRow { name, personal_of }))
+        Ok(row.map(GroupRow::from))
     }
 
     /// The members of `group` with their roles, by user name.
     pub async fn members(&self, group: &str) -> Result<Vec<(String, Role)>, StoreError> {
-        let rows: Vec<(String, String)> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(
-                "SELECT user_name, role FROM identity_members WHERE group_name = $1 \
-                 ORDER BY user_name",
-            )
-            .bind(group)
-            .fetch_all(pool)
-            .await?
-        });
-        rows.into_iter()
-            .map(|(user, role)| {
-                let role = Role::from_str(&role)
-                    .map_err(|e| StoreError::Corrupt(format!("{user} in {group}: {e}")))?;
-                Ok((user, role))
-            })
-            .collect()
+        self.member_rows("user_name", "group_name", group).await
     }
 
     /// Delete a shared group and its memberships (a personal group goes with its user).

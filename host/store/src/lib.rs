@@ -250,47 +250,43 @@ impl SqliteWriter {
         encoded: &[Encoded<'_>],
         now: &str,
     ) -> Result<HashMap<String, i64>, StoreError> {
+        self.with_direct(tasks.len() > direct::INLINE_ROWS, |conn| {
+            direct::insert(conn, tasks, encoded, now)
+        })
+        .await
+    }
+
+    /// Append audit entries through the direct connection, off the async thread.
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.with_direct(true, |conn| direct::append_audit(conn, entries))
+            .await
+    }
+
+    /// Run `write` (one transaction) on the direct connection under the writer lock,
+    /// off the async thread when `big`, and count the commit for the checkpointer.
+    async fn with_direct<T>(
+        &self,
+        big: bool,
+        write: impl FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conns = self.conns.clone().lock_owned().await;
         if conns.rollback_queued {
             // A round trip on the sqlx connection runs after the queued rollback.
             conns.sqlx.ping().await?;
             conns.rollback_queued = false;
         }
-        let mut run = || direct::insert(&mut conns.direct, tasks, encoded, now);
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let seqs = if tasks.len() > direct::INLINE_ROWS && multi_thread {
-            tokio::task::block_in_place(run)
+        let done = if big && multi_thread {
+            tokio::task::block_in_place(|| write(&mut conns.direct))
         } else {
-            run()
+            write(&mut conns.direct)
         }?;
         conns.commits += 1;
         if conns.commits % direct::CHECKPOINT_AFTER == 0 {
             self.checkpoint_due.notify_one();
         }
-        Ok(seqs)
-    }
-
-    /// Append audit entries through the direct connection, off the async thread.
-    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        let mut conns = self.conns.clone().lock_owned().await;
-        if conns.rollback_queued {
-            conns.sqlx.ping().await?;
-            conns.rollback_queued = false;
-        }
-        let mut run = || direct::append_audit(&mut conns.direct, entries);
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread {
-            tokio::task::block_in_place(run)
-        } else {
-            run()
-        }?;
-        conns.commits += 1;
-        if conns.commits % direct::CHECKPOINT_AFTER == 0 {
-            self.checkpoint_due.notify_one();
-        }
-        Ok(())
+        Ok(done)
     }
 }
 

@@ -40,30 +40,15 @@ fn read() -> File {
 }
 
 fn write(file: &File) -> Result<PathBuf, String> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     let path = path().ok_or("neither XDG_CONFIG_HOME nor HOME is set")?;
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        // Private like a data directory: 0700, an existing one tightened.
+        crate::data_dir::prepare(dir)?;
     }
     let text = serde_json::to_vec_pretty(file).map_err(|e| e.to_string())?;
     // Written beside and renamed, so a reader never sees half a file.
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("making {} private: {e}", tmp.display()))?;
-    f.write_all(&text)
-        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    crate::data_dir::write_private(&tmp, &text)?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(path)
 }

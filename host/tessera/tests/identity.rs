@@ -65,6 +65,22 @@ impl Client<'_> {
     }
 }
 
+/// A client with the token a JSON answer holds (a login's, a new token's).
+fn client_with<'a>(s: &'a Server, token: &Value) -> Client<'a> {
+    Client {
+        s,
+        token: token.as_str().expect("a token in the answer").to_string(),
+    }
+}
+
+/// The instance admin, with the bootstrap token.
+fn admin_client(s: &Server) -> Client<'_> {
+    Client {
+        s,
+        token: s.token.clone(),
+    }
+}
+
 async fn server() -> Server {
     Server::start(Options {
         executor: "none",
@@ -97,20 +113,14 @@ async fn user_client<'a>(s: &'a Server, admin: &Client<'_>, name: &str) -> Clien
     let (status, body) = login(s, name, &password).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["token_type"], "Bearer");
-    Client {
-        s,
-        token: body["access_token"].as_str().unwrap().to_string(),
-    }
+    client_with(s, &body["access_token"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bootstrap_token_is_the_instance_admins() {
     let s = server().await;
     assert!(s.token.starts_with("tsr_pat_"), "{}", s.token);
-    let admin = Client {
-        s: &s,
-        token: s.token.clone(),
-    };
+    let admin = admin_client(&s);
     let (status, me) = admin.get("/v1/auth/whoami").await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["username"], "admin");
@@ -140,10 +150,7 @@ async fn the_bootstrap_token_is_the_instance_admins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
     let s = server().await;
-    let admin = Client {
-        s: &s,
-        token: s.token.clone(),
-    };
+    let admin = admin_client(&s);
     let ada = user_client(&s, &admin, "ada").await;
     let bob = user_client(&s, &admin, "bob").await;
     let carol = user_client(&s, &admin, "carol").await;
@@ -271,10 +278,7 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_are_installed_by_instance_admins_and_bound_per_group_by_group_admins() {
     let s = server().await;
-    let admin = Client {
-        s: &s,
-        token: s.token.clone(),
-    };
+    let admin = admin_client(&s);
     let ada = user_client(&s, &admin, "ada").await;
     let bob = user_client(&s, &admin, "bob").await;
     admin.post("/v1/groups", &json!({"name": "lab"})).await;
@@ -341,15 +345,7 @@ async fn plugins_are_installed_by_instance_admins_and_bound_per_group_by_group_a
     let (_, list) = bob.get("/v1/plugins").await;
     assert!(!list.to_string().contains("\"lab\""), "{list}");
     // /metrics is open: it shows no group names.
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     assert!(metrics.contains("tessera_plugin_calls_total"), "{metrics}");
     for name in ["\"lab\"", "\"bob\""] {
         assert!(!metrics.contains(name), "{name} in {metrics}");
@@ -359,10 +355,7 @@ async fn plugins_are_installed_by_instance_admins_and_bound_per_group_by_group_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
     let s = server().await;
-    let admin = Client {
-        s: &s,
-        token: s.token.clone(),
-    };
+    let admin = admin_client(&s);
     let ada = user_client(&s, &admin, "ada").await;
     let (status, made) = ada
         .post(
@@ -371,10 +364,7 @@ async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
         )
         .await;
     assert_eq!(status, 201, "{made}");
-    let ci = Client {
-        s: &s,
-        token: made["token"].as_str().unwrap().to_string(),
-    };
+    let ci = client_with(&s, &made["token"]);
     assert!(ci.token.starts_with("tsr_pat_"));
     let (_, listed) = ada.get("/v1/auth/tokens").await;
     assert_eq!(listed["tokens"][0]["name"], "ci");
@@ -428,10 +418,7 @@ async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
     let (_, made) = ada
         .post("/v1/auth/tokens", &json!({"name": "laptop"}))
         .await;
-    let laptop = Client {
-        s: &s,
-        token: made["token"].as_str().unwrap().to_string(),
-    };
+    let laptop = client_with(&s, &made["token"]);
     assert_eq!(laptop.get("/v1/auth/whoami").await.0, 200);
     assert_eq!(
         ada.post("/v1/auth/tokens/revoke-all", &json!({})).await.0,
@@ -446,10 +433,7 @@ async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
     assert_eq!(status, 200);
     // An instance admin revokes for a user; a new password ends old sessions too.
     let (_, body) = login(&s, "ada", "ada-password-1").await;
-    let ada2 = Client {
-        s: &s,
-        token: body["access_token"].as_str().unwrap().to_string(),
-    };
+    let ada2 = client_with(&s, &body["access_token"]);
     assert_eq!(ada2.get("/v1/auth/whoami").await.0, 200);
     assert_eq!(
         admin
@@ -466,10 +450,7 @@ async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
     assert_eq!(login(&s, "ada", "another-password").await.0, 200);
     // A deleted user's tokens stop working.
     let (_, body) = login(&s, "ada", "another-password").await;
-    let ada3 = Client {
-        s: &s,
-        token: body["access_token"].as_str().unwrap().to_string(),
-    };
+    let ada3 = client_with(&s, &body["access_token"]);
     assert_eq!(admin.delete("/v1/admin/users/ada").await.0, 204);
     assert_eq!(ada3.get("/v1/auth/whoami").await.0, 401);
 }
@@ -477,10 +458,7 @@ async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn altered_and_foreign_access_tokens_are_refused() {
     let s = server().await;
-    let admin = Client {
-        s: &s,
-        token: s.token.clone(),
-    };
+    let admin = admin_client(&s);
     let ada = user_client(&s, &admin, "ada").await;
     assert_eq!(ada.get("/v1/auth/whoami").await.0, 200);
     let parts: Vec<&str> = ada.token.split('.').collect();
@@ -511,10 +489,7 @@ async fn altered_and_foreign_access_tokens_are_refused() {
     }
     // A token signed by another server's key is refused here.
     let other = server().await;
-    let other_admin = Client {
-        s: &other,
-        token: other.token.clone(),
-    };
+    let other_admin = admin_client(&other);
     let foreign = user_client(&other, &other_admin, "ada").await;
     let c = Client {
         s: &s,
@@ -691,10 +666,7 @@ async fn the_cli_logs_in_keeps_the_token_privately_and_administers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changes_are_audited_for_instance_admins_to_read() {
     let s = server().await;
-    let admin = Client {
-        s: &s,
-        token: s.token.clone(),
-    };
+    let admin = admin_client(&s);
     let ada = user_client(&s, &admin, "ada").await;
     assert_eq!(login(&s, "ada", "not-her-password").await.0, 401);
     let (_, task) = ada.create("audited", None).await;
@@ -787,10 +759,7 @@ async fn quotas_bound_each_group_and_a_long_queue_does_not_hold_back_another_gro
         ..Options::default()
     })
     .await;
-    let admin = Client {
-        s: &s,
-        token: s.token.clone(),
-    };
+    let admin = admin_client(&s);
     for g in ["a", "b"] {
         assert_eq!(admin.post("/v1/groups", &json!({ "name": g })).await.0, 201);
     }

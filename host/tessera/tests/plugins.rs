@@ -47,15 +47,7 @@ async fn activate(s: &Server, name: &str, version: &str) -> Value {
 
 /// The value of one series on `/metrics` (`name{labels}` exactly), if it is there.
 async fn metric(s: &Server, series: &str) -> Option<f64> {
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -380,15 +380,7 @@ async fn authentication_is_required_except_for_health_and_metrics() {
         let r = s.http.get(format!("{}{path}", s.url)).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     for name in [
         "tessera_tasks{",
         "tessera_queue_depth",

@@ -264,6 +264,18 @@ impl Server {
         format!("{}/ga4gh/tes/v1{path}", self.url)
     }
 
+    /// The text of `/metrics` (open, no token).
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A request with the bearer token.
     pub fn req(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         self.http.request(method, url).bearer_auth(&self.token)
