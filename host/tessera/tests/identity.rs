@@ -190,6 +190,22 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
             .0,
         403
     );
+    // Every group endpoint answers bob as if lab did not exist; carol sees it but may
+    // not change its quota or delete it.
+    for (method, path, body) in [
+        (Method::DELETE, "/v1/groups/lab", None),
+        (Method::DELETE, "/v1/groups/lab/members/carol", None),
+        (
+            Method::PUT,
+            "/v1/groups/lab/quota",
+            Some(json!({"max_queued": 1})),
+        ),
+    ] {
+        let (status, _) = bob.call(method.clone(), path, body.as_ref()).await;
+        assert_eq!(status, 404, "bob {method} {path}");
+        let (status, _) = carol.call(method.clone(), path, body.as_ref()).await;
+        assert_eq!(status, 403, "carol {method} {path}");
+    }
     let (_, groups) = bob.get("/v1/groups").await;
     assert_eq!(groups["groups"].as_array().unwrap().len(), 1, "{groups}");
 
