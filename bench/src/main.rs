@@ -122,6 +122,8 @@ fn new_task(i: usize) -> NewTask {
     NewTask {
         id: new_task_id(),
         group: String::new(),
+        origin: Default::default(),
+        priority: 0,
         spec,
         creation_time: time::OffsetDateTime::now_utc(),
         reason: Some("queued".into()),

@@ -123,7 +123,7 @@ pub struct ObjectView {
 }
 
 impl ObjectView {
-    fn new(bucket: &str, i: ObjectInfo) -> Self {
+    pub(crate) fn new(bucket: &str, i: ObjectInfo) -> Self {
         ObjectView {
             bucket: bucket.to_string(),
             url: format!("s3://{bucket}/{}", i.key),
@@ -176,11 +176,7 @@ pub async fn list(
         }
     }
     check_prefix(&prefix).map_err(bad)?;
-    let b = bucket.clone();
-    let objects = blocking(&state, format!("bucket {bucket}"), move |s| {
-        s.list(&b, &prefix, start_after.as_deref(), limit, deadline())
-    })
-    .await?;
+    let objects = list_objects(&state, &bucket, prefix, start_after, limit).await?;
     let next_start_after = (objects.len() == limit as usize)
         .then(|| objects.last().map(|o| o.key.clone()))
         .flatten();
@@ -193,7 +189,22 @@ pub async fn list(
     }))
 }
 
-fn checked(bucket: &str, key: &str) -> Result<String, Error> {
+/// A page of the objects under `prefix` (the caller's right to read them checked).
+pub(crate) async fn list_objects(
+    state: &AppState,
+    bucket: &str,
+    prefix: String,
+    start_after: Option<String>,
+    limit: u32,
+) -> Result<Vec<ObjectInfo>, Error> {
+    let b = bucket.to_string();
+    blocking(state, format!("bucket {bucket}"), move |s| {
+        s.list(&b, &prefix, start_after.as_deref(), limit, deadline())
+    })
+    .await
+}
+
+pub(crate) fn checked(bucket: &str, key: &str) -> Result<String, Error> {
     check_bucket(bucket).map_err(bad)?;
     check_key(key).map_err(bad)?;
     Ok(format!("s3://{bucket}/{key}"))
@@ -319,7 +330,17 @@ pub async fn get(
 ) -> Result<Response, Error> {
     let what = checked(&bucket, &key)?;
     check_bucket_role(&caller, &bucket, Role::Read)?;
-    let object = blocking(&state, what.clone(), move |s| {
+    download(&state, bucket, key, what).await
+}
+
+/// An object's bytes as a streamed response (the caller's right to read it checked).
+pub(crate) async fn download(
+    state: &AppState,
+    bucket: String,
+    key: String,
+    what: String,
+) -> Result<Response, Error> {
+    let object = blocking(state, what.clone(), move |s| {
         s.get(&bucket, &key, deadline())
     })
     .await?;

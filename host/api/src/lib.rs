@@ -14,9 +14,11 @@ pub mod audit;
 pub mod auth;
 mod data;
 mod error;
+pub mod events;
 mod identity;
 mod metrics;
 pub mod oidc;
+mod operations;
 mod plugins;
 mod tes;
 
@@ -55,6 +57,7 @@ struct Inner {
     objects: data::Objects,
     auth: auth::Authenticator,
     audit: audit::Auditor,
+    events: events::Hub,
 }
 
 /// Largest plugin upload (a Python component is ~20 MB).
@@ -69,7 +72,9 @@ impl AppState {
     ) -> Result<Self, String> {
         let auth = auth::Authenticator::new(runner.store().clone(), cfg.auth.clone())?;
         let audit = audit::Auditor::start(runner.store().clone(), cfg.audit_retention);
+        let events = events::Hub::new(runner.store().clone());
         Ok(AppState(Arc::new(Inner {
+            events,
             auth,
             audit,
             runner,
@@ -81,6 +86,10 @@ impl AppState {
 
     fn objects(&self) -> &data::Objects {
         &self.0.objects
+    }
+
+    fn events(&self) -> &events::Hub {
+        &self.0.events
     }
 
     fn auth(&self) -> &auth::Authenticator {
@@ -135,6 +144,28 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/ga4gh/tes/v1/tasks/{id}",
             get(tes::get_task).post(tes::cancel_task),
+        )
+        .route(
+            "/v1/operations",
+            get(operations::list_operations).post(operations::create_operation),
+        )
+        .route(
+            "/v1/operations/{id}",
+            get(operations::show_operation)
+                .put(operations::update_operation)
+                .delete(operations::delete_operation),
+        )
+        .route("/v1/operations/{id}/runs", post(operations::create_run))
+        .route("/v1/events", get(events::stream))
+        .route("/v1/runs", get(operations::list_runs))
+        .route("/v1/runs/{id}", get(operations::show_run))
+        .route("/v1/runs/{id}/cancel", post(operations::cancel_run))
+        .route("/v1/runs/{id}/rerun", post(operations::rerun))
+        .route("/v1/runs/{id}/logs", get(operations::run_logs))
+        .route("/v1/runs/{id}/artifacts", get(operations::list_artifacts))
+        .route(
+            "/v1/runs/{id}/artifacts/{*path}",
+            get(operations::download_artifact),
         )
         .route("/v1/tasks/{id}", get(tes::task_status))
         .route("/v1/tasks/{id}/cancel", post(tes::cancel_v1))

@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use serde::Serialize;
 use tessera_core::id::{is_valid_task_id, new_task_id};
 use tessera_core::identity::Role;
-use tessera_core::task::NewTask;
+use tessera_core::task::{NewTask, Origin};
 use tessera_core::tes::{
     CancelTaskResponse, CreateTaskResponse, ListTasksResponse, Organization, ServiceInfo,
     ServiceType, Task, TaskLog, View,
@@ -60,7 +60,23 @@ pub async fn create_task(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::response::Response, Error> {
-    let body = body.map_err(|rej| {
+    let body = read_body(&state, body)?;
+    let task: Task = parse_json(&body, "task")?;
+    let group = submit_group(&caller, &task, &state.auth().config().group_tag)?;
+    let record = submit(&state, &caller, &group, new_task_id(), task, Origin::Tes, 0).await?;
+    let id = record.id;
+    Ok(crate::audit::naming(
+        Json(CreateTaskResponse { id: id.clone() }),
+        &id,
+    ))
+}
+
+/// The request body, or the error that says why it could not be read.
+pub(crate) fn read_body(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Error> {
+    body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::new(
                 ErrorCode::BodyTooLarge,
@@ -75,11 +91,23 @@ pub async fn create_task(
                 format!("could not read the request body: {rej}"),
             )
         }
-    })?;
-    let task: Task = parse_json(&body)?;
-    let group = submit_group(&caller, &task, &state.auth().config().group_tag)?;
-    check_queue_quota(&state, &group).await?;
-    check_storage(&caller, &task)?;
+    })
+}
+
+/// Submit task `id` to `group` for `caller` (who may write there): the group's queue
+/// quota, the caller's right to each storage URL, validation, then the store. Every
+/// API's tasks come in here.
+pub(crate) async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    group: &str,
+    id: String,
+    task: Task,
+    origin: Origin,
+    priority: i32,
+) -> Result<tessera_core::TaskRecord, Error> {
+    check_queue_quota(state, group).await?;
+    check_storage(caller, &task)?;
     let validated = validate(task, &state.policy()).map_err(ApiError::invalid_task)?;
     let logs = if validated.warnings.is_empty() {
         Vec::new()
@@ -90,8 +118,10 @@ pub async fn create_task(
         }]
     };
     let new = NewTask {
-        id: new_task_id(),
-        group,
+        id,
+        group: group.to_string(),
+        origin,
+        priority,
         spec: validated.spec,
         creation_time: time::OffsetDateTime::now_utc(),
         reason: None,
@@ -102,12 +132,8 @@ pub async fn create_task(
         .submit(new)
         .await
         .map_err(|e| Error::internal("storing the task failed", e))?;
-    tracing::debug!(task_id = %record.id, "task created");
-    let id = record.id;
-    Ok(crate::audit::naming(
-        Json(CreateTaskResponse { id: id.clone() }),
-        &id,
-    ))
+    tracing::debug!(task_id = %record.id, origin = origin.as_str(), "task created");
+    Ok(record)
 }
 
 /// The group a TES task goes to: the one its group tag names, else the caller's default
@@ -195,11 +221,15 @@ async fn check_queue_quota(state: &AppState, group: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+/// A JSON body of the type the endpoint takes (`what` names it in errors, e.g. "task").
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, Error> {
     if body.is_empty() {
         return Err(Error::new(
             ErrorCode::MalformedBody,
-            "the request body is empty; send a JSON task document",
+            format!("the request body is empty; send a JSON {what} document"),
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
@@ -207,9 +237,9 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = if path.is_empty() || path == "." {
-            format!("the body is not a valid task document: {inner}")
+            format!("the body is not a valid {what} document: {inner}")
         } else {
-            format!("the body is not a valid task document: at {path}: {inner}")
+            format!("the body is not a valid {what} document: at {path}: {inner}")
         };
         let mut err = ApiError::new(ErrorCode::MalformedBody, message);
         if !path.is_empty() && path != "." {
@@ -490,31 +520,36 @@ pub async fn cancel_v1(
 ) -> Result<Json<CancelResult>, Error> {
     check_id(&id)?;
     check_may_cancel(&state, &caller, &id).await?;
+    cancel_answer(&state, &id).await.map(Json)
+}
+
+/// Cancel a task the caller may cancel, and say where it stands.
+pub(crate) async fn cancel_answer(state: &AppState, id: &str) -> Result<CancelResult, Error> {
     let outcome = state
         .runner()
-        .cancel(&id)
+        .cancel(id)
         .await
         .map_err(|e| Error::internal("canceling the task failed", e))?;
     match outcome {
-        CancelOutcome::NotFound => Err(Error(ApiError::not_found("task", &id))),
-        CancelOutcome::AlreadyFinished(s) => Ok(Json(CancelResult {
-            id,
+        CancelOutcome::NotFound => Err(Error(ApiError::not_found("task", id))),
+        CancelOutcome::AlreadyFinished(s) => Ok(CancelResult {
+            id: id.to_string(),
             state: s,
             already_ended: true,
-        })),
+        }),
         CancelOutcome::Canceling => {
             let now = state
                 .runner()
                 .store()
-                .get_task(&id)
+                .get_task(id)
                 .await
                 .map_err(|e| Error::internal("reading the task failed", e))?
                 .map_or(TaskState::Canceling, |t| t.state);
-            Ok(Json(CancelResult {
-                id,
+            Ok(CancelResult {
+                id: id.to_string(),
                 state: now,
                 already_ended: false,
-            }))
+            })
         }
     }
 }

@@ -10,6 +10,9 @@ pub enum ErrorCode {
     MalformedBody,
     /// The body parsed but a field breaks a rule (see `details`).
     InvalidTask,
+    /// The same for the Task API's other documents (operations, run requests, agents,
+    /// configs, cron tasks): each broken rule is in `details`.
+    InvalidDocument,
     /// A query parameter is invalid.
     InvalidParameter,
     /// A `page_token` this server did not issue.
@@ -38,6 +41,7 @@ impl ErrorCode {
         match self {
             ErrorCode::MalformedBody
             | ErrorCode::InvalidTask
+            | ErrorCode::InvalidDocument
             | ErrorCode::InvalidParameter
             | ErrorCode::InvalidPageToken
             | ErrorCode::InvalidPlugin => 400,
@@ -82,6 +86,24 @@ impl ApiError {
 
     pub fn not_found(what: &str, id: &str) -> Self {
         ApiError::new(ErrorCode::NotFound, format!("{what} {id:?} does not exist"))
+    }
+
+    /// A `what` document (e.g. "operation") with the broken rules in `details`.
+    pub fn invalid_document(what: &str, details: Vec<FieldError>) -> Self {
+        let message = match details.as_slice() {
+            [one] => format!("invalid {what}: {}: {}", one.field, one.message),
+            many => format!(
+                "invalid {what}: {} problems, first: {}: {}",
+                many.len(),
+                many.first().map(|d| d.field.as_str()).unwrap_or(""),
+                many.first().map(|d| d.message.as_str()).unwrap_or("")
+            ),
+        };
+        ApiError {
+            code: ErrorCode::InvalidDocument,
+            message,
+            details,
+        }
     }
 
     pub fn invalid_task(details: Vec<FieldError>) -> Self {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod id;
 pub mod identity;
 pub mod objects;
+pub mod operation;
 pub mod page;
 pub mod plugin;
 pub mod routing;

@@ -20,6 +20,12 @@ pub struct TaskRecord {
     /// groups, and until identity is served.
     #[serde(default)]
     pub group: String,
+    /// Which API made it.
+    #[serde(default)]
+    pub origin: Origin,
+    /// Higher runs first; FIFO among equals. TES tasks have 0.
+    #[serde(default)]
+    pub priority: i32,
     pub spec: tes::Task,
     pub logs: Vec<tes::TaskLog>,
     /// Shown as RFC 3339 at the edges (TES `creation_time`).
@@ -55,12 +61,64 @@ pub struct NewTask {
     pub id: String,
     /// The group it will belong to.
     pub group: String,
+    pub origin: Origin,
+    pub priority: i32,
     pub spec: tes::Task,
     pub creation_time: OffsetDateTime,
     /// Initial reason shown while QUEUED.
     pub reason: Option<String>,
     /// Initial log entry, e.g. warnings from validation about ignored parameters.
     pub logs: Vec<tes::TaskLog>,
+}
+
+/// The API a task came in through. Every origin is the same task underneath; this only
+/// says which API shows it in its own words (a run, a cron child, a TES task).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// GA4GH TES.
+    #[default]
+    Tes,
+    /// The Task API's contextual tasks (`/v1/tasks`).
+    Task,
+    /// A run of an operation (`/v1/operations/{id}/runs`).
+    Run,
+    /// A child of a cron task.
+    Cron,
+    /// A task run of a workflow run.
+    Workflow,
+}
+
+impl Origin {
+    pub const ALL: [Origin; 5] = [
+        Origin::Tes,
+        Origin::Task,
+        Origin::Run,
+        Origin::Cron,
+        Origin::Workflow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Tes => "tes",
+            Origin::Task => "task",
+            Origin::Run => "run",
+            Origin::Cron => "cron",
+            Origin::Workflow => "workflow",
+        }
+    }
+}
+
+impl std::str::FromStr for Origin {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Origin::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown origin {s:?}; expected one of tes, task, run, cron, workflow")
+            })
+    }
 }
 
 /// One state change, as stored for the event stream and audit.

@@ -54,6 +54,8 @@ mod tests {
             state: State::Complete,
             reason: None,
             group: String::new(),
+            origin: Default::default(),
+            priority: 0,
             spec: Task {
                 name: Some("n".into()),
                 inputs: Some(vec![Input {

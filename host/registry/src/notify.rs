@@ -86,7 +86,7 @@ fn event_for(event: &Event, task: &TaskRecord) -> NotifyEvent {
             name: spec.name.clone(),
             tags,
             group: (!task.group.is_empty()).then(|| task.group.clone()),
-            priority: 0,
+            priority: task.priority,
             cpu_cores: resources.map(|r| r.cpu_count()).filter(|c| *c > 0),
             ram_bytes: resources.map(|r| r.ram_bytes()).filter(|b| *b > 0),
             created_at_ms: unix_ms(task.creation_time),

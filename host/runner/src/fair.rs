@@ -85,6 +85,8 @@ mod tests {
             seq,
             id: format!("{group}{seq}"),
             group: group.into(),
+            origin: Default::default(),
+            priority: 0,
             state: State::Queued,
             reason: None,
             spec: Task {

@@ -247,7 +247,7 @@ pub fn candidate(task: &TaskRecord, route_tag_keys: &[String]) -> Candidate {
     Candidate {
         tags,
         group: task.group.clone(),
-        priority: 0,
+        priority: task.priority,
         cpu_cores: resources.cpu_count(),
         ram_bytes: resources.ram_bytes(),
         queued_at_ms: tessera_core::time_fmt::unix_ms(task.creation_time),
@@ -1254,6 +1254,8 @@ mod tests {
             state: tessera_core::State::Queued,
             reason: None,
             group: "lab".into(),
+            origin: Default::default(),
+            priority: 0,
             spec: tessera_core::tes::Task::default(),
             logs: Vec::new(),
             creation_time: time::OffsetDateTime::UNIX_EPOCH,

@@ -75,6 +75,8 @@ mod tests {
             state: State::Queued,
             reason: None,
             group: String::new(),
+            origin: Default::default(),
+            priority: 0,
             spec: Task {
                 executors: Some(vec![Executor {
                     image: "img".into(),

@@ -162,6 +162,8 @@ mod tests {
             state: State::Queued,
             reason: None,
             group: String::new(),
+            origin: Default::default(),
+            priority: 0,
             spec,
             logs: vec![],
             creation_time: time::OffsetDateTime::UNIX_EPOCH,

@@ -131,6 +131,8 @@ impl Setup {
         let task = NewTask {
             id: tessera_core::id::new_task_id(),
             group: String::new(),
+            origin: Default::default(),
+            priority: 0,
             spec: Task {
                 executors: Some(
                     (0..n)

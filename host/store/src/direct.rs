@@ -86,8 +86,8 @@ fn rows(
     let mut seqs = HashMap::with_capacity(tasks.len());
     let mut task_row = tx.prepare_cached(
         "INSERT INTO tasks \
-         (id, state, reason, name, spec, logs, creation_time, updated_at, group_name) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
+         (id, state, reason, name, spec, logs, creation_time, updated_at, group_name, \
+         origin, priority) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING seq",
     )?;
     let mut event_row = tx.prepare_cached(
         "INSERT INTO task_events (task_id, at, to_state, reason) VALUES (?1, ?2, ?3, ?4)",
@@ -106,7 +106,9 @@ fn rows(
                     t.logs,
                     t.creation_time,
                     now,
-                    t.group
+                    t.group,
+                    t.origin,
+                    t.priority
                 ],
                 |row| row.get(0),
             )

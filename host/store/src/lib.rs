@@ -56,21 +56,36 @@ const PG_CONNECTIONS: u32 = 10;
 /// Rows per multi-row INSERT (8 parameters per task row stays far below both backends'
 /// parameter limits).
 const INSERT_CHUNK: usize = 500;
-/// PostgreSQL advisory lock held by each insert transaction: inserts commit in `seq`
-/// order, as with SQLite's single writer, so a keyset page never skips a task that
-/// commits late with a lower `seq`.
-const PG_INSERT_LOCK: i64 = 0x7465_7373_6572_6101;
+/// PostgreSQL advisory lock held by each transaction that appends tasks or events, from
+/// just before its first append to its commit: rows then commit in `seq` order, as with
+/// SQLite's single writer, so a reader that walks by `seq` (a keyset page, the event
+/// stream, a notifier's cursor) never passes a row that commits late with a lower `seq`.
+const PG_SEQ_LOCK: i64 = 0x7465_7373_6572_6101;
+
+/// Take [`PG_SEQ_LOCK`] for the rest of the transaction `$tx` (on PostgreSQL; SQLite's
+/// single writer already orders its commits). A macro: the body is compiled for each
+/// backend's transaction type.
+macro_rules! lock_seq {
+    ($tx:expr, $backend:expr) => {
+        if $backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_SEQ_LOCK)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
 
 /// Columns of a full task row, in the order [`decode_task`] reads them.
 macro_rules! full_cols {
     () => {
-        "seq, id, state, reason, name, group_name, spec, logs, creation_time"
+        "seq, id, state, reason, name, group_name, origin, priority, spec, logs, creation_time"
     };
 }
 /// Columns of a minimal task row (no spec and logs JSON to load and parse).
 macro_rules! minimal_cols {
     () => {
-        "seq, id, state, reason, name, group_name, creation_time"
+        "seq, id, state, reason, name, group_name, origin, priority, creation_time"
     };
 }
 
@@ -362,6 +377,8 @@ static NON_TERMINAL: LazyLock<String> =
 struct Encoded<'a> {
     id: &'a str,
     group: &'a str,
+    origin: &'static str,
+    priority: i64,
     reason: Option<&'a str>,
     name: Option<&'a str>,
     spec: String,
@@ -374,6 +391,8 @@ impl<'a> Encoded<'a> {
         Ok(Encoded {
             id: &task.id,
             group: &task.group,
+            origin: task.origin.as_str(),
+            priority: i64::from(task.priority),
             reason: task.reason.as_deref(),
             name: task.spec.name.as_deref(),
             spec: serde_json::to_string(&task.spec).map_err(|source| StoreError::Encode {
@@ -396,6 +415,11 @@ fn encode_logs(task_id: &str, logs: &[TaskLog]) -> Result<String, StoreError> {
 /// A stored RFC 3339 time; anything else is a corrupt row.
 fn parse_time(task_id: &str, s: &str) -> Result<OffsetDateTime, StoreError> {
     parse_rfc3339(s).ok_or_else(|| StoreError::Corrupt(format!("task {task_id}: time {s:?}")))
+}
+
+fn parse_origin(task_id: &str, s: &str) -> Result<tessera_core::task::Origin, StoreError> {
+    tessera_core::task::Origin::from_str(s)
+        .map_err(|e| StoreError::Corrupt(format!("task {task_id}: {e}")))
 }
 
 fn parse_state(task_id: &str, s: &str) -> Result<State, StoreError> {
@@ -451,6 +475,9 @@ where
         state: parse_state(&id, &state)?,
         reason: row.try_get("reason")?,
         group: row.try_get("group_name")?,
+        origin: parse_origin(&id, &row.try_get::<String, _>("origin")?)?,
+        priority: i32::try_from(row.try_get::<i64, _>("priority")?)
+            .map_err(|_| StoreError::Corrupt(format!("task {id}: priority out of range")))?,
         spec,
         logs,
         creation_time: parse_time(&id, &row.try_get::<String, _>("creation_time")?)?,
@@ -689,18 +716,14 @@ impl Store {
         } else {
             with_pool!(self, writer, |pool| {
                 let mut tx = pool.begin_write().await?;
-                if backend == Backend::Postgres {
-                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                        .bind(PG_INSERT_LOCK)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                lock_seq!(tx, backend);
                 let mut seqs = HashMap::with_capacity(encoded.len());
                 for chunk in encoded.chunks(INSERT_CHUNK) {
                     let mut qb = builder(
                         pool,
                         "INSERT INTO tasks \
-                     (id, state, reason, name, group_name, spec, logs, creation_time, updated_at) ",
+                     (id, state, reason, name, group_name, origin, priority, spec, logs, \
+                     creation_time, updated_at) ",
                     );
                     qb.push_values(chunk, |mut b, t| {
                         b.push_bind(t.id)
@@ -708,6 +731,8 @@ impl Store {
                             .push_bind(t.reason)
                             .push_bind(t.name)
                             .push_bind(t.group)
+                            .push_bind(t.origin)
+                            .push_bind(t.priority)
                             .push_bind(t.spec.as_str())
                             .push_bind(t.logs.as_str())
                             .push_bind(t.creation_time.as_str())
@@ -767,6 +792,8 @@ impl Store {
                     state: State::Queued,
                     reason: t.reason.clone(),
                     group: t.group.clone(),
+                    origin: t.origin,
+                    priority: t.priority,
                     spec: t.spec.clone(),
                     logs: t.logs.clone(),
                     creation_time: t.creation_time,
@@ -920,7 +947,8 @@ impl Store {
             if logs.is_some() { ", logs = $5" } else { "" },
             quoted(allowed.iter().copied()),
         );
-        let select = match self.backend() {
+        let backend = self.backend();
+        let select = match backend {
             Backend::Sqlite => "SELECT state, owner FROM tasks WHERE id = $1",
             Backend::Postgres => "SELECT state, owner FROM tasks WHERE id = $1 FOR UPDATE",
         };
@@ -955,6 +983,7 @@ impl Store {
             if query.execute(&mut *tx).await?.rows_affected() == 0 {
                 return Ok(None);
             }
+            lock_seq!(tx, backend);
             sqlx::query(
                 "INSERT INTO task_events (task_id, at, from_state, to_state, reason) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -1062,13 +1091,15 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let now_ms = lease::db_now_ms(self.backend());
-        let claim = match self.backend() {
+        let backend = self.backend();
+        let now_ms = lease::db_now_ms(backend);
+        let claim = match backend {
             // The single writer makes select-then-update atomic.
             Backend::Sqlite => format!(
                 "UPDATE tasks SET state = $1, reason = $2, updated_at = $3, owner = $6, \
                  lease_until = {now_ms} + $7 \
-                 WHERE seq IN (SELECT seq FROM tasks WHERE state = $4 ORDER BY seq LIMIT $5) \
+                 WHERE seq IN (SELECT seq FROM tasks WHERE state = $4 \
+                 ORDER BY priority DESC, seq LIMIT $5) \
                  AND state = $4 RETURNING {}",
                 full_cols!()
             ),
@@ -1077,7 +1108,7 @@ impl Store {
             // another claimer holds are skipped rather than waited for.
             Backend::Postgres => format!(
                 "WITH picked AS MATERIALIZED (SELECT seq AS picked_seq FROM tasks \
-                 WHERE state = $4 ORDER BY seq LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                 WHERE state = $4 ORDER BY priority DESC, seq LIMIT $5 FOR UPDATE SKIP LOCKED) \
                  UPDATE tasks SET state = $1, reason = $2, updated_at = $3, owner = $6, \
                  lease_until = {now_ms} + $7 FROM picked \
                  WHERE seq = picked_seq AND state = $4 RETURNING {}",
@@ -1106,7 +1137,9 @@ impl Store {
                     Err(e) => broken.push((row.try_get::<String, _>("id")?, e.to_string())),
                 }
             }
-            claimed.sort_by_key(|t| t.seq);
+            claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.seq));
+            // After the claim's row locks (a transition takes its row, then this lock).
+            lock_seq!(tx, backend);
             if !claimed.is_empty() {
                 let mut qb = builder(
                     pool,
@@ -1154,7 +1187,7 @@ impl Store {
         let sql = concat!(
             "SELECT ",
             full_cols!(),
-            " FROM tasks WHERE state = $1 ORDER BY seq LIMIT $2"
+            " FROM tasks WHERE state = $1 ORDER BY priority DESC, seq LIMIT $2"
         );
         with_pool!(self, reader, |pool| {
             sqlx::query(sql)
@@ -1185,7 +1218,8 @@ impl Store {
         let now = now_rfc3339();
         let (queued, initializing) = (State::Queued.as_str(), State::Initializing.as_str());
         let mut claimed = Vec::with_capacity(ids.len());
-        let now_ms = lease::db_now_ms(self.backend());
+        let backend = self.backend();
+        let now_ms = lease::db_now_ms(backend);
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
             for chunk in ids.chunks(INSERT_CHUNK) {
@@ -1212,26 +1246,29 @@ impl Store {
                     .iter()
                     .map(|r| r.try_get::<String, _>("id"))
                     .collect::<Result<_, _>>()?;
-                let chunk_claimed: Vec<&str> = chunk
-                    .iter()
-                    .copied()
-                    .filter(|id| got.contains(*id))
-                    .collect();
-                if !chunk_claimed.is_empty() {
-                    let mut qb = builder(
-                        pool,
-                        "INSERT INTO task_events (task_id, at, from_state, to_state, reason) ",
-                    );
-                    qb.push_values(&chunk_claimed, |mut b, id| {
-                        b.push_bind(*id)
-                            .push_bind(now.as_str())
-                            .push_bind(queued)
-                            .push_bind(initializing)
-                            .push_bind(reason);
-                    });
-                    qb.build().execute(&mut *tx).await?;
-                }
-                claimed.extend(chunk_claimed.into_iter().map(str::to_string));
+                claimed.extend(
+                    chunk
+                        .iter()
+                        .filter(|id| got.contains(**id))
+                        .map(|id| id.to_string()),
+                );
+            }
+            // Events after every row lock is taken (a transition takes its row, then this
+            // lock: the other order could deadlock).
+            lock_seq!(tx, backend);
+            for chunk in claimed.chunks(INSERT_CHUNK) {
+                let mut qb = builder(
+                    pool,
+                    "INSERT INTO task_events (task_id, at, from_state, to_state, reason) ",
+                );
+                qb.push_values(chunk, |mut b, id| {
+                    b.push_bind(id.as_str())
+                        .push_bind(now.as_str())
+                        .push_bind(queued)
+                        .push_bind(initializing)
+                        .push_bind(reason);
+                });
+                qb.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
@@ -1402,12 +1439,14 @@ mod audit;
 mod identity;
 mod lease;
 mod notify;
+mod operations;
 mod plugins;
 mod quota;
 pub use audit::{AuditEntry, AuditRecord};
 pub use identity::{GroupRow, TokenRow, UserRow};
 pub use lease::{Adoption, Lease};
-pub use notify::{Failed, Retry};
+pub use notify::{Failed, FeedEvent, Retry};
+pub use operations::{OperationRow, RunQuery, RunRow};
 pub use plugins::{BindingRow, Deleted, Installed, PluginVersionRow};
 
 #[cfg(test)]

@@ -60,6 +60,11 @@ const SQLITE: Embedded = &[
         "audit and quotas",
         include_str!("../migrations/sqlite/0009_audit_quotas.sql"),
     ),
+    (
+        10,
+        "operations and runs",
+        include_str!("../migrations/sqlite/0010_operations_runs.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -107,6 +112,11 @@ const POSTGRES: Embedded = &[
         9,
         "audit and quotas",
         include_str!("../migrations/postgres/0009_audit_quotas.sql"),
+    ),
+    (
+        10,
+        "operations and runs",
+        include_str!("../migrations/postgres/0010_operations_runs.sql"),
     ),
 ];
 

@@ -25,7 +25,48 @@ pub struct Failed {
     pub error: String,
 }
 
+/// An event of the stream, with what decides who may see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEvent {
+    pub event: Event,
+    pub group: String,
+    pub origin: tessera_core::task::Origin,
+}
+
 impl Store {
+    /// Events after `after_seq`, oldest first, at most `limit`, with their task's group
+    /// and origin (the event stream). Events of deleted tasks are gone with them.
+    pub async fn feed_after(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<FeedEvent>, StoreError> {
+        with_pool!(self, reader, |pool| {
+            let rows = sqlx::query(
+                "SELECT e.seq, e.task_id, e.at, e.from_state, e.to_state, e.reason, \
+                 t.group_name, t.origin FROM task_events e JOIN tasks t ON t.id = e.task_id \
+                 WHERE e.seq > $1 ORDER BY e.seq LIMIT $2",
+            )
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let event = decode_event(row)?;
+                    let origin: String = row.try_get("origin")?;
+                    Ok(FeedEvent {
+                        origin: origin.parse().map_err(|e: String| {
+                            StoreError::Corrupt(format!("task {}: {e}", event.task_id))
+                        })?,
+                        group: row.try_get("group_name")?,
+                        event,
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// The newest event's seq (0 when there is none).
     pub async fn last_event_seq(&self) -> Result<i64, StoreError> {
         with_pool!(self, reader, |pool| {

@@ -104,7 +104,8 @@ impl Store {
         let sql = concat!(
             "SELECT ",
             full_cols!(),
-            " FROM tasks WHERE state = $1 AND group_name = $2 ORDER BY seq LIMIT $3"
+            " FROM tasks WHERE state = $1 AND group_name = $2 \
+             ORDER BY priority DESC, seq LIMIT $3"
         );
         with_pool!(self, reader, |pool| {
             sqlx::query(sql)

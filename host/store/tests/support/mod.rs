@@ -162,6 +162,8 @@ pub fn new_task(name: Option<&str>, tags: &[(&str, &str)]) -> NewTask {
     NewTask {
         id: tessera_core::id::new_task_id(),
         group: String::new(),
+        origin: Default::default(),
+        priority: 0,
         spec: Task {
             name: name.map(str::to_string),
             executors: Some(vec![Executor {

@@ -1,0 +1,292 @@
+//! `GET /v1/events`: every task state change the caller may see, as Server-Sent Events.
+//!
+//! The store's event log is the source: one hub per server reads it (only while someone
+//! listens) and fans each event out to the subscribers, each of which filters by what
+//! its caller sees and what it asked for (`task=`, `run=`, `origin=`, `type=`, each
+//! repeatable). An event's SSE id is its store sequence number; a client that
+//! reconnects with `Last-Event-ID` (or `?after=SEQ`) is first replayed what it missed
+//! from the store, then continues live, so a disconnect loses nothing. A subscriber
+//! that falls behind the hub reads from the store until it catches up.
+//!
+//! Event types: `task.created` (the first event of a task), `task.state` (a change),
+//! `task.finished` (a terminal state).
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde_json::json;
+use tessera_core::ErrorCode;
+use tessera_core::task::Origin;
+use tessera_store::{FeedEvent, Store};
+use tokio::sync::broadcast;
+
+use crate::auth::Caller;
+use crate::{AppState, Error};
+
+/// How often the hub reads the log while someone listens.
+const POLL: Duration = Duration::from_millis(100);
+/// Events read per store query.
+const BATCH: u32 = 1000;
+/// Events the hub buffers per subscriber before the slowest must catch up from the store.
+const CAPACITY: usize = 8192;
+
+/// The type of an event, from its states.
+pub fn event_type(e: &tessera_core::Event) -> &'static str {
+    if e.from_state.is_none() {
+        "task.created"
+    } else if e.to_state.is_terminal() {
+        "task.finished"
+    } else {
+        "task.state"
+    }
+}
+
+/// One server's reader of the event log.
+#[derive(Clone)]
+pub struct Hub(Arc<HubInner>);
+
+struct HubInner {
+    store: Store,
+    tx: broadcast::Sender<Arc<FeedEvent>>,
+    /// Whether the reader loop runs.
+    running: Mutex<bool>,
+}
+
+impl Hub {
+    pub fn new(store: Store) -> Hub {
+        let (tx, _) = broadcast::channel(CAPACITY);
+        Hub(Arc::new(HubInner {
+            store,
+            tx,
+            running: Mutex::new(false),
+        }))
+    }
+
+    /// A receiver of every event from now on; the reader starts if it was idle.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+        let rx = self.0.tx.subscribe();
+        let start = match self.0.running.lock() {
+            Ok(mut running) => !std::mem::replace(&mut *running, true),
+            Err(_) => false,
+        };
+        if start {
+            tokio::spawn(self.clone().read());
+        }
+        rx
+    }
+
+    /// Read the log and send what is new, until nobody listens.
+    async fn read(self) {
+        let mut cursor = match self.0.store.last_event_seq().await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream: reading the log failed");
+                0
+            }
+        };
+        loop {
+            if self.0.tx.receiver_count() == 0 {
+                // Decide under the lock, so a subscriber arriving now restarts us.
+                if let Ok(mut running) = self.0.running.lock()
+                    && self.0.tx.receiver_count() == 0
+                {
+                    *running = false;
+                    return;
+                }
+            }
+            match self.0.store.feed_after(cursor, BATCH).await {
+                Ok(events) => {
+                    let full = events.len() == BATCH as usize;
+                    for e in events {
+                        cursor = e.event.seq;
+                        let _ = self.0.tx.send(Arc::new(e));
+                    }
+                    if full {
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "event stream: reading the log failed"),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// What one subscriber asked for and may see.
+struct Filter {
+    caller: Caller,
+    tasks: HashSet<String>,
+    origins: HashSet<Origin>,
+    types: HashSet<String>,
+}
+
+impl Filter {
+    fn wants(&self, e: &FeedEvent) -> bool {
+        self.caller.sees(&e.group)
+            && (self.tasks.is_empty() || self.tasks.contains(&e.event.task_id))
+            && (self.origins.is_empty() || self.origins.contains(&e.origin))
+            && (self.types.is_empty() || self.types.contains(event_type(&e.event)))
+    }
+}
+
+fn sse_event(e: &FeedEvent) -> SseEvent {
+    let ev = &e.event;
+    let kind = event_type(ev);
+    let data = json!({
+        "seq": ev.seq,
+        "type": kind,
+        "task_id": ev.task_id,
+        "origin": e.origin,
+        "group": e.group,
+        "from": ev.from_state,
+        "to": ev.to_state,
+        "reason": ev.reason,
+        "at": tessera_core::time_fmt::format_rfc3339(ev.at),
+    });
+    SseEvent::default()
+        .id(ev.seq.to_string())
+        .event(kind)
+        .data(data.to_string())
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::InvalidParameter, msg)
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Error> {
+    let mut filter = Filter {
+        caller,
+        tasks: HashSet::new(),
+        origins: HashSet::new(),
+        types: HashSet::new(),
+    };
+    let mut after: Option<i64> = None;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| bad(format!("could not parse the query string: {e}")))?;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "task" | "run" if !v.is_empty() => {
+                filter.tasks.insert(v);
+            }
+            "origin" if !v.is_empty() => {
+                filter.origins.insert(v.parse::<Origin>().map_err(bad)?);
+            }
+            "type" if !v.is_empty() => {
+                if !matches!(v.as_str(), "task.created" | "task.state" | "task.finished") {
+                    return Err(bad(format!(
+                        "type {v:?} is not one of task.created, task.state, task.finished"
+                    )));
+                }
+                filter.types.insert(v);
+            }
+            "after" if !v.is_empty() => {
+                after = Some(
+                    v.parse()
+                        .map_err(|_| bad(format!("after {v:?} is not an event id"))),
+                )
+                .transpose()?;
+            }
+            _ => {}
+        }
+    }
+    if let Some(last) = headers.get("last-event-id") {
+        let last = last
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .ok_or_else(|| bad("Last-Event-ID is not an event id this server sent"))?;
+        after = Some(last);
+    }
+    let hub = state.events().clone();
+    // Subscribe before reading where the log ends: nothing falls between the two.
+    let rx = hub.subscribe();
+    let store = state.runner().store().clone();
+    let (cursor, replay) = match after {
+        Some(seq) => (seq, true),
+        None => (
+            store
+                .last_event_seq()
+                .await
+                .map_err(|e| Error::internal("reading the event log failed", e))?,
+            false,
+        ),
+    };
+    let stream = events(store, rx, filter, cursor, replay);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// The subscriber's events after `cursor`: a replay from the store first (when
+/// `replay`, and whenever it falls behind the hub), then live ones, each once, in order.
+fn events(
+    store: Store,
+    rx: broadcast::Receiver<Arc<FeedEvent>>,
+    filter: Filter,
+    cursor: i64,
+    replay: bool,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    struct S {
+        store: Store,
+        rx: broadcast::Receiver<Arc<FeedEvent>>,
+        filter: Filter,
+        /// The last seq handed on or passed over.
+        cursor: i64,
+        /// Read the store after `cursor` before the live events.
+        replay: bool,
+        queue: std::collections::VecDeque<Arc<FeedEvent>>,
+    }
+    let s = S {
+        store,
+        rx,
+        filter,
+        replay,
+        cursor,
+        queue: Default::default(),
+    };
+    futures_util::stream::unfold(s, |mut s| async move {
+        loop {
+            if let Some(e) = s.queue.pop_front() {
+                if e.event.seq <= s.cursor {
+                    continue;
+                }
+                s.cursor = e.event.seq;
+                if s.filter.wants(&e) {
+                    return Some((Ok(sse_event(&e)), s));
+                }
+                continue;
+            }
+            if s.replay {
+                match s.store.feed_after(s.cursor, BATCH).await {
+                    Ok(batch) => {
+                        s.replay = batch.len() == BATCH as usize;
+                        s.queue.extend(batch.into_iter().map(Arc::new));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event stream: replay failed; ending the stream");
+                        return None;
+                    }
+                }
+                continue;
+            }
+            match s.rx.recv().await {
+                Ok(e) => s.queue.push_back(e),
+                // Fell behind the hub: read what was missed from the store.
+                Err(broadcast::error::RecvError::Lagged(_)) => s.replay = true,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}

@@ -1,0 +1,739 @@
+//! The Task API's operations and runs (`/v1/operations`, `/v1/runs`).
+//!
+//! An operation belongs to a group (`?group=` at creation, else the caller's personal
+//! group): its members read it, writers edit it and run it. A run is a task of the
+//! operation's group (origin `run`), submitted through the one path every task takes
+//! (`tes::submit`), so it also shows in the TES listing, tagged `tessera.operation`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tessera_core::identity::Role;
+use tessera_core::operation::{OperationSpec, RerunRequest, RunRequest, run_task};
+use tessera_core::task::Origin;
+use tessera_core::tes::Task;
+use tessera_core::{ApiError, ErrorCode, State as TaskState, TaskRecord, page};
+use tessera_store::{OperationRow, RunQuery, RunRow};
+
+use crate::auth::Caller;
+use crate::tes::{parse_json, read_body, submit};
+use crate::{AppState, Error};
+
+/// Default and largest page of operations and runs.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+fn bad_param(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::InvalidParameter, msg)
+}
+
+fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| bad_param(format!("could not parse the query string: {e}")))
+}
+
+fn page_size(v: &str) -> Result<u32, Error> {
+    match v.parse::<u32>() {
+        Ok(0) => Ok(DEFAULT_PAGE),
+        Ok(n) => Ok(n.min(MAX_PAGE)),
+        Err(_) => Err(bad_param(format!(
+            "page_size {v:?} is not a non-negative integer"
+        ))),
+    }
+}
+
+fn bad_token() -> Error {
+    Error::new(
+        ErrorCode::InvalidPageToken,
+        "page_token is not one this server issued; start again without it",
+    )
+}
+
+/// The group a new object goes to: `?group=`, else the caller's personal group; the
+/// caller must be able to write there.
+pub(crate) fn target_group(caller: &Caller, raw: Option<&str>) -> Result<String, Error> {
+    let named = query_pairs(raw)?
+        .into_iter()
+        .find(|(k, _)| k == "group")
+        .map(|(_, v)| v)
+        .filter(|g| !g.is_empty());
+    let group = named.unwrap_or_else(|| caller.default_group.clone());
+    caller.check_role(Role::Write, &group, "group", &group)?;
+    Ok(group)
+}
+
+fn visible_groups(caller: &Caller) -> Option<Vec<String>> {
+    caller
+        .visible_groups()
+        .map(|g| g.into_iter().map(str::to_string).collect())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::internal(&format!("a stored {what} does not decode"), e)
+}
+
+fn store_error(context: &str, e: tessera_store::StoreError) -> Error {
+    match e {
+        tessera_store::StoreError::Conflict(m) => Error::new(ErrorCode::Conflict, m),
+        e => Error::internal(context, e),
+    }
+}
+
+// ---- operations --------------------------------------------------------------------
+
+/// An operation as the API shows it: its document with identity and versions.
+fn operation_view(row: &OperationRow) -> Result<Value, Error> {
+    let spec: OperationSpec =
+        serde_json::from_str(&row.spec).map_err(|e| corrupt("operation", e))?;
+    let schema = spec.parameters_schema();
+    let mut v = serde_json::to_value(&spec).map_err(|e| corrupt("operation", e))?;
+    if let Value::Object(m) = &mut v {
+        let mut out = Map::new();
+        out.insert("id".into(), json!(row.id));
+        out.insert("group".into(), json!(row.group));
+        out.insert("version".into(), json!(row.version));
+        out.insert("latest_version".into(), json!(row.latest));
+        out.insert("created_at".into(), json!(row.created_at));
+        out.insert("version_created_at".into(), json!(row.version_created_at));
+        out.insert("version_created_by".into(), json!(row.version_created_by));
+        if row.deleted {
+            out.insert("deleted".into(), json!(true));
+        }
+        out.append(m);
+        out.insert("parameters_schema".into(), schema);
+        return Ok(Value::Object(out));
+    }
+    Err(corrupt("operation", "not an object"))
+}
+
+fn parse_operation(body: &[u8]) -> Result<OperationSpec, Error> {
+    let spec: OperationSpec = parse_json(body, "operation")?;
+    spec.check()
+        .map_err(|d| Error(ApiError::invalid_document("operation", d)))?;
+    Ok(spec)
+}
+
+fn encode_spec(spec: &OperationSpec) -> Result<String, Error> {
+    serde_json::to_string(spec).map_err(|e| Error::internal("encoding the operation failed", e))
+}
+
+/// An operation the caller sees (deleted ones only when `deleted_ok`), else 404.
+async fn visible_operation(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    version: Option<i64>,
+    deleted_ok: bool,
+) -> Result<OperationRow, Error> {
+    let row = state
+        .runner()
+        .store()
+        .operation(id, version)
+        .await
+        .map_err(|e| Error::internal("reading the operation failed", e))?
+        .filter(|r| deleted_ok || !r.deleted)
+        .ok_or_else(|| Error(ApiError::not_found("operation", id)))?;
+    caller.check_sees(&row.group, "operation", id)?;
+    Ok(row)
+}
+
+pub async fn create_operation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let group = target_group(&caller, raw.as_deref())?;
+    let spec = parse_operation(&read_body(&state, body)?)?;
+    let id = tessera_core::id::new_task_id();
+    let row = state
+        .runner()
+        .store()
+        .create_operation(
+            &id,
+            &group,
+            &spec.name,
+            &encode_spec(&spec)?,
+            &caller.username,
+        )
+        .await
+        .map_err(|e| store_error("storing the operation failed", e))?;
+    tracing::info!(operation = %id, name = %spec.name, group = %group, "operation created");
+    let resp = (
+        StatusCode::CREATED,
+        [(axum::http::header::LOCATION, format!("/v1/operations/{id}"))],
+        Json(operation_view(&row)?),
+    );
+    Ok(crate::audit::naming(resp, &id))
+}
+
+pub async fn list_operations(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, Error> {
+    let (mut limit, mut after, mut name, mut group) = (DEFAULT_PAGE, None, None, None);
+    for (k, v) in query_pairs(raw.as_deref())? {
+        match k.as_str() {
+            "page_size" => limit = page_size(&v)?,
+            "page_token" if !v.is_empty() => {
+                if !tessera_core::id::is_valid_task_id(&v) {
+                    return Err(bad_token());
+                }
+                after = Some(v);
+            }
+            "name" if !v.is_empty() => name = Some(v),
+            "group" if !v.is_empty() => group = Some(v),
+            _ => {}
+        }
+    }
+    let groups = match group {
+        // A group the caller does not see lists nothing, as if it had no operations.
+        Some(g) => Some(if caller.sees(&g) { vec![g] } else { Vec::new() }),
+        None => visible_groups(&caller),
+    };
+    let rows = state
+        .runner()
+        .store()
+        .list_operations(groups.as_deref(), name.as_deref(), after.as_deref(), limit)
+        .await
+        .map_err(|e| Error::internal("listing operations failed", e))?;
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.id.clone()))
+        .flatten();
+    let operations = rows
+        .iter()
+        .map(operation_view)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(
+        json!({"operations": operations, "next_page_token": next}),
+    ))
+}
+
+fn version_param(raw: Option<&str>) -> Result<Option<i64>, Error> {
+    for (k, v) in query_pairs(raw)? {
+        if k == "version" && !v.is_empty() {
+            return v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Some)
+                .ok_or_else(|| bad_param(format!("version {v:?} is not a positive integer")));
+        }
+    }
+    Ok(None)
+}
+
+pub async fn show_operation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, Error> {
+    let version = version_param(raw.as_deref())?;
+    let row = visible_operation(&state, &caller, &id, version, version.is_some()).await?;
+    let mut view = operation_view(&row)?;
+    let versions = state
+        .runner()
+        .store()
+        .operation_versions(&id)
+        .await
+        .map_err(|e| Error::internal("reading the operation's versions failed", e))?;
+    view["versions"] = versions
+        .into_iter()
+        .map(|(v, at, by)| json!({"version": v, "created_at": at, "created_by": by}))
+        .collect();
+    Ok(Json(view))
+}
+
+pub async fn update_operation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, Error> {
+    let row = visible_operation(&state, &caller, &id, None, false).await?;
+    caller.check_role(Role::Write, &row.group, "operation", &id)?;
+    let spec = parse_operation(&read_body(&state, body)?)?;
+    let row = state
+        .runner()
+        .store()
+        .update_operation(&id, &spec.name, &encode_spec(&spec)?, &caller.username)
+        .await
+        .map_err(|e| store_error("storing the operation failed", e))?
+        .ok_or_else(|| Error(ApiError::not_found("operation", &id)))?;
+    tracing::info!(operation = %id, version = row.version, "operation updated");
+    Ok(Json(operation_view(&row)?))
+}
+
+pub async fn delete_operation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    let row = visible_operation(&state, &caller, &id, None, false).await?;
+    caller.check_role(Role::Write, &row.group, "operation", &id)?;
+    state
+        .runner()
+        .store()
+        .delete_operation(&id)
+        .await
+        .map_err(|e| Error::internal("deleting the operation failed", e))?;
+    tracing::info!(operation = %id, "operation deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- runs --------------------------------------------------------------------------
+
+/// Where a run's artifacts go: its group's bucket, under `runs/ID/`.
+pub(crate) fn artifacts_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/")
+}
+
+/// The bucket of a group's artifacts (buckets belong to the group of their name).
+fn artifacts_bucket(group: &str) -> &str {
+    group
+}
+
+/// Make a run of `op` with `req`: check the request and the values, build its task, and
+/// submit it (the run row first; see the store).
+async fn start_run(
+    state: &AppState,
+    caller: &Caller,
+    op: &OperationRow,
+    req: RunRequest,
+    rerun_of: Option<String>,
+) -> Result<(TaskRecord, RunRow), Error> {
+    caller.check_role(Role::Write, &op.group, "operation", &op.id)?;
+    let spec: OperationSpec =
+        serde_json::from_str(&op.spec).map_err(|e| corrupt("operation", e))?;
+    let mut errs = req.check();
+    let values = match spec.resolve(&req.params) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errs.extend(e);
+            None
+        }
+    };
+    let Some(values) = values.filter(|_| errs.is_empty()) else {
+        return Err(Error(ApiError::invalid_document("run request", errs)));
+    };
+    let run_id = tessera_core::id::new_task_id();
+    let url = format!(
+        "s3://{}/{}",
+        artifacts_bucket(&op.group),
+        artifacts_prefix(&run_id)
+    );
+    let task: Task = run_task(&spec, op.version, &req, &values, &url);
+    let request =
+        serde_json::to_string(&req).map_err(|e| Error::internal("encoding the run failed", e))?;
+    let run = RunRow {
+        task_id: run_id.clone(),
+        operation_id: op.id.clone(),
+        version: op.version,
+        request,
+        rerun_of,
+        response_url: req.response_url.clone(),
+        delivery: req.response_url.as_ref().map(|_| "pending".to_string()),
+        delivery_attempts: 0,
+        delivery_error: None,
+    };
+    let store = state.runner().store();
+    store
+        .insert_run(&run)
+        .await
+        .map_err(|e| Error::internal("storing the run failed", e))?;
+    let record = match submit(
+        state,
+        caller,
+        &op.group,
+        run_id.clone(),
+        task,
+        Origin::Run,
+        req.priority,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = store.delete_run(&run_id).await;
+            return Err(e);
+        }
+    };
+    Ok((record, run))
+}
+
+/// The id of a run the new task got: the task's own.
+fn run_view(task: &TaskRecord, run: &RunRow) -> Result<Value, Error> {
+    let req: RunRequest = serde_json::from_str(&run.request).map_err(|e| corrupt("run", e))?;
+    let last = task.logs.last();
+    let exec = last.and_then(|l| l.logs.last());
+    let delivery = run.delivery.as_ref().map(|d| {
+        json!({
+            "state": d,
+            "attempts": run.delivery_attempts,
+            "error": run.delivery_error,
+        })
+    });
+    Ok(json!({
+        "id": task.id,
+        "operation_id": run.operation_id,
+        "operation": task.spec.name,
+        "version": run.version,
+        "group": task.group,
+        "state": task.state,
+        "reason": task.reason,
+        "priority": task.priority,
+        "params": req.params,
+        "env": req.env,
+        "inputs": req.inputs,
+        "labels": req.labels,
+        "response_url": req.response_url,
+        "delivery": delivery,
+        "rerun_of": run.rerun_of,
+        "created_at": tessera_core::time_fmt::format_rfc3339(task.creation_time),
+        "start_time": last.and_then(|l| l.start_time.clone()),
+        "end_time": last.and_then(|l| l.end_time.clone()),
+        "exit_code": exec.map(|e| e.exit_code),
+    }))
+}
+
+pub async fn create_run(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let body = read_body(&state, body)?;
+    let req: RunRequest = if body.is_empty() {
+        RunRequest::default()
+    } else {
+        parse_json(&body, "run request")?
+    };
+    let op = visible_operation(&state, &caller, &id, req.version, false).await?;
+    let (task, run) = start_run(&state, &caller, &op, req, None).await?;
+    created_run(&task, &run)
+}
+
+fn created_run(task: &TaskRecord, run: &RunRow) -> Result<Response, Error> {
+    let resp = (
+        StatusCode::CREATED,
+        [(
+            axum::http::header::LOCATION,
+            format!("/v1/runs/{}", task.id),
+        )],
+        Json(run_view(task, run)?),
+    );
+    Ok(crate::audit::naming(resp, &task.id))
+}
+
+/// A run the caller sees, else 404.
+async fn visible_run(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(TaskRecord, RunRow), Error> {
+    let found = state
+        .runner()
+        .store()
+        .run(id)
+        .await
+        .map_err(|e| Error::internal("reading the run failed", e))?
+        .ok_or_else(|| Error(ApiError::not_found("run", id)))?;
+    caller.check_sees(&found.0.group, "run", id)?;
+    Ok(found)
+}
+
+pub async fn show_run(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let (task, run) = visible_run(&state, &caller, &id).await?;
+    Ok(Json(run_view(&task, &run)?))
+}
+
+pub async fn list_runs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, Error> {
+    let mut q = RunQuery {
+        groups: visible_groups(&caller),
+        limit: DEFAULT_PAGE,
+        ..RunQuery::default()
+    };
+    for (k, v) in query_pairs(raw.as_deref())? {
+        match k.as_str() {
+            "page_size" => q.limit = page_size(&v)?,
+            "page_token" if !v.is_empty() => {
+                q.before_seq = Some(page::decode(&v).ok_or_else(bad_token)?);
+            }
+            "operation_id" | "operation" if !v.is_empty() => q.operation_id = Some(v),
+            "state" if !v.is_empty() => {
+                q.state = Some(
+                    v.parse::<TaskState>()
+                        .map_err(|e| bad_param(e.to_string()))?,
+                )
+            }
+            "group" if !v.is_empty() => {
+                q.groups = Some(if caller.sees(&v) { vec![v] } else { Vec::new() });
+            }
+            _ => {}
+        }
+    }
+    let rows = state
+        .runner()
+        .store()
+        .list_runs(&q)
+        .await
+        .map_err(|e| Error::internal("listing runs failed", e))?;
+    let next = (rows.len() == q.limit as usize)
+        .then(|| rows.last().map(|(t, _)| page::encode(t.seq)))
+        .flatten();
+    let runs = rows
+        .iter()
+        .map(|(t, r)| run_view(t, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({"runs": runs, "next_page_token": next})))
+}
+
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let (task, _) = visible_run(&state, &caller, &id).await?;
+    caller.check_role(Role::Write, &task.group, "run", &id)?;
+    Ok(Json(crate::tes::cancel_answer(&state, &id).await?).into_response())
+}
+
+pub async fn rerun(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let body = read_body(&state, body)?;
+    let overrides: RerunRequest = if body.is_empty() {
+        RerunRequest::default()
+    } else {
+        parse_json(&body, "rerun request")?
+    };
+    let (_, original) = visible_run(&state, &caller, &id).await?;
+    let mut req: RunRequest =
+        serde_json::from_str(&original.request).map_err(|e| corrupt("run", e))?;
+    // The original version unless the rerun names another.
+    req.version = Some(original.version);
+    let req = req.rerun(overrides);
+    let op = visible_operation(&state, &caller, &original.operation_id, req.version, true).await?;
+    let (task, run) = start_run(&state, &caller, &op, req, Some(id)).await?;
+    created_run(&task, &run)
+}
+
+/// Which executor output `GET /v1/runs/{id}/logs` shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// The output of the run's last attempt so far: its executors' stdout (or stderr), and
+/// how many bytes each produced in all (the stored text is the tail of that).
+fn output_of(task: &TaskRecord, stream: Stream) -> Vec<(String, u64)> {
+    let Some(last) = task.logs.last() else {
+        return Vec::new();
+    };
+    last.logs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (text, key) = match stream {
+                Stream::Stdout => (l.stdout.clone(), format!("executor.{i}.stdout_bytes")),
+                Stream::Stderr => (l.stderr.clone(), format!("executor.{i}.stderr_bytes")),
+            };
+            let text = text.unwrap_or_default();
+            let total = last
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get(&key))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(text.len() as u64);
+            (text, total)
+        })
+        .collect()
+}
+
+/// How often a followed log is read again from the store.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+pub async fn run_logs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Error> {
+    let (mut stream, mut follow) = (Stream::Stdout, false);
+    for (k, v) in query_pairs(raw.as_deref())? {
+        match (k.as_str(), v.as_str()) {
+            ("stream", "stdout") => stream = Stream::Stdout,
+            ("stream", "stderr") => stream = Stream::Stderr,
+            ("stream", other) => {
+                return Err(bad_param(format!(
+                    "stream {other:?} is not stdout or stderr"
+                )));
+            }
+            ("follow", "true" | "1" | "") => follow = true,
+            ("follow", "false" | "0") => follow = false,
+            ("follow", other) => {
+                return Err(bad_param(format!("follow {other:?} is not true or false")));
+            }
+            _ => {}
+        }
+    }
+    let (task, _) = visible_run(&state, &caller, &id).await?;
+    let text_headers = [(
+        axum::http::header::CONTENT_TYPE,
+        "text/plain; charset=utf-8",
+    )];
+    if !follow || task.state.is_terminal() {
+        let text: String = output_of(&task, stream)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        return Ok((text_headers, text).into_response());
+    }
+    // Follow: what the store holds now, then what each flush adds, until the run ends.
+    // The store keeps a tail of each executor's output: a follower that falls further
+    // behind than the tail is told how much it missed.
+    let store = state.runner().store().clone();
+    let body = futures_util::stream::unfold(
+        (Some(task), Vec::<u64>::new(), false),
+        move |(task, mut sent, done)| {
+            let store = store.clone();
+            let id = id.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let mut task = task;
+                loop {
+                    let t = match task.take() {
+                        Some(t) => t,
+                        None => {
+                            tokio::time::sleep(FOLLOW_POLL).await;
+                            match store.get_task(&id).await {
+                                Ok(Some(t)) => t,
+                                _ => return None,
+                            }
+                        }
+                    };
+                    let outputs = output_of(&t, stream);
+                    let mut chunk = String::new();
+                    for (i, (text, total)) in outputs.iter().enumerate() {
+                        if sent.len() <= i {
+                            sent.push(0);
+                        }
+                        let new = total.saturating_sub(sent[i]);
+                        if new == 0 {
+                            continue;
+                        }
+                        let have = text.len() as u64;
+                        if new > have {
+                            chunk.push_str(&format!("[… {} bytes not kept …]\n", new - have));
+                        }
+                        let from = text.len() - new.min(have) as usize;
+                        // The tail may begin inside a UTF-8 sequence.
+                        let from = (from..=text.len())
+                            .find(|i| text.is_char_boundary(*i))
+                            .unwrap_or(text.len());
+                        chunk.push_str(&text[from..]);
+                        sent[i] = *total;
+                    }
+                    let ended = t.state.is_terminal();
+                    if !chunk.is_empty() || ended {
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(Bytes::from(chunk)),
+                            (None, sent, ended),
+                        ));
+                    }
+                }
+            }
+        },
+    );
+    Ok((text_headers, axum::body::Body::from_stream(body)).into_response())
+}
+
+#[derive(Serialize)]
+struct Artifact {
+    /// The path under the output directory.
+    path: String,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    /// Where to download it (`GET`).
+    download: String,
+    /// The object it is in the group's bucket.
+    url: String,
+}
+
+pub async fn list_artifacts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let (task, _) = visible_run(&state, &caller, &id).await?;
+    let bucket = artifacts_bucket(&task.group).to_string();
+    let prefix = artifacts_prefix(&id);
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = match crate::data::list_objects(
+            &state,
+            &bucket,
+            prefix.clone(),
+            after.clone(),
+            tessera_objstore::MAX_LIST,
+        )
+        .await
+        {
+            Ok(p) => p,
+            // No bucket yet: nothing was written.
+            Err(Error(e)) if e.code == ErrorCode::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let full = page.len() == tessera_objstore::MAX_LIST as usize;
+        after = page.last().map(|o| o.key.clone());
+        for o in page {
+            let path = o.key.strip_prefix(&prefix).unwrap_or(&o.key).to_string();
+            out.push(Artifact {
+                download: format!("/v1/runs/{id}/artifacts/{path}"),
+                url: format!("s3://{bucket}/{}", o.key),
+                path,
+                size: o.size,
+                sha256: o.sha256,
+            });
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(Json(json!({"artifacts": out})))
+}
+
+pub async fn download_artifact(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, path)): Path<(String, String)>,
+) -> Result<Response, Error> {
+    let (task, _) = visible_run(&state, &caller, &id).await?;
+    let bucket = artifacts_bucket(&task.group).to_string();
+    let key = format!("{}{path}", artifacts_prefix(&id));
+    let what = crate::data::checked(&bucket, &key)?;
+    crate::data::download(&state, bucket, key, what).await
+}

@@ -1,0 +1,622 @@
+//! The Task API end to end on the real binary and real Docker: operations with typed
+//! parameters, runs (validation, artifacts byte for byte, logs, rerun with overrides,
+//! versions), the event stream with resume, and group isolation on every endpoint.
+
+mod common;
+
+use common::{BUSYBOX, Options, Server};
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// A caller with one bearer token.
+struct Client<'a> {
+    s: &'a Server,
+    token: String,
+}
+
+impl Client<'_> {
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req = self
+            .s
+            .http
+            .request(method, format!("{}{path}", self.s.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(Method::GET, path, None).await
+    }
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+    async fn bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .s
+            .http
+            .get(format!("{}{path}", self.s.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
+
+    /// Poll a run until it ends.
+    async fn wait_run(&self, id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, run) = self.get(&format!("/v1/runs/{id}")).await;
+            assert_eq!(status, 200, "{run}");
+            if common::is_terminal(run["state"].as_str().unwrap_or("")) {
+                return run;
+            }
+            assert!(
+                start.elapsed() < common::DEADLINE,
+                "run {id} never ended: {run}\n{}",
+                self.s.server_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn admin(s: &Server) -> Client<'_> {
+    Client {
+        s,
+        token: s.token.clone(),
+    }
+}
+
+/// A new user (with a personal group of its name) and its client.
+async fn user<'a>(s: &'a Server, name: &str) -> Client<'a> {
+    let a = admin(s);
+    let password = format!("{name}-password-1");
+    let (status, body) = a
+        .post(
+            "/v1/admin/users",
+            &json!({ "name": name, "password": password }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let r = s
+        .http
+        .post(format!("{}/v1/auth/token", s.url))
+        .json(&json!({ "username": name, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    Client {
+        s,
+        token: body["access_token"].as_str().unwrap().to_string(),
+    }
+}
+
+fn operation(name: &str) -> Value {
+    json!({
+        "name": name,
+        "description": "writes a greeting and a count",
+        "image": BUSYBOX,
+        "command": ["sh", "-c",
+            "mkdir -p /out/sub && printf '%s\\n' \"$GREETING\" > /out/hello.txt && seq 1 {{count}} > /out/sub/n.txt && echo done-{{count}} && echo warn-{{count}} >&2"],
+        "parameters": [
+            {"name": "count", "type": "integer", "minimum": 1, "maximum": 100, "description": "how many"},
+            {"name": "greeting", "type": "string", "default": "hello", "enum": ["hello", "bonjour"]},
+            {"name": "loud", "type": "boolean", "required": false},
+        ],
+        "env": {"GREETING": "{{greeting}}"},
+        "output_dir": "/out",
+        "timeout_seconds": 600,
+    })
+}
+
+fn seq_text(n: u32) -> String {
+    (1..=n).map(|i| format!("{i}\n")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_runs_with_typed_parameters_and_its_artifacts_download_byte_for_byte() {
+    let s = Server::start(Options::default()).await;
+    let c = user(&s, "ada").await;
+
+    // A broken operation is refused, each rule named.
+    let mut bad = operation("Bad Name");
+    bad["command"] = json!(["echo", "{{nope}}"]);
+    let (status, body) = c.post("/v1/operations", &bad).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalid_document");
+    let fields: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["name", "command[1]"], "{body}");
+
+    let (status, op) = c.post("/v1/operations", &operation("count")).await;
+    assert_eq!(status, 201, "{op}");
+    let op_id = op["id"].as_str().unwrap().to_string();
+    assert_eq!(op["group"], "ada");
+    assert_eq!(op["version"], 1);
+    assert_eq!(op["parameters_schema"]["required"], json!(["count"]));
+    assert_eq!(
+        op["parameters_schema"]["properties"]["count"]["maximum"],
+        100.0
+    );
+    // The name is the group's: a second operation of that name conflicts.
+    let (status, body) = c.post("/v1/operations", &operation("count")).await;
+    assert_eq!(status, 409, "{body}");
+
+    // Bad values: 400 naming each bad one, and nothing is queued.
+    let (status, body) = c
+        .post(
+            &format!("/v1/operations/{op_id}/runs"),
+            &json!({"params": {"count": "five", "greeting": "hola", "colour": "red"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let mut fields: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        ["params.colour", "params.count", "params.greeting"],
+        "{body}"
+    );
+    let (status, body) = c
+        .post(
+            &format!("/v1/operations/{op_id}/runs"),
+            &json!({"params": {"count": 1000}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["details"][0]["field"], "params.count");
+    let (status, body) = c
+        .post(&format!("/v1/operations/{op_id}/runs"), &json!({}))
+        .await;
+    assert_eq!(status, 400, "a missing required parameter: {body}");
+    let (_, runs) = c.get("/v1/runs").await;
+    assert_eq!(runs["runs"], json!([]), "refused runs were queued: {runs}");
+
+    // A good run succeeds; its artifacts are the files it wrote, byte for byte.
+    let (status, run) = c
+        .post(
+            &format!("/v1/operations/{op_id}/runs"),
+            &json!({"params": {"count": 5, "greeting": "bonjour"}, "labels": {"team": "x"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["id"].as_str().unwrap().to_string();
+    assert_eq!(run["version"], 1);
+    let done = c.wait_run(&run_id).await;
+    assert_eq!(done["state"], "COMPLETE", "{done}\n{}", s.server_log());
+    assert_eq!(done["exit_code"], 0);
+    let (status, arts) = c.get(&format!("/v1/runs/{run_id}/artifacts")).await;
+    assert_eq!(status, 200, "{arts}");
+    let mut paths: Vec<&str> = arts["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["hello.txt", "sub/n.txt"], "{arts}");
+    let (status, hello) = c
+        .bytes(&format!("/v1/runs/{run_id}/artifacts/hello.txt"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(hello, b"bonjour\n");
+    let (_, n) = c
+        .bytes(&format!("/v1/runs/{run_id}/artifacts/sub/n.txt"))
+        .await;
+    assert_eq!(String::from_utf8(n).unwrap(), seq_text(5));
+    let (status, logs) = c.bytes(&format!("/v1/runs/{run_id}/logs")).await;
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&logs), "done-5\n");
+    let (_, errs) = c
+        .bytes(&format!("/v1/runs/{run_id}/logs?stream=stderr"))
+        .await;
+    assert_eq!(String::from_utf8_lossy(&errs), "warn-5\n");
+
+    // The run is a task: the TES API lists it, tagged with its operation.
+    let (_, tes) = c
+        .get("/ga4gh/tes/v1/tasks?tag_key=tessera.operation&tag_value=count")
+        .await;
+    assert_eq!(tes["tasks"][0]["id"], run_id.as_str(), "{tes}");
+
+    // A new version; the old run keeps the version it ran.
+    let mut v2 = operation("count");
+    v2["command"] = json!([
+        "sh",
+        "-c",
+        "mkdir -p /out && seq {{count}} -1 1 > /out/down.txt"
+    ]);
+    let (status, op2) = c
+        .call(Method::PUT, &format!("/v1/operations/{op_id}"), Some(&v2))
+        .await;
+    assert_eq!(status, 200, "{op2}");
+    assert_eq!(op2["version"], 2);
+    let (_, old) = c.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(old["version"], 1);
+
+    // Rerun with overrides: the original's version and values, the overrides on top.
+    let (status, re) = c
+        .post(
+            &format!("/v1/runs/{run_id}/rerun"),
+            &json!({"params": {"count": 3}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{re}");
+    assert_eq!(re["rerun_of"], run_id.as_str());
+    assert_eq!(re["version"], 1);
+    assert_eq!(re["params"], json!({"count": 3, "greeting": "bonjour"}));
+    let re_id = re["id"].as_str().unwrap().to_string();
+    assert_eq!(c.wait_run(&re_id).await["state"], "COMPLETE");
+    let (_, n) = c
+        .bytes(&format!("/v1/runs/{re_id}/artifacts/sub/n.txt"))
+        .await;
+    assert_eq!(String::from_utf8(n).unwrap(), seq_text(3));
+    // A run of the latest version runs the new command.
+    let (_, latest) = c
+        .post(
+            &format!("/v1/operations/{op_id}/runs"),
+            &json!({"params": {"count": 2}}),
+        )
+        .await;
+    assert_eq!(latest["version"], 2);
+    let latest_id = latest["id"].as_str().unwrap().to_string();
+    assert_eq!(c.wait_run(&latest_id).await["state"], "COMPLETE");
+    let (_, down) = c
+        .bytes(&format!("/v1/runs/{latest_id}/artifacts/down.txt"))
+        .await;
+    assert_eq!(down, b"2\n1\n");
+
+    let (_, listed) = c.get(&format!("/v1/runs?operation_id={op_id}")).await;
+    let ids: Vec<&str> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [latest_id.as_str(), re_id.as_str(), run_id.as_str()]);
+    let (_, page) = c
+        .get(&format!("/v1/runs?operation_id={op_id}&page_size=2"))
+        .await;
+    let token = page["next_page_token"].as_str().unwrap();
+    let (_, rest) = c
+        .get(&format!(
+            "/v1/runs?operation_id={op_id}&page_size=2&page_token={token}"
+        ))
+        .await;
+    assert_eq!(rest["runs"][0]["id"], run_id.as_str());
+
+    // Deleting hides the operation; its runs stay readable.
+    let (status, _) = c
+        .call(Method::DELETE, &format!("/v1/operations/{op_id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = c.get(&format!("/v1/operations/{op_id}")).await;
+    assert_eq!(status, 404);
+    let (status, _) = c.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_queue_by_priority_then_fifo_and_follow_their_logs_while_running() {
+    // One task at a time, so the queue order is the start order.
+    let s = Server::start(Options {
+        max_concurrent_tasks: 1,
+        ..Options::default()
+    })
+    .await;
+    let c = admin(&s);
+    let op = json!({
+        "name": "step",
+        "image": BUSYBOX,
+        "command": ["sh", "-c", "{{script}}"],
+        "parameters": [{"name": "script", "type": "string"}],
+    });
+    let (status, op) = c.post("/v1/operations", &op).await;
+    assert_eq!(status, 201, "{op}");
+    let runs_url = format!("/v1/operations/{}/runs", op["id"].as_str().unwrap());
+    // The first takes the only slot while the others queue behind it.
+    let (_, first) = c
+        .post(
+            &runs_url,
+            &json!({"params": {"script": "for i in 1 2 3 4 5 6 7 8 9 10; do echo line-$i; sleep 0.3; done"}}),
+        )
+        .await;
+    let first_id = first["id"].as_str().unwrap().to_string();
+    let mut queued = Vec::new();
+    for (name, priority) in [("low-a", 0), ("high", 10), ("low-b", 0), ("mid", 5)] {
+        let (status, r) = c
+            .post(
+                &runs_url,
+                &json!({"params": {"script": format!("echo {name}")}, "priority": priority}),
+            )
+            .await;
+        assert_eq!(status, 201, "{r}");
+        queued.push((name, r["id"].as_str().unwrap().to_string()));
+    }
+
+    // Follow the first run's log while it runs: every line, in order, then the end.
+    let r = s
+        .http
+        .get(format!("{}/v1/runs/{first_id}/logs?follow=true", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut text = String::new();
+    let mut chunks = 0;
+    while let Some(chunk) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        chunks += 1;
+    }
+    let expected: String = (1..=10).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(text, expected);
+    assert!(chunks > 1, "the log came in one piece, not while running");
+
+    // The order they were claimed in: the seq of each one's INITIALIZING event.
+    let mut started = Vec::new();
+    for (name, id) in &queued {
+        let run = c.wait_run(id).await;
+        assert_eq!(run["state"], "COMPLETE", "{run}");
+        let (_, status) = c.get(&format!("/v1/tasks/{id}")).await;
+        let claimed = status["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["to_state"] == "INITIALIZING")
+            .and_then(|e| e["seq"].as_i64())
+            .expect("a claim event");
+        started.push((claimed, *name));
+    }
+    started.sort();
+    let order: Vec<&str> = started.iter().map(|(_, n)| *n).collect();
+    assert_eq!(order, ["high", "mid", "low-a", "low-b"]);
+}
+
+/// Read SSE events from a response until `until` says stop; (id, data) pairs.
+async fn read_events(
+    r: reqwest::Response,
+    mut until: impl FnMut(&[(i64, Value)]) -> bool,
+) -> Vec<(i64, Value)> {
+    let mut body = r.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + common::DEADLINE;
+    while !until(&out) {
+        let chunk = tokio::time::timeout_at(deadline.into(), body.next())
+            .await
+            .expect("events in time")
+            .expect("the stream went on")
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let (mut id, mut data) = (None, None);
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse::<i64>().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str::<Value>(v.trim()).ok();
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                out.push((id, data));
+            }
+        }
+    }
+    out
+}
+
+async fn subscribe(s: &Server, token: &str, query: &str, last: Option<i64>) -> reqwest::Response {
+    let mut req = s
+        .http
+        .get(format!("{}/v1/events{query}", s.url))
+        .bearer_auth(token);
+    if let Some(l) = last {
+        req = req.header("last-event-id", l.to_string());
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_resumes_after_a_disconnect_without_losing_an_event() {
+    let s = Server::start(Options {
+        executor: "none",
+        ..Options::default()
+    })
+    .await;
+    let ada = user(&s, "ada").await;
+    let bob = user(&s, "bob").await;
+    let ada_sub = subscribe(&s, &ada.token, "", None).await;
+    let bob_sub = subscribe(&s, &bob.token, "", None).await;
+
+    // Ada makes 20 tasks (created, then canceled: three events each); bob makes one.
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (status, body) = ada
+            .post(
+                "/ga4gh/tes/v1/tasks",
+                &json!({"name": format!("t{i}"), "executors": [{"image": BUSYBOX, "command": ["true"]}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    let (_, bobs) = bob
+        .post(
+            "/ga4gh/tes/v1/tasks",
+            &json!({"executors": [{"image": BUSYBOX, "command": ["true"]}]}),
+        )
+        .await;
+    let bob_task = bobs["id"].as_str().unwrap().to_string();
+
+    // Read the first ten events, then drop the connection.
+    let first = read_events(ada_sub, |e| e.len() >= 10).await;
+    let last_seen = first.last().unwrap().0;
+    for id in &ids {
+        let (status, _) = ada
+            .post(&format!("/ga4gh/tes/v1/tasks/{id}:cancel"), &json!({}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    // Resume: everything after the last seen, then the live cancels.
+    let resumed = read_events(subscribe(&s, &ada.token, "", Some(last_seen)).await, |e| {
+        e.len() >= 60 - 10
+    })
+    .await;
+    let mut all: Vec<(i64, Value)> = first.into_iter().chain(resumed).collect();
+    let seqs: Vec<i64> = all.iter().map(|(id, _)| *id).collect();
+    let mut sorted = seqs.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seqs, sorted, "events out of order or repeated");
+    all.retain(|(_, d)| d["group"] == "ada");
+    assert_eq!(all.len(), 60, "ada sees 60 events of her own");
+    for id in &ids {
+        let kinds: Vec<&str> = all
+            .iter()
+            .filter(|(_, d)| d["task_id"] == id.as_str())
+            .map(|(_, d)| d["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["task.created", "task.state", "task.finished"],
+            "task {id}"
+        );
+    }
+    assert!(
+        !all.iter().any(|(_, d)| d["task_id"] == bob_task.as_str()),
+        "ada saw bob's task"
+    );
+    // Bob sees his own event and none of ada's.
+    let bobs_events = read_events(bob_sub, |e| !e.is_empty()).await;
+    assert_eq!(bobs_events[0].1["task_id"], bob_task.as_str());
+
+    // Filters: one task's events only, replayed from the start of the log.
+    let one = read_events(
+        subscribe(&s, &ada.token, &format!("?task={}", ids[3]), Some(0)).await,
+        |e| e.len() >= 3,
+    )
+    .await;
+    assert!(one.iter().all(|(_, d)| d["task_id"] == ids[3].as_str()));
+    let finished = read_events(
+        subscribe(&s, &ada.token, "?type=task.finished", Some(0)).await,
+        |e| e.len() >= 20,
+    )
+    .await;
+    assert!(finished.iter().all(|(_, d)| d["to"] == "CANCELED"));
+    let (status, body) = ada.get("/v1/events?type=bogus").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalid_parameter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_and_runs_of_another_group_do_not_exist() {
+    let s = Server::start(Options {
+        executor: "none",
+        ..Options::default()
+    })
+    .await;
+    let ada = user(&s, "ada").await;
+    let bob = user(&s, "bob").await;
+    let (status, op) = ada.post("/v1/operations", &operation("count")).await;
+    assert_eq!(status, 201, "{op}");
+    let op_id = op["id"].as_str().unwrap();
+    let (status, run) = ada
+        .post(
+            &format!("/v1/operations/{op_id}/runs"),
+            &json!({"params": {"count": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["id"].as_str().unwrap();
+
+    for (method, path, body) in [
+        (Method::GET, format!("/v1/operations/{op_id}"), None),
+        (
+            Method::PUT,
+            format!("/v1/operations/{op_id}"),
+            Some(operation("count")),
+        ),
+        (Method::DELETE, format!("/v1/operations/{op_id}"), None),
+        (
+            Method::POST,
+            format!("/v1/operations/{op_id}/runs"),
+            Some(json!({"params": {"count": 1}})),
+        ),
+        (Method::GET, format!("/v1/runs/{run_id}"), None),
+        (Method::POST, format!("/v1/runs/{run_id}/cancel"), None),
+        (Method::POST, format!("/v1/runs/{run_id}/rerun"), None),
+        (Method::GET, format!("/v1/runs/{run_id}/logs"), None),
+        (Method::GET, format!("/v1/runs/{run_id}/artifacts"), None),
+        (
+            Method::GET,
+            format!("/v1/runs/{run_id}/artifacts/hello.txt"),
+            None,
+        ),
+    ] {
+        let (status, answer) = bob.call(method.clone(), &path, body.as_ref()).await;
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+        assert_eq!(answer["code"], "not_found", "{method} {path}");
+    }
+    // Creating in another group's name is 404 as well.
+    let (status, _) = bob
+        .post("/v1/operations?group=ada", &operation("other"))
+        .await;
+    assert_eq!(status, 404);
+    let (_, ops) = bob.get("/v1/operations").await;
+    assert_eq!(ops["operations"], json!([]));
+    let (_, ops) = bob.get("/v1/operations?group=ada").await;
+    assert_eq!(ops["operations"], json!([]));
+    let (_, runs) = bob.get("/v1/runs").await;
+    assert_eq!(runs["runs"], json!([]));
+    // A Read member sees but may not run or edit.
+    let (status, _) = admin(&s)
+        .call(
+            Method::PUT,
+            "/v1/groups/ada/members/bob",
+            Some(&json!({"role": "read"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = bob.get(&format!("/v1/operations/{op_id}")).await;
+    assert_eq!(status, 200);
+    let (status, body) = bob
+        .post(
+            &format!("/v1/operations/{op_id}/runs"),
+            &json!({"params": {"count": 1}}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = bob
+        .post(&format!("/v1/runs/{run_id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 403);
+}
