@@ -20,6 +20,7 @@ mod metrics;
 pub mod oidc;
 mod operations;
 mod plugins;
+mod run_summary;
 mod tes;
 
 pub use error::Error;
@@ -73,7 +74,7 @@ impl AppState {
         let auth = auth::Authenticator::new(runner.store().clone(), cfg.auth.clone())?;
         let audit = audit::Auditor::start(runner.store().clone(), cfg.audit_retention);
         let events = events::Hub::new(runner.store().clone());
-        Ok(AppState(Arc::new(Inner {
+        let state = AppState(Arc::new(Inner {
             events,
             auth,
             audit,
@@ -81,7 +82,9 @@ impl AppState {
             cfg,
             registry,
             objects,
-        })))
+        }));
+        run_summary::start(state.clone());
+        Ok(state)
     }
 
     fn objects(&self) -> &data::Objects {

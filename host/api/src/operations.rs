@@ -368,8 +368,8 @@ async fn start_run(
     Ok((record, run))
 }
 
-/// The id of a run the new task got: the task's own.
-fn run_view(task: &TaskRecord, run: &RunRow) -> Result<Value, Error> {
+/// A run as the API shows it (its id is its task's).
+pub(crate) fn run_view(task: &TaskRecord, run: &RunRow) -> Result<Value, Error> {
     let req: RunRequest = serde_json::from_str(&run.request).map_err(|e| corrupt("run", e))?;
     let last = task.logs.last();
     let exec = last.and_then(|l| l.logs.last());
@@ -669,32 +669,33 @@ pub async fn run_logs(
     Ok((text_headers, axum::body::Body::from_stream(body)).into_response())
 }
 
+/// One file a run wrote to its output directory.
 #[derive(Serialize)]
-struct Artifact {
+pub(crate) struct Artifact {
     /// The path under the output directory.
-    path: String,
-    size: u64,
+    pub(crate) path: String,
+    pub(crate) size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    sha256: Option<String>,
+    pub(crate) sha256: Option<String>,
     /// Where to download it (`GET`).
-    download: String,
+    pub(crate) download: String,
     /// The object it is in the group's bucket.
-    url: String,
+    pub(crate) url: String,
 }
 
-pub async fn list_artifacts(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
-    let (task, _) = visible_run(&state, &caller, &id).await?;
-    let bucket = artifacts_bucket(&task.group).to_string();
-    let prefix = artifacts_prefix(&id);
+/// The artifacts of run `id` of `group`, by path.
+pub(crate) async fn artifacts(
+    state: &AppState,
+    group: &str,
+    id: &str,
+) -> Result<Vec<Artifact>, Error> {
+    let bucket = artifacts_bucket(group).to_string();
+    let prefix = artifacts_prefix(id);
     let mut out = Vec::new();
     let mut after = None;
     loop {
         let page = match crate::data::list_objects(
-            &state,
+            state,
             &bucket,
             prefix.clone(),
             after.clone(),
@@ -720,9 +721,18 @@ pub async fn list_artifacts(
             });
         }
         if !full {
-            break;
+            return Ok(out);
         }
     }
+}
+
+pub async fn list_artifacts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let (task, _) = visible_run(&state, &caller, &id).await?;
+    let out = artifacts(&state, &task.group, &id).await?;
     Ok(Json(json!({"artifacts": out})))
 }
 

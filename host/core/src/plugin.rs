@@ -17,6 +17,10 @@ pub enum World {
     EngineAdapter,
 }
 
+/// The notifier scope that delivers run summaries to their response URLs (not task
+/// events): no group can have this name, so it is the instance's.
+pub const RUN_SUMMARY_SCOPE: &str = ":run-summaries";
+
 impl World {
     /// The group a binding of this world in `scope` belongs to. Routers and notifiers
     /// bound to a scope other than `""` belong to the group the scope names; every other

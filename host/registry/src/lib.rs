@@ -26,7 +26,7 @@ mod view;
 
 pub use bindings::{BindingMetrics, DefaultBinding};
 pub use install::parse_manifest;
-pub use notify::EventFilter;
+pub use notify::{EventFilter, MAX_ATTEMPTS, backoff, event_for};
 pub use view::{BindingView, CallStats, PluginView, VersionView};
 
 use bindings::{ActiveEngineAdapter, ActiveFiler, ActiveNotifier, Slot};

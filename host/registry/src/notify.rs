@@ -71,7 +71,7 @@ fn at_after(d: Duration) -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc() + d
 }
 
-fn event_for(event: &Event, task: &TaskRecord) -> NotifyEvent {
+pub fn event_for(event: &Event, task: &TaskRecord) -> NotifyEvent {
     let spec = &task.spec;
     let tags: Vec<(String, String)> = spec
         .tags
@@ -111,6 +111,9 @@ impl Registry {
         loop {
             let mut busy = false;
             for (scope, notifier) in self.notifiers().iter() {
+                if scope == tessera_core::plugin::RUN_SUMMARY_SCOPE {
+                    continue; // not an outbox of task events
+                }
                 match self.deliver_round(scope, notifier, &lease).await {
                     Ok(more) => busy |= more,
                     Err(e) => {
@@ -201,6 +204,23 @@ impl Registry {
             }
         }
         Ok(events.len() as u32 == BATCH)
+    }
+
+    /// Deliver `event` through the notifier bound to `scope`, on a fresh instance off the
+    /// async threads; `None` when nothing is bound there.
+    pub async fn deliver_at(
+        &self,
+        scope: &str,
+        event: NotifyEvent,
+    ) -> Option<Result<(), CallError>> {
+        let plugin = self.notifiers().get(scope)?.plugin.clone();
+        Some(
+            tokio::task::spawn_blocking(move || plugin.deliver(&event))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(CallError::Trap(format!("the delivery thread failed: {e}")))
+                }),
+        )
     }
 
     async fn task_of(

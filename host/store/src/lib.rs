@@ -1446,7 +1446,7 @@ pub use audit::{AuditEntry, AuditRecord};
 pub use identity::{GroupRow, TokenRow, UserRow};
 pub use lease::{Adoption, Lease};
 pub use notify::{Failed, FeedEvent, Retry};
-pub use operations::{OperationRow, RunQuery, RunRow};
+pub use operations::{DeliveryOutcome, OperationRow, RunQuery, RunRow};
 pub use plugins::{BindingRow, Deleted, Installed, PluginVersionRow};
 
 #[cfg(test)]

@@ -397,3 +397,90 @@ impl Store {
         })
     }
 }
+
+/// What became of one attempt to deliver a run's summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// Try again at `next_ms` (milliseconds since the Unix epoch).
+    Retry {
+        next_ms: i64,
+        error: String,
+    },
+    /// Given up.
+    Failed {
+        error: String,
+    },
+}
+
+impl Store {
+    /// Runs that ended and whose summary waits for a delivery due by `now_ms`.
+    pub async fn due_run_deliveries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT r.task_id FROM runs r JOIN tasks t ON t.id = r.task_id \
+             WHERE r.delivery = 'pending' AND COALESCE(r.delivery_due_ms, 0) <= $1 \
+             AND t.state IN ({}) ORDER BY r.delivery_due_ms LIMIT $2",
+            *crate::TERMINAL
+        );
+        with_pool!(self, reader, |pool| {
+            Ok(sqlx::query_scalar(&sql)
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    /// Take the next delivery attempt of a run's summary: whether this caller got it.
+    /// It holds the attempt for `hold_ms` (another server retries after that, if this one
+    /// never records the outcome).
+    pub async fn claim_run_delivery(
+        &self,
+        task_id: &str,
+        now_ms: i64,
+        hold_ms: i64,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, writer, |pool| {
+            let done = sqlx::query(
+                "UPDATE runs SET delivery_due_ms = $2 WHERE task_id = $1 \
+                 AND delivery = 'pending' AND COALESCE(delivery_due_ms, 0) <= $3",
+            )
+            .bind(task_id)
+            .bind(now_ms + hold_ms)
+            .bind(now_ms)
+            .execute(&mut *pool.conn().await?)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Record an attempt's outcome (counted).
+    pub async fn record_run_delivery(
+        &self,
+        task_id: &str,
+        outcome: &DeliveryOutcome,
+    ) -> Result<(), StoreError> {
+        let (state, due, error) = match outcome {
+            DeliveryOutcome::Delivered => ("delivered", None, None),
+            DeliveryOutcome::Retry { next_ms, error } => ("pending", Some(*next_ms), Some(error)),
+            DeliveryOutcome::Failed { error } => ("failed", None, Some(error)),
+        };
+        with_pool!(self, writer, |pool| {
+            sqlx::query(
+                "UPDATE runs SET delivery = $2, delivery_due_ms = $3, delivery_error = $4, \
+                 delivery_attempts = delivery_attempts + 1 WHERE task_id = $1",
+            )
+            .bind(task_id)
+            .bind(state)
+            .bind(due)
+            .bind(error.map(String::as_str))
+            .execute(&mut *pool.conn().await?)
+            .await?;
+            Ok(())
+        })
+    }
+}

@@ -73,6 +73,19 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub http_allow_hosts: Vec<String>,
+    /// An internal host (`host` or `host:port`) run summaries may be POSTed to (a run's
+    /// `response_url`), besides public addresses; repeat for several (env:
+    /// comma-separated) [default: none]
+    #[arg(
+        long = "response-url-allow-host",
+        env = "TESSERA_RESPONSE_URL_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    pub response_url_allow_hosts: Vec<String>,
+    /// The key run summaries are signed with (HMAC-SHA256, `X-Tessera-Signature`); servers
+    /// sharing a store share it [default: <data_dir>/webhook-key, made on first start]
+    #[arg(long, env = "TESSERA_WEBHOOK_KEY")]
+    pub webhook_key: Option<PathBuf>,
     /// Do not bind the built-in filers to http://, https:// and s3:// (only inline
     /// content, file:// and schemes bound with `tessera plugin activate` are served)
     #[arg(long, env = "TESSERA_NO_DEFAULT_FILERS")]
@@ -256,6 +269,8 @@ pub struct FileConfig {
     pub targets: Option<Vec<TargetFile>>,
     pub s3: Option<S3File>,
     pub http_allow_hosts: Option<Vec<String>>,
+    pub response_url_allow_hosts: Option<Vec<String>>,
+    pub webhook_key: Option<PathBuf>,
     pub default_filers: Option<bool>,
     pub max_router_timeout_ms: Option<u64>,
     pub max_plugin_timeout_ms: Option<u64>,
@@ -319,6 +334,10 @@ pub struct Config {
     pub s3: Option<tessera_s3::S3Config>,
     /// Internal hosts the default http filer binding may reach.
     pub http_allow_hosts: Vec<String>,
+    /// Internal hosts run summaries may go to.
+    pub response_url_allow_hosts: Vec<String>,
+    /// The run summaries' signing key file.
+    pub webhook_key: PathBuf,
     /// Bind filer-http to http/https and filer-s3 to s3 where nothing else is bound.
     pub default_filers: bool,
     /// The longest call timeout a router plugin may declare.
@@ -534,6 +553,18 @@ impl Config {
             tessera_plugin_runtime::check_allowed_host(h)
                 .map_err(|e| format!("http_allow_hosts: {e}"))?;
         }
+        let response_url_allow_hosts = if args.response_url_allow_hosts.is_empty() {
+            file.response_url_allow_hosts.unwrap_or_default()
+        } else {
+            args.response_url_allow_hosts
+        };
+        for h in &response_url_allow_hosts {
+            if h.trim() == "*" {
+                return Err("response_url_allow_hosts: `*` is already allowed (public addresses); name internal hosts here".into());
+            }
+            tessera_plugin_runtime::check_allowed_host(h)
+                .map_err(|e| format!("response_url_allow_hosts: {e}"))?;
+        }
         // A setting that must be at least 1 (a count or a duration's number of units).
         let positive = |flag: Option<u64>, file: Option<u64>, default: u64, name: &str| match flag
             .or(file)
@@ -620,6 +651,10 @@ impl Config {
             .signing_key
             .or(file.signing_key)
             .unwrap_or_else(|| data_dir.join("signing-key"));
+        let webhook_key = args
+            .webhook_key
+            .or(file.webhook_key)
+            .unwrap_or_else(|| data_dir.join("webhook-key"));
         let access_token_lifetime = match args
             .access_token_lifetime_secs
             .or(file.access_token_lifetime_secs)
@@ -685,6 +720,8 @@ impl Config {
             )?,
             s3,
             http_allow_hosts,
+            response_url_allow_hosts,
+            webhook_key,
             default_filers: !args.no_default_filers && file.default_filers.unwrap_or(true),
             route_tag_keys: if args.route_tag_keys.is_empty() {
                 file.route_tag_keys.unwrap_or_default()

@@ -182,7 +182,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         runtime,
         builtins::BUILTINS,
         Some(objects.clone()),
-        default_bindings(&cfg),
+        default_bindings(&cfg, &load_or_create_webhook_key(&cfg.webhook_key)?),
     )
     .await
     .map_err(|e| format!("loading plugins: {e}"))?;
@@ -359,9 +359,26 @@ fn open_object_store(
 /// Where nothing else is bound: filer-http for http:// and https:// inputs (public
 /// addresses, and the internal hosts the operator named), filer-s3 for s3:// (every
 /// bucket of the object store).
-fn default_bindings(cfg: &config::Config) -> Vec<tessera_registry::DefaultBinding> {
+/// And the built-in webhook notifier to the run summaries' scope, signing with
+/// `webhook_key` and reaching public addresses and the internal hosts the operator named.
+fn default_bindings(
+    cfg: &config::Config,
+    webhook_key: &str,
+) -> Vec<tessera_registry::DefaultBinding> {
+    let summaries = tessera_registry::DefaultBinding {
+        world: tessera_plugin_runtime::World::Notifier,
+        scope: tessera_core::plugin::RUN_SUMMARY_SCOPE.into(),
+        plugin: "notifier-webhook",
+        settings: tessera_registry::Settings {
+            secrets: [("signing-key".to_string(), webhook_key.to_string())].into(),
+            allow_hosts: std::iter::once("*".to_string())
+                .chain(cfg.response_url_allow_hosts.iter().cloned())
+                .collect(),
+            ..tessera_registry::Settings::default()
+        },
+    };
     if !cfg.default_filers {
-        return Vec::new();
+        return vec![summaries];
     }
     let http = tessera_registry::Settings {
         allow_hosts: std::iter::once("*".to_string())
@@ -387,7 +404,27 @@ fn default_bindings(cfg: &config::Config) -> Vec<tessera_registry::DefaultBindin
             ..tessera_registry::Settings::default()
         },
     });
+    defaults.push(summaries);
     defaults
+}
+
+/// The key run summaries are signed with: read it (and keep its file private), or make
+/// one (32 random bytes, hex) readable only by us.
+fn load_or_create_webhook_key(path: &Path) -> Result<String, String> {
+    if let Ok(k) = std::fs::read_to_string(path) {
+        let k = k.trim().to_string();
+        if !k.is_empty() {
+            data_dir::keep_private(path)?;
+            return Ok(k);
+        }
+    }
+    let key: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    data_dir::write_private(path, key.as_bytes())?;
+    tracing::info!(path = %path.display(), "generated the run summaries' signing key");
+    Ok(key)
 }
 
 /// The API token: read it (and keep its file private), or make one (32 random bytes,

@@ -620,3 +620,211 @@ async fn operations_and_runs_of_another_group_do_not_exist() {
         .await;
     assert_eq!(status, 403);
 }
+
+/// One request a webhook receiver got.
+#[derive(Clone, Debug)]
+struct Hit {
+    signature: Option<String>,
+    body: String,
+    status: u16,
+}
+
+/// A receiver on 127.0.0.1 that answers 503 to the first `fail_first` requests, then 200.
+#[derive(Clone)]
+struct Receiver {
+    port: u16,
+    hits: std::sync::Arc<std::sync::Mutex<Vec<Hit>>>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let r = Receiver {
+            port: listener.local_addr().unwrap().port(),
+            hits: Default::default(),
+        };
+        let hits = r.hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let Some((head, body)) = common::read_http_request(&mut conn).await else {
+                    continue;
+                };
+                let signature = head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("x-tessera-signature")
+                        .then(|| v.trim().to_string())
+                });
+                let status = {
+                    let mut hits = hits.lock().unwrap();
+                    let status = if hits.len() < fail_first { 503 } else { 200 };
+                    hits.push(Hit {
+                        signature,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                        status,
+                    });
+                    status
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut conn, reply.as_bytes()).await;
+            }
+        });
+        r
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+fn hmac_hex(key: &str, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+/// Poll a run until `pred` holds.
+async fn wait_run_until(
+    c: &Client<'_>,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, run) = c.get(&format!("/v1/runs/{id}")).await;
+        if pred(&run) {
+            return run;
+        }
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "run {id} never reached {what}: {run}\n{}",
+            c.s.server_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_summary_reaches_its_response_url_once_signed_across_a_restart() {
+    let receiver = Receiver::start(2).await;
+    let mut s = Server::start(Options {
+        extra_args: vec![
+            "--response-url-allow-host".into(),
+            format!("127.0.0.1:{}", receiver.port),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let key = std::fs::read_to_string(s.data_dir.join("webhook-key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let run_id = {
+        let c = admin(&s);
+        let (status, op) = c.post("/v1/operations", &operation("count")).await;
+        assert_eq!(status, 201, "{op}");
+        let (status, run) = c
+            .post(
+                &format!("/v1/operations/{}/runs", op["id"].as_str().unwrap()),
+                &json!({
+                    "params": {"count": 2},
+                    "responseURL": format!("http://127.0.0.1:{}/hook?token=abc", receiver.port),
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{run}");
+        assert_eq!(run["delivery"]["state"], "pending");
+        let id = run["id"].as_str().unwrap().to_string();
+        // The first attempt fails and is recorded; then the server restarts.
+        wait_run_until(&c, &id, "a failed first delivery", |r| {
+            r["delivery"]["attempts"] == 1
+        })
+        .await;
+        id
+    };
+    s.signal_terminate();
+    s.wait_exit();
+    s.spawn().await;
+    let c = admin(&s);
+    let run = wait_run_until(&c, &run_id, "a delivered summary", |r| {
+        r["delivery"]["state"] == "delivered"
+    })
+    .await;
+    assert_eq!(run["delivery"]["attempts"], 3, "{run}");
+
+    let hits = receiver.hits();
+    assert_eq!(
+        hits.iter().map(|h| h.status).collect::<Vec<_>>(),
+        [503, 503, 200],
+        "{hits:?}"
+    );
+    let ok = &hits[2];
+    assert_eq!(
+        ok.signature.as_deref(),
+        Some(hmac_hex(&key, &ok.body).as_str()),
+        "signed with the server's webhook key"
+    );
+    let summary: Value = serde_json::from_str(&ok.body).unwrap();
+    assert_eq!(summary["task_id"], run_id.as_str());
+    assert_eq!(summary["to_state"], "COMPLETE");
+    let tags = &summary["tags"];
+    assert_eq!(tags["tessera.run.exit-code"], "0");
+    assert_eq!(tags["tessera.operation"], "count");
+    assert!(tags["tessera.run.start-time"].is_string());
+    assert!(tags["tessera.run.end-time"].is_string());
+    let artifacts: Value =
+        serde_json::from_str(tags["tessera.run.artifacts"].as_str().unwrap()).unwrap();
+    let mut paths: Vec<(&str, u64)> = artifacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["path"].as_str().unwrap(), a["size"].as_u64().unwrap()))
+        .collect();
+    paths.sort();
+    assert_eq!(paths, [("hello.txt", 6), ("sub/n.txt", 4)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_url_on_an_internal_address_is_not_reached_unless_allowed() {
+    let receiver = Receiver::start(0).await;
+    let s = Server::start(Options::default()).await;
+    let c = admin(&s);
+    let (_, op) = c.post("/v1/operations", &operation("count")).await;
+    let (status, run) = c
+        .post(
+            &format!("/v1/operations/{}/runs", op["id"].as_str().unwrap()),
+            &json!({
+                "params": {"count": 1},
+                "response_url": format!("http://127.0.0.1:{}/hook", receiver.port),
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap();
+    let run = wait_run_until(&c, id, "a refused delivery", |r| {
+        r["delivery"]["attempts"].as_i64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert_eq!(run["delivery"]["state"], "pending", "{run}");
+    let error = run["delivery"]["error"].as_str().unwrap();
+    assert!(error.contains("127.0.0.1"), "{error}");
+    assert!(receiver.hits().is_empty(), "a loopback address was reached");
+    // A bad URL is refused at submit.
+    let (status, body) = c
+        .post(
+            &format!("/v1/operations/{}/runs", op["id"].as_str().unwrap()),
+            &json!({"params": {"count": 1}, "response_url": "ftp://x/y"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["details"][0]["field"], "response_url");
+}
