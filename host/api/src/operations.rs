@@ -639,20 +639,11 @@ pub async fn run_logs(
                         if sent.len() <= i {
                             sent.push(0);
                         }
-                        let new = total.saturating_sub(sent[i]);
-                        if new == 0 {
-                            continue;
+                        let (missed, text) = tessera_core::view::unseen_tail(text, *total, sent[i]);
+                        if missed > 0 {
+                            chunk.push_str(&format!("[… {missed} bytes not kept …]\n"));
                         }
-                        let have = text.len() as u64;
-                        if new > have {
-                            chunk.push_str(&format!("[… {} bytes not kept …]\n", new - have));
-                        }
-                        let from = text.len() - new.min(have) as usize;
-                        // The tail may begin inside a UTF-8 sequence.
-                        let from = (from..=text.len())
-                            .find(|i| text.is_char_boundary(*i))
-                            .unwrap_or(text.len());
-                        chunk.push_str(&text[from..]);
+                        chunk.push_str(text);
                         sent[i] = *total;
                     }
                     let ended = t.state.is_terminal();

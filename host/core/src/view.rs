@@ -41,9 +41,35 @@ pub fn render(record: &TaskRecord, view: View) -> Task {
     task
 }
 
+/// What a reader that has seen `seen` bytes of a stream has not seen, when the store
+/// keeps `tail`, the last bytes of the stream's `total` bytes: how many bytes it missed
+/// (they fell out of the tail), and the new text (from a character boundary).
+pub fn unseen_tail(tail: &str, total: u64, seen: u64) -> (u64, &str) {
+    let new = total.saturating_sub(seen);
+    let have = tail.len() as u64;
+    let missed = new.saturating_sub(have);
+    let from = tail.len() - usize::try_from(new.min(have)).unwrap_or(tail.len());
+    let from = (from..=tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    (missed, &tail[from..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unseen_part_of_a_tail_is_what_came_after_the_reader() {
+        assert_eq!(unseen_tail("abcdef", 6, 0), (0, "abcdef"));
+        assert_eq!(unseen_tail("abcdef", 6, 4), (0, "ef"));
+        assert_eq!(unseen_tail("abcdef", 6, 6), (0, ""));
+        // 10 bytes written, the tail keeps the last 6: a reader at 1 missed 3.
+        assert_eq!(unseen_tail("efghij", 10, 1), (3, "efghij"));
+        // Never from inside a character.
+        assert_eq!(unseen_tail("aé", 3, 1), (0, "é"));
+        assert_eq!(unseen_tail("é", 2, 1), (0, ""));
+    }
     use crate::state::State;
     use crate::tes::{Executor, ExecutorLog, Input, TaskLog};
 

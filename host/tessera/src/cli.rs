@@ -88,6 +88,9 @@ enum TaskCommand {
     },
     /// Cancel a task
     Cancel { id: String },
+    /// Follow a task until it ends: each state change as it happens (a live line on a
+    /// terminal); exit 0 only if COMPLETE
+    Watch { id: String },
     /// Print a task's executor stdout/stderr
     Logs {
         id: String,
@@ -97,6 +100,7 @@ enum TaskCommand {
     },
 }
 
+#[derive(Clone)]
 pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
@@ -288,7 +292,7 @@ async fn dispatch(client: &Client, args: &TaskArgs) -> Result<ExitCode, String> 
             if !json {
                 eprintln!("submitted {id}");
             }
-            let status = wait_for(client, &id, json).await?;
+            let status = watch(client, &id, json).await?;
             let state = status["state"].as_str().unwrap_or("").to_string();
             if json {
                 println!(
@@ -409,7 +413,33 @@ async fn dispatch(client: &Client, args: &TaskArgs) -> Result<ExitCode, String> 
             logs(client, id, *follow).await?;
             Ok(ExitCode::SUCCESS)
         }
+        TaskCommand::Watch { id } => {
+            let status = watch(client, id, json).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
+            }
+            Ok(if status["state"] == "COMPLETE" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
+}
+
+/// One path segment, percent-encoded (ids and keys in URLs).
+pub(crate) fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub(crate) fn s(v: &Value) -> String {
@@ -429,47 +459,152 @@ fn is_terminal_state(s: &str) -> bool {
     )
 }
 
-/// Poll until terminal, showing state changes on stderr (a live line on a terminal).
-async fn wait_for(client: &Client, id: &str, quiet: bool) -> Result<Value, String> {
+/// Follow `/v1/events` (with the filters in `query`) from after event `after`, handing
+/// each event's data to `on_event` until it returns true; `on_tick` runs every 200 ms
+/// meanwhile (a progress display). A dropped connection is resumed with
+/// `Last-Event-ID`, so no event is missed.
+pub(crate) async fn follow_events(
+    client: &Client,
+    query: &[(&str, String)],
+    mut after: i64,
+    mut on_event: impl FnMut(&Value) -> bool,
+    mut on_tick: impl FnMut(),
+) -> Result<(), String> {
+    use futures_util::StreamExt;
+    let mut failures = 0;
+    loop {
+        let resp = client
+            .request(reqwest::Method::GET, "/v1/events")
+            .query(query)
+            .header("last-event-id", after.to_string())
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => return Client::answer(r).await.map(|_| ()),
+            Err(e) if failures < 5 => {
+                failures += 1;
+                tracing::debug!(error = %e, "event stream: reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(client.unreachable(e)),
+        };
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            let chunk = tokio::select! {
+                c = body.next() => c,
+                _ = tick.tick() => { on_tick(); continue; }
+            };
+            let Some(Ok(chunk)) = chunk else {
+                break; // dropped: resume after the last event seen
+            };
+            failures = 0;
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse::<i64>().ok();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if let (Some(id), Ok(event)) = (id, serde_json::from_str::<Value>(&data)) {
+                    after = id;
+                    if on_event(&event) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Watch a task until it ends: its history so far, then each change as it happens
+/// (from the event stream), on stderr — a live line on a terminal. Returns its final
+/// status.
+pub(crate) async fn watch(client: &Client, id: &str, quiet: bool) -> Result<Value, String> {
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal() && !quiet;
-    let spinner = ['|', '/', '-', '\\'];
-    let mut last = String::new();
-    let mut tick = 0usize;
-    loop {
-        let status = client.get(&format!("/v1/tasks/{id}"), &[]).await?;
-        let state = s(&status["state"]);
-        let reason = status["reason"].as_str().unwrap_or("").to_string();
-        let line = format!(
-            "{state}{}",
-            if reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {reason}")
-            }
-        );
-        if !quiet {
-            if tty {
-                eprint!(
-                    "\r\x1b[2K{} {:>6.1}s  {line}",
-                    spinner[tick % 4],
-                    start.elapsed().as_secs_f64()
-                );
-                let _ = std::io::stderr().flush();
-            } else if line != last {
-                eprintln!("{:>6.1}s  {line}", start.elapsed().as_secs_f64());
-            }
+    let status = client.get(&format!("/v1/tasks/{id}"), &[]).await?;
+    let events = status["events"].as_array().cloned().unwrap_or_default();
+    let after = events
+        .iter()
+        .filter_map(|e| e["seq"].as_i64())
+        .max()
+        .unwrap_or(0);
+    let line_of = |state: &str, reason: &str| {
+        if reason.is_empty() {
+            state.to_string()
+        } else {
+            format!("{state}: {reason}")
         }
-        last = line;
-        tick += 1;
-        if is_terminal_state(&state) {
-            if tty {
-                eprintln!();
-            }
-            return Ok(status);
+    };
+    let mut line = line_of(
+        &s(&status["state"]),
+        status["reason"].as_str().unwrap_or(""),
+    );
+    if !quiet && !tty {
+        for e in &events {
+            eprintln!(
+                "{}  {}",
+                s(&e["at"]),
+                line_of(&s(&e["to_state"]), e["reason"].as_str().unwrap_or(""))
+            );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    if !is_terminal_state(&s(&status["state"])) {
+        let spinner = ['|', '/', '-', '\\'];
+        let mut tick = 0usize;
+        let show = |line: &str, tick: usize| {
+            eprint!(
+                "\r\x1b[2K{} {:>6.1}s  {line}",
+                spinner[tick % 4],
+                start.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+        };
+        let line_cell = std::sync::Mutex::new(std::mem::take(&mut line));
+        follow_events(
+            client,
+            &[("task", id.to_string())],
+            after,
+            |e| {
+                let state = s(&e["to"]);
+                let l = line_of(&state, e["reason"].as_str().unwrap_or(""));
+                if !quiet && !tty {
+                    eprintln!("{}  {l}", s(&e["at"]));
+                }
+                if let Ok(mut cell) = line_cell.lock() {
+                    *cell = l;
+                }
+                is_terminal_state(&state)
+            },
+            || {
+                if tty {
+                    tick += 1;
+                    show(
+                        &line_cell.lock().map(|l| l.clone()).unwrap_or_default(),
+                        tick,
+                    );
+                }
+            },
+        )
+        .await?;
+        if tty {
+            show(
+                &line_cell.lock().map(|l| l.clone()).unwrap_or_default(),
+                tick,
+            );
+            eprintln!();
+        }
+    }
+    client.get(&format!("/v1/tasks/{id}"), &[]).await
 }
 
 fn print_task(status: &Value) {
@@ -621,16 +756,7 @@ async fn logs(client: &Client, id: &str, follow: bool) -> Result<(), String> {
 
 /// `tail` holds the last bytes of a stream of `total` bytes; print the part after `printed`.
 fn print_new(w: &mut dyn Write, tail: &str, total: u64, printed: u64) {
-    if total <= printed {
-        return;
-    }
-    let new = (total - printed) as usize;
-    let bytes = tail.as_bytes();
-    let start = bytes.len().saturating_sub(new);
-    let mut start = start;
-    while start < bytes.len() && !tail.is_char_boundary(start) {
-        start += 1;
-    }
-    let _ = w.write_all(&bytes[start..]);
+    let (_, text) = tessera_core::view::unseen_tail(tail, total, printed);
+    let _ = w.write_all(text.as_bytes());
     let _ = w.flush();
 }

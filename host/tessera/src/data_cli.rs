@@ -76,19 +76,8 @@ fn split_url(url: &str, want_key: bool) -> Result<(String, String), String> {
 
 /// A path segment of `/v1/data/...`: each key segment percent-encoded.
 fn object_path(bucket: &str, key: &str) -> String {
-    let encoded: Vec<String> = key.split('/').map(encode_segment).collect();
+    let encoded: Vec<String> = key.split('/').map(crate::cli::encode_segment).collect();
     format!("/v1/data/{bucket}/{}", encoded.join("/"))
-}
-
-fn encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn dispatch(client: &Client, args: &DataArgs) -> Result<(), String> {

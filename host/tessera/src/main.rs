@@ -8,6 +8,7 @@ mod data_dir;
 mod http_server;
 mod identity_cli;
 mod plugin_cli;
+mod run_cli;
 
 /// The plugins built into this binary (see build.rs).
 mod builtins {
@@ -36,6 +37,10 @@ enum Command {
     Serve(Box<config::ServeArgs>),
     /// Submit, inspect, list, cancel tasks and read their logs on a running server.
     Task(cli::TaskArgs),
+    /// Operations: named container images with typed parameters (the Task API).
+    Op(run_cli::OpArgs),
+    /// Runs of operations: submit, list, follow, cancel, rerun, logs and artifacts.
+    Run(run_cli::RunArgs),
     /// Install, list, inspect, activate, roll back and remove plugins on a running server.
     Plugin(plugin_cli::PluginArgs),
     /// Put, get, list and remove objects in the server's object store (s3:// URLs).
@@ -83,6 +88,8 @@ fn main() -> ExitCode {
         },
         Command::Task(args) => runtime.block_on(cli::run(args)),
         Command::Plugin(args) => runtime.block_on(plugin_cli::run(args)),
+        Command::Op(args) => runtime.block_on(run_cli::op(args)),
+        Command::Run(args) => runtime.block_on(run_cli::run(args)),
         Command::Data(args) => runtime.block_on(data_cli::run(args)),
         Command::Login(args) => runtime.block_on(identity_cli::login(args)),
         Command::Logout(args) => runtime.block_on(identity_cli::logout(args)),

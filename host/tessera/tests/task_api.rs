@@ -828,3 +828,110 @@ async fn a_response_url_on_an_internal_address_is_not_reached_unless_allowed() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["details"][0]["field"], "response_url");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_runs_follows_and_downloads() {
+    let s = Server::start(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let op_file = dir.path().join("op.json");
+    std::fs::write(&op_file, operation("count").to_string()).unwrap();
+    let out = common::cli_ok(
+        &s,
+        &["op", "create", op_file.to_str().unwrap(), "-o", "json"],
+    )
+    .await;
+    let op: Value = serde_json::from_slice(&out).unwrap();
+    let op_id = op["id"].as_str().unwrap();
+
+    // Submit and follow: the output streams to stdout, exit 0 when COMPLETE.
+    let mut cmd = common::cli_command(
+        &s,
+        &[
+            "run",
+            "submit",
+            op_id,
+            "-p",
+            "count=3",
+            "-p",
+            "greeting=bonjour",
+            "--wait",
+        ],
+    );
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done-3\n");
+    let run_id = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("submitted run "))
+        .expect("the run's id")
+        .trim()
+        .to_string();
+
+    // A bad value is refused by name, with a failing exit.
+    let mut cmd = common::cli_command(&s, &["run", "submit", op_id, "-p", "count=500"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("params.count"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Download the artifacts; watch the finished run (its history, exit 0).
+    let dl = dir.path().join("dl");
+    common::cli_ok(
+        &s,
+        &[
+            "run",
+            "artifacts",
+            &run_id,
+            "--download",
+            dl.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(std::fs::read(dl.join("hello.txt")).unwrap(), b"bonjour\n");
+    assert_eq!(
+        std::fs::read_to_string(dl.join("sub/n.txt")).unwrap(),
+        seq_text(3)
+    );
+    let mut cmd = common::cli_command(&s, &["task", "watch", &run_id]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let history = String::from_utf8_lossy(&out.stderr);
+    for state in ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE"] {
+        assert!(history.contains(state), "{history}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_watch_follows_a_running_task_through_the_event_stream() {
+    let s = Server::start(Options::default()).await;
+    let c = admin(&s);
+    // Running for a while, so the watcher most likely attaches before the end (its
+    // history covers the other case): each change is printed once, as a line.
+    let (status, body) = c
+        .post(
+            "/ga4gh/tes/v1/tasks",
+            &json!({"executors": [{"image": BUSYBOX, "command": ["sh", "-c", "sleep 2; exit 3"]}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let mut cmd = common::cli_command(&s, &["task", "watch", &id]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "EXECUTOR_ERROR is a failing exit");
+    let history = String::from_utf8_lossy(&out.stderr);
+    assert!(history.contains("EXECUTOR_ERROR"), "{history}");
+    let lines: Vec<&str> = history.lines().collect();
+    assert!(lines.len() >= 4, "one line per state change: {history}");
+}
