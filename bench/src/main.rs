@@ -124,6 +124,7 @@ fn new_task(i: usize) -> NewTask {
         group: String::new(),
         origin: Default::default(),
         priority: 0,
+        extra: Default::default(),
         spec,
         creation_time: time::OffsetDateTime::now_utc(),
         reason: Some("queued".into()),

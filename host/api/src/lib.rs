@@ -10,6 +10,7 @@
 //! Everything else needs a bearer token (`auth.rs`), and answers for objects of groups
 //! the caller does not see as if they did not exist.
 
+pub mod agents;
 pub mod audit;
 pub mod auth;
 mod data;
@@ -46,6 +47,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// What validation allows (storage roots, backend parameters, content size).
     pub policy: Policy,
+    /// The key secrets are sealed with at rest.
+    pub secrets_key: Arc<tessera_auth::sealed::SealKey>,
 }
 
 #[derive(Clone)]
@@ -89,6 +92,10 @@ impl AppState {
 
     fn objects(&self) -> &data::Objects {
         &self.0.objects
+    }
+
+    fn secrets_key(&self) -> &tessera_auth::sealed::SealKey {
+        &self.0.cfg.secrets_key
     }
 
     fn events(&self) -> &events::Hub {
@@ -170,6 +177,41 @@ pub fn router(state: AppState) -> Router {
             "/v1/runs/{id}/artifacts/{*path}",
             get(operations::download_artifact),
         )
+        .route(
+            "/v1/configs",
+            get(agents::list_configs).post(agents::create_config),
+        )
+        .route(
+            "/v1/configs/{name}",
+            get(agents::show_config)
+                .put(agents::replace_config)
+                .delete(agents::delete_config),
+        )
+        .route(
+            "/v1/secrets",
+            get(agents::list_secrets).post(agents::create_secret),
+        )
+        .route(
+            "/v1/secrets/{name}",
+            get(agents::show_secret)
+                .put(agents::replace_secret)
+                .delete(agents::delete_secret),
+        )
+        .route(
+            "/v1/agents",
+            get(agents::list_agents).post(agents::create_agent),
+        )
+        .route(
+            "/v1/agents/{name}",
+            get(agents::show_agent)
+                .put(agents::replace_agent)
+                .delete(agents::delete_agent),
+        )
+        .route(
+            "/v1/tasks",
+            get(agents::list_tasks).post(agents::create_task),
+        )
+        .route("/v1/tasks/{id}/exec", post(agents::exec))
         .route("/v1/tasks/{id}", get(tes::task_status))
         .route("/v1/tasks/{id}/cancel", post(tes::cancel_v1))
         .route(

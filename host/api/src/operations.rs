@@ -348,17 +348,15 @@ async fn start_run(
         .insert_run(&run)
         .await
         .map_err(|e| Error::internal("storing the run failed", e))?;
-    let record = match submit(
-        state,
-        caller,
-        &op.group,
-        run_id.clone(),
+    let sub = crate::tes::Submission {
+        id: run_id.clone(),
+        group: op.group.clone(),
         task,
-        Origin::Run,
-        req.priority,
-    )
-    .await
-    {
+        origin: Origin::Run,
+        priority: req.priority,
+        extra: Default::default(),
+    };
+    let record = match submit(state, caller, sub).await {
         Ok(r) => r,
         Err(e) => {
             let _ = store.delete_run(&run_id).await;

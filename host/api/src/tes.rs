@@ -63,7 +63,7 @@ pub async fn create_task(
     let body = read_body(&state, body)?;
     let task: Task = parse_json(&body, "task")?;
     let group = submit_group(&caller, &task, &state.auth().config().group_tag)?;
-    let record = submit(&state, &caller, &group, new_task_id(), task, Origin::Tes, 0).await?;
+    let record = submit(&state, &caller, Submission::tes(group, task)).await?;
     let id = record.id;
     Ok(crate::audit::naming(
         Json(CreateTaskResponse { id: id.clone() }),
@@ -94,18 +94,47 @@ pub(crate) fn read_body(
     })
 }
 
-/// Submit task `id` to `group` for `caller` (who may write there): the group's queue
-/// quota, the caller's right to each storage URL, validation, then the store. Every
-/// API's tasks come in here.
+/// A task for [`submit`], from any API.
+pub(crate) struct Submission {
+    pub id: String,
+    pub group: String,
+    pub task: Task,
+    pub origin: Origin,
+    pub priority: i32,
+    pub extra: tessera_core::task::TaskExtra,
+}
+
+impl Submission {
+    /// A TES task (a new id, priority 0, nothing beyond TES).
+    pub fn tes(group: String, task: Task) -> Submission {
+        Submission {
+            id: new_task_id(),
+            group,
+            task,
+            origin: Origin::Tes,
+            priority: 0,
+            extra: Default::default(),
+        }
+    }
+}
+
+/// Submit a task for `caller` (who may write in its group): the group's queue quota,
+/// the caller's right to each storage URL, validation, then the store. Every API's
+/// tasks come in here.
 pub(crate) async fn submit(
     state: &AppState,
     caller: &Caller,
-    group: &str,
-    id: String,
-    task: Task,
-    origin: Origin,
-    priority: i32,
+    sub: Submission,
 ) -> Result<tessera_core::TaskRecord, Error> {
+    let Submission {
+        id,
+        group,
+        task,
+        origin,
+        priority,
+        extra,
+    } = sub;
+    let group = group.as_str();
     check_queue_quota(state, group).await?;
     check_storage(caller, &task)?;
     let validated = validate(task, &state.policy()).map_err(ApiError::invalid_task)?;
@@ -123,6 +152,7 @@ pub(crate) async fn submit(
         origin,
         priority,
         spec: validated.spec,
+        extra,
         creation_time: time::OffsetDateTime::now_utc(),
         reason: None,
         logs,
@@ -355,6 +385,8 @@ pub async fn list_tasks(
         groups: caller
             .visible_groups()
             .map(|g| g.into_iter().map(str::to_string).collect()),
+        // Every API's tasks: a run or a contextual task is a TES task too.
+        origins: None,
         before_seq: p.page_token,
         limit: p.page_size + 1,
         minimal,
@@ -468,6 +500,14 @@ async fn check_may_cancel(state: &AppState, caller: &Caller, id: &str) -> Result
 pub struct TaskStatus {
     pub id: String,
     pub state: TaskState,
+    /// The Task API's phase (Queued, Pending, Running, Completed, Failed).
+    pub phase: &'static str,
+    pub group: String,
+    pub origin: Origin,
+    pub priority: i32,
+    /// The agent of a Task API task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_ref: Option<String>,
     /// Why the task is where it is, in words a person can act on.
     pub reason: Option<String>,
     pub task: Task,
@@ -495,6 +535,11 @@ pub async fn task_status(
     Ok(Json(TaskStatus {
         id: record.id.clone(),
         state: record.state,
+        phase: record.state.phase(),
+        group: record.group.clone(),
+        origin: record.origin,
+        priority: record.priority,
+        agent_ref: record.extra.agent.clone(),
         reason: record.reason.clone(),
         task: view::render(&record, View::Full),
         events,

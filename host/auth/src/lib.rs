@@ -12,6 +12,7 @@
 pub mod oidc;
 pub mod password;
 pub mod pat;
+pub mod sealed;
 
 use std::time::Duration;
 

@@ -66,6 +66,15 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    pub fn at(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {

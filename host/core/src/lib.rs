@@ -4,6 +4,7 @@
 //! dependencies, so that the store, the executors and the HTTP layer can all depend on it
 //! without dragging each other along.
 
+pub mod agent;
 pub mod error;
 pub mod id;
 pub mod identity;

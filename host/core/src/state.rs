@@ -81,6 +81,20 @@ impl State {
         }
     }
 
+    /// The phase the Task API shows (KubeTask's names): Queued (waiting, with a
+    /// reason), Pending (being set up), Running, Completed, Failed.
+    pub fn phase(self) -> &'static str {
+        match self {
+            State::Queued | State::Unknown => "Queued",
+            State::Initializing => "Pending",
+            State::Running | State::Paused | State::Canceling => "Running",
+            State::Complete => "Completed",
+            State::ExecutorError | State::SystemError | State::Canceled | State::Preempted => {
+                "Failed"
+            }
+        }
+    }
+
     pub fn can_move(from: State, to: State) -> bool {
         State::allowed_sources(to).contains(&from)
     }

@@ -27,6 +27,9 @@ pub struct TaskRecord {
     #[serde(default)]
     pub priority: i32,
     pub spec: tes::Task,
+    /// What the task needs beyond TES (secret references, keep-alive).
+    #[serde(default)]
+    pub extra: TaskExtra,
     pub logs: Vec<tes::TaskLog>,
     /// Shown as RFC 3339 at the edges (TES `creation_time`).
     #[serde(with = "time::serde::rfc3339")]
@@ -64,11 +67,51 @@ pub struct NewTask {
     pub origin: Origin,
     pub priority: i32,
     pub spec: tes::Task,
+    pub extra: TaskExtra,
     pub creation_time: OffsetDateTime,
     /// Initial reason shown while QUEUED.
     pub reason: Option<String>,
     /// Initial log entry, e.g. warnings from validation about ignored parameters.
     pub logs: Vec<tes::TaskLog>,
+}
+
+/// A secret entry given to a task's executors as an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretEnv {
+    pub name: String,
+    pub secret: String,
+    pub key: String,
+}
+
+/// A secret entry placed as a file (read-only for the task's user, `mode` 0400 or 0600).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretFile {
+    pub path: String,
+    pub secret: String,
+    pub key: String,
+    pub mode: u32,
+}
+
+/// The part of a task that is not TES: references the runner resolves when it starts
+/// the task (never secret values), and how long to keep the container afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskExtra {
+    /// The agent it runs as (Task API tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<SecretEnv>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<SecretFile>,
+    /// Human in the loop: keep the container this long after the command ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_secs: Option<u64>,
+}
+
+impl TaskExtra {
+    pub fn is_empty(&self) -> bool {
+        *self == TaskExtra::default()
+    }
 }
 
 /// The API a task came in through. Every origin is the same task underneath; this only

@@ -82,6 +82,7 @@ mod tests {
             group: String::new(),
             origin: Default::default(),
             priority: 0,
+            extra: Default::default(),
             spec: Task {
                 name: Some("n".into()),
                 inputs: Some(vec![Input {

@@ -561,6 +561,52 @@ impl DockerClient {
         }
     }
 
+    /// Run `cmd` in the running container `name`: its output (each stream cut at `max`
+    /// bytes) and exit code.
+    pub async fn exec(
+        &self,
+        name: &str,
+        cmd: &[String],
+        max: usize,
+    ) -> Result<(Vec<u8>, Vec<u8>, i64), DockerError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let docker = self.client().await?;
+        let created = docker
+            .create_exec(
+                name,
+                CreateExecOptions::<String> {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(error::map)?;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        if let StartExecResults::Attached { mut output, .. } = docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(error::map)?
+        {
+            while let Some(item) = output.next().await {
+                match item.map_err(error::map)? {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        let room = max.saturating_sub(out.len());
+                        out.extend_from_slice(&message[..message.len().min(room)]);
+                    }
+                    LogOutput::StdErr { message } => {
+                        let room = max.saturating_sub(err.len());
+                        err.extend_from_slice(&message[..message.len().min(room)]);
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+        }
+        let inspected = docker.inspect_exec(&created.id).await.map_err(error::map)?;
+        Ok((out, err, inspected.exit_code.unwrap_or(-1)))
+    }
+
     /// The container's state, or `None` when there is no such container.
     pub async fn status(&self, name: &str) -> Result<Option<ContainerStatus>, DockerError> {
         let docker = self.client().await?;

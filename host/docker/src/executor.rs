@@ -302,6 +302,26 @@ impl Executor for DockerExecutor {
         })
     }
 
+    fn exec<'a>(
+        &'a self,
+        name: &'a str,
+        command: &'a [String],
+        max_output: usize,
+    ) -> BoxFuture<'a, Result<tessera_executor::ExecOutput, ExecError>> {
+        Box::pin(async move {
+            let (stdout, stderr, exit_code) = self
+                .client
+                .exec(name, command, max_output)
+                .await
+                .map_err(exec_error)?;
+            Ok(tessera_executor::ExecOutput {
+                stdout,
+                stderr,
+                exit_code,
+            })
+        })
+    }
+
     fn kill<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ExecError>> {
         Box::pin(async move {
             self.take_live(name);

@@ -169,6 +169,14 @@ pub enum LogChunk {
     Stderr(Bytes),
 }
 
+/// What a command run in a process printed, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i64,
+}
+
 /// What the executor has to offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capacity {
@@ -270,6 +278,23 @@ pub trait Executor: Send + Sync {
     /// or, with `None`, every process this server made.
     fn list<'a>(&'a self, task_id: Option<&'a str>)
     -> BoxFuture<'a, Result<Vec<Owned>, ExecError>>;
+
+    /// Run `command` inside the running process `name` (a person looking into a task
+    /// kept for them) and collect its output, at most `max_output` bytes of each stream.
+    fn exec<'a>(
+        &'a self,
+        name: &'a str,
+        command: &'a [String],
+        max_output: usize,
+    ) -> BoxFuture<'a, Result<ExecOutput, ExecError>> {
+        let _ = (name, command, max_output);
+        Box::pin(async move {
+            Err(ExecError::Other(format!(
+                "the {} executor cannot run commands in a process",
+                self.kind()
+            )))
+        })
+    }
 
     /// Let go of what the executor keeps beside processes that no longer exist (after a
     /// crash, or what a failed removal left). Best effort.

@@ -74,7 +74,22 @@ struct Drive {
     max_run_time: Duration,
     /// A save found that another server holds the task now.
     not_held: bool,
+    /// The values of the task's secret env references, once read (only in memory).
+    secret_env: Option<Vec<(String, String)>>,
 }
+
+/// The process a task is kept in for a person after its command ends (human in the
+/// loop): numbered after its executors, in its current attempt.
+pub(crate) fn keeper_name(task: &TaskRecord) -> String {
+    process_name(
+        &task.id,
+        task.logs.len().saturating_sub(1),
+        task.executors().len(),
+    )
+}
+
+/// The metadata key of when a kept task is let go (RFC 3339).
+const KEEP_UNTIL: &str = "keep_alive_until";
 
 impl Runner {
     /// Drive one task. The caller registered `token` in `running` before spawning us,
@@ -112,6 +127,7 @@ impl Runner {
             isolation: target.isolation,
             max_run_time,
             not_held: false,
+            secret_env: None,
         };
         drive.meta(crate::TARGET_METADATA, target.spec.name);
         if let Some(note) = note {
@@ -356,9 +372,16 @@ impl Drive {
         let roots = self.runner.0.cfg.file_roots.clone();
         let filers = self.runner.0.filers.clone();
         let user = self.isolation.user;
+        let (env, secret_files) = self
+            .runner
+            .resolve_secrets(&self.task)
+            .await
+            .map_err(|e| Stop::System(format!("reading the task's secrets failed: {e}")))?;
+        self.secret_env = Some(env);
         let staged = tokio::task::spawn_blocking(move || {
             let mounts = plan_mounts(&task);
             let staged = staging::stage_in(&task, &dir, &mounts, &roots, filers.as_ref())?;
+            staging::place_secret_files(&dir, &secret_files)?;
             if let Some(u) = user {
                 dir.hand_over(u.uid, u.gid).map_err(|e| staging::At {
                     at: format!("giving the task's files to user {u}"),
@@ -441,7 +464,15 @@ impl Drive {
             });
             self.save_logs_or_stop().await?;
         }
-        let spec = process_spec(&self.task, self.attempt(), i, &self.dir, &self.isolation);
+        let env = self.secret_env().await?;
+        let spec = process_spec(
+            &self.task,
+            self.attempt(),
+            i,
+            &self.dir,
+            &self.isolation,
+            &env,
+        );
         let created = tokio::select! {
             _ = self.token.cancelled() => return Err(Stop::Canceled),
             r = self.exec.create(&spec) => r,
@@ -769,9 +800,108 @@ impl Drive {
             .map_err(|e| Stop::System(format!("capturing executor {i} {stream}: {e}")))
     }
 
+    /// The secret env values, read on first use (a resumed task did not stage in here).
+    async fn secret_env(&mut self) -> Result<Vec<(String, String)>, Stop> {
+        if let Some(env) = &self.secret_env {
+            return Ok(env.clone());
+        }
+        let (env, _) = self
+            .runner
+            .resolve_secrets(&self.task)
+            .await
+            .map_err(|e| Stop::System(format!("reading the task's secrets failed: {e}")))?;
+        self.secret_env = Some(env.clone());
+        Ok(env)
+    }
+
+    /// Human in the loop: after the command, keep a container of the task's image with
+    /// its workspace, env and secrets for `keep_alive_secs` (counted once, kept across a
+    /// restart) so a person can look inside (`tessera task exec`). The task stays
+    /// RUNNING meanwhile; a cancel ends it.
+    async fn keep_alive(&mut self) -> Result<(), Stop> {
+        let Some(secs) = self.task.extra.keep_alive_secs else {
+            return Ok(());
+        };
+        let now = OffsetDateTime::now_utc();
+        let until = self
+            .logs
+            .last()
+            .and_then(|l| l.metadata.as_ref())
+            .and_then(|m| m.get(KEEP_UNTIL))
+            .and_then(|t| tessera_core::time_fmt::parse_rfc3339(t));
+        let until = match until {
+            Some(u) => u,
+            None => {
+                let u = now + Duration::from_secs(secs);
+                self.meta(KEEP_UNTIL, format_rfc3339(u));
+                self.save_logs_or_stop().await?;
+                u
+            }
+        };
+        let left = Duration::try_from(until - now).unwrap_or(Duration::ZERO);
+        if left.is_zero() {
+            return Ok(());
+        }
+        let name = keeper_name(&self.task);
+        let env = self.secret_env().await?;
+        let n = self.task.executors().len();
+        let running = matches!(
+            self.exec.status(&name).await,
+            Ok(Some(ProcessState::Running))
+        );
+        if !running {
+            let _ = self.exec.remove(&name).await;
+            let mut spec = process_spec(
+                &self.task,
+                self.attempt(),
+                0,
+                &self.dir,
+                &self.isolation,
+                &env,
+            );
+            spec.name = name.clone();
+            spec.index = n;
+            spec.stdin = false;
+            spec.command = vec!["sleep".into(), left.as_secs().max(1).to_string()];
+            self.exec
+                .create(&spec)
+                .await
+                .map_err(|e| self.executor_error("create (keep-alive)", e))?;
+            self.exec
+                .start(&name, None)
+                .await
+                .map_err(|e| self.executor_error("start (keep-alive)", e))?;
+        }
+        let reason = format!(
+            "the command ended; its container is kept until {} for `tessera task exec {}`",
+            format_rfc3339(until),
+            self.task.id
+        );
+        let _ = self
+            .runner
+            .0
+            .store
+            .set_reason(&self.task.id, Some(&reason))
+            .await;
+        tracing::info!(keeper = %name, until = %format_rfc3339(until), "keeping the task's container");
+        tokio::select! {
+            _ = self.token.cancelled() => {
+                let _ = self.exec.remove(&name).await;
+                return Err(Stop::Canceled);
+            }
+            _ = tokio::time::sleep(left) => {}
+            _ = self.exec.wait(&name) => {}
+        }
+        let _ = self.exec.remove(&name).await;
+        Ok(())
+    }
+
     async fn finish_with_outputs(&mut self, failed_executor: Option<usize>) {
         if self.token.is_cancelled() {
             return self.cancel_cleanup().await;
+        }
+        if let Err(stop) = self.keep_alive().await {
+            return self.stop(stop).await;
         }
         let began = Instant::now();
         let task = self.task.clone();

@@ -87,6 +87,7 @@ mod tests {
             group: group.into(),
             origin: Default::default(),
             priority: 0,
+            extra: Default::default(),
             state: State::Queued,
             reason: None,
             spec: Task {

@@ -273,7 +273,21 @@ pub enum SubmitError {
 #[derive(Clone)]
 pub struct Runner(Arc<Inner>);
 
+/// Where the runner reads secret values when it starts a task that references them.
+/// Values are held only while the task's processes are made, never stored or logged.
+pub trait SecretSource: Send + Sync {
+    /// The value of `key` of `secret` in `group`; the error says what is missing.
+    fn value<'a>(
+        &'a self,
+        group: &'a str,
+        secret: &'a str,
+        key: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<String, String>>;
+}
+
 struct Inner {
+    /// Secret values for tasks that reference them (set once, at start).
+    secrets: std::sync::OnceLock<Arc<dyn SecretSource>>,
     store: Store,
     /// `None`: no executor, tasks stay queued.
     executor: Option<Arc<dyn Executor>>,
@@ -366,6 +380,7 @@ impl Runner {
         };
         metrics::init();
         Runner(Arc::new(Inner {
+            secrets: std::sync::OnceLock::new(),
             store,
             executor,
             slots: cfg
@@ -389,6 +404,74 @@ impl Runner {
 
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// Where secret values come from (once; later calls are ignored).
+    pub fn set_secrets(&self, secrets: Arc<dyn SecretSource>) {
+        let _ = self.0.secrets.set(secrets);
+    }
+
+    /// The values of a task's secret references: its env variables and its files (path,
+    /// mode, content).
+    pub(crate) async fn resolve_secrets(
+        &self,
+        task: &TaskRecord,
+    ) -> Result<(Vec<(String, String)>, Vec<(String, u32, String)>), String> {
+        let extra = &task.extra;
+        if extra.secret_env.is_empty() && extra.secret_files.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let source = self
+            .0
+            .secrets
+            .get()
+            .ok_or("this server has no secret store")?;
+        let mut env = Vec::new();
+        for e in &extra.secret_env {
+            env.push((
+                e.name.clone(),
+                source.value(&task.group, &e.secret, &e.key).await?,
+            ));
+        }
+        let mut files = Vec::new();
+        for f in &extra.secret_files {
+            files.push((
+                f.path.clone(),
+                f.mode,
+                source.value(&task.group, &f.secret, &f.key).await?,
+            ));
+        }
+        Ok((env, files))
+    }
+
+    /// Run `command` in the container a task is kept in for a person (human in the
+    /// loop). `Err` says why not (the task is not kept, or not here).
+    pub async fn exec_in_kept(
+        &self,
+        task: &TaskRecord,
+        command: &[String],
+        max_output: usize,
+    ) -> Result<tessera_executor::ExecOutput, String> {
+        let Some(exec) = &self.0.executor else {
+            return Err("this server has no executor".into());
+        };
+        if task.extra.keep_alive_secs.is_none() {
+            return Err("the task's agent does not keep its container (human_in_the_loop)".into());
+        }
+        let name = drive::keeper_name(task);
+        match exec.status(&name).await {
+            Ok(Some(tessera_executor::ProcessState::Running)) => {}
+            Ok(_) => {
+                return Err(format!(
+                    "the task is not kept now (it is {}; its container is kept after its command ends)",
+                    task.state
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        exec.exec(&name, command, max_output)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub fn config(&self) -> &RunnerConfig {
@@ -1256,6 +1339,7 @@ mod tests {
             group: "lab".into(),
             origin: Default::default(),
             priority: 0,
+            extra: Default::default(),
             spec: tessera_core::tes::Task::default(),
             logs: Vec::new(),
             creation_time: time::OffsetDateTime::UNIX_EPOCH,

@@ -9,12 +9,14 @@ use crate::task_dir::{TaskDir, plan_mounts};
 
 /// The process that runs executor `index` of `task`'s attempt `attempt`, with the task's
 /// directory mounted where its executors see it, isolated as its target says.
+/// `secret_env` holds the values of the task's secret env references (added last).
 pub fn process_spec(
     task: &TaskRecord,
     attempt: usize,
     index: usize,
     dir: &TaskDir,
     isolation: &Isolation,
+    secret_env: &[(String, String)],
 ) -> ProcessSpec {
     let exec = &task.executors()[index];
     let res = task.spec.resources.clone().unwrap_or_default();
@@ -38,13 +40,14 @@ pub fn process_spec(
             .iter()
             .flatten()
             .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(secret_env.iter().cloned())
             .collect(),
         mounts: plan_mounts(task)
             .into_iter()
             .map(|m| Mount {
                 host: dir.host_path(&m.container),
                 container: m.container,
-                read_only: false,
+                read_only: m.read_only,
             })
             .collect(),
         cpu_cores: res.cpu_count(),
@@ -77,6 +80,7 @@ mod tests {
             group: String::new(),
             origin: Default::default(),
             priority: 0,
+            extra: Default::default(),
             spec: Task {
                 executors: Some(vec![Executor {
                     image: "img".into(),
@@ -129,7 +133,7 @@ mod tests {
             let dir = TaskDir::new(std::path::Path::new("/work"), "t");
             let mut admitted = 0u64;
             for (t, _) in &round.runs {
-                let spec = process_spec(t, 0, 0, &dir, &Isolation::default());
+                let spec = process_spec(t, 0, 0, &dir, &Isolation::default(), &[]);
                 let candidate = crate::candidate(t, &[]);
                 proptest::prop_assert_eq!(spec.memory_bytes, candidate.ram_bytes);
                 proptest::prop_assert_eq!(spec.cpu_cores, candidate.cpu_cores);
@@ -150,7 +154,7 @@ mod tests {
         t.spec.resources.as_mut().unwrap().backend_parameters =
             Some([("Network".to_string(), "NONE".to_string())].into());
         let dir = TaskDir::new(std::path::Path::new("/w"), "t");
-        let spec = process_spec(&t, 1, 0, &dir, &Isolation::default());
+        let spec = process_spec(&t, 1, 0, &dir, &Isolation::default(), &[]);
         assert_eq!(spec.name, "tessera-t-1-0");
         assert_eq!(spec.memory_bytes, 1_610_612_736);
         assert_eq!(spec.cpu_cores, 2);
@@ -170,7 +174,7 @@ mod tests {
             read_only_root: true,
         };
         let dir = TaskDir::new(std::path::Path::new("/w"), "t");
-        let spec = process_spec(&t, 0, 0, &dir, &isolation);
+        let spec = process_spec(&t, 0, 0, &dir, &isolation, &[]);
         assert_eq!(spec.network, Some(Network::None));
         assert_eq!(spec.user, isolation.user);
         assert!(spec.read_only_root);

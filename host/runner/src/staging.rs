@@ -169,6 +169,25 @@ fn copy_tree(
 
 /// Create the task's directory, the host side of every mount, and stage every input.
 /// Blocking file I/O: call it from `spawn_blocking`.
+/// Write a task's secret files (`(container path, mode, content)`) into its workspace,
+/// after its inputs: without following a link an input may have placed, replacing what
+/// is at the path.
+pub fn place_secret_files(dir: &TaskDir, files: &[(String, u32, String)]) -> Result<(), At> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let ws = workspace(dir);
+    for (path, mode, content) in files {
+        let shown = format!("secret file {path}");
+        let mut f = ws
+            .create(path, *mode, &shown)
+            .map_err(|e| at(shown.clone())(StagingError::Fs(e)))?;
+        std::io::Write::write_all(&mut f, content.as_bytes())
+            .map_err(|e| at(shown)(StagingError::Copy(e)))?;
+    }
+    Ok(())
+}
+
 pub fn stage_in(
     task: &TaskRecord,
     dir: &TaskDir,
@@ -435,6 +454,7 @@ mod tests {
             group: String::new(),
             origin: Default::default(),
             priority: 0,
+            extra: Default::default(),
             spec,
             logs: vec![],
             creation_time: time::OffsetDateTime::UNIX_EPOCH,

@@ -17,6 +17,8 @@ pub struct PlannedMount {
     /// Path inside the container.
     pub container: String,
     pub is_dir: bool,
+    /// The task's secret files: its processes read them, never replace them.
+    pub read_only: bool,
 }
 
 /// A task's directory: `<work_dir>/<task id>`, with the container file system under
@@ -118,6 +120,7 @@ pub fn plan_mounts(task: &TaskRecord) -> Vec<PlannedMount> {
         .map(|container| PlannedMount {
             container,
             is_dir: true,
+            read_only: false,
         })
         .collect();
     // Files no directory mount shows: inputs anywhere, and outputs or stdout/stderr
@@ -143,8 +146,20 @@ pub fn plan_mounts(task: &TaskRecord) -> Vec<PlannedMount> {
             mounts.push(PlannedMount {
                 container,
                 is_dir: false,
+                read_only: false,
             });
         }
+    }
+    // Secret files: each its own read-only mount, also inside a directory mount (so the
+    // file stays read-only there too).
+    for f in &task.extra.secret_files {
+        let container = normalise(&f.path);
+        mounts.retain(|m| m.container != container);
+        mounts.push(PlannedMount {
+            container,
+            is_dir: false,
+            read_only: true,
+        });
     }
     mounts
 }
@@ -164,6 +179,7 @@ mod tests {
             group: String::new(),
             origin: Default::default(),
             priority: 0,
+            extra: Default::default(),
             spec,
             logs: vec![],
             creation_time: time::OffsetDateTime::UNIX_EPOCH,
@@ -232,7 +248,8 @@ mod tests {
             plan_mounts(&t),
             [PlannedMount {
                 container: "/result".into(),
-                is_dir: false
+                is_dir: false,
+                read_only: false,
             }]
         );
         let ws = TaskDir::new(Path::new("/w"), "t");

@@ -133,6 +133,7 @@ impl Setup {
             group: String::new(),
             origin: Default::default(),
             priority: 0,
+            extra: Default::default(),
             spec: Task {
                 executors: Some(
                     (0..n)

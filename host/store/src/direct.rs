@@ -87,7 +87,8 @@ fn rows(
     let mut task_row = tx.prepare_cached(
         "INSERT INTO tasks \
          (id, state, reason, name, spec, logs, creation_time, updated_at, group_name, \
-         origin, priority) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING seq",
+         origin, priority, extra) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING seq",
     )?;
     let mut event_row = tx.prepare_cached(
         "INSERT INTO task_events (task_id, at, to_state, reason) VALUES (?1, ?2, ?3, ?4)",
@@ -108,7 +109,8 @@ fn rows(
                     now,
                     t.group,
                     t.origin,
-                    t.priority
+                    t.priority,
+                    t.extra
                 ],
                 |row| row.get(0),
             )

@@ -38,7 +38,7 @@ use sqlx::{
     ColumnIndex, Connection, Database, Decode, Pool, Postgres, QueryBuilder, Row, Sqlite,
     Transaction, TransactionManager as _, Type,
 };
-use tessera_core::task::NewTask;
+use tessera_core::task::{NewTask, TaskExtra};
 use tessera_core::tes::{Task, TaskLog};
 use tessera_core::time_fmt::{format_rfc3339, now_rfc3339, parse_rfc3339};
 use tessera_core::{Event, State, TaskRecord};
@@ -79,7 +79,7 @@ macro_rules! lock_seq {
 /// Columns of a full task row, in the order [`decode_task`] reads them.
 macro_rules! full_cols {
     () => {
-        "seq, id, state, reason, name, group_name, origin, priority, spec, logs, creation_time"
+        "seq, id, state, reason, name, group_name, origin, priority, spec, extra, logs, creation_time"
     };
 }
 /// Columns of a minimal task row (no spec and logs JSON to load and parse).
@@ -124,6 +124,8 @@ pub struct ListQuery {
     pub before_seq: Option<i64>,
     /// Only tasks of these groups; `None`: every group (an empty list matches nothing).
     pub groups: Option<Vec<String>>,
+    /// Only tasks that came in through these APIs; `None`: any.
+    pub origins: Option<Vec<tessera_core::task::Origin>>,
     /// Page size; 0 gives an empty page.
     pub limit: u32,
     /// Skip loading spec and logs: records come back with `spec` default except its
@@ -379,6 +381,8 @@ struct Encoded<'a> {
     group: &'a str,
     origin: &'static str,
     priority: i64,
+    /// `None` when the task has nothing beyond TES.
+    extra: Option<String>,
     reason: Option<&'a str>,
     name: Option<&'a str>,
     spec: String,
@@ -393,6 +397,16 @@ impl<'a> Encoded<'a> {
             group: &task.group,
             origin: task.origin.as_str(),
             priority: i64::from(task.priority),
+            extra: if task.extra.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::to_string(&task.extra).map_err(|source| StoreError::Encode {
+                        task_id: task.id.clone(),
+                        source,
+                    })?,
+                )
+            },
             reason: task.reason.as_deref(),
             name: task.spec.name.as_deref(),
             spec: serde_json::to_string(&task.spec).map_err(|source| StoreError::Encode {
@@ -470,6 +484,12 @@ where
             .map_err(|e| StoreError::Corrupt(format!("task {id}: logs: {e}")))?;
         (spec, logs)
     };
+    let extra = match (minimal, row.try_get::<Option<String>, _>("extra")) {
+        (true, _) | (false, Ok(None)) => TaskExtra::default(),
+        (false, Ok(Some(e))) => serde_json::from_str(&e)
+            .map_err(|e| StoreError::Corrupt(format!("task {id}: extra: {e}")))?,
+        (false, Err(e)) => return Err(e.into()),
+    };
     Ok(TaskRecord {
         seq: row.try_get("seq")?,
         state: parse_state(&id, &state)?,
@@ -479,6 +499,7 @@ where
         priority: i32::try_from(row.try_get::<i64, _>("priority")?)
             .map_err(|_| StoreError::Corrupt(format!("task {id}: priority out of range")))?,
         spec,
+        extra,
         logs,
         creation_time: parse_time(&id, &row.try_get::<String, _>("creation_time")?)?,
         id,
@@ -722,8 +743,8 @@ impl Store {
                     let mut qb = builder(
                         pool,
                         "INSERT INTO tasks \
-                     (id, state, reason, name, group_name, origin, priority, spec, logs, \
-                     creation_time, updated_at) ",
+                     (id, state, reason, name, group_name, origin, priority, spec, extra, \
+                     logs, creation_time, updated_at) ",
                     );
                     qb.push_values(chunk, |mut b, t| {
                         b.push_bind(t.id)
@@ -734,6 +755,7 @@ impl Store {
                             .push_bind(t.origin)
                             .push_bind(t.priority)
                             .push_bind(t.spec.as_str())
+                            .push_bind(t.extra.as_deref())
                             .push_bind(t.logs.as_str())
                             .push_bind(t.creation_time.as_str())
                             .push_bind(now.as_str());
@@ -794,6 +816,7 @@ impl Store {
                     group: t.group.clone(),
                     origin: t.origin,
                     priority: t.priority,
+                    extra: t.extra.clone(),
                     spec: t.spec.clone(),
                     logs: t.logs.clone(),
                     creation_time: t.creation_time,
@@ -861,6 +884,14 @@ impl Store {
                     }
                     qb.push(")");
                 }
+            }
+            if let Some(origins) = &q.origins {
+                qb.push(" AND t.origin IN (");
+                let mut sep = qb.separated(", ");
+                for o in origins {
+                    sep.push_bind(o.as_str());
+                }
+                qb.push(")");
             }
             if let Some(prefix) = q.name_prefix.as_deref().filter(|p| !p.is_empty()) {
                 // A byte range, not LIKE: case-sensitive, no wildcards, and indexable.
@@ -1435,6 +1466,7 @@ impl Store {
     }
 }
 
+mod agents;
 mod audit;
 mod identity;
 mod lease;
@@ -1442,6 +1474,7 @@ mod notify;
 mod operations;
 mod plugins;
 mod quota;
+pub use agents::{EntryKind, NamedRow};
 pub use audit::{AuditEntry, AuditRecord};
 pub use identity::{GroupRow, TokenRow, UserRow};
 pub use lease::{Adoption, Lease};

@@ -65,6 +65,11 @@ const SQLITE: Embedded = &[
         "operations and runs",
         include_str!("../migrations/sqlite/0010_operations_runs.sql"),
     ),
+    (
+        11,
+        "agents, configs and secrets",
+        include_str!("../migrations/sqlite/0011_agents_configs.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -117,6 +122,11 @@ const POSTGRES: Embedded = &[
         10,
         "operations and runs",
         include_str!("../migrations/postgres/0010_operations_runs.sql"),
+    ),
+    (
+        11,
+        "agents, configs and secrets",
+        include_str!("../migrations/postgres/0011_agents_configs.sql"),
     ),
 ];
 

@@ -91,6 +91,14 @@ enum TaskCommand {
     /// Follow a task until it ends: each state change as it happens (a live line on a
     /// terminal); exit 0 only if COMPLETE
     Watch { id: String },
+    /// Run a command in the container a task is kept in after its command ended (its
+    /// agent's human_in_the_loop); without a command, a line-by-line shell (each line
+    /// runs as `sh -c LINE`; no terminal)
+    Exec {
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Print a task's executor stdout/stderr
     Logs {
         id: String,
@@ -413,6 +421,7 @@ async fn dispatch(client: &Client, args: &TaskArgs) -> Result<ExitCode, String> 
             logs(client, id, *follow).await?;
             Ok(ExitCode::SUCCESS)
         }
+        TaskCommand::Exec { id, command } => exec(client, id, command).await,
         TaskCommand::Watch { id } => {
             let status = watch(client, id, json).await?;
             if json {
@@ -521,6 +530,61 @@ pub(crate) async fn follow_events(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Run one command in a kept task: its output on ours, its exit code as ours.
+async fn exec_once(client: &Client, id: &str, command: &[String]) -> Result<i64, String> {
+    let body = serde_json::json!({ "command": command })
+        .to_string()
+        .into_bytes();
+    let out = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/tasks/{}/exec", encode_segment(id)),
+            &[],
+            Some(body),
+        )
+        .await?;
+    let _ = std::io::stdout().write_all(out["stdout"].as_str().unwrap_or("").as_bytes());
+    let _ = std::io::stderr().write_all(out["stderr"].as_str().unwrap_or("").as_bytes());
+    let _ = std::io::stdout().flush();
+    Ok(out["exit_code"].as_i64().unwrap_or(-1))
+}
+
+async fn exec(client: &Client, id: &str, command: &[String]) -> Result<ExitCode, String> {
+    if !command.is_empty() {
+        let code = exec_once(client, id, command).await?;
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    }
+    let tty = std::io::stdin().is_terminal();
+    let mut line = String::new();
+    loop {
+        if tty {
+            eprint!("{id}$ ");
+            let _ = std::io::stderr().flush();
+        }
+        line.clear();
+        if std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading stdin: {e}"))?
+            == 0
+        {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let cmd = line.trim();
+        if cmd.is_empty() {
+            continue;
+        }
+        if cmd == "exit" {
+            return Ok(ExitCode::SUCCESS);
+        }
+        match exec_once(client, id, &["sh".into(), "-c".into(), cmd.to_string()]).await {
+            Ok(0) => {}
+            Ok(code) if tty => eprintln!("[exit {code}]"),
+            Ok(_) => {}
+            Err(e) => eprintln!("error: {e}"),
         }
     }
 }

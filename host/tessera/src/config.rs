@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// sharing a store share it [default: <data_dir>/webhook-key, made on first start]
     #[arg(long, env = "TESSERA_WEBHOOK_KEY")]
     pub webhook_key: Option<PathBuf>,
+    /// The key (32 bytes) secrets are sealed with at rest; servers sharing a store share
+    /// it [default: <data_dir>/secrets-key, made on first start]
+    #[arg(long, env = "TESSERA_SECRETS_KEY")]
+    pub secrets_key: Option<PathBuf>,
     /// Do not bind the built-in filers to http://, https:// and s3:// (only inline
     /// content, file:// and schemes bound with `tessera plugin activate` are served)
     #[arg(long, env = "TESSERA_NO_DEFAULT_FILERS")]
@@ -271,6 +275,7 @@ pub struct FileConfig {
     pub http_allow_hosts: Option<Vec<String>>,
     pub response_url_allow_hosts: Option<Vec<String>>,
     pub webhook_key: Option<PathBuf>,
+    pub secrets_key: Option<PathBuf>,
     pub default_filers: Option<bool>,
     pub max_router_timeout_ms: Option<u64>,
     pub max_plugin_timeout_ms: Option<u64>,
@@ -338,6 +343,8 @@ pub struct Config {
     pub response_url_allow_hosts: Vec<String>,
     /// The run summaries' signing key file.
     pub webhook_key: PathBuf,
+    /// The file of the key secrets are sealed with.
+    pub secrets_key: PathBuf,
     /// Bind filer-http to http/https and filer-s3 to s3 where nothing else is bound.
     pub default_filers: bool,
     /// The longest call timeout a router plugin may declare.
@@ -655,6 +662,10 @@ impl Config {
             .webhook_key
             .or(file.webhook_key)
             .unwrap_or_else(|| data_dir.join("webhook-key"));
+        let secrets_key = args
+            .secrets_key
+            .or(file.secrets_key)
+            .unwrap_or_else(|| data_dir.join("secrets-key"));
         let access_token_lifetime = match args
             .access_token_lifetime_secs
             .or(file.access_token_lifetime_secs)
@@ -722,6 +733,7 @@ impl Config {
             http_allow_hosts,
             response_url_allow_hosts,
             webhook_key,
+            secrets_key,
             default_filers: !args.no_default_filers && file.default_filers.unwrap_or(true),
             route_tag_keys: if args.route_tag_keys.is_empty() {
                 file.route_tag_keys.unwrap_or_default()

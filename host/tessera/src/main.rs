@@ -283,6 +283,11 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         // Filled per request from the bound filers.
         filer_schemes: Vec::new(),
     };
+    let secrets_key = std::sync::Arc::new(load_or_create_secrets_key(&cfg.secrets_key)?);
+    runner.set_secrets(std::sync::Arc::new(tessera_api::agents::SealedSecrets {
+        store: runner.store().clone(),
+        key: secrets_key.clone(),
+    }));
     let state = tessera_api::AppState::new(
         runner,
         tessera_api::ApiConfig {
@@ -296,6 +301,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             audit_retention: cfg.audit_retention,
             max_body_bytes: cfg.max_body_bytes,
             policy,
+            secrets_key,
         },
         registry,
         objects,
@@ -413,6 +419,26 @@ fn default_bindings(
     });
     defaults.push(summaries);
     defaults
+}
+
+/// The key secrets are sealed with: read it (and keep its file private), or make one
+/// readable only by us.
+fn load_or_create_secrets_key(path: &Path) -> Result<tessera_auth::sealed::SealKey, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => {
+            data_dir::keep_private(path)?;
+            b
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let b = tessera_auth::sealed::SealKey::generate();
+            data_dir::write_private(path, &b)?;
+            tracing::info!(path = %path.display(), "generated the secrets key");
+            b.to_vec()
+        }
+        Err(e) => return Err(format!("reading the secrets key {}: {e}", path.display())),
+    };
+    tessera_auth::sealed::SealKey::from_bytes(&bytes)
+        .map_err(|e| format!("the secrets key {}: {e}", path.display()))
 }
 
 /// The key run summaries are signed with: read it (and keep its file private), or make

@@ -935,3 +935,317 @@ async fn task_watch_follows_a_running_task_through_the_event_stream() {
     let lines: Vec<&str> = history.lines().collect();
     assert!(lines.len() >= 4, "one line per state change: {history}");
 }
+
+/// Poll `GET /v1/tasks/{id}` until `pred` holds.
+async fn wait_task_until(
+    c: &Client<'_>,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, t) = c.get(&format!("/v1/tasks/{id}")).await;
+        if pred(&t) {
+            return t;
+        }
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "task {id} never reached {what}: {}\n{}",
+            common::short(&t),
+            c.s.server_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contextual_task_sees_its_contexts_and_secrets_and_is_kept_for_exec() {
+    let s = Server::start(Options::default()).await;
+    let ada = user(&s, "ada").await;
+    let (status, cfg) = ada
+        .post(
+            "/v1/configs",
+            &json!({"name": "cfg", "data": {"a.conf": "A=1\n", "b.conf": "B=2\n"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{cfg}");
+    let (status, secret) = ada
+        .post(
+            "/v1/secrets",
+            &json!({"name": "api", "data": {"token": "s3cr3t-token", "cert": "CERT-BODY"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{secret}");
+    assert_eq!(secret["keys"], json!(["cert", "token"]));
+    assert!(!secret.to_string().contains("s3cr3t"), "{secret}");
+    let (_, shown) = ada.get("/v1/secrets/api").await;
+    assert!(!shown.to_string().contains("s3cr3t"), "{shown}");
+    // Sealed at rest: the database holds no value in the clear.
+    for file in ["tessera.db", "tessera.db-wal"] {
+        if let Ok(bytes) = std::fs::read(s.data_dir.join(file)) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("s3cr3t-token"), "{file} holds the secret");
+            assert!(!text.contains("CERT-BODY"), "{file} holds the secret");
+        }
+    }
+    let script = "for f in $(find /workspace /etc/app /creds -type f | sort); do \
+                  printf '%s %s %s\\n' \"$f\" \"$(stat -c %a \"$f\")\" \"$(tr '\\n' '|' < \"$f\")\"; \
+                  done; echo \"env=$API_TOKEN\"";
+    let (status, agent) = ada
+        .post(
+            "/v1/agents",
+            &json!({
+                "name": "default",
+                "image": BUSYBOX,
+                "command": ["sh", "-c", script],
+                "contexts": [{"text": "agent\n", "filePath": "task.md"}],
+                "credentials": [
+                    {"secret": "api", "key": "token", "env": "API_TOKEN"},
+                    {"secret": "api", "key": "cert", "file_path": "/creds/cert"},
+                    {"secret": "api", "key": "token", "filePath": "/creds/token", "mode": "0600"},
+                ],
+                "humanInTheLoop": {"keepAliveSeconds": 600},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
+
+    // A credential naming a missing secret key is refused by name.
+    let (status, body) = ada
+        .post(
+            "/v1/agents",
+            &json!({"name": "broken", "image": BUSYBOX, "command": ["true"],
+                    "credentials": [{"secret": "api", "key": "nope", "env": "X"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = ada.post("/v1/tasks", &json!({"agentRef": "broken"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["details"][0]["field"], "agent.credentials[0]");
+    let (status, body) = ada
+        .post(
+            "/v1/tasks",
+            &json!({"contexts": [{"config": "nope", "dirPath": "x"}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["details"][0]["field"], "contexts[0].config");
+
+    let (status, task) = ada
+        .post(
+            "/v1/tasks",
+            &json!({
+                "name": "look",
+                "contexts": [
+                    {"text": "task\n", "filePath": "task.md"},
+                    {"config": "cfg", "key": "a.conf", "file_path": "/etc/app/a.conf"},
+                    {"config": "cfg", "dirPath": "conf"},
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(task["agent_ref"], "default");
+    assert_eq!(task["origin"], "task");
+    let id = task["id"].as_str().unwrap().to_string();
+    let kept = wait_task_until(&ada, &id, "being kept", |t| {
+        t["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("kept until"))
+    })
+    .await;
+    assert_eq!(kept["phase"], "Running");
+    let stdout = kept["task"]["logs"][0]["logs"][0]["stdout"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let modes_of = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{path} ")))
+            .map(|l| l.to_string())
+    };
+    assert_eq!(
+        modes_of("/creds/cert").as_deref(),
+        Some("/creds/cert 400 CERT-BODY"),
+        "{stdout}"
+    );
+    assert_eq!(
+        modes_of("/creds/token").as_deref(),
+        Some("/creds/token 600 s3cr3t-token"),
+        "{stdout}"
+    );
+    let files: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| !l.starts_with("env="))
+        .map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let path = parts.next().unwrap();
+            parts.next();
+            (path, parts.next().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("/creds/cert", "CERT-BODY"),
+            ("/creds/token", "s3cr3t-token"),
+            ("/etc/app/a.conf", "A=1|"),
+            ("/workspace/conf/a.conf", "A=1|"),
+            ("/workspace/conf/b.conf", "B=2|"),
+            ("/workspace/task.md", "agent|task|"),
+        ],
+        "exactly these files: {stdout}"
+    );
+    assert!(stdout.contains("env=s3cr3t-token"), "{stdout}");
+    // The secret is nowhere in the stored task document.
+    let (_, full) = ada
+        .get(&format!("/ga4gh/tes/v1/tasks/{id}?view=FULL"))
+        .await;
+    let mut doc = full.clone();
+    doc["logs"] = Value::Null;
+    assert!(!doc.to_string().contains("s3cr3t"), "{doc}");
+
+    // tessera task exec runs in the kept container: the workspace is there.
+    let mut cmd = common::cli_command(
+        &s,
+        &["task", "exec", &id, "--", "cat", "/workspace/task.md"],
+    );
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "agent\ntask\n");
+    let mut cmd = common::cli_command(&s, &["task", "exec", &id, "--", "sh", "-c", "exit 3"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    // The line-by-line shell.
+    let mut cmd = common::cli_command(&s, &["task", "exec", &id]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            b"echo one\nls /workspace/conf\nexit\n",
+        )
+        .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "one\na.conf\nb.conf\n"
+    );
+
+    // Canceling ends the keep-alive: CANCELED, and the container is gone.
+    let (status, _) = ada
+        .post(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let done = wait_task_until(&ada, &id, "CANCELED", |t| t["state"] == "CANCELED").await;
+    assert_eq!(done["phase"], "Failed");
+    let left = common::docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={id}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(left.trim(), "", "containers left: {left}");
+    let (status, body) = ada
+        .post(
+            &format!("/v1/tasks/{id}/exec"),
+            &json!({"command": ["true"]}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // Listed by the Task API (and by TES: the same task).
+    let (_, list) = ada.get("/v1/tasks").await;
+    assert_eq!(list["tasks"][0]["id"], id.as_str(), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_secrets_agents_and_tasks_of_another_group_do_not_exist() {
+    let s = Server::start(Options {
+        executor: "none",
+        ..Options::default()
+    })
+    .await;
+    let ada = user(&s, "ada").await;
+    let bob = user(&s, "bob").await;
+    for (path, body) in [
+        ("/v1/configs", json!({"name": "cfg", "data": {"k": "v"}})),
+        ("/v1/secrets", json!({"name": "sec", "data": {"k": "v"}})),
+        (
+            "/v1/agents",
+            json!({"name": "default", "image": BUSYBOX, "command": ["true"]}),
+        ),
+    ] {
+        let (status, b) = ada.post(path, &body).await;
+        assert_eq!(status, 201, "{path}: {b}");
+        // Bob cannot create in ada's group, nor see it.
+        let (status, _) = bob.post(&format!("{path}?group=ada"), &body).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, task) = ada.post("/v1/tasks", &json!({})).await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap();
+    for (method, path) in [
+        (Method::GET, "/v1/configs/cfg?group=ada".to_string()),
+        (Method::PUT, "/v1/configs/cfg?group=ada".to_string()),
+        (Method::DELETE, "/v1/configs/cfg?group=ada".to_string()),
+        (Method::GET, "/v1/secrets/sec?group=ada".to_string()),
+        (Method::PUT, "/v1/secrets/sec?group=ada".to_string()),
+        (Method::DELETE, "/v1/secrets/sec?group=ada".to_string()),
+        (Method::GET, "/v1/agents/default?group=ada".to_string()),
+        (Method::PUT, "/v1/agents/default?group=ada".to_string()),
+        (Method::DELETE, "/v1/agents/default?group=ada".to_string()),
+        (Method::GET, format!("/v1/tasks/{id}")),
+        (Method::POST, format!("/v1/tasks/{id}/cancel")),
+        (Method::POST, format!("/v1/tasks/{id}/exec")),
+    ] {
+        let body = json!({"data": {"k": "x"}, "command": ["true"]});
+        let (status, answer) = bob.call(method.clone(), &path, Some(&body)).await;
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+    }
+    for path in ["/v1/configs", "/v1/secrets", "/v1/agents", "/v1/tasks"] {
+        let (status, list) = bob.get(path).await;
+        assert_eq!(status, 200);
+        let key = path.trim_start_matches("/v1/");
+        assert_eq!(list[key], json!([]), "{path}: {list}");
+        let (_, list) = bob.get(&format!("{path}?group=ada")).await;
+        assert_eq!(list[key], json!([]), "{path}?group=ada: {list}");
+    }
+    // A Read member sees them, but may not change them or run tasks.
+    admin(&s)
+        .call(
+            Method::PUT,
+            "/v1/groups/ada/members/bob",
+            Some(&json!({"role": "read"})),
+        )
+        .await;
+    let (status, _) = bob.get("/v1/configs/cfg?group=ada").await;
+    assert_eq!(status, 200);
+    let (status, _) = bob
+        .call(
+            Method::PUT,
+            "/v1/configs/cfg?group=ada",
+            Some(&json!({"data": {"k": "x"}})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = bob.post("/v1/tasks?group=ada", &json!({})).await;
+    assert_eq!(status, 403);
+}

@@ -164,6 +164,7 @@ pub fn new_task(name: Option<&str>, tags: &[(&str, &str)]) -> NewTask {
         group: String::new(),
         origin: Default::default(),
         priority: 0,
+        extra: Default::default(),
         spec: Task {
             name: name.map(str::to_string),
             executors: Some(vec![Executor {

@@ -1,0 +1,724 @@
+//! The Task API's KubeTask half: `/v1/configs`, `/v1/secrets`, `/v1/agents` and
+//! contextual tasks (`POST /v1/tasks`, `GET /v1/tasks`).
+//!
+//! Configs, secrets and agents belong to a group and are named within it (`?group=`,
+//! default the caller's personal group), like objects of a Kubernetes namespace. Members
+//! read them, writers change them; for anyone else they do not exist. Secret values are
+//! sealed before they reach the store and are never returned.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tessera_auth::sealed::SealKey;
+use tessera_core::agent::{AgentSpec, TaskRequest, agent_task, resolve_contexts};
+use tessera_core::identity::Role;
+use tessera_core::task::Origin;
+use tessera_core::{ApiError, ErrorCode};
+use tessera_store::{EntryKind, NamedRow, Store};
+
+use crate::auth::Caller;
+use crate::operations::target_group;
+use crate::tes::{Submission, parse_json, read_body, submit};
+use crate::{AppState, Error};
+
+/// Most configs, secrets or agents one list shows.
+const MAX_LIST: u32 = 1000;
+
+fn query_group(caller: &Caller, raw: Option<&str>) -> Result<String, Error> {
+    let named = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
+        .map_err(|e| Error::new(ErrorCode::InvalidParameter, format!("the query: {e}")))?
+        .into_iter()
+        .find(|(k, _)| k == "group")
+        .map(|(_, v)| v)
+        .filter(|g| !g.is_empty());
+    Ok(named.unwrap_or_else(|| caller.default_group.clone()))
+}
+
+fn visible(caller: &Caller, raw: Option<&str>) -> Result<Option<Vec<String>>, Error> {
+    let named = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
+        .map_err(|e| Error::new(ErrorCode::InvalidParameter, format!("the query: {e}")))?
+        .into_iter()
+        .find(|(k, _)| k == "group")
+        .map(|(_, v)| v)
+        .filter(|g| !g.is_empty());
+    Ok(match named {
+        Some(g) if caller.sees(&g) => Some(vec![g]),
+        Some(_) => Some(Vec::new()),
+        None => caller
+            .visible_groups()
+            .map(|g| g.into_iter().map(str::to_string).collect()),
+    })
+}
+
+/// Which named thing an endpoint serves.
+#[derive(Clone, Copy)]
+enum Kind {
+    Config,
+    Secret,
+    Agent,
+}
+
+impl Kind {
+    fn entry(self) -> Option<EntryKind> {
+        match self {
+            Kind::Config => Some(EntryKind::Config),
+            Kind::Secret => Some(EntryKind::Secret),
+            Kind::Agent => None,
+        }
+    }
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Config => "config",
+            Kind::Secret => "secret",
+            Kind::Agent => "agent",
+        }
+    }
+}
+
+/// A config's or secret's document.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntriesBody {
+    #[serde(default)]
+    name: Option<String>,
+    data: BTreeMap<String, String>,
+}
+
+/// An entry key: a file name (letters, digits, `.`, `_`, `-`; not `.` or `..`).
+fn check_key(k: &str) -> Result<(), String> {
+    let ok = !k.is_empty()
+        && k.len() <= 253
+        && k != "."
+        && k != ".."
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{k:?} is not an entry key: letters, digits, '.', '_' and '-', not . or .."
+        ))
+    }
+}
+
+/// Where a secret entry is sealed for: its group, secret and key.
+fn seal_place(group: &str, name: &str, key: &str) -> String {
+    format!("{group}/{name}/{key}")
+}
+
+fn parse_entries(
+    kind: Kind,
+    body: &[u8],
+    name_from_path: Option<&str>,
+) -> Result<(String, BTreeMap<String, String>), Error> {
+    let b: EntriesBody = parse_json(body, kind.word())?;
+    let name = match (name_from_path, b.name) {
+        (Some(p), Some(n)) if p != n => {
+            return Err(Error::new(
+                ErrorCode::InvalidDocument,
+                format!("the document names {n:?}, the path {p:?}"),
+            ));
+        }
+        (Some(p), _) => p.to_string(),
+        (None, Some(n)) => n,
+        (None, None) => {
+            return Err(Error(ApiError::invalid_document(
+                kind.word(),
+                vec![tessera_core::error::FieldError::at("name", "is required")],
+            )));
+        }
+    };
+    let mut errs = Vec::new();
+    if let Err(m) = tessera_core::operation::check_name(&name) {
+        errs.push(tessera_core::error::FieldError::at("name", m));
+    }
+    for k in b.data.keys() {
+        if let Err(m) = check_key(k) {
+            errs.push(tessera_core::error::FieldError::at(format!("data.{k}"), m));
+        }
+    }
+    if !errs.is_empty() {
+        return Err(Error(ApiError::invalid_document(kind.word(), errs)));
+    }
+    Ok((name, b.data))
+}
+
+/// The stored form of a document: configs as given, secrets sealed entry by entry,
+/// agents checked.
+fn stored_data(
+    state: &AppState,
+    kind: Kind,
+    group: &str,
+    body: &[u8],
+    name_from_path: Option<&str>,
+) -> Result<(String, String), Error> {
+    let encode = |v: &dyn erased::Ser| {
+        v.to_json()
+            .map_err(|e| Error::internal("encoding the document failed", e))
+    };
+    match kind {
+        Kind::Agent => {
+            let spec: AgentSpec = parse_json(body, "agent")?;
+            if let Some(p) = name_from_path
+                && p != spec.name
+            {
+                return Err(Error::new(
+                    ErrorCode::InvalidDocument,
+                    format!("the document names {:?}, the path {p:?}", spec.name),
+                ));
+            }
+            let errs = spec.check();
+            if !errs.is_empty() {
+                return Err(Error(ApiError::invalid_document("agent", errs)));
+            }
+            Ok((spec.name.clone(), encode(&spec)?))
+        }
+        Kind::Config => {
+            let (name, data) = parse_entries(kind, body, name_from_path)?;
+            Ok((name, encode(&data)?))
+        }
+        Kind::Secret => {
+            let (name, data) = parse_entries(kind, body, name_from_path)?;
+            let key = state.secrets_key();
+            let sealed: BTreeMap<String, String> = data
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        key.seal(&seal_place(group, &name, k), v.as_bytes()),
+                    )
+                })
+                .collect();
+            Ok((name, encode(&sealed)?))
+        }
+    }
+}
+
+/// `serde_json::to_string` behind one signature for the three document types.
+mod erased {
+    pub trait Ser {
+        fn to_json(&self) -> Result<String, serde_json::Error>;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_json(&self) -> Result<String, serde_json::Error> {
+            serde_json::to_string(self)
+        }
+    }
+}
+
+/// A stored thing as the API shows it (a secret's keys only).
+fn view(kind: Kind, row: &NamedRow) -> Result<Value, Error> {
+    let corrupt = |e: serde_json::Error| Error::internal("a stored document does not decode", e);
+    let base = json!({
+        "name": row.name,
+        "group": row.group,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    });
+    let mut v = match kind {
+        Kind::Agent => serde_json::from_str::<Value>(&row.data).map_err(corrupt)?,
+        Kind::Config => {
+            json!({"data": serde_json::from_str::<Value>(&row.data).map_err(corrupt)?})
+        }
+        Kind::Secret => {
+            let sealed: BTreeMap<String, String> =
+                serde_json::from_str(&row.data).map_err(corrupt)?;
+            json!({"keys": sealed.keys().collect::<Vec<_>>()})
+        }
+    };
+    if let (Value::Object(out), Value::Object(b)) = (&mut v, base) {
+        for (k, val) in b {
+            out.insert(k, val);
+        }
+    }
+    Ok(v)
+}
+
+async fn find(
+    store: &Store,
+    caller: &Caller,
+    kind: Kind,
+    group: &str,
+    name: &str,
+) -> Result<NamedRow, Error> {
+    caller.check_sees(group, kind.word(), name)?;
+    store
+        .named(kind.entry(), group, name)
+        .await
+        .map_err(|e| Error::internal("reading the store failed", e))?
+        .ok_or_else(|| Error(ApiError::not_found(kind.word(), name)))
+}
+
+async fn create(
+    state: AppState,
+    caller: Caller,
+    kind: Kind,
+    raw: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let group = target_group(&caller, raw.as_deref())?;
+    let body = read_body(&state, body)?;
+    let (name, data) = stored_data(&state, kind, &group, &body, None)?;
+    let store = state.runner().store();
+    store
+        .put_named(kind.entry(), &group, &name, &data, false)
+        .await
+        .map_err(|e| match e {
+            tessera_store::StoreError::Conflict(m) => Error::new(ErrorCode::Conflict, m),
+            e => Error::internal("storing failed", e),
+        })?;
+    let row = find(store, &caller, kind, &group, &name).await?;
+    tracing::info!(kind = kind.word(), %group, %name, "created");
+    Ok(crate::audit::naming(
+        (StatusCode::CREATED, Json(view(kind, &row)?)),
+        &format!("{group}/{name}"),
+    ))
+}
+
+async fn list(
+    state: AppState,
+    caller: Caller,
+    kind: Kind,
+    raw: Option<String>,
+) -> Result<Json<Value>, Error> {
+    let groups = visible(&caller, raw.as_deref())?;
+    let rows = state
+        .runner()
+        .store()
+        .list_named(kind.entry(), groups.as_deref(), MAX_LIST)
+        .await
+        .map_err(|e| Error::internal("listing failed", e))?;
+    let items = rows
+        .iter()
+        .map(|r| view(kind, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = format!("{}s", kind.word());
+    Ok(Json(json!({ key: items })))
+}
+
+async fn show(
+    state: AppState,
+    caller: Caller,
+    kind: Kind,
+    name: String,
+    raw: Option<String>,
+) -> Result<Json<Value>, Error> {
+    let group = query_group(&caller, raw.as_deref())?;
+    let row = find(state.runner().store(), &caller, kind, &group, &name).await?;
+    Ok(Json(view(kind, &row)?))
+}
+
+async fn replace(
+    state: AppState,
+    caller: Caller,
+    kind: Kind,
+    name: String,
+    raw: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, Error> {
+    let group = query_group(&caller, raw.as_deref())?;
+    let store = state.runner().store();
+    find(store, &caller, kind, &group, &name).await?;
+    caller.check_role(Role::Write, &group, kind.word(), &name)?;
+    let body = read_body(&state, body)?;
+    let (_, data) = stored_data(&state, kind, &group, &body, Some(&name))?;
+    if !store
+        .put_named(kind.entry(), &group, &name, &data, true)
+        .await
+        .map_err(|e| Error::internal("storing failed", e))?
+    {
+        return Err(Error(ApiError::not_found(kind.word(), &name)));
+    }
+    let row = find(store, &caller, kind, &group, &name).await?;
+    Ok(Json(view(kind, &row)?))
+}
+
+async fn remove(
+    state: AppState,
+    caller: Caller,
+    kind: Kind,
+    name: String,
+    raw: Option<String>,
+) -> Result<StatusCode, Error> {
+    let group = query_group(&caller, raw.as_deref())?;
+    let store = state.runner().store();
+    find(store, &caller, kind, &group, &name).await?;
+    caller.check_role(Role::Write, &group, kind.word(), &name)?;
+    store
+        .delete_named(kind.entry(), &group, &name)
+        .await
+        .map_err(|e| Error::internal("deleting failed", e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The handlers of one kind: list, create, show, replace, delete.
+macro_rules! named_handlers {
+    ($kind:expr, $list:ident, $create:ident, $show:ident, $replace:ident, $remove:ident) => {
+        pub async fn $list(
+            State(state): State<AppState>,
+            Extension(caller): Extension<Caller>,
+            RawQuery(raw): RawQuery,
+        ) -> Result<Json<Value>, Error> {
+            list(state, caller, $kind, raw).await
+        }
+        pub async fn $create(
+            State(state): State<AppState>,
+            Extension(caller): Extension<Caller>,
+            RawQuery(raw): RawQuery,
+            body: Result<Bytes, BytesRejection>,
+        ) -> Result<Response, Error> {
+            create(state, caller, $kind, raw, body).await
+        }
+        pub async fn $show(
+            State(state): State<AppState>,
+            Extension(caller): Extension<Caller>,
+            Path(name): Path<String>,
+            RawQuery(raw): RawQuery,
+        ) -> Result<Json<Value>, Error> {
+            show(state, caller, $kind, name, raw).await
+        }
+        pub async fn $replace(
+            State(state): State<AppState>,
+            Extension(caller): Extension<Caller>,
+            Path(name): Path<String>,
+            RawQuery(raw): RawQuery,
+            body: Result<Bytes, BytesRejection>,
+        ) -> Result<Json<Value>, Error> {
+            replace(state, caller, $kind, name, raw, body).await
+        }
+        pub async fn $remove(
+            State(state): State<AppState>,
+            Extension(caller): Extension<Caller>,
+            Path(name): Path<String>,
+            RawQuery(raw): RawQuery,
+        ) -> Result<StatusCode, Error> {
+            remove(state, caller, $kind, name, raw).await
+        }
+    };
+}
+
+named_handlers!(
+    Kind::Config,
+    list_configs,
+    create_config,
+    show_config,
+    replace_config,
+    delete_config
+);
+named_handlers!(
+    Kind::Secret,
+    list_secrets,
+    create_secret,
+    show_secret,
+    replace_secret,
+    delete_secret
+);
+named_handlers!(
+    Kind::Agent,
+    list_agents,
+    create_agent,
+    show_agent,
+    replace_agent,
+    delete_agent
+);
+
+/// Secret values for the runner: opened from the store with the server's key.
+pub struct SealedSecrets {
+    pub store: Store,
+    pub key: Arc<SealKey>,
+}
+
+impl tessera_runner::SecretSource for SealedSecrets {
+    fn value<'a>(
+        &'a self,
+        group: &'a str,
+        secret: &'a str,
+        key: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let row = self
+                .store
+                .named(Some(EntryKind::Secret), group, secret)
+                .await
+                .map_err(|e| format!("reading secret {secret:?} failed: {e}"))?
+                .ok_or_else(|| format!("there is no secret {secret:?} in group {group}"))?;
+            let sealed: BTreeMap<String, String> = serde_json::from_str(&row.data)
+                .map_err(|_| format!("secret {secret:?} does not decode"))?;
+            let value = sealed
+                .get(key)
+                .ok_or_else(|| format!("secret {secret:?} has no key {key:?}"))?;
+            let plain = self
+                .key
+                .open(&seal_place(group, secret, key), value)
+                .map_err(|e| format!("secret {secret:?}: {e}"))?;
+            String::from_utf8(plain)
+                .map_err(|_| format!("secret {secret:?} key {key:?} is not text"))
+        })
+    }
+}
+
+// ---- contextual tasks ---------------------------------------------------------------
+
+/// A task as the Task API shows it: its phase, agent and labels next to the one state.
+pub(crate) fn task_view(t: &tessera_core::TaskRecord) -> Value {
+    let last = t.logs.last();
+    json!({
+        "id": t.id,
+        "name": t.spec.name,
+        "group": t.group,
+        "origin": t.origin,
+        "agent_ref": t.extra.agent,
+        "phase": t.state.phase(),
+        "state": t.state,
+        "reason": t.reason,
+        "priority": t.priority,
+        "labels": t.spec.tags,
+        "keep_alive_seconds": t.extra.keep_alive_secs,
+        "created_at": tessera_core::time_fmt::format_rfc3339(t.creation_time),
+        "start_time": last.and_then(|l| l.start_time.clone()),
+        "end_time": last.and_then(|l| l.end_time.clone()),
+        "exit_code": last.and_then(|l| l.logs.last()).map(|e| e.exit_code),
+    })
+}
+
+pub async fn create_task(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let group = target_group(&caller, raw.as_deref())?;
+    let body = read_body(&state, body)?;
+    let req: TaskRequest = parse_json(&body, "task")?;
+    let store = state.runner().store();
+    let agent_row = store
+        .named(None, &group, req.agent())
+        .await
+        .map_err(|e| Error::internal("reading the agent failed", e))?
+        .ok_or_else(|| {
+            Error(ApiError::invalid_document(
+                "task",
+                vec![tessera_core::error::FieldError::at(
+                    "agent_ref",
+                    format!("there is no agent {:?} in group {group}", req.agent()),
+                )],
+            ))
+        })?;
+    let agent: AgentSpec = serde_json::from_str(&agent_row.data)
+        .map_err(|e| Error::internal("a stored agent does not decode", e))?;
+    let mut errs = req.check(agent.workdir());
+    // The configs the contexts name, read once.
+    let mut configs: HashMap<String, Option<BTreeMap<String, String>>> = HashMap::new();
+    for c in agent.contexts.iter().chain(&req.contexts) {
+        if let Some(name) = &c.config
+            && !configs.contains_key(name)
+        {
+            let row = store
+                .named(Some(EntryKind::Config), &group, name)
+                .await
+                .map_err(|e| Error::internal("reading a config failed", e))?;
+            let data = row.and_then(|r| serde_json::from_str(&r.data).ok());
+            configs.insert(name.clone(), data);
+        }
+    }
+    let contexts = agent
+        .contexts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("agent.contexts[{i}]"), c))
+        .chain(
+            req.contexts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("contexts[{i}]"), c)),
+        );
+    let files = match resolve_contexts(agent.workdir(), contexts, &|n| {
+        configs.get(n).cloned().flatten()
+    }) {
+        Ok(f) => f,
+        Err(e) => {
+            errs.extend(e);
+            Vec::new()
+        }
+    };
+    // Every credential names a secret entry that exists (its value is read at start).
+    for (i, c) in agent.credentials.iter().enumerate() {
+        let row = store
+            .named(Some(EntryKind::Secret), &group, &c.secret)
+            .await
+            .map_err(|e| Error::internal("reading a secret failed", e))?;
+        let has_key = row
+            .and_then(|r| serde_json::from_str::<BTreeMap<String, String>>(&r.data).ok())
+            .is_some_and(|d| d.contains_key(&c.key));
+        if !has_key {
+            errs.push(tessera_core::error::FieldError::at(
+                format!("agent.credentials[{i}]"),
+                format!(
+                    "there is no secret {:?} with key {:?} in group {group}",
+                    c.secret, c.key
+                ),
+            ));
+        }
+    }
+    if !errs.is_empty() {
+        return Err(Error(ApiError::invalid_document("task", errs)));
+    }
+    let (task, extra) = agent_task(&agent, &req, files)
+        .map_err(|e| Error(ApiError::invalid_document("task", e)))?;
+    let record = submit(
+        &state,
+        &caller,
+        Submission {
+            id: tessera_core::id::new_task_id(),
+            group,
+            task,
+            origin: Origin::Task,
+            priority: req.priority,
+            extra,
+        },
+    )
+    .await?;
+    let id = record.id.clone();
+    Ok(crate::audit::naming(
+        (
+            StatusCode::CREATED,
+            [(axum::http::header::LOCATION, format!("/v1/tasks/{id}"))],
+            Json(task_view(&record)),
+        )
+            .into_response(),
+        &id,
+    ))
+}
+
+/// `GET /v1/tasks`: the Task API's tasks (contextual tasks and cron children by
+/// default; `origin=` any of tes, task, run, cron, workflow), newest first.
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, Error> {
+    let mut q = tessera_store::ListQuery {
+        limit: 100,
+        minimal: false,
+        max_bytes: crate::tes::PAGE_BYTES,
+        groups: caller
+            .visible_groups()
+            .map(|g| g.into_iter().map(str::to_string).collect()),
+        ..Default::default()
+    };
+    let mut origins: Vec<Origin> = Vec::new();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| Error::new(ErrorCode::InvalidParameter, format!("the query: {e}")))?;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "origin" if !v.is_empty() => origins.push(
+                v.parse()
+                    .map_err(|e: String| Error::new(ErrorCode::InvalidParameter, e))?,
+            ),
+            "state" if !v.is_empty() => {
+                q.state = Some(v.parse().map_err(|e: tessera_core::state::UnknownState| {
+                    Error::new(ErrorCode::InvalidParameter, e.to_string())
+                })?);
+            }
+            "label" if !v.is_empty() => {
+                let (k, val) = v.split_once('=').unwrap_or((v.as_str(), ""));
+                q.tags.push((k.to_string(), val.to_string()));
+            }
+            "group" if !v.is_empty() => {
+                q.groups = Some(if caller.sees(&v) { vec![v] } else { Vec::new() });
+            }
+            "page_size" => {
+                q.limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        Error::new(ErrorCode::InvalidParameter, "page_size must be 1 to 1000")
+                    })?;
+            }
+            "page_token" if !v.is_empty() => {
+                q.before_seq = Some(tessera_core::page::decode(&v).ok_or_else(|| {
+                    Error::new(
+                        ErrorCode::InvalidPageToken,
+                        "page_token is not one this server issued; start again without it",
+                    )
+                })?);
+            }
+            _ => {}
+        }
+    }
+    if origins.is_empty() {
+        origins = vec![Origin::Task, Origin::Cron];
+    }
+    q.origins = Some(origins);
+    let tasks = state
+        .runner()
+        .store()
+        .list_tasks(&q)
+        .await
+        .map_err(|e| Error::internal("listing tasks failed", e))?;
+    let next = (tasks.len() == q.limit as usize)
+        .then(|| tasks.last().map(|t| tessera_core::page::encode(t.seq)))
+        .flatten();
+    Ok(Json(json!({
+        "tasks": tasks.iter().map(task_view).collect::<Vec<_>>(),
+        "next_page_token": next,
+    })))
+}
+
+/// `POST /v1/tasks/{id}/exec` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    command: Vec<String>,
+}
+
+/// The most output of each stream `exec` returns.
+const MAX_EXEC_OUTPUT: usize = 1 << 20;
+
+/// `POST /v1/tasks/{id}/exec`: run a command in the container a task is kept in (human
+/// in the loop); its stdout and stderr (text, lossy) and exit code.
+pub async fn exec(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, Error> {
+    let task = state
+        .runner()
+        .store()
+        .get_task(&id)
+        .await
+        .map_err(|e| Error::internal("reading the task failed", e))?
+        .ok_or_else(|| Error(ApiError::not_found("task", &id)))?;
+    caller.check_role(Role::Write, &task.group, "task", &id)?;
+    let body: ExecBody = parse_json(&read_body(&state, body)?, "exec")?;
+    if body.command.is_empty() {
+        return Err(Error(ApiError::invalid_document(
+            "exec",
+            vec![tessera_core::error::FieldError::at(
+                "command",
+                "must have at least one element",
+            )],
+        )));
+    }
+    let out = state
+        .runner()
+        .exec_in_kept(&task, &body.command, MAX_EXEC_OUTPUT)
+        .await
+        .map_err(|m| Error::new(ErrorCode::Conflict, m))?;
+    tracing::info!(task_id = %id, by = %caller.username, "ran a command in a kept task");
+    Ok(Json(json!({
+        "stdout": String::from_utf8_lossy(&out.stdout),
+        "stderr": String::from_utf8_lossy(&out.stderr),
+        "exit_code": out.exit_code,
+    })))
+}
