@@ -498,6 +498,34 @@ pub async fn create_task(
     let group = target_group(&caller, raw.as_deref())?;
     let body = read_body(&state, body)?;
     let req: TaskRequest = parse_json(&body, "task")?;
+    let id = tessera_core::id::new_task_id();
+    let record =
+        submit_agent_task(&state, &caller, &group, req, id, Origin::Task, Vec::new()).await?;
+    let id = record.id.clone();
+    Ok(crate::audit::naming(
+        (
+            StatusCode::CREATED,
+            [(axum::http::header::LOCATION, format!("/v1/tasks/{id}"))],
+            Json(task_view(&record)),
+        )
+            .into_response(),
+        &id,
+    ))
+}
+
+/// Make task `id` of `group` from a task request (its agent, contexts and credentials
+/// checked against what the group has) and submit it: the one path of contextual tasks
+/// and cron children.
+pub(crate) async fn submit_agent_task(
+    state: &AppState,
+    caller: &Caller,
+    group: &str,
+    req: TaskRequest,
+    id: String,
+    origin: Origin,
+    server_tags: Vec<(String, String)>,
+) -> Result<tessera_core::TaskRecord, Error> {
+    let group = group.to_string();
     let store = state.runner().store();
     let agent_row = store
         .named(None, &group, req.agent())
@@ -571,31 +599,24 @@ pub async fn create_task(
     if !errs.is_empty() {
         return Err(Error(ApiError::invalid_document("task", errs)));
     }
-    let (task, extra) = agent_task(&agent, &req, files)
+    let (mut task, extra) = agent_task(&agent, &req, files)
         .map_err(|e| Error(ApiError::invalid_document("task", e)))?;
-    let record = submit(
-        &state,
-        &caller,
+    task.tags
+        .get_or_insert_with(Default::default)
+        .extend(server_tags);
+    submit(
+        state,
+        caller,
         Submission {
-            id: tessera_core::id::new_task_id(),
+            id,
             group,
             task,
-            origin: Origin::Task,
+            origin,
             priority: req.priority,
             extra,
         },
     )
-    .await?;
-    let id = record.id.clone();
-    Ok(crate::audit::naming(
-        (
-            StatusCode::CREATED,
-            [(axum::http::header::LOCATION, format!("/v1/tasks/{id}"))],
-            Json(task_view(&record)),
-        )
-            .into_response(),
-        &id,
-    ))
+    .await
 }
 
 /// `GET /v1/tasks`: the Task API's tasks (contextual tasks and cron children by

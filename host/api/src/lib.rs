@@ -13,6 +13,7 @@
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod cron;
 mod data;
 mod error;
 pub mod events;
@@ -87,6 +88,7 @@ impl AppState {
             objects,
         }));
         run_summary::start(state.clone());
+        cron::start(state.clone());
         Ok(state)
     }
 
@@ -212,6 +214,12 @@ pub fn router(state: AppState) -> Router {
             get(agents::list_tasks).post(agents::create_task),
         )
         .route("/v1/tasks/{id}/exec", post(agents::exec))
+        .route("/v1/cron-tasks", get(cron::list).post(cron::create))
+        .route(
+            "/v1/cron-tasks/{name}",
+            get(cron::show).put(cron::replace).delete(cron::delete),
+        )
+        .route("/v1/cron-tasks/{name}/trigger", post(cron::trigger))
         .route("/v1/tasks/{id}", get(tes::task_status))
         .route("/v1/tasks/{id}/cancel", post(tes::cancel_v1))
         .route(

@@ -74,9 +74,62 @@ pub fn apply_quotas(
     (kept, held)
 }
 
+/// An agent's concurrency limit, by (group, agent).
+pub type AgentKey = (String, String);
+
+/// Split `tasks` into those their agents' limits let start (counting each kept task as
+/// started; `active` holds what runs now) and those held back, with the reason.
+pub fn apply_agent_limits(
+    tasks: Vec<TaskRecord>,
+    limits: &HashMap<AgentKey, u32>,
+    mut active: HashMap<AgentKey, u32>,
+) -> (Vec<TaskRecord>, Vec<(TaskRecord, String)>) {
+    let mut kept = Vec::with_capacity(tasks.len());
+    let mut held = Vec::new();
+    for t in tasks {
+        let Some(agent) = t.extra.agent.clone() else {
+            kept.push(t);
+            continue;
+        };
+        let key = (t.group.clone(), agent);
+        let Some(limit) = limits.get(&key) else {
+            kept.push(t);
+            continue;
+        };
+        let n = active.entry(key.clone()).or_default();
+        if *n >= *limit {
+            held.push((
+                t,
+                format!(
+                    "waiting: agent {} runs {n} tasks, its max_concurrent_tasks",
+                    key.1
+                ),
+            ));
+        } else {
+            *n += 1;
+            kept.push(t);
+        }
+    }
+    (kept, held)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agents_limit_holds_its_tasks_beyond_it() {
+        let mut tasks: Vec<TaskRecord> = (1..=4).map(|i| task("g", i, 0)).collect();
+        for t in &mut tasks[..3] {
+            t.extra.agent = Some("coder".into());
+        }
+        let limits = HashMap::from([(("g".to_string(), "coder".to_string()), 2)]);
+        let active = HashMap::from([(("g".to_string(), "coder".to_string()), 1)]);
+        let (kept, held) = apply_agent_limits(tasks, &limits, active);
+        assert_eq!(kept.iter().map(|t| t.seq).collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(held.iter().map(|(t, _)| t.seq).collect::<Vec<_>>(), [2, 3]);
+        assert!(held[0].1.contains("max_concurrent_tasks"));
+    }
     use tessera_core::State;
     use tessera_core::tes::{Resources, Task};
 

@@ -1059,7 +1059,9 @@ impl Runner {
                 *started.entry(p.group.clone()).or_default() += 1;
             }
         }
-        let ordered = fair::interleave(queues, &started);
+        let ordered = self
+            .apply_agent_limits(fair::interleave(queues, &started))
+            .await?;
         let quotas = self.quotas().await?;
         let mut limited: Vec<String> = ordered
             .iter()
@@ -1142,6 +1144,53 @@ impl Runner {
     }
 
     /// Keep a queued task waiting, with `reason` (written only when it changed).
+    /// Hold back tasks whose agent runs its `max_concurrent_tasks` already (counted
+    /// across servers from the store).
+    async fn apply_agent_limits(
+        &self,
+        tasks: Vec<TaskRecord>,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let mut limits: HashMap<fair::AgentKey, u32> = HashMap::new();
+        let mut active: HashMap<fair::AgentKey, u32> = HashMap::new();
+        for t in &tasks {
+            let Some(agent) = &t.extra.agent else {
+                continue;
+            };
+            let key = (t.group.clone(), agent.clone());
+            if limits.contains_key(&key) || active.contains_key(&key) {
+                continue;
+            }
+            let limit = self
+                .0
+                .store
+                .named(None, &t.group, agent)
+                .await?
+                .and_then(|row| {
+                    serde_json::from_str::<tessera_core::agent::AgentSpec>(&row.data).ok()
+                })
+                .and_then(|a| a.max_concurrent_tasks);
+            let Some(limit) = limit else {
+                active.insert(key, 0);
+                continue;
+            };
+            let n = self
+                .0
+                .store
+                .active_tagged(&t.group, tessera_core::agent::AGENT_TAG, agent)
+                .await?;
+            active.insert(key.clone(), u32::try_from(n).unwrap_or(u32::MAX));
+            limits.insert(key, limit);
+        }
+        if limits.is_empty() {
+            return Ok(tasks);
+        }
+        let (kept, held) = fair::apply_agent_limits(tasks, &limits, active);
+        for (task, reason) in &held {
+            self.wait_with_reason(task, reason).await;
+        }
+        Ok(kept)
+    }
+
     async fn wait_with_reason(&self, task: &TaskRecord, reason: &str) {
         if task.reason.as_deref() == Some(reason) {
             return;

@@ -1468,6 +1468,7 @@ impl Store {
 
 mod agents;
 mod audit;
+mod cron;
 mod identity;
 mod lease;
 mod notify;
@@ -1476,6 +1477,7 @@ mod plugins;
 mod quota;
 pub use agents::{EntryKind, NamedRow};
 pub use audit::{AuditEntry, AuditRecord};
+pub use cron::CronRow;
 pub use identity::{GroupRow, TokenRow, UserRow};
 pub use lease::{Adoption, Lease};
 pub use notify::{Failed, FeedEvent, Retry};

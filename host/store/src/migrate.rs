@@ -70,6 +70,11 @@ const SQLITE: Embedded = &[
         "agents, configs and secrets",
         include_str!("../migrations/sqlite/0011_agents_configs.sql"),
     ),
+    (
+        12,
+        "cron tasks",
+        include_str!("../migrations/sqlite/0012_cron_tasks.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -127,6 +132,11 @@ const POSTGRES: Embedded = &[
         11,
         "agents, configs and secrets",
         include_str!("../migrations/postgres/0011_agents_configs.sql"),
+    ),
+    (
+        12,
+        "cron tasks",
+        include_str!("../migrations/postgres/0012_cron_tasks.sql"),
     ),
 ];
 

@@ -15,6 +15,7 @@ store_tests!(
     operations_keep_every_version_and_names_are_unique_per_group,
     runs_are_listed_with_their_tasks_by_group_and_operation,
     the_feed_is_in_commit_order_under_concurrent_writers,
+    a_cron_tick_is_taken_by_one_server,
 );
 
 fn me() -> Lease {
@@ -271,4 +272,62 @@ async fn the_feed_is_in_commit_order_under_concurrent_writers(db: &Db) {
         assert_eq!(e.group, task.group);
         assert_eq!(e.origin, Origin::Tes);
     }
+}
+
+async fn a_cron_tick_is_taken_by_one_server(db: &Db) {
+    let store = &db.store;
+    assert!(
+        store
+            .put_cron("team", "nightly", "{}", Some(1000), false)
+            .await
+            .unwrap()
+    );
+    let taken = store
+        .put_cron("team", "nightly", "{}", Some(1000), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict(_)));
+    assert_eq!(store.due_crons(999, 10).await.unwrap().len(), 0);
+    assert_eq!(store.due_crons(1000, 10).await.unwrap().len(), 1);
+    // Eight servers race for the tick: one moves it.
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .advance_cron("team", "nightly", Some(1000), Some(2000), Some(1000), None)
+                .await
+                .unwrap()
+                .then_some(i)
+        }));
+    }
+    let mut winners = 0;
+    for h in handles {
+        winners += usize::from(h.await.unwrap().is_some());
+    }
+    assert_eq!(winners, 1);
+    let row = store.cron("team", "nightly").await.unwrap().unwrap();
+    assert_eq!(
+        (row.next_ms, row.last_schedule_ms),
+        (Some(2000), Some(1000))
+    );
+    // A skipped tick keeps the last schedule and says why; a cron that never fires
+    // again has no next tick.
+    assert!(
+        store
+            .advance_cron("team", "nightly", Some(2000), None, None, Some("suspended"))
+            .await
+            .unwrap()
+    );
+    let row = store.cron("team", "nightly").await.unwrap().unwrap();
+    assert_eq!((row.next_ms, row.last_schedule_ms), (None, Some(1000)));
+    assert_eq!(row.last_skip.as_deref(), Some("suspended"));
+    assert!(
+        store
+            .advance_cron("team", "nightly", None, Some(3000), None, None)
+            .await
+            .unwrap()
+    );
+    assert!(store.delete_cron("team", "nightly").await.unwrap());
+    assert!(store.cron("team", "nightly").await.unwrap().is_none());
 }

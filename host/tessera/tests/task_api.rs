@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use time::OffsetDateTime;
 
 /// A caller with one bearer token.
 struct Client<'a> {
@@ -1248,4 +1249,146 @@ async fn configs_secrets_agents_and_tasks_of_another_group_do_not_exist() {
     assert_eq!(status, 403);
     let (status, _) = bob.post("/v1/tasks?group=ada", &json!({})).await;
     assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_tasks_make_named_labelled_children_and_belong_to_their_group() {
+    let s = Server::start(Options {
+        executor: "none",
+        ..Options::default()
+    })
+    .await;
+    let ada = user(&s, "ada").await;
+    let bob = user(&s, "bob").await;
+    let (status, _) = ada
+        .post(
+            "/v1/agents",
+            &json!({"name": "default", "image": BUSYBOX, "command": ["true"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = ada
+        .post(
+            "/v1/cron-tasks",
+            &json!({"name": "bad", "schedule": "61 * * * *", "timeZone": "Nowhere/City"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let fields: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["schedule", "time_zone"]);
+    let (status, cron) = ada
+        .post(
+            "/v1/cron-tasks",
+            &json!({"name": "nightly", "schedule": "0 3 * * *", "timeZone": "Europe/Berlin",
+                    "task": {"contexts": [{"text": "hi", "filePath": "x"}]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{cron}");
+    assert_eq!(cron["concurrency_policy"], "Forbid");
+    let next = cron["status"]["next_schedule_time"].as_str().unwrap();
+    assert!(
+        next.ends_with("02:00:00Z"),
+        "03:00 in Berlin is 02:00 UTC in winter: {next}"
+    );
+
+    let before = OffsetDateTime::now_utc().unix_timestamp();
+    let (status, child) = ada.post("/v1/cron-tasks/nightly/trigger", &json!({})).await;
+    assert_eq!(status, 201, "{child}");
+    let name = child["name"].as_str().unwrap();
+    let ts: i64 = name.strip_prefix("nightly-").unwrap().parse().unwrap();
+    assert!(ts >= before && ts <= OffsetDateTime::now_utc().unix_timestamp());
+    assert_eq!(child["labels"]["tessera.cron"], "nightly");
+    assert_eq!(child["origin"], "cron");
+    // Forbid: no second child while the first has not ended.
+    let (status, body) = ada.post("/v1/cron-tasks/nightly/trigger", &json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    let (_, shown) = ada.get("/v1/cron-tasks/nightly").await;
+    assert_eq!(shown["status"]["active"], json!([child["id"]]));
+    let (_, tasks) = ada.get("/v1/tasks?origin=cron").await;
+    assert_eq!(tasks["tasks"][0]["id"], child["id"]);
+
+    for (method, path) in [
+        (Method::GET, "/v1/cron-tasks/nightly?group=ada"),
+        (Method::PUT, "/v1/cron-tasks/nightly?group=ada"),
+        (Method::DELETE, "/v1/cron-tasks/nightly?group=ada"),
+        (Method::POST, "/v1/cron-tasks/nightly/trigger?group=ada"),
+    ] {
+        let body = json!({"name": "nightly", "schedule": "* * * * *"});
+        let (status, answer) = bob.call(method.clone(), path, Some(&body)).await;
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+    }
+    let (status, _) = bob
+        .post(
+            "/v1/cron-tasks?group=ada",
+            &json!({"name": "x", "schedule": "* * * * *"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, list) = bob.get("/v1/cron-tasks").await;
+    assert_eq!(list["cron_tasks"], json!([]));
+    // Suspending keeps it listed, without a next time.
+    let (status, suspended) = ada
+        .call(
+            Method::PUT,
+            "/v1/cron-tasks/nightly",
+            Some(&json!({"name": "nightly", "schedule": "0 3 * * *", "suspend": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{suspended}");
+    assert_eq!(suspended["status"]["next_schedule_time"], Value::Null);
+    let (status, _) = ada
+        .call(Method::DELETE, "/v1/cron-tasks/nightly", None)
+        .await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_at_most_its_max_concurrent_tasks() {
+    let s = Server::start(Options::default()).await;
+    let c = admin(&s);
+    let (status, body) = c
+        .post(
+            "/v1/agents",
+            &json!({"name": "one", "image": BUSYBOX, "command": ["sh", "-c", "sleep 1"],
+                    "max_concurrent_tasks": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, t) = c.post("/v1/tasks", &json!({"agent_ref": "one"})).await;
+        assert_eq!(status, 201, "{t}");
+        ids.push(t["id"].as_str().unwrap().to_string());
+    }
+    // While one runs, another waits and says why.
+    wait_task_until(&c, &ids[2], "waiting on the agent's limit", |t| {
+        t["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("max_concurrent_tasks"))
+    })
+    .await;
+    // Each starts only after the one before ended (store event order).
+    let mut spans = Vec::new();
+    for id in &ids {
+        let t = wait_task_until(&c, id, "COMPLETE", |t| t["state"] == "COMPLETE").await;
+        let seq_of = |to: &str| {
+            t["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["to_state"] == to)
+                .and_then(|e| e["seq"].as_i64())
+                .unwrap()
+        };
+        spans.push((seq_of("INITIALIZING"), seq_of("COMPLETE")));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[1].0 > pair[0].1, "two ran at once: {spans:?}");
+    }
 }
