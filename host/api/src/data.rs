@@ -204,6 +204,38 @@ pub(crate) async fn list_objects(
     .await
 }
 
+/// Delete every object under `prefix` of `bucket` (none, or no bucket: nothing to do);
+/// how many went.
+pub(crate) async fn delete_prefix(
+    state: &AppState,
+    bucket: &str,
+    prefix: &str,
+) -> Result<u64, Error> {
+    let mut n = 0;
+    loop {
+        let page = match list_objects(state, bucket, prefix.to_string(), None, MAX_LIST).await {
+            Ok(p) => p,
+            Err(Error(e)) if e.code == ErrorCode::NotFound => return Ok(n),
+            Err(e) => return Err(e),
+        };
+        if page.is_empty() {
+            return Ok(n);
+        }
+        for o in page {
+            let (b, key) = (bucket.to_string(), o.key.clone());
+            match blocking(state, format!("s3://{bucket}/{}", o.key), move |s| {
+                s.delete(&b, &key, deadline())
+            })
+            .await
+            {
+                Ok(()) => n += 1,
+                Err(Error(e)) if e.code == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 pub(crate) fn checked(bucket: &str, key: &str) -> Result<String, Error> {
     check_bucket(bucket).map_err(bad)?;
     check_key(key).map_err(bad)?;

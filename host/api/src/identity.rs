@@ -727,6 +727,38 @@ pub async fn set_quota(
     Ok(Json(quota).into_response())
 }
 
+/// `PUT /v1/groups/{name}/retention` body: days (0: forever), or null for the server's
+/// default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionBody {
+    days: Option<u32>,
+}
+
+/// `PUT /v1/groups/{name}/retention` (instance admins): how long the group's finished
+/// tasks are kept.
+pub async fn set_retention(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Error> {
+    caller.check_sees(&name, "group", &name)?;
+    caller.check_instance_admin()?;
+    let body: RetentionBody = json_body(&body)?;
+    let found = state
+        .runner()
+        .store()
+        .set_retention(&name, body.days)
+        .await
+        .map_err(|e| Error::internal("setting the retention failed", e))?;
+    if !found {
+        return Err(Error(tessera_core::ApiError::not_found("group", &name)));
+    }
+    tracing::info!(group = %name, days = ?body.days, by = %caller.username, "retention set");
+    Ok(Json(serde_json::json!({ "group": name, "retention_days": body.days })).into_response())
+}
+
 /// `GET /v1/auth/providers` (no token needed): how to get a token here, for clients
 /// such as `tessera login`.
 pub async fn providers(State(state): State<AppState>) -> Json<Value> {

@@ -22,6 +22,7 @@ mod metrics;
 pub mod oidc;
 mod operations;
 mod plugins;
+pub mod retention;
 mod run_summary;
 mod tes;
 
@@ -50,6 +51,8 @@ pub struct ApiConfig {
     pub policy: Policy,
     /// The key secrets are sealed with at rest.
     pub secrets_key: Arc<tessera_auth::sealed::SealKey>,
+    /// How long finished tasks are kept (groups may say otherwise); `None`: forever.
+    pub retention: Option<std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -89,6 +92,7 @@ impl AppState {
         }));
         run_summary::start(state.clone());
         cron::start(state.clone());
+        retention::start(state.clone());
         Ok(state)
     }
 
@@ -276,6 +280,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/groups/{name}/quota",
             axum::routing::put(identity::set_quota),
+        )
+        .route(
+            "/v1/groups/{name}/retention",
+            axum::routing::put(identity::set_retention),
         )
         .route("/v1/admin/audit", get(audit::list))
         .route_layer(middleware::from_fn_with_state(state.clone(), audit::record))

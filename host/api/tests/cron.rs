@@ -1,7 +1,8 @@
-//! The cron scheduler with the time passed in (no test waits for a clock): each
-//! concurrency policy over several ticks, missed ticks, the starting deadline, suspend,
-//! history limits, and two servers on one store firing each tick once. The real API
-//! state and store; no executor (children stay queued, so they count as running).
+//! The API's timed work with the time passed in (no test waits for a clock): the cron
+//! scheduler (each concurrency policy over several ticks, missed ticks, the starting
+//! deadline, suspend, history limits, two servers on one store firing each tick once)
+//! and retention (the default, a group's own, a run's artifacts). The real API state and
+//! store; no executor (children stay queued, so they count as running).
 
 #[path = "../../store/tests/support/mod.rs"]
 mod support;
@@ -21,10 +22,20 @@ store_tests!(
     each_policy_over_ticks_with_an_injected_clock,
     missed_ticks_deadlines_suspend_and_history,
     two_servers_fire_each_tick_once,
+    retention_deletes_old_finished_tasks_with_their_artifacts,
 );
 
 /// A server's API state on `store` (its own scratch directories in `dir`).
 async fn server(store: Store, dir: &std::path::Path, name: &str) -> AppState {
+    server_with(store, dir, name).await.0
+}
+
+/// A server's API state and its object store.
+async fn server_with(
+    store: Store,
+    dir: &std::path::Path,
+    name: &str,
+) -> (AppState, Arc<tessera_objstore::EmbeddedObjectStore>) {
     let runtime = tessera_plugin_runtime::PluginRuntime::new(Default::default()).unwrap();
     let registry = tessera_registry::Registry::open(store.clone(), runtime, &[], None, vec![])
         .await
@@ -41,7 +52,6 @@ async fn server(store: Store, dir: &std::path::Path, name: &str) -> AppState {
             route_tag_keys: vec![],
             isolation: Default::default(),
             max_run_time: Duration::from_secs(3600),
-            retention: None,
             lease: Lease {
                 owner: name.into(),
                 ttl: Duration::from_secs(30),
@@ -51,9 +61,10 @@ async fn server(store: Store, dir: &std::path::Path, name: &str) -> AppState {
         Arc::new(registry.clone()),
         Arc::new(registry.clone()),
     );
-    let objects =
-        tessera_objstore::EmbeddedObjectStore::open(dir.join(format!("{name}-objects"))).unwrap();
-    AppState::new(
+    let objects = Arc::new(
+        tessera_objstore::EmbeddedObjectStore::open(dir.join(format!("{name}-objects"))).unwrap(),
+    );
+    let state = AppState::new(
         runner,
         ApiConfig {
             auth: tessera_api::auth::AuthConfig {
@@ -72,11 +83,13 @@ async fn server(store: Store, dir: &std::path::Path, name: &str) -> AppState {
                 )
                 .unwrap(),
             ),
+            retention: Some(Duration::from_secs(7 * 86_400)),
         },
         registry,
-        Arc::new(objects),
+        objects.clone(),
     )
-    .unwrap()
+    .unwrap();
+    (state, objects)
 }
 
 /// The first tick: far in the future, so the servers' own schedulers (on the system
@@ -290,4 +303,95 @@ async fn two_servers_fire_each_tick_once(db: &Db) {
         .collect();
     let expected: Vec<String> = (0..5).map(|m| tick_name("both", m)).collect();
     assert_eq!(names, expected, "one child per tick");
+}
+
+async fn retention_deletes_old_finished_tasks_with_their_artifacts(db: &Db) {
+    use tessera_objstore::ObjectStore;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, objects) = server_with(db.store.clone(), dir.path(), "a").await;
+    let store = &db.store;
+    for g in ["team", "keepers", "short"] {
+        store.create_group(g).await.unwrap();
+    }
+    assert!(store.set_retention("keepers", Some(0)).await.unwrap());
+    assert!(store.set_retention("short", Some(1)).await.unwrap());
+    let task = |group: &str, origin: tessera_core::task::Origin| tessera_core::task::NewTask {
+        id: tessera_core::id::new_task_id(),
+        group: group.into(),
+        origin,
+        priority: 0,
+        spec: tessera_core::tes::Task {
+            executors: Some(vec![tessera_core::tes::Executor {
+                image: "busybox".into(),
+                command: vec!["true".into()],
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        extra: Default::default(),
+        creation_time: OffsetDateTime::now_utc(),
+        reason: None,
+        logs: vec![],
+    };
+    let run = task("team", tessera_core::task::Origin::Run);
+    let kept = task("keepers", tessera_core::task::Origin::Tes);
+    let short = task("short", tessera_core::task::Origin::Task);
+    let running = task("short", tessera_core::task::Origin::Tes);
+    store
+        .insert_run(&tessera_store::RunRow {
+            task_id: run.id.clone(),
+            operation_id: "op".into(),
+            version: 1,
+            request: "{}".into(),
+            rerun_of: None,
+            response_url: None,
+            delivery: None,
+            delivery_attempts: 0,
+            delivery_error: None,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_tasks(&[run.clone(), kept.clone(), short.clone(), running.clone()])
+        .await
+        .unwrap();
+    for t in [&run, &kept, &short] {
+        store
+            .transition(&t.id, State::Complete, None, None)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let artifact = format!("runs/{}/out/x.txt", run.id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut up = objects.put("team", &artifact, 2, deadline).unwrap();
+    std::io::Write::write_all(&mut up, b"hi").unwrap();
+    up.finish().unwrap();
+    let exists = |id: &str| {
+        let store = store.clone();
+        let id = id.to_string();
+        async move { store.get_task(&id).await.unwrap().is_some() }
+    };
+
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(tessera_api::retention::round(&app, now).await.unwrap(), 0);
+    // Two days on: past "short"'s one day, within the default week.
+    tessera_api::retention::round(&app, now + time::Duration::days(2))
+        .await
+        .unwrap();
+    assert!(!exists(&short.id).await);
+    assert!(exists(&running.id).await, "an unfinished task stays");
+    assert!(exists(&run.id).await && exists(&kept.id).await);
+    // Eight days on: the run goes with its artifacts and its row; "keepers" keeps.
+    tessera_api::retention::round(&app, now + time::Duration::days(8))
+        .await
+        .unwrap();
+    assert!(!exists(&run.id).await);
+    assert!(store.run(&run.id).await.unwrap().is_none());
+    assert!(
+        objects.head("team", &artifact, deadline).is_err(),
+        "the run's artifacts are gone"
+    );
+    assert!(exists(&kept.id).await, "retention 0 keeps");
+    assert!(exists(&running.id).await);
 }

@@ -57,9 +57,6 @@ pub struct RunnerConfig {
     /// A task's maximum run time when it does not ask for one (backend parameter
     /// `max_run_time`), counted from the start of its first executor.
     pub max_run_time: Duration,
-    /// Finished tasks (and their events) are deleted this long after they ended;
-    /// `None`: kept forever.
-    pub retention: Option<Duration>,
     /// This server's hold on the tasks it claims: its instance and the lease's time to
     /// live. Renewed every third of it; another server on the same store adopts a task
     /// only once its lease has run out.
@@ -82,11 +79,6 @@ pub struct TargetConfig {
     /// How its processes are isolated (user, network, root file system).
     pub isolation: Isolation,
 }
-
-/// How often finished tasks past the retention age are deleted.
-const RETENTION_EVERY: Duration = Duration::from_secs(60);
-/// Tasks deleted per transaction.
-const RETENTION_BATCH: u32 = 1000;
 
 /// Tasks the sweep reads from the store at a time.
 const SWEEP_PAGE: u32 = 256;
@@ -738,9 +730,6 @@ impl Runner {
 
     /// Reconcile unfinished tasks with reality, then dispatch forever.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
-        if let Some(age) = self.0.cfg.retention {
-            tokio::spawn(self.clone().retention_loop(age));
-        }
         tokio::spawn(self.clone().lease_loop());
         let runner = self.clone();
         tokio::spawn(async move { runner.dispatch_loop().await })
@@ -807,42 +796,6 @@ impl Runner {
                 tracing::warn!(task_id = id, error = %e, "reading who holds the task failed");
                 false
             }
-        }
-    }
-
-    /// Delete finished tasks older than `age` (their last change), now and every
-    /// [`RETENTION_EVERY`], a batch per transaction so other writers get their turn.
-    async fn retention_loop(self, age: Duration) {
-        loop {
-            let cutoff = time::OffsetDateTime::now_utc() - age;
-            let mut deleted = 0u64;
-            loop {
-                match self
-                    .0
-                    .store
-                    .delete_finished_before(cutoff, RETENTION_BATCH)
-                    .await
-                {
-                    Ok(n) => {
-                        deleted += n;
-                        if n < u64::from(RETENTION_BATCH) {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "deleting old finished tasks failed; will retry");
-                        break;
-                    }
-                }
-            }
-            if deleted > 0 {
-                tracing::info!(
-                    deleted,
-                    older_than_s = age.as_secs(),
-                    "deleted finished tasks past the retention age"
-                );
-            }
-            tokio::time::sleep(RETENTION_EVERY).await;
         }
     }
 

@@ -70,7 +70,6 @@ struct Setup {
     store: Store,
     fake: Arc<FakeExecutor>,
     dir: tempfile::TempDir,
-    retention: Option<Duration>,
 }
 
 impl Setup {
@@ -83,7 +82,6 @@ impl Setup {
             store,
             fake: Arc::new(FakeExecutor::new()),
             dir,
-            retention: None,
         }
     }
 
@@ -106,7 +104,6 @@ impl Setup {
                 route_tag_keys: Vec::new(),
                 isolation: tessera_executor::Isolation::default(),
                 max_run_time: Duration::from_secs(3600),
-                retention: self.retention,
                 lease: lease(owner, 3600),
             },
             Some(self.fake.clone()),
@@ -385,38 +382,6 @@ async fn a_running_process_is_followed_not_started_again() {
     assert_eq!(s.fake.starts(&name(&t, 0)), 0);
     assert_eq!(s.fake.creates(&name(&t, 0)), 0);
     s.ran_once_each();
-}
-
-/// With a retention age, a finished task is deleted in the background (with its
-/// events), and an unfinished one stays.
-#[tokio::test]
-async fn finished_tasks_past_the_retention_age_are_deleted() {
-    let mut s = Setup::new().await;
-    s.retention = Some(Duration::from_millis(1));
-    let done = s.running(1, vec![finished_entry(0)]).await;
-    s.store
-        .transition(&done.id, State::Complete, Some("done"), None)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!s.store.events(&done.id).await.unwrap().is_empty());
-    let waiting = s.queued(1).await;
-    s.fake.faults(|f| f.unreachable = true);
-    // Retention counts whole seconds: the task must have ended two seconds back, so
-    // that even the cutoff (now minus a millisecond) is in a later second.
-    let ended = time::OffsetDateTime::now_utc();
-    while time::OffsetDateTime::now_utc().unix_timestamp() < ended.unix_timestamp() + 2 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // The first pass runs at start.
-    let _runner = s.runner();
-    let start = Instant::now();
-    while s.store.get_task(&done.id).await.unwrap().is_some() {
-        assert!(start.elapsed() < Duration::from_secs(30), "never deleted");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(s.store.events(&done.id).await.unwrap().is_empty());
-    assert!(s.store.get_task(&waiting.id).await.unwrap().is_some());
 }
 
 /// A task that asks for one second: its running executor is killed at the deadline with

@@ -4,7 +4,7 @@
 use sqlx::Row;
 use tessera_core::time_fmt::now_rfc3339;
 
-use crate::{Pools, Store, StoreError, WriteConn, builder};
+use crate::{Pools, Store, StoreError, WriteConn, WritePool, builder};
 
 /// A stored cron task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,12 +183,14 @@ impl Store {
         })
     }
 
-    /// Delete finished tasks by id (a cron task's history beyond its limits); how many.
+    /// Delete finished tasks by id, with their tags, events and run rows (a cron task's
+    /// history beyond its limits, tasks past their retention); how many.
     pub async fn delete_finished(&self, ids: &[String]) -> Result<u64, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }
         with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_write().await?;
             let mut qb = builder(pool, "DELETE FROM tasks WHERE state IN (");
             qb.push(crate::TERMINAL.as_str()).push(") AND id IN (");
             let mut sep = qb.separated(", ");
@@ -196,11 +198,47 @@ impl Store {
                 sep.push_bind(id.as_str());
             }
             qb.push(")");
-            Ok(qb
-                .build()
-                .execute(&mut *pool.conn().await?)
-                .await?
-                .rows_affected())
+            let done = qb.build().execute(&mut *tx).await?.rows_affected();
+            // Run rows whose task is gone (and none of a task still there).
+            let mut qb = builder(pool, "DELETE FROM runs WHERE task_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(id.as_str());
+            }
+            qb.push(") AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = runs.task_id)");
+            qb.build().execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done)
         })
+    }
+
+    /// Set how long `group`'s finished tasks are kept (`None`: the server's default; 0:
+    /// forever); whether the group exists.
+    pub async fn set_retention(&self, group: &str, days: Option<u32>) -> Result<bool, StoreError> {
+        with_pool!(self, writer, |pool| {
+            let done =
+                sqlx::query("UPDATE identity_groups SET retention_days = $2 WHERE name = $1")
+                    .bind(group)
+                    .bind(days.map(i64::from))
+                    .execute(&mut *pool.conn().await?)
+                    .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// The groups with a retention of their own, with it (days; 0: forever).
+    pub async fn retentions(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let rows: Vec<(String, i64)> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(
+                "SELECT name, retention_days FROM identity_groups \
+                 WHERE retention_days IS NOT NULL ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(g, d)| (g, u32::try_from(d).unwrap_or(u32::MAX)))
+            .collect())
     }
 }

@@ -102,6 +102,14 @@ macro_rules! with_pool {
     };
 }
 
+/// The groups a retention pass covers.
+#[derive(Debug, Clone, Copy)]
+pub enum GroupScope<'a> {
+    Only(&'a str),
+    /// Every group but these (those with a retention of their own).
+    Except(&'a [String]),
+}
+
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -1363,14 +1371,15 @@ impl Store {
             .collect()
     }
 
-    /// Delete up to `limit` finished tasks (with their tags and events) that last changed
-    /// before `cutoff`, oldest first; how many went. Called until it returns less than
-    /// `limit`, a batch per transaction.
-    pub async fn delete_finished_before(
+    /// Up to `limit` finished tasks of `scope` that last changed before `cutoff`, oldest
+    /// first: (id, group, origin). The retention pass deletes them (what they left in the
+    /// object store first) with [`Store::delete_finished`].
+    pub async fn finished_before(
         &self,
         cutoff: OffsetDateTime,
+        scope: GroupScope<'_>,
         limit: u32,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<(String, String, tessera_core::task::Origin)>, StoreError> {
         // Stored times have as many fraction digits as they need, so text order is time
         // order only to the second: compare with the cutoff's second and a dot, which
         // sorts after every time in earlier seconds and before every time in its own
@@ -1378,22 +1387,39 @@ impl Store {
         // the next pass.
         let whole = format_rfc3339(cutoff.replace_nanosecond(0).unwrap_or(cutoff));
         let cutoff = format!("{}.", whole.get(..19).unwrap_or(&whole));
-        // The same state list as the partial index tasks_finished_updated (migration 5).
-        let sql = format!(
-            "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN ({}) \
-             AND updated_at < $1 ORDER BY updated_at LIMIT $2)",
-            *TERMINAL
-        );
-        with_pool!(self, writer, |pool| {
-            let mut tx = pool.begin_write().await?;
-            let done = sqlx::query(&sql)
-                .bind(cutoff.as_str())
-                .bind(i64::from(limit))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            Ok(done)
+        with_pool!(self, reader, |pool| {
+            // The same state list as the partial index tasks_finished_updated (migration 5).
+            let mut qb = builder(
+                pool,
+                &format!(
+                    "SELECT id, group_name, origin FROM tasks WHERE state IN ({}) AND updated_at < ",
+                    *TERMINAL
+                ),
+            );
+            qb.push_bind(cutoff.as_str());
+            match scope {
+                GroupScope::Only(g) => {
+                    qb.push(" AND group_name = ").push_bind(g);
+                }
+                GroupScope::Except(groups) if !groups.is_empty() => {
+                    qb.push(" AND group_name NOT IN (");
+                    let mut sep = qb.separated(", ");
+                    for g in groups {
+                        sep.push_bind(g.as_str());
+                    }
+                    qb.push(")");
+                }
+                GroupScope::Except(_) => {}
+            }
+            qb.push(" ORDER BY updated_at LIMIT ")
+                .push_bind(i64::from(limit));
+            let rows: Vec<(String, String, String)> = qb.build_query_as().fetch_all(pool).await?;
+            rows.into_iter()
+                .map(|(id, group, origin)| {
+                    let origin = parse_origin(&id, &origin)?;
+                    Ok((id, group, origin))
+                })
+                .collect()
         })
     }
 

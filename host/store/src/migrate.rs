@@ -72,7 +72,7 @@ const SQLITE: Embedded = &[
     ),
     (
         12,
-        "cron tasks",
+        "cron tasks and retention per group",
         include_str!("../migrations/sqlite/0012_cron_tasks.sql"),
     ),
 ];
@@ -135,7 +135,7 @@ const POSTGRES: Embedded = &[
     ),
     (
         12,
-        "cron tasks",
+        "cron tasks and retention per group",
         include_str!("../migrations/postgres/0012_cron_tasks.sql"),
     ),
 ];

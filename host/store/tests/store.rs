@@ -1219,19 +1219,59 @@ async fn unfinished_tasks_oldest_first_a_page_at_a_time(db: &Db) {
 }
 
 async fn retention_deletes_only_finished_tasks_older_than_the_cutoff(db: &Db) {
+    use tessera_store::GroupScope;
     let store = &db.store;
-    let ids = insert(store, support::names(5)).await;
+    let mut tasks = support::names(5);
+    tasks[4].group = "keep".into();
+    let ids = insert(store, tasks).await;
     drive_to(store, &ids[0], State::Complete).await;
     drive_to(store, &ids[1], State::Canceled).await;
     drive_to(store, &ids[2], State::Running).await;
+    drive_to(store, &ids[4], State::Complete).await;
+    let all = GroupScope::Except(&[]);
     let before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-    assert_eq!(store.delete_finished_before(before, 10).await.unwrap(), 0);
+    assert!(
+        store
+            .finished_before(before, all, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Counted in whole seconds: a cutoff in the next second covers tasks ended in this one.
     let cutoff = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
-    // One at a time: a batch is bounded.
-    assert_eq!(store.delete_finished_before(cutoff, 1).await.unwrap(), 1);
-    assert_eq!(store.delete_finished_before(cutoff, 10).await.unwrap(), 1);
-    assert_eq!(store.delete_finished_before(cutoff, 10).await.unwrap(), 0);
+    let ids_of = |v: Vec<(String, String, tessera_core::task::Origin)>| {
+        v.into_iter().map(|(id, _, _)| id).collect::<Vec<_>>()
+    };
+    // A batch is bounded; oldest first.
+    assert_eq!(
+        ids_of(store.finished_before(cutoff, all, 1).await.unwrap()),
+        [ids[0].clone()]
+    );
+    let except_keep = ["keep".to_string()];
+    let found = ids_of(
+        store
+            .finished_before(cutoff, GroupScope::Except(&except_keep), 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(found, [ids[0].clone(), ids[1].clone()]);
+    assert_eq!(
+        ids_of(
+            store
+                .finished_before(cutoff, GroupScope::Only("keep"), 10)
+                .await
+                .unwrap()
+        ),
+        [ids[4].clone()]
+    );
+    // Deleting a task that has not finished does nothing.
+    assert_eq!(
+        store
+            .delete_finished(&[found[0].clone(), found[1].clone(), ids[2].clone()])
+            .await
+            .unwrap(),
+        2
+    );
     for id in &ids[..2] {
         assert!(store.get_task(id).await.unwrap().is_none());
         assert!(store.events(id).await.unwrap().is_empty(), "events go too");

@@ -149,8 +149,9 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, env = "TESSERA_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Delete finished tasks and their events this many days after they ended
-    /// [default: keep them forever]
+    /// Delete finished tasks (their logs, events and run artifacts) this many days after
+    /// they ended; 0 keeps them; a group may have its own (`PUT /v1/groups/NAME/retention`)
+    /// [default: 7]
     #[arg(long, env = "TESSERA_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
     /// Where task workspaces live. Servers sharing one store and one Docker engine
@@ -628,14 +629,10 @@ impl Config {
             (Some(cert), Some(key)) => Some((cert, key)),
             _ => return Err("tls_cert and tls_key go together".into()),
         };
-        let retention = match args.retention_days.or(file.retention_days) {
-            None => None,
-            Some(0) => {
-                return Err(
-                    "retention_days must be at least 1 (leave it unset to keep tasks)".into(),
-                );
-            }
-            Some(d) => Some(std::time::Duration::from_secs(u64::from(d) * 24 * 3600)),
+        // A week by default; 0 keeps finished tasks (groups may say otherwise).
+        let retention = match args.retention_days.or(file.retention_days).unwrap_or(7) {
+            0 => None,
+            d => Some(std::time::Duration::from_secs(u64::from(d) * 24 * 3600)),
         };
         let task_lease = match args.task_lease_secs.or(file.task_lease_secs) {
             None => std::time::Duration::from_secs(30),

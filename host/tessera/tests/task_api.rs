@@ -834,13 +834,14 @@ async fn a_response_url_on_an_internal_address_is_not_reached_unless_allowed() {
 async fn the_cli_creates_runs_follows_and_downloads() {
     let s = Server::start(Options::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let op_file = dir.path().join("op.json");
-    std::fs::write(&op_file, operation("count").to_string()).unwrap();
-    let out = common::cli_ok(
-        &s,
-        &["op", "create", op_file.to_str().unwrap(), "-o", "json"],
-    )
-    .await;
+    // The example the docs show is the operation of `operation("count")`.
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/task-api/count.json"
+    );
+    let shown: Value = serde_json::from_str(&std::fs::read_to_string(example).unwrap()).unwrap();
+    assert_eq!(shown, operation("count"), "examples/task-api/count.json");
+    let out = common::cli_ok(&s, &["op", "create", example, "-o", "json"]).await;
     let op: Value = serde_json::from_slice(&out).unwrap();
     let op_id = op["id"].as_str().unwrap();
 
@@ -1260,13 +1261,23 @@ async fn cron_tasks_make_named_labelled_children_and_belong_to_their_group() {
     .await;
     let ada = user(&s, "ada").await;
     let bob = user(&s, "bob").await;
+    // The examples the docs show: the agent (with the secret it names) and the cron task.
+    let example = |name: &str| -> Value {
+        let path = format!(
+            "{}/../../examples/task-api/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
     let (status, _) = ada
         .post(
-            "/v1/agents",
-            &json!({"name": "default", "image": BUSYBOX, "command": ["true"]}),
+            "/v1/secrets",
+            &json!({"name": "api", "data": {"token": "t"}}),
         )
         .await;
     assert_eq!(status, 201);
+    let (status, body) = ada.post("/v1/agents", &example("agent.json")).await;
+    assert_eq!(status, 201, "{body}");
     let (status, body) = ada
         .post(
             "/v1/cron-tasks",
@@ -1281,13 +1292,7 @@ async fn cron_tasks_make_named_labelled_children_and_belong_to_their_group() {
         .map(|d| d["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["schedule", "time_zone"]);
-    let (status, cron) = ada
-        .post(
-            "/v1/cron-tasks",
-            &json!({"name": "nightly", "schedule": "0 3 * * *", "timeZone": "Europe/Berlin",
-                    "task": {"contexts": [{"text": "hi", "filePath": "x"}]}}),
-        )
-        .await;
+    let (status, cron) = ada.post("/v1/cron-tasks", &example("cron.json")).await;
     assert_eq!(status, 201, "{cron}");
     assert_eq!(cron["concurrency_policy"], "Forbid");
     let next = cron["status"]["next_schedule_time"].as_str().unwrap();

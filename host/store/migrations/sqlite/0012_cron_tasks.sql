@@ -16,3 +16,7 @@ CREATE TABLE cron_tasks (
     PRIMARY KEY (group_name, name)
 );
 CREATE INDEX cron_tasks_next ON cron_tasks (next_ms);
+
+-- How long a group's finished tasks are kept, in days, over the server's default; 0:
+-- forever; NULL: the default.
+ALTER TABLE identity_groups ADD COLUMN retention_days INTEGER;
