@@ -10,7 +10,9 @@
 //!   any size), 201 with the object's size and SHA-256. Atomic: readers see the old
 //!   object or the new one.
 //! - `GET` and `HEAD /v1/data/{bucket}/{key}`: the bytes, with `content-length`, `etag`
-//!   and `x-tessera-sha256` (where the store keeps it).
+//!   and `x-tessera-sha256` (where the store keeps it); one `Range: bytes=…` gives 206.
+//!   `?versions` lists the object's versions, `?version=V` reads an earlier one (a put
+//!   keeps the object it replaces under `.versions/KEY/V`).
 //! - `DELETE /v1/data/{bucket}/{key}`: 204.
 //!
 //! Buckets and keys follow `tessera_core::objects` (no `..`, no absolute keys): 400
@@ -176,10 +178,12 @@ pub async fn list(
         }
     }
     check_prefix(&prefix).map_err(bad)?;
-    let objects = list_objects(&state, &bucket, prefix, start_after, limit).await?;
+    let mut objects = list_objects(&state, &bucket, prefix, start_after, limit).await?;
     let next_start_after = (objects.len() == limit as usize)
         .then(|| objects.last().map(|o| o.key.clone()))
         .flatten();
+    // Earlier versions are listed per object (`?versions`), not among the objects.
+    objects.retain(|o| !o.key.starts_with(VERSIONS));
     Ok(Json(ObjectList {
         objects: objects
             .into_iter()
@@ -236,6 +240,168 @@ pub(crate) async fn delete_prefix(
     }
 }
 
+/// Where earlier versions of an object are kept: `.versions/KEY/VERSION` in its bucket.
+const VERSIONS: &str = ".versions/";
+
+/// A version's id: when it was written (sortable) and the start of its hash.
+fn version_id(info: &ObjectInfo) -> String {
+    let tag = info
+        .sha256
+        .as_deref()
+        .or(info.etag.as_deref())
+        .unwrap_or("0")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect::<String>();
+    format!("{:013}-{tag}", info.modified_ms.unwrap_or(0))
+}
+
+fn version_key(key: &str, version: &str) -> String {
+    format!("{VERSIONS}{key}/{version}")
+}
+
+fn not_versions_area(key: &str) -> Result<(), Error> {
+    if key.starts_with(VERSIONS) || key == VERSIONS.trim_end_matches('/') {
+        return Err(bad(format!(
+            "keys under {VERSIONS} hold earlier versions; they are read with ?version="
+        )));
+    }
+    Ok(())
+}
+
+/// Keep the object at `key` (if any) as a version before it is replaced: a copy, so
+/// readers of `key` see the old bytes or the new, never none.
+fn archive_current(store: &dyn ObjectStore, bucket: &str, key: &str) -> Result<(), ObjectError> {
+    let read = match store.get(bucket, key, deadline()) {
+        Ok(r) => r,
+        Err(ObjectError::NotFound) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let target = version_key(key, &version_id(&read.info));
+    let mut upload = store.put(bucket, &target, read.info.size, deadline())?;
+    let mut body = read.body;
+    std::io::copy(&mut body, &mut upload)
+        .map_err(|e| ObjectError::Other(format!("keeping the earlier version: {e}")))?;
+    upload.finish()?;
+    Ok(())
+}
+
+/// One version of an object as the API shows it.
+#[derive(Serialize)]
+struct VersionView {
+    version: String,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modified: Option<String>,
+    current: bool,
+}
+
+fn modified_rfc3339(ms: Option<u64>) -> Option<String> {
+    let ms = i128::from(ms?);
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)
+        .ok()
+        .map(tessera_core::time_fmt::format_rfc3339)
+}
+
+/// `?versions`: the object's current version and the earlier ones, newest first.
+async fn versions(state: &AppState, bucket: &str, key: &str) -> Result<Response, Error> {
+    let (b, k) = (bucket.to_string(), key.to_string());
+    let current = match blocking(state, format!("s3://{bucket}/{key}"), move |s| {
+        s.head(&b, &k, deadline())
+    })
+    .await
+    {
+        Ok(i) => Some(i),
+        Err(Error(e)) if e.code == ErrorCode::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let prefix = format!("{VERSIONS}{key}/");
+    let mut out: Vec<VersionView> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = match list_objects(state, bucket, prefix.clone(), after.clone(), MAX_LIST).await
+        {
+            Ok(p) => p,
+            Err(Error(e)) if e.code == ErrorCode::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        after = page.last().map(|o| o.key.clone());
+        let full = page.len() == MAX_LIST as usize;
+        for o in page {
+            let version = o.key.strip_prefix(&prefix).unwrap_or(&o.key);
+            // Only direct children: `.versions/a/b/V` belongs to key `a/b`, not `a`.
+            if version.contains('/') {
+                continue;
+            }
+            out.push(VersionView {
+                version: version.to_string(),
+                size: o.size,
+                sha256: o.sha256.clone(),
+                modified: modified_rfc3339(o.modified_ms),
+                current: false,
+            });
+        }
+        if !full {
+            break;
+        }
+    }
+    if let Some(c) = &current {
+        out.push(VersionView {
+            version: version_id(c),
+            size: c.size,
+            sha256: c.sha256.clone(),
+            modified: modified_rfc3339(c.modified_ms),
+            current: true,
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::new(
+            ErrorCode::NotFound,
+            format!("s3://{bucket}/{key} does not exist"),
+        ));
+    }
+    out.reverse();
+    Ok(Json(serde_json::json!({ "bucket": bucket, "key": key, "versions": out })).into_response())
+}
+
+/// A single `bytes=` range against an object of `size` bytes: `start..end`; `None`
+/// when it cannot be satisfied.
+fn byte_range(spec: &str, size: u64) -> Result<Option<(u64, u64)>, Error> {
+    let malformed = || bad(format!("Range {spec:?} is not one bytes=START-END range"));
+    let ranges = spec.trim().strip_prefix("bytes=").ok_or_else(malformed)?;
+    if ranges.contains(',') {
+        return Err(bad("only a single byte range is served"));
+    }
+    let (a, b) = ranges.split_once('-').ok_or_else(malformed)?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a.is_empty(), b.is_empty()) {
+        // The last `b` bytes.
+        (true, false) => {
+            let n: u64 = b.parse().map_err(|_| malformed())?;
+            (n > 0).then(|| (size.saturating_sub(n), size))
+        }
+        (false, _) => {
+            let start: u64 = a.parse().map_err(|_| malformed())?;
+            let end = if b.is_empty() {
+                size
+            } else {
+                let last: u64 = b.parse().map_err(|_| malformed())?;
+                if last < start {
+                    return Err(malformed());
+                }
+                (last + 1).min(size)
+            };
+            (start < size).then_some((start, end))
+        }
+        (true, true) => return Err(malformed()),
+    };
+    Ok(range.filter(|(s, e)| s < e))
+}
+
 pub(crate) fn checked(bucket: &str, key: &str) -> Result<String, Error> {
     check_bucket(bucket).map_err(bad)?;
     check_key(key).map_err(bad)?;
@@ -257,6 +423,7 @@ pub async fn put(
 ) -> Result<Response, Error> {
     let what = checked(&bucket, &key)?;
     check_bucket_role(&caller, &bucket, Role::Write)?;
+    not_versions_area(&key)?;
     let size: u64 = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -273,6 +440,7 @@ pub async fn put(
     // The store writes on a blocking thread from what this handler receives; a body that
     // stops short (the client went away) never sends `End`, and the upload is abandoned.
     let writer = tokio::task::spawn_blocking(move || -> Result<ObjectInfo, ObjectError> {
+        archive_current(store.as_ref(), &b, &k)?;
         let mut upload = store.put(&b, &k, size, deadline())?;
         loop {
             match rx.blocking_recv() {
@@ -323,6 +491,7 @@ pub async fn put(
 fn object_headers(info: &ObjectInfo) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -359,10 +528,95 @@ pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((bucket, key)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, Error> {
     let what = checked(&bucket, &key)?;
     check_bucket_role(&caller, &bucket, Role::Read)?;
-    download(&state, bucket, key, what).await
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| bad(format!("could not parse the query string: {e}")))?;
+    let mut key = key;
+    let mut what = what;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "versions" => return versions(&state, &bucket, &key).await,
+            "version" if !v.is_empty() => {
+                let current = {
+                    let (b, k2) = (bucket.clone(), key.clone());
+                    blocking(&state, what.clone(), move |s| s.head(&b, &k2, deadline()))
+                        .await
+                        .ok()
+                };
+                if current.as_ref().map(version_id).as_deref() != Some(v.as_str()) {
+                    if v.contains('/') || v.starts_with('.') {
+                        return Err(bad(format!("{v:?} is not a version id")));
+                    }
+                    key = version_key(&key, &v);
+                    what = format!("{what} version {v}");
+                }
+            }
+            _ => {}
+        }
+    }
+    match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(spec) => {
+            let spec = spec.to_string();
+            ranged(&state, bucket, key, what, &spec).await
+        }
+        None => download(&state, bucket, key, what).await,
+    }
+}
+
+/// A `Range` request: 206 with the bytes asked for, 416 when none of them exist.
+async fn ranged(
+    state: &AppState,
+    bucket: String,
+    key: String,
+    what: String,
+    spec: &str,
+) -> Result<Response, Error> {
+    let (b, k) = (bucket.clone(), key.clone());
+    let info = blocking(state, what.clone(), move |s| s.head(&b, &k, deadline())).await?;
+    let Some((start, end)) = byte_range(spec, info.size)? else {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", info.size)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+        return Ok((
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            h,
+            Error::new(
+                ErrorCode::InvalidParameter,
+                format!("Range {spec:?} is outside the object's {} bytes", info.size),
+            ),
+        )
+            .into_response());
+    };
+    let object = blocking(state, what.clone(), move |s| {
+        s.get_range(&bucket, &key, start, end, deadline())
+    })
+    .await?;
+    let mut h = object_headers(&object.info);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{}", end - 1, object.info.size))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    Ok((
+        StatusCode::PARTIAL_CONTENT,
+        h,
+        stream_body(object.body, what),
+    )
+        .into_response())
+}
+
+/// A reader as a streamed response body (read on a blocking thread, a few chunks ahead).
+fn stream_body(body: Box<dyn Read + Send>, what: String) -> Body {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || pump(body, &tx, &what));
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 /// An object's bytes as a streamed response (the caller's right to read it checked).
@@ -376,16 +630,10 @@ pub(crate) async fn download(
         s.get(&bucket, &key, deadline())
     })
     .await?;
-    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_AHEAD);
-    let body = object.body;
-    tokio::task::spawn_blocking(move || pump(body, &tx, &what));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
     Ok((
         StatusCode::OK,
         object_headers(&object.info),
-        Body::from_stream(stream),
+        stream_body(object.body, what),
     )
         .into_response())
 }
@@ -419,6 +667,7 @@ pub async fn delete(
 ) -> Result<StatusCode, Error> {
     let what = checked(&bucket, &key)?;
     check_bucket_role(&caller, &bucket, Role::Write)?;
+    not_versions_area(&key)?;
     let log = what.clone();
     blocking(&state, what, move |s| s.delete(&bucket, &key, deadline())).await?;
     tracing::info!(object = %log, "object deleted");

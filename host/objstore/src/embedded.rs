@@ -216,6 +216,25 @@ impl ObjectStore for EmbeddedObjectStore {
         })
     }
 
+    fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        start: u64,
+        end: u64,
+        _: Instant,
+    ) -> Result<ObjectRead, ObjectError> {
+        use std::io::{Read as _, Seek as _};
+        let (mut file, meta) = self.open_object(bucket, key)?;
+        let info = info(key.to_string(), &meta, self.stored_hash(&file));
+        file.seek(std::io::SeekFrom::Start(start))
+            .map_err(|e| io_error(e, bucket, key))?;
+        Ok(ObjectRead {
+            info,
+            body: Box::new(file.take(end.saturating_sub(start))),
+        })
+    }
+
     fn put(
         &self,
         bucket: &str,

@@ -97,6 +97,29 @@ pub trait ObjectStore: Send + Sync {
     /// The object's metadata and bytes; [`ObjectError::NotFound`] when there is none.
     fn get(&self, bucket: &str, key: &str, deadline: Instant) -> Result<ObjectRead, ObjectError>;
 
+    /// Bytes `start..end` of an object (`end` at most its size; the caller resolved the
+    /// range against it); `info` describes the whole object. Stores that can seek or ask
+    /// for a range override this; the default reads and drops the bytes before `start`.
+    fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        start: u64,
+        end: u64,
+        deadline: Instant,
+    ) -> Result<ObjectRead, ObjectError> {
+        let mut read = self.get(bucket, key, deadline)?;
+        let skipped = std::io::copy(&mut (&mut read.body).take(start), &mut std::io::sink())
+            .map_err(|e| ObjectError::Other(format!("s3://{bucket}/{key}: {e}")))?;
+        if skipped < start {
+            return Err(ObjectError::InvalidInput(format!(
+                "the range starts at {start}, past the object's end"
+            )));
+        }
+        read.body = Box::new(read.body.take(end.saturating_sub(start)));
+        Ok(read)
+    }
+
     /// An upload of exactly `size` bytes: write them, then [`ObjectUpload::finish`]. An
     /// upload dropped without `finish` is abandoned: the object is not created (or
     /// replaced), and what was written is cleaned up.

@@ -116,8 +116,18 @@ impl BlockingS3 {
     /// an [`S3Error`] (`io::Error::get_ref` + `downcast_ref`). Dropping the reader early
     /// stops the download.
     pub fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, S3Error> {
+        self.get_range(bucket, key, None)
+    }
+
+    /// [`BlockingS3::get`] of bytes `start..end` only (see [`S3Client::get_range`]).
+    pub fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<ObjectReader, S3Error> {
         let (store, b, k) = (self.store.clone(), bucket.to_owned(), key.to_owned());
-        let mut body = self.run(async move { store.get(&b, &k).await })?;
+        let mut body = self.run(async move { store.get_range(&b, &k, range).await })?;
         let info = body.info().clone();
         let (tx, rx) = mpsc::channel(READ_AHEAD_CHUNKS);
         let relay = self.handle.spawn(async move {

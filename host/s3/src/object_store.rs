@@ -57,6 +57,24 @@ impl ObjectStore for BlockingS3 {
         })
     }
 
+    fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        start: u64,
+        end: u64,
+        deadline: Instant,
+    ) -> Result<ObjectRead, ObjectError> {
+        let reader = self
+            .with_deadline(deadline)
+            .get_range(bucket, key, Some((start, end)))
+            .map_err(error)?;
+        Ok(ObjectRead {
+            info: reader.info().clone(),
+            body: Box::new(reader),
+        })
+    }
+
     fn put(
         &self,
         bucket: &str,

@@ -250,6 +250,17 @@ impl S3Client {
     /// Opens an object for reading: the response's headers are in, its body is pulled as
     /// [`ObjectBody::next_chunk`] is called.
     pub async fn get(&self, bucket: &str, key: &str) -> Result<ObjectBody, S3Error> {
+        self.get_range(bucket, key, None).await
+    }
+
+    /// [`S3Client::get`] of bytes `start..end` only (`None`: all of them); the info
+    /// describes the whole object (its size from the answer's `Content-Range`).
+    pub async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<ObjectBody, S3Error> {
         check_names(bucket, Some(key))?;
         let target = format!("{bucket}/{key}");
         let out = self
@@ -257,17 +268,25 @@ impl S3Client {
             .get_object()
             .bucket(bucket)
             .key(key)
+            .set_range(range.map(|(a, b)| format!("bytes={a}-{}", b.saturating_sub(1))))
             .send()
             .await
             .map_err(|e| from_sdk("GetObject", &target, e, &self.scrubber))?;
+        // `bytes a-b/TOTAL`: the whole object's size.
+        let total = out
+            .content_range
+            .as_deref()
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(_, t)| t.parse::<u64>().ok());
         let info = ObjectInfo {
             key: key.to_owned(),
-            size: size_of(out.content_length),
+            size: total.unwrap_or_else(|| size_of(out.content_length)),
             etag: out.e_tag.as_deref().map(unquote),
             modified_ms: out.last_modified.as_ref().and_then(millis),
             sha256: None,
         };
         Ok(ObjectBody {
+            expected: size_of(out.content_length),
             info,
             stream: out.body,
             received: 0,
@@ -646,6 +665,8 @@ impl http_body::Body for ChannelBody {
 pub struct ObjectBody {
     info: ObjectInfo,
     stream: ByteStream,
+    /// The bytes the body carries (the whole object, or the range asked for).
+    expected: u64,
     received: u64,
     target: String,
     scrubber: Scrubber,
@@ -683,9 +704,9 @@ impl ObjectBody {
                 )),
                 &self.scrubber,
             )),
-            None if self.received != self.info.size => Err(S3Error::Unavailable(format!(
+            None if self.received != self.expected => Err(S3Error::Unavailable(format!(
                 "reading {}: the body ended after {} of {} bytes",
-                self.target, self.received, self.info.size
+                self.target, self.received, self.expected
             ))),
             None => Ok(None),
         }

@@ -1397,3 +1397,161 @@ async fn an_agent_runs_at_most_its_max_concurrent_tasks() {
         assert!(pair[1].0 > pair[0].1, "two ran at once: {spans:?}");
     }
 }
+
+/// Upload, versions, ranges and listing of one dataset in `bucket` under `prefix`.
+async fn datasets_keep_versions_and_serve_ranges(s: &Server, bucket: &str, prefix: &str) {
+    let c = admin(s);
+    let key = format!("{prefix}/d.txt");
+    let url = format!("{}/v1/data/{bucket}/{key}", s.url);
+    for body in ["hello world", "HELLO WORLD!!"] {
+        let r = s
+            .http
+            .put(&url)
+            .bearer_auth(&s.token)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let (status, now) = c.bytes(&format!("/v1/data/{bucket}/{key}")).await;
+    assert_eq!((status, now.as_slice()), (200, b"HELLO WORLD!!".as_slice()));
+    let (status, versions) = c.get(&format!("/v1/data/{bucket}/{key}?versions")).await;
+    assert_eq!(status, 200, "{versions}");
+    let list = versions["versions"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{versions}");
+    assert_eq!(
+        (list[0]["current"].as_bool(), list[0]["size"].as_u64()),
+        (Some(true), Some(13))
+    );
+    assert_eq!(
+        (list[1]["current"].as_bool(), list[1]["size"].as_u64()),
+        (Some(false), Some(11))
+    );
+    let old = list[1]["version"].as_str().unwrap();
+    let (status, before) = c
+        .bytes(&format!("/v1/data/{bucket}/{key}?version={old}"))
+        .await;
+    assert_eq!(
+        (status, before.as_slice()),
+        (200, b"hello world".as_slice())
+    );
+    // The listing shows the object once; its versions are not objects of their own.
+    let (_, listed) = c.get(&format!("/v1/data/{bucket}?prefix={prefix}/")).await;
+    let keys: Vec<&str> = listed["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, [key.as_str()], "{listed}");
+    // Ranges, of the current version and an earlier one.
+    let range = |spec: &'static str, version: Option<String>| {
+        let mut u = url.clone();
+        if let Some(v) = version {
+            u = format!("{u}?version={v}");
+        }
+        let req = s.http.get(u).bearer_auth(&s.token).header("range", spec);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let cr = r
+                .headers()
+                .get("content-range")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, cr, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    assert_eq!(
+        range("bytes=0-4", None).await,
+        (206, Some("bytes 0-4/13".into()), b"HELLO".to_vec())
+    );
+    assert_eq!(
+        range("bytes=-3", None).await,
+        (206, Some("bytes 10-12/13".into()), b"D!!".to_vec())
+    );
+    assert_eq!(
+        range("bytes=6-", Some(old.to_string())).await,
+        (206, Some("bytes 6-10/11".into()), b"world".to_vec())
+    );
+    let (status, cr, _) = range("bytes=100-", None).await;
+    assert_eq!((status, cr.as_deref()), (416, Some("bytes */13")));
+    // The versions area is not written through the API.
+    let r = s
+        .http
+        .put(format!("{}/v1/data/{bucket}/.versions/{key}/x", s.url))
+        .bearer_auth(&s.token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_in_the_embedded_store_are_versioned_ranged_and_run_inputs() {
+    let s = Server::start(Options::default()).await;
+    datasets_keep_versions_and_serve_ranges(&s, "lab", "sets").await;
+    // A run reads a dataset by bucket and key: the current version.
+    let c = admin(&s);
+    let (status, op) = c
+        .post(
+            "/v1/operations",
+            &json!({"name": "copy", "image": BUSYBOX, "output_dir": "/out",
+                    "command": ["sh", "-c", "mkdir -p /out && cp /inputs/sets/d.txt /out/copy.txt"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{op}");
+    let (status, run) = c
+        .post(
+            &format!("/v1/operations/{}/runs", op["id"].as_str().unwrap()),
+            &json!({"inputs": [{"bucket": "lab", "key": "sets/d.txt"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap();
+    assert_eq!(c.wait_run(id).await["state"], "COMPLETE");
+    let (_, copy) = c.bytes(&format!("/v1/runs/{id}/artifacts/copy.txt")).await;
+    assert_eq!(copy, b"HELLO WORLD!!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_on_a_real_s3_server_are_versioned_and_ranged() {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let Some(endpoint) = var("TESSERA_TEST_S3_ENDPOINT") else {
+        assert!(
+            var("TESSERA_REQUIRE_ALL").is_none(),
+            "TESSERA_TEST_S3_ENDPOINT is not set (scripts/garage.sh sets it)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tessera.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[s3]\nendpoint = {endpoint:?}\nregion = {:?}\naccess_key_id = {:?}\nsecret_access_key = {:?}\n",
+            var("TESSERA_TEST_S3_REGION").unwrap_or_else(|| "garage".into()),
+            var("TESSERA_TEST_S3_ACCESS_KEY").unwrap(),
+            var("TESSERA_TEST_S3_SECRET_KEY").unwrap(),
+        ),
+    )
+    .unwrap();
+    let s = Server::start(Options {
+        executor: "none",
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Options::default()
+    })
+    .await;
+    let bucket = var("TESSERA_TEST_S3_BUCKET").unwrap();
+    let prefix = format!("datasets-{}-{}", std::process::id(), tessera_id_suffix());
+    datasets_keep_versions_and_serve_ranges(&s, &bucket, &prefix).await;
+}
+
+/// A suffix that differs between runs (keys in the shared S3 bucket).
+fn tessera_id_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
