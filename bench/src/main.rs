@@ -1,9 +1,11 @@
 //! `tessera-bench`: measures Tessera against baselines taken in the same run and prints
 //! figures and ratios. Not a test: nothing here passes or fails on timing.
 //!
-//!   cargo run --release -p tessera-bench -- [--only store|create|auth|read|docker|dispatch] [--tessera PATH]
+//!   cargo run --release -p tessera-bench -- [--only store|create|auth|read|docker|dispatch|taskapi] [--tessera PATH]
 //!
 //! The dispatch part loads builtin-plugins/dist/router-default.wasm (`bash builtin-plugins/build.sh`).
+
+mod task_api;
 
 use clap::Parser;
 use serde_json::{Value, json};
@@ -18,7 +20,7 @@ use tessera_store::{ListQuery, Store};
 
 #[derive(Parser)]
 struct Args {
-    /// Run one part only: store, create, auth, read, docker or dispatch
+    /// Run one part only: store, create, auth, read, docker, dispatch or taskapi
     #[arg(long)]
     only: Option<String>,
     /// The tessera binary [default: next to this benchmark]
@@ -125,6 +127,7 @@ fn new_task(i: usize) -> NewTask {
         origin: Default::default(),
         priority: 0,
         extra: Default::default(),
+        run: None,
         spec,
         creation_time: time::OffsetDateTime::now_utc(),
         reason: Some("queued".into()),
@@ -530,6 +533,9 @@ async fn main() {
     }
     if only.is_none() || only == Some("dispatch") {
         bench_dispatch().await;
+    }
+    if only.is_none() || only == Some("taskapi") {
+        task_api::bench_task_api(&args).await;
     }
 }
 

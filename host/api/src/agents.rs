@@ -614,6 +614,7 @@ pub(crate) async fn submit_agent_task(
             origin,
             priority: req.priority,
             extra,
+            run: None,
         },
     )
     .await

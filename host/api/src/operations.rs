@@ -332,37 +332,38 @@ async fn start_run(
     let task: Task = run_task(&spec, op.version, &req, &values, &url);
     let request =
         serde_json::to_string(&req).map_err(|e| Error::internal("encoding the run failed", e))?;
-    let run = RunRow {
-        task_id: run_id.clone(),
+    let link = tessera_core::task::RunLink {
         operation_id: op.id.clone(),
         version: op.version,
         request,
         rerun_of,
         response_url: req.response_url.clone(),
-        delivery: req.response_url.as_ref().map(|_| "pending".to_string()),
+    };
+    // The run as it is stored with its task.
+    let run = RunRow {
+        task_id: run_id.clone(),
+        operation_id: link.operation_id.clone(),
+        version: link.version,
+        request: link.request.clone(),
+        rerun_of: link.rerun_of.clone(),
+        response_url: link.response_url.clone(),
+        delivery: link
+            .response_url
+            .as_ref()
+            .map(|_| tessera_store::DELIVERY_PENDING.to_string()),
         delivery_attempts: 0,
         delivery_error: None,
     };
-    let store = state.runner().store();
-    store
-        .insert_run(&run)
-        .await
-        .map_err(|e| Error::internal("storing the run failed", e))?;
     let sub = crate::tes::Submission {
-        id: run_id.clone(),
+        id: run_id,
         group: op.group.clone(),
         task,
         origin: Origin::Run,
         priority: req.priority,
         extra: Default::default(),
+        run: Some(link),
     };
-    let record = match submit(state, caller, sub).await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = store.delete_run(&run_id).await;
-            return Err(e);
-        }
-    };
+    let record = submit(state, caller, sub).await?;
     Ok((record, run))
 }
 
@@ -576,9 +577,14 @@ pub async fn run_logs(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
-    let (mut stream, mut follow) = (Stream::Stdout, false);
+    let (mut stream, mut follow, mut skip) = (Stream::Stdout, false, 0u64);
     for (k, v) in query_pairs(raw.as_deref())? {
         match (k.as_str(), v.as_str()) {
+            ("skip", n) => {
+                skip = n
+                    .parse()
+                    .map_err(|_| bad_param(format!("skip {n:?} is not a byte count")))?;
+            }
             ("stream", "stdout") => stream = Stream::Stdout,
             ("stream", "stderr") => stream = Stream::Stderr,
             ("stream", other) => {
@@ -599,20 +605,36 @@ pub async fn run_logs(
         axum::http::header::CONTENT_TYPE,
         "text/plain; charset=utf-8",
     )];
+    // `skip`: bytes of the output a client already has (it reconnects after a drop):
+    // counted off each executor's output in order.
+    let skipped = |outputs: &[(String, u64)]| -> Vec<u64> {
+        let mut left = skip;
+        outputs
+            .iter()
+            .map(|(_, total)| {
+                let n = left.min(*total);
+                left -= n;
+                n
+            })
+            .collect()
+    };
     if !follow || task.state.is_terminal() {
-        let text: String = output_of(&task, stream)
-            .into_iter()
-            .map(|(t, _)| t)
+        let outputs = output_of(&task, stream);
+        let sent = skipped(&outputs);
+        let text: String = outputs
+            .iter()
+            .zip(sent)
+            .map(|((t, total), seen)| tessera_core::view::unseen_tail(t, *total, seen).1)
             .collect();
         return Ok((text_headers, text).into_response());
     }
+    let sent = skipped(&output_of(&task, stream));
     // Follow: what the store holds now, then what each flush adds, until the run ends.
     // The store keeps a tail of each executor's output: a follower that falls further
     // behind than the tail is told how much it missed.
     let store = state.runner().store().clone();
-    let body = futures_util::stream::unfold(
-        (Some(task), Vec::<u64>::new(), false),
-        move |(task, mut sent, done)| {
+    let body =
+        futures_util::stream::unfold((Some(task), sent, false), move |(task, mut sent, done)| {
             let store = store.clone();
             let id = id.clone();
             async move {
@@ -653,8 +675,7 @@ pub async fn run_logs(
                     }
                 }
             }
-        },
-    );
+        });
     Ok((text_headers, axum::body::Body::from_stream(body)).into_response())
 }
 

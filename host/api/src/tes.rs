@@ -102,6 +102,8 @@ pub(crate) struct Submission {
     pub origin: Origin,
     pub priority: i32,
     pub extra: tessera_core::task::TaskExtra,
+    /// A run's link to its operation, stored with the task.
+    pub run: Option<tessera_core::task::RunLink>,
 }
 
 impl Submission {
@@ -114,6 +116,7 @@ impl Submission {
             origin: Origin::Tes,
             priority: 0,
             extra: Default::default(),
+            run: None,
         }
     }
 }
@@ -133,6 +136,7 @@ pub(crate) async fn submit(
         origin,
         priority,
         extra,
+        run,
     } = sub;
     let group = group.as_str();
     check_queue_quota(state, group).await?;
@@ -153,6 +157,7 @@ pub(crate) async fn submit(
         priority,
         spec: validated.spec,
         extra,
+        run,
         creation_time: time::OffsetDateTime::now_utc(),
         reason: None,
         logs,

@@ -329,28 +329,22 @@ async fn retention_deletes_old_finished_tasks_with_their_artifacts(db: &Db) {
             ..Default::default()
         },
         extra: Default::default(),
+        run: None,
         creation_time: OffsetDateTime::now_utc(),
         reason: None,
         logs: vec![],
     };
-    let run = task("team", tessera_core::task::Origin::Run);
+    let mut run = task("team", tessera_core::task::Origin::Run);
+    run.run = Some(tessera_core::task::RunLink {
+        operation_id: "op".into(),
+        version: 1,
+        request: "{}".into(),
+        rerun_of: None,
+        response_url: None,
+    });
     let kept = task("keepers", tessera_core::task::Origin::Tes);
     let short = task("short", tessera_core::task::Origin::Task);
     let running = task("short", tessera_core::task::Origin::Tes);
-    store
-        .insert_run(&tessera_store::RunRow {
-            task_id: run.id.clone(),
-            operation_id: "op".into(),
-            version: 1,
-            request: "{}".into(),
-            rerun_of: None,
-            response_url: None,
-            delivery: None,
-            delivery_attempts: 0,
-            delivery_error: None,
-        })
-        .await
-        .unwrap();
     store
         .insert_tasks(&[run.clone(), kept.clone(), short.clone(), running.clone()])
         .await

@@ -68,6 +68,8 @@ pub struct NewTask {
     pub priority: i32,
     pub spec: tes::Task,
     pub extra: TaskExtra,
+    /// What makes it a run (stored with it, in the same transaction).
+    pub run: Option<RunLink>,
     pub creation_time: OffsetDateTime,
     /// Initial reason shown while QUEUED.
     pub reason: Option<String>,
@@ -112,6 +114,17 @@ impl TaskExtra {
     pub fn is_empty(&self) -> bool {
         *self == TaskExtra::default()
     }
+}
+
+/// The run part of a new task: the operation version it runs and the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLink {
+    pub operation_id: String,
+    pub version: i64,
+    /// The run request (JSON).
+    pub request: String,
+    pub rerun_of: Option<String>,
+    pub response_url: Option<String>,
 }
 
 /// The API a task came in through. Every origin is the same task underneath; this only

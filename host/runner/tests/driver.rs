@@ -131,6 +131,7 @@ impl Setup {
             origin: Default::default(),
             priority: 0,
             extra: Default::default(),
+            run: None,
             spec: Task {
                 executors: Some(
                     (0..n)

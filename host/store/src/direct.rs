@@ -95,6 +95,10 @@ fn rows(
     )?;
     let mut tag_row =
         tx.prepare_cached("INSERT INTO task_tags (task_seq, key, value) VALUES (?1, ?2, ?3)")?;
+    let mut run_row = tx.prepare_cached(
+        "INSERT INTO runs (task_id, operation_id, version, request, rerun_of, response_url, \
+         delivery) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
     for (task, t) in tasks.iter().zip(encoded) {
         let seq: i64 = task_row
             .query_row(
@@ -118,6 +122,19 @@ fn rows(
         event_row.execute(params![t.id, now, queued, t.reason])?;
         for (k, v) in task.spec.tags.iter().flatten() {
             tag_row.execute(params![seq, k, v])?;
+        }
+        if let Some(run) = &task.run {
+            run_row.execute(params![
+                t.id,
+                run.operation_id,
+                run.version,
+                run.request,
+                run.rerun_of,
+                run.response_url,
+                run.response_url
+                    .as_ref()
+                    .map(|_| crate::operations::DELIVERY_PENDING)
+            ])?;
         }
         seqs.insert(t.id.to_string(), seq);
     }

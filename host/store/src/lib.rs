@@ -806,6 +806,31 @@ impl Store {
                     });
                     qb.build().execute(&mut *tx).await?;
                 }
+                let runs: Vec<(&str, &tessera_core::task::RunLink)> = tasks
+                    .iter()
+                    .filter_map(|t| t.run.as_ref().map(|r| (t.id.as_str(), r)))
+                    .collect();
+                for chunk in runs.chunks(INSERT_CHUNK) {
+                    let mut qb = builder(
+                        pool,
+                        "INSERT INTO runs (task_id, operation_id, version, request, rerun_of, \
+                         response_url, delivery) ",
+                    );
+                    qb.push_values(chunk, |mut b, (id, r)| {
+                        b.push_bind(*id)
+                            .push_bind(r.operation_id.as_str())
+                            .push_bind(r.version)
+                            .push_bind(r.request.as_str())
+                            .push_bind(r.rerun_of.as_deref())
+                            .push_bind(r.response_url.as_deref())
+                            .push_bind(
+                                r.response_url
+                                    .as_ref()
+                                    .map(|_| operations::DELIVERY_PENDING),
+                            );
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 seqs
             })
@@ -1507,7 +1532,7 @@ pub use cron::CronRow;
 pub use identity::{GroupRow, TokenRow, UserRow};
 pub use lease::{Adoption, Lease};
 pub use notify::{Failed, FeedEvent, Retry};
-pub use operations::{DeliveryOutcome, OperationRow, RunQuery, RunRow};
+pub use operations::{DELIVERY_PENDING, DeliveryOutcome, OperationRow, RunQuery, RunRow};
 pub use plugins::{BindingRow, Deleted, Installed, PluginVersionRow};
 
 #[cfg(test)]

@@ -8,6 +8,9 @@ use tessera_core::time_fmt::now_rfc3339;
 
 use crate::{Pools, Store, StoreError, WriteConn, WritePool, builder, decode_task};
 
+/// The delivery state of a summary not yet delivered.
+pub const DELIVERY_PENDING: &str = "pending";
+
 /// One version of an operation, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperationRow {
@@ -309,37 +312,6 @@ impl Store {
                 .iter()
                 .map(decode_op)
                 .collect::<Result<_, _>>()?)
-        })
-    }
-
-    /// Store a run's row (before its task: see the migration).
-    pub async fn insert_run(&self, run: &RunRow) -> Result<(), StoreError> {
-        with_pool!(self, writer, |pool| {
-            sqlx::query(
-                "INSERT INTO runs (task_id, operation_id, version, request, rerun_of, \
-                 response_url, delivery) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(run.task_id.as_str())
-            .bind(run.operation_id.as_str())
-            .bind(run.version)
-            .bind(run.request.as_str())
-            .bind(run.rerun_of.as_deref())
-            .bind(run.response_url.as_deref())
-            .bind(run.delivery.as_deref())
-            .execute(&mut *pool.conn().await?)
-            .await?;
-            Ok(())
-        })
-    }
-
-    /// Forget a run row whose task was never stored.
-    pub async fn delete_run(&self, task_id: &str) -> Result<(), StoreError> {
-        with_pool!(self, writer, |pool| {
-            sqlx::query("DELETE FROM runs WHERE task_id = $1")
-                .bind(task_id)
-                .execute(&mut *pool.conn().await?)
-                .await?;
-            Ok(())
         })
     }
 

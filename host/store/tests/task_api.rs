@@ -137,17 +137,13 @@ async fn operations_keep_every_version_and_names_are_unique_per_group(db: &Db) {
         .unwrap();
 }
 
-fn run_row(task_id: &str, op: &str) -> RunRow {
-    RunRow {
-        task_id: task_id.into(),
+fn run_link(op: &str) -> tessera_core::task::RunLink {
+    tessera_core::task::RunLink {
         operation_id: op.into(),
         version: 1,
         request: "{}".into(),
         rerun_of: None,
-        response_url: None,
-        delivery: None,
-        delivery_attempts: 0,
-        delivery_error: None,
+        response_url: Some("https://example.org/hook".into()),
     }
 }
 
@@ -163,16 +159,15 @@ async fn runs_are_listed_with_their_tasks_by_group_and_operation(db: &Db) {
         let mut t = new_task(Some("r"), &[]);
         t.origin = Origin::Run;
         t.group = group.into();
-        store.insert_run(&run_row(&t.id, op)).await.unwrap();
+        t.run = Some(run_link(op));
         store.insert_tasks(std::slice::from_ref(&t)).await.unwrap();
         ids.push(t.id);
     }
-    // A TES task and a run row without its task are not runs.
+    // A TES task is not a run.
     store
         .insert_tasks(&[new_task(Some("tes"), &[])])
         .await
         .unwrap();
-    store.insert_run(&run_row("orphan", "op1")).await.unwrap();
 
     let q = |groups: Option<Vec<String>>, op: Option<&str>| RunQuery {
         groups,
@@ -205,7 +200,8 @@ async fn runs_are_listed_with_their_tasks_by_group_and_operation(db: &Db) {
         (task.origin, run.operation_id.as_str()),
         (Origin::Run, "op2")
     );
-    assert!(store.run("orphan").await.unwrap().is_none());
+    assert_eq!(run.delivery.as_deref(), Some("pending"));
+    assert!(store.run("no-such-run").await.unwrap().is_none());
     assert!(
         store
             .list_runs(&q(Some(vec![]), None))

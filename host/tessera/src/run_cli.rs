@@ -538,6 +538,13 @@ async fn run_dispatch(client: &Client, cmd: RunCommand, json: bool) -> Result<Ex
     }
 }
 
+fn is_ended(state: &Value) -> bool {
+    matches!(
+        state.as_str(),
+        Some("COMPLETE" | "EXECUTOR_ERROR" | "SYSTEM_ERROR" | "CANCELED" | "PREEMPTED")
+    )
+}
+
 /// `dir/path` for an artifact path from the server, refusing one that would leave `dir`.
 fn safe_join(dir: &Path, path: &str) -> Result<PathBuf, String> {
     let rel = Path::new(path);
@@ -563,22 +570,35 @@ async fn follow_logs(client: &Client, id: &str, stderr: bool) -> Result<ExitCode
         let id = id.to_string();
         tokio::spawn(async move { crate::cli::watch(&client, &id, !progress).await })
     };
-    let resp = client
-        .request(reqwest::Method::GET, &format!("/v1/runs/{}/logs", enc(id)))
-        .query(&[("stream", stream), ("follow", "true")])
-        .send()
-        .await
-        .map_err(|e| client.unreachable(e))?;
-    if !resp.status().is_success() {
-        watcher.abort();
-        return Client::answer(resp).await.map(|_| ExitCode::FAILURE);
-    }
-    let mut body = resp.bytes_stream();
+    // A connection that drops (an idle timeout during a quiet stretch) is resumed after
+    // the bytes already printed, until the run has ended.
+    let mut printed: u64 = 0;
     let mut out = std::io::stdout();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("reading the log: {e}"))?;
-        let _ = out.write_all(&chunk);
-        let _ = out.flush();
+    loop {
+        let resp = client
+            .request(reqwest::Method::GET, &format!("/v1/runs/{}/logs", enc(id)))
+            .query(&[
+                ("stream", stream.to_string()),
+                ("follow", "true".to_string()),
+                ("skip", printed.to_string()),
+            ])
+            .send()
+            .await
+            .map_err(|e| client.unreachable(e))?;
+        if !resp.status().is_success() {
+            watcher.abort();
+            return Client::answer(resp).await.map(|_| ExitCode::FAILURE);
+        }
+        let mut body = resp.bytes_stream();
+        while let Some(Ok(chunk)) = body.next().await {
+            printed += chunk.len() as u64;
+            let _ = out.write_all(&chunk);
+            let _ = out.flush();
+        }
+        let run = client.get(&format!("/v1/runs/{}", enc(id)), &[]).await?;
+        if is_ended(&run["state"]) {
+            break;
+        }
     }
     let status = watcher
         .await

@@ -36,9 +36,8 @@ CREATE TABLE operation_versions (
     PRIMARY KEY (operation_id, version)
 );
 
--- What makes a task a run: the operation version it ran and the request. Written just
--- before its task; a run is listed only with its task (a row left by a crash between
--- the two is never shown and goes with the clean-up).
+-- What makes a task a run: the operation version it ran and the request. Written with
+-- its task, in the same transaction; deleted with it.
 CREATE TABLE runs (
     task_id      TEXT    PRIMARY KEY,
     operation_id TEXT    NOT NULL,

@@ -165,6 +165,7 @@ pub fn new_task(name: Option<&str>, tags: &[(&str, &str)]) -> NewTask {
         origin: Default::default(),
         priority: 0,
         extra: Default::default(),
+        run: None,
         spec: Task {
             name: name.map(str::to_string),
             executors: Some(vec![Executor {
