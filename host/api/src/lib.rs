@@ -66,6 +66,7 @@ struct Inner {
     auth: auth::Authenticator,
     audit: audit::Auditor,
     events: events::Hub,
+    operations: operations::OperationCache,
 }
 
 /// Largest plugin upload (a Python component is ~20 MB).
@@ -82,6 +83,7 @@ impl AppState {
         let audit = audit::Auditor::start(runner.store().clone(), cfg.audit_retention);
         let events = events::Hub::new(runner.store().clone());
         let state = AppState(Arc::new(Inner {
+            operations: Default::default(),
             events,
             auth,
             audit,
@@ -102,6 +104,10 @@ impl AppState {
 
     fn secrets_key(&self) -> &tessera_auth::sealed::SealKey {
         &self.0.cfg.secrets_key
+    }
+
+    fn operations(&self) -> &operations::OperationCache {
+        &self.0.operations
     }
 
     fn events(&self) -> &events::Hub {

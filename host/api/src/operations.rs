@@ -135,11 +135,85 @@ async fn visible_operation(
         .store()
         .operation(id, version)
         .await
-        .map_err(|e| Error::internal("reading the operation failed", e))?
+        .map_err(|e| Error::internal("reading the operation failed", e))?;
+    visible(caller, id, row, deleted_ok)
+}
+
+fn visible(
+    caller: &Caller,
+    id: &str,
+    row: Option<OperationRow>,
+    deleted_ok: bool,
+) -> Result<OperationRow, Error> {
+    let row = row
         .filter(|r| deleted_ok || !r.deleted)
         .ok_or_else(|| Error(ApiError::not_found("operation", id)))?;
     caller.check_sees(&row.group, "operation", id)?;
     Ok(row)
+}
+
+/// How long a run's read of an operation is reused (changes through this server are
+/// seen at once; another server's within this).
+const OPERATION_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most operation versions kept.
+const OPERATION_CACHE_MAX: usize = 10_000;
+
+/// A cached read: when, and what it found, by (id, version asked for).
+type CachedOperations =
+    std::collections::HashMap<(String, Option<i64>), (std::time::Instant, Option<OperationRow>)>;
+
+/// Operations as runs read them: a run submits at the cost of a TES task, without a
+/// store read for its operation each time.
+#[derive(Default)]
+pub(crate) struct OperationCache(std::sync::Mutex<CachedOperations>);
+
+impl OperationCache {
+    async fn get(
+        &self,
+        state: &AppState,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<OperationRow>, Error> {
+        let key = (id.to_string(), version);
+        if let Ok(map) = self.0.lock()
+            && let Some((at, row)) = map.get(&key)
+            && at.elapsed() < OPERATION_CACHE_TTL
+        {
+            return Ok(row.clone());
+        }
+        let row = state
+            .runner()
+            .store()
+            .operation(id, version)
+            .await
+            .map_err(|e| Error::internal("reading the operation failed", e))?;
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= OPERATION_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(key, (std::time::Instant::now(), row.clone()));
+        }
+        Ok(row)
+    }
+
+    /// Forget an operation (it changed here).
+    fn forget(&self, id: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.retain(|(k, _), _| k != id);
+        }
+    }
+}
+
+/// [`visible_operation`] through the cache, for runs.
+async fn operation_for_run(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    version: Option<i64>,
+    deleted_ok: bool,
+) -> Result<OperationRow, Error> {
+    let row = state.operations().get(state, id, version).await?;
+    visible(caller, id, row, deleted_ok)
 }
 
 pub async fn create_operation(
@@ -267,6 +341,7 @@ pub async fn update_operation(
         .await
         .map_err(|e| store_error("storing the operation failed", e))?
         .ok_or_else(|| Error(ApiError::not_found("operation", &id)))?;
+    state.operations().forget(&id);
     tracing::info!(operation = %id, version = row.version, "operation updated");
     Ok(Json(operation_view(&row)?))
 }
@@ -284,6 +359,7 @@ pub async fn delete_operation(
         .delete_operation(&id)
         .await
         .map_err(|e| Error::internal("deleting the operation failed", e))?;
+    state.operations().forget(&id);
     tracing::info!(operation = %id, "operation deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -414,7 +490,7 @@ pub async fn create_run(
     } else {
         parse_json(&body, "run request")?
     };
-    let op = visible_operation(&state, &caller, &id, req.version, false).await?;
+    let op = operation_for_run(&state, &caller, &id, req.version, false).await?;
     let (task, run) = start_run(&state, &caller, &op, req, None).await?;
     created_run(&task, &run)
 }
@@ -530,7 +606,7 @@ pub async fn rerun(
     // The original version unless the rerun names another.
     req.version = Some(original.version);
     let req = req.rerun(overrides);
-    let op = visible_operation(&state, &caller, &original.operation_id, req.version, true).await?;
+    let op = operation_for_run(&state, &caller, &original.operation_id, req.version, true).await?;
     let (task, run) = start_run(&state, &caller, &op, req, Some(id)).await?;
     created_run(&task, &run)
 }
