@@ -35,7 +35,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tessera_core::ErrorCode;
 use tessera_core::objects::{check_bucket, check_key, check_prefix};
-use tessera_objstore::{MAX_LIST, ObjectError, ObjectInfo, ObjectStore};
+use tessera_objstore::{MAX_LIST, ObjectError, ObjectInfo, ObjectMeta, ObjectStore};
 use tokio::sync::mpsc;
 
 use crate::auth::Caller;
@@ -279,7 +279,7 @@ fn archive_current(store: &dyn ObjectStore, bucket: &str, key: &str) -> Result<(
         Err(e) => return Err(e),
     };
     let target = version_key(key, &version_id(&read.info));
-    let mut upload = store.put(bucket, &target, read.info.size, deadline())?;
+    let mut upload = store.put(bucket, &target, read.info.size, &read.info.meta, deadline())?;
     let mut body = read.body;
     std::io::copy(&mut body, &mut upload)
         .map_err(|e| ObjectError::Other(format!("keeping the earlier version: {e}")))?;
@@ -424,6 +424,7 @@ pub async fn put(
     let what = checked(&bucket, &key)?;
     check_bucket_role(&caller, &bucket, Role::Write)?;
     not_versions_area(&key)?;
+    let meta = object_meta(&headers)?;
     let size: u64 = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -441,7 +442,7 @@ pub async fn put(
     // stops short (the client went away) never sends `End`, and the upload is abandoned.
     let writer = tokio::task::spawn_blocking(move || -> Result<ObjectInfo, ObjectError> {
         archive_current(store.as_ref(), &b, &k)?;
-        let mut upload = store.put(&b, &k, size, deadline())?;
+        let mut upload = store.put(&b, &k, size, &meta, deadline())?;
         loop {
             match rx.blocking_recv() {
                 Some(Part::Bytes(bytes)) => upload.write_all(&bytes).map_err(|e| {
@@ -488,14 +489,76 @@ pub async fn put(
     Ok((StatusCode::CREATED, Json(ObjectView::new(&bucket, info))).into_response())
 }
 
+/// The prefix of a user metadata header (`x-tessera-meta-NAME: VALUE`).
+pub const META_PREFIX: &str = "x-tessera-meta-";
+/// The most bytes of user metadata an object carries (names and values; S3's limit).
+const MAX_METADATA_BYTES: usize = 2048;
+
+/// An upload's content type (`Content-Type`, kept as sent) and user metadata
+/// (`x-tessera-meta-*` headers: names of lower-case letters, digits and `-`, printable
+/// values), or why they cannot be kept.
+fn object_meta(headers: &HeaderMap) -> Result<ObjectMeta, Error> {
+    let printable = |v: &str| v.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .ok()
+                .filter(|v| printable(v) && !v.is_empty() && v.len() <= 255)
+                .ok_or_else(|| bad("Content-Type must be printable ASCII, at most 255 bytes"))?;
+            Some(v.to_string())
+        }
+    };
+    let mut metadata = std::collections::BTreeMap::new();
+    let mut bytes = 0;
+    for (name, value) in headers {
+        let Some(n) = name.as_str().strip_prefix(META_PREFIX) else {
+            continue;
+        };
+        let ok_name = !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let v = value.to_str().ok().filter(|v| printable(v));
+        let (true, Some(v)) = (ok_name, v) else {
+            return Err(bad(format!(
+                "{}: metadata names are lower-case letters, digits and '-', values printable ASCII",
+                name.as_str()
+            )));
+        };
+        bytes += n.len() + v.len();
+        metadata.insert(n.to_string(), v.to_string());
+    }
+    if bytes > MAX_METADATA_BYTES {
+        return Err(bad(format!(
+            "the metadata takes {bytes} bytes, more than {MAX_METADATA_BYTES}"
+        )));
+    }
+    Ok(ObjectMeta {
+        content_type,
+        metadata,
+    })
+}
+
 fn object_headers(info: &ObjectInfo) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    let content_type = info
+        .meta
+        .content_type
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, content_type);
+    for (k, v) in &info.meta.metadata {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(format!("{META_PREFIX}{k}").as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            h.insert(name, value);
+        }
+    }
     if let Some(v) = info
         .etag
         .as_deref()
@@ -517,9 +580,13 @@ pub async fn head(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((bucket, key)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let what = checked(&bucket, &key)?;
     check_bucket_role(&caller, &bucket, Role::Read)?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| bad(format!("could not parse the query string: {e}")))?;
+    let (key, what) = at_version(&state, &bucket, key, what, &pairs).await?;
     let info = blocking(&state, what, move |s| s.head(&bucket, &key, deadline())).await?;
     Ok((StatusCode::OK, object_headers(&info)).into_response())
 }
@@ -535,29 +602,10 @@ pub async fn get(
     check_bucket_role(&caller, &bucket, Role::Read)?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| bad(format!("could not parse the query string: {e}")))?;
-    let mut key = key;
-    let mut what = what;
-    for (k, v) in pairs {
-        match k.as_str() {
-            "versions" => return versions(&state, &bucket, &key).await,
-            "version" if !v.is_empty() => {
-                let current = {
-                    let (b, k2) = (bucket.clone(), key.clone());
-                    blocking(&state, what.clone(), move |s| s.head(&b, &k2, deadline()))
-                        .await
-                        .ok()
-                };
-                if current.as_ref().map(version_id).as_deref() != Some(v.as_str()) {
-                    if v.contains('/') || v.starts_with('.') {
-                        return Err(bad(format!("{v:?} is not a version id")));
-                    }
-                    key = version_key(&key, &v);
-                    what = format!("{what} version {v}");
-                }
-            }
-            _ => {}
-        }
+    if pairs.iter().any(|(k, _)| k == "versions") {
+        return versions(&state, &bucket, &key).await;
     }
+    let (key, what) = at_version(&state, &bucket, key, what, &pairs).await?;
     match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(spec) => {
             let spec = spec.to_string();
@@ -565,6 +613,35 @@ pub async fn get(
         }
         None => download(&state, bucket, key, what).await,
     }
+}
+
+/// The key that holds the version `?version=` names (the object's own key when that is
+/// its current version), and how to name it in errors.
+async fn at_version(
+    state: &AppState,
+    bucket: &str,
+    key: String,
+    what: String,
+    pairs: &[(String, String)],
+) -> Result<(String, String), Error> {
+    let Some(v) = pairs
+        .iter()
+        .find(|(k, v)| k == "version" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+    else {
+        return Ok((key, what));
+    };
+    let (b, k) = (bucket.to_string(), key.clone());
+    let current = blocking(state, what.clone(), move |s| s.head(&b, &k, deadline()))
+        .await
+        .ok();
+    if current.as_ref().map(version_id).as_deref() == Some(v.as_str()) {
+        return Ok((key, what));
+    }
+    if v.contains('/') || v.starts_with('.') {
+        return Err(bad(format!("{v:?} is not a version id")));
+    }
+    Ok((version_key(&key, &v), format!("{what} version {v}")))
 }
 
 /// A `Range` request: 206 with the bytes asked for, 416 when none of them exist.

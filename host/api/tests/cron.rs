@@ -358,7 +358,9 @@ async fn retention_deletes_old_finished_tasks_with_their_artifacts(db: &Db) {
     }
     let artifact = format!("runs/{}/out/x.txt", run.id);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut up = objects.put("team", &artifact, 2, deadline).unwrap();
+    let mut up = objects
+        .put("team", &artifact, 2, &Default::default(), deadline)
+        .unwrap();
     std::io::Write::write_all(&mut up, b"hi").unwrap();
     up.finish().unwrap();
     let exists = |id: &str| {

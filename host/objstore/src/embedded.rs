@@ -25,7 +25,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tessera_core::objects::{check_bucket, check_key, check_prefix};
 
-use crate::{MAX_LIST, ObjectError, ObjectInfo, ObjectRead, ObjectStore, ObjectUpload};
+use crate::{MAX_LIST, ObjectError, ObjectInfo, ObjectMeta, ObjectRead, ObjectStore, ObjectUpload};
 
 /// The extended attribute holding an object's SHA-256 (lower-case hex).
 const HASH_ATTR: &str = "user.tessera.sha256";
@@ -102,6 +102,19 @@ impl EmbeddedObjectStore {
         }
     }
 
+    /// The content type and metadata kept with the object (none on a file system without
+    /// extended attributes).
+    fn stored_meta(&self, file: &File) -> ObjectMeta {
+        if !self.xattrs.load(Ordering::Relaxed) {
+            return ObjectMeta::default();
+        }
+        let mut buf = vec![0u8; MAX_META_BYTES];
+        match rustix::fs::fgetxattr(file, META_ATTR, &mut buf[..]) {
+            Ok(n) => decode_meta(&buf[..n.min(buf.len())]),
+            Err(_) => ObjectMeta::default(),
+        }
+    }
+
     /// The object's SHA-256: kept with it, or computed (and kept) for a file put there by
     /// hand or on a file system without extended attributes.
     fn hash(&self, file: &mut File, bucket: &str, key: &str) -> Result<String, ObjectError> {
@@ -132,6 +145,42 @@ impl EmbeddedObjectStore {
     }
 }
 
+/// The extended attribute holding an object's content type and metadata.
+const META_ATTR: &str = "user.tessera.meta";
+/// The most bytes of content type and metadata an object keeps (S3 allows 2 KiB of
+/// user metadata).
+pub const MAX_META_BYTES: usize = 4096;
+
+/// `content type` then `name=value` lines (names and values cannot hold a newline: the
+/// API refuses them).
+fn encode_meta(meta: &ObjectMeta) -> Vec<u8> {
+    if meta.is_empty() {
+        return Vec::new();
+    }
+    let mut out = meta.content_type.clone().unwrap_or_default();
+    for (k, v) in &meta.metadata {
+        out.push('\n');
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out.into_bytes()
+}
+
+fn decode_meta(bytes: &[u8]) -> ObjectMeta {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.split('\n');
+    let content_type = lines.next().filter(|c| !c.is_empty()).map(str::to_string);
+    let metadata = lines
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    ObjectMeta {
+        content_type,
+        metadata,
+    }
+}
+
 fn io_error(e: io::Error, bucket: &str, key: &str) -> ObjectError {
     match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => ObjectError::NotFound,
@@ -159,6 +208,7 @@ fn info(key: String, meta: &fs::Metadata, sha256: Option<String>) -> ObjectInfo 
     ObjectInfo {
         key,
         size: meta.len(),
+        meta: ObjectMeta::default(),
         etag: sha256.clone(),
         modified_ms: modified_ms(meta),
         sha256,
@@ -173,7 +223,9 @@ impl ObjectStore for EmbeddedObjectStore {
     fn head(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectInfo, ObjectError> {
         let (mut file, meta) = self.open_object(bucket, key)?;
         let sha = self.hash(&mut file, bucket, key)?;
-        Ok(info(key.to_string(), &meta, Some(sha)))
+        let mut i = info(key.to_string(), &meta, Some(sha));
+        i.meta = self.stored_meta(&file);
+        Ok(i)
     }
 
     fn list(
@@ -210,8 +262,10 @@ impl ObjectStore for EmbeddedObjectStore {
         // key's path and never changes this one.
         // The hash only when it is kept: computing it would read the object twice.
         let (file, meta) = self.open_object(bucket, key)?;
+        let mut i = info(key.to_string(), &meta, self.stored_hash(&file));
+        i.meta = self.stored_meta(&file);
         Ok(ObjectRead {
-            info: info(key.to_string(), &meta, self.stored_hash(&file)),
+            info: i,
             body: Box::new(file),
         })
     }
@@ -226,7 +280,8 @@ impl ObjectStore for EmbeddedObjectStore {
     ) -> Result<ObjectRead, ObjectError> {
         use std::io::{Read as _, Seek as _};
         let (mut file, meta) = self.open_object(bucket, key)?;
-        let info = info(key.to_string(), &meta, self.stored_hash(&file));
+        let mut info = info(key.to_string(), &meta, self.stored_hash(&file));
+        info.meta = self.stored_meta(&file);
         file.seek(std::io::SeekFrom::Start(start))
             .map_err(|e| io_error(e, bucket, key))?;
         Ok(ObjectRead {
@@ -240,9 +295,17 @@ impl ObjectStore for EmbeddedObjectStore {
         bucket: &str,
         key: &str,
         size: u64,
+        meta: &ObjectMeta,
         _: Instant,
     ) -> Result<Box<dyn ObjectUpload>, ObjectError> {
         let dest = self.object_path(bucket, key)?;
+        let encoded_meta = encode_meta(meta);
+        if encoded_meta.len() > MAX_META_BYTES {
+            return Err(ObjectError::InvalidInput(format!(
+                "the content type and metadata take {} bytes, more than {MAX_META_BYTES}",
+                encoded_meta.len()
+            )));
+        }
         let n = self.uploads.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -267,6 +330,7 @@ impl ObjectStore for EmbeddedObjectStore {
             size,
             written: 0,
             hasher: Sha256::new(),
+            meta: encoded_meta,
         }))
     }
 
@@ -379,6 +443,8 @@ struct EmbeddedUpload {
     size: u64,
     written: u64,
     hasher: Sha256,
+    /// The content type and metadata, encoded (empty: none).
+    meta: Vec<u8>,
 }
 
 impl Write for EmbeddedUpload {
@@ -428,6 +494,16 @@ impl EmbeddedUpload {
             ObjectError::Other(format!("s3://{}/{}: {what}: {e}", self.bucket, self.key))
         };
         file.sync_data().map_err(|e| other("syncing", e))?;
+        if self.store.xattrs && !self.meta.is_empty() {
+            // Kept on the file before it takes the key's place: readers see the new bytes
+            // with their own type and metadata.
+            let _ = rustix::fs::fsetxattr(
+                &file,
+                META_ATTR,
+                &self.meta,
+                rustix::fs::XattrFlags::empty(),
+            );
+        }
         if self.store.xattrs {
             let hash = hex(&std::mem::take(&mut self.hasher).finalize());
             // A file system without extended attributes: the hash is computed on demand.
@@ -538,7 +614,13 @@ mod tests {
         key: &str,
         bytes: &[u8],
     ) -> Result<u64, ObjectError> {
-        let mut u = s.put(bucket, key, bytes.len() as u64, soon())?;
+        let mut u = s.put(
+            bucket,
+            key,
+            bytes.len() as u64,
+            &ObjectMeta::default(),
+            soon(),
+        )?;
         u.write_all(bytes)
             .map_err(|e| ObjectError::Other(e.to_string()))?;
         u.finish()
@@ -638,7 +720,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    s.put("in", key, 1, soon()),
+                    s.put("in", key, 1, &ObjectMeta::default(), soon()),
                     Err(ObjectError::InvalidInput(_))
                 ),
                 "{key}"
@@ -658,7 +740,7 @@ mod tests {
         }
         for bucket in ["..", ".tmp", "a/b", "UP"] {
             assert!(matches!(
-                s.put(bucket, "k", 1, soon()),
+                s.put(bucket, "k", 1, &ObjectMeta::default(), soon()),
                 Err(ObjectError::InvalidInput(_))
             ));
             assert!(matches!(
@@ -679,15 +761,21 @@ mod tests {
         let s = EmbeddedObjectStore::open(dir.path()).unwrap();
         put(&s, "b00", "k", b"old").unwrap();
         // Abandoned half way: the old object stays, nothing is left behind.
-        let mut u = s.put("b00", "k", 10, soon()).unwrap();
+        let mut u = s
+            .put("b00", "k", 10, &ObjectMeta::default(), soon())
+            .unwrap();
         u.write_all(b"new").unwrap();
         drop(u);
         assert_eq!(get(&s, "b00", "k"), b"old");
         // Too short, too long.
-        let mut u = s.put("b00", "k", 10, soon()).unwrap();
+        let mut u = s
+            .put("b00", "k", 10, &ObjectMeta::default(), soon())
+            .unwrap();
         u.write_all(b"new").unwrap();
         assert!(matches!(u.finish(), Err(ObjectError::InvalidInput(_))));
-        let mut u = s.put("b00", "k", 2, soon()).unwrap();
+        let mut u = s
+            .put("b00", "k", 2, &ObjectMeta::default(), soon())
+            .unwrap();
         assert!(u.write_all(b"new").is_err());
         drop(u);
         assert_eq!(get(&s, "b00", "k"), b"old");

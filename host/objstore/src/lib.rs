@@ -22,11 +22,28 @@ use std::time::Instant;
 /// The most objects one `list` call returns (a larger `limit` is cut to this).
 pub const MAX_LIST: u32 = 1000;
 
+/// What an object says about itself besides its bytes: its content type and user
+/// metadata (names lower-case). Kept by `put`, given back by `head` and `get` (a
+/// listing leaves them empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub content_type: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl ObjectMeta {
+    pub fn is_empty(&self) -> bool {
+        self.content_type.is_none() && self.metadata.is_empty()
+    }
+}
+
 /// Metadata of one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// Content type and user metadata (see [`ObjectMeta`]).
+    pub meta: ObjectMeta,
     /// The store's entity tag, unquoted (for the embedded store, the SHA-256).
     pub etag: Option<String>,
     /// Last modification, milliseconds since the Unix epoch.
@@ -120,7 +137,8 @@ pub trait ObjectStore: Send + Sync {
         Ok(read)
     }
 
-    /// An upload of exactly `size` bytes: write them, then [`ObjectUpload::finish`]. An
+    /// An upload of exactly `size` bytes, with `meta`: write them, then
+    /// [`ObjectUpload::finish`]. An
     /// upload dropped without `finish` is abandoned: the object is not created (or
     /// replaced), and what was written is cleaned up.
     fn put(
@@ -128,6 +146,7 @@ pub trait ObjectStore: Send + Sync {
         bucket: &str,
         key: &str,
         size: u64,
+        meta: &ObjectMeta,
         deadline: Instant,
     ) -> Result<Box<dyn ObjectUpload>, ObjectError>;
 

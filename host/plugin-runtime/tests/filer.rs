@@ -379,6 +379,7 @@ impl ObjectStore for Shared {
         Ok(ObjectInfo {
             key: key.into(),
             size: o.len() as u64,
+            meta: Default::default(),
             etag: None,
             modified_ms: None,
             sha256: None,
@@ -405,6 +406,7 @@ impl ObjectStore for Shared {
             info: ObjectInfo {
                 key: key.into(),
                 size: o.len() as u64,
+                meta: Default::default(),
                 etag: None,
                 modified_ms: None,
                 sha256: None,
@@ -418,6 +420,7 @@ impl ObjectStore for Shared {
         bucket: &str,
         key: &str,
         _size: u64,
+        _: &tessera_objstore::ObjectMeta,
         _: Instant,
     ) -> Result<Box<dyn ObjectUpload>, ObjectError> {
         if bucket == "read-only" {

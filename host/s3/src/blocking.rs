@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::S3Error;
-use crate::store::{ObjectInfo, S3Client};
+use crate::store::{ObjectInfo, ObjectMeta, S3Client};
 
 /// Chunks of a body read ahead of the reader (each as large as the network delivers,
 /// typically up to a few hundred KiB).
@@ -156,6 +156,18 @@ impl BlockingS3 {
     /// writer dropped without `finish` abandons the upload: nothing is stored (a
     /// multipart upload is aborted).
     pub fn put_writer(&self, bucket: &str, key: &str, size: u64) -> Result<ObjectWriter, S3Error> {
+        self.put_writer_with(bucket, key, size, &ObjectMeta::default())
+    }
+
+    /// [`BlockingS3::put_writer`] with a content type and user metadata.
+    pub fn put_writer_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+    ) -> Result<ObjectWriter, S3Error> {
+        let meta = meta.clone();
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(WRITE_AHEAD_CHUNKS);
         let (commit_tx, commit_rx) = oneshot::channel::<()>();
         let store = self.store.clone();
@@ -180,7 +192,7 @@ impl BlockingS3 {
         );
         let upload = self
             .handle
-            .spawn(async move { store.put(&b, &k, size, Box::pin(stream)).await });
+            .spawn(async move { store.put_with(&b, &k, size, &meta, Box::pin(stream)).await });
         Ok(ObjectWriter {
             target: format!("{bucket}/{key}"),
             size,

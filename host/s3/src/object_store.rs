@@ -5,7 +5,9 @@
 use std::io::{self, Write};
 use std::time::Instant;
 
-use tessera_objstore::{ObjectError, ObjectInfo, ObjectRead, ObjectStore, ObjectUpload};
+use tessera_objstore::{
+    ObjectError, ObjectInfo, ObjectMeta, ObjectRead, ObjectStore, ObjectUpload,
+};
 
 use crate::{BlockingS3, ObjectWriter, S3Error};
 
@@ -80,11 +82,12 @@ impl ObjectStore for BlockingS3 {
         bucket: &str,
         key: &str,
         size: u64,
+        meta: &ObjectMeta,
         deadline: Instant,
     ) -> Result<Box<dyn ObjectUpload>, ObjectError> {
         let writer = self
             .with_deadline(deadline)
-            .put_writer(bucket, key, size)
+            .put_writer_with(bucket, key, size, meta)
             .map_err(error)?;
         Ok(Box::new(Upload(writer)))
     }

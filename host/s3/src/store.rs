@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::config::S3Config;
 use crate::error::{S3Error, Scrubber, chain, from_sdk, scrub};
-pub use tessera_objstore::ObjectInfo;
+pub use tessera_objstore::{ObjectInfo, ObjectMeta};
 
 const MIB: u64 = 1024 * 1024;
 /// Objects larger than this are written as multipart uploads, smaller ones in one
@@ -150,6 +150,7 @@ impl S3Client {
             Ok(out) => Ok(Some(ObjectInfo {
                 key: key.to_owned(),
                 size: size_of(out.content_length),
+                meta: object_meta(out.content_type.as_deref(), out.metadata.as_ref()),
                 etag: out.e_tag.as_deref().map(unquote),
                 modified_ms: out.last_modified.as_ref().and_then(millis),
                 sha256: None,
@@ -215,6 +216,7 @@ impl S3Client {
                 out.push(ObjectInfo {
                     key: key.to_owned(),
                     size: size_of(object.size),
+                    meta: Default::default(),
                     etag: object.e_tag().map(unquote),
                     modified_ms: object.last_modified().and_then(millis),
                     sha256: None,
@@ -281,6 +283,7 @@ impl S3Client {
         let info = ObjectInfo {
             key: key.to_owned(),
             size: total.unwrap_or_else(|| size_of(out.content_length)),
+            meta: object_meta(out.content_type.as_deref(), out.metadata.as_ref()),
             etag: out.e_tag.as_deref().map(unquote),
             modified_ms: out.last_modified.as_ref().and_then(millis),
             sha256: None,
@@ -308,6 +311,22 @@ impl S3Client {
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
+        self.put_with(bucket, key, size, &ObjectMeta::default(), body)
+            .await
+    }
+
+    /// [`S3Client::put`] with a content type and user metadata.
+    pub async fn put_with<S>(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        meta: &ObjectMeta,
+        body: S,
+    ) -> Result<u64, S3Error>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
         check_names(bucket, Some(key))?;
         if size > MAX_OBJECT_SIZE {
             return Err(S3Error::InvalidInput(format!(
@@ -323,9 +342,9 @@ impl S3Client {
             target: target.clone(),
         };
         let result = if size <= MULTIPART_THRESHOLD {
-            self.put_single(bucket, key, &mut source).await
+            self.put_single(bucket, key, meta, &mut source).await
         } else {
-            self.put_multipart(bucket, key, &mut source).await
+            self.put_multipart(bucket, key, meta, &mut source).await
         };
         match result {
             Ok(()) => Ok(size),
@@ -373,6 +392,7 @@ impl S3Client {
         &self,
         bucket: &str,
         key: &str,
+        meta: &ObjectMeta,
         source: &mut Source<S>,
     ) -> Result<(), S3Error>
     where
@@ -386,6 +406,8 @@ impl S3Client {
                 .put_object()
                 .bucket(bucket)
                 .key(key)
+                .set_content_type(meta.content_type.clone())
+                .set_metadata(user_metadata(meta))
                 .content_length(0)
                 .body(ByteStream::from_static(b""))
                 .send()
@@ -399,6 +421,8 @@ impl S3Client {
             .put_object()
             .bucket(bucket)
             .key(key)
+            .set_content_type(meta.content_type.clone())
+            .set_metadata(user_metadata(meta))
             .content_length(size as i64)
             .body(ByteStream::from_body_1_x(ChannelBody { rx, len: size }))
             .send();
@@ -414,6 +438,7 @@ impl S3Client {
         &self,
         bucket: &str,
         key: &str,
+        meta: &ObjectMeta,
         source: &mut Source<S>,
     ) -> Result<(), S3Error>
     where
@@ -425,6 +450,8 @@ impl S3Client {
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
+            .set_content_type(meta.content_type.clone())
+            .set_metadata(user_metadata(meta))
             .send()
             .await
             .map_err(|e| from_sdk("CreateMultipartUpload", &target, e, &self.scrubber))?;
@@ -658,6 +685,31 @@ impl http_body::Body for ChannelBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.len)
+    }
+}
+
+/// An object's user metadata as S3 takes it (`None`: none).
+fn user_metadata(meta: &ObjectMeta) -> Option<std::collections::HashMap<String, String>> {
+    (!meta.metadata.is_empty()).then(|| {
+        meta.metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+}
+
+/// An object's content type and user metadata from a response (names lower-case).
+fn object_meta(
+    content_type: Option<&str>,
+    metadata: Option<&std::collections::HashMap<String, String>>,
+) -> ObjectMeta {
+    ObjectMeta {
+        content_type: content_type.map(str::to_string),
+        metadata: metadata
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect(),
     }
 }
 

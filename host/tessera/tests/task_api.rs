@@ -1403,17 +1403,52 @@ async fn datasets_keep_versions_and_serve_ranges(s: &Server, bucket: &str, prefi
     let c = admin(s);
     let key = format!("{prefix}/d.txt");
     let url = format!("{}/v1/data/{bucket}/{key}", s.url);
-    for body in ["hello world", "HELLO WORLD!!"] {
+    for (rev, body) in [("1", "hello world"), ("2", "HELLO WORLD!!")] {
         let r = s
             .http
             .put(&url)
             .bearer_auth(&s.token)
+            .header("content-type", "text/plain; charset=utf-8")
+            .header("x-tessera-meta-rev", rev)
+            .header("x-tessera-meta-source", "lab-a")
             .body(body)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     }
+    // Content type and metadata come back with the object, and each version keeps its
+    // own.
+    let described = |u: String| {
+        let req = s.http.head(u).bearer_auth(&s.token);
+        async move {
+            let r = req.send().await.unwrap();
+            let h = |k: &str| r.headers().get(k).map(|v| v.to_str().unwrap().to_string());
+            (
+                h("content-type"),
+                h("x-tessera-meta-rev"),
+                h("x-tessera-meta-source"),
+            )
+        }
+    };
+    assert_eq!(
+        described(url.clone()).await,
+        (
+            Some("text/plain; charset=utf-8".into()),
+            Some("2".into()),
+            Some("lab-a".into())
+        )
+    );
+    let r = s
+        .http
+        .put(format!("{url}.bad"))
+        .bearer_auth(&s.token)
+        .header("x-tessera-meta-Bad_Name", "x")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a metadata name with '_' is refused");
     let (status, now) = c.bytes(&format!("/v1/data/{bucket}/{key}")).await;
     assert_eq!((status, now.as_slice()), (200, b"HELLO WORLD!!".as_slice()));
     let (status, versions) = c.get(&format!("/v1/data/{bucket}/{key}?versions")).await;
@@ -1435,6 +1470,12 @@ async fn datasets_keep_versions_and_serve_ranges(s: &Server, bucket: &str, prefi
     assert_eq!(
         (status, before.as_slice()),
         (200, b"hello world".as_slice())
+    );
+    let (_, rev, _) = described(format!("{url}?version={old}")).await;
+    assert_eq!(
+        rev.as_deref(),
+        Some("1"),
+        "the earlier version keeps its metadata"
     );
     // The listing shows the object once; its versions are not objects of their own.
     let (_, listed) = c.get(&format!("/v1/data/{bucket}?prefix={prefix}/")).await;

@@ -158,7 +158,15 @@ impl object_store::Host for ObjectStoreView<'_> {
         size: u64,
     ) -> wasmtime::Result<Result<Resource<Upload>, WitStoreError>> {
         let b = bucket.clone();
-        match self.on_store(&bucket, move |s, deadline| s.put(&b, &key, size, deadline))? {
+        match self.on_store(&bucket, move |s, deadline| {
+            s.put(
+                &b,
+                &key,
+                size,
+                &tessera_objstore::ObjectMeta::default(),
+                deadline,
+            )
+        })? {
             Ok(upload) => Ok(Ok(self.io.table.push(Upload::start(upload, size))?)),
             Err(e) => Ok(Err(e)),
         }
