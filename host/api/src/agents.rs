@@ -25,38 +25,12 @@ use tessera_core::{ApiError, ErrorCode};
 use tessera_store::{EntryKind, NamedRow, Store};
 
 use crate::auth::Caller;
-use crate::operations::target_group;
+use crate::query::target_group;
 use crate::tes::{Submission, parse_json, read_body, submit};
 use crate::{AppState, Error};
 
 /// Most configs, secrets or agents one list shows.
 const MAX_LIST: u32 = 1000;
-
-fn query_group(caller: &Caller, raw: Option<&str>) -> Result<String, Error> {
-    let named = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
-        .map_err(|e| Error::new(ErrorCode::InvalidParameter, format!("the query: {e}")))?
-        .into_iter()
-        .find(|(k, _)| k == "group")
-        .map(|(_, v)| v)
-        .filter(|g| !g.is_empty());
-    Ok(named.unwrap_or_else(|| caller.default_group.clone()))
-}
-
-fn visible(caller: &Caller, raw: Option<&str>) -> Result<Option<Vec<String>>, Error> {
-    let named = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
-        .map_err(|e| Error::new(ErrorCode::InvalidParameter, format!("the query: {e}")))?
-        .into_iter()
-        .find(|(k, _)| k == "group")
-        .map(|(_, v)| v)
-        .filter(|g| !g.is_empty());
-    Ok(match named {
-        Some(g) if caller.sees(&g) => Some(vec![g]),
-        Some(_) => Some(Vec::new()),
-        None => caller
-            .visible_groups()
-            .map(|g| g.into_iter().map(str::to_string).collect()),
-    })
-}
 
 /// Which named thing an endpoint serves.
 #[derive(Clone, Copy)]
@@ -160,9 +134,8 @@ fn stored_data(
     body: &[u8],
     name_from_path: Option<&str>,
 ) -> Result<(String, String), Error> {
-    let encode = |v: &dyn erased::Ser| {
-        v.to_json()
-            .map_err(|e| Error::internal("encoding the document failed", e))
+    let encoded = |r: Result<String, serde_json::Error>| {
+        r.map_err(|e| Error::internal("encoding the document failed", e))
     };
     match kind {
         Kind::Agent => {
@@ -179,11 +152,11 @@ fn stored_data(
             if !errs.is_empty() {
                 return Err(Error(ApiError::invalid_document("agent", errs)));
             }
-            Ok((spec.name.clone(), encode(&spec)?))
+            Ok((spec.name.clone(), encoded(serde_json::to_string(&spec))?))
         }
         Kind::Config => {
             let (name, data) = parse_entries(kind, body, name_from_path)?;
-            Ok((name, encode(&data)?))
+            Ok((name, encoded(serde_json::to_string(&data))?))
         }
         Kind::Secret => {
             let (name, data) = parse_entries(kind, body, name_from_path)?;
@@ -197,19 +170,7 @@ fn stored_data(
                     )
                 })
                 .collect();
-            Ok((name, encode(&sealed)?))
-        }
-    }
-}
-
-/// `serde_json::to_string` behind one signature for the three document types.
-mod erased {
-    pub trait Ser {
-        fn to_json(&self) -> Result<String, serde_json::Error>;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_json(&self) -> Result<String, serde_json::Error> {
-            serde_json::to_string(self)
+            Ok((name, encoded(serde_json::to_string(&sealed))?))
         }
     }
 }
@@ -289,7 +250,7 @@ async fn list(
     kind: Kind,
     raw: Option<String>,
 ) -> Result<Json<Value>, Error> {
-    let groups = visible(&caller, raw.as_deref())?;
+    let groups = crate::query::listed_groups(&caller, raw.as_deref())?;
     let rows = state
         .runner()
         .store()
@@ -311,7 +272,7 @@ async fn show(
     name: String,
     raw: Option<String>,
 ) -> Result<Json<Value>, Error> {
-    let group = query_group(&caller, raw.as_deref())?;
+    let group = crate::query::group(&caller, raw.as_deref())?;
     let row = find(state.runner().store(), &caller, kind, &group, &name).await?;
     Ok(Json(view(kind, &row)?))
 }
@@ -324,7 +285,7 @@ async fn replace(
     raw: Option<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, Error> {
-    let group = query_group(&caller, raw.as_deref())?;
+    let group = crate::query::group(&caller, raw.as_deref())?;
     let store = state.runner().store();
     find(store, &caller, kind, &group, &name).await?;
     caller.check_role(Role::Write, &group, kind.word(), &name)?;
@@ -348,7 +309,7 @@ async fn remove(
     name: String,
     raw: Option<String>,
 ) -> Result<StatusCode, Error> {
-    let group = query_group(&caller, raw.as_deref())?;
+    let group = crate::query::group(&caller, raw.as_deref())?;
     let store = state.runner().store();
     find(store, &caller, kind, &group, &name).await?;
     caller.check_role(Role::Write, &group, kind.word(), &name)?;
@@ -631,14 +592,11 @@ pub async fn list_tasks(
         limit: 100,
         minimal: false,
         max_bytes: crate::tes::PAGE_BYTES,
-        groups: caller
-            .visible_groups()
-            .map(|g| g.into_iter().map(str::to_string).collect()),
+        groups: crate::query::listed_groups(&caller, raw.as_deref())?,
         ..Default::default()
     };
     let mut origins: Vec<Origin> = Vec::new();
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| Error::new(ErrorCode::InvalidParameter, format!("the query: {e}")))?;
+    let pairs = crate::query::pairs(raw.as_deref())?;
     for (k, v) in pairs {
         match k.as_str() {
             "origin" if !v.is_empty() => origins.push(
@@ -653,9 +611,6 @@ pub async fn list_tasks(
             "label" if !v.is_empty() => {
                 let (k, val) = v.split_once('=').unwrap_or((v.as_str(), ""));
                 q.tags.push((k.to_string(), val.to_string()));
-            }
-            "group" if !v.is_empty() => {
-                q.groups = Some(if caller.sees(&v) { vec![v] } else { Vec::new() });
             }
             "page_size" => {
                 q.limit = v

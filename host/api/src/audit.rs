@@ -233,8 +233,7 @@ pub async fn list(
             "only instance administrators read the audit log",
         ));
     }
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| Error::new(ErrorCode::InvalidParameter, format!("the query: {e}")))?;
+    let pairs = crate::query::pairs(raw.as_deref())?;
     let (mut actor, mut size, mut before) = (None, DEFAULT_PAGE, None);
     for (k, v) in pairs {
         match k.as_str() {

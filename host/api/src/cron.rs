@@ -25,7 +25,7 @@ use tessera_store::{CronRow, ListQuery};
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::operations::target_group;
+use crate::query::target_group;
 use crate::tes::{parse_json, read_body};
 use crate::{AppState, Error};
 
@@ -127,14 +127,6 @@ async fn find(
         .ok_or_else(|| Error(ApiError::not_found("cron task", name)))
 }
 
-fn query_group(caller: &Caller, raw: Option<&str>) -> String {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
-        .ok()
-        .and_then(|p| p.into_iter().find(|(k, _)| k == "group").map(|(_, v)| v))
-        .filter(|g| !g.is_empty())
-        .unwrap_or_else(|| caller.default_group.clone())
-}
-
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -166,17 +158,7 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Error> {
-    let named = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or(""))
-        .ok()
-        .and_then(|p| p.into_iter().find(|(k, _)| k == "group").map(|(_, v)| v))
-        .filter(|g| !g.is_empty());
-    let groups = match named {
-        Some(g) if caller.sees(&g) => Some(vec![g]),
-        Some(_) => Some(Vec::new()),
-        None => caller
-            .visible_groups()
-            .map(|g| g.into_iter().map(str::to_string).collect()),
-    };
+    let groups = crate::query::listed_groups(&caller, raw.as_deref())?;
     let rows = state
         .runner()
         .store()
@@ -196,7 +178,7 @@ pub async fn show(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Error> {
-    let group = query_group(&caller, raw.as_deref());
+    let group = crate::query::group(&caller, raw.as_deref())?;
     let row = find(&state, &caller, &group, &name).await?;
     Ok(Json(view(&state, &row).await?))
 }
@@ -208,7 +190,7 @@ pub async fn replace(
     RawQuery(raw): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, Error> {
-    let group = query_group(&caller, raw.as_deref());
+    let group = crate::query::group(&caller, raw.as_deref())?;
     find(&state, &caller, &group, &name).await?;
     caller.check_role(Role::Write, &group, "cron task", &name)?;
     let spec = parse_spec(&read_body(&state, body)?, Some(&name))?;
@@ -229,7 +211,7 @@ pub async fn delete(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<StatusCode, Error> {
-    let group = query_group(&caller, raw.as_deref());
+    let group = crate::query::group(&caller, raw.as_deref())?;
     find(&state, &caller, &group, &name).await?;
     caller.check_role(Role::Write, &group, "cron task", &name)?;
     state
@@ -249,7 +231,7 @@ pub async fn trigger(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
-    let group = query_group(&caller, raw.as_deref());
+    let group = crate::query::group(&caller, raw.as_deref())?;
     let row = find(&state, &caller, &group, &name).await?;
     caller.check_role(Role::Write, &group, "cron task", &name)?;
     let mut spec: CronSpec = serde_json::from_str(&row.spec)

@@ -161,8 +161,7 @@ pub async fn list(
     check_bucket(&bucket).map_err(bad)?;
     check_bucket_role(&caller, &bucket, Role::Read)?;
     let (mut prefix, mut start_after, mut limit) = (String::new(), None::<String>, MAX_LIST);
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| bad(format!("could not parse the query string: {e}")))?;
+    let pairs = crate::query::pairs(raw.as_deref())?;
     for (k, v) in pairs {
         match k.as_str() {
             "prefix" => prefix = v,
@@ -216,26 +215,40 @@ pub(crate) async fn delete_prefix(
     prefix: &str,
 ) -> Result<u64, Error> {
     let mut n = 0;
+    for o in list_all(state, bucket, prefix).await? {
+        let (b, key) = (bucket.to_string(), o.key.clone());
+        match blocking(state, format!("s3://{bucket}/{}", o.key), move |s| {
+            s.delete(&b, &key, deadline())
+        })
+        .await
+        {
+            Ok(()) => n += 1,
+            Err(Error(e)) if e.code == ErrorCode::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Every object under `prefix`, in key order, a page at a time (no bucket: none).
+pub(crate) async fn list_all(
+    state: &AppState,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<ObjectInfo>, Error> {
+    let mut out = Vec::new();
+    let mut after = None;
     loop {
-        let page = match list_objects(state, bucket, prefix.to_string(), None, MAX_LIST).await {
+        let page = match list_objects(state, bucket, prefix.to_string(), after, MAX_LIST).await {
             Ok(p) => p,
-            Err(Error(e)) if e.code == ErrorCode::NotFound => return Ok(n),
+            Err(Error(e)) if e.code == ErrorCode::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        if page.is_empty() {
-            return Ok(n);
-        }
-        for o in page {
-            let (b, key) = (bucket.to_string(), o.key.clone());
-            match blocking(state, format!("s3://{bucket}/{}", o.key), move |s| {
-                s.delete(&b, &key, deadline())
-            })
-            .await
-            {
-                Ok(()) => n += 1,
-                Err(Error(e)) if e.code == ErrorCode::NotFound => {}
-                Err(e) => return Err(e),
-            }
+        let full = page.len() == MAX_LIST as usize;
+        after = page.last().map(|o| o.key.clone());
+        out.extend(page);
+        if !full {
+            return Ok(out);
         }
     }
 }
@@ -320,35 +333,21 @@ async fn versions(state: &AppState, bucket: &str, key: &str) -> Result<Response,
         Err(e) => return Err(e),
     };
     let prefix = format!("{VERSIONS}{key}/");
-    let mut out: Vec<VersionView> = Vec::new();
-    let mut after = None;
-    loop {
-        let page = match list_objects(state, bucket, prefix.clone(), after.clone(), MAX_LIST).await
-        {
-            Ok(p) => p,
-            Err(Error(e)) if e.code == ErrorCode::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        after = page.last().map(|o| o.key.clone());
-        let full = page.len() == MAX_LIST as usize;
-        for o in page {
-            let version = o.key.strip_prefix(&prefix).unwrap_or(&o.key);
+    let mut out: Vec<VersionView> = list_all(state, bucket, &prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let version = o.key.strip_prefix(&prefix)?;
             // Only direct children: `.versions/a/b/V` belongs to key `a/b`, not `a`.
-            if version.contains('/') {
-                continue;
-            }
-            out.push(VersionView {
+            (!version.contains('/')).then(|| VersionView {
                 version: version.to_string(),
                 size: o.size,
                 sha256: o.sha256.clone(),
                 modified: modified_rfc3339(o.modified_ms),
                 current: false,
-            });
-        }
-        if !full {
-            break;
-        }
-    }
+            })
+        })
+        .collect();
     if let Some(c) = &current {
         out.push(VersionView {
             version: version_id(c),
@@ -584,8 +583,7 @@ pub async fn head(
 ) -> Result<Response, Error> {
     let what = checked(&bucket, &key)?;
     check_bucket_role(&caller, &bucket, Role::Read)?;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| bad(format!("could not parse the query string: {e}")))?;
+    let pairs = crate::query::pairs(raw.as_deref())?;
     let (key, what) = at_version(&state, &bucket, key, what, &pairs).await?;
     let info = blocking(&state, what, move |s| s.head(&bucket, &key, deadline())).await?;
     Ok((StatusCode::OK, object_headers(&info)).into_response())
@@ -600,8 +598,7 @@ pub async fn get(
 ) -> Result<Response, Error> {
     let what = checked(&bucket, &key)?;
     check_bucket_role(&caller, &bucket, Role::Read)?;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| bad(format!("could not parse the query string: {e}")))?;
+    let pairs = crate::query::pairs(raw.as_deref())?;
     if pairs.iter().any(|(k, _)| k == "versions") {
         return versions(&state, &bucket, &key).await;
     }

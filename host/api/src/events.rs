@@ -173,9 +173,7 @@ pub async fn stream(
         types: HashSet::new(),
     };
     let mut after: Option<i64> = None;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| bad(format!("could not parse the query string: {e}")))?;
-    for (k, v) in pairs {
+    for (k, v) in crate::query::pairs(raw.as_deref())? {
         match k.as_str() {
             "task" | "run" if !v.is_empty() => {
                 filter.tasks.insert(v);

@@ -22,6 +22,7 @@ mod metrics;
 pub mod oidc;
 mod operations;
 mod plugins;
+mod query;
 pub mod retention;
 mod run_summary;
 mod tes;

@@ -32,11 +32,6 @@ fn bad_param(msg: impl Into<String>) -> Error {
     Error::new(ErrorCode::InvalidParameter, msg)
 }
 
-fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, Error> {
-    serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|e| bad_param(format!("could not parse the query string: {e}")))
-}
-
 fn page_size(v: &str) -> Result<u32, Error> {
     match v.parse::<u32>() {
         Ok(0) => Ok(DEFAULT_PAGE),
@@ -54,23 +49,16 @@ fn bad_token() -> Error {
     )
 }
 
-/// The group a new object goes to: `?group=`, else the caller's personal group; the
-/// caller must be able to write there.
-pub(crate) fn target_group(caller: &Caller, raw: Option<&str>) -> Result<String, Error> {
-    let named = query_pairs(raw)?
-        .into_iter()
-        .find(|(k, _)| k == "group")
-        .map(|(_, v)| v)
-        .filter(|g| !g.is_empty());
-    let group = named.unwrap_or_else(|| caller.default_group.clone());
-    caller.check_role(Role::Write, &group, "group", &group)?;
-    Ok(group)
-}
-
-fn visible_groups(caller: &Caller) -> Option<Vec<String>> {
-    caller
-        .visible_groups()
-        .map(|g| g.into_iter().map(str::to_string).collect())
+/// A body that may be left empty (all defaults).
+fn parse_json_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, Error> {
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        parse_json(body, what)
+    }
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
@@ -222,7 +210,7 @@ pub async fn create_operation(
     RawQuery(raw): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let group = target_group(&caller, raw.as_deref())?;
+    let group = crate::query::target_group(&caller, raw.as_deref())?;
     let spec = parse_operation(&read_body(&state, body)?)?;
     let id = tessera_core::id::new_task_id();
     let row = state
@@ -251,8 +239,8 @@ pub async fn list_operations(
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Error> {
-    let (mut limit, mut after, mut name, mut group) = (DEFAULT_PAGE, None, None, None);
-    for (k, v) in query_pairs(raw.as_deref())? {
+    let (mut limit, mut after, mut name) = (DEFAULT_PAGE, None, None);
+    for (k, v) in crate::query::pairs(raw.as_deref())? {
         match k.as_str() {
             "page_size" => limit = page_size(&v)?,
             "page_token" if !v.is_empty() => {
@@ -262,15 +250,10 @@ pub async fn list_operations(
                 after = Some(v);
             }
             "name" if !v.is_empty() => name = Some(v),
-            "group" if !v.is_empty() => group = Some(v),
             _ => {}
         }
     }
-    let groups = match group {
-        // A group the caller does not see lists nothing, as if it had no operations.
-        Some(g) => Some(if caller.sees(&g) { vec![g] } else { Vec::new() }),
-        None => visible_groups(&caller),
-    };
+    let groups = crate::query::listed_groups(&caller, raw.as_deref())?;
     let rows = state
         .runner()
         .store()
@@ -290,7 +273,7 @@ pub async fn list_operations(
 }
 
 fn version_param(raw: Option<&str>) -> Result<Option<i64>, Error> {
-    for (k, v) in query_pairs(raw)? {
+    for (k, v) in crate::query::pairs(raw)? {
         if k == "version" && !v.is_empty() {
             return v
                 .parse::<i64>()
@@ -484,12 +467,7 @@ pub async fn create_run(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let body = read_body(&state, body)?;
-    let req: RunRequest = if body.is_empty() {
-        RunRequest::default()
-    } else {
-        parse_json(&body, "run request")?
-    };
+    let req: RunRequest = parse_json_or_default(&read_body(&state, body)?, "run request")?;
     let op = operation_for_run(&state, &caller, &id, req.version, false).await?;
     let (task, run) = start_run(&state, &caller, &op, req, None).await?;
     created_run(&task, &run)
@@ -539,11 +517,11 @@ pub async fn list_runs(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Error> {
     let mut q = RunQuery {
-        groups: visible_groups(&caller),
+        groups: crate::query::listed_groups(&caller, raw.as_deref())?,
         limit: DEFAULT_PAGE,
         ..RunQuery::default()
     };
-    for (k, v) in query_pairs(raw.as_deref())? {
+    for (k, v) in crate::query::pairs(raw.as_deref())? {
         match k.as_str() {
             "page_size" => q.limit = page_size(&v)?,
             "page_token" if !v.is_empty() => {
@@ -555,9 +533,6 @@ pub async fn list_runs(
                     v.parse::<TaskState>()
                         .map_err(|e| bad_param(e.to_string()))?,
                 )
-            }
-            "group" if !v.is_empty() => {
-                q.groups = Some(if caller.sees(&v) { vec![v] } else { Vec::new() });
             }
             _ => {}
         }
@@ -594,12 +569,8 @@ pub async fn rerun(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let body = read_body(&state, body)?;
-    let overrides: RerunRequest = if body.is_empty() {
-        RerunRequest::default()
-    } else {
-        parse_json(&body, "rerun request")?
-    };
+    let overrides: RerunRequest =
+        parse_json_or_default(&read_body(&state, body)?, "rerun request")?;
     let (_, original) = visible_run(&state, &caller, &id).await?;
     let mut req: RunRequest =
         serde_json::from_str(&original.request).map_err(|e| corrupt("run", e))?;
@@ -654,7 +625,7 @@ pub async fn run_logs(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let (mut stream, mut follow, mut skip) = (Stream::Stdout, false, 0u64);
-    for (k, v) in query_pairs(raw.as_deref())? {
+    for (k, v) in crate::query::pairs(raw.as_deref())? {
         match (k.as_str(), v.as_str()) {
             ("skip", n) => {
                 skip = n
@@ -775,41 +746,22 @@ pub(crate) async fn artifacts(
     group: &str,
     id: &str,
 ) -> Result<Vec<Artifact>, Error> {
-    let bucket = artifacts_bucket(group).to_string();
+    let bucket = artifacts_bucket(group);
     let prefix = artifacts_prefix(id);
-    let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = match crate::data::list_objects(
-            state,
-            &bucket,
-            prefix.clone(),
-            after.clone(),
-            tessera_objstore::MAX_LIST,
-        )
-        .await
-        {
-            Ok(p) => p,
-            // No bucket yet: nothing was written.
-            Err(Error(e)) if e.code == ErrorCode::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        let full = page.len() == tessera_objstore::MAX_LIST as usize;
-        after = page.last().map(|o| o.key.clone());
-        for o in page {
+    Ok(crate::data::list_all(state, bucket, &prefix)
+        .await?
+        .into_iter()
+        .map(|o| {
             let path = o.key.strip_prefix(&prefix).unwrap_or(&o.key).to_string();
-            out.push(Artifact {
+            Artifact {
                 download: format!("/v1/runs/{id}/artifacts/{path}"),
                 url: format!("s3://{bucket}/{}", o.key),
                 path,
                 size: o.size,
                 sha256: o.sha256,
-            });
-        }
-        if !full {
-            return Ok(out);
-        }
-    }
+            }
+        })
+        .collect())
 }
 
 pub async fn list_artifacts(

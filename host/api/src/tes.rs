@@ -314,17 +314,12 @@ fn parse_view(v: &str) -> Result<View, Error> {
     }
 }
 
-fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, Error> {
-    serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|e| bad_param(format!("could not parse the query string: {e}")))
-}
-
 fn parse_list_params(raw: Option<&str>) -> Result<ListParams, Error> {
     let mut p = ListParams {
         page_size: DEFAULT_PAGE_SIZE,
         ..ListParams::default()
     };
-    for (k, v) in query_pairs(raw)? {
+    for (k, v) in crate::query::pairs(raw)? {
         match k.as_str() {
             "name_prefix" => p.name_prefix = Some(v).filter(|s| !s.is_empty()),
             "state" => {
@@ -444,7 +439,7 @@ pub async fn get_task(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Task>, Error> {
     let mut view_param = View::Minimal;
-    for (k, v) in query_pairs(raw.as_deref())? {
+    for (k, v) in crate::query::pairs(raw.as_deref())? {
         if k == "view" {
             view_param = parse_view(&v)?;
         }

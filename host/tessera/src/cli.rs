@@ -461,7 +461,7 @@ pub(crate) fn s(v: &Value) -> String {
     })
 }
 
-fn is_terminal_state(s: &str) -> bool {
+pub(crate) fn is_terminal_state(s: &str) -> bool {
     matches!(
         s,
         "COMPLETE" | "EXECUTOR_ERROR" | "SYSTEM_ERROR" | "CANCELED" | "PREEMPTED"

@@ -538,13 +538,6 @@ async fn run_dispatch(client: &Client, cmd: RunCommand, json: bool) -> Result<Ex
     }
 }
 
-fn is_ended(state: &Value) -> bool {
-    matches!(
-        state.as_str(),
-        Some("COMPLETE" | "EXECUTOR_ERROR" | "SYSTEM_ERROR" | "CANCELED" | "PREEMPTED")
-    )
-}
-
 /// `dir/path` for an artifact path from the server, refusing one that would leave `dir`.
 fn safe_join(dir: &Path, path: &str) -> Result<PathBuf, String> {
     let rel = Path::new(path);
@@ -596,7 +589,7 @@ async fn follow_logs(client: &Client, id: &str, stderr: bool) -> Result<ExitCode
             let _ = out.flush();
         }
         let run = client.get(&format!("/v1/runs/{}", enc(id)), &[]).await?;
-        if is_ended(&run["state"]) {
+        if crate::cli::is_terminal_state(run["state"].as_str().unwrap_or("")) {
             break;
         }
     }
