@@ -146,8 +146,43 @@ impl Server {
         server
     }
 
-    /// (Re)start the process on the same port and data directory.
+    /// (Re)start the process on the same data directory (and port, unless another
+    /// process took it meanwhile: a free port is picked before it is bound, so a server
+    /// starting beside may win it; then the one answering is not ours).
     pub async fn spawn(&mut self) {
+        for _ in 0..5 {
+            self.spawn_on_port().await;
+            if self.answering_is_ours().await {
+                return;
+            }
+            self.kill9();
+            self.port = free_port();
+        }
+        panic!("no free port stayed free for tessera to bind");
+    }
+
+    /// Whether the server answering on our port is the one we started: our token is
+    /// good there (each data directory has its own), or, with a token of the test's own
+    /// choosing, our process still runs.
+    async fn answering_is_ours(&mut self) -> bool {
+        let alive = self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if self.token.is_empty() {
+            return alive;
+        }
+        let whoami = self
+            .req(
+                reqwest::Method::GET,
+                &format!("{}/v1/auth/whoami", self.url),
+            )
+            .send()
+            .await;
+        alive && !whoami.is_ok_and(|r| r.status() == reqwest::StatusCode::UNAUTHORIZED)
+    }
+
+    async fn spawn_on_port(&mut self) {
         let mut cmd = Command::new(tessera_bin());
         cmd.arg("serve")
             .arg("--listen")
