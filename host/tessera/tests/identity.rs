@@ -191,7 +191,7 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
         403
     );
     // Every group endpoint answers bob as if lab did not exist; carol sees it but may
-    // not change its quota or delete it.
+    // not change its quota or retention, or delete it.
     for (method, path, body) in [
         (Method::DELETE, "/v1/groups/lab", None),
         (Method::DELETE, "/v1/groups/lab/members/carol", None),
@@ -199,6 +199,11 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
             Method::PUT,
             "/v1/groups/lab/quota",
             Some(json!({"max_queued": 1})),
+        ),
+        (
+            Method::PUT,
+            "/v1/groups/lab/retention",
+            Some(json!({"days": 1})),
         ),
     ] {
         let (status, _) = bob.call(method.clone(), path, body.as_ref()).await;
