@@ -10,23 +10,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tessera_auth::sealed::SealKey;
-use tessera_core::agent::{AgentSpec, TaskRequest, agent_task, resolve_contexts};
+use tessera_core::agent::{
+    AgentSpec, Context, Credential, HumanInTheLoop, TaskRequest, agent_task, resolve_contexts,
+};
 use tessera_core::identity::Role;
 use tessera_core::task::Origin;
 use tessera_core::{ApiError, ErrorCode};
 use tessera_store::{EntryKind, NamedRow, Store};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
+use crate::body::RequestBody;
 use crate::query::target_group;
-use crate::tes::{Submission, parse_json, read_body, submit};
+use crate::tes::{Submission, submit};
 use crate::{AppState, Error};
 
 /// Most configs, secrets or agents one list shows.
@@ -93,7 +95,7 @@ fn parse_entries(
     body: &[u8],
     name_from_path: Option<&str>,
 ) -> Result<(String, BTreeMap<String, String>), Error> {
-    let b: EntriesBody = parse_json(body, kind.word())?;
+    let b: EntriesBody = crate::body::json(body, kind.word())?;
     let name = match (name_from_path, b.name) {
         (Some(p), Some(n)) if p != n => {
             return Err(Error::new(
@@ -139,7 +141,7 @@ fn stored_data(
     };
     match kind {
         Kind::Agent => {
-            let spec: AgentSpec = parse_json(body, "agent")?;
+            let spec: AgentSpec = crate::body::json(body, "agent")?;
             if let Some(p) = name_from_path
                 && p != spec.name
             {
@@ -175,32 +177,128 @@ fn stored_data(
     }
 }
 
-/// A stored thing as the API shows it (a secret's keys only).
-fn view(kind: Kind, row: &NamedRow) -> Result<Value, Error> {
-    let corrupt = |e: serde_json::Error| Error::internal("a stored document does not decode", e);
-    let base = json!({
-        "name": row.name,
-        "group": row.group,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    });
-    let mut v = match kind {
-        Kind::Agent => serde_json::from_str::<Value>(&row.data).map_err(corrupt)?,
-        Kind::Config => {
-            json!({"data": serde_json::from_str::<Value>(&row.data).map_err(corrupt)?})
-        }
-        Kind::Secret => {
-            let sealed: BTreeMap<String, String> =
-                serde_json::from_str(&row.data).map_err(corrupt)?;
-            json!({"keys": sealed.keys().collect::<Vec<_>>()})
-        }
-    };
-    if let (Value::Object(out), Value::Object(b)) = (&mut v, base) {
-        for (k, val) in b {
-            out.insert(k, val);
-        }
-    }
-    Ok(v)
+fn corrupt(e: serde_json::Error) -> Error {
+    Error::internal("a stored document does not decode", e)
+}
+
+/// A config as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct ConfigView {
+    name: String,
+    group: String,
+    created_at: String,
+    updated_at: String,
+    /// Entries: key (a file name) to text.
+    data: BTreeMap<String, String>,
+}
+
+fn config_view(row: &NamedRow) -> Result<ConfigView, Error> {
+    Ok(ConfigView {
+        name: row.name.clone(),
+        group: row.group.clone(),
+        created_at: row.created_at.clone(),
+        updated_at: row.updated_at.clone(),
+        data: serde_json::from_str(&row.data).map_err(corrupt)?,
+    })
+}
+
+/// A secret as the API shows it: its keys, never its values.
+#[derive(Serialize, ToSchema)]
+pub struct SecretView {
+    name: String,
+    group: String,
+    created_at: String,
+    updated_at: String,
+    keys: Vec<String>,
+}
+
+fn secret_view(row: &NamedRow) -> Result<SecretView, Error> {
+    let sealed: BTreeMap<String, String> = serde_json::from_str(&row.data).map_err(corrupt)?;
+    Ok(SecretView {
+        name: row.name.clone(),
+        group: row.group.clone(),
+        created_at: row.created_at.clone(),
+        updated_at: row.updated_at.clone(),
+        keys: sealed.into_keys().collect(),
+    })
+}
+
+/// An agent as the API shows it: its document (the fields of [`AgentSpec`]) with its
+/// group and times.
+#[derive(Serialize, ToSchema)]
+pub struct AgentView {
+    name: String,
+    group: String,
+    created_at: String,
+    updated_at: String,
+    image: String,
+    command: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workdir: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    contexts: Vec<Context>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    credentials: Vec<Credential>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    placement: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    human_in_the_loop: Option<HumanInTheLoop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrent_tasks: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<tessera_core::tes::Resources>,
+}
+
+fn agent_view(row: &NamedRow) -> Result<AgentView, Error> {
+    let a: AgentSpec = serde_json::from_str(&row.data).map_err(corrupt)?;
+    Ok(AgentView {
+        name: row.name.clone(),
+        group: row.group.clone(),
+        created_at: row.created_at.clone(),
+        updated_at: row.updated_at.clone(),
+        image: a.image,
+        command: a.command,
+        workdir: a.workdir,
+        env: a.env,
+        contexts: a.contexts,
+        credentials: a.credentials,
+        labels: a.labels,
+        placement: a.placement,
+        human_in_the_loop: a.human_in_the_loop,
+        max_concurrent_tasks: a.max_concurrent_tasks,
+        resources: a.resources,
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConfigList {
+    configs: Vec<ConfigView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecretList {
+    secrets: Vec<SecretView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentList {
+    agents: Vec<AgentView>,
+}
+
+/// A config's or secret's document as written.
+#[derive(ToSchema)]
+#[schema(examples(tessera_core::examples::entries))]
+#[allow(dead_code)]
+pub struct EntriesDocument {
+    /// Required on POST; on PUT it must match the path when given.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
+    name: Option<String>,
+    /// Entries: key (letters, digits, `.`, `_`, `-`) to text.
+    data: BTreeMap<String, String>,
 }
 
 async fn find(
@@ -223,10 +321,9 @@ async fn create(
     caller: Caller,
     kind: Kind,
     raw: Option<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Error> {
+    body: Bytes,
+) -> Result<NamedRow, Error> {
     let group = target_group(&caller, raw.as_deref())?;
-    let body = read_body(&state, body)?;
     let (name, data) = stored_data(&state, kind, &group, &body, None)?;
     let store = state.runner().store();
     store
@@ -238,10 +335,15 @@ async fn create(
         })?;
     let row = find(store, &caller, kind, &group, &name).await?;
     tracing::info!(kind = kind.word(), %group, %name, "created");
-    Ok(crate::audit::naming(
-        (StatusCode::CREATED, Json(view(kind, &row)?)),
-        &format!("{group}/{name}"),
-    ))
+    Ok(row)
+}
+
+/// The answer to a create: 201 with the view, audited under `group/name`.
+fn created<V: Serialize>(row: &NamedRow, view: V) -> Response {
+    crate::audit::naming(
+        (StatusCode::CREATED, Json(view)),
+        &format!("{}/{}", row.group, row.name),
+    )
 }
 
 async fn list(
@@ -249,20 +351,14 @@ async fn list(
     caller: Caller,
     kind: Kind,
     raw: Option<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Vec<NamedRow>, Error> {
     let groups = crate::query::listed_groups(&caller, raw.as_deref())?;
-    let rows = state
+    state
         .runner()
         .store()
         .list_named(kind.entry(), groups.as_deref(), MAX_LIST)
         .await
-        .map_err(|e| Error::internal("listing failed", e))?;
-    let items = rows
-        .iter()
-        .map(|r| view(kind, r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = format!("{}s", kind.word());
-    Ok(Json(json!({ key: items })))
+        .map_err(|e| Error::internal("listing failed", e))
 }
 
 async fn show(
@@ -271,10 +367,9 @@ async fn show(
     kind: Kind,
     name: String,
     raw: Option<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<NamedRow, Error> {
     let group = crate::query::group(&caller, raw.as_deref())?;
-    let row = find(state.runner().store(), &caller, kind, &group, &name).await?;
-    Ok(Json(view(kind, &row)?))
+    find(state.runner().store(), &caller, kind, &group, &name).await
 }
 
 async fn replace(
@@ -283,13 +378,12 @@ async fn replace(
     kind: Kind,
     name: String,
     raw: Option<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, Error> {
+    body: Bytes,
+) -> Result<NamedRow, Error> {
     let group = crate::query::group(&caller, raw.as_deref())?;
     let store = state.runner().store();
     find(store, &caller, kind, &group, &name).await?;
     caller.check_role(Role::Write, &group, kind.word(), &name)?;
-    let body = read_body(&state, body)?;
     let (_, data) = stored_data(&state, kind, &group, &body, Some(&name))?;
     if !store
         .put_named(kind.entry(), &group, &name, &data, true)
@@ -298,8 +392,7 @@ async fn replace(
     {
         return Err(Error(ApiError::not_found(kind.word(), &name)));
     }
-    let row = find(store, &caller, kind, &group, &name).await?;
-    Ok(Json(view(kind, &row)?))
+    find(store, &caller, kind, &group, &name).await
 }
 
 async fn remove(
@@ -320,76 +413,278 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The handlers of one kind: list, create, show, replace, delete.
-macro_rules! named_handlers {
-    ($kind:expr, $list:ident, $create:ident, $show:ident, $replace:ident, $remove:ident) => {
-        pub async fn $list(
-            State(state): State<AppState>,
-            Extension(caller): Extension<Caller>,
-            RawQuery(raw): RawQuery,
-        ) -> Result<Json<Value>, Error> {
-            list(state, caller, $kind, raw).await
-        }
-        pub async fn $create(
-            State(state): State<AppState>,
-            Extension(caller): Extension<Caller>,
-            RawQuery(raw): RawQuery,
-            body: Result<Bytes, BytesRejection>,
-        ) -> Result<Response, Error> {
-            create(state, caller, $kind, raw, body).await
-        }
-        pub async fn $show(
-            State(state): State<AppState>,
-            Extension(caller): Extension<Caller>,
-            Path(name): Path<String>,
-            RawQuery(raw): RawQuery,
-        ) -> Result<Json<Value>, Error> {
-            show(state, caller, $kind, name, raw).await
-        }
-        pub async fn $replace(
-            State(state): State<AppState>,
-            Extension(caller): Extension<Caller>,
-            Path(name): Path<String>,
-            RawQuery(raw): RawQuery,
-            body: Result<Bytes, BytesRejection>,
-        ) -> Result<Json<Value>, Error> {
-            replace(state, caller, $kind, name, raw, body).await
-        }
-        pub async fn $remove(
-            State(state): State<AppState>,
-            Extension(caller): Extension<Caller>,
-            Path(name): Path<String>,
-            RawQuery(raw): RawQuery,
-        ) -> Result<StatusCode, Error> {
-            remove(state, caller, $kind, name, raw).await
-        }
-    };
+// ---- /v1/configs ----
+
+#[utoipa::path(
+    get,
+    path = "/v1/configs",
+    tag = "configs",
+    params(crate::openapi::ListedGroups),
+    responses((status = 200, body = ConfigList))
+)]
+pub async fn list_configs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<ConfigList>, Error> {
+    let rows = list(state, caller, Kind::Config, raw).await?;
+    Ok(Json(ConfigList {
+        configs: rows.iter().map(config_view).collect::<Result<_, _>>()?,
+    }))
 }
 
-named_handlers!(
-    Kind::Config,
-    list_configs,
-    create_config,
-    show_config,
-    replace_config,
-    delete_config
-);
-named_handlers!(
-    Kind::Secret,
-    list_secrets,
-    create_secret,
-    show_secret,
-    replace_secret,
-    delete_secret
-);
-named_handlers!(
-    Kind::Agent,
-    list_agents,
-    create_agent,
-    show_agent,
-    replace_agent,
-    delete_agent
-);
+/// Config entries (the ConfigMap analogue).
+#[utoipa::path(
+    post,
+    path = "/v1/configs",
+    tag = "configs",
+    params(crate::openapi::InGroup),
+    request_body = EntriesDocument,
+    responses((status = 201, body = ConfigView))
+)]
+pub async fn create_config(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+    RequestBody(body): RequestBody,
+) -> Result<Response, Error> {
+    let row = create(state, caller, Kind::Config, raw, body).await?;
+    Ok(created(&row, config_view(&row)?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/configs/{name}",
+    tag = "configs",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    responses((status = 200, body = ConfigView))
+)]
+pub async fn show_config(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<ConfigView>, Error> {
+    let row = show(state, caller, Kind::Config, name, raw).await?;
+    Ok(Json(config_view(&row)?))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/configs/{name}",
+    tag = "configs",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    request_body = EntriesDocument,
+    responses((status = 200, body = ConfigView))
+)]
+pub async fn replace_config(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    RequestBody(body): RequestBody,
+) -> Result<Json<ConfigView>, Error> {
+    let row = replace(state, caller, Kind::Config, name, raw, body).await?;
+    Ok(Json(config_view(&row)?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/configs/{name}",
+    tag = "configs",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    responses((status = 204, description = "Deleted"))
+)]
+pub async fn delete_config(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<StatusCode, Error> {
+    remove(state, caller, Kind::Config, name, raw).await
+}
+
+// ---- /v1/secrets ----
+
+#[utoipa::path(
+    get,
+    path = "/v1/secrets",
+    tag = "secrets",
+    params(crate::openapi::ListedGroups),
+    responses((status = 200, body = SecretList))
+)]
+pub async fn list_secrets(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SecretList>, Error> {
+    let rows = list(state, caller, Kind::Secret, raw).await?;
+    Ok(Json(SecretList {
+        secrets: rows.iter().map(secret_view).collect::<Result<_, _>>()?,
+    }))
+}
+
+/// Secret entries: sealed at rest, never returned.
+#[utoipa::path(
+    post,
+    path = "/v1/secrets",
+    tag = "secrets",
+    params(crate::openapi::InGroup),
+    request_body = EntriesDocument,
+    responses((status = 201, body = SecretView))
+)]
+pub async fn create_secret(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+    RequestBody(body): RequestBody,
+) -> Result<Response, Error> {
+    let row = create(state, caller, Kind::Secret, raw, body).await?;
+    Ok(created(&row, secret_view(&row)?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/secrets/{name}",
+    tag = "secrets",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    responses((status = 200, body = SecretView))
+)]
+pub async fn show_secret(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SecretView>, Error> {
+    let row = show(state, caller, Kind::Secret, name, raw).await?;
+    Ok(Json(secret_view(&row)?))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/secrets/{name}",
+    tag = "secrets",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    request_body = EntriesDocument,
+    responses((status = 200, body = SecretView))
+)]
+pub async fn replace_secret(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    RequestBody(body): RequestBody,
+) -> Result<Json<SecretView>, Error> {
+    let row = replace(state, caller, Kind::Secret, name, raw, body).await?;
+    Ok(Json(secret_view(&row)?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/secrets/{name}",
+    tag = "secrets",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    responses((status = 204, description = "Deleted"))
+)]
+pub async fn delete_secret(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<StatusCode, Error> {
+    remove(state, caller, Kind::Secret, name, raw).await
+}
+
+// ---- /v1/agents ----
+
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "agents",
+    params(crate::openapi::ListedGroups),
+    responses((status = 200, body = AgentList))
+)]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<AgentList>, Error> {
+    let rows = list(state, caller, Kind::Agent, raw).await?;
+    Ok(Json(AgentList {
+        agents: rows.iter().map(agent_view).collect::<Result<_, _>>()?,
+    }))
+}
+
+/// An agent: the image, command, contexts and credentials its tasks run with.
+#[utoipa::path(
+    post,
+    path = "/v1/agents",
+    tag = "agents",
+    params(crate::openapi::InGroup),
+    request_body = AgentSpec,
+    responses((status = 201, body = AgentView))
+)]
+pub async fn create_agent(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+    RequestBody(body): RequestBody,
+) -> Result<Response, Error> {
+    let row = create(state, caller, Kind::Agent, raw, body).await?;
+    Ok(created(&row, agent_view(&row)?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{name}",
+    tag = "agents",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    responses((status = 200, body = AgentView))
+)]
+pub async fn show_agent(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<AgentView>, Error> {
+    let row = show(state, caller, Kind::Agent, name, raw).await?;
+    Ok(Json(agent_view(&row)?))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/agents/{name}",
+    tag = "agents",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    request_body = AgentSpec,
+    responses((status = 200, body = AgentView))
+)]
+pub async fn replace_agent(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    RequestBody(body): RequestBody,
+) -> Result<Json<AgentView>, Error> {
+    let row = replace(state, caller, Kind::Agent, name, raw, body).await?;
+    Ok(Json(agent_view(&row)?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/agents/{name}",
+    tag = "agents",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    responses((status = 204, description = "Deleted"))
+)]
+pub async fn delete_agent(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<StatusCode, Error> {
+    remove(state, caller, Kind::Agent, name, raw).await
+}
 
 /// Secret values for the runner: opened from the store with the server's key.
 pub struct SealedSecrets {
@@ -429,36 +724,70 @@ impl tessera_runner::SecretSource for SealedSecrets {
 // ---- contextual tasks ---------------------------------------------------------------
 
 /// A task as the Task API shows it: its phase, agent and labels next to the one state.
-pub(crate) fn task_view(t: &tessera_core::TaskRecord) -> Value {
-    let last = t.logs.last();
-    json!({
-        "id": t.id,
-        "name": t.spec.name,
-        "group": t.group,
-        "origin": t.origin,
-        "agent_ref": t.extra.agent,
-        "phase": t.state.phase(),
-        "state": t.state,
-        "reason": t.reason,
-        "priority": t.priority,
-        "labels": t.spec.tags,
-        "keep_alive_seconds": t.extra.keep_alive_secs,
-        "created_at": tessera_core::time_fmt::format_rfc3339(t.creation_time),
-        "start_time": last.and_then(|l| l.start_time.clone()),
-        "end_time": last.and_then(|l| l.end_time.clone()),
-        "exit_code": last.and_then(|l| l.logs.last()).map(|e| e.exit_code),
-    })
+#[derive(Serialize, ToSchema)]
+pub struct TaskView {
+    id: String,
+    name: Option<String>,
+    group: String,
+    origin: Origin,
+    agent_ref: Option<String>,
+    /// Queued, Pending, Running, Completed or Failed.
+    phase: &'static str,
+    state: tessera_core::State,
+    reason: Option<String>,
+    priority: i32,
+    labels: Option<BTreeMap<String, String>>,
+    keep_alive_seconds: Option<u64>,
+    created_at: String,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    exit_code: Option<i32>,
 }
 
+pub(crate) fn task_view(t: &tessera_core::TaskRecord) -> TaskView {
+    let last = t.logs.last();
+    TaskView {
+        id: t.id.clone(),
+        name: t.spec.name.clone(),
+        group: t.group.clone(),
+        origin: t.origin,
+        agent_ref: t.extra.agent.clone(),
+        phase: t.state.phase(),
+        state: t.state,
+        reason: t.reason.clone(),
+        priority: t.priority,
+        labels: t.spec.tags.clone(),
+        keep_alive_seconds: t.extra.keep_alive_secs,
+        created_at: tessera_core::time_fmt::format_rfc3339(t.creation_time),
+        start_time: last.and_then(|l| l.start_time.clone()),
+        end_time: last.and_then(|l| l.end_time.clone()),
+        exit_code: last.and_then(|l| l.logs.last()).map(|e| e.exit_code),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TaskList {
+    tasks: Vec<TaskView>,
+    next_page_token: Option<String>,
+}
+
+/// A task with contexts, run by an agent (`default` when it names none).
+#[utoipa::path(
+    post,
+    path = "/v1/tasks",
+    tag = "tasks",
+    params(crate::openapi::InGroup),
+    request_body = TaskRequest,
+    responses((status = 201, body = TaskView))
+)]
 pub async fn create_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
     let group = target_group(&caller, raw.as_deref())?;
-    let body = read_body(&state, body)?;
-    let req: TaskRequest = parse_json(&body, "task")?;
+    let req: TaskRequest = crate::body::json(&body, "task")?;
     let id = tessera_core::id::new_task_id();
     let record =
         submit_agent_task(&state, &caller, &group, req, id, Origin::Task, Vec::new()).await?;
@@ -581,13 +910,37 @@ pub(crate) async fn submit_agent_task(
     .await
 }
 
+/// `GET /v1/tasks` query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct TaskFilter {
+    /// Repeatable; default `task` and `cron`.
+    #[param(inline)]
+    origin: Option<Vec<Origin>>,
+    #[param(inline)]
+    state: Option<tessera_core::State>,
+    /// `key=value` (repeatable).
+    label: Option<Vec<String>>,
+    /// 1 to 1000, default 100.
+    page_size: Option<u32>,
+    page_token: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    tag = "tasks",
+    params(crate::openapi::ListedGroups, TaskFilter),
+    responses((status = 200, body = TaskList))
+)]
 /// `GET /v1/tasks`: the Task API's tasks (contextual tasks and cron children by
 /// default; `origin=` any of tes, task, run, cron, workflow), newest first.
 pub async fn list_tasks(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<TaskList>, Error> {
     let mut q = tessera_store::ListQuery {
         limit: 100,
         minimal: false,
@@ -645,30 +998,46 @@ pub async fn list_tasks(
     let next = (tasks.len() == q.limit as usize)
         .then(|| tasks.last().map(|t| tessera_core::page::encode(t.seq)))
         .flatten();
-    Ok(Json(json!({
-        "tasks": tasks.iter().map(task_view).collect::<Vec<_>>(),
-        "next_page_token": next,
-    })))
+    Ok(Json(TaskList {
+        tasks: tasks.iter().map(task_view).collect(),
+        next_page_token: next,
+    }))
 }
 
 /// `POST /v1/tasks/{id}/exec` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ExecBody {
+pub struct ExecBody {
     command: Vec<String>,
 }
 
 /// The most output of each stream `exec` returns.
 const MAX_EXEC_OUTPUT: usize = 1 << 20;
 
+/// What a command run in a kept task printed, and its exit code.
+#[derive(Serialize, ToSchema)]
+pub struct ExecOutput {
+    stdout: String,
+    stderr: String,
+    exit_code: i64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/exec",
+    tag = "tasks",
+    params(("id" = String, Path)),
+    request_body = ExecBody,
+    responses((status = 200, body = ExecOutput))
+)]
 /// `POST /v1/tasks/{id}/exec`: run a command in the container a task is kept in (human
 /// in the loop); its stdout and stderr (text, lossy) and exit code.
 pub async fn exec(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, Error> {
+    RequestBody(body): RequestBody,
+) -> Result<Json<ExecOutput>, Error> {
     let task = state
         .runner()
         .store()
@@ -677,7 +1046,7 @@ pub async fn exec(
         .map_err(|e| Error::internal("reading the task failed", e))?
         .ok_or_else(|| Error(ApiError::not_found("task", &id)))?;
     caller.check_role(Role::Write, &task.group, "task", &id)?;
-    let body: ExecBody = parse_json(&read_body(&state, body)?, "exec")?;
+    let body: ExecBody = crate::body::json(&body, "exec")?;
     if body.command.is_empty() {
         return Err(Error(ApiError::invalid_document(
             "exec",
@@ -693,9 +1062,9 @@ pub async fn exec(
         .await
         .map_err(|m| Error::new(ErrorCode::Conflict, m))?;
     tracing::info!(task_id = %id, by = %caller.username, "ran a command in a kept task");
-    Ok(Json(json!({
-        "stdout": String::from_utf8_lossy(&out.stdout),
-        "stderr": String::from_utf8_lossy(&out.stderr),
-        "exit_code": out.exit_code,
-    })))
+    Ok(Json(ExecOutput {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        exit_code: out.exit_code,
+    }))
 }

@@ -201,7 +201,7 @@ fn path_params(route: &str, path: &str) -> String {
     values.join("/")
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AuditView {
     time: String,
     actor: String,
@@ -211,7 +211,7 @@ pub struct AuditView {
     status: u16,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     entries: Vec<AuditView>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -221,7 +221,27 @@ pub struct AuditPage {
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
-/// `GET /v1/admin/audit`.
+/// `GET /v1/admin/audit` query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct AuditQuery {
+    /// Only this user's requests.
+    actor: Option<String>,
+    /// 1 to 1000, default 100.
+    page_size: Option<u32>,
+    page_token: Option<String>,
+}
+
+/// `GET /v1/admin/audit`: who changed what, newest first (instance admins).
+#[utoipa::path(
+    get,
+    operation_id = "list_audit",
+    path = "/v1/admin/audit",
+    tag = "identity",
+    params(AuditQuery),
+    responses((status = 200, body = AuditPage))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

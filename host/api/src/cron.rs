@@ -9,24 +9,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::{Value, json};
+use serde::Serialize;
+use tessera_core::agent::TaskRequest;
 use tessera_core::identity::{Principal, Role};
 use tessera_core::task::Origin;
 use tessera_core::time_fmt::{format_rfc3339, unix_ms};
 use tessera_core::{ApiError, ErrorCode, State as TaskState, TaskRecord};
-use tessera_cron::{CRON_TAG, CronSpec, Decision, child_id, child_name, decide, due};
+use tessera_cron::{
+    CRON_TAG, ConcurrencyPolicy, CronSpec, Decision, child_id, child_name, decide, due,
+};
 use tessera_store::{CronRow, ListQuery};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
+use crate::body::RequestBody;
 use crate::query::target_group;
-use crate::tes::{parse_json, read_body};
 use crate::{AppState, Error};
 
 /// How often the scheduler looks for due ticks.
@@ -43,7 +45,7 @@ fn at_ms(ms: i64) -> Option<OffsetDateTime> {
 }
 
 fn parse_spec(body: &[u8], path_name: Option<&str>) -> Result<CronSpec, Error> {
-    let spec: CronSpec = parse_json(body, "cron task")?;
+    let spec: CronSpec = crate::body::json(body, "cron task")?;
     if let Some(p) = path_name
         && p != spec.name
     {
@@ -83,32 +85,84 @@ async fn children(state: &AppState, group: &str, name: &str) -> Result<Vec<TaskR
         .map_err(|e| Error::internal("listing the cron task's children failed", e))
 }
 
-async fn view(state: &AppState, row: &CronRow) -> Result<Value, Error> {
+/// A cron task as the API shows it: its document (the fields of [`CronSpec`]) with its
+/// group, times and status.
+#[derive(Serialize, ToSchema)]
+pub struct CronView {
+    name: String,
+    group: String,
+    created_at: String,
+    updated_at: String,
+    schedule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_zone: Option<String>,
+    concurrency_policy: ConcurrencyPolicy,
+    suspend: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starting_deadline_seconds: Option<u64>,
+    successful_history_limit: u32,
+    failed_history_limit: u32,
+    task: TaskRequest,
+    status: CronStatus,
+}
+
+/// Where a cron task stands.
+#[derive(Serialize, ToSchema)]
+pub struct CronStatus {
+    /// Ids of its children that have not ended.
+    active: Vec<String>,
+    last_schedule_time: Option<String>,
+    last_success_time: Option<String>,
+    /// None while suspended.
+    next_schedule_time: Option<String>,
+    /// Why the last tick made no child, if it did not.
+    last_skip: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CronList {
+    cron_tasks: Vec<CronView>,
+}
+
+async fn view(state: &AppState, row: &CronRow) -> Result<CronView, Error> {
     let spec: CronSpec = serde_json::from_str(&row.spec)
         .map_err(|e| Error::internal("a stored cron task does not decode", e))?;
     let kids = children(state, &row.group, &row.name).await?;
-    let active: Vec<&str> = kids
+    let active: Vec<String> = kids
         .iter()
         .filter(|t| !t.state.is_terminal())
-        .map(|t| t.id.as_str())
+        .map(|t| t.id.clone())
         .collect();
     let last_success = kids
         .iter()
         .find(|t| t.state == TaskState::Complete)
         .and_then(|t| t.logs.last().and_then(|l| l.end_time.clone()));
-    let mut v = serde_json::to_value(&spec)
-        .map_err(|e| Error::internal("encoding the cron task failed", e))?;
-    v["group"] = json!(row.group);
-    v["created_at"] = json!(row.created_at);
-    v["updated_at"] = json!(row.updated_at);
-    v["status"] = json!({
-        "active": active,
-        "last_schedule_time": row.last_schedule_ms.and_then(at_ms).map(format_rfc3339),
-        "last_success_time": last_success,
-        "next_schedule_time": if spec.suspend { None } else { row.next_ms.and_then(at_ms).map(format_rfc3339) },
-        "last_skip": row.last_skip,
-    });
-    Ok(v)
+    let status = CronStatus {
+        active,
+        last_schedule_time: row.last_schedule_ms.and_then(at_ms).map(format_rfc3339),
+        last_success_time: last_success,
+        next_schedule_time: if spec.suspend {
+            None
+        } else {
+            row.next_ms.and_then(at_ms).map(format_rfc3339)
+        },
+        last_skip: row.last_skip.clone(),
+    };
+    Ok(CronView {
+        name: spec.name,
+        group: row.group.clone(),
+        created_at: row.created_at.clone(),
+        updated_at: row.updated_at.clone(),
+        schedule: spec.schedule,
+        time_zone: spec.time_zone,
+        concurrency_policy: spec.concurrency_policy,
+        suspend: spec.suspend,
+        starting_deadline_seconds: spec.starting_deadline_seconds,
+        successful_history_limit: spec.successful_history_limit,
+        failed_history_limit: spec.failed_history_limit,
+        task: spec.task,
+        status,
+    })
 }
 
 async fn find(
@@ -127,14 +181,23 @@ async fn find(
         .ok_or_else(|| Error(ApiError::not_found("cron task", name)))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "create_cron_task",
+    path = "/v1/cron-tasks",
+    tag = "cron-tasks",
+    params(crate::openapi::InGroup),
+    request_body = CronSpec,
+    responses((status = 201, body = CronView))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
     let group = target_group(&caller, raw.as_deref())?;
-    let spec = parse_spec(&read_body(&state, body)?, None)?;
+    let spec = parse_spec(&body, None)?;
     let next = first_tick(&spec, OffsetDateTime::now_utc());
     state
         .runner()
@@ -153,11 +216,19 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "list_cron_tasks",
+    path = "/v1/cron-tasks",
+    tag = "cron-tasks",
+    params(crate::openapi::ListedGroups),
+    responses((status = 200, body = CronList))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<CronList>, Error> {
     let groups = crate::query::listed_groups(&caller, raw.as_deref())?;
     let rows = state
         .runner()
@@ -169,31 +240,48 @@ pub async fn list(
     for r in &rows {
         out.push(view(&state, r).await?);
     }
-    Ok(Json(json!({ "cron_tasks": out })))
+    Ok(Json(CronList { cron_tasks: out }))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "show_cron_task",
+    path = "/v1/cron-tasks/{name}",
+    tag = "cron-tasks",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    responses((status = 200, body = CronView))
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<CronView>, Error> {
     let group = crate::query::group(&caller, raw.as_deref())?;
     let row = find(&state, &caller, &group, &name).await?;
     Ok(Json(view(&state, &row).await?))
 }
 
+#[utoipa::path(
+    put,
+    operation_id = "replace_cron_task",
+    path = "/v1/cron-tasks/{name}",
+    tag = "cron-tasks",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    request_body = CronSpec,
+    responses((status = 200, body = CronView))
+)]
 pub async fn replace(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, Error> {
+    RequestBody(body): RequestBody,
+) -> Result<Json<CronView>, Error> {
     let group = crate::query::group(&caller, raw.as_deref())?;
     find(&state, &caller, &group, &name).await?;
     caller.check_role(Role::Write, &group, "cron task", &name)?;
-    let spec = parse_spec(&read_body(&state, body)?, Some(&name))?;
+    let spec = parse_spec(&body, Some(&name))?;
     let next = first_tick(&spec, OffsetDateTime::now_utc());
     state
         .runner()
@@ -205,6 +293,14 @@ pub async fn replace(
     Ok(Json(view(&state, &row).await?))
 }
 
+#[utoipa::path(
+    delete,
+    operation_id = "delete_cron_task",
+    path = "/v1/cron-tasks/{name}",
+    tag = "cron-tasks",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -225,6 +321,14 @@ pub async fn delete(
 
 /// `POST /v1/cron-tasks/{name}/trigger`: a tick now, under the concurrency policy (409
 /// under Forbid while a child runs), also when the cron task is suspended.
+#[utoipa::path(
+    post,
+    operation_id = "trigger_cron_task",
+    path = "/v1/cron-tasks/{name}/trigger",
+    tag = "cron-tasks",
+    params(("name" = String, Path), crate::openapi::InGroup),
+    responses((status = 201, body = crate::agents::TaskView))
+)]
 pub async fn trigger(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -94,11 +94,19 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| object_error(e, &what))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BucketList {
     pub buckets: Vec<String>,
 }
 
+/// The buckets the caller may read.
+#[utoipa::path(
+    get,
+    operation_id = "list_buckets",
+    path = "/v1/data",
+    tag = "data",
+    responses((status = 200, body = BucketList))
+)]
 pub async fn buckets(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -109,7 +117,7 @@ pub async fn buckets(
 }
 
 /// One object as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ObjectView {
     pub bucket: String,
     pub key: String,
@@ -144,7 +152,7 @@ impl ObjectView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ObjectList {
     pub objects: Vec<ObjectView>,
     /// Present when the page is full: pass it as `start_after` for the next one.
@@ -152,6 +160,28 @@ pub struct ObjectList {
     pub next_start_after: Option<String>,
 }
 
+/// `GET /v1/data/{bucket}` query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ListQuery {
+    /// Only keys starting with this.
+    prefix: Option<String>,
+    /// Continue after this key (`next_start_after` of the page before).
+    start_after: Option<String>,
+    /// 1 to 1000, default 1000.
+    limit: Option<u32>,
+}
+
+/// Objects of a bucket in key order.
+#[utoipa::path(
+    get,
+    operation_id = "list_objects",
+    path = "/v1/data/{bucket}",
+    tag = "data",
+    params(("bucket" = String, Path), ListQuery),
+    responses((status = 200, body = ObjectList))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -301,8 +331,8 @@ fn archive_current(store: &dyn ObjectStore, bucket: &str, key: &str) -> Result<(
 }
 
 /// One version of an object as the API shows it.
-#[derive(Serialize)]
-struct VersionView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ObjectVersion {
     version: String,
     size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -311,6 +341,15 @@ struct VersionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     modified: Option<String>,
     current: bool,
+}
+
+/// `GET /v1/data/{bucket}/{key}?versions`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VersionList {
+    bucket: String,
+    key: String,
+    /// Newest first; the current object is the one with `current`.
+    versions: Vec<ObjectVersion>,
 }
 
 fn modified_rfc3339(ms: Option<u64>) -> Option<String> {
@@ -333,13 +372,13 @@ async fn versions(state: &AppState, bucket: &str, key: &str) -> Result<Response,
         Err(e) => return Err(e),
     };
     let prefix = format!("{VERSIONS}{key}/");
-    let mut out: Vec<VersionView> = list_all(state, bucket, &prefix)
+    let mut out: Vec<ObjectVersion> = list_all(state, bucket, &prefix)
         .await?
         .into_iter()
         .filter_map(|o| {
             let version = o.key.strip_prefix(&prefix)?;
             // Only direct children: `.versions/a/b/V` belongs to key `a/b`, not `a`.
-            (!version.contains('/')).then(|| VersionView {
+            (!version.contains('/')).then(|| ObjectVersion {
                 version: version.to_string(),
                 size: o.size,
                 sha256: o.sha256.clone(),
@@ -349,7 +388,7 @@ async fn versions(state: &AppState, bucket: &str, key: &str) -> Result<Response,
         })
         .collect();
     if let Some(c) = &current {
-        out.push(VersionView {
+        out.push(ObjectVersion {
             version: version_id(c),
             size: c.size,
             sha256: c.sha256.clone(),
@@ -364,7 +403,12 @@ async fn versions(state: &AppState, bucket: &str, key: &str) -> Result<Response,
         ));
     }
     out.reverse();
-    Ok(Json(serde_json::json!({ "bucket": bucket, "key": key, "versions": out })).into_response())
+    Ok(Json(VersionList {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        versions: out,
+    })
+    .into_response())
 }
 
 /// A single `bytes=` range against an object of `size` bytes: `start..end`; `None`
@@ -413,6 +457,22 @@ enum Part {
     End,
 }
 
+/// Store an object (the body, streamed; `Content-Length` required). The object it
+/// replaces stays readable as an earlier version.
+#[utoipa::path(
+    put,
+    operation_id = "put_object",
+    path = "/v1/data/{bucket}/{*key}",
+    tag = "data",
+    params(
+        ("bucket" = String, Path),
+        ("key" = String, Path, description = "The object's key; may contain `/`."),
+        ("content-type" = Option<String>, Header, description = "Kept and returned on download."),
+    ),
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream",
+        description = "The object's bytes (none: an empty object)."),
+    responses((status = 201, body = ObjectView))
+)]
 pub async fn put(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -575,6 +635,15 @@ fn object_headers(info: &ObjectInfo) -> HeaderMap {
     h
 }
 
+/// An object's headers (size, ETag, SHA-256, content type, metadata).
+#[utoipa::path(
+    head,
+    operation_id = "head_object",
+    path = "/v1/data/{bucket}/{*key}",
+    tag = "data",
+    params(("bucket" = String, Path), ("key" = String, Path), ObjectQuery),
+    responses((status = 200, description = "The object exists"))
+)]
 pub async fn head(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -589,6 +658,31 @@ pub async fn head(
     Ok((StatusCode::OK, object_headers(&info)).into_response())
 }
 
+/// `GET`/`HEAD /v1/data/{bucket}/{key}` query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ObjectQuery {
+    /// An earlier version (from `?versions`).
+    version: Option<String>,
+    /// Present: list the object's versions instead of reading it.
+    versions: Option<String>,
+}
+
+/// Download an object (streamed); one `Range: bytes=…` answers 206 with that part.
+#[utoipa::path(
+    get,
+    operation_id = "get_object",
+    path = "/v1/data/{bucket}/{*key}",
+    tag = "data",
+    params(("bucket" = String, Path), ("key" = String, Path), ObjectQuery,
+        ("range" = Option<String>, Header, description = "One `bytes=START-END` range.")),
+    responses(
+        (status = 200, description = "The object's bytes, or its versions with `?versions`",
+            content((Vec<u8> = "application/octet-stream"), (VersionList = "application/json"))),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -734,6 +828,14 @@ fn pump(mut reader: Box<dyn Read + Send>, tx: &mpsc::Sender<std::io::Result<Byte
     }
 }
 
+#[utoipa::path(
+    delete,
+    operation_id = "delete_object",
+    path = "/v1/data/{bucket}/{*key}",
+    tag = "data",
+    params(("bucket" = String, Path), ("key" = String, Path)),
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -21,7 +21,6 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use serde_json::json;
 use tessera_core::ErrorCode;
 use tessera_core::task::Origin;
 use tessera_store::{FeedEvent, Store};
@@ -136,30 +135,76 @@ impl Filter {
     }
 }
 
+/// The `data` of one event on the stream (its SSE `id` is `seq`, its SSE `event` is
+/// `type`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EventData<'a> {
+    seq: i64,
+    /// task.created, task.state or task.finished.
+    #[serde(rename = "type")]
+    kind: &'a str,
+    task_id: &'a str,
+    origin: Origin,
+    group: &'a str,
+    from: Option<tessera_core::State>,
+    to: tessera_core::State,
+    reason: Option<&'a str>,
+    at: String,
+}
+
 fn sse_event(e: &FeedEvent) -> SseEvent {
     let ev = &e.event;
     let kind = event_type(ev);
-    let data = json!({
-        "seq": ev.seq,
-        "type": kind,
-        "task_id": ev.task_id,
-        "origin": e.origin,
-        "group": e.group,
-        "from": ev.from_state,
-        "to": ev.to_state,
-        "reason": ev.reason,
-        "at": tessera_core::time_fmt::format_rfc3339(ev.at),
-    });
+    let data = EventData {
+        seq: ev.seq,
+        kind,
+        task_id: &ev.task_id,
+        origin: e.origin,
+        group: &e.group,
+        from: ev.from_state,
+        to: ev.to_state,
+        reason: ev.reason.as_deref(),
+        at: tessera_core::time_fmt::format_rfc3339(ev.at),
+    };
     SseEvent::default()
         .id(ev.seq.to_string())
         .event(kind)
-        .data(data.to_string())
+        .data(serde_json::to_string(&data).unwrap_or_default())
 }
 
 fn bad(msg: impl Into<String>) -> Error {
     Error::new(ErrorCode::InvalidParameter, msg)
 }
 
+/// `GET /v1/events` query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct EventQuery {
+    /// Only this task's events (repeatable).
+    task: Option<Vec<String>>,
+    /// Only this run's events (repeatable).
+    run: Option<Vec<String>>,
+    /// Only tasks of this origin (repeatable).
+    #[param(inline)]
+    origin: Option<Vec<Origin>>,
+    /// task.created, task.state or task.finished (repeatable).
+    #[param(rename = "type")]
+    kind: Option<Vec<String>>,
+    /// Replay from the stored log after this event id (as `Last-Event-ID` does).
+    after: Option<i64>,
+}
+
+/// Server-Sent Events of the tasks the caller sees: each event's `data` is an
+/// `EventData` object.
+#[utoipa::path(
+    get,
+    operation_id = "stream_events",
+    path = "/v1/events",
+    tag = "events",
+    params(EventQuery, ("last-event-id" = Option<i64>, Header, description = "Resume after this event.")),
+    responses((status = 200, content_type = "text/event-stream", body = EventData))
+)]
 pub async fn stream(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,

@@ -20,13 +20,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tessera_auth::{password, pat};
 use tessera_core::ErrorCode;
 use tessera_core::identity::{Role, check_name};
 use tessera_store::StoreError;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
+use crate::body::RequestBody;
 use crate::{AppState, Error};
 
 fn store_error(context: &str, e: StoreError) -> Error {
@@ -37,18 +38,13 @@ fn store_error(context: &str, e: StoreError) -> Error {
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body)
-        .map_err(|e| Error::new(ErrorCode::MalformedBody, format!("the JSON body: {e}")))
-}
-
 fn bad_name(what: &str, e: String) -> Error {
     Error::new(ErrorCode::InvalidParameter, format!("the {what}: {e}"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub struct LoginBody {
     username: String,
     password: String,
     lifetime_secs: Option<u64>,
@@ -56,9 +52,10 @@ struct LoginBody {
     read_only: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AccessTokenResponse {
     access_token: String,
+    /// `Bearer`.
     token_type: &'static str,
     expires_in: u64,
 }
@@ -79,11 +76,20 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| password::hash(&pat::generate().0).unwrap_or_default())
 }
 
+/// A short-lived access token for a user name and password.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/token",
+    tag = "identity",
+    request_body = LoginBody,
+    security(()),
+    responses((status = 200, body = AccessTokenResponse))
+)]
 pub async fn login(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Json<AccessTokenResponse>, Error> {
-    let body: LoginBody = json_body(&body)?;
+    let body: LoginBody = crate::body::json(&body, "request")?;
     let max = state.auth().config().access_token_lifetime;
     let lifetime = body
         .lifetime_secs
@@ -141,13 +147,13 @@ pub async fn login(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct GroupRole {
     group: String,
     role: Role,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WhoAmI {
     username: String,
     instance_admin: bool,
@@ -156,6 +162,13 @@ pub struct WhoAmI {
     groups: Vec<GroupRole>,
 }
 
+/// Who the token is.
+#[utoipa::path(
+    get,
+    path = "/v1/auth/whoami",
+    tag = "identity",
+    responses((status = 200, body = WhoAmI))
+)]
 pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
     Json(WhoAmI {
         username: caller.username.clone(),
@@ -173,12 +186,27 @@ pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
     })
 }
 
-#[derive(Serialize)]
-struct TokenView {
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
     name: String,
     read_only: bool,
     expires_at: Option<String>,
     created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenList {
+    tokens: Vec<TokenView>,
+}
+
+/// A new token: the only time its secret is shown.
+#[derive(Serialize, ToSchema)]
+pub struct NewToken {
+    name: String,
+    token: String,
+    read_only: bool,
+    expires_at: Option<String>,
+    note: &'static str,
 }
 
 fn token_view(t: tessera_store::TokenRow) -> TokenView {
@@ -199,9 +227,16 @@ async fn list_tokens_of(state: &AppState, user: &str) -> Result<Response, Error>
         .await
         .map_err(|e| Error::internal("listing tokens failed", e))?;
     let tokens: Vec<TokenView> = tokens.into_iter().map(token_view).collect();
-    Ok(Json(serde_json::json!({ "tokens": tokens })).into_response())
+    Ok(Json(TokenList { tokens }).into_response())
 }
 
+/// The caller's personal access tokens (never their secrets).
+#[utoipa::path(
+    get,
+    path = "/v1/auth/tokens",
+    tag = "identity",
+    responses((status = 200, body = TokenList))
+)]
 pub async fn list_tokens(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -211,23 +246,35 @@ pub async fn list_tokens(
 
 /// Personal access tokens last this long unless asked otherwise.
 const DEFAULT_TOKEN_DAYS: u32 = 90;
+/// The longest lifetime a token may ask for (0 asks for no expiry at all).
+pub(crate) const MAX_TOKEN_DAYS: u32 = 36_500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewTokenBody {
+pub struct NewTokenBody {
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     name: String,
-    /// 0: never expires.
+    /// Default 90; 0: never expires.
+    #[schema(maximum = 36_500)]
     expires_in_days: Option<u32>,
     #[serde(default)]
     read_only: bool,
 }
 
+/// A personal access token.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/tokens",
+    tag = "identity",
+    request_body = NewTokenBody,
+    responses((status = 201, body = NewToken))
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: axum::body::Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
-    let body: NewTokenBody = json_body(&body)?;
+    let body: NewTokenBody = crate::body::json(&body, "request")?;
     check_name(&body.name).map_err(|e| bad_name("token name", e))?;
     // A read-only token cannot mint one that writes.
     if caller.read_only && !body.read_only {
@@ -237,6 +284,12 @@ pub async fn create_token(
         ));
     }
     let days = body.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
+    if days > MAX_TOKEN_DAYS {
+        return Err(Error::new(
+            ErrorCode::InvalidParameter,
+            format!("expires_in_days must be at most {MAX_TOKEN_DAYS} (0: never expires)"),
+        ));
+    }
     let expires_at =
         (days > 0).then(|| time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(days)));
     let (token, digest) = pat::generate();
@@ -253,24 +306,28 @@ pub async fn create_token(
         .await
         .map_err(|e| store_error("storing the token failed", e))?;
     tracing::info!(user = %caller.username, token = %body.name, read_only = body.read_only, "personal access token created");
-    let body = serde_json::json!({
-        "name": body.name,
-        "token": token,
-        "read_only": body.read_only,
-        "expires_at": expires_at.map(tessera_core::time_fmt::format_rfc3339),
-        "note": "this is the only time the token is shown",
-    });
-    let object = format!(
-        "{}/{}",
-        caller.username,
-        body["name"].as_str().unwrap_or_default()
-    );
+    let object = format!("{}/{}", caller.username, body.name);
+    let body = NewToken {
+        name: body.name,
+        token,
+        read_only: body.read_only,
+        expires_at: expires_at.map(tessera_core::time_fmt::format_rfc3339),
+        note: "this is the only time the token is shown",
+    };
     Ok(crate::audit::naming(
         (StatusCode::CREATED, Json(body)),
         &object,
     ))
 }
 
+/// Revoke one of the caller's tokens.
+#[utoipa::path(
+    delete,
+    path = "/v1/auth/tokens/{name}",
+    tag = "identity",
+    params(("name" = String, Path)),
+    responses((status = 204, description = "Done"))
+)]
 pub async fn delete_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -305,6 +362,13 @@ async fn revoke_all_of(state: &AppState, user: &str) -> Result<Response, Error> 
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Revoke every token of the caller (and the access tokens issued to it).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/tokens/revoke-all",
+    tag = "identity",
+    responses((status = 204, description = "Done"))
+)]
 pub async fn revoke_all(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -314,8 +378,8 @@ pub async fn revoke_all(
 
 // ---- users (instance admins) ----
 
-#[derive(Serialize)]
-struct UserView {
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
     name: String,
     instance_admin: bool,
     password_login: bool,
@@ -323,6 +387,17 @@ struct UserView {
     groups: Option<Vec<GroupRole>>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct UserList {
+    users: Vec<UserView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users",
+    tag = "identity",
+    responses((status = 200, body = UserList))
+)]
 pub async fn list_users(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -343,12 +418,13 @@ pub async fn list_users(
             groups: None,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "users": users })).into_response())
+    Ok(Json(UserList { users }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUserBody {
+pub struct NewUserBody {
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     name: String,
     password: Option<String>,
     #[serde(default)]
@@ -371,13 +447,21 @@ async fn hash_password(password: String) -> Result<String, Error> {
         .map_err(|e| Error::internal("hashing the password failed", e))
 }
 
+/// Add a user (instance admins).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users",
+    tag = "identity",
+    request_body = NewUserBody,
+    responses((status = 201, body = UserView))
+)]
 pub async fn create_user(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: axum::body::Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
     caller.check_instance_admin()?;
-    let body: NewUserBody = json_body(&body)?;
+    let body: NewUserBody = crate::body::json(&body, "request")?;
     check_name(&body.name).map_err(|e| bad_name("user name", e))?;
     let hash = match body.password {
         Some(p) => Some(hash_password(p).await?),
@@ -406,6 +490,14 @@ pub async fn create_user(
     ))
 }
 
+/// A user with their groups (instance admins).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{name}",
+    tag = "identity",
+    params(("name" = String, Path)),
+    responses((status = 200, body = UserView))
+)]
 pub async fn show_user(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -436,6 +528,14 @@ pub async fn show_user(
     .into_response())
 }
 
+/// Remove a user (instance admins).
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{name}",
+    tag = "identity",
+    params(("name" = String, Path)),
+    responses((status = 204, description = "Done"))
+)]
 pub async fn delete_user(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -463,21 +563,30 @@ pub async fn delete_user(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordBody {
+pub struct PasswordBody {
     /// `null`: no password login.
     password: Option<String>,
 }
 
+/// Set or clear a user's password (instance admins).
+#[utoipa::path(
+    put,
+    path = "/v1/admin/users/{name}/password",
+    tag = "identity",
+    params(("name" = String, Path)),
+    request_body = PasswordBody,
+    responses((status = 204, description = "Done"))
+)]
 pub async fn set_password(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
     caller.check_instance_admin()?;
-    let body: PasswordBody = json_body(&body)?;
+    let body: PasswordBody = crate::body::json(&body, "request")?;
     let hash = match body.password {
         Some(p) => Some(hash_password(p).await?),
         None => None,
@@ -495,6 +604,14 @@ pub async fn set_password(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Revoke every token of a user (instance admins).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{name}/revoke-tokens",
+    tag = "identity",
+    params(("name" = String, Path)),
+    responses((status = 204, description = "Done"))
+)]
 pub async fn revoke_user_tokens(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -506,8 +623,8 @@ pub async fn revoke_user_tokens(
 
 // ---- groups ----
 
-#[derive(Serialize)]
-struct GroupView {
+#[derive(Serialize, ToSchema)]
+pub struct GroupView {
     name: String,
     /// The user whose personal group this is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -522,12 +639,24 @@ struct GroupView {
     quota: Option<tessera_core::identity::Quota>,
 }
 
-#[derive(Serialize)]
-struct Member {
+#[derive(Serialize, ToSchema)]
+pub struct Member {
     user: String,
     role: Role,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct GroupList {
+    groups: Vec<GroupView>,
+}
+
+/// The groups the caller sees.
+#[utoipa::path(
+    get,
+    path = "/v1/groups",
+    tag = "identity",
+    responses((status = 200, body = GroupList))
+)]
 pub async fn list_groups(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -549,22 +678,31 @@ pub async fn list_groups(
             quota: None,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "groups": groups })).into_response())
+    Ok(Json(GroupList { groups }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewGroupBody {
+pub struct NewGroupBody {
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     name: String,
 }
 
+/// Add a group (instance admins).
+#[utoipa::path(
+    post,
+    path = "/v1/groups",
+    tag = "identity",
+    request_body = NewGroupBody,
+    responses((status = 201, body = GroupView))
+)]
 pub async fn create_group(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: axum::body::Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
     caller.check_instance_admin()?;
-    let body: NewGroupBody = json_body(&body)?;
+    let body: NewGroupBody = crate::body::json(&body, "request")?;
     check_name(&body.name).map_err(|e| bad_name("group name", e))?;
     state
         .runner()
@@ -589,6 +727,14 @@ pub async fn create_group(
     ))
 }
 
+/// A group with its members and quota.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{name}",
+    tag = "identity",
+    params(("name" = String, Path)),
+    responses((status = 200, body = GroupView))
+)]
 pub async fn show_group(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -628,6 +774,14 @@ pub async fn show_group(
     .into_response())
 }
 
+/// Remove a group (instance admins).
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{name}",
+    tag = "identity",
+    params(("name" = String, Path)),
+    responses((status = 204, description = "Done"))
+)]
 pub async fn delete_group(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -648,20 +802,29 @@ pub async fn delete_group(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MemberBody {
+pub struct MemberBody {
     role: Role,
 }
 
+/// Add a member or change their role (the group's admins).
+#[utoipa::path(
+    put,
+    path = "/v1/groups/{name}/members/{user}",
+    tag = "identity",
+    params(("name" = String, Path), ("user" = String, Path)),
+    request_body = MemberBody,
+    responses((status = 200, body = Member))
+)]
 pub async fn set_member(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((group, user)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
     caller.check_role(Role::Admin, &group, "group", &group)?;
-    let body: MemberBody = json_body(&body)?;
+    let body: MemberBody = crate::body::json(&body, "request")?;
     state
         .runner()
         .store()
@@ -677,6 +840,14 @@ pub async fn set_member(
     .into_response())
 }
 
+/// Remove a member (the group's admins).
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{name}/members/{user}",
+    tag = "identity",
+    params(("name" = String, Path), ("user" = String, Path)),
+    responses((status = 204, description = "Done"))
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -698,15 +869,23 @@ pub async fn remove_member(
 
 /// `PUT /v1/groups/{name}/quota` (instance admins): the group's limits, replacing the
 /// ones it had; `{}` removes them.
+#[utoipa::path(
+    put,
+    path = "/v1/groups/{name}/quota",
+    tag = "identity",
+    params(("name" = String, Path)),
+    request_body = tessera_core::identity::Quota,
+    responses((status = 200, body = tessera_core::identity::Quota))
+)]
 pub async fn set_quota(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
     caller.check_sees(&name, "group", &name)?;
     caller.check_instance_admin()?;
-    let quota: tessera_core::identity::Quota = json_body(&body)?;
+    let quota: tessera_core::identity::Quota = crate::body::json(&body, "request")?;
     if quota.max_ram_gb.is_some_and(|r| !r.is_finite() || r < 0.0) {
         return Err(Error::new(
             ErrorCode::InvalidParameter,
@@ -729,23 +908,39 @@ pub async fn set_quota(
 
 /// `PUT /v1/groups/{name}/retention` body: days (0: forever), or null for the server's
 /// default.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RetentionBody {
+pub struct RetentionBody {
     days: Option<u32>,
 }
 
+/// A group's retention of finished tasks.
+#[derive(Serialize, ToSchema)]
+pub struct Retention {
+    group: String,
+    /// Days (0: forever); null: the server's default.
+    retention_days: Option<u32>,
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/groups/{name}/retention",
+    tag = "identity",
+    params(("name" = String, Path)),
+    request_body = RetentionBody,
+    responses((status = 200, body = Retention))
+)]
 /// `PUT /v1/groups/{name}/retention` (instance admins): how long the group's finished
 /// tasks are kept.
 pub async fn set_retention(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
     caller.check_sees(&name, "group", &name)?;
     caller.check_instance_admin()?;
-    let body: RetentionBody = json_body(&body)?;
+    let body: RetentionBody = crate::body::json(&body, "request")?;
     let found = state
         .runner()
         .store()
@@ -756,20 +951,44 @@ pub async fn set_retention(
         return Err(Error(tessera_core::ApiError::not_found("group", &name)));
     }
     tracing::info!(group = %name, days = ?body.days, by = %caller.username, "retention set");
-    Ok(Json(serde_json::json!({ "group": name, "retention_days": body.days })).into_response())
+    Ok(Json(Retention {
+        group: name,
+        retention_days: body.days,
+    })
+    .into_response())
 }
 
 /// `GET /v1/auth/providers` (no token needed): how to get a token here, for clients
 /// such as `tessera login`.
-pub async fn providers(State(state): State<AppState>) -> Json<Value> {
-    let oidc = state.auth().oidc().map(|o| {
-        serde_json::json!({
-            "issuer": o.issuer(),
-            "audience": o.audience(),
-        })
+#[utoipa::path(
+    get,
+    path = "/v1/auth/providers",
+    tag = "identity",
+    security(()),
+    responses((status = 200, body = Providers))
+)]
+pub async fn providers(State(state): State<AppState>) -> Json<Providers> {
+    let oidc = state.auth().oidc().map(|o| OidcProvider {
+        issuer: o.issuer().to_string(),
+        audience: o.audience().to_string(),
     });
-    Json(serde_json::json!({
-        "password": true,
-        "oidc": oidc,
-    }))
+    Json(Providers {
+        password: true,
+        oidc,
+    })
+}
+
+/// How to get a token here.
+#[derive(Serialize, ToSchema)]
+pub struct Providers {
+    /// `POST /v1/auth/token` with a user name and password.
+    password: bool,
+    /// The OpenID provider whose access tokens the server accepts.
+    oidc: Option<OidcProvider>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OidcProvider {
+    issuer: String,
+    audience: String,
 }

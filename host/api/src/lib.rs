@@ -5,7 +5,10 @@
 //! - `/v1/plugins`: plugin install, list, inspect, activate, rollback, delete
 //! - `/v1/data`: buckets and objects of the object store behind `s3://` URLs
 //! - `/v1/auth`, `/v1/admin/users`, `/v1/groups`: tokens, users and groups (`identity.rs`)
-//! - `/healthz`, `/readyz`, `/metrics` and `POST /v1/auth/token` (no token needed)
+//! - the Task API: operations and runs, configs, secrets, agents, tasks, cron tasks, events
+//! - `GET /v1/openapi.json`: the OpenAPI 3.1 document of all of the above (`openapi.rs`)
+//! - `/healthz`, `/readyz`, `/metrics`, `POST /v1/auth/token`, `GET /v1/auth/providers` and
+//!   the OpenAPI document need no token
 //!
 //! Everything else needs a bearer token (`auth.rs`), and answers for objects of groups
 //! the caller does not see as if they did not exist.
@@ -13,6 +16,7 @@
 pub mod agents;
 pub mod audit;
 pub mod auth;
+mod body;
 pub mod cron;
 mod data;
 mod error;
@@ -20,6 +24,7 @@ pub mod events;
 mod identity;
 mod metrics;
 pub mod oidc;
+mod openapi;
 mod operations;
 mod plugins;
 mod query;
@@ -34,12 +39,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use std::sync::Arc;
 use tessera_core::ErrorCode;
 use tessera_core::validate::Policy;
 use tessera_registry::Registry;
 use tessera_runner::{ExecutorStatus, Runner};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 
 #[derive(Clone)]
 pub struct ApiConfig {
@@ -148,163 +154,122 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/v1/data", get(data::buckets))
-        .route("/v1/data/{bucket}", get(data::list))
-        .route(
-            "/v1/data/{bucket}/{*key}",
-            get(data::get)
-                .head(data::head)
-                .put(data::put)
-                .delete(data::delete),
-        )
-        .route("/ga4gh/tes/v1/service-info", get(tes::service_info))
-        .route(
-            "/ga4gh/tes/v1/tasks",
-            get(tes::list_tasks).post(tes::create_task),
-        )
+/// The routes that need a token, with their OpenAPI entries. Each `routes!` is one path:
+/// its handlers' annotations give the path and methods of both the route and its entry.
+fn authenticated_routes() -> OpenApiRouter<AppState> {
+    use utoipa_axum::routes;
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(data::buckets))
+        .routes(routes!(data::list))
+        .routes(routes!(data::get, data::head, data::put, data::delete))
+        .routes(routes!(tes::service_info))
+        .routes(routes!(tes::list_tasks, tes::create_task))
+        .routes(routes!(tes::get_task))
+        // TES's `POST /tasks/{id}:cancel`: one path segment the router cannot split, so
+        // it is routed at `/tasks/{id}` and documented at its TES path (`openapi::Base`).
         .route(
             "/ga4gh/tes/v1/tasks/{id}",
-            get(tes::get_task).post(tes::cancel_task),
+            axum::routing::post(tes::cancel_task),
         )
-        .route(
-            "/v1/operations",
-            get(operations::list_operations).post(operations::create_operation),
+        .routes(routes!(
+            operations::list_operations,
+            operations::create_operation
+        ))
+        .routes(routes!(
+            operations::show_operation,
+            operations::update_operation,
+            operations::delete_operation
+        ))
+        .routes(routes!(operations::create_run))
+        .routes(routes!(events::stream))
+        .routes(routes!(operations::list_runs))
+        .routes(routes!(operations::show_run))
+        .routes(routes!(operations::cancel_run))
+        .routes(routes!(operations::rerun))
+        .routes(routes!(operations::run_logs))
+        .routes(routes!(operations::list_artifacts))
+        .routes(routes!(operations::download_artifact))
+        .routes(routes!(agents::list_configs, agents::create_config))
+        .routes(routes!(
+            agents::show_config,
+            agents::replace_config,
+            agents::delete_config
+        ))
+        .routes(routes!(agents::list_secrets, agents::create_secret))
+        .routes(routes!(
+            agents::show_secret,
+            agents::replace_secret,
+            agents::delete_secret
+        ))
+        .routes(routes!(agents::list_agents, agents::create_agent))
+        .routes(routes!(
+            agents::show_agent,
+            agents::replace_agent,
+            agents::delete_agent
+        ))
+        .routes(routes!(agents::list_tasks, agents::create_task))
+        .routes(routes!(agents::exec))
+        .routes(routes!(cron::list, cron::create))
+        .routes(routes!(cron::show, cron::replace, cron::delete))
+        .routes(routes!(cron::trigger))
+        .routes(routes!(tes::task_status))
+        .routes(routes!(tes::cancel_v1))
+        .routes(
+            routes!(plugins::list, plugins::install).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
         )
-        .route(
-            "/v1/operations/{id}",
-            get(operations::show_operation)
-                .put(operations::update_operation)
-                .delete(operations::delete_operation),
-        )
-        .route("/v1/operations/{id}/runs", post(operations::create_run))
-        .route("/v1/events", get(events::stream))
-        .route("/v1/runs", get(operations::list_runs))
-        .route("/v1/runs/{id}", get(operations::show_run))
-        .route("/v1/runs/{id}/cancel", post(operations::cancel_run))
-        .route("/v1/runs/{id}/rerun", post(operations::rerun))
-        .route("/v1/runs/{id}/logs", get(operations::run_logs))
-        .route("/v1/runs/{id}/artifacts", get(operations::list_artifacts))
-        .route(
-            "/v1/runs/{id}/artifacts/{*path}",
-            get(operations::download_artifact),
-        )
-        .route(
-            "/v1/configs",
-            get(agents::list_configs).post(agents::create_config),
-        )
-        .route(
-            "/v1/configs/{name}",
-            get(agents::show_config)
-                .put(agents::replace_config)
-                .delete(agents::delete_config),
-        )
-        .route(
-            "/v1/secrets",
-            get(agents::list_secrets).post(agents::create_secret),
-        )
-        .route(
-            "/v1/secrets/{name}",
-            get(agents::show_secret)
-                .put(agents::replace_secret)
-                .delete(agents::delete_secret),
-        )
-        .route(
-            "/v1/agents",
-            get(agents::list_agents).post(agents::create_agent),
-        )
-        .route(
-            "/v1/agents/{name}",
-            get(agents::show_agent)
-                .put(agents::replace_agent)
-                .delete(agents::delete_agent),
-        )
-        .route(
-            "/v1/tasks",
-            get(agents::list_tasks).post(agents::create_task),
-        )
-        .route("/v1/tasks/{id}/exec", post(agents::exec))
-        .route("/v1/cron-tasks", get(cron::list).post(cron::create))
-        .route(
-            "/v1/cron-tasks/{name}",
-            get(cron::show).put(cron::replace).delete(cron::delete),
-        )
-        .route("/v1/cron-tasks/{name}/trigger", post(cron::trigger))
-        .route("/v1/tasks/{id}", get(tes::task_status))
-        .route("/v1/tasks/{id}/cancel", post(tes::cancel_v1))
-        .route(
-            "/v1/plugins",
-            get(plugins::list)
-                .post(plugins::install)
-                .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
-        )
-        .route("/v1/plugins/{name}", get(plugins::show))
-        .route(
-            "/v1/plugins/{name}/versions/{version}/activate",
-            post(plugins::activate),
-        )
-        .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
-        .route(
-            "/v1/plugins/{name}/versions/{version}",
-            delete(plugins::delete),
-        )
-        .route("/v1/auth/whoami", get(identity::whoami))
-        .route(
-            "/v1/auth/tokens",
-            get(identity::list_tokens).post(identity::create_token),
-        )
-        .route("/v1/auth/tokens/revoke-all", post(identity::revoke_all))
-        .route("/v1/auth/tokens/{name}", delete(identity::delete_token))
-        .route(
-            "/v1/admin/users",
-            get(identity::list_users).post(identity::create_user),
-        )
-        .route(
-            "/v1/admin/users/{name}",
-            get(identity::show_user).delete(identity::delete_user),
-        )
-        .route(
-            "/v1/admin/users/{name}/password",
-            axum::routing::put(identity::set_password),
-        )
-        .route(
-            "/v1/admin/users/{name}/revoke-tokens",
-            post(identity::revoke_user_tokens),
-        )
-        .route(
-            "/v1/groups",
-            get(identity::list_groups).post(identity::create_group),
-        )
-        .route(
-            "/v1/groups/{name}",
-            get(identity::show_group).delete(identity::delete_group),
-        )
-        .route(
-            "/v1/groups/{name}/members/{user}",
-            axum::routing::put(identity::set_member).delete(identity::remove_member),
-        )
-        .route(
-            "/v1/groups/{name}/quota",
-            axum::routing::put(identity::set_quota),
-        )
-        .route(
-            "/v1/groups/{name}/retention",
-            axum::routing::put(identity::set_retention),
-        )
-        .route("/v1/admin/audit", get(audit::list))
+        .routes(routes!(plugins::show))
+        .routes(routes!(plugins::activate))
+        .routes(routes!(plugins::rollback))
+        .routes(routes!(plugins::delete))
+        .routes(routes!(identity::whoami))
+        .routes(routes!(identity::list_tokens, identity::create_token))
+        .routes(routes!(identity::revoke_all))
+        .routes(routes!(identity::delete_token))
+        .routes(routes!(identity::list_users, identity::create_user))
+        .routes(routes!(identity::show_user, identity::delete_user))
+        .routes(routes!(identity::set_password))
+        .routes(routes!(identity::revoke_user_tokens))
+        .routes(routes!(identity::list_groups, identity::create_group))
+        .routes(routes!(identity::show_group, identity::delete_group))
+        .routes(routes!(identity::set_member, identity::remove_member))
+        .routes(routes!(identity::set_quota))
+        .routes(routes!(identity::set_retention))
+        .routes(routes!(audit::list))
+}
+
+/// The routes anyone may call.
+fn public_routes() -> OpenApiRouter<AppState> {
+    use utoipa_axum::routes;
+    OpenApiRouter::new()
+        .routes(routes!(identity::login))
+        .routes(routes!(identity::providers))
+        .routes(routes!(openapi::document))
+}
+
+/// The OpenAPI 3.1 document of the API (served at `/v1/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::finish(authenticated_routes().merge(public_routes()).into_openapi())
+}
+
+/// [`openapi_document`] as the JSON the server serves.
+pub fn openapi_json() -> String {
+    openapi::to_json(&openapi_document())
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = authenticated_routes()
         .route_layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ));
-    Router::new()
-        .merge(api)
-        .route("/v1/auth/token", post(identity::login))
-        .route("/v1/auth/providers", get(identity::providers))
+    let (routes, doc) = api.merge(public_routes()).split_for_parts();
+    let json = openapi::to_json(&openapi::finish(doc));
+    routes
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
+        .layer(axum::Extension(openapi::Document(Arc::new(json))))
         .fallback(|| async { Error::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             (

@@ -6,22 +6,27 @@
 //! (`tes::submit`), so it also shows in the TES listing, tagged `tessera.operation`.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use std::collections::BTreeMap;
+
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tessera_core::identity::Role;
-use tessera_core::operation::{OperationSpec, RerunRequest, RunRequest, run_task};
+use tessera_core::operation::{
+    DatasetInput, OperationSpec, Parameter, RerunRequest, RunRequest, run_task,
+};
 use tessera_core::task::Origin;
 use tessera_core::tes::Task;
 use tessera_core::{ApiError, ErrorCode, State as TaskState, TaskRecord, page};
 use tessera_store::{OperationRow, RunQuery, RunRow};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::tes::{parse_json, read_body, submit};
+use crate::body::RequestBody;
+use crate::tes::submit;
 use crate::{AppState, Error};
 
 /// Default and largest page of operations and runs.
@@ -49,18 +54,6 @@ fn bad_token() -> Error {
     )
 }
 
-/// A body that may be left empty (all defaults).
-fn parse_json_or_default<T: serde::de::DeserializeOwned + Default>(
-    body: &[u8],
-    what: &str,
-) -> Result<T, Error> {
-    if body.is_empty() {
-        Ok(T::default())
-    } else {
-        parse_json(body, what)
-    }
-}
-
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::internal(&format!("a stored {what} does not decode"), e)
 }
@@ -74,33 +67,89 @@ fn store_error(context: &str, e: tessera_store::StoreError) -> Error {
 
 // ---- operations --------------------------------------------------------------------
 
-/// An operation as the API shows it: its document with identity and versions.
-fn operation_view(row: &OperationRow) -> Result<Value, Error> {
+/// An operation as the API shows it: one version of its document (the fields of
+/// [`OperationSpec`]) with its identity and versions.
+#[derive(Serialize, ToSchema)]
+pub struct OperationView {
+    id: String,
+    group: String,
+    /// The version shown.
+    version: i64,
+    latest_version: i64,
+    created_at: String,
+    version_created_at: String,
+    version_created_by: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    image: String,
+    command: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    parameters: Vec<Parameter>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workdir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<tessera_core::tes::Resources>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_dir: Option<String>,
+    /// The parameters as a JSON Schema (2020-12) of a run's `params`.
+    #[schema(value_type = Object)]
+    parameters_schema: Value,
+    /// Every version (`GET /v1/operations/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    versions: Option<Vec<OperationVersion>>,
+}
+
+/// One version of an operation.
+#[derive(Serialize, ToSchema)]
+pub struct OperationVersion {
+    version: i64,
+    created_at: String,
+    created_by: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OperationList {
+    operations: Vec<OperationView>,
+    next_page_token: Option<String>,
+}
+
+fn operation_view(row: &OperationRow) -> Result<OperationView, Error> {
     let spec: OperationSpec =
         serde_json::from_str(&row.spec).map_err(|e| corrupt("operation", e))?;
-    let schema = spec.parameters_schema();
-    let mut v = serde_json::to_value(&spec).map_err(|e| corrupt("operation", e))?;
-    if let Value::Object(m) = &mut v {
-        let mut out = Map::new();
-        out.insert("id".into(), json!(row.id));
-        out.insert("group".into(), json!(row.group));
-        out.insert("version".into(), json!(row.version));
-        out.insert("latest_version".into(), json!(row.latest));
-        out.insert("created_at".into(), json!(row.created_at));
-        out.insert("version_created_at".into(), json!(row.version_created_at));
-        out.insert("version_created_by".into(), json!(row.version_created_by));
-        if row.deleted {
-            out.insert("deleted".into(), json!(true));
-        }
-        out.append(m);
-        out.insert("parameters_schema".into(), schema);
-        return Ok(Value::Object(out));
-    }
-    Err(corrupt("operation", "not an object"))
+    let parameters_schema = spec.parameters_schema();
+    Ok(OperationView {
+        id: row.id.clone(),
+        group: row.group.clone(),
+        version: row.version,
+        latest_version: row.latest,
+        created_at: row.created_at.clone(),
+        version_created_at: row.version_created_at.clone(),
+        version_created_by: row.version_created_by.clone(),
+        deleted: row.deleted,
+        name: spec.name,
+        description: spec.description,
+        image: spec.image,
+        command: spec.command,
+        parameters: spec.parameters,
+        env: spec.env,
+        workdir: spec.workdir,
+        resources: spec.resources,
+        timeout_seconds: spec.timeout_seconds,
+        output_dir: spec.output_dir,
+        parameters_schema,
+        versions: None,
+    })
 }
 
 fn parse_operation(body: &[u8]) -> Result<OperationSpec, Error> {
-    let spec: OperationSpec = parse_json(body, "operation")?;
+    let spec: OperationSpec = crate::body::json(body, "operation")?;
     spec.check()
         .map_err(|d| Error(ApiError::invalid_document("operation", d)))?;
     Ok(spec)
@@ -204,14 +253,23 @@ async fn operation_for_run(
     visible(caller, id, row, deleted_ok)
 }
 
+/// Register an operation (version 1).
+#[utoipa::path(
+    post,
+    path = "/v1/operations",
+    tag = "operations",
+    params(crate::openapi::InGroup),
+    request_body = OperationSpec,
+    responses((status = 201, body = OperationView))
+)]
 pub async fn create_operation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
     let group = crate::query::target_group(&caller, raw.as_deref())?;
-    let spec = parse_operation(&read_body(&state, body)?)?;
+    let spec = parse_operation(&body)?;
     let id = tessera_core::id::new_task_id();
     let row = state
         .runner()
@@ -234,11 +292,27 @@ pub async fn create_operation(
     Ok(crate::audit::naming(resp, &id))
 }
 
+/// `GET /v1/operations` query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct OperationQuery {
+    /// Only operations of this name.
+    name: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/operations",
+    tag = "operations",
+    params(crate::openapi::ListedGroups, crate::openapi::Paging, OperationQuery),
+    responses((status = 200, body = OperationList))
+)]
 pub async fn list_operations(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<OperationList>, Error> {
     let (mut limit, mut after, mut name) = (DEFAULT_PAGE, None, None);
     for (k, v) in crate::query::pairs(raw.as_deref())? {
         match k.as_str() {
@@ -267,9 +341,10 @@ pub async fn list_operations(
         .iter()
         .map(operation_view)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(
-        json!({"operations": operations, "next_page_token": next}),
-    ))
+    Ok(Json(OperationList {
+        operations,
+        next_page_token: next,
+    }))
 }
 
 fn version_param(raw: Option<&str>) -> Result<Option<i64>, Error> {
@@ -286,12 +361,29 @@ fn version_param(raw: Option<&str>) -> Result<Option<i64>, Error> {
     Ok(None)
 }
 
+/// `?version=` of an operation.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct VersionQuery {
+    /// A version (deleted operations too); default the latest.
+    #[param(minimum = 1)]
+    version: Option<i64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/operations/{id}",
+    tag = "operations",
+    params(("id" = String, Path), VersionQuery),
+    responses((status = 200, body = OperationView))
+)]
 pub async fn show_operation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<OperationView>, Error> {
     let version = version_param(raw.as_deref())?;
     let row = visible_operation(&state, &caller, &id, version, version.is_some()).await?;
     let mut view = operation_view(&row)?;
@@ -301,22 +393,37 @@ pub async fn show_operation(
         .operation_versions(&id)
         .await
         .map_err(|e| Error::internal("reading the operation's versions failed", e))?;
-    view["versions"] = versions
-        .into_iter()
-        .map(|(v, at, by)| json!({"version": v, "created_at": at, "created_by": by}))
-        .collect();
+    view.versions = Some(
+        versions
+            .into_iter()
+            .map(|(version, created_at, created_by)| OperationVersion {
+                version,
+                created_at,
+                created_by,
+            })
+            .collect(),
+    );
     Ok(Json(view))
 }
 
+/// A new version of the operation (runs keep the version they ran).
+#[utoipa::path(
+    put,
+    path = "/v1/operations/{id}",
+    tag = "operations",
+    params(("id" = String, Path)),
+    request_body = OperationSpec,
+    responses((status = 200, body = OperationView))
+)]
 pub async fn update_operation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, Error> {
+    RequestBody(body): RequestBody,
+) -> Result<Json<OperationView>, Error> {
     let row = visible_operation(&state, &caller, &id, None, false).await?;
     caller.check_role(Role::Write, &row.group, "operation", &id)?;
-    let spec = parse_operation(&read_body(&state, body)?)?;
+    let spec = parse_operation(&body)?;
     let row = state
         .runner()
         .store()
@@ -329,6 +436,14 @@ pub async fn update_operation(
     Ok(Json(operation_view(&row)?))
 }
 
+/// Delete (softly: its runs stay readable).
+#[utoipa::path(
+    delete,
+    path = "/v1/operations/{id}",
+    tag = "operations",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete_operation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -427,47 +542,94 @@ async fn start_run(
 }
 
 /// A run as the API shows it (its id is its task's).
-pub(crate) fn run_view(task: &TaskRecord, run: &RunRow) -> Result<Value, Error> {
+#[derive(Serialize, ToSchema)]
+pub struct RunView {
+    id: String,
+    operation_id: String,
+    /// The task's name (the operation's name).
+    operation: Option<String>,
+    version: i64,
+    group: String,
+    state: TaskState,
+    reason: Option<String>,
+    priority: i32,
+    #[schema(value_type = Object)]
+    params: Map<String, Value>,
+    env: BTreeMap<String, String>,
+    inputs: Vec<DatasetInput>,
+    labels: BTreeMap<String, String>,
+    response_url: Option<String>,
+    /// The summary's delivery to `response_url`.
+    delivery: Option<Delivery>,
+    rerun_of: Option<String>,
+    created_at: String,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    exit_code: Option<i32>,
+}
+
+/// Where the delivery of a run's summary stands.
+#[derive(Serialize, ToSchema)]
+pub struct Delivery {
+    /// pending, delivered or failed.
+    state: String,
+    attempts: i64,
+    error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    runs: Vec<RunView>,
+    next_page_token: Option<String>,
+}
+
+pub(crate) fn run_view(task: &TaskRecord, run: &RunRow) -> Result<RunView, Error> {
     let req: RunRequest = serde_json::from_str(&run.request).map_err(|e| corrupt("run", e))?;
     let last = task.logs.last();
     let exec = last.and_then(|l| l.logs.last());
-    let delivery = run.delivery.as_ref().map(|d| {
-        json!({
-            "state": d,
-            "attempts": run.delivery_attempts,
-            "error": run.delivery_error,
-        })
-    });
-    Ok(json!({
-        "id": task.id,
-        "operation_id": run.operation_id,
-        "operation": task.spec.name,
-        "version": run.version,
-        "group": task.group,
-        "state": task.state,
-        "reason": task.reason,
-        "priority": task.priority,
-        "params": req.params,
-        "env": req.env,
-        "inputs": req.inputs,
-        "labels": req.labels,
-        "response_url": req.response_url,
-        "delivery": delivery,
-        "rerun_of": run.rerun_of,
-        "created_at": tessera_core::time_fmt::format_rfc3339(task.creation_time),
-        "start_time": last.and_then(|l| l.start_time.clone()),
-        "end_time": last.and_then(|l| l.end_time.clone()),
-        "exit_code": exec.map(|e| e.exit_code),
-    }))
+    Ok(RunView {
+        id: task.id.clone(),
+        operation_id: run.operation_id.clone(),
+        operation: task.spec.name.clone(),
+        version: run.version,
+        group: task.group.clone(),
+        state: task.state,
+        reason: task.reason.clone(),
+        priority: task.priority,
+        params: req.params,
+        env: req.env,
+        inputs: req.inputs,
+        labels: req.labels,
+        response_url: req.response_url,
+        delivery: run.delivery.as_ref().map(|d| Delivery {
+            state: d.clone(),
+            attempts: run.delivery_attempts,
+            error: run.delivery_error.clone(),
+        }),
+        rerun_of: run.rerun_of.clone(),
+        created_at: tessera_core::time_fmt::format_rfc3339(task.creation_time),
+        start_time: last.and_then(|l| l.start_time.clone()),
+        end_time: last.and_then(|l| l.end_time.clone()),
+        exit_code: exec.map(|e| e.exit_code),
+    })
 }
 
+/// Run the operation (the body may be empty: every parameter default).
+#[utoipa::path(
+    post,
+    path = "/v1/operations/{id}/runs",
+    tag = "runs",
+    params(("id" = String, Path)),
+    request_body(content = Option<RunRequest>),
+    responses((status = 201, body = RunView))
+)]
 pub async fn create_run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
-    let req: RunRequest = parse_json_or_default(&read_body(&state, body)?, "run request")?;
+    let req: RunRequest = crate::body::json_or_default(&body, "run request")?;
     let op = operation_for_run(&state, &caller, &id, req.version, false).await?;
     let (task, run) = start_run(&state, &caller, &op, req, None).await?;
     created_run(&task, &run)
@@ -502,20 +664,46 @@ async fn visible_run(
     Ok(found)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    tag = "runs",
+    params(("id" = String, Path)),
+    responses((status = 200, body = RunView))
+)]
 pub async fn show_run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<RunView>, Error> {
     let (task, run) = visible_run(&state, &caller, &id).await?;
     Ok(Json(run_view(&task, &run)?))
 }
 
+/// `GET /v1/runs` query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct RunFilter {
+    /// Only runs of this operation.
+    operation_id: Option<String>,
+    #[param(inline)]
+    state: Option<TaskState>,
+}
+
+/// Runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    tag = "runs",
+    params(crate::openapi::ListedGroups, crate::openapi::Paging, RunFilter),
+    responses((status = 200, body = RunList))
+)]
 pub async fn list_runs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<RunList>, Error> {
     let mut q = RunQuery {
         groups: crate::query::listed_groups(&caller, raw.as_deref())?,
         limit: DEFAULT_PAGE,
@@ -550,9 +738,19 @@ pub async fn list_runs(
         .iter()
         .map(|(t, r)| run_view(t, r))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({"runs": runs, "next_page_token": next})))
+    Ok(Json(RunList {
+        runs,
+        next_page_token: next,
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/cancel",
+    tag = "runs",
+    params(("id" = String, Path)),
+    responses((status = 200, body = crate::tes::CancelResult))
+)]
 pub async fn cancel_run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -563,14 +761,22 @@ pub async fn cancel_run(
     Ok(Json(crate::tes::cancel_answer(&state, &id).await?).into_response())
 }
 
+/// Run again, with overrides (the body may be empty).
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/rerun",
+    tag = "runs",
+    params(("id" = String, Path)),
+    request_body(content = Option<RerunRequest>),
+    responses((status = 201, body = RunView))
+)]
 pub async fn rerun(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
-    let overrides: RerunRequest =
-        parse_json_or_default(&read_body(&state, body)?, "rerun request")?;
+    let overrides: RerunRequest = crate::body::json_or_default(&body, "rerun request")?;
     let (_, original) = visible_run(&state, &caller, &id).await?;
     let mut req: RunRequest =
         serde_json::from_str(&original.request).map_err(|e| corrupt("run", e))?;
@@ -618,6 +824,27 @@ fn output_of(task: &TaskRecord, stream: Stream) -> Vec<(String, u64)> {
 /// How often a followed log is read again from the store.
 const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// `GET /v1/runs/{id}/logs` query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct LogQuery {
+    /// `stdout` (default) or `stderr`.
+    stream: Option<String>,
+    /// Stream while the run is RUNNING, until it ends.
+    follow: Option<bool>,
+    /// Bytes the client already has (after a dropped connection).
+    skip: Option<u64>,
+}
+
+/// The output of the run's executors (text).
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/logs",
+    tag = "runs",
+    params(("id" = String, Path), LogQuery),
+    responses((status = 200, content_type = "text/plain", body = String))
+)]
 pub async fn run_logs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -727,8 +954,8 @@ pub async fn run_logs(
 }
 
 /// One file a run wrote to its output directory.
-#[derive(Serialize)]
-pub(crate) struct Artifact {
+#[derive(Serialize, ToSchema)]
+pub struct Artifact {
     /// The path under the output directory.
     pub(crate) path: String,
     pub(crate) size: u64,
@@ -764,16 +991,36 @@ pub(crate) async fn artifacts(
         .collect())
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct ArtifactList {
+    artifacts: Vec<Artifact>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/artifacts",
+    tag = "runs",
+    params(("id" = String, Path)),
+    responses((status = 200, body = ArtifactList))
+)]
 pub async fn list_artifacts(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<ArtifactList>, Error> {
     let (task, _) = visible_run(&state, &caller, &id).await?;
-    let out = artifacts(&state, &task.group, &id).await?;
-    Ok(Json(json!({"artifacts": out})))
+    let artifacts = artifacts(&state, &task.group, &id).await?;
+    Ok(Json(ArtifactList { artifacts }))
 }
 
+/// An artifact's bytes (streamed).
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/artifacts/{*path}",
+    tag = "runs",
+    params(("id" = String, Path), ("path" = String, Path, description = "The artifact's path; may contain `/`.")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>))
+)]
 pub async fn download_artifact(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -31,6 +31,7 @@ use tessera_core::identity::Role;
 use tessera_registry::{Grant, PluginView, RegistryError, Settings};
 
 use crate::auth::Caller;
+use crate::body::RequestBody;
 use crate::{AppState, Error};
 
 impl From<RegistryError> for Error {
@@ -45,6 +46,26 @@ impl From<RegistryError> for Error {
     }
 }
 
+/// `POST /v1/plugins` form.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct InstallForm {
+    /// The manifest (TOML or JSON).
+    manifest: String,
+    /// The component (`.wasm`).
+    #[schema(format = Binary, content_media_type = "application/wasm")]
+    component: Vec<u8>,
+}
+
+/// Install a plugin version (instance admins).
+#[utoipa::path(
+    post,
+    operation_id = "install_plugin",
+    path = "/v1/plugins",
+    tag = "plugins",
+    request_body(content = InstallForm, content_type = "multipart/form-data"),
+    responses((status = 201, body = tessera_registry::VersionView))
+)]
 pub async fn install(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -127,6 +148,18 @@ fn visible(caller: &Caller, mut plugin: PluginView) -> PluginView {
     plugin
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct PluginList {
+    plugins: Vec<PluginView>,
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "list_plugins",
+    path = "/v1/plugins",
+    tag = "plugins",
+    responses((status = 200, body = PluginList))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -138,9 +171,17 @@ pub async fn list(
         .into_iter()
         .map(|p| visible(&caller, p))
         .collect();
-    Ok(Json(serde_json::json!({ "plugins": plugins })).into_response())
+    Ok(Json(PluginList { plugins }).into_response())
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "show_plugin",
+    path = "/v1/plugins/{name}",
+    tag = "plugins",
+    params(("name" = String, Path)),
+    responses((status = 200, body = PluginView))
+)]
 pub async fn show(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -175,9 +216,9 @@ async fn check_may_bind(
     Ok(Some((group.to_string(), plugin)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ActivateBody {
+pub struct ActivateBody {
     scope: Option<String>,
     config: Option<std::collections::BTreeMap<String, String>>,
     secrets: Option<std::collections::BTreeMap<String, String>>,
@@ -189,9 +230,9 @@ struct ActivateBody {
     grant_any: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RollbackBody {
+pub struct RollbackBody {
     scope: Option<String>,
 }
 
@@ -233,22 +274,23 @@ fn confine_notifier(
     Ok(())
 }
 
-/// An optional JSON body: empty means all defaults.
-fn optional_json<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| Error::new(ErrorCode::MalformedBody, format!("the JSON body: {e}")))
-}
-
+/// Bind a version to a scope (the body may be empty).
+#[utoipa::path(
+    post,
+    operation_id = "activate_plugin",
+    path = "/v1/plugins/{name}/versions/{version}/activate",
+    tag = "plugins",
+    params(("name" = String, Path), ("version" = String, Path)),
+    request_body(content = Option<ActivateBody>),
+    responses((status = 200, body = tessera_registry::BindingView))
+)]
 pub async fn activate(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((name, version)): Path<(String, String)>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
-    let mut body: ActivateBody = optional_json(&body)?;
+    let mut body: ActivateBody = crate::body::json_or_default(&body, "request")?;
     if let Some((group, plugin)) =
         check_may_bind(&state, &caller, &name, body.scope.as_deref()).await?
     {
@@ -292,13 +334,23 @@ pub async fn activate(
     Ok(Json(binding).into_response())
 }
 
+/// Bind the version bound before (the body may be empty).
+#[utoipa::path(
+    post,
+    operation_id = "rollback_plugin",
+    path = "/v1/plugins/{name}/rollback",
+    tag = "plugins",
+    params(("name" = String, Path)),
+    request_body(content = Option<RollbackBody>),
+    responses((status = 200, body = tessera_registry::BindingView))
+)]
 pub async fn rollback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, Error> {
-    let body: RollbackBody = optional_json(&body)?;
+    let body: RollbackBody = crate::body::json_or_default(&body, "request")?;
     check_may_bind(&state, &caller, &name, body.scope.as_deref()).await?;
     let binding = state
         .registry()
@@ -307,6 +359,15 @@ pub async fn rollback(
     Ok(Json(binding).into_response())
 }
 
+/// Delete a version that nothing binds (instance admins).
+#[utoipa::path(
+    delete,
+    operation_id = "delete_plugin_version",
+    path = "/v1/plugins/{name}/versions/{version}",
+    tag = "plugins",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

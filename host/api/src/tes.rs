@@ -1,11 +1,9 @@
 //! GA4GH TES v1.1.0 handlers.
 
 use crate::auth::Caller;
+use crate::body::RequestBody;
 use crate::{AppState, Error};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Serialize;
 use tessera_core::id::{is_valid_task_id, new_task_id};
@@ -27,6 +25,13 @@ pub const MAX_PAGE_SIZE: u32 = 2047;
 /// Upper bound of task-document bytes one BASIC/FULL list page holds.
 pub const PAGE_BYTES: usize = 32 << 20;
 
+#[utoipa::path(
+    get,
+    operation_id = "GetServiceInfo",
+    path = "/ga4gh/tes/v1/service-info",
+    tag = "TES",
+    responses((status = 200, body = ServiceInfo))
+)]
 pub async fn service_info(State(state): State<AppState>) -> Json<ServiceInfo> {
     let policy = state.policy();
     Json(ServiceInfo {
@@ -55,13 +60,20 @@ pub async fn service_info(State(state): State<AppState>) -> Json<ServiceInfo> {
     })
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "CreateTask",
+    path = "/ga4gh/tes/v1/tasks",
+    tag = "TES",
+    request_body = Task,
+    responses((status = 200, body = CreateTaskResponse))
+)]
 pub async fn create_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
+    RequestBody(body): RequestBody,
 ) -> Result<axum::response::Response, Error> {
-    let body = read_body(&state, body)?;
-    let task: Task = parse_json(&body, "task")?;
+    let task: Task = crate::body::json(&body, "task")?;
     let group = submit_group(&caller, &task, &state.auth().config().group_tag)?;
     let record = submit(&state, &caller, Submission::tes(group, task)).await?;
     let id = record.id;
@@ -69,29 +81,6 @@ pub async fn create_task(
         Json(CreateTaskResponse { id: id.clone() }),
         &id,
     ))
-}
-
-/// The request body, or the error that says why it could not be read.
-pub(crate) fn read_body(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Bytes, Error> {
-    body.map_err(|rej| {
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::new(
-                ErrorCode::BodyTooLarge,
-                format!(
-                    "the request body is larger than this server accepts ({} bytes)",
-                    state.0.cfg.max_body_bytes
-                ),
-            )
-        } else {
-            Error::new(
-                ErrorCode::MalformedBody,
-                format!("could not read the request body: {rej}"),
-            )
-        }
-    })
 }
 
 /// A task for [`submit`], from any API.
@@ -256,35 +245,32 @@ async fn check_queue_quota(state: &AppState, group: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A JSON body of the type the endpoint takes (`what` names it in errors, e.g. "task").
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-    what: &str,
-) -> Result<T, Error> {
-    if body.is_empty() {
-        return Err(Error::new(
-            ErrorCode::MalformedBody,
-            format!("the request body is empty; send a JSON {what} document"),
-        ));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = if path.is_empty() || path == "." {
-            format!("the body is not a valid {what} document: {inner}")
-        } else {
-            format!("the body is not a valid {what} document: at {path}: {inner}")
-        };
-        let mut err = ApiError::new(ErrorCode::MalformedBody, message);
-        if !path.is_empty() && path != "." {
-            err.details.push(tessera_core::error::FieldError {
-                field: path,
-                message: inner.to_string(),
-            });
-        }
-        Error(err)
-    })
+/// `GET /ga4gh/tes/v1/tasks` query, as documented (parsed by [`parse_list_params`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct TesListQuery {
+    /// Only tasks whose name starts with this.
+    name_prefix: Option<String>,
+    #[param(inline)]
+    state: Option<TaskState>,
+    /// Only tasks with these tags (repeat; pairs with `tag_value` in order).
+    tag_key: Option<Vec<String>>,
+    tag_value: Option<Vec<String>>,
+    /// 0 or absent: 256; at most 2047.
+    page_size: Option<i64>,
+    page_token: Option<String>,
+    #[param(inline)]
+    view: Option<View>,
+}
+
+/// `?view=` of one task.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ViewQuery {
+    #[param(inline)]
+    view: Option<View>,
 }
 
 /// Query parameters, parsed by hand: `tag_key`/`tag_value` repeat.
@@ -360,6 +346,14 @@ fn parse_list_params(raw: Option<&str>) -> Result<ListParams, Error> {
     Ok(p)
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "ListTasks",
+    path = "/ga4gh/tes/v1/tasks",
+    tag = "TES",
+    params(TesListQuery),
+    responses((status = 200, body = ListTasksResponse))
+)]
 pub async fn list_tasks(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -432,6 +426,14 @@ fn check_id(id: &str) -> Result<(), Error> {
     }
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "GetTask",
+    path = "/ga4gh/tes/v1/tasks/{id}",
+    tag = "TES",
+    params(("id" = String, Path), ViewQuery),
+    responses((status = 200, body = Task))
+)]
 pub async fn get_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -458,6 +460,15 @@ pub async fn get_task(
 
 /// `POST /tasks/{id}:cancel`. The router cannot split `{id}:cancel` inside one path
 /// segment, so the suffix is checked here.
+/// (Documented at its TES path; routed by hand at `/tasks/{id}`, see `lib.rs`.)
+#[utoipa::path(
+    post,
+    operation_id = "CancelTask",
+    path = "/ga4gh/tes/v1/tasks/{id}:cancel",
+    tag = "TES",
+    params(("id" = String, Path)),
+    responses((status = 200, body = CancelTaskResponse))
+)]
 pub async fn cancel_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -496,7 +507,7 @@ async fn check_may_cancel(state: &AppState, caller: &Caller, id: &str) -> Result
     caller.check_role(Role::Write, &group, "task", id)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TaskStatus {
     pub id: String,
     pub state: TaskState,
@@ -515,6 +526,13 @@ pub struct TaskStatus {
 }
 
 /// `GET /v1/tasks/{id}`: the FULL TES view plus the reason and the event history.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    tag = "tasks",
+    params(("id" = String, Path)),
+    responses((status = 200, body = TaskStatus))
+)]
 pub async fn task_status(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -547,7 +565,7 @@ pub async fn task_status(
 }
 
 /// What `POST /v1/tasks/{id}/cancel` did.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CancelResult {
     pub id: String,
     /// The task's state after the request: CANCELING or CANCELED, or the terminal state it
@@ -558,6 +576,13 @@ pub struct CancelResult {
 }
 
 /// `POST /v1/tasks/{id}/cancel`: TES's cancel, telling the caller what happened.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/cancel",
+    tag = "tasks",
+    params(("id" = String, Path)),
+    responses((status = 200, body = CancelResult))
+)]
 pub async fn cancel_v1(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -28,6 +28,7 @@ pub const AGENT_TAG: &str = "tessera.agent";
 
 /// One context: text, one entry of a stored config, or a whole config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Context {
     /// Inline text.
@@ -51,6 +52,7 @@ pub struct Context {
 /// A secret given to an agent's tasks: one entry as an environment variable, or as a
 /// file with a private mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Credential {
     /// A stored secret (`/v1/secrets`) of the task's group.
@@ -68,6 +70,7 @@ pub struct Credential {
 /// Keep the container after the command ends, for a person to look inside
 /// (`tessera task exec`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HumanInTheLoop {
     #[serde(default = "default_keep_alive", alias = "keepAliveSeconds")]
@@ -80,10 +83,15 @@ fn default_keep_alive() -> u64 {
 
 /// An agent as submitted and stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(examples(crate::examples::agent)))]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub image: String,
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
@@ -119,6 +127,8 @@ pub struct AgentSpec {
 
 /// A contextual task as submitted (`POST /v1/tasks`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(examples(crate::examples::task_request)))]
 #[serde(deny_unknown_fields)]
 pub struct TaskRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]

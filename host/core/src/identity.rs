@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// A member's role in one group; each includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// See the group's objects.
@@ -50,6 +51,7 @@ impl std::str::FromStr for Role {
 
 /// A group's limits, set by instance admins; `None`: no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Tasks waiting in the queue; a create beyond it is refused (429).
@@ -166,6 +168,9 @@ pub fn check_storage_url(p: &Principal, url: &str, writes: bool) -> Result<(), S
 
 /// Longest user, group or token name.
 pub const MAX_NAME_CHARS: usize = 64;
+/// [`check_name`] as a pattern, for the OpenAPI document (its `#[schema(pattern)]`
+/// attributes spell it out; a test holds them to this).
+pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
 
 /// The one rule for user, group and token names: 1 to 64 characters of lowercase ASCII
 /// letters, digits, `.`, `_` and `-`, starting with a letter or a digit (so a name is safe

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod error;
+pub mod examples;
 pub mod id;
 pub mod identity;
 pub mod objects;

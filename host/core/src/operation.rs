@@ -23,6 +23,7 @@ pub const DEFAULT_INPUT_DIR: &str = "/inputs";
 
 /// The type of a parameter's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ParamType {
     String,
@@ -54,6 +55,7 @@ impl ParamType {
 /// One declared parameter. Its value reaches the container where the command template
 /// or an env value says `{{name}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Parameter {
     pub name: String,
@@ -157,13 +159,18 @@ fn article(t: ParamType) -> &'static str {
 
 /// An operation as submitted and stored (one version of it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(examples(crate::examples::operation)))]
 #[serde(deny_unknown_fields)]
 pub struct OperationSpec {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub image: String,
     /// The command; `{{param}}` in an element is replaced by the parameter's value.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parameters: Vec<Parameter>,
@@ -383,24 +390,21 @@ fn placeholders(s: &str) -> Vec<&str> {
     out
 }
 
-/// An operation name: 1 to 63 of lower-case letters, digits, `-`, `_` and `.`,
-/// beginning with a letter or digit.
+/// The name of an operation, agent, config, secret or cron task: a name by the identity
+/// rule ([`crate::identity::check_name`]) of at most 63 characters, so that it fits a
+/// Kubernetes label value.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let first_ok = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let chars_ok = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
-    if !first_ok || !chars_ok || name.len() > MAX_NAME_CHARS {
+    crate::identity::check_name(name)?;
+    if name.len() > MAX_NAME_CHARS {
         return Err(format!(
-            "{name:?} is not a name: 1 to {MAX_NAME_CHARS} lower-case letters, digits, '-', '_' \
-             and '.', beginning with a letter or digit"
+            "{name:?} is longer than {MAX_NAME_CHARS} characters"
         ));
     }
     Ok(())
 }
+
+/// [`check_name`] as a pattern, for the OpenAPI document.
+pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,62}$";
 
 fn check_param_name(name: &str) -> Result<(), String> {
     let first_ok = name
@@ -420,6 +424,7 @@ fn check_param_name(name: &str) -> Result<(), String> {
 /// A dataset a run reads: object `key` of `bucket`, placed at `path` in the container
 /// (default `/inputs/KEY`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DatasetInput {
     pub bucket: String,
@@ -442,6 +447,8 @@ impl DatasetInput {
 
 /// What a run asks for (`POST /v1/operations/{id}/runs`), as stored with it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(examples(crate::examples::run_request)))]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// Parameter values by name.
@@ -474,6 +481,7 @@ pub struct RunRequest {
 /// Overrides of a rerun: each given field replaces the original's (`params` and `env`
 /// are merged over the original's, key by key).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RerunRequest {
     #[serde(default, alias = "parameters")]

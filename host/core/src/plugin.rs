@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The slot a plugin fills: one world of `wit/plugin.wit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum World {
     Router,
@@ -84,6 +85,7 @@ impl fmt::Display for World {
 
 /// A host capability a manifest can grant: one or more imported interfaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     /// `tessera:plugin/log` (always granted).

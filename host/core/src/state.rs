@@ -5,6 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = TesState))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum State {
     Unknown,

@@ -130,6 +130,7 @@ pub struct RunLink {
 /// The API a task came in through. Every origin is the same task underneath; this only
 /// says which API shows it in its own words (a run, a cron child, a TES task).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// GA4GH TES.
@@ -179,11 +180,14 @@ impl std::str::FromStr for Origin {
 
 /// One state change, as stored for the event stream and audit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = TaskEvent))]
 pub struct Event {
     pub seq: i64,
     pub task_id: String,
     /// RFC 3339 in JSON.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: OffsetDateTime,
     pub from_state: Option<State>,
     pub to_state: State,

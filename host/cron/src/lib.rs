@@ -192,6 +192,7 @@ impl Zone {
 
 /// What a tick does while an earlier child still runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConcurrencyPolicy {
     /// Start another child beside it.
     Allow,
@@ -212,8 +213,14 @@ fn default_failed() -> u32 {
 
 /// A cron task as submitted and stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(examples(tessera_core::examples::cron_task))
+)]
 #[serde(deny_unknown_fields)]
 pub struct CronSpec {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
     pub name: String,
     pub schedule: String,
     /// IANA zone the schedule is read in; UTC when absent.

@@ -26,6 +26,7 @@ pub const NOTIFICATION_URL_TAG: &str = "notification_url";
 
 /// Which events a notifier binding delivers. Every given condition must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventFilter {
     /// States entered (TES names, e.g. "COMPLETE", in any case); empty: any.

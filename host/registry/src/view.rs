@@ -8,6 +8,8 @@ use crate::Settings;
 
 /// A plugin: its versions and where it is bound.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Plugin))]
 pub struct PluginView {
     pub name: String,
     pub world: tessera_plugin_runtime::World,
@@ -17,10 +19,14 @@ pub struct PluginView {
 
 /// One installed version.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = PluginVersion))]
 pub struct VersionView {
     pub name: String,
     pub version: String,
     pub world: tessera_plugin_runtime::World,
+    /// The plugin's manifest as installed.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub manifest: Manifest,
     pub sha256: String,
     pub size_bytes: i64,
@@ -69,6 +75,7 @@ impl VersionView {
 
 /// Calls, errors and latency of one binding.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallStats {
     pub scope: String,
     pub calls: u64,
@@ -100,6 +107,8 @@ impl CallStats {
 /// A binding: which version serves a scope of a world, with its settings (secret names
 /// only).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = PluginBinding))]
 pub struct BindingView {
     pub world: tessera_plugin_runtime::World,
     pub scope: String,

@@ -54,6 +54,9 @@ enum Command {
     Whoami(identity_cli::SessionArgs),
     /// Users, groups and your personal access tokens.
     Admin(identity_cli::AdminArgs),
+    /// Print the OpenAPI 3.1 document of the APIs (what a server serves at
+    /// /v1/openapi.json), e.g. to generate a client.
+    Openapi,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +98,10 @@ fn main() -> ExitCode {
         Command::Logout(args) => runtime.block_on(identity_cli::logout(args)),
         Command::Whoami(args) => runtime.block_on(identity_cli::whoami(args)),
         Command::Admin(args) => runtime.block_on(identity_cli::admin(args)),
+        Command::Openapi => {
+            println!("{}", tessera_api::openapi_json());
+            ExitCode::SUCCESS
+        }
     }
 }
 

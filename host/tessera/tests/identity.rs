@@ -394,6 +394,25 @@ async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
         ada.post("/v1/auth/tokens", &json!({"name": "ci"})).await.0,
         409
     );
+    // A lifetime past what a date can hold is refused, not a crash (the fuzzer found it).
+    let (status, err) = ada
+        .post(
+            "/v1/auth/tokens",
+            &json!({"name": "forever", "expires_in_days": 2_147_483_648u64}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    let (status, err) = ada
+        .post(
+            "/v1/auth/tokens",
+            &json!({"name": "forever", "expires_in_days": 36_501}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("invalid_parameter")),
+        "{err}"
+    );
     assert_eq!(
         ada.post("/v1/auth/tokens", &json!({"name": "Bad Name"}))
             .await

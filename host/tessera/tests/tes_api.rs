@@ -318,6 +318,38 @@ async fn huge_bodies_get_413_and_the_server_keeps_serving() {
     assert_eq!(err["code"], "body_too_large");
     let (status, _) = s.get_json(&s.tes("/service-info")).await;
     assert_eq!(status, 200);
+
+    // Every endpoint of the served document that takes a JSON body says so the same way.
+    let (_, doc) = s.get_json(&format!("{}/v1/openapi.json", s.url)).await;
+    let huge = serde_json::to_vec(&json!({"name": "x".repeat(400 * 1024)})).unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("a path item") {
+            if op["requestBody"]["content"]
+                .get("application/json")
+                .is_none()
+            {
+                continue;
+            }
+            let url = format!("{}{}", s.url, path.replace(['{', '}'], ""));
+            let r = s
+                .req(method.to_uppercase().parse().unwrap(), &url)
+                .header("content-type", "application/json")
+                .body(huge.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (413, Some("body_too_large")),
+                "{method} {path}: {body}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "{checked} endpoints take a JSON body");
 }
 
 #[tokio::test]
