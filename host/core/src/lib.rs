@@ -12,6 +12,7 @@ pub mod identity;
 pub mod objects;
 pub mod operation;
 pub mod page;
+pub mod params;
 pub mod plugin;
 pub mod routing;
 pub mod secret;

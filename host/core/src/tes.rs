@@ -169,6 +169,19 @@ impl Resources {
             .map(std::time::Duration::from_secs)
     }
 
+    /// These resources with a maximum run time of `secs` seconds (the
+    /// [`backend_parameter::MAX_RUN_TIME`] parameter; an operation's or a workflow task's
+    /// timeout).
+    pub fn with_max_run_time(mut self, secs: u64) -> Resources {
+        self.backend_parameters
+            .get_or_insert_with(Default::default)
+            .insert(
+                backend_parameter::MAX_RUN_TIME.to_string(),
+                secs.to_string(),
+            );
+        self
+    }
+
     /// `ram_gb` in bytes ([`crate::units`]); 0 when not asked for.
     pub fn ram_bytes(&self) -> u64 {
         self.ram_gb.map_or(0, crate::units::gb_to_bytes)

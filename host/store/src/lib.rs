@@ -1526,6 +1526,7 @@ mod notify;
 mod operations;
 mod plugins;
 mod quota;
+mod workflows;
 pub use agents::{EntryKind, NamedRow};
 pub use audit::{AuditEntry, AuditRecord};
 pub use cron::CronRow;
@@ -1534,6 +1535,10 @@ pub use lease::{Adoption, Lease};
 pub use notify::{Failed, FeedEvent, Retry};
 pub use operations::{DELIVERY_PENDING, DeliveryOutcome, OperationRow, RunQuery, RunRow};
 pub use plugins::{BindingRow, Deleted, Installed, PluginVersionRow};
+pub use workflows::{
+    NewTaskRun, NewWorkflow, NewWorkflowRun, RunChange, TaskRunChange, TaskRunRow, WorkflowQuery,
+    WorkflowRow, WorkflowRunQuery, WorkflowRunRow,
+};
 
 #[cfg(test)]
 mod tests {

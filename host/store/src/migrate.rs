@@ -75,6 +75,11 @@ const SQLITE: Embedded = &[
         "cron tasks and retention per group",
         include_str!("../migrations/sqlite/0012_cron_tasks.sql"),
     ),
+    (
+        13,
+        "workflows, runs and task runs",
+        include_str!("../migrations/sqlite/0013_workflows.sql"),
+    ),
 ];
 
 const POSTGRES: Embedded = &[
@@ -137,6 +142,11 @@ const POSTGRES: Embedded = &[
         12,
         "cron tasks and retention per group",
         include_str!("../migrations/postgres/0012_cron_tasks.sql"),
+    ),
+    (
+        13,
+        "workflows, runs and task runs",
+        include_str!("../migrations/postgres/0013_workflows.sql"),
     ),
 ];
 
