@@ -31,6 +31,8 @@ mod query;
 pub mod retention;
 mod run_summary;
 mod tes;
+mod workflow_runs;
+mod workflows;
 
 pub use error::Error;
 
@@ -74,6 +76,9 @@ struct Inner {
     audit: audit::Auditor,
     events: events::Hub,
     operations: operations::OperationCache,
+    workflows: workflow_runs::WorkflowCache,
+    /// Wakes the workflow scheduler (a run was made, canceled or retried).
+    workflow_wake: tokio::sync::Notify,
 }
 
 /// Largest plugin upload (a Python component is ~20 MB).
@@ -91,6 +96,8 @@ impl AppState {
         let events = events::Hub::new(runner.store().clone());
         let state = AppState(Arc::new(Inner {
             operations: Default::default(),
+            workflows: Default::default(),
+            workflow_wake: tokio::sync::Notify::new(),
             events,
             auth,
             audit,
@@ -102,6 +109,7 @@ impl AppState {
         run_summary::start(state.clone());
         cron::start(state.clone());
         retention::start(state.clone());
+        workflow_runs::start(state.clone());
         Ok(state)
     }
 
@@ -115,6 +123,14 @@ impl AppState {
 
     fn operations(&self) -> &operations::OperationCache {
         &self.0.operations
+    }
+
+    fn workflow_cache(&self) -> &workflow_runs::WorkflowCache {
+        &self.0.workflows
+    }
+
+    fn workflow_wake(&self) -> &tokio::sync::Notify {
+        &self.0.workflow_wake
     }
 
     fn events(&self) -> &events::Hub {
@@ -235,6 +251,20 @@ fn authenticated_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(identity::set_quota))
         .routes(routes!(identity::set_retention))
         .routes(routes!(audit::list))
+        .routes(routes!(
+            workflows::list_workflows,
+            workflows::create_workflow
+        ))
+        .routes(routes!(workflows::show_latest, workflows::delete_workflow))
+        .routes(routes!(workflows::show_version, workflows::delete_version))
+        .routes(routes!(workflows::list_tasks))
+        .routes(routes!(workflows::show_task))
+        .routes(routes!(workflow_runs::list_runs, workflow_runs::create_run))
+        .routes(routes!(workflow_runs::show_run))
+        .routes(routes!(workflow_runs::cancel_run))
+        .routes(routes!(workflow_runs::retry_run))
+        .routes(routes!(workflow_runs::list_task_runs))
+        .routes(routes!(workflow_runs::show_task_run))
 }
 
 /// The routes anyone may call.

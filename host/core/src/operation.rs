@@ -263,15 +263,23 @@ impl RunRequest {
                 });
             }
         }
-        for k in self.labels.keys() {
-            if k.starts_with(LABEL_PREFIX) {
-                errs.push(FieldError {
-                    field: format!("labels.{k}"),
-                    message: format!("keys beginning {LABEL_PREFIX:?} are set by the server"),
-                });
-            }
-        }
+        check_labels(&self.labels, &mut errs);
         errs
+    }
+}
+
+/// Labels a user gives (they become task tags): keys with [`LABEL_PREFIX`] are the
+/// server's, and a key must not be empty.
+pub fn check_labels(labels: &BTreeMap<String, String>, errs: &mut Vec<FieldError>) {
+    for k in labels.keys() {
+        if k.is_empty() {
+            errs.push(FieldError::at("labels", "a label key must not be empty"));
+        } else if k.starts_with(LABEL_PREFIX) {
+            errs.push(FieldError::at(
+                format!("labels.{k}"),
+                format!("keys beginning {LABEL_PREFIX:?} are set by the server"),
+            ));
+        }
     }
 }
 

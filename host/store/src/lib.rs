@@ -161,6 +161,10 @@ pub struct TaskStub {
 #[derive(Debug, Clone)]
 pub struct Store {
     pools: Pools,
+    /// Counts this process's writes that add task events (inserts, claims,
+    /// transitions): who waits for tasks to move (the workflow scheduler) wakes on it
+    /// instead of polling. Other processes' writes are not seen here.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -650,6 +654,7 @@ impl Store {
                 .await?;
             migrator.run(&pool).await?;
             return Ok(Store {
+                changes: Arc::new(tokio::sync::watch::Sender::new(0)),
                 pools: Pools::SqliteMemory(pool),
             });
         }
@@ -689,6 +694,7 @@ impl Store {
             .connect_with(options.create_if_missing(false).pragma("query_only", "ON"))
             .await?;
         Ok(Store {
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             pools: Pools::Sqlite { writer, reader },
         })
     }
@@ -706,6 +712,7 @@ impl Store {
             .connect_with(options)
             .await?;
         Ok(Store {
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             pools: Pools::Postgres(pool),
         })
     }
@@ -718,6 +725,19 @@ impl Store {
     }
 
     /// Whether the database answers.
+    /// Tell who waits for task changes that there was one (when `any`).
+    fn changed(&self, any: bool) {
+        if any {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// A receiver that sees each change this process makes to tasks' states (a counter
+    /// that moves): wait on it, then read the store.
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_pool!(self, reader, |pool| {
             sqlx::query("SELECT 1").execute(pool).await?;
@@ -730,6 +750,12 @@ impl Store {
     /// records, in the order given, with their `seq`. If any id is taken, nothing is
     /// stored and the answer is [`StoreError::DuplicateId`].
     pub async fn insert_tasks(&self, tasks: &[NewTask]) -> Result<Vec<TaskRecord>, StoreError> {
+        let out = self.insert_tasks_inner(tasks).await?;
+        self.changed(!out.is_empty());
+        Ok(out)
+    }
+
+    async fn insert_tasks_inner(&self, tasks: &[NewTask]) -> Result<Vec<TaskRecord>, StoreError> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -1000,6 +1026,21 @@ impl Store {
         logs: Option<&[TaskLog]>,
         owner: Option<&str>,
     ) -> Result<Option<State>, StoreError> {
+        let out = self
+            .transition_held_inner(id, to, reason, logs, owner)
+            .await?;
+        self.changed(out.is_some());
+        Ok(out)
+    }
+
+    async fn transition_held_inner(
+        &self,
+        id: &str,
+        to: State,
+        reason: Option<&str>,
+        logs: Option<&[TaskLog]>,
+        owner: Option<&str>,
+    ) -> Result<Option<State>, StoreError> {
         let allowed = State::allowed_sources(to);
         if allowed.is_empty() {
             return Ok(None);
@@ -1152,6 +1193,16 @@ impl Store {
         limit: u32,
         lease: &Lease,
     ) -> Result<Vec<TaskRecord>, StoreError> {
+        let out = self.claim_queued_inner(limit, lease).await?;
+        self.changed(!out.is_empty());
+        Ok(out)
+    }
+
+    async fn claim_queued_inner(
+        &self,
+        limit: u32,
+        lease: &Lease,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -1270,6 +1321,17 @@ impl Store {
     /// default). Returns the ids claimed, in the order given; the others (canceled
     /// meanwhile, claimed by another server) are left alone.
     pub async fn claim_ids(
+        &self,
+        ids: &[&str],
+        reason: Option<&str>,
+        lease: &Lease,
+    ) -> Result<Vec<String>, StoreError> {
+        let out = self.claim_ids_inner(ids, reason, lease).await?;
+        self.changed(!out.is_empty());
+        Ok(out)
+    }
+
+    async fn claim_ids_inner(
         &self,
         ids: &[&str],
         reason: Option<&str>,

@@ -5,80 +5,31 @@
 
 mod common;
 
-use common::{Options, Server, simple_task};
+use common::{Client, Options, Server, admin, client_with, login, simple_task, user};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// A client with one bearer token.
-struct Client<'a> {
-    s: &'a Server,
-    token: String,
+/// Create a TES task as `c`, in `group` when given; the status and the id.
+async fn create(c: &Client<'_>, name: &str, group: Option<&str>) -> (u16, String) {
+    let mut task = simple_task(&["true"]);
+    task["name"] = json!(name);
+    if let Some(g) = group {
+        task["tags"] = json!({ "tessera.group": g });
+    }
+    let (status, body) = c.post("/tasks", &task).await;
+    (status, body["id"].as_str().unwrap_or_default().to_string())
 }
 
-impl Client<'_> {
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let url = if path.starts_with("/ga4gh") || path.starts_with("/v1") {
-            format!("{}{path}", self.s.url)
-        } else {
-            self.s.tes(path)
-        };
-        let mut req = self.s.http.request(method, url).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(Method::GET, path, None).await
-    }
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-    async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.call(Method::PUT, path, Some(body)).await
-    }
-    async fn delete(&self, path: &str) -> (u16, Value) {
-        self.call(Method::DELETE, path, None).await
-    }
-    /// Create a TES task, in `group` when given; the status and the id.
-    async fn create(&self, name: &str, group: Option<&str>) -> (u16, String) {
-        let mut task = simple_task(&["true"]);
-        task["name"] = json!(name);
-        if let Some(g) = group {
-            task["tags"] = json!({ "tessera.group": g });
-        }
-        let (status, body) = self.post("/tasks", &task).await;
-        (status, body["id"].as_str().unwrap_or_default().to_string())
-    }
-    async fn listed_ids(&self) -> Vec<String> {
-        let (status, body) = self.get("/tasks?view=MINIMAL").await;
-        assert_eq!(status, 200, "{body}");
-        body["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["id"].as_str().unwrap().to_string())
-            .collect()
-    }
-}
-
-/// A client with the token a JSON answer holds (a login's, a new token's).
-fn client_with<'a>(s: &'a Server, token: &Value) -> Client<'a> {
-    Client {
-        s,
-        token: token.as_str().expect("a token in the answer").to_string(),
-    }
-}
-
-/// The instance admin, with the bootstrap token.
-fn admin_client(s: &Server) -> Client<'_> {
-    Client {
-        s,
-        token: s.token.clone(),
-    }
+/// The ids of the TES tasks `c` lists.
+async fn listed_ids(c: &Client<'_>) -> Vec<String> {
+    let (status, body) = c.get("/tasks?view=MINIMAL").await;
+    assert_eq!(status, 200, "{body}");
+    body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 async fn server() -> Server {
@@ -89,38 +40,11 @@ async fn server() -> Server {
     .await
 }
 
-/// Log in with a password; the access token.
-async fn login(s: &Server, user: &str, password: &str) -> (u16, Value) {
-    let r = s
-        .http
-        .post(format!("{}/v1/auth/token", s.url))
-        .json(&json!({ "username": user, "password": password }))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-async fn user_client<'a>(s: &'a Server, admin: &Client<'_>, name: &str) -> Client<'a> {
-    let password = format!("{name}-password-1");
-    let (status, body) = admin
-        .post(
-            "/v1/admin/users",
-            &json!({ "name": name, "password": password }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = login(s, name, &password).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["token_type"], "Bearer");
-    client_with(s, &body["access_token"])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bootstrap_token_is_the_instance_admins() {
     let s = server().await;
     assert!(s.token.starts_with("tsr_pat_"), "{}", s.token);
-    let admin = admin_client(&s);
+    let admin = admin(&s);
     let (status, me) = admin.get("/v1/auth/whoami").await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["username"], "admin");
@@ -150,10 +74,10 @@ async fn the_bootstrap_token_is_the_instance_admins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
     let s = server().await;
-    let admin = admin_client(&s);
-    let ada = user_client(&s, &admin, "ada").await;
-    let bob = user_client(&s, &admin, "bob").await;
-    let carol = user_client(&s, &admin, "carol").await;
+    let admin = admin(&s);
+    let ada = user(&s, "ada").await;
+    let bob = user(&s, "bob").await;
+    let carol = user(&s, "carol").await;
     assert_eq!(
         admin.post("/v1/groups", &json!({"name": "lab"})).await.0,
         201
@@ -215,11 +139,11 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
     assert_eq!(groups["groups"].as_array().unwrap().len(), 1, "{groups}");
 
     // ada's tasks: one in her own group, one in lab.
-    let (status, own) = ada.create("ada-own", None).await;
+    let (status, own) = create(&ada, "ada-own", None).await;
     assert_eq!(status, 200);
-    let (status, lab) = ada.create("ada-lab", Some("lab")).await;
+    let (status, lab) = create(&ada, "ada-lab", Some("lab")).await;
     assert_eq!(status, 200);
-    let (_, bobs) = bob.create("bob-own", None).await;
+    let (_, bobs) = create(&bob, "bob-own", None).await;
 
     // Every TES and task endpoint answers bob as if ada's tasks did not exist.
     for id in [&own, &lab] {
@@ -241,17 +165,17 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
             assert_eq!(status, 404, "{path}: {body}");
         }
     }
-    assert_eq!(bob.listed_ids().await, std::slice::from_ref(&bobs));
+    assert_eq!(listed_ids(&bob).await, std::slice::from_ref(&bobs));
     let (_, page) = bob.get("/tasks?name_prefix=ada&view=FULL").await;
     assert_eq!(page["tasks"], json!([]));
     // bob cannot submit into lab: for him it does not exist.
-    let (status, _) = bob.create("sneak", Some("lab")).await;
+    let (status, _) = create(&bob, "sneak", Some("lab")).await;
     assert_eq!(status, 404);
 
     // carol reads lab's task, not ada's own; she may neither cancel it nor submit there.
     assert_eq!(carol.get(&format!("/tasks/{lab}?view=FULL")).await.0, 200);
     assert_eq!(carol.get(&format!("/tasks/{own}")).await.0, 404);
-    assert_eq!(carol.listed_ids().await, std::slice::from_ref(&lab));
+    assert_eq!(listed_ids(&carol).await, std::slice::from_ref(&lab));
     let (status, body) = carol
         .post(&format!("/tasks/{lab}:cancel"), &json!({}))
         .await;
@@ -263,7 +187,7 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
             .0,
         403
     );
-    assert_eq!(carol.create("read-only", Some("lab")).await.0, 403);
+    assert_eq!(create(&carol, "read-only", Some("lab")).await.0, 403);
     // The task is untouched by the refused cancels.
     let (_, t) = ada.get(&format!("/tasks/{lab}")).await;
     assert_eq!(t["state"], "QUEUED");
@@ -274,7 +198,7 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
             .0,
         200
     );
-    let mut all = admin.listed_ids().await;
+    let mut all = listed_ids(&admin).await;
     all.sort();
     let mut want = vec![own.clone(), lab.clone(), bobs.clone()];
     want.sort();
@@ -299,9 +223,9 @@ async fn other_groups_objects_do_not_exist_and_roles_decide_what_members_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_are_installed_by_instance_admins_and_bound_per_group_by_group_admins() {
     let s = server().await;
-    let admin = admin_client(&s);
-    let ada = user_client(&s, &admin, "ada").await;
-    let bob = user_client(&s, &admin, "bob").await;
+    let admin = admin(&s);
+    let ada = user(&s, "ada").await;
+    let bob = user(&s, "bob").await;
     admin.post("/v1/groups", &json!({"name": "lab"})).await;
     admin
         .put("/v1/groups/lab/members/ada", &json!({"role": "write"}))
@@ -376,8 +300,8 @@ async fn plugins_are_installed_by_instance_admins_and_bound_per_group_by_group_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
     let s = server().await;
-    let admin = admin_client(&s);
-    let ada = user_client(&s, &admin, "ada").await;
+    let admin = admin(&s);
+    let ada = user(&s, "ada").await;
     let (status, made) = ada
         .post(
             "/v1/auth/tokens",
@@ -421,14 +345,14 @@ async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
     );
 
     // Read-only: it reads, it does not write, and it cannot make a token that writes.
-    let (_, task) = ada.create("t", None).await;
+    let (_, task) = create(&ada, "t", None).await;
     let (_, me) = ci.get("/v1/auth/whoami").await;
     assert_eq!(
         (me["username"].as_str(), me["read_only"].as_bool()),
         (Some("ada"), Some(true))
     );
     assert_eq!(ci.get(&format!("/tasks/{task}")).await.0, 200);
-    assert_eq!(ci.create("no", None).await.0, 403);
+    assert_eq!(create(&ci, "no", None).await.0, 403);
     assert_eq!(
         ci.post(&format!("/v1/tasks/{task}/cancel"), &json!({}))
             .await
@@ -498,8 +422,7 @@ async fn personal_access_tokens_are_scoped_shown_once_and_revoked_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn altered_and_foreign_access_tokens_are_refused() {
     let s = server().await;
-    let admin = admin_client(&s);
-    let ada = user_client(&s, &admin, "ada").await;
+    let ada = user(&s, "ada").await;
     assert_eq!(ada.get("/v1/auth/whoami").await.0, 200);
     let parts: Vec<&str> = ada.token.split('.').collect();
     assert_eq!(parts.len(), 3);
@@ -529,8 +452,7 @@ async fn altered_and_foreign_access_tokens_are_refused() {
     }
     // A token signed by another server's key is refused here.
     let other = server().await;
-    let other_admin = admin_client(&other);
-    let foreign = user_client(&other, &other_admin, "ada").await;
+    let foreign = user(&other, "ada").await;
     let c = Client {
         s: &s,
         token: foreign.token.clone(),
@@ -706,11 +628,11 @@ async fn the_cli_logs_in_keeps_the_token_privately_and_administers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changes_are_audited_for_instance_admins_to_read() {
     let s = server().await;
-    let admin = admin_client(&s);
-    let ada = user_client(&s, &admin, "ada").await;
+    let admin = admin(&s);
+    let ada = user(&s, "ada").await;
     assert_eq!(login(&s, "ada", "not-her-password").await.0, 401);
-    let (_, task) = ada.create("audited", None).await;
-    let bob = user_client(&s, &admin, "bob").await;
+    let (_, task) = create(&ada, "audited", None).await;
+    let bob = user(&s, "bob").await;
     assert_eq!(
         bob.post(&format!("/v1/tasks/{task}/cancel"), &json!({}))
             .await
@@ -799,7 +721,7 @@ async fn quotas_bound_each_group_and_a_long_queue_does_not_hold_back_another_gro
         ..Options::default()
     })
     .await;
-    let admin = admin_client(&s);
+    let admin = admin(&s);
     for g in ["a", "b"] {
         assert_eq!(admin.post("/v1/groups", &json!({ "name": g })).await.0, 201);
     }
@@ -807,7 +729,7 @@ async fn quotas_bound_each_group_and_a_long_queue_does_not_hold_back_another_gro
     let mut a_ids = Vec::new();
     for chunk in 0..50 {
         let names: Vec<String> = (0..20).map(|i| format!("a-{chunk}-{i}")).collect();
-        let creates = names.iter().map(|n| admin.create(n, Some("a")));
+        let creates = names.iter().map(|n| create(&admin, n, Some("a")));
         for (status, id) in futures_util::future::join_all(creates).await {
             assert_eq!(status, 200);
             a_ids.push(id);
@@ -832,7 +754,7 @@ async fn quotas_bound_each_group_and_a_long_queue_does_not_hold_back_another_gro
     );
     // Group b's first task starts next to a's long queue: between its submission and
     // its start, at most one of a's tasks starts (one slot's turnover).
-    let (status, b_first) = admin.create("b-first", Some("b")).await;
+    let (status, b_first) = create(&admin, "b-first", Some("b")).await;
     assert_eq!(status, 200);
     let (_, b_events) = admin.get(&format!("/v1/tasks/{b_first}")).await;
     let b_queued = b_events["events"][0]["seq"].as_i64().unwrap();
@@ -866,7 +788,7 @@ async fn quotas_bound_each_group_and_a_long_queue_does_not_hold_back_another_gro
     let b_more: Vec<String> = {
         let mut ids = Vec::new();
         for i in 0..4 {
-            ids.push(admin.create(&format!("b-{i}"), Some("b")).await.1);
+            ids.push(create(&admin, &format!("b-{i}"), Some("b")).await.1);
         }
         ids
     };

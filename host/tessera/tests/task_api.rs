@@ -4,104 +4,19 @@
 
 mod common;
 
-use common::{BUSYBOX, Options, Server};
+use common::{BUSYBOX, Client, Options, Server, admin, user};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
-/// A caller with one bearer token.
-struct Client<'a> {
-    s: &'a Server,
-    token: String,
-}
-
-impl Client<'_> {
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut req = self
-            .s
-            .http
-            .request(method, format!("{}{path}", self.s.url))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(Method::GET, path, None).await
-    }
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-    async fn bytes(&self, path: &str) -> (u16, Vec<u8>) {
-        let r = self
-            .s
-            .http
-            .get(format!("{}{path}", self.s.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
-    }
-
-    /// Poll a run until it ends.
-    async fn wait_run(&self, id: &str) -> Value {
-        let start = Instant::now();
-        loop {
-            let (status, run) = self.get(&format!("/v1/runs/{id}")).await;
-            assert_eq!(status, 200, "{run}");
-            if common::is_terminal(run["state"].as_str().unwrap_or("")) {
-                return run;
-            }
-            assert!(
-                start.elapsed() < common::DEADLINE,
-                "run {id} never ended: {run}\n{}",
-                self.s.server_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn admin(s: &Server) -> Client<'_> {
-    Client {
-        s,
-        token: s.token.clone(),
-    }
-}
-
-/// A new user (with a personal group of its name) and its client.
-async fn user<'a>(s: &'a Server, name: &str) -> Client<'a> {
-    let a = admin(s);
-    let password = format!("{name}-password-1");
-    let (status, body) = a
-        .post(
-            "/v1/admin/users",
-            &json!({ "name": name, "password": password }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let r = s
-        .http
-        .post(format!("{}/v1/auth/token", s.url))
-        .json(&json!({ "username": name, "password": password }))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = r.json().await.unwrap();
-    Client {
-        s,
-        token: body["access_token"].as_str().unwrap().to_string(),
-    }
+/// Poll a run until it ends.
+async fn wait_run(c: &Client<'_>, id: &str) -> Value {
+    c.wait_until(&format!("/v1/runs/{id}"), "an end", |run| {
+        common::is_terminal(run["state"].as_str().unwrap_or(""))
+    })
+    .await
 }
 
 fn operation(name: &str) -> Value {
@@ -204,7 +119,7 @@ async fn an_operation_runs_with_typed_parameters_and_its_artifacts_download_byte
     assert_eq!(status, 201, "{run}");
     let run_id = run["id"].as_str().unwrap().to_string();
     assert_eq!(run["version"], 1);
-    let done = c.wait_run(&run_id).await;
+    let done = wait_run(&c, &run_id).await;
     assert_eq!(done["state"], "COMPLETE", "{done}\n{}", s.server_log());
     assert_eq!(done["exit_code"], 0);
     let (status, arts) = c.get(&format!("/v1/runs/{run_id}/artifacts")).await;
@@ -267,7 +182,7 @@ async fn an_operation_runs_with_typed_parameters_and_its_artifacts_download_byte
     assert_eq!(re["version"], 1);
     assert_eq!(re["params"], json!({"count": 3, "greeting": "bonjour"}));
     let re_id = re["id"].as_str().unwrap().to_string();
-    assert_eq!(c.wait_run(&re_id).await["state"], "COMPLETE");
+    assert_eq!(wait_run(&c, &re_id).await["state"], "COMPLETE");
     let (_, n) = c
         .bytes(&format!("/v1/runs/{re_id}/artifacts/sub/n.txt"))
         .await;
@@ -281,7 +196,7 @@ async fn an_operation_runs_with_typed_parameters_and_its_artifacts_download_byte
         .await;
     assert_eq!(latest["version"], 2);
     let latest_id = latest["id"].as_str().unwrap().to_string();
-    assert_eq!(c.wait_run(&latest_id).await["state"], "COMPLETE");
+    assert_eq!(wait_run(&c, &latest_id).await["state"], "COMPLETE");
     let (_, down) = c
         .bytes(&format!("/v1/runs/{latest_id}/artifacts/down.txt"))
         .await;
@@ -378,7 +293,7 @@ async fn runs_queue_by_priority_then_fifo_and_follow_their_logs_while_running() 
     // The order they were claimed in: the seq of each one's INITIALIZING event.
     let mut started = Vec::new();
     for (name, id) in &queued {
-        let run = c.wait_run(id).await;
+        let run = wait_run(&c, id).await;
         assert_eq!(run["state"], "COMPLETE", "{run}");
         let (_, status) = c.get(&format!("/v1/tasks/{id}")).await;
         let claimed = status["events"]
@@ -699,19 +614,7 @@ async fn wait_run_until(
     what: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
-    let start = Instant::now();
-    loop {
-        let (_, run) = c.get(&format!("/v1/runs/{id}")).await;
-        if pred(&run) {
-            return run;
-        }
-        assert!(
-            start.elapsed() < common::DEADLINE,
-            "run {id} never reached {what}: {run}\n{}",
-            c.s.server_log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    c.wait_until(&format!("/v1/runs/{id}"), what, pred).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1551,7 +1454,7 @@ async fn datasets_in_the_embedded_store_are_versioned_ranged_and_run_inputs() {
         .await;
     assert_eq!(status, 201, "{run}");
     let id = run["id"].as_str().unwrap();
-    assert_eq!(c.wait_run(id).await["state"], "COMPLETE");
+    assert_eq!(wait_run(&c, id).await["state"], "COMPLETE");
     let (_, copy) = c.bytes(&format!("/v1/runs/{id}/artifacts/copy.txt")).await;
     assert_eq!(copy, b"HELLO WORLD!!");
 }

@@ -21,6 +21,19 @@ pub mod state;
 pub use dag::Dag;
 pub use state::{CleanupPolicy, RunState, TaskRunState};
 
+/// The id of attempt `attempt` of task `task` of run `run_id` (made at `created`), which
+/// is also the id of the task that runs it: the same wherever it is computed, so a plan
+/// applied twice (two servers, or one before and after a crash) starts it once.
+pub fn task_run_id(
+    run_id: &str,
+    created: time::OffsetDateTime,
+    task: &str,
+    attempt: u32,
+) -> String {
+    let seed = format!("workflow-run/{run_id}/{task}/{attempt}");
+    tessera_core::id::task_id_from(created, seed.as_bytes())
+}
+
 /// The hex SHA-256 of a definition's canonical form: JSON with sorted keys and no
 /// insignificant whitespace when the definition is JSON or YAML, else its text as given.
 /// Posting a definition with the same digest again returns the existing revision.

@@ -632,3 +632,124 @@ pub async fn pytes_run(python: &str, s: &Server, task: &Value) -> Value {
     );
     serde_json::from_slice(&out.stdout).expect("py-tes printed the task as JSON")
 }
+
+/// A caller of a running server with one bearer token. Paths under `/v1` and `/ga4gh`
+/// are the server's; others are TES paths (`/tasks`).
+pub struct Client<'a> {
+    pub s: &'a Server,
+    pub token: String,
+}
+
+impl Client<'_> {
+    /// The status and the JSON answer (a text answer as a JSON string).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let url = if path.starts_with("/ga4gh") || path.starts_with("/v1") {
+            format!("{}{path}", self.s.url)
+        } else {
+            self.s.tes(path)
+        };
+        let mut req = self.s.http.request(method, url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("the request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+    /// The bytes of a GET.
+    pub async fn bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .s
+            .http
+            .get(format!("{}{path}", self.s.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the request");
+        (
+            r.status().as_u16(),
+            r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+        )
+    }
+    /// GET `path` until `done` holds for its answer (within [`DEADLINE`]); the answer.
+    pub async fn wait_until(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let (_, v) = self.get(path).await;
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{path} never reached {what}: {v}\n{}",
+                self.s.server_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The instance admin, with the bootstrap token.
+pub fn admin(s: &Server) -> Client<'_> {
+    Client {
+        s,
+        token: s.token.clone(),
+    }
+}
+
+/// A client with the token a JSON answer holds (a login's, a new token's).
+pub fn client_with<'a>(s: &'a Server, token: &Value) -> Client<'a> {
+    Client {
+        s,
+        token: token.as_str().expect("a token in the answer").to_string(),
+    }
+}
+
+/// Log in with a password: the status and the answer.
+pub async fn login(s: &Server, user: &str, password: &str) -> (u16, Value) {
+    let r = s
+        .http
+        .post(format!("{}/v1/auth/token", s.url))
+        .json(&serde_json::json!({ "username": user, "password": password }))
+        .send()
+        .await
+        .expect("the login");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A new user (with a personal group of its name), made by the admin, logged in.
+pub async fn user<'a>(s: &'a Server, name: &str) -> Client<'a> {
+    let password = format!("{name}-password-1");
+    let (status, body) = admin(s)
+        .post(
+            "/v1/admin/users",
+            &serde_json::json!({ "name": name, "password": password }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = login(s, name, &password).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    client_with(s, &body["access_token"])
+}

@@ -1,0 +1,504 @@
+//! The Workflow API end to end on the real binary and real Docker, with the native
+//! engine: revisions, validation at POST time, DAG shapes run in order with outputs
+//! feeding inputs, a failure in the middle, automatic retries with backoff, retry of a
+//! finished run, cancel while running, and group isolation.
+
+mod common;
+
+use common::{BUSYBOX, Client, Options, Server, admin, user};
+use serde_json::{Value, json};
+
+async fn docker_server() -> Server {
+    Server::start(Options::default()).await
+}
+
+fn etl_yaml() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/workflows/etl.yaml"
+    ))
+    .expect("examples/workflows/etl.yaml")
+}
+
+/// Post a workflow: status and answer.
+async fn post_workflow(
+    c: &Client<'_>,
+    title: &str,
+    definition: Value,
+    params: Value,
+) -> (u16, Value) {
+    c.post(
+        "/v1/workflows",
+        &json!({"title": title, "definition": definition, "parameters": params}),
+    )
+    .await
+}
+
+/// Start a run of the latest revision of `workflow`; its id.
+async fn start(c: &Client<'_>, workflow: &str, params: Value) -> String {
+    let (status, run) = c
+        .post(
+            "/v1/workflow-runs",
+            &json!({"workflow": workflow, "params": params}),
+        )
+        .await;
+    assert_eq!(status, 201, "{run}");
+    run["id"].as_str().expect("an id").to_string()
+}
+
+fn ended(run: &Value) -> bool {
+    matches!(
+        run["state"].as_str(),
+        Some("Completed" | "Error" | "Canceled")
+    )
+}
+
+async fn wait_run(c: &Client<'_>, id: &str) -> Value {
+    c.wait_until(&format!("/v1/workflow-runs/{id}"), "an end", ended)
+        .await
+}
+
+/// The task runs of a run: title -> list of (attempt, state), attempts in order.
+async fn task_runs(c: &Client<'_>, id: &str) -> Vec<Value> {
+    let (status, body) = c.get(&format!("/v1/workflow-runs/{id}/task-runs")).await;
+    assert_eq!(status, 200, "{body}");
+    body["task_runs"].as_array().expect("task_runs").clone()
+}
+
+fn states(trs: &[Value]) -> Vec<(String, i64, String)> {
+    trs.iter()
+        .map(|t| {
+            (
+                t["task_title"].as_str().unwrap_or_default().to_string(),
+                t["attempt"].as_i64().unwrap_or_default(),
+                t["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The stdout of a task run's task.
+async fn stdout(c: &Client<'_>, tr: &Value) -> String {
+    let id = tr["task_id"].as_str().expect("a task");
+    let (_, t) = c.get(&format!("/ga4gh/tes/v1/tasks/{id}?view=FULL")).await;
+    t["logs"][0]["logs"][0]["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// When each task run's task started and ended (from its TES log), by title.
+async fn spans(c: &Client<'_>, trs: &[Value]) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for tr in trs {
+        let Some(id) = tr["task_id"].as_str() else {
+            continue;
+        };
+        let (_, t) = c.get(&format!("/ga4gh/tes/v1/tasks/{id}?view=FULL")).await;
+        let log = &t["logs"][0];
+        out.push((
+            tr["task_title"].as_str().unwrap_or_default().to_string(),
+            log["start_time"].as_str().unwrap_or_default().to_string(),
+            log["end_time"].as_str().unwrap_or_default().to_string(),
+        ));
+    }
+    out
+}
+
+fn task(name: &str, deps: &[&str], script: &str) -> Value {
+    json!({"name": name, "image": BUSYBOX, "command": ["sh", "-c", script], "depends_on": deps})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etl_example_runs_in_order_with_outputs_feeding_inputs() {
+    let s = docker_server().await;
+    let c = user(&s, "ada").await;
+    let params = json!([{"name": "count", "type": "integer", "default": 3, "minimum": 1}]);
+    let (status, wf) = post_workflow(&c, "etl", json!(etl_yaml()), params.clone()).await;
+    assert_eq!(status, 201, "{wf}");
+    assert_eq!(
+        (wf["version"].as_i64(), wf["group"].as_str()),
+        (Some(1), Some("ada"))
+    );
+    // The same definition again is the same revision; the graph is the engine's.
+    let (status, again) = post_workflow(&c, "etl", json!(etl_yaml()), params.clone()).await;
+    assert_eq!(
+        (status, again["id"].clone()),
+        (200, wf["id"].clone()),
+        "{again}"
+    );
+    let (_, tasks) = c.get("/v1/workflows/etl/1/tasks").await;
+    let graph: Vec<(String, Value)> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["title"].as_str().unwrap().to_string(),
+                t["downstream"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        graph,
+        [
+            ("extract".to_string(), json!(["sum", "count"])),
+            ("sum".to_string(), json!(["report"])),
+            ("count".to_string(), json!(["report"])),
+            ("report".to_string(), json!([])),
+        ]
+    );
+    let (status, report) = c.get("/v1/workflows/etl/1/tasks/report").await;
+    assert_eq!(
+        (status, report["upstream"].clone()),
+        (200, json!(["sum", "count"]))
+    );
+
+    let id = start(&c, "etl", json!({"count": 5})).await;
+    let run = wait_run(&c, &id).await;
+    assert_eq!(run["state"], "Completed", "{run}\n{}", s.server_log());
+    assert!(
+        run["started_at"].is_string() && run["ended_at"].is_string(),
+        "{run}"
+    );
+    let trs = task_runs(&c, &id).await;
+    assert!(
+        states(&trs)
+            .iter()
+            .all(|(_, a, st)| *a == 1 && st == "Completed"),
+        "{trs:?}"
+    );
+    let report = trs.iter().find(|t| t["task_title"] == "report").unwrap();
+    assert_eq!(stdout(&c, report).await.trim(), "sum 15 of 5 numbers");
+    // Each task started after every task it depends on ended.
+    let spans = spans(&c, &trs).await;
+    let span = |t: &str| spans.iter().find(|s| s.0 == t).unwrap().clone();
+    for (down, up) in [
+        ("sum", "extract"),
+        ("count", "extract"),
+        ("report", "sum"),
+        ("report", "count"),
+    ] {
+        assert!(
+            span(down).1 >= span(up).2,
+            "{down} started before {up} ended: {spans:?}"
+        );
+    }
+    // The tasks are tasks of the one model: in the TES listing, tagged with the run.
+    let (_, listed) = c
+        .get(&format!(
+            "/ga4gh/tes/v1/tasks?tag_key=tessera.workflow-run&tag_value={id}"
+        ))
+        .await;
+    assert_eq!(
+        listed["tasks"].as_array().map(Vec::len),
+        Some(4),
+        "{listed}"
+    );
+    // Runs are listed by workflow and state.
+    let (_, list) = c
+        .get("/v1/workflow-runs?workflow=etl&state=Completed")
+        .await;
+    assert_eq!(list["workflow_runs"][0]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn broken_definitions_and_values_are_refused_naming_each_problem() {
+    let s = Server::start(Options {
+        executor: "none",
+        ..Options::default()
+    })
+    .await;
+    let c = admin(&s);
+    let cyclic = json!({"tasks": [task("a", &["c"], "true"), task("b", &["a"], "true"), task("c", &["b"], "true")]});
+    let (status, err) = post_workflow(&c, "loop", cyclic, json!([])).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("invalid_document")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("a -> b -> c -> a"), "{err}");
+    let broken = json!({"tasks": [
+        task("a", &["ghost"], "echo {{missing}}"),
+    ]});
+    let (status, err) = post_workflow(&c, "broken", broken, json!([])).await;
+    assert_eq!(status, 400, "{err}");
+    let fields: Vec<&str> = err["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"definition.tasks[0].depends_on[0]"),
+        "{err}"
+    );
+    assert!(fields.contains(&"definition.tasks[0].command[2]"), "{err}");
+    let (status, err) = c
+        .post(
+            "/v1/workflows",
+            &json!({"title": "elsewhere", "engine": "nowhere", "definition": "x"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"nowhere\""),
+        "{err}"
+    );
+    // A run's values are checked against the declared parameters.
+    let ok = json!({"tasks": [task("a", &[], "echo {{n}}")]});
+    let params = json!([{"name": "n", "type": "integer", "maximum": 9}]);
+    assert_eq!(post_workflow(&c, "numbers", ok, params).await.0, 201);
+    for (values, field) in [
+        (json!({}), "params.n"),
+        (json!({"n": 10}), "params.n"),
+        (json!({"n": 1, "x": 2}), "params.x"),
+    ] {
+        let (status, err) = c
+            .post(
+                "/v1/workflow-runs",
+                &json!({"workflow": "numbers", "params": values}),
+            )
+            .await;
+        assert_eq!(status, 400, "{err}");
+        assert!(
+            err["details"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["field"] == field),
+            "{field}: {err}"
+        );
+    }
+    let (status, _) = c
+        .post(
+            "/v1/workflow-runs",
+            &json!({"workflow": "numbers", "version": 7, "params": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        c.post("/v1/workflow-runs", &json!({"workflow": "nothing"}))
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_stops_its_dependents_and_a_retry_runs_them_again() {
+    let s = docker_server().await;
+    let c = user(&s, "ada").await;
+    // `gate` reads an object that is not there yet: its input fails to stage.
+    let def = json!({"tasks": [
+        {"name": "gate", "image": BUSYBOX, "command": ["cat", "/in/go"],
+         "inputs": [{"url": "s3://ada/flags/go", "path": "/in/go"}]},
+        task("after", &["gate"], "echo after"),
+        task("last", &["after"], "echo last"),
+        task("side", &[], "echo side"),
+    ]});
+    assert_eq!(post_workflow(&c, "gated", def, json!([])).await.0, 201);
+    let id = start(&c, "gated", json!({})).await;
+    let run = wait_run(&c, &id).await;
+    assert_eq!(run["state"], "Error", "{run}");
+    let mut got = states(&task_runs(&c, &id).await);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("after".into(), 1, "UpstreamFailed".into()),
+            ("gate".into(), 1, "Error".into()),
+            ("last".into(), 1, "UpstreamFailed".into()),
+            ("side".into(), 1, "Completed".into()),
+        ]
+    );
+    // The object appears; a retry runs the failed task and what it held back, keeping
+    // the first attempts.
+    let r = s
+        .http
+        .put(format!("{}/v1/data/ada/flags/go", s.url))
+        .bearer_auth(&c.token)
+        .body("go\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (status, retried) = c
+        .put(&format!("/v1/workflow-runs/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{retried}");
+    let run = wait_run(&c, &id).await;
+    assert_eq!(run["state"], "Completed", "{run}");
+    let mut got = states(&task_runs(&c, &id).await);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("after".into(), 1, "UpstreamFailed".into()),
+            ("after".into(), 2, "Completed".into()),
+            ("gate".into(), 1, "Error".into()),
+            ("gate".into(), 2, "Completed".into()),
+            ("last".into(), 1, "UpstreamFailed".into()),
+            ("last".into(), 2, "Completed".into()),
+            ("side".into(), 1, "Completed".into()),
+        ]
+    );
+    // A chosen task with everything downstream of it.
+    let (status, _) = c
+        .put(
+            &format!("/v1/workflow-runs/{id}/retry"),
+            &json!({"tasks": ["after"], "downstream": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(wait_run(&c, &id).await["state"], "Completed");
+    let trs = task_runs(&c, &id).await;
+    let attempts = |t: &str| trs.iter().filter(|r| r["task_title"] == t).count();
+    assert_eq!(
+        (
+            attempts("gate"),
+            attempts("after"),
+            attempts("last"),
+            attempts("side")
+        ),
+        (2, 3, 3, 1)
+    );
+    // Only an ended run is retried, and only tasks it has.
+    let (status, err) = c
+        .put(
+            &format!("/v1/workflow-runs/{id}/retry"),
+            &json!({"tasks": ["ghost"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_task_is_retried_after_its_backoff_then_fails_the_run() {
+    let s = docker_server().await;
+    let c = admin(&s);
+    let def = json!({"tasks": [
+        {"name": "flaky", "image": BUSYBOX, "command": ["sh", "-c", "exit 3"],
+         "retries": {"count": 2, "backoff_seconds": 1, "backoff_factor": 2}},
+        task("after", &["flaky"], "true"),
+    ]});
+    assert_eq!(post_workflow(&c, "flaky", def, json!([])).await.0, 201);
+    let id = start(&c, "flaky", json!({})).await;
+    let run = wait_run(&c, &id).await;
+    assert_eq!(run["state"], "Error", "{run}");
+    let trs = task_runs(&c, &id).await;
+    let flaky: Vec<&Value> = trs.iter().filter(|t| t["task_title"] == "flaky").collect();
+    assert_eq!(flaky.len(), 3, "{trs:?}");
+    assert!(flaky.iter().all(|t| t["state"] == "Error"), "{trs:?}");
+    // Each retry waited its backoff after the attempt before it ended (1 s, then 2 s).
+    let spans = spans(&c, &trs).await;
+    let times: Vec<(time::OffsetDateTime, time::OffsetDateTime)> = spans
+        .iter()
+        .filter(|s| s.0 == "flaky")
+        .map(|s| (parse(&s.1), parse(&s.2)))
+        .collect();
+    for (i, wait) in [(1usize, 1_000i64), (2, 2_000)] {
+        let gap = (times[i].0 - times[i - 1].1).whole_milliseconds() as i64;
+        assert!(
+            gap >= wait - 100,
+            "retry {i} came {gap} ms after the attempt before"
+        );
+    }
+    assert_eq!(
+        states(&trs)
+            .iter()
+            .find(|t| t.0 == "after")
+            .map(|t| t.2.clone()),
+        Some("UpstreamFailed".to_string())
+    );
+}
+
+fn parse(t: &str) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{t:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_what_runs_and_skips_the_rest() {
+    let s = docker_server().await;
+    let c = admin(&s);
+    let def = json!({"tasks": [
+        task("long", &[], "sleep 600"),
+        task("next", &["long"], "true"),
+    ]});
+    assert_eq!(post_workflow(&c, "long", def, json!([])).await.0, 201);
+    let id = start(&c, "long", json!({})).await;
+    c.wait_until(&format!("/v1/workflow-runs/{id}"), "Running", |r| {
+        r["state"] == "Running"
+    })
+    .await;
+    let (status, run) = c
+        .put(&format!("/v1/workflow-runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let run = wait_run(&c, &id).await;
+    assert_eq!(run["state"], "Canceled", "{run}");
+    let trs = task_runs(&c, &id).await;
+    let long = trs.iter().find(|t| t["task_title"] == "long").unwrap();
+    let (_, t) = c
+        .get(&format!(
+            "/ga4gh/tes/v1/tasks/{}",
+            long["task_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(t["state"], "CANCELED", "{t}");
+    assert_eq!(
+        states(&trs),
+        [
+            ("long".into(), 1, "Skipped".into()),
+            ("next".into(), 1, "Skipped".into())
+        ]
+    );
+    // A run that ended is not canceled again.
+    let (status, again) = c
+        .put(&format!("/v1/workflow-runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!((status, again["state"].as_str()), (200, Some("Canceled")));
+}
+
+#[tokio::test]
+async fn another_groups_workflows_and_runs_do_not_exist() {
+    let s = Server::start(Options {
+        executor: "none",
+        ..Options::default()
+    })
+    .await;
+    let ada = user(&s, "ada").await;
+    let bob = user(&s, "bob").await;
+    let def = json!({"tasks": [task("a", &[], "true")]});
+    assert_eq!(post_workflow(&ada, "mine", def, json!([])).await.0, 201);
+    let id = start(&ada, "mine", json!({})).await;
+    for path in [
+        "/v1/workflows/mine?group=ada".to_string(),
+        "/v1/workflows/mine/1?group=ada".to_string(),
+        "/v1/workflows/mine/1/tasks?group=ada".to_string(),
+        format!("/v1/workflow-runs/{id}"),
+        format!("/v1/workflow-runs/{id}/task-runs"),
+    ] {
+        let (status, body) = bob.get(&path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    for path in [
+        format!("/v1/workflow-runs/{id}/cancel"),
+        format!("/v1/workflow-runs/{id}/retry"),
+    ] {
+        assert_eq!(bob.put(&path, &json!({})).await.0, 404, "{path}");
+    }
+    assert_eq!(bob.delete("/v1/workflows/mine?group=ada").await.0, 404);
+    let (_, list) = bob.get("/v1/workflows").await;
+    assert_eq!(list["workflows"], json!([]));
+    let (_, list) = bob.get("/v1/workflow-runs").await;
+    assert_eq!(list["workflow_runs"], json!([]));
+    // Deleting keeps the run readable.
+    assert_eq!(ada.delete("/v1/workflows/mine").await.0, 204);
+    assert_eq!(ada.get("/v1/workflows/mine").await.0, 404);
+    assert_eq!(ada.get(&format!("/v1/workflow-runs/{id}")).await.0, 200);
+}
