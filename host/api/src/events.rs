@@ -9,7 +9,10 @@
 //! that falls behind the hub reads from the store until it catches up.
 //!
 //! Event types: `task.created` (the first event of a task), `task.state` (a change),
-//! `task.finished` (a terminal state).
+//! `task.finished` (a terminal state); for workflow runs `workflow-run.created`,
+//! `workflow-run.state`, `workflow-run.finished`, and `task-run.state` for their task
+//! runs. Task and workflow events share one sequence in the store, so one id resumes
+//! both.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -23,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use tessera_core::ErrorCode;
 use tessera_core::task::Origin;
-use tessera_store::{FeedEvent, Store};
+use tessera_store::{FeedItem, Store, WorkflowFeedEvent};
 use tokio::sync::broadcast;
 
 use crate::auth::Caller;
@@ -47,13 +50,36 @@ pub fn event_type(e: &tessera_core::Event) -> &'static str {
     }
 }
 
+/// The type of a workflow event, from its states.
+pub fn workflow_event_type(e: &WorkflowFeedEvent) -> &'static str {
+    match (&e.task_run_id, &e.from_state) {
+        (Some(_), _) => "task-run.state",
+        (None, None) => "workflow-run.created",
+        (None, Some(_)) => match e.to_state.parse::<tessera_workflow::RunState>() {
+            Ok(s) if s.is_terminal() => "workflow-run.finished",
+            _ => "workflow-run.state",
+        },
+    }
+}
+
+/// Every event type a subscriber may ask for.
+const EVENT_TYPES: [&str; 7] = [
+    "task.created",
+    "task.state",
+    "task.finished",
+    "workflow-run.created",
+    "workflow-run.state",
+    "workflow-run.finished",
+    "task-run.state",
+];
+
 /// One server's reader of the event log.
 #[derive(Clone)]
 pub struct Hub(Arc<HubInner>);
 
 struct HubInner {
     store: Store,
-    tx: broadcast::Sender<Arc<FeedEvent>>,
+    tx: broadcast::Sender<Arc<FeedItem>>,
     /// Whether the reader loop runs.
     running: Mutex<bool>,
 }
@@ -69,7 +95,7 @@ impl Hub {
     }
 
     /// A receiver of every event from now on; the reader starts if it was idle.
-    fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+    fn subscribe(&self) -> broadcast::Receiver<Arc<FeedItem>> {
         let rx = self.0.tx.subscribe();
         let start = match self.0.running.lock() {
             Ok(mut running) => !std::mem::replace(&mut *running, true),
@@ -83,7 +109,7 @@ impl Hub {
 
     /// Read the log and send what is new, until nobody listens.
     async fn read(self) {
-        let mut cursor = match self.0.store.last_event_seq().await {
+        let mut cursor = match self.0.store.last_feed_seq().await {
             Ok(seq) => seq,
             Err(e) => {
                 tracing::warn!(error = %e, "event stream: reading the log failed");
@@ -100,11 +126,11 @@ impl Hub {
                     return;
                 }
             }
-            match self.0.store.feed_after(cursor, BATCH).await {
+            match self.0.store.feed_items_after(cursor, BATCH).await {
                 Ok(events) => {
                     let full = events.len() == BATCH as usize;
                     for e in events {
-                        cursor = e.event.seq;
+                        cursor = e.seq();
                         let _ = self.0.tx.send(Arc::new(e));
                     }
                     if full {
@@ -127,11 +153,25 @@ struct Filter {
 }
 
 impl Filter {
-    fn wants(&self, e: &FeedEvent) -> bool {
-        self.caller.sees(&e.group)
-            && (self.tasks.is_empty() || self.tasks.contains(&e.event.task_id))
-            && (self.origins.is_empty() || self.origins.contains(&e.origin))
-            && (self.types.is_empty() || self.types.contains(event_type(&e.event)))
+    fn wants(&self, item: &FeedItem) -> bool {
+        match item {
+            FeedItem::Task(e) => {
+                self.caller.sees(&e.group)
+                    && (self.tasks.is_empty() || self.tasks.contains(&e.event.task_id))
+                    && (self.origins.is_empty() || self.origins.contains(&e.origin))
+                    && (self.types.is_empty() || self.types.contains(event_type(&e.event)))
+            }
+            FeedItem::Workflow(e) => {
+                self.caller.sees(&e.group)
+                    && (self.tasks.is_empty()
+                        || self.tasks.contains(&e.run_id)
+                        || e.task_run_id
+                            .as_ref()
+                            .is_some_and(|t| self.tasks.contains(t)))
+                    && (self.origins.is_empty() || self.origins.contains(&Origin::Workflow))
+                    && (self.types.is_empty() || self.types.contains(workflow_event_type(e)))
+            }
+        }
     }
 }
 
@@ -140,36 +180,74 @@ impl Filter {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct EventData<'a> {
     seq: i64,
-    /// task.created, task.state or task.finished.
+    /// task.created, task.state, task.finished, workflow-run.created,
+    /// workflow-run.state, workflow-run.finished or task-run.state.
     #[serde(rename = "type")]
     kind: &'a str,
-    task_id: &'a str,
+    /// The task (for a task run: the task of the attempt, once it has one).
+    task_id: Option<&'a str>,
     origin: Origin,
     group: &'a str,
-    from: Option<tessera_core::State>,
-    to: tessera_core::State,
+    /// The states in the words of the API that made the event (TES states for tasks,
+    /// Kaapana's for workflow runs and task runs).
+    from: Option<&'a str>,
+    to: &'a str,
     reason: Option<&'a str>,
     at: String,
+    /// A workflow event's run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<&'a str>,
+    /// A task-run event's task run and task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_run_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_title: Option<&'a str>,
 }
 
-fn sse_event(e: &FeedEvent) -> SseEvent {
-    let ev = &e.event;
-    let kind = event_type(ev);
-    let data = EventData {
-        seq: ev.seq,
-        kind,
-        task_id: &ev.task_id,
-        origin: e.origin,
-        group: &e.group,
-        from: ev.from_state,
-        to: ev.to_state,
-        reason: ev.reason.as_deref(),
-        at: tessera_core::time_fmt::format_rfc3339(ev.at),
+fn sse_event(item: &FeedItem) -> SseEvent {
+    let (seq, kind, data) = match item {
+        FeedItem::Task(e) => {
+            let ev = &e.event;
+            let kind = event_type(ev);
+            let data = EventData {
+                seq: ev.seq,
+                kind,
+                task_id: Some(&ev.task_id),
+                origin: e.origin,
+                group: &e.group,
+                from: ev.from_state.map(|s| s.as_str()),
+                to: ev.to_state.as_str(),
+                reason: ev.reason.as_deref(),
+                at: tessera_core::time_fmt::format_rfc3339(ev.at),
+                run_id: None,
+                task_run_id: None,
+                task_title: None,
+            };
+            (ev.seq, kind, serde_json::to_string(&data))
+        }
+        FeedItem::Workflow(e) => {
+            let kind = workflow_event_type(e);
+            let data = EventData {
+                seq: e.seq,
+                kind,
+                task_id: e.task_run_id.as_deref(),
+                origin: Origin::Workflow,
+                group: &e.group,
+                from: e.from_state.as_deref(),
+                to: &e.to_state,
+                reason: None,
+                at: e.at.clone(),
+                run_id: Some(&e.run_id),
+                task_run_id: e.task_run_id.as_deref(),
+                task_title: e.task_title.as_deref(),
+            };
+            (e.seq, kind, serde_json::to_string(&data))
+        }
     };
     SseEvent::default()
-        .id(ev.seq.to_string())
+        .id(seq.to_string())
         .event(kind)
-        .data(serde_json::to_string(&data).unwrap_or_default())
+        .data(data.unwrap_or_default())
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -183,19 +261,21 @@ fn bad(msg: impl Into<String>) -> Error {
 struct EventQuery {
     /// Only this task's events (repeatable).
     task: Option<Vec<String>>,
-    /// Only this run's events (repeatable).
+    /// Only this run's events (repeatable): a Task API run, or a workflow run with its
+    /// task runs.
     run: Option<Vec<String>>,
     /// Only tasks of this origin (repeatable).
     #[param(inline)]
     origin: Option<Vec<Origin>>,
-    /// task.created, task.state or task.finished (repeatable).
+    /// An event type (repeatable): task.created, task.state, task.finished,
+    /// workflow-run.created, workflow-run.state, workflow-run.finished, task-run.state.
     #[param(rename = "type")]
     kind: Option<Vec<String>>,
     /// Replay from the stored log after this event id (as `Last-Event-ID` does).
     after: Option<i64>,
 }
 
-/// Server-Sent Events of the tasks the caller sees: each event's `data` is an
+/// Server-Sent Events of the tasks and workflow runs the caller sees: each event's `data` is an
 /// `EventData` object.
 #[utoipa::path(
     get,
@@ -227,9 +307,10 @@ pub async fn stream(
                 filter.origins.insert(v.parse::<Origin>().map_err(bad)?);
             }
             "type" if !v.is_empty() => {
-                if !matches!(v.as_str(), "task.created" | "task.state" | "task.finished") {
+                if !EVENT_TYPES.contains(&v.as_str()) {
                     return Err(bad(format!(
-                        "type {v:?} is not one of task.created, task.state, task.finished"
+                        "type {v:?} is not one of {}",
+                        EVENT_TYPES.join(", ")
                     )));
                 }
                 filter.types.insert(v);
@@ -260,7 +341,7 @@ pub async fn stream(
         Some(seq) => (seq, true),
         None => (
             store
-                .last_event_seq()
+                .last_feed_seq()
                 .await
                 .map_err(|e| Error::internal("reading the event log failed", e))?,
             false,
@@ -276,20 +357,20 @@ pub async fn stream(
 /// `replay`, and whenever it falls behind the hub), then live ones, each once, in order.
 fn events(
     store: Store,
-    rx: broadcast::Receiver<Arc<FeedEvent>>,
+    rx: broadcast::Receiver<Arc<FeedItem>>,
     filter: Filter,
     cursor: i64,
     replay: bool,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     struct S {
         store: Store,
-        rx: broadcast::Receiver<Arc<FeedEvent>>,
+        rx: broadcast::Receiver<Arc<FeedItem>>,
         filter: Filter,
         /// The last seq handed on or passed over.
         cursor: i64,
         /// Read the store after `cursor` before the live events.
         replay: bool,
-        queue: std::collections::VecDeque<Arc<FeedEvent>>,
+        queue: std::collections::VecDeque<Arc<FeedItem>>,
     }
     let s = S {
         store,
@@ -302,17 +383,17 @@ fn events(
     futures_util::stream::unfold(s, |mut s| async move {
         loop {
             if let Some(e) = s.queue.pop_front() {
-                if e.event.seq <= s.cursor {
+                if e.seq() <= s.cursor {
                     continue;
                 }
-                s.cursor = e.event.seq;
+                s.cursor = e.seq();
                 if s.filter.wants(&e) {
                     return Some((Ok(sse_event(&e)), s));
                 }
                 continue;
             }
             if s.replay {
-                match s.store.feed_after(s.cursor, BATCH).await {
+                match s.store.feed_items_after(s.cursor, BATCH).await {
                     Ok(batch) => {
                         s.replay = batch.len() == BATCH as usize;
                         s.queue.extend(batch.into_iter().map(Arc::new));

@@ -1598,8 +1598,8 @@ pub use notify::{Failed, FeedEvent, Retry};
 pub use operations::{DELIVERY_PENDING, DeliveryOutcome, OperationRow, RunQuery, RunRow};
 pub use plugins::{BindingRow, Deleted, Installed, PluginVersionRow};
 pub use workflows::{
-    NewTaskRun, NewWorkflow, NewWorkflowRun, RunChange, TaskRunChange, TaskRunRow, WorkflowQuery,
-    WorkflowRow, WorkflowRunQuery, WorkflowRunRow,
+    FeedItem, NewTaskRun, NewWorkflow, NewWorkflowRun, RunChange, TaskRunChange, TaskRunRow,
+    WorkflowFeedEvent, WorkflowQuery, WorkflowRow, WorkflowRunQuery, WorkflowRunRow,
 };
 
 #[cfg(test)]

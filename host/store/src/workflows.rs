@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use tessera_core::time_fmt::now_rfc3339;
 
-use crate::{Pools, Store, StoreError, WriteConn, WritePool, builder};
+use crate::{Backend, PG_SEQ_LOCK, Pools, Store, StoreError, WriteConn, WritePool, builder};
 
 /// One revision of a workflow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +271,86 @@ macro_rules! insert_task_run {
     };
 }
 
+/// Append one workflow event in transaction `$tx` (a macro: compiled per backend). Its
+/// seq comes from task_events' sequence, so the two logs are one sequence (SQLite: the
+/// AUTOINCREMENT counter in `sqlite_sequence`, under the writer lock; PostgreSQL: the
+/// column's default, under the advisory lock the caller took).
+macro_rules! workflow_event {
+    ($tx:expr, $backend:expr, $run:expr, $task_run:expr, $title:expr, $group:expr, $at:expr, $from:expr, $to:expr) => {
+        if $backend == Backend::Sqlite {
+            sqlx::query(
+                "INSERT INTO sqlite_sequence (name, seq) \
+                 SELECT 'task_events', COALESCE((SELECT MAX(seq) FROM task_events), 0) \
+                 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'task_events')",
+            )
+            .execute(&mut *$tx)
+            .await?;
+            let seq: i64 = sqlx::query_scalar(
+                "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'task_events' RETURNING seq",
+            )
+            .fetch_one(&mut *$tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO workflow_events (seq, run_id, task_run_id, task_title, group_name, \
+                 at, from_state, to_state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(seq)
+            .bind($run)
+            .bind($task_run)
+            .bind($title)
+            .bind($group)
+            .bind($at)
+            .bind($from)
+            .bind($to)
+            .execute(&mut *$tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO workflow_events (run_id, task_run_id, task_title, group_name, at, \
+                 from_state, to_state) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind($run)
+            .bind($task_run)
+            .bind($title)
+            .bind($group)
+            .bind($at)
+            .bind($from)
+            .bind($to)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+
+/// One state change of a run (`task_run_id` `None`) or of a task run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowFeedEvent {
+    pub seq: i64,
+    pub run_id: String,
+    pub task_run_id: Option<String>,
+    pub task_title: Option<String>,
+    pub group: String,
+    pub at: String,
+    pub from_state: Option<String>,
+    pub to_state: String,
+}
+
+/// One event of the stream: a task's state change or a workflow run's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedItem {
+    Task(crate::FeedEvent),
+    Workflow(WorkflowFeedEvent),
+}
+
+impl FeedItem {
+    pub fn seq(&self) -> i64 {
+        match self {
+            FeedItem::Task(e) => e.event.seq,
+            FeedItem::Workflow(e) => e.seq,
+        }
+    }
+}
+
 /// The states a run or task run ends in (the workflow crate's terminal names).
 const TERMINAL_RUN_STATES: &str = "('Completed', 'Error', 'Canceled')";
 
@@ -476,6 +556,7 @@ impl Store {
     ) -> Result<WorkflowRunRow, StoreError> {
         let labels = serde_json::to_string(r.labels)
             .map_err(|e| StoreError::Corrupt(format!("encoding labels: {e}")))?;
+        let (backend, now) = (self.backend(), now_rfc3339());
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
@@ -508,6 +589,18 @@ impl Store {
             for t in task_runs {
                 insert_task_run!(tx, r.id, t);
             }
+            lock_seq!(tx, backend);
+            workflow_event!(
+                tx,
+                backend,
+                r.id,
+                None::<&str>,
+                None::<&str>,
+                r.group,
+                now.as_str(),
+                None::<&str>,
+                r.state
+            );
             tx.commit().await?;
         });
         self.workflow_run(r.id)
@@ -655,8 +748,36 @@ impl Store {
         revision: i64,
         c: &RunChange,
     ) -> Result<bool, StoreError> {
+        let (backend, now) = (self.backend(), now_rfc3339());
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin_write().await?;
+            let before: Option<(String, String)> = sqlx::query_as(
+                "SELECT state, group_name FROM workflow_runs WHERE id = $1 AND revision = $2",
+            )
+            .bind(id)
+            .bind(revision)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((run_from, group)) = before else {
+                return Ok(false);
+            };
+            // (task run, title, from, to) of each state change, for the event log.
+            let mut changed: Vec<(String, String, Option<String>, String)> = Vec::new();
+            for t in &c.task_runs {
+                let Some(to) = &t.state else { continue };
+                let from: Option<(String, String)> = sqlx::query_as(
+                    "SELECT state, task_title FROM workflow_task_runs WHERE id = $1 AND run_id = $2",
+                )
+                .bind(t.id.as_str())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((from, title)) = from
+                    && &from != to
+                {
+                    changed.push((t.id.clone(), title, Some(from), to.clone()));
+                }
+            }
             let mut qb = builder(pool, "UPDATE workflow_runs SET revision = revision + 1");
             if let Some(s) = &c.state {
                 qb.push(", state = ").push_bind(s.as_str());
@@ -717,6 +838,37 @@ impl Store {
             }
             for t in &c.new_task_runs {
                 insert_task_run!(tx, id, t);
+                changed.push((t.id.clone(), t.task_title.clone(), None, t.state.clone()));
+            }
+            let run_to = c.state.as_ref().filter(|s| **s != run_from);
+            if run_to.is_some() || !changed.is_empty() {
+                lock_seq!(tx, backend);
+            }
+            for (task_run, title, from, to) in &changed {
+                workflow_event!(
+                    tx,
+                    backend,
+                    id,
+                    Some(task_run.as_str()),
+                    Some(title.as_str()),
+                    group.as_str(),
+                    now.as_str(),
+                    from.as_deref(),
+                    to.as_str()
+                );
+            }
+            if let Some(to) = run_to {
+                workflow_event!(
+                    tx,
+                    backend,
+                    id,
+                    None::<&str>,
+                    None::<&str>,
+                    group.as_str(),
+                    now.as_str(),
+                    Some(run_from.as_str()),
+                    to.as_str()
+                );
             }
             tx.commit().await?;
             Ok(true)
@@ -737,6 +889,77 @@ impl Store {
                 .await?;
             Ok(done.rows_affected() == 1)
         })
+    }
+
+    /// Workflow events after `after_seq`, in order.
+    pub async fn workflow_feed_after(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<WorkflowFeedEvent>, StoreError> {
+        with_pool!(self, reader, |pool| {
+            let rows = sqlx::query(
+                "SELECT seq, run_id, task_run_id, task_title, group_name, at, from_state, \
+                 to_state FROM workflow_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(WorkflowFeedEvent {
+                        seq: r.try_get("seq")?,
+                        run_id: r.try_get("run_id")?,
+                        task_run_id: r.try_get("task_run_id")?,
+                        task_title: r.try_get("task_title")?,
+                        group: r.try_get("group_name")?,
+                        at: r.try_get("at")?,
+                        from_state: r.try_get("from_state")?,
+                        to_state: r.try_get("to_state")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The newest workflow event's seq (0 when there is none).
+    pub async fn last_workflow_event_seq(&self) -> Result<i64, StoreError> {
+        with_pool!(self, reader, |pool| {
+            let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM workflow_events")
+                .fetch_one(pool)
+                .await?;
+            Ok(seq.unwrap_or(0))
+        })
+    }
+
+    /// Task and workflow events after `after_seq`, in the one order of their shared
+    /// sequence (at most `limit`).
+    pub async fn feed_items_after(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<FeedItem>, StoreError> {
+        let tasks = self.feed_after(after_seq, limit).await?;
+        let workflows = self.workflow_feed_after(after_seq, limit).await?;
+        let mut items: Vec<FeedItem> = tasks
+            .into_iter()
+            .map(FeedItem::Task)
+            .chain(workflows.into_iter().map(FeedItem::Workflow))
+            .collect();
+        items.sort_by_key(FeedItem::seq);
+        // Each list holds all of its events up to its last, so the first `limit` of the
+        // merge hold every event up to theirs.
+        items.truncate(limit as usize);
+        Ok(items)
+    }
+
+    /// The newest event's seq of either log (0 when there is none).
+    pub async fn last_feed_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .last_event_seq()
+            .await?
+            .max(self.last_workflow_event_seq().await?))
     }
 
     /// Mark a run's data cleaned (or not).
@@ -788,6 +1011,7 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             for id in &ids {
                 for sql in [
+                    "DELETE FROM workflow_events WHERE run_id = $1",
                     "DELETE FROM workflow_task_runs WHERE run_id = $1",
                     "DELETE FROM workflow_labels WHERE owner = $1",
                     "DELETE FROM workflow_runs WHERE id = $1",

@@ -18,6 +18,7 @@ store_tests!(
     the_scheduler_changes_a_run_only_at_the_revision_it_read,
     a_cancel_request_beats_a_plan_made_before_it,
     finished_runs_older_than_a_date_are_deleted_with_their_task_runs,
+    state_changes_are_logged_in_order_for_the_event_stream,
 );
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -447,4 +448,78 @@ async fn finished_runs_older_than_a_date_are_deleted_with_their_task_runs(db: &D
     assert!(s.task_runs(&old).await.unwrap().is_empty());
     assert!(s.workflow_run(&running).await.unwrap().is_some());
     assert!(s.workflow_run(&new).await.unwrap().is_some());
+}
+
+async fn state_changes_are_logged_in_order_for_the_event_stream(db: &Db) {
+    let s = &db.store;
+    let start = s.last_workflow_event_seq().await.unwrap();
+    let (w, _) = workflow(db, "lab", "etl", "d1", &[]).await;
+    let id = run(db, &w, 1_000, &[]).await;
+    let trs = s.task_runs(&id).await.unwrap();
+    let a = trs.iter().find(|t| t.task_title == "a").unwrap();
+    let change = RunChange {
+        state: Some("Scheduled".into()),
+        task_runs: vec![
+            TaskRunChange {
+                id: a.id.clone(),
+                state: Some("Scheduled".into()),
+                ..Default::default()
+            },
+            // Not a change of state: no event.
+            TaskRunChange {
+                id: trs.iter().find(|t| t.task_title == "b").unwrap().id.clone(),
+                state: Some("Created".into()),
+                ..Default::default()
+            },
+        ],
+        new_task_runs: vec![task_run("a", 2, "Pending")],
+        ..Default::default()
+    };
+    assert!(s.change_workflow_run(&id, 0, &change).await.unwrap());
+    // A refused change logs nothing.
+    assert!(!s.change_workflow_run(&id, 0, &change).await.unwrap());
+    let events = s.workflow_feed_after(start, 100).await.unwrap();
+    let seen: Vec<(Option<&str>, Option<&str>, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.task_title.as_deref(),
+                e.from_state.as_deref(),
+                e.to_state.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (None, None, "Created"),
+            (Some("a"), Some("Created"), "Scheduled"),
+            (Some("a"), None, "Pending"),
+            (None, Some("Created"), "Scheduled"),
+        ]
+    );
+    assert!(events.iter().all(|e| e.run_id == id && e.group == "lab"));
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(s.last_workflow_event_seq().await.unwrap(), events[3].seq);
+    // One sequence with the task events: a task made now comes after, in one feed.
+    let task = new_task(Some("later"), &[]);
+    s.insert_tasks(std::slice::from_ref(&task)).await.unwrap();
+    let items = s.feed_items_after(start, 100).await.unwrap();
+    let seqs: Vec<i64> = items.iter().map(|i| i.seq()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(items.len(), 5);
+    assert!(matches!(&items[4], tessera_store::FeedItem::Task(e) if e.event.task_id == task.id));
+    assert_eq!(s.last_feed_seq().await.unwrap(), seqs[4]);
+    // A page of two, then the rest.
+    let page = s.feed_items_after(start, 2).await.unwrap();
+    assert_eq!(page.iter().map(|i| i.seq()).collect::<Vec<_>>(), seqs[..2]);
+    let end = RunChange {
+        state: Some("Completed".into()),
+        ..Default::default()
+    };
+    assert!(s.change_workflow_run(&id, 1, &end).await.unwrap());
+    s.delete_finished_workflow_runs(i64::MAX, None)
+        .await
+        .unwrap();
+    assert!(s.workflow_feed_after(start, 100).await.unwrap().is_empty());
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{BUSYBOX, Client, Options, Server, admin, user};
+use common::{BUSYBOX, Client, Options, Server, admin, read_events, subscribe, user};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -308,57 +308,6 @@ async fn runs_queue_by_priority_then_fifo_and_follow_their_logs_while_running() 
     started.sort();
     let order: Vec<&str> = started.iter().map(|(_, n)| *n).collect();
     assert_eq!(order, ["high", "mid", "low-a", "low-b"]);
-}
-
-/// Read SSE events from a response until `until` says stop; (id, data) pairs.
-async fn read_events(
-    r: reqwest::Response,
-    mut until: impl FnMut(&[(i64, Value)]) -> bool,
-) -> Vec<(i64, Value)> {
-    let mut body = r.bytes_stream();
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + common::DEADLINE;
-    while !until(&out) {
-        let chunk = tokio::time::timeout_at(deadline.into(), body.next())
-            .await
-            .expect("events in time")
-            .expect("the stream went on")
-            .unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            let (mut id, mut data) = (None, None);
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse::<i64>().ok();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = serde_json::from_str::<Value>(v.trim()).ok();
-                }
-            }
-            if let (Some(id), Some(data)) = (id, data) {
-                out.push((id, data));
-            }
-        }
-    }
-    out
-}
-
-async fn subscribe(s: &Server, token: &str, query: &str, last: Option<i64>) -> reqwest::Response {
-    let mut req = s
-        .http
-        .get(format!("{}/v1/events{query}", s.url))
-        .bearer_auth(token);
-    if let Some(l) = last {
-        req = req.header("last-event-id", l.to_string());
-    }
-    let r = req.send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.headers()["content-type"].to_str().unwrap(),
-        "text/event-stream"
-    );
-    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

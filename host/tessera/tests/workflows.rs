@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{BUSYBOX, Client, Options, Server, admin, user};
+use common::{BUSYBOX, Client, Options, Server, admin, read_events, subscribe, user};
 use serde_json::{Value, json};
 
 async fn docker_server() -> Server {
@@ -200,6 +200,33 @@ async fn the_etl_example_runs_in_order_with_outputs_feeding_inputs() {
         .get("/v1/workflow-runs?workflow=etl&state=Completed")
         .await;
     assert_eq!(list["workflow_runs"][0]["id"], id.as_str());
+    // The run's state changes are on the event stream, replayed from the start.
+    let events = read_events(
+        subscribe(&s, &c.token, &format!("?run={id}"), Some(0)).await,
+        |e| e.iter().any(|(_, d)| d["type"] == "workflow-run.finished"),
+    )
+    .await;
+    let run_states: Vec<&str> = events
+        .iter()
+        .filter(|(_, d)| d["task_run_id"].is_null())
+        .map(|(_, d)| d["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        run_states,
+        ["Created", "Scheduled", "Running", "Completed"],
+        "{events:?}"
+    );
+    let report_states: Vec<&str> = events
+        .iter()
+        .filter(|(_, d)| d["task_title"] == "report")
+        .map(|(_, d)| d["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(report_states.last(), Some(&"Completed"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|(_, d)| d["group"] == "ada" && d["origin"] == "workflow")
+    );
 }
 
 #[tokio::test]
@@ -501,4 +528,122 @@ async fn another_groups_workflows_and_runs_do_not_exist() {
     assert_eq!(ada.delete("/v1/workflows/mine").await.0, 204);
     assert_eq!(ada.get("/v1/workflows/mine").await.0, 404);
     assert_eq!(ada.get(&format!("/v1/workflow-runs/{id}")).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_finishes_after_the_server_is_killed_and_no_task_runs_twice() {
+    // Every container start, as Docker reports it.
+    let events_file = tempfile::NamedTempFile::new().unwrap();
+    let mut events = std::process::Command::new("docker")
+        .args([
+            "events",
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ])
+        .stdout(std::process::Stdio::from(events_file.reopen().unwrap()))
+        .spawn()
+        .expect("docker events");
+    let mut s = docker_server().await;
+    let token = s.token.clone();
+    let c = Client {
+        s: &s,
+        token: token.clone(),
+    };
+    let def = json!({"tasks": [
+        task("one", &[], "echo one"),
+        task("two", &["one"], "echo two-start; sleep 4; echo two-end"),
+        task("three", &["two"], "echo three"),
+        task("four", &["two"], "echo four"),
+    ]});
+    assert_eq!(post_workflow(&c, "crash", def, json!([])).await.0, 201);
+    let id = start(&c, "crash", json!({})).await;
+    c.wait_until(
+        &format!("/v1/workflow-runs/{id}/task-runs"),
+        "two running",
+        |v| {
+            v["task_runs"].as_array().is_some_and(|trs| {
+                trs.iter()
+                    .any(|t| t["task_title"] == "two" && t["state"] == "Running")
+            })
+        },
+    )
+    .await;
+    drop(c);
+    s.kill9();
+    s.spawn().await;
+    let c = Client { s: &s, token };
+    let run = wait_run(&c, &id).await;
+    assert_eq!(run["state"], "Completed", "{run}\n{}", s.server_log());
+    let trs = task_runs(&c, &id).await;
+    assert_eq!(
+        states(&trs),
+        [
+            ("four".into(), 1, "Completed".into()),
+            ("one".into(), 1, "Completed".into()),
+            ("three".into(), 1, "Completed".into()),
+            ("two".into(), 1, "Completed".into()),
+        ]
+    );
+    let two = trs.iter().find(|t| t["task_title"] == "two").unwrap();
+    assert_eq!(stdout(&c, two).await, "two-start\ntwo-end\n");
+    let _ = events.kill();
+    let _ = events.wait();
+    let log = std::fs::read_to_string(events_file.path()).unwrap();
+    for tr in &trs {
+        let task_id = tr["task_id"].as_str().unwrap();
+        let started = log.lines().filter(|n| n.contains(task_id)).count();
+        assert_eq!(
+            started, 1,
+            "{}: {started} container starts",
+            tr["task_title"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_task_wide_layer_fans_out_and_in() {
+    let s = Server::start(Options {
+        max_concurrent_tasks: 16,
+        ..Options::default()
+    })
+    .await;
+    let c = admin(&s);
+    let mut tasks = vec![task("split", &[], "true")];
+    let wide: Vec<String> = (0..200).map(|i| format!("w{i:03}")).collect();
+    for w in &wide {
+        tasks.push(task(w, &["split"], "true"));
+    }
+    let refs: Vec<&str> = wide.iter().map(String::as_str).collect();
+    tasks.push(task("join", &refs, "echo joined"));
+    assert_eq!(
+        post_workflow(&c, "wide", json!({"tasks": tasks}), json!([]))
+            .await
+            .0,
+        201
+    );
+    let id = start(&c, "wide", json!({})).await;
+    let run = wait_run(&c, &id).await;
+    assert_eq!(run["state"], "Completed", "{run}");
+    let trs = task_runs(&c, &id).await;
+    assert_eq!(trs.len(), 202);
+    assert!(trs.iter().all(|t| t["state"] == "Completed"), "{trs:?}");
+    let join = trs.iter().find(|t| t["task_title"] == "join").unwrap();
+    assert_eq!(stdout(&c, join).await, "joined\n");
+    // join started after the last of the layer ended.
+    let spans = spans(&c, &trs).await;
+    let last_wide_end = spans
+        .iter()
+        .filter(|s| s.0.starts_with('w'))
+        .map(|s| s.2.clone())
+        .max()
+        .unwrap();
+    let join_start = spans.iter().find(|s| s.0 == "join").unwrap().1.clone();
+    assert!(
+        join_start >= last_wide_end,
+        "{join_start} < {last_wide_end}"
+    );
 }

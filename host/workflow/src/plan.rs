@@ -216,7 +216,11 @@ pub fn plan(input: &Input) -> Plan {
         } else {
             RunState::Error
         }
-    } else if after.values().any(|s| *s == TaskRunState::Running) {
+    } else if after.values().any(|s| {
+        // Once a task has run, the run is running until it ends (also between waves,
+        // and while a retry waits).
+        matches!(s, TaskRunState::Running) || s.is_terminal()
+    }) {
         RunState::Running
     } else if after.values().any(|s| *s == TaskRunState::Scheduled) {
         RunState::Scheduled

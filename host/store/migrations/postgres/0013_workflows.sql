@@ -85,3 +85,20 @@ CREATE TABLE workflow_task_runs (
     UNIQUE (run_id, task_title, attempt)
 );
 CREATE INDEX workflow_task_runs_task ON workflow_task_runs (task_id);
+
+-- State changes of runs and task runs, for the event stream beside task_events.
+-- Its seq is drawn from task_events' sequence, under the same advisory lock, so the
+-- two logs share one sequence in commit order.
+-- Deleted with their run.
+CREATE TABLE workflow_events (
+    seq         BIGINT PRIMARY KEY DEFAULT nextval('task_events_seq_seq'),
+    run_id      TEXT    NOT NULL,
+    -- NULL: the run's own state.
+    task_run_id TEXT,
+    task_title  TEXT,
+    group_name  TEXT    NOT NULL,
+    at          TEXT    NOT NULL,
+    from_state  TEXT,
+    to_state    TEXT    NOT NULL
+);
+CREATE INDEX workflow_events_run ON workflow_events (run_id, seq);

@@ -753,3 +753,60 @@ pub async fn user<'a>(s: &'a Server, name: &str) -> Client<'a> {
     assert_eq!(body["token_type"], "Bearer");
     client_with(s, &body["access_token"])
 }
+
+/// Read SSE events from a response until `until` says stop; (id, data) pairs.
+pub async fn read_events(
+    r: reqwest::Response,
+    mut until: impl FnMut(&[(i64, Value)]) -> bool,
+) -> Vec<(i64, Value)> {
+    use futures_util::StreamExt;
+    let mut body = r.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while !until(&out) {
+        let chunk = tokio::time::timeout_at(deadline.into(), body.next())
+            .await
+            .expect("events in time")
+            .expect("the stream went on")
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let (mut id, mut data) = (None, None);
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse::<i64>().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str::<Value>(v.trim()).ok();
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                out.push((id, data));
+            }
+        }
+    }
+    out
+}
+
+pub async fn subscribe(
+    s: &Server,
+    token: &str,
+    query: &str,
+    last: Option<i64>,
+) -> reqwest::Response {
+    let mut req = s
+        .http
+        .get(format!("{}/v1/events{query}", s.url))
+        .bearer_auth(token);
+    if let Some(l) = last {
+        req = req.header("last-event-id", l.to_string());
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    r
+}
