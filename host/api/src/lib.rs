@@ -30,6 +30,7 @@ mod plugins;
 mod query;
 pub mod retention;
 mod run_summary;
+mod task_output;
 mod tes;
 mod workflow_runs;
 mod workflows;
@@ -259,12 +260,22 @@ fn authenticated_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::show_version, workflows::delete_version))
         .routes(routes!(workflows::list_tasks))
         .routes(routes!(workflows::show_task))
-        .routes(routes!(workflow_runs::list_runs, workflow_runs::create_run))
+        .routes(routes!(
+            workflow_runs::list_runs,
+            workflow_runs::create_run,
+            workflow_runs::delete_runs
+        ))
+        .routes(routes!(workflow_runs::cancel_runs))
+        .routes(routes!(workflow_runs::retry_runs))
+        .routes(routes!(workflow_runs::sync_runs))
+        .routes(routes!(workflow_runs::data_size))
+        .routes(routes!(workflow_runs::clean_run))
         .routes(routes!(workflow_runs::show_run))
         .routes(routes!(workflow_runs::cancel_run))
         .routes(routes!(workflow_runs::retry_run))
         .routes(routes!(workflow_runs::list_task_runs))
         .routes(routes!(workflow_runs::show_task_run))
+        .routes(routes!(workflow_runs::task_run_logs))
 }
 
 /// The routes anyone may call.

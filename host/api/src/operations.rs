@@ -5,7 +5,6 @@
 //! operation's group (origin `run`), submitted through the one path every task takes
 //! (`tes::submit`), so it also shows in the TES listing, tagged `tessera.operation`.
 
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -788,42 +787,6 @@ pub async fn rerun(
     created_run(&task, &run)
 }
 
-/// Which executor output `GET /v1/runs/{id}/logs` shows.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// The output of the run's last attempt so far: its executors' stdout (or stderr), and
-/// how many bytes each produced in all (the stored text is the tail of that).
-fn output_of(task: &TaskRecord, stream: Stream) -> Vec<(String, u64)> {
-    let Some(last) = task.logs.last() else {
-        return Vec::new();
-    };
-    last.logs
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let (text, key) = match stream {
-                Stream::Stdout => (l.stdout.clone(), format!("executor.{i}.stdout_bytes")),
-                Stream::Stderr => (l.stderr.clone(), format!("executor.{i}.stderr_bytes")),
-            };
-            let text = text.unwrap_or_default();
-            let total = last
-                .metadata
-                .as_ref()
-                .and_then(|m| m.get(&key))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(text.len() as u64);
-            (text, total)
-        })
-        .collect()
-}
-
-/// How often a followed log is read again from the store.
-const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// `GET /v1/runs/{id}/logs` query.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -851,106 +814,9 @@ pub async fn run_logs(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
-    let (mut stream, mut follow, mut skip) = (Stream::Stdout, false, 0u64);
-    for (k, v) in crate::query::pairs(raw.as_deref())? {
-        match (k.as_str(), v.as_str()) {
-            ("skip", n) => {
-                skip = n
-                    .parse()
-                    .map_err(|_| bad_param(format!("skip {n:?} is not a byte count")))?;
-            }
-            ("stream", "stdout") => stream = Stream::Stdout,
-            ("stream", "stderr") => stream = Stream::Stderr,
-            ("stream", other) => {
-                return Err(bad_param(format!(
-                    "stream {other:?} is not stdout or stderr"
-                )));
-            }
-            ("follow", "true" | "1" | "") => follow = true,
-            ("follow", "false" | "0") => follow = false,
-            ("follow", other) => {
-                return Err(bad_param(format!("follow {other:?} is not true or false")));
-            }
-            _ => {}
-        }
-    }
+    let q = crate::task_output::Query::parse(raw.as_deref())?;
     let (task, _) = visible_run(&state, &caller, &id).await?;
-    let text_headers = [(
-        axum::http::header::CONTENT_TYPE,
-        "text/plain; charset=utf-8",
-    )];
-    // `skip`: bytes of the output a client already has (it reconnects after a drop):
-    // counted off each executor's output in order.
-    let skipped = |outputs: &[(String, u64)]| -> Vec<u64> {
-        let mut left = skip;
-        outputs
-            .iter()
-            .map(|(_, total)| {
-                let n = left.min(*total);
-                left -= n;
-                n
-            })
-            .collect()
-    };
-    if !follow || task.state.is_terminal() {
-        let outputs = output_of(&task, stream);
-        let sent = skipped(&outputs);
-        let text: String = outputs
-            .iter()
-            .zip(sent)
-            .map(|((t, total), seen)| tessera_core::view::unseen_tail(t, *total, seen).1)
-            .collect();
-        return Ok((text_headers, text).into_response());
-    }
-    let sent = skipped(&output_of(&task, stream));
-    // Follow: what the store holds now, then what each flush adds, until the run ends.
-    // The store keeps a tail of each executor's output: a follower that falls further
-    // behind than the tail is told how much it missed.
-    let store = state.runner().store().clone();
-    let body =
-        futures_util::stream::unfold((Some(task), sent, false), move |(task, mut sent, done)| {
-            let store = store.clone();
-            let id = id.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                let mut task = task;
-                loop {
-                    let t = match task.take() {
-                        Some(t) => t,
-                        None => {
-                            tokio::time::sleep(FOLLOW_POLL).await;
-                            match store.get_task(&id).await {
-                                Ok(Some(t)) => t,
-                                _ => return None,
-                            }
-                        }
-                    };
-                    let outputs = output_of(&t, stream);
-                    let mut chunk = String::new();
-                    for (i, (text, total)) in outputs.iter().enumerate() {
-                        if sent.len() <= i {
-                            sent.push(0);
-                        }
-                        let (missed, text) = tessera_core::view::unseen_tail(text, *total, sent[i]);
-                        if missed > 0 {
-                            chunk.push_str(&format!("[… {missed} bytes not kept …]\n"));
-                        }
-                        chunk.push_str(text);
-                        sent[i] = *total;
-                    }
-                    let ended = t.state.is_terminal();
-                    if !chunk.is_empty() || ended {
-                        return Some((
-                            Ok::<_, std::convert::Infallible>(Bytes::from(chunk)),
-                            (None, sent, ended),
-                        ));
-                    }
-                }
-            }
-        });
-    Ok((text_headers, axum::body::Body::from_stream(body)).into_response())
+    Ok(crate::task_output::text(&state, task, &q))
 }
 
 /// One file a run wrote to its output directory.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -333,6 +333,18 @@ pub async fn show_run(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<WorkflowRunView>, Error> {
+    let run = visible_run(&state, &caller, &id).await?;
+    let active = run
+        .state
+        .parse::<RunState>()
+        .is_ok_and(|s| !s.is_terminal());
+    if !active {
+        return Ok(Json(run_view(&run)?));
+    }
+    // An active run is brought up to date before it is shown (the lazy sync).
+    if let Err(e) = step(&state, &id, now_ms()).await {
+        tracing::warn!(run = %id, error = %e.0.message, "syncing a workflow run on read failed");
+    }
     Ok(Json(run_view(&visible_run(&state, &caller, &id).await?)?))
 }
 
@@ -484,7 +496,19 @@ pub async fn retry_run(
 ) -> Result<Json<WorkflowRunView>, Error> {
     let b: RetryBody = crate::body::json_or_default(&body, "retry request")?;
     let run = visible_run(&state, &caller, &id).await?;
-    caller.check_role(Role::Write, &run.group, "workflow run", &id)?;
+    retry(&state, &caller, &run, b).await?;
+    Ok(Json(run_view(&visible_run(&state, &caller, &id).await?)?))
+}
+
+/// Retry ended run `run` (see [`retry_run`]).
+async fn retry(
+    state: &AppState,
+    caller: &Caller,
+    run: &WorkflowRunRow,
+    b: RetryBody,
+) -> Result<(), Error> {
+    let id = run.id.as_str();
+    caller.check_role(Role::Write, &run.group, "workflow run", id)?;
     let state_now: RunState = run.state.parse().map_err(corrupt)?;
     if !state_now.is_terminal() {
         return Err(Error::new(
@@ -512,7 +536,7 @@ pub async fn retry_run(
         .ok_or_else(|| Error::internal("a workflow run's workflow is missing", &run.workflow_id))?;
     let dag = crate::workflows::dag_of(&wf)?;
     let rows = store
-        .task_runs(&id)
+        .task_runs(id)
         .await
         .map_err(store_error("reading the task runs failed"))?;
     let attempts = latest_attempts(&rows)?;
@@ -546,7 +570,7 @@ pub async fn retry_run(
                 .find(|a| &a.task == title)
                 .map_or(1, |a| a.attempt + 1);
             NewTaskRun {
-                id: tessera_workflow::task_run_id(&id, created, title, next),
+                id: tessera_workflow::task_run_id(id, created, title, next),
                 task_title: title.clone(),
                 attempt: i64::from(next),
                 state: TaskRunState::Created.as_str().to_string(),
@@ -563,7 +587,7 @@ pub async fn retry_run(
         ..RunChange::default()
     };
     if !store
-        .change_workflow_run(&id, run.revision, &change)
+        .change_workflow_run(id, run.revision, &change)
         .await
         .map_err(store_error("retrying the workflow run failed"))?
     {
@@ -574,7 +598,347 @@ pub async fn retry_run(
     }
     tracing::info!(run = %id, tasks = ?chosen, by = %caller.username, "workflow run retried");
     state.workflow_wake().notify_one();
-    Ok(Json(run_view(&visible_run(&state, &caller, &id).await?)?))
+    Ok(())
+}
+
+// ---- many runs at once -------------------------------------------------------------
+
+/// What a bulk request did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkResult {
+    /// The runs it acted on.
+    workflow_runs: Vec<String>,
+    /// Runs it matched and left alone, with why.
+    skipped: Vec<BulkSkip>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkSkip {
+    id: String,
+    reason: String,
+}
+
+/// The runs a bulk request matches: the list filters, up to `page_size` (default 100).
+async fn matching(
+    state: &AppState,
+    caller: &Caller,
+    raw: Option<&str>,
+) -> Result<Vec<WorkflowRunRow>, Error> {
+    state
+        .runner()
+        .store()
+        .list_workflow_runs(&run_query(caller, raw)?)
+        .await
+        .map_err(store_error("listing workflow runs failed"))
+}
+
+/// Cancel every run the filters match that has not ended (the list's filters).
+#[utoipa::path(
+    put,
+    operation_id = "cancel_workflow_runs",
+    path = "/v1/workflow-runs/cancel",
+    tag = "workflow-runs",
+    params(crate::openapi::ListedGroups, RunFilter),
+    responses((status = 200, body = BulkResult))
+)]
+pub async fn cancel_runs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<BulkResult>, Error> {
+    let mut out = BulkResult {
+        workflow_runs: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for run in matching(&state, &caller, raw.as_deref()).await? {
+        if caller
+            .check_role(Role::Write, &run.group, "workflow run", &run.id)
+            .is_err()
+        {
+            out.skipped.push(BulkSkip {
+                id: run.id,
+                reason: "you may not change the runs of its group".into(),
+            });
+            continue;
+        }
+        let canceled = state
+            .runner()
+            .store()
+            .request_workflow_cancel(&run.id)
+            .await
+            .map_err(store_error("canceling the workflow run failed"))?;
+        if canceled {
+            out.workflow_runs.push(run.id);
+        } else {
+            out.skipped.push(BulkSkip {
+                id: run.id,
+                reason: "it has ended".into(),
+            });
+        }
+    }
+    state.workflow_wake().notify_one();
+    Ok(Json(out))
+}
+
+/// Retry every ended run the filters match that has failed, skipped or upstream-failed
+/// tasks.
+#[utoipa::path(
+    put,
+    operation_id = "retry_workflow_runs",
+    path = "/v1/workflow-runs/retry",
+    tag = "workflow-runs",
+    params(crate::openapi::ListedGroups, RunFilter),
+    responses((status = 200, body = BulkResult))
+)]
+pub async fn retry_runs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<BulkResult>, Error> {
+    let mut out = BulkResult {
+        workflow_runs: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for run in matching(&state, &caller, raw.as_deref()).await? {
+        match retry(&state, &caller, &run, RetryBody::default()).await {
+            Ok(()) => out.workflow_runs.push(run.id),
+            Err(e) => out.skipped.push(BulkSkip {
+                id: run.id,
+                reason: e.0.message,
+            }),
+        }
+    }
+    Ok(Json(out))
+}
+
+/// Bring runs up to date with their engines now (the scheduler does it when tasks
+/// change and every second; this is the on-demand sync).
+#[utoipa::path(
+    post,
+    operation_id = "sync_workflow_runs",
+    path = "/v1/workflow-runs/sync",
+    tag = "workflow-runs",
+    params(crate::openapi::ListedGroups, RunFilter),
+    responses((status = 200, body = BulkResult))
+)]
+pub async fn sync_runs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<BulkResult>, Error> {
+    let mut out = BulkResult {
+        workflow_runs: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let now = now_ms();
+    for run in matching(&state, &caller, raw.as_deref()).await? {
+        let ended = run
+            .state
+            .parse::<RunState>()
+            .map(RunState::is_terminal)
+            .unwrap_or(true);
+        if ended {
+            out.skipped.push(BulkSkip {
+                id: run.id,
+                reason: "it has ended".into(),
+            });
+            continue;
+        }
+        step(&state, &run.id, now).await?;
+        out.workflow_runs.push(run.id);
+    }
+    Ok(Json(out))
+}
+
+// ---- clean-up -----------------------------------------------------------------------
+
+/// Where a run keeps its data: its group's bucket, under `workflow-runs/ID/`.
+fn data_prefix(id: &str) -> String {
+    format!("workflow-runs/{id}/")
+}
+
+/// How much data a run keeps.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DataSize {
+    id: String,
+    /// Bytes of the outputs its tasks wrote (kept for the tasks downstream and for you).
+    bytes: u64,
+    objects: u64,
+    cleaned: bool,
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "workflow_run_data_size",
+    path = "/v1/workflow-runs/{id}/data-size",
+    tag = "workflow-runs",
+    params(("id" = String, Path)),
+    responses((status = 200, body = DataSize))
+)]
+pub async fn data_size(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<DataSize>, Error> {
+    let run = visible_run(&state, &caller, &id).await?;
+    let objects = crate::data::list_all(&state, &run.group, &data_prefix(&id)).await?;
+    Ok(Json(DataSize {
+        bytes: objects.iter().map(|o| o.size).sum(),
+        objects: objects.len() as u64,
+        cleaned: run.cleaned,
+        id,
+    }))
+}
+
+/// What a clean did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CleanResult {
+    id: String,
+    /// `started` (202: it goes on in the background) or `clean` (200: nothing was left).
+    status: String,
+}
+
+/// Remove a finished run's data (its tasks' outputs). 202 when it starts, 200 when the
+/// run is already clean, 409 while it runs.
+#[utoipa::path(
+    post,
+    operation_id = "clean_workflow_run",
+    path = "/v1/workflow-runs/{id}/clean",
+    tag = "workflow-runs",
+    params(("id" = String, Path)),
+    responses(
+        (status = 202, body = CleanResult, description = "Cleaning started"),
+        (status = 200, body = CleanResult, description = "Already clean"),
+    )
+)]
+pub async fn clean_run(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let run = visible_run(&state, &caller, &id).await?;
+    caller.check_role(Role::Write, &run.group, "workflow run", &id)?;
+    let ended = run
+        .state
+        .parse::<RunState>()
+        .map_err(corrupt)?
+        .is_terminal();
+    if !ended {
+        return Err(Error::new(
+            ErrorCode::Conflict,
+            format!(
+                "workflow run {id} is {}: cancel it or let it end first",
+                run.state
+            ),
+        ));
+    }
+    if run.cleaned {
+        return Ok((
+            StatusCode::OK,
+            Json(CleanResult {
+                id,
+                status: "clean".into(),
+            }),
+        )
+            .into_response());
+    }
+    tokio::spawn(clean(state.clone(), run.group.clone(), id.clone()));
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CleanResult {
+            id,
+            status: "started".into(),
+        }),
+    )
+        .into_response())
+}
+
+/// Remove a run's data and mark it clean.
+async fn clean(state: AppState, group: String, id: String) {
+    match crate::data::delete_prefix(&state, &group, &data_prefix(&id)).await {
+        Ok(n) => {
+            if let Err(e) = state
+                .runner()
+                .store()
+                .set_workflow_run_cleaned(&id, true)
+                .await
+            {
+                tracing::warn!(run = %id, error = %e, "marking a workflow run clean failed");
+            }
+            tracing::info!(run = %id, objects = n, "workflow run cleaned");
+        }
+        Err(e) => tracing::warn!(run = %id, error = %e.0.message, "cleaning a workflow run failed"),
+    }
+}
+
+/// `DELETE /v1/workflow-runs` query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct DeleteBefore {
+    /// Delete runs that ended and were created before this time (RFC 3339).
+    before: String,
+    /// Only this group's; default every group.
+    group: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    deleted: Vec<String>,
+}
+
+/// Delete finished runs created before a time, with their task runs and data (instance
+/// admins).
+#[utoipa::path(
+    delete,
+    operation_id = "delete_workflow_runs",
+    path = "/v1/workflow-runs",
+    tag = "workflow-runs",
+    params(DeleteBefore),
+    responses((status = 200, body = Deleted))
+)]
+pub async fn delete_runs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Deleted>, Error> {
+    caller.check_instance_admin()?;
+    let (mut before, mut group) = (None, None);
+    for (k, v) in crate::query::pairs(raw.as_deref())? {
+        match k.as_str() {
+            "before" => before = Some(time_param("before", &v)?),
+            "group" if !v.is_empty() => group = Some(vec![v]),
+            _ => {}
+        }
+    }
+    let Some(before) = before else {
+        return Err(Error::new(
+            ErrorCode::InvalidParameter,
+            "before is required: delete runs created before this time (RFC 3339)",
+        ));
+    };
+    let store = state.runner().store();
+    let runs = store
+        .list_workflow_runs(&WorkflowRunQuery {
+            groups: group.clone(),
+            created_before_ms: Some(before),
+            limit: 100_000,
+            ..WorkflowRunQuery::default()
+        })
+        .await
+        .map_err(store_error("listing workflow runs failed"))?;
+    for r in runs
+        .iter()
+        .filter(|r| r.state.parse::<RunState>().is_ok_and(RunState::is_terminal) && !r.cleaned)
+    {
+        clean(state.clone(), r.group.clone(), r.id.clone()).await;
+    }
+    let deleted = store
+        .delete_finished_workflow_runs(before, group.as_deref())
+        .await
+        .map_err(store_error("deleting workflow runs failed"))?;
+    tracing::info!(runs = deleted.len(), by = %caller.username, "finished workflow runs deleted");
+    Ok(Json(Deleted { deleted }))
 }
 
 // ---- task runs ----------------------------------------------------------------------
@@ -651,6 +1015,130 @@ pub async fn show_task_run(
         .transpose()?
         .map(Json)
         .ok_or_else(|| Error(ApiError::not_found("task run", &task_run)))
+}
+
+/// `GET .../task-runs/{task_run_id}/logs` query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct TaskRunLogQuery {
+    /// `stdout` (default) or `stderr`.
+    stream: Option<String>,
+    /// `next_page_token` of the page before (a byte offset into the output).
+    page_token: Option<String>,
+    /// Bytes per page: 1 to 1 MiB, default 64 KiB.
+    page_size: Option<u32>,
+    /// Stream the output as text from the page token on while the task runs, until it
+    /// ends.
+    follow: Option<bool>,
+}
+
+/// One page of a task run's output.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskRunLogs {
+    task_run_id: String,
+    text: String,
+    /// Bytes of output before `text` (what the page token said, plus any not kept).
+    offset: u64,
+    /// Bytes after the page token that the store no longer keeps (it keeps a tail).
+    missed_bytes: u64,
+    /// Present while there is more: more output now, or a task run still running.
+    next_page_token: Option<String>,
+}
+
+const LOG_PAGE: u32 = 64 << 10;
+const MAX_LOG_PAGE: u32 = 1 << 20;
+
+/// A task run's output (its task's executors' stdout or stderr): paged, or followed.
+#[utoipa::path(
+    get,
+    path = "/v1/workflow-runs/{id}/task-runs/{task_run_id}/logs",
+    tag = "workflow-runs",
+    params(("id" = String, Path), ("task_run_id" = String, Path), TaskRunLogQuery),
+    responses(
+        (status = 200, description = "A page, or with `follow` the output as text",
+            content((TaskRunLogs = "application/json"), (String = "text/plain")))
+    )
+)]
+pub async fn task_run_logs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, task_run)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Error> {
+    let mut q = crate::task_output::Query::parse(raw.as_deref())?;
+    let mut page = LOG_PAGE;
+    for (k, v) in crate::query::pairs(raw.as_deref())? {
+        match k.as_str() {
+            "page_token" if !v.is_empty() => {
+                q.skip = tessera_core::page::decode(&v)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(bad_token)?;
+            }
+            "page_size" => {
+                page = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LOG_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorCode::InvalidParameter,
+                            format!("page_size must be 1 to {MAX_LOG_PAGE} bytes"),
+                        )
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    visible_run(&state, &caller, &id).await?;
+    let store = state.runner().store();
+    let row = store
+        .task_runs(&id)
+        .await
+        .map_err(store_error("reading the task runs failed"))?
+        .into_iter()
+        .find(|r| r.id == task_run)
+        .ok_or_else(|| Error(ApiError::not_found("task run", &task_run)))?;
+    let task = match &row.task_id {
+        Some(t) => store
+            .get_task(t)
+            .await
+            .map_err(store_error("reading the task failed"))?,
+        None => None,
+    };
+    let Some(task) = task else {
+        // Not started yet (or its task was cleaned away): nothing to show.
+        let done = effective_state(&row)?.is_terminal();
+        return Ok(Json(TaskRunLogs {
+            task_run_id: row.id,
+            text: String::new(),
+            offset: q.skip,
+            missed_bytes: 0,
+            next_page_token: (!done).then(|| tessera_core::page::encode(q.skip as i64)),
+        })
+        .into_response());
+    };
+    if q.follow {
+        return Ok(crate::task_output::text(&state, task, &q));
+    }
+    let (total, missed, mut text) = crate::task_output::after(&task, q.stream, q.skip);
+    let mut cut = (page as usize).min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    let offset = q.skip + missed;
+    let next = offset + text.len() as u64;
+    let more = next < total || !task.state.is_terminal();
+    Ok(Json(TaskRunLogs {
+        task_run_id: row.id,
+        text,
+        offset,
+        missed_bytes: missed,
+        next_page_token: more
+            .then(|| tessera_core::page::encode(i64::try_from(next).unwrap_or(i64::MAX))),
+    })
+    .into_response())
 }
 
 // ---- the scheduler ------------------------------------------------------------------
@@ -922,6 +1410,11 @@ async fn step(state: &AppState, id: &str, now_ms: i64) -> Result<Option<i64>, Er
     }
     if writes && new_state != run_state {
         tracing::info!(run = %id, from = run_state.as_str(), to = new_state.as_str(), "workflow run state");
+        let policy: CleanupPolicy =
+            serde_json::from_value(Value::String(run.cleanup.clone())).unwrap_or_default();
+        if policy.cleans(new_state) {
+            tokio::spawn(clean(state.clone(), run.group.clone(), id.to_string()));
+        }
     }
     // Effects, after the plan is written: a crash in between resubmits (above).
     for task_id in cancels {

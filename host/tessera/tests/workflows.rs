@@ -170,6 +170,33 @@ async fn the_etl_example_runs_in_order_with_outputs_feeding_inputs() {
     );
     let report = trs.iter().find(|t| t["task_title"] == "report").unwrap();
     assert_eq!(stdout(&c, report).await.trim(), "sum 15 of 5 numbers");
+    // Its log through the Workflow API, whole and in pages of 4 bytes.
+    let logs = format!(
+        "/v1/workflow-runs/{id}/task-runs/{}/logs",
+        report["id"].as_str().unwrap()
+    );
+    let (status, page) = c.get(&logs).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["text"], "sum 15 of 5 numbers\n");
+    assert!(page["next_page_token"].is_null(), "{page}");
+    let (mut text, mut token, mut pages) = (String::new(), None::<String>, 0);
+    loop {
+        let url = match &token {
+            Some(t) => format!("{logs}?page_size=4&page_token={t}"),
+            None => format!("{logs}?page_size=4"),
+        };
+        let (status, page) = c.get(&url).await;
+        assert_eq!(status, 200, "{page}");
+        text.push_str(page["text"].as_str().unwrap());
+        pages += 1;
+        match page["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!((text.as_str(), pages), ("sum 15 of 5 numbers\n", 5));
+    let (_, followed) = c.bytes(&format!("{logs}?follow=true")).await;
+    assert_eq!(followed, b"sum 15 of 5 numbers\n");
     // Each task started after every task it depends on ended.
     let spans = spans(&c, &trs).await;
     let span = |t: &str| spans.iter().find(|s| s.0 == t).unwrap().clone();
@@ -646,4 +673,131 @@ async fn a_200_task_wide_layer_fans_out_and_in() {
         join_start >= last_wide_end,
         "{join_start} < {last_wide_end}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_data_is_measured_and_cleaned_by_policy_or_on_demand() {
+    let s = docker_server().await;
+    let c = user(&s, "ada").await;
+    let def = json!({"tasks": [
+        {"name": "write", "image": BUSYBOX, "command": ["sh", "-c", "head -c 3000 /dev/zero > /out/blob"],
+         "outputs": [{"name": "blob", "path": "/out/blob"}]},
+    ]});
+    assert_eq!(post_workflow(&c, "data", def, json!([])).await.0, 201);
+    // Kept: measured, then cleaned on demand (202), then already clean (200).
+    let id = start(&c, "data", json!({})).await;
+    assert_eq!(wait_run(&c, &id).await["state"], "Completed");
+    let (_, size) = c.get(&format!("/v1/workflow-runs/{id}/data-size")).await;
+    assert_eq!(
+        (size["bytes"].as_u64(), size["objects"].as_u64()),
+        (Some(3000), Some(1)),
+        "{size}"
+    );
+    let (status, body) = c
+        .post(&format!("/v1/workflow-runs/{id}/clean"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("started")),
+        "{body}"
+    );
+    c.wait_until(&format!("/v1/workflow-runs/{id}"), "clean", |r| {
+        r["cleaned"] == true
+    })
+    .await;
+    let (_, size) = c.get(&format!("/v1/workflow-runs/{id}/data-size")).await;
+    assert_eq!(size["bytes"].as_u64(), Some(0), "{size}");
+    let (status, body) = c
+        .post(&format!("/v1/workflow-runs/{id}/clean"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("clean")),
+        "{body}"
+    );
+    // Cleaned by its policy when it completes.
+    let (status, run) = c
+        .post(
+            "/v1/workflow-runs",
+            &json!({"workflow": "data", "cleanup": "OnSuccess"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{run}");
+    let id2 = run["id"].as_str().unwrap().to_string();
+    c.wait_until(&format!("/v1/workflow-runs/{id2}"), "clean", |r| {
+        r["state"] == "Completed" && r["cleaned"] == true
+    })
+    .await;
+    // Not while it runs.
+    let slow = json!({"tasks": [task("slow", &[], "sleep 600")]});
+    assert_eq!(post_workflow(&c, "slow", slow, json!([])).await.0, 201);
+    let id3 = start(&c, "slow", json!({})).await;
+    let (status, _) = c
+        .post(&format!("/v1/workflow-runs/{id3}/clean"), &json!({}))
+        .await;
+    assert_eq!(status, 409);
+    // Bulk cancel by filter; then only an admin deletes finished runs by date.
+    let (status, bulk) = c
+        .put("/v1/workflow-runs/cancel?workflow=slow", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{bulk}");
+    assert_eq!(bulk["workflow_runs"], json!([id3]));
+    assert_eq!(wait_run(&c, &id3).await["state"], "Canceled");
+    let (status, _) = c
+        .delete("/v1/workflow-runs?before=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(status, 403);
+    let a = admin(&s);
+    let (status, gone) = a
+        .delete("/v1/workflow-runs?before=2999-01-01T00:00:00Z&group=ada")
+        .await;
+    assert_eq!(status, 200, "{gone}");
+    assert_eq!(gone["deleted"].as_array().map(Vec::len), Some(3), "{gone}");
+    assert_eq!(c.get(&format!("/v1/workflow-runs/{id}")).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_runs_are_retried_in_bulk_and_synced_on_demand() {
+    let s = docker_server().await;
+    let c = admin(&s);
+    let def = json!({"tasks": [
+        {"name": "gate", "image": BUSYBOX, "command": ["cat", "/in/go"],
+         "inputs": [{"url": "s3://admin/flags/bulk", "path": "/in/go"}]},
+    ]});
+    assert_eq!(post_workflow(&c, "gate", def, json!([])).await.0, 201);
+    let ids = [
+        start(&c, "gate", json!({})).await,
+        start(&c, "gate", json!({})).await,
+    ];
+    for id in &ids {
+        assert_eq!(wait_run(&c, id).await["state"], "Error");
+    }
+    let r = s
+        .http
+        .put(format!("{}/v1/data/admin/flags/bulk", s.url))
+        .bearer_auth(&c.token)
+        .body("go\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (status, bulk) = c
+        .put(
+            "/v1/workflow-runs/retry?workflow=gate&state=Error",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{bulk}");
+    assert_eq!(
+        bulk["workflow_runs"].as_array().map(Vec::len),
+        Some(2),
+        "{bulk}"
+    );
+    let (status, synced) = c
+        .post("/v1/workflow-runs/sync?workflow=gate", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{synced}");
+    for id in &ids {
+        assert_eq!(wait_run(&c, id).await["state"], "Completed");
+    }
 }
