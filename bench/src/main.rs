@@ -1,11 +1,12 @@
 //! `tessera-bench`: measures Tessera against baselines taken in the same run and prints
 //! figures and ratios. Not a test: nothing here passes or fails on timing.
 //!
-//!   cargo run --release -p tessera-bench -- [--only store|create|auth|read|docker|dispatch|taskapi] [--tessera PATH]
+//!   cargo run --release -p tessera-bench -- [--only store|create|auth|read|docker|dispatch|taskapi|workflows] [--tessera PATH]
 //!
 //! The dispatch part loads builtin-plugins/dist/router-default.wasm (`bash builtin-plugins/build.sh`).
 
 mod task_api;
+mod workflows;
 
 use clap::Parser;
 use serde_json::{Value, json};
@@ -20,7 +21,7 @@ use tessera_store::{ListQuery, Store};
 
 #[derive(Parser)]
 struct Args {
-    /// Run one part only: store, create, auth, read, docker, dispatch or taskapi
+    /// Run one part only: store, create, auth, read, docker, dispatch, taskapi or workflows
     #[arg(long)]
     only: Option<String>,
     /// The tessera binary [default: next to this benchmark]
@@ -536,6 +537,9 @@ async fn main() {
     }
     if only.is_none() || only == Some("taskapi") {
         task_api::bench_task_api(&args).await;
+    }
+    if only.is_none() || only == Some("workflows") {
+        workflows::bench_workflows(&args).await;
     }
 }
 

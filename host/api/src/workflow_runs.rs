@@ -254,6 +254,21 @@ pub async fn create_run(
     };
     let wf = crate::workflows::find(&state, &caller, &group, &b.workflow, version).await?;
     caller.check_role(Role::Write, &group, "workflow", &b.workflow)?;
+    if wf.engine != native::ENGINE {
+        // Adapters validate definitions today; driving their runs needs what the 0.2
+        // plugin interface adds (the task graph, task-run states): refused, not left
+        // waiting.
+        return Err(Error::new(
+            ErrorCode::Conflict,
+            format!(
+                "workflow {} runs on engine {:?}: runs on engine adapters are not supported \
+                 yet (only the native engine, {:?}, runs workflows)",
+                wf.title,
+                wf.engine,
+                native::ENGINE
+            ),
+        ));
+    }
     let parameters = crate::workflows::parameters_of(&wf)?;
     let mut errs = Vec::new();
     if let Err(e) = tessera_core::params::resolve(&parameters, &b.params, "workflow") {
@@ -266,24 +281,19 @@ pub async fn create_run(
     let id = tessera_core::id::new_task_id();
     let created = OffsetDateTime::now_utc();
     let created_ms = i64::try_from(tessera_core::time_fmt::unix_ms(created)).unwrap_or(i64::MAX);
-    // The native engine's runs get an attempt of each task now; an external engine's
-    // task runs come from the engine.
-    let task_runs: Vec<NewTaskRun> = if wf.engine == native::ENGINE {
-        crate::workflows::dag_of(&wf)?
-            .tasks
-            .iter()
-            .map(|t| NewTaskRun {
-                id: tessera_workflow::task_run_id(&id, created, &t.title, 1),
-                task_title: t.title.clone(),
-                attempt: 1,
-                state: TaskRunState::Created.as_str().to_string(),
-                task_id: None,
-                not_before_ms: None,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // A first attempt of each task.
+    let task_runs: Vec<NewTaskRun> = crate::workflows::dag_of(&wf)?
+        .tasks
+        .iter()
+        .map(|t| NewTaskRun {
+            id: tessera_workflow::task_run_id(&id, created, &t.title, 1),
+            task_title: t.title.clone(),
+            attempt: 1,
+            state: TaskRunState::Created.as_str().to_string(),
+            task_id: None,
+            not_before_ms: None,
+        })
+        .collect();
     let params = Value::Object(b.params.clone()).to_string();
     let cleanup = serde_json::to_value(b.cleanup)
         .ok()

@@ -20,7 +20,12 @@ pub const ENTRYPOINT_IMAGE: &str = "tessera-test/busybox-entrypoint:latest";
 pub const LABEL: &str = "tessera-docker-test";
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    // At run time when Cargo runs the test (it sets the variable): a test binary built
+    // from another checkout of the same sources is not rebuilt here, and its
+    // compile-time path may not exist.
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&dir).join("../..")
 }
 
 /// Builds the test images once per test binary (the script is idempotent).
