@@ -145,13 +145,13 @@ fn run_view(r: &WorkflowRunRow) -> Result<WorkflowRunView, Error> {
     })
 }
 
-fn task_run_view(t: &TaskRunRow) -> Result<TaskRunView, Error> {
+fn task_run_view(t: &TaskRunRow, canceling: bool) -> Result<TaskRunView, Error> {
     Ok(TaskRunView {
         id: t.id.clone(),
         run_id: t.run_id.clone(),
         task_title: t.task_title.clone(),
         attempt: t.attempt,
-        state: effective_state(t)?,
+        state: effective_state(t, canceling)?,
         task_id: t.task_id.clone(),
         external_id: t.external_id.clone(),
         not_before: t.not_before_ms.and_then(at_ms),
@@ -161,14 +161,17 @@ fn task_run_view(t: &TaskRunRow) -> Result<TaskRunView, Error> {
     })
 }
 
-/// A task run's state: as stored, or read from its task while it holds one.
-fn effective_state(t: &TaskRunRow) -> Result<TaskRunState, Error> {
+/// A task run's state: as stored, or read from its task while it holds one. A task
+/// canceled while its run is not canceling was canceled from outside the run: an error
+/// of the attempt (retried if it may be), not a skip.
+fn effective_state(t: &TaskRunRow, canceling: bool) -> Result<TaskRunState, Error> {
     let stored: TaskRunState = t.state.parse().map_err(corrupt)?;
     Ok(match (&t.task_state, stored.is_active()) {
-        (Some(ts), true) => ts
-            .parse::<tessera_core::State>()
-            .map(TaskRunState::of_task)
-            .unwrap_or(stored),
+        (Some(ts), true) => match ts.parse::<tessera_core::State>() {
+            Ok(tessera_core::State::Canceled) if !canceling => TaskRunState::Error,
+            Ok(s) => TaskRunState::of_task(s),
+            Err(_) => stored,
+        },
         _ => stored,
     })
 }
@@ -529,6 +532,12 @@ async fn retry(
             ),
         ));
     }
+    if run.cleaned {
+        return Err(Error::new(
+            ErrorCode::Conflict,
+            format!("workflow run {id} was cleaned: the outputs its tasks would read are gone"),
+        ));
+    }
     if run.engine != native::ENGINE {
         return Err(Error::new(
             ErrorCode::Conflict,
@@ -549,7 +558,7 @@ async fn retry(
         .task_runs(id)
         .await
         .map_err(store_error("reading the task runs failed"))?;
-    let attempts = latest_attempts(&rows)?;
+    let attempts = latest_attempts(&rows, run.cancel_requested)?;
     let selection: Option<BTreeSet<String>> = b.tasks.map(|t| t.into_iter().collect());
     let chosen =
         tessera_workflow::plan::retry_set(&dag, &attempts, selection.as_ref(), b.downstream)
@@ -863,20 +872,20 @@ pub async fn clean_run(
         .into_response())
 }
 
-/// Remove a run's data and mark it clean.
+/// Mark an ended run clean, then remove its data. Marking first, only while the run is
+/// still ended, moves its revision: a retry that read the run before is refused, and a
+/// run reopened first is not touched.
 async fn clean(state: AppState, group: String, id: String) {
-    match crate::data::delete_prefix(&state, &group, &data_prefix(&id)).await {
-        Ok(n) => {
-            if let Err(e) = state
-                .runner()
-                .store()
-                .set_workflow_run_cleaned(&id, true)
-                .await
-            {
-                tracing::warn!(run = %id, error = %e, "marking a workflow run clean failed");
-            }
-            tracing::info!(run = %id, objects = n, "workflow run cleaned");
+    match state.runner().store().mark_workflow_run_cleaned(&id).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(run = %id, error = %e, "marking a workflow run clean failed");
+            return;
         }
+    }
+    match crate::data::delete_prefix(&state, &group, &data_prefix(&id)).await {
+        Ok(n) => tracing::info!(run = %id, objects = n, "workflow run cleaned"),
         Err(e) => tracing::warn!(run = %id, error = %e.0.message, "cleaning a workflow run failed"),
     }
 }
@@ -983,7 +992,7 @@ pub async fn list_task_runs(
             title = Some(v);
         }
     }
-    visible_run(&state, &caller, &id).await?;
+    let run = visible_run(&state, &caller, &id).await?;
     let rows = state
         .runner()
         .store()
@@ -994,7 +1003,7 @@ pub async fn list_task_runs(
         task_runs: rows
             .iter()
             .filter(|r| title.as_ref().is_none_or(|t| &r.task_title == t))
-            .map(task_run_view)
+            .map(|r| task_run_view(r, run.cancel_requested))
             .collect::<Result<_, _>>()?,
     }))
 }
@@ -1012,7 +1021,7 @@ pub async fn show_task_run(
     Extension(caller): Extension<Caller>,
     Path((id, task_run)): Path<(String, String)>,
 ) -> Result<Json<TaskRunView>, Error> {
-    visible_run(&state, &caller, &id).await?;
+    let run = visible_run(&state, &caller, &id).await?;
     let rows = state
         .runner()
         .store()
@@ -1021,7 +1030,7 @@ pub async fn show_task_run(
         .map_err(store_error("reading the task runs failed"))?;
     rows.iter()
         .find(|r| r.id == task_run)
-        .map(task_run_view)
+        .map(|r| task_run_view(r, run.cancel_requested))
         .transpose()?
         .map(Json)
         .ok_or_else(|| Error(ApiError::not_found("task run", &task_run)))
@@ -1100,7 +1109,7 @@ pub async fn task_run_logs(
             _ => {}
         }
     }
-    visible_run(&state, &caller, &id).await?;
+    let run = visible_run(&state, &caller, &id).await?;
     let store = state.runner().store();
     let row = store
         .task_runs(&id)
@@ -1118,7 +1127,7 @@ pub async fn task_run_logs(
     };
     let Some(task) = task else {
         // Not started yet (or its task was cleaned away): nothing to show.
-        let done = effective_state(&row)?.is_terminal();
+        let done = effective_state(&row, run.cancel_requested)?.is_terminal();
         return Ok(Json(TaskRunLogs {
             task_run_id: row.id,
             text: String::new(),
@@ -1154,7 +1163,7 @@ pub async fn task_run_logs(
 // ---- the scheduler ------------------------------------------------------------------
 
 /// The latest attempt of each task, as the planner sees it.
-fn latest_attempts(rows: &[TaskRunRow]) -> Result<Vec<Attempt>, Error> {
+fn latest_attempts(rows: &[TaskRunRow], canceling: bool) -> Result<Vec<Attempt>, Error> {
     let mut latest: BTreeMap<&str, &TaskRunRow> = BTreeMap::new();
     for r in rows {
         let keep = latest
@@ -1170,9 +1179,10 @@ fn latest_attempts(rows: &[TaskRunRow]) -> Result<Vec<Attempt>, Error> {
             Ok(Attempt {
                 task: r.task_title.clone(),
                 attempt: u32::try_from(r.attempt).unwrap_or(u32::MAX),
-                state: effective_state(r)?,
+                state: effective_state(r, canceling)?,
                 not_before_ms: r.not_before_ms,
                 ended_ms: r.ended_ms,
+                has_task: r.task_state.is_some(),
             })
         })
         .collect()
@@ -1248,23 +1258,29 @@ pub(crate) fn start(state: AppState) {
 /// One scheduler round at `now_ms` over every active run of the native engine; the
 /// earliest time a run waits for.
 pub async fn round(state: &AppState, now_ms: i64) -> Result<Option<i64>, Error> {
-    let runs = state
-        .runner()
-        .store()
-        .active_workflow_runs(ROUND_RUNS)
-        .await
-        .map_err(store_error("reading active workflow runs failed"))?;
     let mut wake: Option<i64> = None;
-    for run in runs.iter().filter(|r| r.engine == native::ENGINE) {
-        match step(state, &run.id, now_ms).await {
-            Ok(Some(w)) => wake = Some(wake.map_or(w, |x| x.min(w))),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(run = %run.id, error = %e.0.message, "a workflow run could not be advanced")
+    let mut after = 0;
+    loop {
+        let runs = state
+            .runner()
+            .store()
+            .active_workflow_runs(after, ROUND_RUNS)
+            .await
+            .map_err(store_error("reading active workflow runs failed"))?;
+        for run in runs.iter().filter(|r| r.engine == native::ENGINE) {
+            match step(state, &run.id, now_ms).await {
+                Ok(Some(w)) => wake = Some(wake.map_or(w, |x| x.min(w))),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(run = %run.id, error = %e.0.message, "a workflow run could not be advanced")
+                }
             }
         }
+        match runs.last() {
+            Some(last) if runs.len() == ROUND_RUNS as usize => after = last.seq,
+            _ => return Ok(wake),
+        }
     }
-    Ok(wake)
 }
 
 /// Advance one native run: plan, write the plan under the run's revision, then submit
@@ -1293,7 +1309,7 @@ async fn step(state: &AppState, id: &str, now_ms: i64) -> Result<Option<i64>, Er
         .task_runs(id)
         .await
         .map_err(store_error("reading the task runs failed"))?;
-    let attempts = latest_attempts(&rows)?;
+    let attempts = latest_attempts(&rows, run.cancel_requested)?;
     let room = match def.concurrency.max_tasks_per_workflow {
         Some(limit) => Some(
             limit.saturating_sub(
@@ -1341,7 +1357,11 @@ async fn step(state: &AppState, id: &str, now_ms: i64) -> Result<Option<i64>, Er
         }
         // Scheduled with no task: its submission was lost (a crash between writing the
         // plan and submitting). Submit it again; its id makes that idempotent.
-        if stored == TaskRunState::Scheduled && r.task_state.is_none() && r.task_id.is_some() {
+        if stored == TaskRunState::Scheduled
+            && r.task_state.is_none()
+            && r.task_id.is_some()
+            && !run.cancel_requested
+        {
             starts.push(r);
         }
     }
@@ -1509,10 +1529,17 @@ async fn submit_attempts(
             Err(e) => match store.get_task(&r.id).await {
                 // Another server, or this one before a crash, made it.
                 Ok(Some(_)) => {}
-                _ if e.0.code == ErrorCode::QuotaExceeded => {
-                    tracing::info!(run = %run.id, task = %r.task_title, "the group's queue is full; the task run waits");
+                // Refused for what it is (an invalid task, storage it may not use): the
+                // attempt fails. Anything else (a full queue, the store) is tried again
+                // by the next round, which finds the attempt Scheduled without a task.
+                _ if (400..500).contains(&e.0.code.http_status())
+                    && e.0.code != ErrorCode::QuotaExceeded =>
+                {
+                    failed.push((r.id.clone(), e.0.message))
                 }
-                _ => failed.push((r.id.clone(), e.0.message)),
+                _ => {
+                    tracing::info!(run = %run.id, task = %r.task_title, error = %e.0.message, "a workflow task was not submitted; the next round tries again");
+                }
             },
         }
     }

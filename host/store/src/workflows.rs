@@ -362,6 +362,20 @@ impl Store {
         &self,
         w: &NewWorkflow<'_>,
     ) -> Result<(WorkflowRow, bool), StoreError> {
+        match self.create_workflow_once(w).await {
+            // Another writer took the version first (PostgreSQL, read committed): once
+            // more finds its revision, or the next version.
+            Err(StoreError::Database(sqlx::Error::Database(d))) if d.is_unique_violation() => {
+                self.create_workflow_once(w).await
+            }
+            other => other,
+        }
+    }
+
+    async fn create_workflow_once(
+        &self,
+        w: &NewWorkflow<'_>,
+    ) -> Result<(WorkflowRow, bool), StoreError> {
         let now = now_rfc3339();
         let labels = serde_json::to_string(w.labels)
             .map_err(|e| StoreError::Corrupt(format!("encoding labels: {e}")))?;
@@ -698,17 +712,20 @@ impl Store {
         })
     }
 
-    /// The runs the scheduler looks after: not ended, oldest first, with their revision.
+    /// The runs the scheduler looks after: not ended, oldest first, after `after_seq`
+    /// (a page at a time), with their revision.
     pub async fn active_workflow_runs(
         &self,
+        after_seq: i64,
         limit: u32,
     ) -> Result<Vec<WorkflowRunRow>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLS} FROM workflow_runs WHERE state NOT IN {TERMINAL_RUN_STATES} \
-             ORDER BY seq LIMIT $1"
+             AND seq > $1 ORDER BY seq LIMIT $2"
         );
         with_pool!(self, reader, |pool| {
             Ok(sqlx::query(&sql)
+                .bind(after_seq)
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?
@@ -962,19 +979,19 @@ impl Store {
             .max(self.last_workflow_event_seq().await?))
     }
 
-    /// Mark a run's data cleaned (or not).
-    pub async fn set_workflow_run_cleaned(
-        &self,
-        id: &str,
-        cleaned: bool,
-    ) -> Result<(), StoreError> {
+    /// Mark an ended run's data as cleaned before it is removed; whether it was ended and
+    /// not clean yet (the revision moves on, so a retry read before this is refused).
+    pub async fn mark_workflow_run_cleaned(&self, id: &str) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE workflow_runs SET cleaned = 1, revision = revision + 1 \
+             WHERE id = $1 AND cleaned = 0 AND state IN {TERMINAL_RUN_STATES}"
+        );
         with_pool!(self, writer, |pool| {
-            sqlx::query("UPDATE workflow_runs SET cleaned = $2 WHERE id = $1")
+            let done = sqlx::query(&sql)
                 .bind(id)
-                .bind(i64::from(cleaned))
                 .execute(&mut *pool.conn().await?)
                 .await?;
-            Ok(())
+            Ok(done.rows_affected() == 1)
         })
     }
 
@@ -1009,18 +1026,32 @@ impl Store {
                 .iter()
                 .map(|r| r.try_get::<String, _>(0))
                 .collect::<Result<_, _>>()?;
-            for id in &ids {
+            let mut deleted = Vec::with_capacity(ids.len());
+            let ended = format!("state IN {TERMINAL_RUN_STATES}");
+            for id in ids {
+                // Only while it has still ended (a retry may have reopened it since the
+                // select): its task runs, then it, then its labels and events.
+                let still_ended: Option<i64> = sqlx::query_scalar(&format!(
+                    "SELECT seq FROM workflow_runs WHERE id = $1 AND {ended}"
+                ))
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if still_ended.is_none() {
+                    continue;
+                }
                 for sql in [
-                    "DELETE FROM workflow_events WHERE run_id = $1",
                     "DELETE FROM workflow_task_runs WHERE run_id = $1",
-                    "DELETE FROM workflow_labels WHERE owner = $1",
                     "DELETE FROM workflow_runs WHERE id = $1",
+                    "DELETE FROM workflow_events WHERE run_id = $1",
+                    "DELETE FROM workflow_labels WHERE owner = $1",
                 ] {
                     sqlx::query(sql).bind(id.as_str()).execute(&mut *tx).await?;
                 }
+                deleted.push(id);
             }
             tx.commit().await?;
-            Ok(ids)
+            Ok(deleted)
         })
     }
 }

@@ -325,7 +325,7 @@ async fn a_run_is_stored_with_its_task_runs_and_listed_by_filters(db: &Db) {
         .await,
         [r2, r1]
     );
-    assert_eq!(s.active_workflow_runs(10).await.unwrap().len(), 3);
+    assert_eq!(s.active_workflow_runs(0, 10).await.unwrap().len(), 3);
 }
 
 async fn the_scheduler_changes_a_run_only_at_the_revision_it_read(db: &Db) {
@@ -411,7 +411,7 @@ async fn a_cancel_request_beats_a_plan_made_before_it(db: &Db) {
     );
     // An ended run is not canceled again, and is not active.
     assert!(!s.request_workflow_cancel(&id).await.unwrap());
-    assert!(s.active_workflow_runs(10).await.unwrap().is_empty());
+    assert!(s.active_workflow_runs(0, 10).await.unwrap().is_empty());
     // A retry reopens it.
     let got = s.workflow_run(&id).await.unwrap().unwrap();
     let reopen = RunChange {

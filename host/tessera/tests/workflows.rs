@@ -715,6 +715,14 @@ async fn a_runs_data_is_measured_and_cleaned_by_policy_or_on_demand() {
         (200, Some("clean")),
         "{body}"
     );
+    // A cleaned run is not retried: the outputs its tasks would read are gone.
+    let (status, err) = c
+        .put(
+            &format!("/v1/workflow-runs/{id}/retry"),
+            &json!({"tasks": ["write"]}),
+        )
+        .await;
+    assert_eq!(status, 409, "{err}");
     // Cleaned by its policy when it completes.
     let (status, run) = c
         .post(
@@ -800,4 +808,53 @@ async fn failed_runs_are_retried_in_bulk_and_synced_on_demand() {
     for id in &ids {
         assert_eq!(wait_run(&c, id).await["state"], "Completed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_canceled_outside_its_run_is_a_failed_attempt_that_is_retried() {
+    let s = docker_server().await;
+    let c = admin(&s);
+    let def = json!({"tasks": [
+        {"name": "long", "image": BUSYBOX, "command": ["sleep", "600"],
+         "retries": {"count": 1, "backoff_seconds": 0}},
+    ]});
+    assert_eq!(post_workflow(&c, "outside", def, json!([])).await.0, 201);
+    let id = start(&c, "outside", json!({})).await;
+    let running = |v: &Value| {
+        v["task_runs"].as_array().is_some_and(|trs| {
+            trs.iter()
+                .any(|t| t["attempt"] == 1 && t["state"] == "Running")
+        })
+    };
+    let trs = c
+        .wait_until(
+            &format!("/v1/workflow-runs/{id}/task-runs"),
+            "running",
+            running,
+        )
+        .await;
+    let task = trs["task_runs"][0]["task_id"].as_str().unwrap().to_string();
+    let (status, _) = c
+        .post(&format!("/ga4gh/tes/v1/tasks/{task}:cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    // The first attempt failed; its retry runs.
+    let trs = c
+        .wait_until(
+            &format!("/v1/workflow-runs/{id}/task-runs"),
+            "a second attempt",
+            |v| {
+                v["task_runs"].as_array().is_some_and(|trs| {
+                    trs.iter()
+                        .any(|t| t["attempt"] == 2 && t["state"] == "Running")
+                })
+            },
+        )
+        .await;
+    assert_eq!(trs["task_runs"][0]["state"], "Error", "{trs}");
+    let (status, _) = c
+        .put(&format!("/v1/workflow-runs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(wait_run(&c, &id).await["state"], "Canceled");
 }

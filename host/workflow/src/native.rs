@@ -40,6 +40,20 @@ pub const ENGINE: &str = "tessera";
 pub const MAX_RETRIES: u32 = 100;
 /// Most tasks in one workflow.
 pub const MAX_TASKS: usize = 10_000;
+/// The longest backoff a retry may ask for (a day).
+pub const MAX_BACKOFF_SECONDS: f64 = 86_400.0;
+
+/// A task or output name: a name by the core's rule, without `.` (inputs name outputs
+/// as `TASK.OUTPUT`).
+fn check_part_name(name: &str) -> Result<(), String> {
+    tessera_core::operation::check_name(name)?;
+    if name.contains('.') {
+        return Err(format!(
+            "{name:?} contains '.', which separates task and output in TASK.OUTPUT"
+        ));
+    }
+    Ok(())
+}
 
 /// A native workflow definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,7 +228,7 @@ impl Definition {
             }
         }
         for (i, t) in self.tasks.iter().enumerate() {
-            if let Err(m) = tessera_core::operation::check_name(&t.name) {
+            if let Err(m) = check_part_name(&t.name) {
                 errs.push(FieldError::at(at(i, "name"), m));
             }
             if t.image.trim().is_empty() {
@@ -244,7 +258,7 @@ impl Definition {
             let mut outputs = BTreeSet::new();
             for (j, o) in t.outputs.iter().enumerate() {
                 let field = at(i, &format!("outputs[{j}]"));
-                if let Err(m) = tessera_core::operation::check_name(&o.name) {
+                if let Err(m) = check_part_name(&o.name) {
                     errs.push(FieldError::at(format!("{field}.name"), m));
                 }
                 if !outputs.insert(o.name.as_str()) {
@@ -283,13 +297,15 @@ impl Definition {
                         format!("at most {MAX_RETRIES}"),
                     ));
                 }
-                let finite = [r.backoff_seconds, r.backoff_factor, r.max_backoff_seconds]
+                let in_range = [r.backoff_seconds, r.max_backoff_seconds]
                     .iter()
-                    .all(|v| v.is_finite() && *v >= 0.0);
-                if !finite || r.backoff_factor < 1.0 {
+                    .all(|v| v.is_finite() && (0.0..=MAX_BACKOFF_SECONDS).contains(v));
+                if !in_range || !(1.0..=100.0).contains(&r.backoff_factor) {
                     errs.push(FieldError::at(
                         at(i, "retries"),
-                        "backoffs must be non-negative seconds and the factor at least 1",
+                        format!(
+                            "backoffs must be 0 to {MAX_BACKOFF_SECONDS} seconds and the factor 1 to 100"
+                        ),
                     ));
                 }
             }
@@ -513,7 +529,9 @@ tasks:
                  "inputs": [{"from": "a.nope", "path": "/in"}, {"path": "/x"}]},
                 {"name": "c", "image": "", "command": [], "depends_on": ["d"]},
                 {"name": "d", "image": "x", "command": ["true"], "depends_on": ["c"],
-                 "retries": {"count": 1000}}
+                 "retries": {"count": 1000}},
+                {"name": "load.v2", "image": "x", "command": ["true"],
+                 "retries": {"count": 1, "backoff_seconds": 1e16}}
             ]
         }))
         .unwrap();
@@ -530,6 +548,8 @@ tasks:
             "definition.tasks[2].image: must name a container image",
             "definition.tasks[2].command: must have at least one element",
             "definition.tasks[3].retries.count: at most 100",
+            "definition.tasks[4].name: \"load.v2\" contains '.', which separates task and output in TASK.OUTPUT",
+            "definition.tasks[4].retries: backoffs must be 0 to 86400 seconds and the factor 1 to 100",
         ] {
             assert!(text.iter().any(|t| t == want), "{want} not in {text:#?}");
         }

@@ -21,6 +21,9 @@ pub struct Attempt {
     /// A retry waits until then.
     pub not_before_ms: Option<i64>,
     pub ended_ms: Option<i64>,
+    /// Its task exists (a Scheduled attempt without one was never submitted, or its
+    /// submission was lost).
+    pub has_task: bool,
 }
 
 /// What the scheduler knows of a run.
@@ -107,6 +110,15 @@ pub fn plan(input: &Input) -> Plan {
                     });
                     TaskRunState::Skipped
                 }
+                // Never submitted: nothing to stop.
+                s if s.is_active() && !a.has_task => {
+                    actions.push(Action::Mark {
+                        task: a.task.clone(),
+                        attempt: a.attempt,
+                        state: TaskRunState::Skipped,
+                    });
+                    TaskRunState::Skipped
+                }
                 s if s.is_active() => {
                     actions.push(Action::Cancel {
                         task: a.task.clone(),
@@ -155,7 +167,10 @@ pub fn plan(input: &Input) -> Plan {
             TaskRunState::Error => match (input.retries)(&a.task) {
                 Some(r) if a.attempt <= r.count => {
                     let next = a.attempt + 1;
-                    let at = a.ended_ms.unwrap_or(input.now_ms) + r.backoff_ms(next);
+                    let at = a
+                        .ended_ms
+                        .unwrap_or(input.now_ms)
+                        .saturating_add(r.backoff_ms(next));
                     actions.push(Action::Retry {
                         task: a.task.clone(),
                         attempt: next,
@@ -303,6 +318,7 @@ mod tests {
             state,
             not_before_ms: None,
             ended_ms: Some(1_000),
+            has_task: true,
         }
     }
 
@@ -528,12 +544,23 @@ mod tests {
 
     #[test]
     fn cancel_stops_what_runs_and_skips_what_has_not_started() {
-        let d = diamond();
+        let d = dag(&[
+            ("a", &[]),
+            ("b", &["a"]),
+            ("c", &["a"]),
+            ("d", &["b", "c"]),
+            ("e", &[]),
+        ]);
+        let never_submitted = Attempt {
+            has_task: false,
+            ..at("e", 1, Scheduled)
+        };
         let attempts = [
             at("a", 1, Completed),
             at("b", 1, Running),
             at("c", 1, Scheduled),
             at("d", 1, Created),
+            never_submitted,
         ];
         let p = plan(&Input {
             dag: &d,
@@ -560,6 +587,11 @@ mod tests {
                     attempt: 1,
                     state: Skipped
                 },
+                Action::Mark {
+                    task: "e".into(),
+                    attempt: 1,
+                    state: Skipped
+                },
             ]
         );
         assert_eq!(p.state, RunState::Running);
@@ -568,6 +600,7 @@ mod tests {
             at("b", 1, Skipped),
             at("c", 1, Skipped),
             at("d", 1, Skipped),
+            at("e", 1, Skipped),
         ];
         let p = plan(&Input {
             dag: &d,
