@@ -747,6 +747,7 @@ impl Store {
                 "SELECT COUNT(*) FROM workflow_task_runs tr \
                  JOIN workflow_runs r ON r.id = tr.run_id \
                  WHERE r.group_name = $1 AND r.title = $2 \
+                 AND r.state NOT IN ('Completed', 'Error', 'Canceled') \
                  AND tr.state IN ('Scheduled', 'Running')",
             )
             .bind(group)
