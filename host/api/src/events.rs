@@ -370,6 +370,8 @@ fn events(
         cursor: i64,
         /// Read the store after `cursor` before the live events.
         replay: bool,
+        /// A live event came: everything before it is in the queue or was handed on.
+        joined: bool,
         queue: std::collections::VecDeque<Arc<FeedItem>>,
     }
     let s = S {
@@ -378,6 +380,7 @@ fn events(
         filter,
         replay,
         cursor,
+        joined: false,
         queue: Default::default(),
     };
     futures_util::stream::unfold(s, |mut s| async move {
@@ -406,7 +409,35 @@ fn events(
                 continue;
             }
             match s.rx.recv().await {
-                Ok(e) => s.queue.push_back(e),
+                Ok(e) => {
+                    // The first live event: events between where this subscriber is and
+                    // it may have gone out before it subscribed (or before the hub's
+                    // reader started): read them from the store first. After it the hub
+                    // sends every event in order.
+                    if !s.joined {
+                        s.joined = true;
+                        let mut from = s.cursor;
+                        while from < e.seq() {
+                            match s.store.feed_items_after(from, BATCH).await {
+                                Ok(batch) => {
+                                    let full = batch.len() == BATCH as usize;
+                                    let before: Vec<FeedItem> =
+                                        batch.into_iter().filter(|i| i.seq() < e.seq()).collect();
+                                    match before.last() {
+                                        Some(last) if full => from = last.seq(),
+                                        _ => from = e.seq(),
+                                    }
+                                    s.queue.extend(before.into_iter().map(Arc::new));
+                                }
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "event stream: catching up failed; ending the stream");
+                                    return None;
+                                }
+                            }
+                        }
+                    }
+                    s.queue.push_back(e)
+                }
                 // Fell behind the hub: read what was missed from the store.
                 Err(broadcast::error::RecvError::Lagged(_)) => s.replay = true,
                 Err(broadcast::error::RecvError::Closed) => return None,
