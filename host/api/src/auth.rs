@@ -67,6 +67,18 @@ impl std::ops::Deref for Caller {
 }
 
 impl Caller {
+    /// The server acting for something of `group` it runs (a cron task, a workflow
+    /// run), named `name`: a writer of that group and nothing else.
+    pub fn writer_of(group: &str, name: &str) -> Caller {
+        Caller(Arc::new(Principal {
+            username: name.to_string(),
+            instance_admin: false,
+            roles: [(group.to_string(), Role::Write)].into(),
+            default_group: group.to_string(),
+            read_only: false,
+        }))
+    }
+
     /// Objects of `group` exist for the caller; otherwise `what` `id` is not found.
     pub fn check_sees(&self, group: &str, what: &str, id: &str) -> Result<(), Error> {
         if self.sees(group) {

@@ -6,7 +6,6 @@
 //! moved on with a compare-and-set. Children are contextual tasks of origin `cron`,
 //! named `{cron}-{unix seconds}` and tagged `tessera.cron`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
@@ -15,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
 use tessera_core::agent::TaskRequest;
-use tessera_core::identity::{Principal, Role};
+use tessera_core::identity::Role;
 use tessera_core::task::Origin;
 use tessera_core::time_fmt::{format_rfc3339, unix_ms};
 use tessera_core::{ApiError, ErrorCode, State as TaskState, TaskRecord};
@@ -359,17 +358,6 @@ enum Fired {
     Skipped(String),
 }
 
-/// The scheduler's identity for a group's children: a writer of that group.
-fn scheduler(group: &str, cron: &str) -> Caller {
-    Caller(Arc::new(Principal {
-        username: format!("cron:{cron}"),
-        instance_admin: false,
-        roles: [(group.to_string(), Role::Write)].into(),
-        default_group: group.to_string(),
-        read_only: false,
-    }))
-}
-
 /// Handle the tick `tick` of `row`: decide under its policy, cancel what Replace
 /// replaces, and make the child `id` (a scheduled tick's id is the same on every server:
 /// a second maker finds it made).
@@ -405,7 +393,7 @@ async fn fire(
             }
             let mut req = spec.task.clone();
             req.name = Some(child_name(&row.name, tick));
-            let caller = scheduler(&row.group, &row.name);
+            let caller = Caller::writer_of(&row.group, &format!("cron:{}", row.name));
             let tags = vec![(CRON_TAG.to_string(), row.name.clone())];
             match crate::agents::submit_agent_task(
                 state,

@@ -28,29 +28,8 @@ use crate::body::RequestBody;
 use crate::tes::submit;
 use crate::{AppState, Error};
 
-/// Default and largest page of operations and runs.
-const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
-
 fn bad_param(msg: impl Into<String>) -> Error {
     Error::new(ErrorCode::InvalidParameter, msg)
-}
-
-fn page_size(v: &str) -> Result<u32, Error> {
-    match v.parse::<u32>() {
-        Ok(0) => Ok(DEFAULT_PAGE),
-        Ok(n) => Ok(n.min(MAX_PAGE)),
-        Err(_) => Err(bad_param(format!(
-            "page_size {v:?} is not a non-negative integer"
-        ))),
-    }
-}
-
-fn bad_token() -> Error {
-    Error::new(
-        ErrorCode::InvalidPageToken,
-        "page_token is not one this server issued; start again without it",
-    )
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
@@ -312,13 +291,13 @@ pub async fn list_operations(
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<OperationList>, Error> {
-    let (mut limit, mut after, mut name) = (DEFAULT_PAGE, None, None);
+    let (mut limit, mut after, mut name) = (crate::query::DEFAULT_PAGE, None, None);
     for (k, v) in crate::query::pairs(raw.as_deref())? {
         match k.as_str() {
-            "page_size" => limit = page_size(&v)?,
+            "page_size" => limit = crate::query::page_size(&v)?,
             "page_token" if !v.is_empty() => {
                 if !tessera_core::id::is_valid_task_id(&v) {
-                    return Err(bad_token());
+                    return Err(crate::query::bad_token());
                 }
                 after = Some(v);
             }
@@ -705,14 +684,14 @@ pub async fn list_runs(
 ) -> Result<Json<RunList>, Error> {
     let mut q = RunQuery {
         groups: crate::query::listed_groups(&caller, raw.as_deref())?,
-        limit: DEFAULT_PAGE,
+        limit: crate::query::DEFAULT_PAGE,
         ..RunQuery::default()
     };
     for (k, v) in crate::query::pairs(raw.as_deref())? {
         match k.as_str() {
-            "page_size" => q.limit = page_size(&v)?,
+            "page_size" => q.limit = crate::query::page_size(&v)?,
             "page_token" if !v.is_empty() => {
-                q.before_seq = Some(page::decode(&v).ok_or_else(bad_token)?);
+                q.before_seq = Some(page::decode(&v).ok_or_else(crate::query::bad_token)?);
             }
             "operation_id" | "operation" if !v.is_empty() => q.operation_id = Some(v),
             "state" if !v.is_empty() => {

@@ -56,3 +56,27 @@ pub(crate) fn visible_groups(caller: &Caller) -> Option<Vec<String>> {
         .visible_groups()
         .map(|g| g.into_iter().map(str::to_string).collect())
 }
+
+/// Default and largest page of the Task and Workflow APIs' keyset listings.
+pub(crate) const DEFAULT_PAGE: u32 = 100;
+pub(crate) const MAX_PAGE: u32 = 1000;
+
+/// `page_size`: 0 means the default; larger than the largest is the largest.
+pub(crate) fn page_size(v: &str) -> Result<u32, Error> {
+    match v.parse::<u32>() {
+        Ok(0) => Ok(DEFAULT_PAGE),
+        Ok(n) => Ok(n.min(MAX_PAGE)),
+        Err(_) => Err(Error::new(
+            ErrorCode::InvalidParameter,
+            format!("page_size {v:?} is not a non-negative integer"),
+        )),
+    }
+}
+
+/// A `page_token` this server did not issue.
+pub(crate) fn bad_token() -> Error {
+    Error::new(
+        ErrorCode::InvalidPageToken,
+        "page_token is not one this server issued; start again without it",
+    )
+}

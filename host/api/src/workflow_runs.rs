@@ -24,7 +24,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tessera_core::error::FieldError;
-use tessera_core::identity::{Principal, Role};
+use tessera_core::identity::Role;
 use tessera_core::task::Origin;
 use tessera_core::time_fmt::format_rfc3339;
 use tessera_core::{ApiError, ErrorCode};
@@ -40,7 +40,8 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::body::RequestBody;
-use crate::workflows::{bad_token, label_filter, page_size};
+use crate::query::{bad_token, page_size};
+use crate::workflows::label_filter;
 use crate::{AppState, Error};
 
 /// Most runs one scheduler round looks at.
@@ -1220,17 +1221,6 @@ impl WorkflowCache {
     }
 }
 
-/// Who the scheduler acts as when it submits a run's tasks: a writer of the run's group.
-fn scheduler(group: &str, run: &str) -> Caller {
-    Caller(Arc::new(Principal {
-        username: format!("workflow-run:{run}"),
-        instance_admin: false,
-        roles: [(group.to_string(), Role::Write)].into(),
-        default_group: group.to_string(),
-        read_only: false,
-    }))
-}
-
 pub(crate) fn start(state: AppState) {
     tokio::spawn(async move {
         let mut changes = state.runner().store().watch_changes();
@@ -1507,7 +1497,7 @@ async fn submit_attempts(
         values: &values,
         data_url: &data_url,
     };
-    let caller = scheduler(&run.group, &run.id);
+    let caller = Caller::writer_of(&run.group, &format!("workflow-run:{}", run.id));
     let mut failed: Vec<(String, String)> = Vec::new();
     for r in attempts {
         let Some(t) = def.task(&r.task_title) else {

@@ -28,10 +28,6 @@ use crate::auth::Caller;
 use crate::body::RequestBody;
 use crate::{AppState, Error};
 
-/// Default and largest page of workflows.
-const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
-
 /// `POST /v1/workflows`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -295,23 +291,6 @@ pub(crate) fn label_filter(v: &str) -> Result<(String, String), Error> {
         .ok_or_else(|| bad_param(format!("label {v:?} is not key=value")))
 }
 
-pub(crate) fn page_size(v: &str) -> Result<u32, Error> {
-    match v.parse::<u32>() {
-        Ok(0) => Ok(DEFAULT_PAGE),
-        Ok(n) => Ok(n.min(MAX_PAGE)),
-        Err(_) => Err(bad_param(format!(
-            "page_size {v:?} is not a non-negative integer"
-        ))),
-    }
-}
-
-pub(crate) fn bad_token() -> Error {
-    Error::new(
-        ErrorCode::InvalidPageToken,
-        "page_token is not one this server issued; start again without it",
-    )
-}
-
 #[utoipa::path(
     get,
     operation_id = "list_workflows",
@@ -327,15 +306,15 @@ pub async fn list_workflows(
 ) -> Result<Json<WorkflowList>, Error> {
     let mut q = WorkflowQuery {
         groups: crate::query::listed_groups(&caller, raw.as_deref())?,
-        limit: DEFAULT_PAGE,
+        limit: crate::query::DEFAULT_PAGE,
         ..WorkflowQuery::default()
     };
     for (k, v) in crate::query::pairs(raw.as_deref())? {
         match k.as_str() {
-            "page_size" => q.limit = page_size(&v)?,
+            "page_size" => q.limit = crate::query::page_size(&v)?,
             "page_token" if !v.is_empty() => {
                 if !tessera_core::id::is_valid_task_id(&v) {
-                    return Err(bad_token());
+                    return Err(crate::query::bad_token());
                 }
                 q.after_id = Some(v);
             }
