@@ -27,6 +27,7 @@ for manifest in "$here"/*/Cargo.toml; do
     dir="$(dirname "$manifest")"
     name="$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n1)"
     world="$(sed -n '/^\[package\.metadata\.tessera\]/,/^\[/s/^world *= *"\(.*\)"/\1/p' "$manifest")"
+    contract="$(sed -n '/^\[package\.metadata\.tessera\]/,/^\[/s/^contract *= *"\(.*\)"/\1/p' "$manifest")"
     if [[ -z "$world" ]]; then
         echo "skipping $(basename "$dir"): no [package.metadata.tessera] world" >&2
         continue
@@ -34,7 +35,7 @@ for manifest in "$here"/*/Cargo.toml; do
     if (($# > 0)) && [[ ! " $* " == *" $name "* ]]; then
         continue
     fi
-    plugins+=("$name"$'\t'"$world")
+    plugins+=("$name"$'\t'"$world"$'\t'"${contract:-0.1.0}")
 done
 if ((${#plugins[@]} == 0)); then
     echo "no plugins to build" >&2
@@ -47,12 +48,15 @@ cargo build --release --locked --target "$target" "${pkgs[@]}"
 
 # What each world exports, and the imports it may have (anything else is refused by the
 # host). `types` carries only types; `wasi:*` interfaces come with outgoing HTTP.
-export_of() {
+# A world's export, at the contract version the plugin's Cargo.toml names
+# ([package.metadata.tessera] contract = "0.2.0"; 0.1.0 when unset). `notify` is the
+# same interface in both.
+export_of() { # world contract
     case "$1" in
-        router) echo "tessera:plugin/routing@0.1.0" ;;
+        router) echo "tessera:plugin/routing@$2" ;;
         notifier) echo "tessera:plugin/notify@0.1.0" ;;
-        filer) echo "tessera:plugin/filing@0.1.0" ;;
-        engine-adapter) echo "tessera:plugin/engine@0.1.0" ;;
+        filer) echo "tessera:plugin/filing@$2" ;;
+        engine-adapter) echo "tessera:plugin/engine@$2" ;;
         *) return 1 ;;
     esac
 }
@@ -75,8 +79,7 @@ mkdir -p "$out"
 failed=0
 printf '\n%-24s %-16s %10s\n' plugin world bytes
 for p in "${plugins[@]}"; do
-    name="${p%%$'\t'*}"
-    world="${p#*$'\t'}"
+    IFS=$'\t' read -r name world contract <<<"$p"
     src="${CARGO_TARGET_DIR:-$here/target}/$target/release/${name//-/_}.wasm"
     dst="$out/$name.wasm"
     cp "$src" "$dst"
@@ -91,7 +94,7 @@ for p in "${plugins[@]}"; do
         wit="$(wasm-tools component wit "$dst" | sed -n '/^world root {/,/^}/p')"
         imports="$(sed -n 's/^ *import \(.*\);$/\1/p' <<<"$wit")"
         exports="$(sed -n 's/^ *export \(.*\);$/\1/p' <<<"$wit")"
-        want="$(export_of "$world")" || {
+        want="$(export_of "$world" "$contract")" || {
             echo "  $name: unknown world $world" >&2
             failed=1
             continue

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the tests need, when missing: Docker engine, PostgreSQL, the
 # local test image, a Python venv with py-tes, Node.js with npm (for the JavaScript
-# example plugin and oidc-provider, the OpenID tests' provider), and Garage. Idempotent;
+# example plugin and oidc-provider, the OpenID tests' provider), Apache Airflow, and Garage. Idempotent;
 # prints the environment for the tests as `export` lines on stdout (everything else to
 # stderr).
 set -euo pipefail
@@ -78,6 +78,20 @@ if ! [ -f "$oidc/node_modules/oidc-provider/package.json" ]; then
   (cd "$oidc" && npm install --no-audit --no-fund --silent oidc-provider@8.8.1 >&2)
 fi
 echo "export TESSERA_TEST_OIDC_NODE_MODULES=$oidc/node_modules"
+
+# Apache Airflow 3 (PyPI) for the Airflow adapter's end-to-end test
+# (host/tessera/tests/airflow.rs starts `airflow standalone` itself), in a venv of its own
+# outside the clone (~2 minutes to install the first time). TESSERA_SKIP_AIRFLOW=1 leaves
+# it out, and the test skips.
+if [ "${TESSERA_SKIP_AIRFLOW:-0}" != 1 ]; then
+  airflow_venv="${TESSERA_CACHE:-$HOME/.cache/tessera}/airflow-venv"
+  if ! [ -x "$airflow_venv/bin/airflow" ] || ! "$airflow_venv/bin/python" -c 'import airflow.providers.standard' >/dev/null 2>&1; then
+    log "installing Apache Airflow into $airflow_venv"
+    python3 -m venv "$airflow_venv" >&2
+    "$airflow_venv/bin/pip" install -q "apache-airflow==3.3.2" >&2
+  fi
+  echo "export TESSERA_TEST_AIRFLOW=$airflow_venv/bin/airflow"
+fi
 
 echo "export TESSERA_TEST_POSTGRES_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres"
 echo "export TESSERA_REQUIRE_POSTGRES=1"

@@ -28,6 +28,8 @@ for ws in sdk-guest builtin-plugins; do
   (cd "$ws" && CARGO_TARGET_DIR="$guest_target" cargo fmt --all -- --check &&
     CARGO_TARGET_DIR="$guest_target" cargo clippy --all-targets --locked -- -D warnings)
 done
+# The components' glue exists only on wasm32: linted there too.
+(cd builtin-plugins && CARGO_TARGET_DIR="$guest_target" cargo clippy --locked --target wasm32-wasip2 -- -D warnings)
 (cd builtin-plugins && CARGO_TARGET_DIR="$guest_target" cargo test --locked)
 CARGO_TARGET_DIR="$guest_target" bash builtin-plugins/build.sh
 # The example plugins in Python and JavaScript (host/tessera/tests/plugin_languages.rs installs them).
@@ -35,11 +37,14 @@ CARGO_TARGET_DIR="$guest_target" bash builtin-plugins/build.sh
 # into js-router/node_modules from npm's cache (~/.npm), so reruns need no registry.
 bash examples/plugins/python-router/build.sh
 bash examples/plugins/js-router/build.sh
-# The Rust example engine adapter (its own workspace; a component only, so linted for
-# wasm32-wasip2). host/plugin-runtime/tests/engine.rs loads it.
-(cd examples/plugins/rust-engine && CARGO_TARGET_DIR="$guest_target" cargo fmt --all -- --check &&
-  CARGO_TARGET_DIR="$guest_target" cargo clippy --locked --target wasm32-wasip2 -- -D warnings)
-CARGO_TARGET_DIR="$guest_target" bash examples/plugins/rust-engine/build.sh
+# The Rust example plugins (each its own workspace; components only, so linted for
+# wasm32-wasip2): the engine adapter of tessera:plugin@0.1.0 and the router of 0.2.0.
+# host/plugin-runtime/tests/engine.rs and calls.rs load them.
+for example in rust-engine rust-router; do
+  (cd "examples/plugins/$example" && CARGO_TARGET_DIR="$guest_target" cargo fmt --all -- --check &&
+    CARGO_TARGET_DIR="$guest_target" cargo clippy --locked --target wasm32-wasip2 -- -D warnings)
+  CARGO_TARGET_DIR="$guest_target" bash "examples/plugins/$example/build.sh"
+done
 export TESSERA_EXAMPLE_PLUGINS="$PWD/examples/plugins/dist"
 export TESSERA_REQUIRE_GUEST_PLUGINS=1
 # The end-to-end tests are integration tests of the `tessera` package: Cargo builds the

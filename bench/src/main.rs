@@ -5,6 +5,7 @@
 //!
 //! The dispatch part loads builtin-plugins/dist/router-default.wasm (`bash builtin-plugins/build.sh`).
 
+mod airflow;
 mod task_api;
 mod workflows;
 

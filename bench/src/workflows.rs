@@ -1,7 +1,8 @@
 //! The native workflow engine on real Docker: a 3-task chain and a 50-task fan-out/fan-in,
 //! next to the same containers started directly in the same order; the per-hop delay
 //! (a task's container starting after the last task it depends on ended) and the
-//! overhead of the whole run.
+//! overhead of the whole run; then, with Airflow present, a chain on Airflow directly and
+//! through the adapter (`crate::airflow`).
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -216,11 +217,6 @@ pub async fn bench_workflows(args: &Args) {
             started.pct(0.99)
         );
     }
-    let airflow = std::env::var("TESSERA_BENCH_AIRFLOW_URL").ok();
-    if airflow.is_none() {
-        println!(
-            "\nAirflow: skipped (no Airflow environment; TESSERA_BENCH_AIRFLOW_URL is not set)."
-        );
-    }
+    crate::airflow::bench_airflow(&server.url).await;
     drop(server);
 }

@@ -9,7 +9,7 @@
 use alloc::string::String;
 use core::fmt::{self, Write};
 
-use crate::router::{Label, LabelSet, Request, Target, Task};
+use crate::router::LabelSet;
 
 /// Whether a target holding `holds` has every label of `needs`: `needs & !holds == 0`.
 pub const fn holds_all(holds: LabelSet, needs: LabelSet) -> bool {
@@ -30,7 +30,7 @@ pub fn positions(set: LabelSet) -> impl Iterator<Item = usize> {
 }
 
 /// The labels of `labels` that are in `set`, in order. Bits with no label are skipped.
-pub fn labels_in(labels: &[Label], set: LabelSet) -> impl Iterator<Item = &Label> {
+pub fn labels_in<L>(labels: &[L], set: LabelSet) -> impl Iterator<Item = &L> {
     positions(set).filter_map(|i| labels.get(i))
 }
 
@@ -41,7 +41,7 @@ pub fn labels_in(labels: &[Label], set: LabelSet) -> impl Iterator<Item = &Label
 /// ```ignore
 /// Decision::Defer(format!("no target holds {}", label_names(&request.labels, missing)))
 /// ```
-pub fn label_names(labels: &[Label], set: LabelSet) -> String {
+pub fn label_names<L: fmt::Display>(labels: &[L], set: LabelSet) -> String {
     let mut s = String::new();
     for (n, i) in positions(set).enumerate() {
         if n > 0 {
@@ -55,63 +55,80 @@ pub fn label_names(labels: &[Label], set: LabelSet) -> String {
     s
 }
 
-impl Label {
-    /// A placement tag.
-    pub fn tag(key: impl Into<String>, value: impl Into<String>) -> Self {
-        Label::Tag((key.into(), value.into()))
-    }
+/// The label, request and target helpers of one version's `routing` types (the module
+/// `$m` has `Label`, `Request`, `Target` and `Task`).
+macro_rules! label_helpers {
+    ($m:path) => {
+        const _: () = {
+            use alloc::string::String;
+            use core::fmt;
+            use $crate::labels::{holds_all, label_names};
+            use $m::{Label, LabelSet, Request, Target, Task};
 
-    /// A group (`""` for tasks without one).
-    pub fn group(name: impl Into<String>) -> Self {
-        Label::Group(name.into())
-    }
+            impl Label {
+                /// A placement tag.
+                pub fn tag(key: impl Into<String>, value: impl Into<String>) -> Self {
+                    Label::Tag((key.into(), value.into()))
+                }
+
+                /// A group (`""` for tasks without one).
+                pub fn group(name: impl Into<String>) -> Self {
+                    Label::Group(name.into())
+                }
+            }
+
+            /// `tag KEY=VALUE` or `group NAME` (`group ""` for the empty group).
+            impl fmt::Display for Label {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    match self {
+                        Label::Tag((k, v)) => write!(f, "tag {k}={v}"),
+                        Label::Group(g) if g.is_empty() => f.write_str("group \"\""),
+                        Label::Group(g) => write!(f, "group {g}"),
+                    }
+                }
+            }
+
+            impl Request {
+                /// [`label_names`] over this request's labels.
+                pub fn label_names(&self, set: LabelSet) -> String {
+                    label_names(&self.labels, set)
+                }
+            }
+
+            impl Target {
+                /// Whether this target holds every label of `needs`.
+                pub const fn holds_all(&self, needs: LabelSet) -> bool {
+                    holds_all(self.holds, needs)
+                }
+
+                /// Whether this target can take `task` now: it holds every label the task
+                /// needs and has a free slot, the cores and the memory the task asks for.
+                pub const fn can_take(&self, task: &Task) -> bool {
+                    self.holds_all(task.needs)
+                        && self.free_slots > 0
+                        && self.cpu_cores_free >= task.cpu_cores
+                        && self.ram_bytes_free >= task.ram_bytes
+                }
+
+                /// Counts `task` against this target's free capacity (one slot, its cores
+                /// and memory), so one call never gives a target more than it has.
+                /// Saturates at zero.
+                pub fn take(&mut self, task: &Task) {
+                    self.free_slots = self.free_slots.saturating_sub(1);
+                    self.cpu_cores_free = self.cpu_cores_free.saturating_sub(task.cpu_cores);
+                    self.ram_bytes_free = self.ram_bytes_free.saturating_sub(task.ram_bytes);
+                }
+            }
+        };
+    };
 }
-
-/// `tag KEY=VALUE` or `group NAME` (`group ""` for the empty group).
-impl fmt::Display for Label {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Label::Tag((k, v)) => write!(f, "tag {k}={v}"),
-            Label::Group(g) if g.is_empty() => f.write_str("group \"\""),
-            Label::Group(g) => write!(f, "group {g}"),
-        }
-    }
-}
-
-impl Request {
-    /// [`label_names`] over this request's labels.
-    pub fn label_names(&self, set: LabelSet) -> String {
-        label_names(&self.labels, set)
-    }
-}
-
-impl Target {
-    /// Whether this target holds every label of `needs`.
-    pub const fn holds_all(&self, needs: LabelSet) -> bool {
-        holds_all(self.holds, needs)
-    }
-
-    /// Whether this target can take `task` now: it holds every label the task needs and
-    /// has a free slot, the cores and the memory the task asks for.
-    pub const fn can_take(&self, task: &Task) -> bool {
-        self.holds_all(task.needs)
-            && self.free_slots > 0
-            && self.cpu_cores_free >= task.cpu_cores
-            && self.ram_bytes_free >= task.ram_bytes
-    }
-
-    /// Counts `task` against this target's free capacity (one slot, its cores and memory),
-    /// so one call never gives a target more than it has. Saturates at zero.
-    pub fn take(&mut self, task: &Task) {
-        self.free_slots = self.free_slots.saturating_sub(1);
-        self.cpu_cores_free = self.cpu_cores_free.saturating_sub(task.cpu_cores);
-        self.ram_bytes_free = self.ram_bytes_free.saturating_sub(task.ram_bytes);
-    }
-}
+label_helpers!(crate::router);
+label_helpers!(crate::v0_2::router);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::{Label, Target, Task};
     use alloc::vec;
     use alloc::vec::Vec;
 

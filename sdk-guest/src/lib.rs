@@ -340,6 +340,143 @@ pub mod engine_adapter {
     };
 }
 
+/// The worlds of `tessera:plugin@0.2.0` (`wit/0.2/plugin.wit`) whose exports changed:
+/// routers see each task's group, filers answer `stat`, engine adapters report the task
+/// graph, try numbers and messages, retry downstream and page logs. They import the same
+/// 0.1.0 capabilities ([`crate::wit`], [`crate::wasi`], every helper of this crate); only
+/// what the plugin implements differs. Notifiers are the same in both versions
+/// ([`crate::notifier`]). Export with the world's macro and `v0_2`:
+/// `tessera_plugin_sdk::export_engine_adapter!(MyAdapter, v0_2);`.
+pub mod v0_2 {
+    /// The `router` world of 0.2.0: as [`crate::router`], and [`Task`](router::Task) has
+    /// `group`, the position in `request.labels` of the task's group label.
+    pub mod router {
+        #[allow(missing_docs, clippy::all)]
+        mod bindings {
+            wit_bindgen::generate!({
+                // A world of another name than 0.1.0's, so the macros it defines
+                // (named after the world) do not collide.
+                inline: "
+                    package tessera:sdk-v0-2;
+                    world router-v0-2 { include tessera:plugin/router@0.2.0; }
+                ",
+                world: "tessera:sdk-v0-2/router-v0-2",
+                path: "../wit/0.2",
+                with: {
+                    "tessera:plugin/types@0.1.0": crate::wit::types,
+                    "tessera:plugin/log@0.1.0": crate::wit::log,
+                    "tessera:plugin/config@0.1.0": crate::wit::config,
+                },
+                pub_export_macro: true,
+                default_bindings_module: "tessera_plugin_sdk::v0_2::router::bindings",
+                runtime_path: "tessera_plugin_sdk::__private::wit_bindgen::rt",
+            });
+        }
+        #[doc(hidden)]
+        pub use bindings::*;
+
+        pub use crate::labels::{holds_all, labels_in, positions};
+        pub use crate::wit::types::{Pair, PluginError};
+        pub use bindings::exports::tessera::plugin0_2_0::routing::{
+            Decision, Guest as Router, Label, LabelSet, Request, Target, Task,
+        };
+
+        impl Request {
+            /// The name of `task`'s group (`""` for tasks without one), or `None` when
+            /// its `group` names no group label.
+            pub fn group_of(&self, task: &Task) -> Option<&str> {
+                match self.labels.get(task.group as usize)? {
+                    Label::Group(g) => Some(g),
+                    Label::Tag(_) => None,
+                }
+            }
+        }
+    }
+
+    /// The `filer` world of 0.2.0: as [`crate::filer`], and `stat`.
+    pub mod filer {
+        #[allow(missing_docs, clippy::all)]
+        mod bindings {
+            wit_bindgen::generate!({
+                // A world of another name than 0.1.0's, so the macros it defines
+                // (named after the world) do not collide.
+                inline: "
+                    package tessera:sdk-v0-2;
+                    world filer-v0-2 { include tessera:plugin/filer@0.2.0; }
+                ",
+                world: "tessera:sdk-v0-2/filer-v0-2",
+                path: "../wit/0.2",
+                with: {
+                    "tessera:plugin/types@0.1.0": crate::wit::types,
+                    "tessera:plugin/log@0.1.0": crate::wit::log,
+                    "tessera:plugin/config@0.1.0": crate::wit::config,
+                    "tessera:plugin/workspace@0.1.0": crate::wit::workspace,
+                    "tessera:plugin/object-store@0.1.0": crate::wit::object_store,
+                    "wasi:io/poll@0.2.12": crate::wasi::io::poll,
+                    "wasi:io/error@0.2.12": crate::wasi::io::error,
+                    "wasi:io/streams@0.2.12": crate::wasi::io::streams,
+                    "wasi:clocks/monotonic-clock@0.2.12": crate::wasi::clocks::monotonic_clock,
+                    "wasi:http/types@0.2.12": crate::wasi::http::types,
+                    "wasi:http/outgoing-handler@0.2.12": crate::wasi::http::outgoing_handler,
+                },
+                pub_export_macro: true,
+                default_bindings_module: "tessera_plugin_sdk::v0_2::filer::bindings",
+                runtime_path: "tessera_plugin_sdk::__private::wit_bindgen::rt",
+            });
+        }
+        #[doc(hidden)]
+        pub use bindings::*;
+
+        pub use crate::filer::workspace;
+        pub use crate::wit::object_store;
+        pub use crate::wit::types::PluginError;
+        pub use bindings::exports::tessera::plugin0_2_0::filing::{
+            FileKind, Guest as Filer, StagedFile, UrlInfo,
+        };
+    }
+
+    /// The `engine-adapter` world of 0.2.0: `validate` returns the task graph
+    /// ([`TaskNode`](engine_adapter::TaskNode)s), task runs carry a try number and a
+    /// message, `retry` can take everything downstream, `logs` pages
+    /// ([`LogChunk`](engine_adapter::LogChunk)).
+    pub mod engine_adapter {
+        #[allow(missing_docs, clippy::all)]
+        mod bindings {
+            wit_bindgen::generate!({
+                // A world of another name than 0.1.0's, so the macros it defines
+                // (named after the world) do not collide.
+                inline: "
+                    package tessera:sdk-v0-2;
+                    world engine-adapter-v0-2 { include tessera:plugin/engine-adapter@0.2.0; }
+                ",
+                world: "tessera:sdk-v0-2/engine-adapter-v0-2",
+                path: "../wit/0.2",
+                with: {
+                    "tessera:plugin/types@0.1.0": crate::wit::types,
+                    "tessera:plugin/log@0.1.0": crate::wit::log,
+                    "tessera:plugin/config@0.1.0": crate::wit::config,
+                    "wasi:io/poll@0.2.12": crate::wasi::io::poll,
+                    "wasi:io/error@0.2.12": crate::wasi::io::error,
+                    "wasi:io/streams@0.2.12": crate::wasi::io::streams,
+                    "wasi:clocks/monotonic-clock@0.2.12": crate::wasi::clocks::monotonic_clock,
+                    "wasi:http/types@0.2.12": crate::wasi::http::types,
+                    "wasi:http/outgoing-handler@0.2.12": crate::wasi::http::outgoing_handler,
+                },
+                pub_export_macro: true,
+                default_bindings_module: "tessera_plugin_sdk::v0_2::engine_adapter::bindings",
+                runtime_path: "tessera_plugin_sdk::__private::wit_bindgen::rt",
+            });
+        }
+        #[doc(hidden)]
+        pub use bindings::*;
+
+        pub use crate::wit::types::{Pair, PluginError};
+        pub use bindings::exports::tessera::plugin0_2_0::engine::{
+            Guest as EngineAdapter, LogChunk, RunStatus, State, TaskNode, TaskRun,
+        };
+    }
+}
+
 /// Make `$ty` (which implements [`router::Router`]) this component's router.
 ///
 /// Invoke once, at the crate root of the plugin: `tessera_plugin_sdk::export_router!(MyRouter);`
@@ -347,6 +484,9 @@ pub mod engine_adapter {
 macro_rules! export_router {
     ($ty:ident) => {
         $crate::router::export!($ty with_types_in $crate::router);
+    };
+    ($ty:ident, v0_2) => {
+        $crate::v0_2::router::export!($ty with_types_in $crate::v0_2::router);
     };
 }
 
@@ -364,6 +504,9 @@ macro_rules! export_filer {
     ($ty:ident) => {
         $crate::filer::export!($ty with_types_in $crate::filer);
     };
+    ($ty:ident, v0_2) => {
+        $crate::v0_2::filer::export!($ty with_types_in $crate::v0_2::filer);
+    };
 }
 
 /// Make `$ty` (which implements [`engine_adapter::EngineAdapter`]) this component's
@@ -372,5 +515,8 @@ macro_rules! export_filer {
 macro_rules! export_engine_adapter {
     ($ty:ident) => {
         $crate::engine_adapter::export!($ty with_types_in $crate::engine_adapter);
+    };
+    ($ty:ident, v0_2) => {
+        $crate::v0_2::engine_adapter::export!($ty with_types_in $crate::v0_2::engine_adapter);
     };
 }

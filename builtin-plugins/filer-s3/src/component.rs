@@ -1,4 +1,4 @@
-//! The component: `tessera:plugin/filing` over the host's object store, with
+//! The component: `tessera:plugin/filing@0.2.0` over the host's object store, with
 //! [`crate::logic`].
 //!
 //! Configuration: `chunk-bytes` (the step of each host-side copy, default 1 MiB).
@@ -8,9 +8,11 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use tessera_plugin_sdk::filer::object_store::{self, StoreError, Upload};
-use tessera_plugin_sdk::filer::{FileKind, Filer, PluginError, StagedFile, workspace};
 use tessera_plugin_sdk::streams::{self, CopyError};
+use tessera_plugin_sdk::v0_2::filer::object_store::{self, StoreError, Upload};
+use tessera_plugin_sdk::v0_2::filer::{
+    FileKind, Filer, PluginError, StagedFile, UrlInfo, workspace,
+};
 use tessera_plugin_sdk::{config, debug, info};
 
 use crate::logic::{self, DEFAULT_CHUNK, Listed, PAGE, S3Url};
@@ -19,7 +21,7 @@ tessera_plugin_sdk::no_std_runtime!();
 
 struct S3Filer;
 
-tessera_plugin_sdk::export_filer!(S3Filer);
+tessera_plugin_sdk::export_filer!(S3Filer, v0_2);
 
 fn chunk() -> Result<u64, PluginError> {
     Ok(config::parse_or("chunk-bytes", DEFAULT_CHUNK)?.max(1))
@@ -149,6 +151,63 @@ impl Filer for S3Filer {
         );
         Ok(staged)
     }
+
+    fn stat(url: String) -> Result<UrlInfo, PluginError> {
+        stat(&url)
+    }
+}
+
+/// What an `s3://` URL holds: the object at its key, else every object under the key
+/// as a directory prefix (sizes summed, the latest modification); `not-found` when
+/// neither exists.
+fn stat(url: &str) -> Result<UrlInfo, PluginError> {
+    let s3 = parse(url)?;
+    if logic::file_key(&s3).is_ok() {
+        match object_store::head(s3.bucket, s3.key) {
+            Ok(object) => {
+                return Ok(UrlInfo {
+                    kind: FileKind::File,
+                    size: object.size,
+                    modified_ms: object.modified_ms,
+                });
+            }
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(store_failed("reading", s3.bucket, s3.key, e)),
+        }
+    }
+    let prefix = logic::dir_prefix(s3.key);
+    let (mut files, mut size, mut modified_ms) = (0u64, 0u64, None::<u64>);
+    let mut after: Option<String> = None;
+    loop {
+        let page = object_store::list(s3.bucket, &prefix, after.as_deref(), PAGE)
+            .map_err(|e| store_failed("listing", s3.bucket, &prefix, e))?;
+        let Some(last) = page.last() else { break };
+        if after.as_deref().is_some_and(|a| last.key.as_str() <= a) {
+            return Err(PluginError::other(format!(
+                "listing {}: the store repeated `{}`",
+                logic::url(s3.bucket, &prefix),
+                last.key
+            )));
+        }
+        after = Some(last.key.clone());
+        for object in &page {
+            files += 1;
+            size = size.saturating_add(object.size);
+            modified_ms = modified_ms.max(object.modified_ms);
+        }
+    }
+    if files == 0 {
+        return Err(PluginError::not_found(format!(
+            "{}: no object, and no objects under this prefix",
+            logic::url(s3.bucket, s3.key)
+        )));
+    }
+    debug!("{url}: {files} objects, {size} bytes");
+    Ok(UrlInfo {
+        kind: FileKind::Directory,
+        size,
+        modified_ms,
+    })
 }
 
 fn not_a_file(path: &str) -> PluginError {

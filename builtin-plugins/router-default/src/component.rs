@@ -1,4 +1,4 @@
-//! The component: `tessera:plugin/routing` over [`crate::logic`].
+//! The component: `tessera:plugin/routing@0.2.0` over [`crate::logic`].
 //!
 //! Configuration (optional): `log-decisions` = true logs one `debug` line per call that
 //! deferred tasks, with the first reason. It is read once per instance (routers run in
@@ -7,7 +7,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use tessera_plugin_sdk::router::{Decision, Label, PluginError, Request, Router};
+use tessera_plugin_sdk::v0_2::router::{Decision, Label, PluginError, Request, Router};
 use tessera_plugin_sdk::{config, debug};
 
 use crate::logic;
@@ -16,7 +16,7 @@ tessera_plugin_sdk::no_std_runtime!();
 
 struct DefaultRouter;
 
-tessera_plugin_sdk::export_router!(DefaultRouter);
+tessera_plugin_sdk::export_router!(DefaultRouter, v0_2);
 
 impl Router for DefaultRouter {
     fn route(request: Request) -> Result<Vec<Decision>, PluginError> {
@@ -38,6 +38,7 @@ impl Router for DefaultRouter {
             .into_iter()
             .map(|t| logic::Task {
                 needs: t.needs,
+                group: t.group,
                 priority: t.priority,
                 cpu_cores: t.cpu_cores,
                 ram_bytes: t.ram_bytes,

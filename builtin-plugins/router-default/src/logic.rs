@@ -43,6 +43,9 @@ pub enum Label {
 pub struct Task {
     /// Labels the target must hold.
     pub needs: LabelSet,
+    /// The position of the task's group label (also in `needs`). The policy does not
+    /// look at it: placement follows `needs`.
+    pub group: u32,
     /// Higher runs first.
     pub priority: i32,
     /// Requested CPU cores; 0 when not requested.
@@ -723,6 +726,7 @@ mod tests {
                 .collect();
             let tasks: Vec<Task> = (0..next(12))
                 .map(|_| Task {
+                    group: 0,
                     needs: (0..next(3)).fold(0, |s, _| s | tag_bits[next(5) as usize])
                         | group_bits[next(3) as usize],
                     priority: next(3) as i32 - 1,

@@ -32,6 +32,7 @@ pub mod retention;
 mod run_summary;
 mod task_output;
 mod tes;
+mod workflow_adapters;
 mod workflow_runs;
 mod workflows;
 
@@ -80,6 +81,8 @@ struct Inner {
     workflows: workflow_runs::WorkflowCache,
     /// Wakes the workflow scheduler (a run was made, canceled or retried).
     workflow_wake: tokio::sync::Notify,
+    /// Runs on engine adapters whose background sync is under way.
+    adapter_syncs: workflow_adapters::InFlight,
 }
 
 /// Largest plugin upload (a Python component is ~20 MB).
@@ -99,6 +102,7 @@ impl AppState {
             operations: Default::default(),
             workflows: Default::default(),
             workflow_wake: tokio::sync::Notify::new(),
+            adapter_syncs: Default::default(),
             events,
             auth,
             audit,
@@ -132,6 +136,10 @@ impl AppState {
 
     fn workflow_wake(&self) -> &tokio::sync::Notify {
         &self.0.workflow_wake
+    }
+
+    fn adapter_syncs(&self) -> &workflow_adapters::InFlight {
+        &self.0.adapter_syncs
     }
 
     fn events(&self) -> &events::Hub {

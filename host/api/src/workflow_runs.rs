@@ -1,5 +1,6 @@
 //! The Workflow API's runs (`/v1/workflow-runs`): runs of a workflow revision, their
-//! task runs, cancel and retry; and the scheduler that drives runs of the native engine.
+//! task runs, cancel and retry; and the scheduler that drives runs of the native engine
+//! (runs on engine adapters are synced by `workflow_adapters`, through the same API).
 //!
 //! A run belongs to its workflow's group. Its task runs are the attempts of the
 //! workflow's tasks; with the native engine each attempt is a task of the one task model
@@ -49,7 +50,7 @@ const ROUND_RUNS: u32 = 1000;
 /// How long the scheduler sleeps when nothing wakes it (other servers' changes).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     i64::try_from(tessera_core::time_fmt::unix_ms(OffsetDateTime::now_utc())).unwrap_or(i64::MAX)
 }
 
@@ -258,18 +259,13 @@ pub async fn create_run(
     };
     let wf = crate::workflows::find(&state, &caller, &group, &b.workflow, version).await?;
     caller.check_role(Role::Write, &group, "workflow", &b.workflow)?;
-    if wf.engine != native::ENGINE {
-        // Adapters validate definitions today; driving their runs needs what the 0.2
-        // plugin interface adds (the task graph, task-run states): refused, not left
-        // waiting.
+    if wf.engine != native::ENGINE && state.registry().engine_adapter(&wf.engine).is_none() {
         return Err(Error::new(
             ErrorCode::Conflict,
             format!(
-                "workflow {} runs on engine {:?}: runs on engine adapters are not supported \
-                 yet (only the native engine, {:?}, runs workflows)",
-                wf.title,
-                wf.engine,
-                native::ENGINE
+                "workflow {} runs on engine {:?}, and no engine adapter is bound to it now \
+                 (see `tessera plugin`)",
+                wf.title, wf.engine
             ),
         ));
     }
@@ -539,15 +535,6 @@ async fn retry(
             format!("workflow run {id} was cleaned: the outputs its tasks would read are gone"),
         ));
     }
-    if run.engine != native::ENGINE {
-        return Err(Error::new(
-            ErrorCode::Conflict,
-            format!(
-                "workflow run {id} runs on engine {:?}, whose retry comes with its adapter",
-                run.engine
-            ),
-        ));
-    }
     let store = state.runner().store();
     let wf = store
         .workflow_by_id(&run.workflow_id)
@@ -574,11 +561,24 @@ async fn retry(
                         .collect(),
                 ))
             })?;
-    if chosen.is_empty() {
+    if chosen.is_empty() && !(run.engine != native::ENGINE && dag.tasks.is_empty()) {
         return Err(Error::new(
             ErrorCode::Conflict,
             format!("workflow run {id} has no failed, skipped or upstream-failed task to retry"),
         ));
+    }
+    if run.engine != native::ENGINE {
+        // The same choice of tasks, made by the engine. A 0.1 adapter reported no graph:
+        // the selection goes to it as given.
+        let (tasks, downstream) = if dag.tasks.is_empty() {
+            (selection.into_iter().flatten().collect(), b.downstream)
+        } else {
+            (chosen.clone(), false)
+        };
+        crate::workflow_adapters::retry(state, run, tasks, downstream).await?;
+        tracing::info!(run = %id, tasks = ?chosen, by = %caller.username, "workflow run retried at its engine");
+        crate::workflow_adapters::spawn_sync(state, id);
+        return Ok(());
     }
     let created = OffsetDateTime::from_unix_timestamp_nanos(i128::from(run.created_ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -876,6 +876,11 @@ pub async fn clean_run(
 /// Mark an ended run clean, then remove its data. Marking first, only while the run is
 /// still ended, moves its revision: a retry that read the run before is refused, and a
 /// run reopened first is not touched.
+/// Starts the clean-up of run `id` of `group` in the background.
+pub(crate) fn spawn_clean(state: &AppState, group: &str, id: &str) {
+    tokio::spawn(clean(state.clone(), group.to_string(), id.to_string()));
+}
+
 async fn clean(state: AppState, group: String, id: String) {
     match state.runner().store().mark_workflow_run_cleaned(&id).await {
         Ok(true) => {}
@@ -1119,6 +1124,28 @@ pub async fn task_run_logs(
         .into_iter()
         .find(|r| r.id == task_run)
         .ok_or_else(|| Error(ApiError::not_found("task run", &task_run)))?;
+    if run.engine != native::ENGINE {
+        if q.follow {
+            return Ok(crate::workflow_adapters::follow(
+                &state, run, row, q.skip, page,
+            ));
+        }
+        let chunk = crate::workflow_adapters::logs(&state, &run, &row, q.skip, page).await?;
+        let done = effective_state(&row, run.cancel_requested)?.is_terminal();
+        // The engine keeps the log whole: more while it gave a full page or the task
+        // run goes on.
+        let more = !done || chunk.text.len() as u64 >= u64::from(page);
+        return Ok(Json(TaskRunLogs {
+            task_run_id: row.id,
+            offset: q.skip,
+            missed_bytes: 0,
+            next_page_token: more.then(|| {
+                tessera_core::page::encode(i64::try_from(chunk.next_offset).unwrap_or(i64::MAX))
+            }),
+            text: chunk.text,
+        })
+        .into_response());
+    }
     let task = match &row.task_id {
         Some(t) => store
             .get_task(t)
@@ -1245,8 +1272,9 @@ pub(crate) fn start(state: AppState) {
     });
 }
 
-/// One scheduler round at `now_ms` over every active run of the native engine; the
-/// earliest time a run waits for.
+/// One scheduler round at `now_ms` over every active run: runs of the native engine
+/// are advanced here, runs on adapters get a background sync each; the earliest time a
+/// run waits for.
 pub async fn round(state: &AppState, now_ms: i64) -> Result<Option<i64>, Error> {
     let mut wake: Option<i64> = None;
     let mut after = 0;
@@ -1257,7 +1285,11 @@ pub async fn round(state: &AppState, now_ms: i64) -> Result<Option<i64>, Error> 
             .active_workflow_runs(after, ROUND_RUNS)
             .await
             .map_err(store_error("reading active workflow runs failed"))?;
-        for run in runs.iter().filter(|r| r.engine == native::ENGINE) {
+        for run in &runs {
+            if run.engine != native::ENGINE {
+                crate::workflow_adapters::spawn_sync(state, &run.id);
+                continue;
+            }
             match step(state, &run.id, now_ms).await {
                 Ok(Some(w)) => wake = Some(wake.map_or(w, |x| x.min(w))),
                 Ok(None) => {}
@@ -1285,7 +1317,11 @@ async fn step(state: &AppState, id: &str, now_ms: i64) -> Result<Option<i64>, Er
         return Ok(None);
     };
     let run_state: RunState = run.state.parse().map_err(corrupt)?;
-    if run_state.is_terminal() || run.engine != native::ENGINE {
+    if run_state.is_terminal() {
+        return Ok(None);
+    }
+    if run.engine != native::ENGINE {
+        crate::workflow_adapters::sync(state, &run, now_ms).await?;
         return Ok(None);
     }
     let wf = store
@@ -1433,7 +1469,7 @@ async fn step(state: &AppState, id: &str, now_ms: i64) -> Result<Option<i64>, Er
         let policy: CleanupPolicy =
             serde_json::from_value(Value::String(run.cleanup.clone())).unwrap_or_default();
         if policy.cleans(new_state) {
-            tokio::spawn(clean(state.clone(), run.group.clone(), id.to_string()));
+            spawn_clean(state, &run.group, id);
         }
     }
     // Effects, after the plan is written: a crash in between resubmits (above).

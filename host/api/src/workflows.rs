@@ -175,17 +175,42 @@ async fn validate(
     let outcome = tokio::task::spawn_blocking(move || adapter.validate(&checked))
         .await
         .map_err(|e| Error::internal("the engine adapter's call failed", e))?;
-    outcome.map_err(|e| {
-        Error(ApiError::invalid_document(
+    let graph = outcome.map_err(|e| match e {
+        // What the engine says is wrong with the definition.
+        tessera_plugin_runtime::CallError::Plugin(_) => Error(ApiError::invalid_document(
             "workflow",
             vec![FieldError::at("definition", e.to_string())],
-        ))
+        )),
+        // The adapter or its engine failed: nothing is known about the definition.
+        _ => Error::new(
+            ErrorCode::Unavailable,
+            format!("engine {engine:?} could not check the definition: {e}"),
+        ),
     })?;
     // A 0.1 adapter does not report the graph; its runs show the task runs the engine
-    // reports as they come.
+    // reports as they come. A 0.2 adapter's graph is held to the same rules as ours.
+    let dag = match graph {
+        None => Dag { tasks: Vec::new() },
+        Some(nodes) => {
+            let tasks: Vec<(String, Vec<String>)> =
+                nodes.into_iter().map(|n| (n.id, n.upstream)).collect();
+            Dag::new(&tasks).map_err(|errs| {
+                Error::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "engine {engine:?} reported a task graph that is not one: {}",
+                        errs.iter()
+                            .map(|e| e.message.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                )
+            })?
+        }
+    };
     Ok(Validated {
         canonical: text,
-        dag: Dag { tasks: Vec::new() },
+        dag,
     })
 }
 

@@ -18,6 +18,36 @@ pub enum World {
     EngineAdapter,
 }
 
+/// A version of the plugin contract (`wit/plugin.wit` is 0.1.0, `wit/0.2/plugin.wit`
+/// 0.2.0). The host serves every one of them; a component's exports say which it was
+/// built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Contract {
+    #[serde(rename = "0.1.0")]
+    V0_1,
+    #[serde(rename = "0.2.0")]
+    V0_2,
+}
+
+impl Contract {
+    pub const ALL: [Contract; 2] = [Contract::V0_1, Contract::V0_2];
+
+    /// The package version, `0.1.0` or `0.2.0`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+}
+
+impl fmt::Display for Contract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tessera:plugin@{}", self.version())
+    }
+}
+
 /// The notifier scope that delivers run summaries to their response URLs (not task
 /// events): no group can have this name, so it is the instance's.
 pub const RUN_SUMMARY_SCOPE: &str = ":run-summaries";
@@ -56,13 +86,25 @@ impl World {
         }
     }
 
-    /// The interface a component of this world must export.
-    pub fn export(self) -> &'static str {
+    /// The interfaces a component of this world may export (one of them), newest
+    /// contract first, each with the contract version it belongs to. The notifier's
+    /// `notify` did not change in 0.2.0, so both versions export the 0.1.0 interface.
+    pub fn exports(self) -> &'static [(&'static str, Contract)] {
+        use Contract::*;
         match self {
-            World::Router => "tessera:plugin/routing@0.1.0",
-            World::Notifier => "tessera:plugin/notify@0.1.0",
-            World::Filer => "tessera:plugin/filing@0.1.0",
-            World::EngineAdapter => "tessera:plugin/engine@0.1.0",
+            World::Router => &[
+                ("tessera:plugin/routing@0.2.0", V0_2),
+                ("tessera:plugin/routing@0.1.0", V0_1),
+            ],
+            World::Notifier => &[("tessera:plugin/notify@0.1.0", V0_1)],
+            World::Filer => &[
+                ("tessera:plugin/filing@0.2.0", V0_2),
+                ("tessera:plugin/filing@0.1.0", V0_1),
+            ],
+            World::EngineAdapter => &[
+                ("tessera:plugin/engine@0.2.0", V0_2),
+                ("tessera:plugin/engine@0.1.0", V0_1),
+            ],
         }
     }
 

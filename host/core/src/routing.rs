@@ -41,6 +41,8 @@ impl std::fmt::Display for Label {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RouteTask {
     pub needs: LabelSet,
+    /// The position in the request's labels of the task's group label (also in `needs`).
+    pub group: u32,
     pub priority: i32,
     pub cpu_cores: u32,
     pub ram_bytes: u64,
@@ -156,7 +158,9 @@ pub fn plan_requests(
             ));
         }
         let mut needs: LabelSet = 0;
+        let mut group = 0;
         for l in own {
+            let is_group = matches!(l, Label::Group(_));
             let bit = match labels.iter().position(|x| *x == l) {
                 Some(b) => b,
                 None => {
@@ -165,9 +169,14 @@ pub fn plan_requests(
                 }
             };
             needs |= 1 << bit;
+            if is_group {
+                // Below MAX_LABELS (64), so it fits.
+                group = bit as u32;
+            }
         }
         tasks.push(RouteTask {
             needs,
+            group,
             priority: c.priority,
             cpu_cores: c.cpu_cores,
             ram_bytes: c.ram_bytes,
@@ -398,6 +407,9 @@ mod tests {
         assert_eq!(r.tasks[0].needs, 0b0011);
         assert_eq!(r.tasks[1].needs, 0b0101);
         assert_eq!(r.tasks[2].needs, 0b1000);
+        // Each task names its group label by position.
+        let groups: Vec<u32> = r.tasks.iter().map(|t| t.group).collect();
+        assert_eq!(groups, [1, 2, 3]);
         // The gpu target holds its tag and only its group; the open target every group.
         assert_eq!(r.targets[0].holds, 0b0011);
         assert_eq!(r.targets[1].holds, 0b1110);

@@ -78,9 +78,11 @@ fn workload(tasks: usize) -> RouteRequest {
             if i % 2 == 0 {
                 needs |= labels.bit(tag("disk", "ssd"));
             }
-            needs |= labels.bit(group(if i % 3 == 0 { "ops" } else { "lab" }));
+            let own_group = labels.bit(group(if i % 3 == 0 { "ops" } else { "lab" }));
+            needs |= own_group;
             RouteTask {
                 needs,
+                group: own_group.trailing_zeros(),
                 priority: (i % 3) as i32,
                 cpu_cores: 2,
                 ram_bytes: 4 << 30,
@@ -131,6 +133,7 @@ fn native_inputs(r: &RouteRequest) -> (Vec<logic::Label>, Vec<logic::Task>, Vec<
         .tasks
         .iter()
         .map(|t| logic::Task {
+            group: t.group,
             needs: t.needs,
             priority: t.priority,
             cpu_cores: t.cpu_cores,

@@ -58,6 +58,10 @@ pub enum CallError {
     /// No instance could be made for the call (pool exhausted, start function failed…).
     #[error("the plugin could not be instantiated: {0}")]
     Instantiate(String),
+    /// The plugin's contract version has no such call (a 0.1.0 plugin asked for
+    /// something 0.2.0 added); nothing was called.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl CallError {
@@ -70,6 +74,7 @@ impl CallError {
             CallError::Plugin(_) => ErrorKind::Plugin,
             CallError::InvalidResult(_) => ErrorKind::InvalidResult,
             CallError::Instantiate(_) => ErrorKind::Instantiate,
+            CallError::Unsupported(_) => ErrorKind::Unsupported,
         }
     }
 
@@ -94,16 +99,18 @@ pub enum ErrorKind {
     Plugin,
     InvalidResult,
     Instantiate,
+    Unsupported,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Trap,
         ErrorKind::Timeout,
         ErrorKind::OutOfMemory,
         ErrorKind::Plugin,
         ErrorKind::InvalidResult,
         ErrorKind::Instantiate,
+        ErrorKind::Unsupported,
     ];
 
     pub fn name(self) -> &'static str {
@@ -114,6 +121,7 @@ impl ErrorKind {
             ErrorKind::Plugin => "plugin",
             ErrorKind::InvalidResult => "invalid-result",
             ErrorKind::Instantiate => "instantiate",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 

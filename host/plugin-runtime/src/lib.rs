@@ -86,9 +86,12 @@ pub use runtime::{
     CacheStats, CompiledComponent, ComponentInfo, Grants, Origin, PluginRuntime, PluginWorld,
     RuntimeConfig, RuntimeError,
 };
+pub use tessera_core::plugin::Contract;
 pub use validate::Interfaces;
-pub use world::engine_adapter::{EngineAdapterPlugin, RunState, RunStatus, TaskRun};
-pub use world::filer::{FileKind, FilerPlugin, StagedFile};
+pub use world::engine_adapter::{
+    EngineAdapterPlugin, LogChunk, RunState, RunStatus, TaskNode, TaskRun,
+};
+pub use world::filer::{FileKind, FilerPlugin, StagedFile, UrlInfo};
 pub use world::notifier::{NotifierPlugin, NotifyEvent, TaskInfo};
 pub use world::router::{
     Decision, Label, LabelSet, Pair, RouteRequest, RouteTarget, RouteTask, RouterPlugin, WarmRouter,

@@ -11,6 +11,7 @@ use wasmtime::component::types::ComponentItem;
 
 use crate::error::LoadError;
 use crate::manifest::{Capability, Manifest, World};
+use tessera_core::plugin::Contract;
 
 /// The imports and exports of a component, by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,15 +30,29 @@ pub fn interfaces(engine: &Engine, component: &Component) -> Interfaces {
     }
 }
 
-/// The version of `wit/plugin.wit` this host serves. A later version gets its own set
-/// of bindings beside this one, chosen by what a component exports; until then a
-/// component of another version is refused with a message that says so.
-pub(crate) const CONTRACT_VERSION: &str = "0.1.0";
+/// The contract versions this host serves, for messages (`0.1.0, 0.2.0`).
+fn served() -> String {
+    Contract::ALL
+        .iter()
+        .map(|c| c.version())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
-/// The version of a `tessera:plugin/…@V` name when it is not the one this host serves.
+/// The version of a `tessera:plugin/…@V` name when it is not one this host serves.
 fn unsupported_version(name: &str) -> Option<&str> {
     let version = name.strip_prefix("tessera:plugin/")?.split_once('@')?.1;
-    (version != CONTRACT_VERSION).then_some(version)
+    (!Contract::ALL.iter().any(|c| c.version() == version)).then_some(version)
+}
+
+/// The contract a component of `world` was built against, from what it exports (the
+/// newest one it exports when there are several).
+pub(crate) fn contract_of(world: World, exports: &[String]) -> Option<Contract> {
+    world
+        .exports()
+        .iter()
+        .find(|(name, _)| exports.iter().any(|e| e == name))
+        .map(|(_, c)| *c)
 }
 
 /// What an import needs to be granted.
@@ -113,20 +128,22 @@ pub fn check_world(
             None => problems.push(match unsupported_version(name) {
                 Some(v) => format!(
                     "imports {name}, of tessera:plugin@{v}; this host serves \
-                     tessera:plugin@{CONTRACT_VERSION}"
+                     tessera:plugin {}",
+                    served()
                 ),
                 None => format!("imports {name} which the {world} world does not grant"),
             }),
         }
     }
 
-    let export = world.export();
-    let exported = ty
-        .get_export(engine, export)
-        .is_some_and(|ext| matches!(ext.ty, ComponentItem::ComponentInstance(_)));
+    let exported = world.exports().iter().any(|(export, _)| {
+        ty.get_export(engine, export)
+            .is_some_and(|ext| matches!(ext.ty, ComponentItem::ComponentInstance(_)))
+    });
     if !exported {
+        let (newest, _) = world.exports()[0];
         let others: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-        let unversioned = export.split('@').next().unwrap_or(export);
+        let unversioned = newest.split('@').next().unwrap_or(newest);
         let other_version = others
             .iter()
             .find(|n| n.split('@').next() == Some(unversioned))
@@ -135,14 +152,15 @@ pub fn check_world(
             // Built against another version of the contract: say so, rather than that
             // the export is missing.
             format!(
-                "exports {name}, of tessera:plugin@{v}; this host serves \
-                 tessera:plugin@{CONTRACT_VERSION} (build against that version)"
+                "exports {name}, of tessera:plugin@{v}; this host serves tessera:plugin {} \
+                 (build against one of them)",
+                served()
             )
         } else if others.is_empty() {
-            format!("does not export {export} (it exports nothing); a {world} plugin must")
+            format!("does not export {newest} (it exports nothing); a {world} plugin must")
         } else {
             format!(
-                "does not export {export} (it exports {}); a {world} plugin must",
+                "does not export {newest} (it exports {}); a {world} plugin must",
                 others.join(", ")
             )
         });

@@ -290,6 +290,7 @@ fn the_request_reaches_the_plugin_as_laid_out() {
     // Every other field set, so a wrong offset reads something else than the test meant.
     let t = |needs| RouteTask {
         needs,
+        group: 0,
         priority: -1,
         cpu_cores: 7,
         ram_bytes: u64::MAX,
@@ -432,6 +433,7 @@ fn router_default_follows_its_rules() {
         let tasks: Vec<RouteTask> = (0..next(12))
             .map(|_| RouteTask {
                 needs: (0..next(3)).fold(0, |s, _| s | bit(next(64))),
+                group: 0,
                 priority: next(3) as i32 - 1,
                 cpu_cores: next(6) as u32,
                 ram_bytes: next(8) << 30,
@@ -492,5 +494,67 @@ fn router_default_follows_its_rules() {
                 }
             }
         }
+    }
+}
+
+/// A router of tessera:plugin@0.2.0 (examples/plugins/rust-router) sees each task's
+/// group; a 0.1.0 router (first-fit) gets the same request without it and answers as
+/// before.
+#[test]
+fn a_0_2_router_sees_each_tasks_group_and_a_0_1_router_still_routes() {
+    use tessera_plugin_runtime::{Contract, Label, Manifest};
+    let rt = runtime();
+    let group_of = |needs, group| RouteTask {
+        needs,
+        group,
+        priority: 0,
+        cpu_cores: 1,
+        ram_bytes: 1 << 30,
+        queued_at_ms: 1,
+    };
+    let request = RouteRequest {
+        labels: vec![Label::Group("lab".into()), Label::Group("ops".into())],
+        tasks: vec![group_of(0b01, 0), group_of(0b01, 0), group_of(0b10, 1)],
+        targets: vec![RouteTarget {
+            holds: 0b11,
+            free_slots: 8,
+            cpu_cores_free: 8,
+            ram_bytes_free: 8 << 30,
+        }],
+    };
+
+    let v0_1 = load(&rt, "first-fit");
+    assert_eq!(v0_1.contract(), Contract::V0_1);
+    assert_eq!(v0_1.route(&request).unwrap(), vec![Decision::Assign(0); 3]);
+
+    let Some(bytes) = example_plugin("rust-router") else {
+        return;
+    };
+    let manifest: Manifest = toml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/plugins/rust-router/manifest.toml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let p = rt
+        .load::<RouterPlugin>(manifest, &bytes, Grants::config(PluginConfig::new()))
+        .unwrap();
+    assert_eq!(p.contract(), Contract::V0_2);
+    assert_eq!(
+        p.route(&request).unwrap(),
+        vec![
+            Decision::Assign(0),
+            Decision::Defer("group \"lab\" has started 1 tasks in this round".into()),
+            Decision::Assign(0),
+        ]
+    );
+    let mut warm = p.warm();
+    for _ in 0..3 {
+        assert_eq!(
+            warm.route(&request).unwrap()[1],
+            p.route(&request).unwrap()[1]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Engine adapters: loading against the engine-adapter world (exports type-checked at
 //! load), every function's arguments and answers across the boundary, plugin errors,
-//! and the deadline.
+//! and the deadline. The components here are built against tessera:plugin@0.1.0: the
+//! host serves them through the 0.2.0 calls, carrying their answers over.
 
 mod common;
 
@@ -9,8 +10,8 @@ use std::time::Duration;
 use common::*;
 use tessera_plugin_runtime::Grants;
 use tessera_plugin_runtime::{
-    CallError, Capability, EngineAdapterPlugin, ErrorKind, LoadError, Manifest, Pair, PluginConfig,
-    PluginError, PluginRuntime, RunState, RunStatus, TaskRun, World,
+    CallError, Capability, Contract, EngineAdapterPlugin, ErrorKind, LoadError, LogChunk, Manifest,
+    Pair, PluginConfig, PluginError, PluginRuntime, RunState, RunStatus, TaskRun, World,
 };
 
 fn engine_manifest(timeout: Duration) -> Manifest {
@@ -44,9 +45,11 @@ fn every_function_reaches_the_adapter_and_answers_come_back() {
         p.info().interfaces.exports,
         vec!["tessera:plugin/engine@0.1.0".to_string()]
     );
+    assert_eq!(p.contract(), Contract::V0_1);
 
+    // A 0.1.0 adapter validates but cannot report the task graph.
     let (r, logs) = logged(|| p.validate("dag: hello"));
-    assert_eq!(r, Ok(()));
+    assert_eq!(r, Ok(None));
     assert!(logs.contains("dag: hello"), "{logs}");
     assert!(logs.contains("plugin=echo-engine"), "{logs}");
     assert_eq!(
@@ -79,19 +82,19 @@ fn every_function_reaches_the_adapter_and_answers_come_back() {
             tasks: vec![
                 TaskRun {
                     task_id: "extract".into(),
-                    external_id: "run-42".into(),
+                    try_number: 1,
                     state: RunState::Succeeded,
-                    downstream: vec!["load".into()],
                     start_ms: Some(1000),
                     end_ms: Some(2000),
+                    message: None,
                 },
                 TaskRun {
                     task_id: "load".into(),
-                    external_id: "run-42".into(),
+                    try_number: 1,
                     state: RunState::Running,
-                    downstream: vec![],
                     start_ms: Some(2500),
                     end_ms: None,
+                    message: None,
                 },
             ],
             message: None,
@@ -104,17 +107,32 @@ fn every_function_reaches_the_adapter_and_answers_come_back() {
         )))
     );
 
-    assert_eq!(p.retry(&run, &["load".to_string()]), Ok(()));
+    assert_eq!(p.retry(&run, &["load".to_string()], false), Ok(()));
     assert_eq!(
-        p.retry(&run, &[]),
+        p.retry(&run, &[], false),
         Err(CallError::Plugin(PluginError::InvalidInput(
             "nothing to retry".into()
         )))
     );
+    // 0.1.0 has no downstream retry: refused without calling the plugin.
+    assert!(matches!(
+        p.retry(&run, &["load".to_string()], true),
+        Err(CallError::Unsupported(m)) if m.contains("tessera:plugin@0.2.0")
+    ));
 
-    assert_eq!(p.logs(&run, "load", 0).as_deref(), Ok("line 1\nline 2\n"));
-    assert_eq!(p.logs(&run, "load", 7).as_deref(), Ok("line 2\n"));
-    assert_eq!(p.logs(&run, "load", u64::MAX).as_deref(), Ok(""));
+    let chunk = |text: &str, next_offset| LogChunk {
+        text: text.into(),
+        next_offset,
+    };
+    assert_eq!(
+        p.logs(&run, "load", 1, 0, 4096),
+        Ok(chunk("line 1\nline 2\n", 14))
+    );
+    assert_eq!(p.logs(&run, "load", 1, 7, 4096), Ok(chunk("line 2\n", 14)));
+    assert_eq!(
+        p.logs(&run, "load", 1, u64::MAX, 4096),
+        Ok(chunk("", u64::MAX))
+    );
 
     // Each call had its own instance; plugin errors are counted as such.
     let m = p.metrics().snapshot();
@@ -133,7 +151,7 @@ fn a_call_past_its_deadline_fails_alone() {
     .unwrap();
     assert_eq!(p.cancel("run-1"), Err(CallError::Timeout));
     // The next call gets a fresh instance and works.
-    assert_eq!(p.validate("dag"), Ok(()));
+    assert_eq!(p.validate("dag"), Ok(None));
     assert_eq!(p.metrics().snapshot().errors_of(ErrorKind::Timeout), 1);
 }
 
@@ -145,7 +163,10 @@ fn components_of_other_worlds_and_grants_beyond_the_world_are_refused() {
         .err()
         .expect("refused")
         .to_string();
-    assert!(e.contains("tessera:plugin/engine@0.1.0"), "{e}");
+    assert!(
+        e.contains("does not export tessera:plugin/engine@0.2.0"),
+        "{e}"
+    );
 
     // The manifest may grant only what the world imports.
     let mut m = engine_manifest(Duration::from_secs(1));
@@ -193,7 +214,8 @@ fn the_sdk_example_engine_adapter_runs_in_the_host() {
         )
         .unwrap();
 
-    assert_eq!(p.validate("extract>transform>load"), Ok(()));
+    assert_eq!(p.contract(), Contract::V0_1);
+    assert_eq!(p.validate("extract>transform>load"), Ok(None));
     match p.validate("extract>>load") {
         Err(CallError::Plugin(PluginError::InvalidInput(m))) => {
             assert!(m.contains("task 2"), "{m}")
@@ -207,21 +229,17 @@ fn the_sdk_example_engine_adapter_runs_in_the_host() {
 
     let status = p.status(&run).unwrap();
     assert_eq!(status.state, RunState::Running);
-    let summary: Vec<(&str, RunState, Vec<String>)> = status
+    let summary: Vec<(&str, RunState, u32)> = status
         .tasks
         .iter()
-        .map(|t| (t.task_id.as_str(), t.state, t.downstream.clone()))
+        .map(|t| (t.task_id.as_str(), t.state, t.try_number))
         .collect();
     assert_eq!(
         summary,
         [
-            (
-                "extract",
-                RunState::Succeeded,
-                vec!["transform".to_string()]
-            ),
-            ("transform", RunState::Running, vec!["load".to_string()]),
-            ("load", RunState::Queued, vec![]),
+            ("extract", RunState::Succeeded, 1),
+            ("transform", RunState::Running, 1),
+            ("load", RunState::Queued, 1),
         ]
     );
     assert_eq!(status.tasks[0].end_ms, Some(1000));
@@ -231,14 +249,12 @@ fn the_sdk_example_engine_adapter_runs_in_the_host() {
         Err(CallError::Plugin(PluginError::NotFound(_)))
     ));
     assert_eq!(p.cancel(&run), Ok(()));
-    assert_eq!(p.retry(&run, &["load".to_string()]), Ok(()));
+    assert_eq!(p.retry(&run, &["load".to_string()], false), Ok(()));
     assert!(matches!(
-        p.retry(&run, &["nope".to_string()]),
+        p.retry(&run, &["nope".to_string()], false),
         Err(CallError::Plugin(PluginError::NotFound(_)))
     ));
-    assert_eq!(
-        p.logs(&run, "load", 0).as_deref(),
-        Ok("load: started\nload: done\n")
-    );
-    assert_eq!(p.logs(&run, "load", 14).as_deref(), Ok("load: done\n"));
+    let logs = |offset| p.logs(&run, "load", 1, offset, 4096).map(|c| c.text);
+    assert_eq!(logs(0).as_deref(), Ok("load: started\nload: done\n"));
+    assert_eq!(logs(14).as_deref(), Ok("load: done\n"));
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use tessera_objstore::{ObjectError, ObjectInfo, ObjectRead, ObjectStore, ObjectUpload};
 use tessera_plugin_runtime::{
-    CallError, Capability, ErrorKind, FileKind, FilerPlugin, FilerWorkspace, LoadError, Manifest,
-    PluginConfig, PluginError, PluginRuntime, StagedFile, World,
+    CallError, Capability, Contract, ErrorKind, FileKind, FilerPlugin, FilerWorkspace, LoadError,
+    Manifest, PluginConfig, PluginError, PluginRuntime, StagedFile, UrlInfo, World,
 };
 
 use Capability::{ObjectStore as Objects, Workspace};
@@ -388,13 +388,28 @@ impl ObjectStore for Shared {
 
     fn list(
         &self,
-        _: &str,
-        _: &str,
-        _: Option<&str>,
-        _: u32,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
         _: Instant,
     ) -> Result<Vec<ObjectInfo>, ObjectError> {
-        Ok(Vec::new())
+        let objects = self.0.objects.lock().unwrap();
+        Ok(objects
+            .iter()
+            .filter(|((b, k), _)| {
+                b == bucket && k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a)
+            })
+            .take(limit as usize)
+            .map(|((_, k), o)| ObjectInfo {
+                key: k.clone(),
+                size: o.len() as u64,
+                meta: Default::default(),
+                etag: None,
+                modified_ms: Some(1_700_000_000_000 + o.len() as u64),
+                sha256: None,
+            })
+            .collect())
     }
 
     fn get(&self, bucket: &str, key: &str, _: Instant) -> Result<ObjectRead, ObjectError> {
@@ -559,4 +574,77 @@ fn a_store_that_does_not_answer_ends_the_call_at_its_deadline() {
         Err(CallError::Timeout)
     );
     assert!(start.elapsed() < SECOND, "{:?}", start.elapsed());
+}
+
+/// `stat` (tessera:plugin@0.2.0) through the built-in S3 filer: an object, a prefix as a
+/// directory (sizes summed), nothing; and a 0.1.0 filer, which has no `stat`, is told so
+/// without being called.
+#[test]
+fn stat_says_what_a_url_holds_and_a_0_1_filer_has_none() {
+    let rt = runtime();
+    let v0_1 = probe(&rt);
+    assert_eq!(v0_1.contract(), Contract::V0_1);
+    assert!(matches!(
+        v0_1.stat("probe://x"),
+        Err(CallError::Unsupported(m)) if m.contains("tessera:plugin@0.1.0")
+    ));
+    assert_eq!(v0_1.metrics().snapshot().calls, 0);
+
+    let Some(bytes) = built_plugin("filer-s3") else {
+        return;
+    };
+    let mem = Arc::new(MemStore::default());
+    for (key, body) in [
+        ("runs/r1/a.txt", &b"12345"[..]),
+        ("runs/r1/sub/b.txt", b"123"),
+        ("runs/r10/c.txt", b"1"),
+    ] {
+        mem.objects
+            .lock()
+            .unwrap()
+            .insert(("data".into(), key.into()), body.to_vec());
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(Shared(mem));
+    let p = rt
+        .load::<FilerPlugin>(
+            filer_manifest(
+                "filer-s3",
+                &[Capability::Config, Workspace, Objects],
+                SECOND,
+            ),
+            &bytes,
+            Grants {
+                config: PluginConfig::new(),
+                allowed_hosts: Vec::new(),
+                object_store: Some(store),
+                buckets: vec!["data".into()],
+            },
+        )
+        .unwrap();
+    assert_eq!(p.contract(), Contract::V0_2);
+    assert_eq!(
+        p.stat("s3://data/runs/r1/a.txt"),
+        Ok(UrlInfo {
+            kind: FileKind::File,
+            size: 5,
+            modified_ms: None,
+        })
+    );
+    // A prefix is a directory: `runs/r1/` and not `runs/r10/`.
+    assert_eq!(
+        p.stat("s3://data/runs/r1"),
+        Ok(UrlInfo {
+            kind: FileKind::Directory,
+            size: 8,
+            modified_ms: Some(1_700_000_000_005),
+        })
+    );
+    assert!(matches!(
+        p.stat("s3://data/runs/r2"),
+        Err(CallError::Plugin(PluginError::NotFound(_)))
+    ));
+    assert!(matches!(
+        p.stat("s3://elsewhere/x"),
+        Err(CallError::Plugin(PluginError::Denied(_)))
+    ));
 }

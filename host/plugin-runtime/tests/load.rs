@@ -43,32 +43,32 @@ fn a_component_without_the_routing_export_is_refused() {
     let empty = wat::parse_str("(component)").unwrap();
     let msg = refuse(&empty, manifest("empty"));
     assert!(
-        msg.contains("does not export tessera:plugin/routing@0.1.0"),
+        msg.contains("does not export tessera:plugin/routing@0.2.0"),
         "{msg}"
     );
 }
 
 #[test]
 fn a_component_of_another_contract_version_is_told_so() {
-    // Exports routing@0.2.0 and imports log@0.2.0: built against a contract this host
+    // Exports routing@0.3.0 and imports log@0.3.0: built against a contract this host
     // does not serve.
     let bytes = wat::parse_str(
         r#"(component
-             (import "tessera:plugin/log@0.2.0" (instance))
+             (import "tessera:plugin/log@0.3.0" (instance))
              (instance $r)
-             (export "tessera:plugin/routing@0.2.0" (instance $r)))"#,
+             (export "tessera:plugin/routing@0.3.0" (instance $r)))"#,
     )
     .unwrap();
     let msg = refuse(&bytes, manifest("future"));
     assert!(
         msg.contains(
-            "exports tessera:plugin/routing@0.2.0, of tessera:plugin@0.2.0; this host serves \
-             tessera:plugin@0.1.0"
+            "exports tessera:plugin/routing@0.3.0, of tessera:plugin@0.3.0; this host serves \
+             tessera:plugin 0.1.0, 0.2.0 (build against one of them)"
         ),
         "{msg}"
     );
     assert!(
-        msg.contains("imports tessera:plugin/log@0.2.0, of tessera:plugin@0.2.0"),
+        msg.contains("imports tessera:plugin/log@0.3.0, of tessera:plugin@0.3.0"),
         "{msg}"
     );
 }
@@ -146,7 +146,7 @@ fn every_problem_is_reported_at_once() {
         "{msg}"
     );
     assert!(
-        msg.contains("does not export tessera:plugin/routing@0.1.0"),
+        msg.contains("does not export tessera:plugin/routing@0.2.0"),
         "{msg}"
     );
 }

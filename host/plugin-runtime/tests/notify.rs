@@ -362,7 +362,7 @@ fn a_component_of_another_world_is_refused() {
         Err(e) => e.to_string(),
     };
     assert!(
-        msg.contains("does not export tessera:plugin/routing@0.1.0"),
+        msg.contains("does not export tessera:plugin/routing@0.2.0"),
         "{msg}"
     );
     // A manifest of another world.

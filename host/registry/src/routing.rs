@@ -79,6 +79,7 @@ pub(crate) fn to_plugin(r: &RouteRequest) -> tessera_plugin_runtime::RouteReques
             .iter()
             .map(|t| tessera_plugin_runtime::RouteTask {
                 needs: t.needs,
+                group: t.group,
                 priority: t.priority,
                 cpu_cores: t.cpu_cores,
                 ram_bytes: t.ram_bytes,

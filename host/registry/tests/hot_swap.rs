@@ -221,7 +221,7 @@ async fn engine_adapters_are_bound_by_engine_name_and_called_through_the_registr
     .unwrap()
     .unwrap();
     assert_eq!(run.tasks.len(), 2);
-    assert_eq!(run.tasks[0].external_id, "run-7");
+    assert_eq!(run.tasks[0].task_id, "extract");
 
     // Its calls show up where an operator looks, under the engine's name.
     let shown = reg.show("echo-engine").await.unwrap();
@@ -233,8 +233,9 @@ async fn engine_adapters_are_bound_by_engine_name_and_called_through_the_registr
     drop(reg);
     let reg = open(dir.path()).await;
     let engine = reg.engine_adapter("echo").expect("bound after reopening");
-    let logs = tokio::task::spawn_blocking(move || engine.logs("run-7", "load", 7))
+    let logs = tokio::task::spawn_blocking(move || engine.logs("run-7", "load", 1, 7, 1 << 20))
         .await
+        .unwrap()
         .unwrap();
-    assert_eq!(logs.as_deref(), Ok("line 2\n"));
+    assert_eq!((logs.text.as_str(), logs.next_offset), ("line 2\n", 14));
 }

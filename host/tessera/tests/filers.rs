@@ -191,7 +191,7 @@ async fn s3_inputs_and_outputs_stage_through_filer_s3_and_the_host_store() {
     .await;
     let (status, b) = s
         .post_json(
-            &format!("{}/v1/plugins/filer-s3/versions/0.1.0/activate", s.url),
+            &format!("{}/v1/plugins/filer-s3/versions/0.2.0/activate", s.url),
             &json!({"scope": "s3", "buckets": [bucket]}),
         )
         .await;
@@ -234,7 +234,7 @@ async fn s3_inputs_and_outputs_stage_through_filer_s3_and_the_host_store() {
         .as_str()
         .unwrap_or("")
         .to_string();
-    assert!(reason.contains("filer filer-s3@0.1.0 failed"), "{reason}");
+    assert!(reason.contains("filer filer-s3@0.2.0 failed"), "{reason}");
     let _ = client.delete(&bucket, &format!("{prefix}/in.bin")).await;
     let _ = client
         .delete(&bucket, &format!("{prefix}/out/copy.bin"))

@@ -242,13 +242,13 @@ async fn plugins_are_installed_by_instance_admins_and_bound_per_group_by_group_a
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
     assert_eq!(
-        bob.delete("/v1/plugins/router-default/versions/0.1.0")
+        bob.delete("/v1/plugins/router-default/versions/0.2.0")
             .await
             .0,
         403
     );
     // The instance's bindings are for instance admins.
-    let activate = "/v1/plugins/router-default/versions/0.1.0/activate";
+    let activate = "/v1/plugins/router-default/versions/0.2.0/activate";
     assert_eq!(bob.post(activate, &json!({})).await.0, 403);
     // A write member may not bind for lab, bob does not see lab, ada's own group is hers.
     assert_eq!(ada.post(activate, &json!({"scope": "lab"})).await.0, 403);

@@ -90,7 +90,7 @@ async fn the_builtin_router_is_installed_bound_and_routes_tasks() {
     assert!(
         v["exports"]
             .to_string()
-            .contains("tessera:plugin/routing@0.1.0"),
+            .contains("tessera:plugin/routing@0.2.0"),
         "{v}"
     );
     assert!(
@@ -102,7 +102,7 @@ async fn the_builtin_router_is_installed_bound_and_routes_tasks() {
     assert!(v["calls"][0]["calls"].as_u64().unwrap() >= 1, "{v}");
     assert!(v["calls"][0]["p50_us"].as_f64().is_some(), "{v}");
     // The same calls on /metrics, for Prometheus.
-    let binding = r#"world="router",scope="",plugin="router-default",version="0.1.0""#;
+    let binding = r#"world="router",scope="",plugin="router-default",version="0.2.0""#;
     let calls = metric(&s, &format!("tessera_plugin_calls_total{{{binding}}}")).await;
     assert!(calls.is_some_and(|n| n >= 1.0), "{calls:?}");
     let errors = format!("tessera_plugin_errors_total{{{binding},kind=\"trap\"}}");
@@ -160,6 +160,7 @@ async fn uploads_are_checked_against_their_world_before_they_are_stored() {
     assert_eq!(
         names,
         [
+            "engine-airflow",
             "filer-http",
             "filer-s3",
             "notifier-webhook",
@@ -254,11 +255,11 @@ async fn a_misbehaving_router_keeps_tasks_queued_and_rollback_recovers() {
         .unwrap();
     assert_eq!(status, 409, "{body:?}");
     let (ok, out) = cli(&s, &["rollback", "spinner"]);
-    assert!(ok && out.contains("router-default@0.1.0"), "{out}");
+    assert!(ok && out.contains("router-default@0.2.0"), "{out}");
     assert_eq!(s.wait_done(&id).await["state"], "COMPLETE");
     let (ok, out) = cli(&s, &["rm", "spinner", "0.1.0"]);
     assert!(ok, "{out}");
-    let (ok, out) = cli(&s, &["rm", "router-default", "0.1.0"]);
+    let (ok, out) = cli(&s, &["rm", "router-default", "0.2.0"]);
     assert!(!ok && out.contains("active"), "{out}");
 }
 
@@ -289,7 +290,7 @@ async fn a_router_that_exhausts_its_memory_fails_only_its_call() {
         reason.contains("memory") || reason.contains("trapped"),
         "{reason}"
     );
-    activate(&s, "router-default", "0.1.0").await;
+    activate(&s, "router-default", "0.2.0").await;
     assert_eq!(s.wait_done(&id).await["state"], "COMPLETE");
 }
 
@@ -334,7 +335,7 @@ async fn an_engine_adapter_is_installed_and_bound_to_its_engine_name() {
         body["message"]
             .as_str()
             .unwrap()
-            .contains("tessera:plugin/engine@0.1.0"),
+            .contains("does not export tessera:plugin/engine@0.2.0"),
         "{body}"
     );
     let (status, body) = s.upload_plugin(m, component("engine-echo")).await;

@@ -535,7 +535,7 @@ async fn default_filer_bindings_are_listed_and_give_way_to_an_activation() {
     // Another plugin activated on the scheme gets none of the default's grants.
     let (status, b) = s
         .post_json(
-            &format!("{}/v1/plugins/filer-s3/versions/0.1.0/activate", s.url),
+            &format!("{}/v1/plugins/filer-s3/versions/0.2.0/activate", s.url),
             &json!({"scope": "https"}),
         )
         .await;

@@ -9,11 +9,14 @@
 
 use std::sync::Arc;
 
+use tessera_core::plugin::Contract;
 use wasmtime::Store;
 use wasmtime::component::Linker;
 
 use crate::bindings::PluginError;
-use crate::bindings::filer::{Filer, FilerIndices, FilerPre};
+use crate::bindings::filer as v0_1;
+use crate::bindings::filer::exports::tessera::plugin::filing as filing_v0_1;
+use crate::bindings::v0_2::filer as v0_2;
 use crate::capability::object_store::{HasObjectStore, ObjectGrant, ObjectStoreView};
 use crate::capability::workspace::{FilerWorkspace, HasWorkspace, WorkspaceView};
 use crate::capability::{http, io, object_store, workspace};
@@ -24,7 +27,10 @@ use crate::metrics::PluginMetrics;
 use crate::per_call::{self, CallState, FreshCalls, WasiParts};
 use crate::runtime::{CompiledComponent, ComponentInfo, Grants, PluginRuntime, PluginWorld};
 
-pub use crate::bindings::filer::exports::tessera::plugin::filing::{FileKind, StagedFile};
+pub use crate::bindings::v0_2::filer::exports::tessera::plugin0_2_0::filing::{
+    FileKind, StagedFile, UrlInfo,
+};
+use crate::validate::contract_of;
 
 /// The data of one filer store (one instance, one call).
 pub(crate) struct FilerState {
@@ -76,7 +82,7 @@ pub struct FilerPlugin {
 }
 
 struct FilerInner {
-    pre: FilerPre<FilerState>,
+    pre: Pre,
     calls: FreshCalls,
     objects: ObjectGrant,
 }
@@ -117,7 +123,12 @@ impl PluginWorld for FilerPlugin {
         let instance_pre = linker
             .instantiate_pre(&compiled.component)
             .map_err(&world_error)?;
-        let pre = FilerPre::new(instance_pre).map_err(&world_error)?;
+        let pre = match contract_of(World::Filer, &compiled.info.interfaces.exports) {
+            Some(Contract::V0_1) => {
+                Pre::V0_1(v0_1::FilerPre::new(instance_pre).map_err(&world_error)?)
+            }
+            _ => Pre::V0_2(v0_2::FilerPre::new(instance_pre).map_err(&world_error)?),
+        };
         let calls = FreshCalls::new(
             runtime,
             manifest,
@@ -133,16 +144,27 @@ impl PluginWorld for FilerPlugin {
                 objects,
             }),
         };
-        let instance_pre = plugin.inner.pre.instance_pre();
-        plugin.inner.calls.trial(
-            plugin.new_store(&FilerWorkspace::new()),
-            instance_pre,
-            "filer",
-            |store, instance| {
-                FilerIndices::new(instance_pre)?.load(store, instance)?;
-                Ok(())
-            },
-        )?;
+        let store = plugin.new_store(&FilerWorkspace::new());
+        match &plugin.inner.pre {
+            Pre::V0_1(pre) => plugin.inner.calls.trial(
+                store,
+                pre.instance_pre(),
+                "filer",
+                |store, instance| {
+                    v0_1::FilerIndices::new(pre.instance_pre())?.load(store, instance)?;
+                    Ok(())
+                },
+            )?,
+            Pre::V0_2(pre) => plugin.inner.calls.trial(
+                store,
+                pre.instance_pre(),
+                "filer",
+                |store, instance| {
+                    v0_2::FilerIndices::new(pre.instance_pre())?.load(store, instance)?;
+                    Ok(())
+                },
+            )?,
+        }
         Ok(plugin)
     }
 }
@@ -185,10 +207,11 @@ impl FilerPlugin {
         path: &str,
         kind: FileKind,
     ) -> Result<Vec<StagedFile>, CallError> {
-        self.call(ws, |filer, store| {
-            filer
-                .tessera_plugin_filing()
-                .call_stage_in(store, url, path, kind)
+        self.call(ws, |call, store| match call {
+            Call::V0_1(f) => Ok(f
+                .call_stage_in(store, url, path, kind_v0_1(kind))?
+                .map(staged_from_v0_1)),
+            Call::V0_2(f) => f.call_stage_in(store, url, path, kind),
         })
     }
 
@@ -201,26 +224,58 @@ impl FilerPlugin {
         url: &str,
         kind: FileKind,
     ) -> Result<Vec<StagedFile>, CallError> {
-        self.call(ws, |filer, store| {
-            filer
-                .tessera_plugin_filing()
-                .call_stage_out(store, path, url, kind)
+        self.call(ws, |call, store| match call {
+            Call::V0_1(f) => Ok(f
+                .call_stage_out(store, path, url, kind_v0_1(kind))?
+                .map(staged_from_v0_1)),
+            Call::V0_2(f) => f.call_stage_out(store, path, url, kind),
         })
     }
 
-    fn call(
+    /// What `url` holds, without copying it. A 0.1.0 filer has no `stat`: that is an
+    /// [`CallError::Unsupported`], and nothing is called. Blocks like
+    /// [`FilerPlugin::stage_in`]; no workspace is open during the call.
+    pub fn stat(&self, url: &str) -> Result<UrlInfo, CallError> {
+        if self.contract() == Contract::V0_1 {
+            return Err(CallError::Unsupported(format!(
+                "the filer {} is built against tessera:plugin@0.1.0, which has no `stat`",
+                self.manifest().name
+            )));
+        }
+        self.call(&FilerWorkspace::new(), |call, store| match call {
+            Call::V0_1(_) => unreachable!("checked above"),
+            Call::V0_2(f) => f.call_stat(store, url),
+        })
+    }
+
+    /// The contract version the component was built against.
+    pub fn contract(&self) -> Contract {
+        match self.inner.pre {
+            Pre::V0_1(_) => Contract::V0_1,
+            Pre::V0_2(_) => Contract::V0_2,
+        }
+    }
+
+    fn call<R>(
         &self,
         ws: &FilerWorkspace,
-        f: impl FnOnce(
-            &Filer,
-            &mut Store<FilerState>,
-        ) -> wasmtime::Result<Result<Vec<StagedFile>, PluginError>>,
-    ) -> Result<Vec<StagedFile>, CallError> {
-        self.inner.calls.call(
-            self.new_store(ws),
-            |store| self.inner.pre.instantiate(store),
-            f,
-        )
+        f: impl FnOnce(Call<'_>, &mut Store<FilerState>) -> wasmtime::Result<Result<R, PluginError>>,
+    ) -> Result<R, CallError> {
+        let calls = &self.inner.calls;
+        match &self.inner.pre {
+            Pre::V0_1(pre) => calls.call(
+                self.new_store(ws),
+                |store| pre.instantiate(store),
+                |filer: &v0_1::Filer, store| f(Call::V0_1(filer.tessera_plugin_filing()), store),
+            ),
+            Pre::V0_2(pre) => calls.call(
+                self.new_store(ws),
+                |store| pre.instantiate(store),
+                |filer: &v0_2::Filer, store| {
+                    f(Call::V0_2(filer.tessera_plugin0_2_0_filing()), store)
+                },
+            ),
+        }
     }
 
     fn new_store(&self, ws: &FilerWorkspace) -> Store<FilerState> {
@@ -234,4 +289,34 @@ impl FilerPlugin {
                 objects: inner.objects.clone(),
             })
     }
+}
+
+/// The bindings of the contract version a filer was built against.
+enum Pre {
+    V0_1(v0_1::FilerPre<FilerState>),
+    V0_2(v0_2::FilerPre<FilerState>),
+}
+
+/// One call, written once for each contract version.
+enum Call<'a> {
+    V0_1(&'a filing_v0_1::Guest),
+    V0_2(&'a v0_2::exports::tessera::plugin0_2_0::filing::Guest),
+}
+
+fn kind_v0_1(kind: FileKind) -> filing_v0_1::FileKind {
+    match kind {
+        FileKind::File => filing_v0_1::FileKind::File,
+        FileKind::Directory => filing_v0_1::FileKind::Directory,
+    }
+}
+
+fn staged_from_v0_1(files: Vec<filing_v0_1::StagedFile>) -> Vec<StagedFile> {
+    files
+        .into_iter()
+        .map(|f| StagedFile {
+            url: f.url,
+            path: f.path,
+            size: f.size,
+        })
+        .collect()
 }

@@ -18,12 +18,16 @@ use crate::runtime::{
 };
 use crate::trap::{classify, one_line};
 
-use crate::bindings::router::{Router, RouterPre};
+use crate::bindings::router as v0_1;
+use crate::bindings::router::exports::tessera::plugin::routing as routing_v0_1;
+use crate::bindings::v0_2::router as v0_2;
+use crate::validate::contract_of;
+use tessera_core::plugin::Contract;
 
-pub use crate::bindings::router::exports::tessera::plugin::routing::{
+pub use crate::bindings::router::tessera::plugin::types::Pair;
+pub use crate::bindings::v0_2::router::exports::tessera::plugin0_2_0::routing::{
     Decision, Label, LabelSet, Request as RouteRequest, Target as RouteTarget, Task as RouteTask,
 };
-pub use crate::bindings::router::tessera::plugin::types::Pair;
 
 /// A loaded router plugin version: compiled, validated, linked (`InstancePre`), with its
 /// metrics. Cheap to clone; `Send + Sync`.
@@ -35,7 +39,7 @@ pub struct RouterPlugin {
 struct RouterInner {
     /// Keeps the engine and its epoch ticker alive while the plugin can be called.
     runtime: Arc<RuntimeInner>,
-    pre: RouterPre<HostState>,
+    pre: Pre,
     ctx: Arc<PluginContext>,
     manifest: Manifest,
     info: ComponentInfo,
@@ -57,9 +61,15 @@ impl RouterPlugin {
         let instance_pre = linker.instantiate_pre(&compiled.component).map_err(|e| {
             LoadError::World(format!("does not match the router world: {}", one_line(&e)))
         })?;
-        let pre = RouterPre::new(instance_pre).map_err(|e| {
+        let world_error = |e: wasmtime::Error| {
             LoadError::World(format!("does not match the router world: {}", one_line(&e)))
-        })?;
+        };
+        let pre = match contract_of(World::Router, &compiled.info.interfaces.exports) {
+            Some(Contract::V0_1) => {
+                Pre::V0_1(v0_1::RouterPre::new(instance_pre).map_err(world_error)?)
+            }
+            _ => Pre::V0_2(v0_2::RouterPre::new(instance_pre).map_err(world_error)?),
+        };
         let deadline_ticks = runtime.deadline_ticks(manifest.limits.timeout());
         let memory_cap = usize::try_from(manifest.limits.memory_bytes()).unwrap_or(usize::MAX);
         let ctx = Arc::new(PluginContext::new(&manifest, config));
@@ -83,23 +93,40 @@ impl RouterPlugin {
     /// refused at upload than failing every call.
     fn trial(&self) -> Result<(), LoadError> {
         let mut store = self.new_store();
-        let instance_pre = self.inner.pre.instance_pre();
+        let instance_pre = match &self.inner.pre {
+            Pre::V0_1(pre) => pre.instance_pre(),
+            Pre::V0_2(pre) => pre.instance_pre(),
+        };
         let instance = instance_pre
             .instantiate(&mut store)
             .map_err(|e| LoadError::Start(classify(e, store.data(), true).to_string()))?;
-        crate::bindings::router::RouterIndices::new(instance_pre)
-            .and_then(|indices| indices.load(&mut store, &instance))
-            .map_err(|e| {
-                LoadError::World(format!(
-                    "does not match the router world: `route` of tessera:plugin/routing@0.1.0: {}",
-                    one_line(&e)
-                ))
-            })?;
-        Ok(())
+        let loaded = match &self.inner.pre {
+            Pre::V0_1(pre) => v0_1::RouterIndices::new(pre.instance_pre())
+                .and_then(|indices| indices.load(&mut store, &instance))
+                .map(drop),
+            Pre::V0_2(pre) => v0_2::RouterIndices::new(pre.instance_pre())
+                .and_then(|indices| indices.load(&mut store, &instance))
+                .map(drop),
+        };
+        loaded.map_err(|e| {
+            LoadError::World(format!(
+                "does not match the router world: `route` of tessera:plugin/routing@{}: {}",
+                self.contract().version(),
+                one_line(&e)
+            ))
+        })
     }
 
     pub fn manifest(&self) -> &Manifest {
         &self.inner.manifest
+    }
+
+    /// The contract version the component was built against.
+    pub fn contract(&self) -> Contract {
+        match self.inner.pre {
+            Pre::V0_1(_) => Contract::V0_1,
+            Pre::V0_2(_) => Contract::V0_2,
+        }
     }
 
     pub fn info(&self) -> &ComponentInfo {
@@ -150,10 +177,11 @@ impl RouterPlugin {
 
     fn instantiate(&self, store: &mut Store<HostState>) -> Result<Router, CallError> {
         self.inner.ctx.metrics.instantiated();
-        self.inner
-            .pre
-            .instantiate(&mut *store)
-            .map_err(|e| classify(e, store.data(), true))
+        match &self.inner.pre {
+            Pre::V0_1(pre) => pre.instantiate(&mut *store).map(Router::V0_1),
+            Pre::V0_2(pre) => pre.instantiate(&mut *store).map(Router::V0_2),
+        }
+        .map_err(|e| classify(e, store.data(), true))
     }
 }
 
@@ -226,10 +254,16 @@ fn call_route(
     store: &mut Store<HostState>,
     request: &RouteRequest,
 ) -> Result<Vec<Decision>, CallError> {
-    let answer = router
-        .tessera_plugin_routing()
-        .call_route(&mut *store, request)
-        .map_err(|e| classify(e, store.data(), false))?;
+    let answer = match router {
+        Router::V0_1(r) => r
+            .tessera_plugin_routing()
+            .call_route(&mut *store, &request_v0_1(request))
+            .map(|answer| answer.map(decisions_from_v0_1)),
+        Router::V0_2(r) => r
+            .tessera_plugin0_2_0_routing()
+            .call_route(&mut *store, request),
+    }
+    .map_err(|e| classify(e, store.data(), false))?;
     let decisions = answer.map_err(CallError::Plugin)?;
     check_decisions(&decisions, request)?;
     Ok(decisions)
@@ -255,4 +289,61 @@ fn check_decisions(decisions: &[Decision], request: &RouteRequest) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The bindings of the contract version a router was built against.
+enum Pre {
+    V0_1(v0_1::RouterPre<HostState>),
+    V0_2(v0_2::RouterPre<HostState>),
+}
+
+/// An instance of a router of either version.
+enum Router {
+    V0_1(v0_1::Router),
+    V0_2(v0_2::Router),
+}
+
+/// A request as a 0.1.0 router takes it: the same, without each task's `group`.
+fn request_v0_1(r: &RouteRequest) -> routing_v0_1::Request {
+    routing_v0_1::Request {
+        labels: r
+            .labels
+            .iter()
+            .map(|l| match l {
+                Label::Tag(pair) => routing_v0_1::Label::Tag(pair.clone()),
+                Label::Group(g) => routing_v0_1::Label::Group(g.clone()),
+            })
+            .collect(),
+        tasks: r
+            .tasks
+            .iter()
+            .map(|t| routing_v0_1::Task {
+                needs: t.needs,
+                priority: t.priority,
+                cpu_cores: t.cpu_cores,
+                ram_bytes: t.ram_bytes,
+                queued_at_ms: t.queued_at_ms,
+            })
+            .collect(),
+        targets: r
+            .targets
+            .iter()
+            .map(|t| routing_v0_1::Target {
+                holds: t.holds,
+                free_slots: t.free_slots,
+                cpu_cores_free: t.cpu_cores_free,
+                ram_bytes_free: t.ram_bytes_free,
+            })
+            .collect(),
+    }
+}
+
+fn decisions_from_v0_1(decisions: Vec<routing_v0_1::Decision>) -> Vec<Decision> {
+    decisions
+        .into_iter()
+        .map(|d| match d {
+            routing_v0_1::Decision::Assign(i) => Decision::Assign(i),
+            routing_v0_1::Decision::Defer(reason) => Decision::Defer(reason),
+        })
+        .collect()
 }

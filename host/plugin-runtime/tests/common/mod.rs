@@ -197,6 +197,7 @@ pub fn group(g: &str) -> Label {
 pub fn task() -> RouteTask {
     RouteTask {
         needs: ZONE_A | LAB,
+        group: 2,
         priority: 0,
         cpu_cores: 1,
         ram_bytes: 1 << 30,
