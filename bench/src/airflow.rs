@@ -15,6 +15,8 @@ use crate::Lat;
 
 /// Runs of each kind, interleaved.
 const ROUNDS: usize = 3;
+/// How long one run may take before the benchmark gives up.
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
 /// How often the client looks at a run.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -91,6 +93,16 @@ impl Airflow {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        // DAG files arrive paused; the adapter unpauses on its first submit, the direct
+        // runs need it first.
+        let (status, v) = af
+            .call(
+                reqwest::Method::PATCH,
+                "/api/v2/dags/tessera_chain",
+                Some(&json!({"is_paused": false})),
+            )
+            .await;
+        assert_eq!(status, 200, "unpausing: {v}");
         af
     }
 
@@ -165,6 +177,10 @@ impl Airflow {
             .await;
         assert!((200..300).contains(&status), "trigger: {status} {v}");
         loop {
+            assert!(
+                start.elapsed() < RUN_DEADLINE,
+                "direct run {run_id} did not end"
+            );
             let (_, run) = self
                 .call(
                     reqwest::Method::GET,
@@ -195,6 +211,7 @@ async fn through_tessera(http: &reqwest::Client, url: &str, n: usize) -> (f64, S
         .expect("json");
     let id = run["id"].as_str().expect("run id").to_string();
     loop {
+        assert!(start.elapsed() < RUN_DEADLINE, "run {id} did not end");
         let run: Value = http
             .get(format!("{url}/v1/workflow-runs/{id}"))
             .send()
