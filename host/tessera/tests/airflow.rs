@@ -355,6 +355,14 @@ async fn workflows_run_on_airflow_through_the_adapter() {
         .await;
     let text = logs["text"].as_str().unwrap();
     assert!(text.contains("failing on purpose"), "{logs}");
+    // Followed, the log of an ended try is the same text, and the answer ends.
+    let (status, followed) = c
+        .bytes(&format!(
+            "/v1/workflow-runs/{run}/task-runs/{try1}/logs?follow=true"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&followed), text);
 
     // Retry the failed task and what depends on it: its second try passes; the first
     // stays in the history.
