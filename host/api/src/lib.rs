@@ -19,6 +19,7 @@ pub mod auth;
 mod body;
 pub mod cron;
 mod data;
+mod engines;
 mod error;
 pub mod events;
 mod identity;

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::response::Response;
 use serde_json::{Map, Value};
 use tessera_core::ErrorCode;
 use tessera_plugin_runtime::{
@@ -58,21 +59,27 @@ impl Drop for Ending {
     }
 }
 
-/// Starts a background sync of run `id` unless one is under way.
-pub(crate) fn spawn_sync(state: &AppState, id: &str) {
+/// Starts a background sync of run `id` with `adapter` unless one is under way.
+pub(crate) fn spawn_sync(state: &AppState, id: &str, adapter: &EngineAdapterPlugin) {
     if !state.adapter_syncs().begin(id) {
         return;
     }
     let ending = Ending(state.clone(), id.to_string());
+    let adapter = adapter.clone();
     tokio::spawn(async move {
         let Ending(state, id) = &ending;
-        if let Err(e) = sync_by_id(state, id, crate::workflow_runs::now_ms()).await {
+        if let Err(e) = sync_by_id(state, id, &adapter, crate::workflow_runs::now_ms()).await {
             tracing::warn!(run = %id, error = %e.0.message, "syncing a workflow run with its engine failed");
         }
     });
 }
 
-async fn sync_by_id(state: &AppState, id: &str, now_ms: i64) -> Result<(), Error> {
+async fn sync_by_id(
+    state: &AppState,
+    id: &str,
+    adapter: &EngineAdapterPlugin,
+    now_ms: i64,
+) -> Result<(), Error> {
     let run = state
         .runner()
         .store()
@@ -80,7 +87,7 @@ async fn sync_by_id(state: &AppState, id: &str, now_ms: i64) -> Result<(), Error
         .await
         .map_err(store_error("reading the workflow run failed"))?;
     match run {
-        Some(run) => sync(state, &run, now_ms).await,
+        Some(run) => sync(state, &run, adapter, now_ms).await,
         None => Ok(()),
     }
 }
@@ -113,19 +120,27 @@ fn refused(e: &CallError) -> bool {
     )
 }
 
-/// The adapter bound to the run's engine.
-fn adapter(state: &AppState, run: &WorkflowRunRow) -> Result<EngineAdapterPlugin, String> {
-    state.registry().engine_adapter(&run.engine).ok_or_else(|| {
+/// Says on a run whose engine no adapter serves now that it waits for one.
+pub(crate) async fn no_adapter(state: &AppState, run: &WorkflowRunRow) -> Result<(), Error> {
+    note(
+        state,
+        run,
         format!(
             "no engine adapter is bound to {:?}; the run waits for one (see `tessera plugin`)",
             run.engine
-        )
-    })
+        ),
+    )
+    .await
 }
 
 /// Brings an active run on an adapter up to date: submits it the first time, then reads
 /// its status and writes what changed; passes a cancel request on.
-pub(crate) async fn sync(state: &AppState, run: &WorkflowRunRow, now_ms: i64) -> Result<(), Error> {
+pub(crate) async fn sync(
+    state: &AppState,
+    run: &WorkflowRunRow,
+    adapter: &EngineAdapterPlugin,
+    now_ms: i64,
+) -> Result<(), Error> {
     let current: RunState = run.state.parse().map_err(corrupt)?;
     if current.is_terminal() {
         return Ok(());
@@ -146,11 +161,7 @@ pub(crate) async fn sync(state: &AppState, run: &WorkflowRunRow, now_ms: i64) ->
             end_the_rest(&mut change, &rows, TaskRunState::Skipped, now_ms);
             return write(state, run, current, change).await;
         }
-        return submit(state, run, current, &rows, now_ms).await;
-    };
-    let adapter = match adapter(state, run) {
-        Ok(a) => a,
-        Err(m) => return note(state, run, m).await,
+        return submit(state, run, adapter, current, &rows, now_ms).await;
     };
     if run.cancel_requested {
         let (a, ext) = (adapter.clone(), external.clone());
@@ -158,8 +169,8 @@ pub(crate) async fn sync(state: &AppState, run: &WorkflowRunRow, now_ms: i64) ->
             tracing::warn!(run = %run.id, engine = %run.engine, error = %e, "canceling at the engine failed; the next sync asks again");
         }
     }
-    let ext = external.clone();
-    let status = match call(move || adapter.status(&ext)).await {
+    let (a, ext) = (adapter.clone(), external.clone());
+    let status = match call(move || a.status(&ext)).await {
         Ok(s) => s,
         Err(e) => {
             return note(
@@ -184,14 +195,12 @@ pub(crate) async fn sync(state: &AppState, run: &WorkflowRunRow, now_ms: i64) ->
 async fn submit(
     state: &AppState,
     run: &WorkflowRunRow,
+    adapter: &EngineAdapterPlugin,
     current: RunState,
     rows: &[TaskRunRow],
     now_ms: i64,
 ) -> Result<(), Error> {
-    let adapter = match adapter(state, run) {
-        Ok(a) => a,
-        Err(m) => return note(state, run, m).await,
-    };
+    let adapter = adapter.clone();
     let wf = state
         .runner()
         .store()
@@ -471,10 +480,11 @@ pub(crate) fn sync_change(
 pub(crate) async fn retry(
     state: &AppState,
     run: &WorkflowRunRow,
+    adapter: &EngineAdapterPlugin,
     tasks: Vec<String>,
     downstream: bool,
 ) -> Result<(), Error> {
-    let adapter = adapter(state, run).map_err(|m| Error::new(ErrorCode::Unavailable, m))?;
+    let adapter = adapter.clone();
     let Some(external) = run.external_id.clone() else {
         return Err(Error::new(
             ErrorCode::Conflict,
@@ -531,9 +541,9 @@ pub(crate) async fn retry(
 }
 
 /// Up to `max_bytes` of task run `row`'s log at its engine, from byte `offset`.
-pub(crate) async fn logs(
-    state: &AppState,
+async fn chunk(
     run: &WorkflowRunRow,
+    adapter: &EngineAdapterPlugin,
     row: &TaskRunRow,
     offset: u64,
     max_bytes: u32,
@@ -544,7 +554,7 @@ pub(crate) async fn logs(
             next_offset: offset,
         });
     };
-    let adapter = adapter(state, run).map_err(|m| Error::new(ErrorCode::Unavailable, m))?;
+    let adapter = adapter.clone();
     let (task, attempt) = (
         row.task_title.clone(),
         u32::try_from(row.attempt).unwrap_or(1),
@@ -559,15 +569,46 @@ pub(crate) async fn logs(
         })
 }
 
+/// A page of task run `row`'s log at its engine, from byte `offset`.
+pub(crate) async fn page(
+    run: &WorkflowRunRow,
+    adapter: &EngineAdapterPlugin,
+    row: TaskRunRow,
+    offset: u64,
+    page: u32,
+) -> Result<Response, Error> {
+    use axum::response::IntoResponse;
+    let piece = chunk(run, adapter, &row, offset, page).await?;
+    let done = row
+        .state
+        .parse::<TaskRunState>()
+        .map_err(corrupt)?
+        .is_terminal();
+    // The engine keeps the log whole: there is more while it gave a full page or the
+    // task run goes on.
+    let more = !done || piece.text.len() as u64 >= u64::from(page);
+    Ok(axum::Json(crate::workflow_runs::TaskRunLogs {
+        task_run_id: row.id,
+        offset,
+        missed_bytes: 0,
+        next_page_token: more.then(|| {
+            tessera_core::page::encode(i64::try_from(piece.next_offset).unwrap_or(i64::MAX))
+        }),
+        text: piece.text,
+    })
+    .into_response())
+}
+
 /// A task run's log at its engine as text, from `offset`, followed until the task run
 /// has ended and the engine has nothing more.
 pub(crate) fn follow(
     state: &AppState,
+    adapter: EngineAdapterPlugin,
     run: WorkflowRunRow,
     row: TaskRunRow,
     offset: u64,
     page: u32,
-) -> axum::response::Response {
+) -> Response {
     use axum::response::IntoResponse;
     let headers = [(
         axum::http::header::CONTENT_TYPE,
@@ -575,7 +616,7 @@ pub(crate) fn follow(
     )];
     let state = state.clone();
     let body = futures_util::stream::unfold((offset, false, true), move |(offset, done, first)| {
-        let (state, run, row) = (state.clone(), run.clone(), row.clone());
+        let (state, adapter, run, row) = (state.clone(), adapter.clone(), run.clone(), row.clone());
         async move {
             if done {
                 return None;
@@ -593,7 +634,7 @@ pub(crate) fn follow(
                 Err(_) => true,
             };
             let run = store.workflow_run(&run.id).await.ok().flatten()?;
-            let chunk = logs(&state, &run, &row, offset, page).await.ok()?;
+            let chunk = chunk(&run, &adapter, &row, offset, page).await.ok()?;
             let last = ended && chunk.text.is_empty();
             Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(chunk.text)),

@@ -1,6 +1,7 @@
 //! The Workflow API's runs (`/v1/workflow-runs`): runs of a workflow revision, their
-//! task runs, cancel and retry; and the scheduler that drives runs of the native engine
-//! (runs on engine adapters are synced by `workflow_adapters`, through the same API).
+//! task runs, cancel and retry; and the scheduler that drives runs of the native engine.
+//! What differs between engines (advancing a run, retrying its tasks, a task run's log)
+//! goes through `engines::Engine`; runs on adapters are synced by `workflow_adapters`.
 //!
 //! A run belongs to its workflow's group. Its task runs are the attempts of the
 //! workflow's tasks; with the native engine each attempt is a task of the one task model
@@ -41,6 +42,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::body::RequestBody;
+use crate::engines::Engine;
 use crate::query::{bad_token, page_size};
 use crate::workflows::label_filter;
 use crate::{AppState, Error};
@@ -259,7 +261,7 @@ pub async fn create_run(
     };
     let wf = crate::workflows::find(&state, &caller, &group, &b.workflow, version).await?;
     caller.check_role(Role::Write, &group, "workflow", &b.workflow)?;
-    if wf.engine != native::ENGINE && state.registry().engine_adapter(&wf.engine).is_none() {
+    if Engine::named(&state, &wf.engine).is_none() {
         return Err(Error::new(
             ErrorCode::Conflict,
             format!(
@@ -561,28 +563,49 @@ async fn retry(
                         .collect(),
                 ))
             })?;
-    if chosen.is_empty() && !(run.engine != native::ENGINE && dag.tasks.is_empty()) {
+    let engine = Engine::named(state, &run.engine).ok_or_else(|| {
+        Error::new(
+            ErrorCode::Conflict,
+            format!(
+                "workflow run {id} runs on engine {:?}, and no engine adapter is bound to it now",
+                run.engine
+            ),
+        )
+    })?;
+    // An adapter that reported no graph (0.1) chooses by itself.
+    let engine_chooses = !matches!(engine, Engine::Native) && dag.tasks.is_empty();
+    if chosen.is_empty() && !engine_chooses {
         return Err(Error::new(
             ErrorCode::Conflict,
             format!("workflow run {id} has no failed, skipped or upstream-failed task to retry"),
         ));
     }
-    if run.engine != native::ENGINE {
-        // The same choice of tasks, made by the engine. A 0.1 adapter reported no graph:
-        // the selection goes to it as given.
-        let (tasks, downstream) = if dag.tasks.is_empty() {
-            (selection.into_iter().flatten().collect(), b.downstream)
-        } else {
-            (chosen.clone(), false)
-        };
-        crate::workflow_adapters::retry(state, run, tasks, downstream).await?;
-        tracing::info!(run = %id, tasks = ?chosen, by = %caller.username, "workflow run retried at its engine");
-        crate::workflow_adapters::spawn_sync(state, id);
-        return Ok(());
-    }
+    let selection = selection.map(|s| s.into_iter().collect());
+    engine
+        .retry(state, run, &dag, chosen.clone(), selection, b.downstream)
+        .await?;
+    tracing::info!(run = %id, tasks = ?chosen, by = %caller.username, "workflow run retried");
+    state.workflow_wake().notify_one();
+    Ok(())
+}
+
+/// New attempts of `tasks` of ended native run `run`, which reopens (the scheduler
+/// starts them); earlier attempts are kept.
+pub(crate) async fn new_attempts(
+    state: &AppState,
+    run: &WorkflowRunRow,
+    tasks: &[String],
+) -> Result<(), Error> {
+    let id = run.id.as_str();
+    let store = state.runner().store();
+    let rows = store
+        .task_runs(id)
+        .await
+        .map_err(store_error("reading the task runs failed"))?;
+    let attempts = latest_attempts(&rows, run.cancel_requested)?;
     let created = OffsetDateTime::from_unix_timestamp_nanos(i128::from(run.created_ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let new_task_runs = chosen
+    let new_task_runs = tasks
         .iter()
         .map(|title| {
             let next = attempts
@@ -616,8 +639,6 @@ async fn retry(
             format!("workflow run {id} changed meanwhile; ask again"),
         ));
     }
-    tracing::info!(run = %id, tasks = ?chosen, by = %caller.username, "workflow run retried");
-    state.workflow_wake().notify_one();
     Ok(())
 }
 
@@ -1061,14 +1082,14 @@ struct TaskRunLogQuery {
 /// One page of a task run's output.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskRunLogs {
-    task_run_id: String,
-    text: String,
+    pub(crate) task_run_id: String,
+    pub(crate) text: String,
     /// Bytes of output before `text` (what the page token said, plus any not kept).
-    offset: u64,
+    pub(crate) offset: u64,
     /// Bytes after the page token that the store no longer keeps (it keeps a tail).
-    missed_bytes: u64,
+    pub(crate) missed_bytes: u64,
     /// Present while there is more: more output now, or a task run still running.
-    next_page_token: Option<String>,
+    pub(crate) next_page_token: Option<String>,
 }
 
 const LOG_PAGE: u32 = 64 << 10;
@@ -1124,28 +1145,28 @@ pub async fn task_run_logs(
         .into_iter()
         .find(|r| r.id == task_run)
         .ok_or_else(|| Error(ApiError::not_found("task run", &task_run)))?;
-    if run.engine != native::ENGINE {
-        if q.follow {
-            return Ok(crate::workflow_adapters::follow(
-                &state, run, row, q.skip, page,
-            ));
-        }
-        let chunk = crate::workflow_adapters::logs(&state, &run, &row, q.skip, page).await?;
-        let done = effective_state(&row, run.cancel_requested)?.is_terminal();
-        // The engine keeps the log whole: more while it gave a full page or the task
-        // run goes on.
-        let more = !done || chunk.text.len() as u64 >= u64::from(page);
-        return Ok(Json(TaskRunLogs {
-            task_run_id: row.id,
-            offset: q.skip,
-            missed_bytes: 0,
-            next_page_token: more.then(|| {
-                tessera_core::page::encode(i64::try_from(chunk.next_offset).unwrap_or(i64::MAX))
-            }),
-            text: chunk.text,
-        })
-        .into_response());
-    }
+    let engine = Engine::named(&state, &run.engine).ok_or_else(|| {
+        Error::new(
+            ErrorCode::Unavailable,
+            format!(
+                "no engine adapter is bound to {:?}, which keeps this log",
+                run.engine
+            ),
+        )
+    })?;
+    engine.log(&state, run, row, &q, page).await
+}
+
+/// A page of a native task run's output (its task's executors' stdout or stderr), or
+/// the output followed.
+pub(crate) async fn native_log(
+    state: &AppState,
+    run: WorkflowRunRow,
+    row: TaskRunRow,
+    q: &crate::task_output::Query,
+    page: u32,
+) -> Result<Response, Error> {
+    let store = state.runner().store();
     let task = match &row.task_id {
         Some(t) => store
             .get_task(t)
@@ -1166,7 +1187,7 @@ pub async fn task_run_logs(
         .into_response());
     };
     if q.follow {
-        return Ok(crate::task_output::text(&state, task, &q));
+        return Ok(crate::task_output::text(state, task, q));
     }
     let (total, missed, mut text) = crate::task_output::after(&task, q.stream, q.skip);
     let mut cut = (page as usize).min(text.len());
@@ -1286,8 +1307,10 @@ pub async fn round(state: &AppState, now_ms: i64) -> Result<Option<i64>, Error> 
             .await
             .map_err(store_error("reading active workflow runs failed"))?;
         for run in &runs {
-            if run.engine != native::ENGINE {
-                crate::workflow_adapters::spawn_sync(state, &run.id);
+            // An adapter's calls block on its engine: its runs are synced beside the
+            // round, not in it.
+            if let Some(Engine::Adapter(a)) = Engine::named(state, &run.engine) {
+                crate::workflow_adapters::spawn_sync(state, &run.id, &a);
                 continue;
             }
             match step(state, &run.id, now_ms).await {
@@ -1320,10 +1343,25 @@ async fn step(state: &AppState, id: &str, now_ms: i64) -> Result<Option<i64>, Er
     if run_state.is_terminal() {
         return Ok(None);
     }
-    if run.engine != native::ENGINE {
-        crate::workflow_adapters::sync(state, &run, now_ms).await?;
-        return Ok(None);
+    match Engine::named(state, &run.engine) {
+        Some(engine) => engine.advance(state, &run, now_ms).await,
+        None => {
+            crate::workflow_adapters::no_adapter(state, &run).await?;
+            Ok(None)
+        }
     }
+}
+
+/// One step of native run `run` (active): plan, write the plan under the run's
+/// revision, then submit and cancel tasks. The time it waits for next, if any.
+pub(crate) async fn plan_and_apply(
+    state: &AppState,
+    run: &WorkflowRunRow,
+    now_ms: i64,
+) -> Result<Option<i64>, Error> {
+    let store = state.runner().store();
+    let id = run.id.as_str();
+    let run_state: RunState = run.state.parse().map_err(corrupt)?;
     let wf = store
         .workflow_by_id(&run.workflow_id)
         .await
@@ -1479,7 +1517,7 @@ async fn step(state: &AppState, id: &str, now_ms: i64) -> Result<Option<i64>, Er
         }
     }
     if !starts.is_empty() {
-        submit_attempts(state, &run, &wf, def, &starts).await;
+        submit_attempts(state, run, &wf, def, &starts).await;
     }
     Ok(p.wake_at_ms)
 }

@@ -26,6 +26,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::body::RequestBody;
+use crate::engines::Engine;
 use crate::{AppState, Error};
 
 /// `POST /v1/workflows`.
@@ -132,88 +133,6 @@ pub(crate) fn parameters_of(row: &WorkflowRow) -> Result<Vec<Parameter>, Error> 
     serde_json::from_str(&row.parameters).map_err(corrupt)
 }
 
-/// What an engine says of a definition: its canonical text and its task graph.
-struct Validated {
-    canonical: String,
-    dag: Dag,
-}
-
-/// Validate `definition` with engine `engine`: the native engine here, any other through
-/// the adapter bound to its name (400 when there is none).
-async fn validate(
-    state: &AppState,
-    engine: &str,
-    definition: &Value,
-    parameters: &[Parameter],
-) -> Result<Validated, Error> {
-    if engine == native::ENGINE {
-        let def = native::Definition::parse(definition)
-            .map_err(|e| Error(ApiError::invalid_document("workflow", e)))?;
-        let dag = def
-            .check(parameters)
-            .map_err(|e| Error(ApiError::invalid_document("workflow", e)))?;
-        return Ok(Validated {
-            canonical: tessera_workflow::canonical_definition(&def.to_value()),
-            dag,
-        });
-    }
-    let Some(adapter) = state.registry().engine_adapter(engine) else {
-        return Err(Error(ApiError::invalid_document(
-            "workflow",
-            vec![FieldError::at(
-                "engine",
-                format!(
-                    "no engine {engine:?}: the native engine is {:?}, and no engine adapter is \
-                     bound to {engine:?} (see `tessera plugin`)",
-                    native::ENGINE
-                ),
-            )],
-        )));
-    };
-    let text = tessera_workflow::canonical_definition(definition);
-    let checked = text.clone();
-    let outcome = tokio::task::spawn_blocking(move || adapter.validate(&checked))
-        .await
-        .map_err(|e| Error::internal("the engine adapter's call failed", e))?;
-    let graph = outcome.map_err(|e| match e {
-        // What the engine says is wrong with the definition.
-        tessera_plugin_runtime::CallError::Plugin(_) => Error(ApiError::invalid_document(
-            "workflow",
-            vec![FieldError::at("definition", e.to_string())],
-        )),
-        // The adapter or its engine failed: nothing is known about the definition.
-        _ => Error::new(
-            ErrorCode::Unavailable,
-            format!("engine {engine:?} could not check the definition: {e}"),
-        ),
-    })?;
-    // A 0.1 adapter does not report the graph; its runs show the task runs the engine
-    // reports as they come. A 0.2 adapter's graph is held to the same rules as ours.
-    let dag = match graph {
-        None => Dag { tasks: Vec::new() },
-        Some(nodes) => {
-            let tasks: Vec<(String, Vec<String>)> =
-                nodes.into_iter().map(|n| (n.id, n.upstream)).collect();
-            Dag::new(&tasks).map_err(|errs| {
-                Error::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "engine {engine:?} reported a task graph that is not one: {}",
-                        errs.iter()
-                            .map(|e| e.message.as_str())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ),
-                )
-            })?
-        }
-    };
-    Ok(Validated {
-        canonical: text,
-        dag,
-    })
-}
-
 #[utoipa::path(
     post,
     operation_id = "create_workflow",
@@ -243,7 +162,9 @@ pub async fn create_workflow(
     if !errs.is_empty() {
         return Err(Error(ApiError::invalid_document("workflow", errs)));
     }
-    let v = validate(&state, &b.engine, &b.definition, &b.parameters).await?;
+    let v = Engine::named_or_400(&state, &b.engine)?
+        .validate(&b.definition, &b.parameters)
+        .await?;
     let parameters = serde_json::to_string(&b.parameters)
         .map_err(|e| Error::internal("encoding the workflow failed", e))?;
     let digest = tessera_workflow::definition_digest(&format!(
