@@ -50,10 +50,7 @@ struct Shared {
     writing: tokio::sync::Mutex<()>,
 }
 
-fn now_ms() -> i64 {
-    let ms = tessera_core::time_fmt::unix_ms(time::OffsetDateTime::now_utc());
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
+use tessera_core::time_fmt::now_ms;
 
 impl Auditor {
     /// Start the writer (and the pruning of entries older than `retention`) on `store`.
@@ -295,11 +292,9 @@ pub async fn list(
     let entries = rows
         .into_iter()
         .map(|r| AuditView {
-            time: time::OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(r.entry.at_ms) * 1_000_000,
-            )
-            .map(tessera_core::time_fmt::format_rfc3339)
-            .unwrap_or_default(),
+            time: tessera_core::time_fmt::from_ms(r.entry.at_ms)
+                .map(tessera_core::time_fmt::format_rfc3339)
+                .unwrap_or_default(),
             actor: r.entry.actor,
             method: r.entry.method,
             action: r.entry.action,

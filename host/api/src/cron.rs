@@ -16,7 +16,7 @@ use serde::Serialize;
 use tessera_core::agent::TaskRequest;
 use tessera_core::identity::Role;
 use tessera_core::task::Origin;
-use tessera_core::time_fmt::{format_rfc3339, unix_ms};
+use tessera_core::time_fmt::format_rfc3339;
 use tessera_core::{ApiError, ErrorCode, State as TaskState, TaskRecord};
 use tessera_cron::{
     CRON_TAG, ConcurrencyPolicy, CronSpec, Decision, child_id, child_name, decide, due,
@@ -35,13 +35,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// Children of one cron task looked at for its status and history.
 const MAX_CHILDREN: u32 = 1000;
 
-fn ms(t: OffsetDateTime) -> i64 {
-    i64::try_from(unix_ms(t)).unwrap_or(i64::MAX)
-}
-
-fn at_ms(ms: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-}
+use tessera_core::time_fmt::{from_ms as at_ms, store_ms as ms};
 
 fn parse_spec(body: &[u8], path_name: Option<&str>) -> Result<CronSpec, Error> {
     let spec: CronSpec = crate::body::json(body, "cron task")?;

@@ -140,9 +140,7 @@ impl ObjectView {
             modified: i
                 .modified_ms
                 .and_then(|ms| i64::try_from(ms).ok())
-                .and_then(|ms| {
-                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-                })
+                .and_then(tessera_core::time_fmt::from_ms)
                 .map(tessera_core::time_fmt::format_rfc3339),
             key: i.key,
             size: i.size,
@@ -353,9 +351,7 @@ pub struct VersionList {
 }
 
 fn modified_rfc3339(ms: Option<u64>) -> Option<String> {
-    let ms = i128::from(ms?);
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)
-        .ok()
+    tessera_core::time_fmt::from_ms(i64::try_from(ms?).ok()?)
         .map(tessera_core::time_fmt::format_rfc3339)
 }
 

@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use tessera_core::plugin::RUN_SUMMARY_SCOPE;
-use tessera_core::time_fmt::unix_ms;
 use tessera_plugin_runtime::NotifyEvent;
 use tessera_store::{DeliveryOutcome, RunRow};
 
@@ -38,9 +37,7 @@ pub(crate) fn start(state: AppState) {
     });
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(unix_ms(time::OffsetDateTime::now_utc())).unwrap_or(i64::MAX)
-}
+use tessera_core::time_fmt::now_ms;
 
 async fn round(state: &AppState) -> Result<(), tessera_store::StoreError> {
     let store = state.runner().store();

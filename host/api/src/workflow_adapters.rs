@@ -376,8 +376,8 @@ pub(crate) fn sync_change(
     now_ms: i64,
 ) -> Result<RunChange, Error> {
     let mut change = RunChange::default();
-    let created = OffsetDateTime::from_unix_timestamp_nanos(i128::from(run.created_ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let created =
+        tessera_core::time_fmt::from_ms(run.created_ms).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let completed: BTreeSet<&str> = status
         .tasks
         .iter()

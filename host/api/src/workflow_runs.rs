@@ -52,14 +52,10 @@ const ROUND_RUNS: u32 = 1000;
 /// How long the scheduler sleeps when nothing wakes it (other servers' changes).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-pub(crate) fn now_ms() -> i64 {
-    i64::try_from(tessera_core::time_fmt::unix_ms(OffsetDateTime::now_utc())).unwrap_or(i64::MAX)
-}
+pub(crate) use tessera_core::time_fmt::now_ms;
 
 fn at_ms(ms: i64) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .map(format_rfc3339)
+    tessera_core::time_fmt::from_ms(ms).map(format_rfc3339)
 }
 
 fn corrupt(e: impl std::fmt::Display) -> Error {
@@ -282,7 +278,7 @@ pub async fn create_run(
     }
     let id = tessera_core::id::new_task_id();
     let created = OffsetDateTime::now_utc();
-    let created_ms = i64::try_from(tessera_core::time_fmt::unix_ms(created)).unwrap_or(i64::MAX);
+    let created_ms = tessera_core::time_fmt::store_ms(created);
     // A first attempt of each task.
     let task_runs: Vec<NewTaskRun> = crate::workflows::dag_of(&wf)?
         .tasks
@@ -380,7 +376,7 @@ struct RunFilter {
 
 fn time_param(k: &str, v: &str) -> Result<i64, Error> {
     tessera_core::time_fmt::parse_rfc3339(v)
-        .and_then(|t| i64::try_from(tessera_core::time_fmt::unix_ms(t)).ok())
+        .map(tessera_core::time_fmt::store_ms)
         .ok_or_else(|| {
             Error::new(
                 ErrorCode::InvalidParameter,
@@ -603,8 +599,8 @@ pub(crate) async fn new_attempts(
         .await
         .map_err(store_error("reading the task runs failed"))?;
     let attempts = latest_attempts(&rows, run.cancel_requested)?;
-    let created = OffsetDateTime::from_unix_timestamp_nanos(i128::from(run.created_ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let created =
+        tessera_core::time_fmt::from_ms(run.created_ms).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let new_task_runs = tasks
         .iter()
         .map(|title| {
@@ -1459,10 +1455,8 @@ pub(crate) async fn plan_and_apply(
                 attempt,
                 not_before_ms,
             } => {
-                let created = OffsetDateTime::from_unix_timestamp_nanos(
-                    i128::from(run.created_ms) * 1_000_000,
-                )
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                let created = tessera_core::time_fmt::from_ms(run.created_ms)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
                 change.new_task_runs.push(NewTaskRun {
                     id: tessera_workflow::task_run_id(id, created, task, *attempt),
                     task_title: task.clone(),
