@@ -40,35 +40,18 @@ impl Drop for Airflow {
 impl Airflow {
     async fn start(bin: &Path) -> Airflow {
         let home = tempfile::tempdir().expect("tmp");
-        let dags = home.path().join("dags");
-        std::fs::create_dir_all(&dags).expect("dags dir");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../host/tessera/tests/airflow/tessera_test.py");
-        std::fs::copy(&source, dags.join("tessera_test.py")).expect("the test DAGs");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
         let log = std::fs::File::create(home.path().join("standalone.log")).expect("log");
-        let path = format!(
-            "{}:{}",
-            bin.parent().unwrap_or(Path::new(".")).display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut cmd = Command::new(bin);
-        cmd.arg("standalone")
-            .env("PATH", path)
-            .env("AIRFLOW_HOME", home.path())
-            .env("AIRFLOW__CORE__DAGS_FOLDER", &dags)
-            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-            .env("AIRFLOW__API__HOST", "127.0.0.1")
-            .env("AIRFLOW__API__PORT", port.to_string())
-            .env(
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-                format!("http://127.0.0.1:{port}/execution/"),
-            )
-            .env("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
-            .env("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "5")
+        let mut cmd = Command::new("bash");
+        cmd.arg(root.join("scripts/airflow-standalone.sh"))
+            .arg(bin)
+            .arg(home.path())
+            .arg(port.to_string())
+            .arg(root.join("host/tessera/tests/airflow/tessera_test.py"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);

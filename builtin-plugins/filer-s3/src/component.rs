@@ -9,7 +9,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use tessera_plugin_sdk::streams::{self, CopyError};
-use tessera_plugin_sdk::v0_2::filer::object_store::{self, StoreError, Upload};
+use tessera_plugin_sdk::v0_2::filer::object_store::{self, ObjectInfo, StoreError, Upload};
 use tessera_plugin_sdk::v0_2::filer::{
     FileKind, Filer, PluginError, StagedFile, UrlInfo, workspace,
 };
@@ -48,40 +48,25 @@ impl Filer for S3Filer {
             FileKind::Directory => {
                 let prefix = logic::dir_prefix(s3.key);
                 let mut staged = Vec::new();
-                let mut after: Option<String> = None;
-                loop {
-                    let page = object_store::list(s3.bucket, &prefix, after.as_deref(), PAGE)
-                        .map_err(|e| store_failed("listing", s3.bucket, &prefix, e))?;
-                    let Some(last) = page.last() else { break };
-                    if after.as_deref().is_some_and(|a| last.key.as_str() <= a) {
-                        return Err(PluginError::other(format!(
-                            "listing {}: the store repeated `{}`",
-                            logic::url(s3.bucket, &prefix),
-                            last.key
-                        )));
-                    }
-                    let next = last.key.clone();
-                    for object in &page {
-                        let relative = logic::relative(&prefix, &object.key).map_err(|m| {
-                            PluginError::invalid_input(format!(
-                                "{}: {m}",
-                                logic::url(s3.bucket, &prefix)
-                            ))
-                        })?;
-                        let Listed::File(relative) = relative else {
-                            continue;
-                        };
-                        let file_path = logic::join_path(&path, relative);
-                        let size =
-                            get(s3.bucket, &object.key, &file_path, Some(object.size), chunk)?;
-                        staged.push(StagedFile {
-                            url: s3.with_key(&object.key),
-                            path: file_path,
-                            size,
-                        });
-                    }
-                    after = Some(next);
-                }
+                for_each_object(s3.bucket, &prefix, |object| {
+                    let relative = logic::relative(&prefix, &object.key).map_err(|m| {
+                        PluginError::invalid_input(format!(
+                            "{}: {m}",
+                            logic::url(s3.bucket, &prefix)
+                        ))
+                    })?;
+                    let Listed::File(relative) = relative else {
+                        return Ok(());
+                    };
+                    let file_path = logic::join_path(&path, relative);
+                    let size = get(s3.bucket, &object.key, &file_path, Some(object.size), chunk)?;
+                    staged.push(StagedFile {
+                        url: s3.with_key(&object.key),
+                        path: file_path,
+                        size,
+                    });
+                    Ok(())
+                })?;
                 if staged.is_empty() {
                     return Err(PluginError::not_found(format!(
                         "{}: no objects under this prefix",
@@ -177,25 +162,12 @@ fn stat(url: &str) -> Result<UrlInfo, PluginError> {
     }
     let prefix = logic::dir_prefix(s3.key);
     let (mut files, mut size, mut modified_ms) = (0u64, 0u64, None::<u64>);
-    let mut after: Option<String> = None;
-    loop {
-        let page = object_store::list(s3.bucket, &prefix, after.as_deref(), PAGE)
-            .map_err(|e| store_failed("listing", s3.bucket, &prefix, e))?;
-        let Some(last) = page.last() else { break };
-        if after.as_deref().is_some_and(|a| last.key.as_str() <= a) {
-            return Err(PluginError::other(format!(
-                "listing {}: the store repeated `{}`",
-                logic::url(s3.bucket, &prefix),
-                last.key
-            )));
-        }
-        after = Some(last.key.clone());
-        for object in &page {
-            files += 1;
-            size = size.saturating_add(object.size);
-            modified_ms = modified_ms.max(object.modified_ms);
-        }
-    }
+    for_each_object(s3.bucket, &prefix, |object| {
+        files += 1;
+        size = size.saturating_add(object.size);
+        modified_ms = modified_ms.max(object.modified_ms);
+        Ok(())
+    })?;
     if files == 0 {
         return Err(PluginError::not_found(format!(
             "{}: no object, and no objects under this prefix",
@@ -208,6 +180,34 @@ fn stat(url: &str) -> Result<UrlInfo, PluginError> {
         size,
         modified_ms,
     })
+}
+
+/// Calls `f` with every object under `prefix`, listed a page at a time; a store that
+/// lists a key again (it would never end) is an error.
+fn for_each_object(
+    bucket: &str,
+    prefix: &str,
+    mut f: impl FnMut(&ObjectInfo) -> Result<(), PluginError>,
+) -> Result<(), PluginError> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = object_store::list(bucket, prefix, after.as_deref(), PAGE)
+            .map_err(|e| store_failed("listing", bucket, prefix, e))?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        if after.as_deref().is_some_and(|a| last.key.as_str() <= a) {
+            return Err(PluginError::other(format!(
+                "listing {}: the store repeated `{}`",
+                logic::url(bucket, prefix),
+                last.key
+            )));
+        }
+        after = Some(last.key.clone());
+        for object in &page {
+            f(object)?;
+        }
+    }
 }
 
 fn not_a_file(path: &str) -> PluginError {

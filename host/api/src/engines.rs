@@ -17,6 +17,7 @@ use tessera_core::params::Parameter;
 use tessera_core::{ApiError, ErrorCode};
 use tessera_plugin_runtime::{CallError, EngineAdapterPlugin};
 use tessera_store::{TaskRunRow, WorkflowRunRow};
+use tessera_workflow::plan::Attempt;
 use tessera_workflow::{Dag, native};
 
 use crate::{AppState, Error};
@@ -146,20 +147,25 @@ impl Engine {
         }
     }
 
-    /// Runs `tasks` of ended run `run` again, which the API chose from the graph (the
-    /// failed ones, or chosen ones and what depends on them). `selection` and
-    /// `downstream` are the request as given, for an adapter that reported no graph.
+    /// Runs `tasks` of ended run `run` again, which the API chose from the graph and
+    /// `attempts` (the latest of each task: the failed ones, or chosen ones and what
+    /// depends on them). `selection` and `downstream` are the request as given, for an
+    /// adapter that reported no graph.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn retry(
         &self,
         state: &AppState,
         run: &WorkflowRunRow,
         dag: &Dag,
+        attempts: &[Attempt],
         tasks: Vec<String>,
         selection: Option<Vec<String>>,
         downstream: bool,
     ) -> Result<(), Error> {
         match self {
-            Engine::Native => crate::workflow_runs::new_attempts(state, run, &tasks).await,
+            Engine::Native => {
+                crate::workflow_runs::new_attempts(state, run, attempts, &tasks).await
+            }
             Engine::Adapter(a) => {
                 let (tasks, downstream) = if dag.tasks.is_empty() {
                     (selection.unwrap_or_default(), downstream)

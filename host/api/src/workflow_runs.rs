@@ -578,27 +578,31 @@ async fn retry(
     }
     let selection = selection.map(|s| s.into_iter().collect());
     engine
-        .retry(state, run, &dag, chosen.clone(), selection, b.downstream)
+        .retry(
+            state,
+            run,
+            &dag,
+            &attempts,
+            chosen.clone(),
+            selection,
+            b.downstream,
+        )
         .await?;
     tracing::info!(run = %id, tasks = ?chosen, by = %caller.username, "workflow run retried");
     state.workflow_wake().notify_one();
     Ok(())
 }
 
-/// New attempts of `tasks` of ended native run `run`, which reopens (the scheduler
-/// starts them); earlier attempts are kept.
+/// New attempts of `tasks` of ended native run `run` (after the latest of `attempts`),
+/// which reopens (the scheduler starts them); earlier attempts are kept.
 pub(crate) async fn new_attempts(
     state: &AppState,
     run: &WorkflowRunRow,
+    attempts: &[Attempt],
     tasks: &[String],
 ) -> Result<(), Error> {
     let id = run.id.as_str();
     let store = state.runner().store();
-    let rows = store
-        .task_runs(id)
-        .await
-        .map_err(store_error("reading the task runs failed"))?;
-    let attempts = latest_attempts(&rows, run.cancel_requested)?;
     let created =
         tessera_core::time_fmt::from_ms(run.created_ms).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let new_task_runs = tasks

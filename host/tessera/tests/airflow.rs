@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,36 +67,15 @@ impl Airflow {
             return None;
         };
         let home = tempfile::tempdir().unwrap();
-        let dags = home.path().join("dags");
-        std::fs::create_dir_all(&dags).unwrap();
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/airflow/tessera_test.py"),
-            dags.join("tessera_test.py"),
-        )
-        .unwrap();
         let port = free_port();
         let log = std::fs::File::create(home.path().join("standalone.log")).unwrap();
-        let bin = PathBuf::from(&airflow);
-        let path = format!(
-            "{}:{}",
-            bin.parent().unwrap().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut cmd = Command::new(&bin);
-        cmd.arg("standalone")
-            .env("PATH", path)
-            .env("AIRFLOW_HOME", home.path())
-            .env("AIRFLOW__CORE__DAGS_FOLDER", &dags)
-            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-            .env("AIRFLOW__API__HOST", "127.0.0.1")
-            .env("AIRFLOW__API__PORT", port.to_string())
-            .env(
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-                format!("http://127.0.0.1:{port}/execution/"),
-            )
-            .env("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
-            // Parse the DAG folder often, so the test DAGs appear soon.
-            .env("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "5")
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut cmd = Command::new("bash");
+        cmd.arg(root.join("scripts/airflow-standalone.sh"))
+            .arg(&airflow)
+            .arg(home.path())
+            .arg(port.to_string())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/airflow/tessera_test.py"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
