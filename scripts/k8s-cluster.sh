@@ -8,6 +8,8 @@
 #                                 node is Ready; prints `export` lines for the tests
 #   scripts/k8s-cluster.sh down   stop everything it started, restore the kubelet's sysctls
 #   scripts/k8s-cluster.sh env    the `export` lines only
+#   scripts/k8s-cluster.sh load [ARCHIVE]  import a `docker save` archive (or stdin) as
+#                                 images of the cluster's containerd
 #
 # Binaries and the extracted Debian packages are kept under
 # ${TESSERA_CACHE:-~/.cache/tessera}/k8s (the Kubernetes source and Go cache are removed
@@ -28,6 +30,10 @@ token=tessera-test-admin-token-0123456789
 pause_image=tessera.local/pause:3.2
 # Not `latest`: that tag makes the pull policy Always, and there is no registry.
 busybox_image=tessera.local/busybox:1.35
+storage_class=tessera-hostpath
+bridge=tesseracni0
+# The host's address on the pods' bridge.
+host_ip=10.244.77.1
 
 need_packages() {
   local need=()
@@ -163,11 +169,12 @@ state = "$run/containerd/state"
     bin_dir = "$root/usr/lib/cni"
     conf_dir = "$run/cni/net.d"
 EOF
-  # A local-only bridge: no gateway, no masquerade (pods reach loopback services through
-  # the host, nothing off the machine).
+  # A local-only bridge: the host is $host_ip on it, and pods have no default route and
+  # no masquerade, so they reach the host (the tests' S3 forwarder) and each other, and
+  # nothing off the machine.
   cat > "$run/cni/net.d/10-tessera.conflist" <<EOF
 {"cniVersion": "0.4.0", "name": "tessera-test", "plugins": [{"type": "bridge",
- "bridge": "tesseracni0", "isGateway": false, "ipMasq": false, "hairpinMode": false,
+ "bridge": "$bridge", "isGateway": true, "isDefaultGateway": false, "ipMasq": false, "hairpinMode": false,
  "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.77.0/24"}]],
           "dataDir": "$run/cni/ipam"}}]}
 EOF
@@ -310,10 +317,16 @@ up() {
     --use-service-account-credentials=true \
     --cluster-signing-cert-file="$p/ca.crt" --cluster-signing-key-file="$p/ca.key" \
     --cluster-name=tessera-test --profiling=false \
+    --enable-hostpath-provisioner \
     --cert-dir="$run/kcm-certs" --feature-gates=TTLAfterFinished=true
   start scheduler "$bin/kube-scheduler" --kubeconfig="$k" --authentication-kubeconfig="$k" \
     --authorization-kubeconfig="$k" --bind-address=127.0.0.1 --secure-port=10259 --port=0 \
     --leader-elect=false
+  # The bridge exists with the host's address before the first pod, so a test can listen
+  # on it at once (the CNI plugin takes the bridge as it finds it).
+  ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
+  ip addr show dev "$bridge" | grep -q "inet $host_ip/" || ip addr add "$host_ip/24" dev "$bridge"
+  ip link set "$bridge" up
   start containerd containerd --config "$run/containerd/config.toml"
   wait_for "containerd" 30 ctr --address "$run/containerd/containerd.sock" version
   images
@@ -329,13 +342,31 @@ up() {
   # The node's stored status may be an earlier run's: the kubelet's own health first.
   wait_for "the kubelet" 60 curl -sf http://127.0.0.1:10248/healthz
   wait_for "the node" 120 sh -c "kubectl --kubeconfig='$k' get node localhost -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+  # Task workspaces are PVCs: the controller-manager's host-path provisioner (single
+  # node, for tests) makes their volumes under /tmp/hostpath_pv and deletes them after.
+  kubectl --kubeconfig="$k" apply -f - >&2 <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: $storage_class
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
   log "Kubernetes $version is up: kubectl --kubeconfig=$k"
   env_lines
+}
+
+# Load a `docker save` archive (or stdin) into the cluster's containerd.
+load() {
+  ctr --address "$run/containerd/containerd.sock" -n k8s.io images import "${1:--}" >&2
 }
 
 env_lines() {
   echo "export TESSERA_TEST_KUBECONFIG=$run/admin.kubeconfig"
   echo "export TESSERA_TEST_K8S_IMAGE=$busybox_image"
+  echo "export TESSERA_TEST_K8S_STORAGE_CLASS=$storage_class"
+  echo "export TESSERA_TEST_K8S_HOST_IP=$host_ip"
 }
 
 down() {
@@ -355,6 +386,7 @@ down() {
   done
   # Pod shims outlive containerd.
   pkill -f "containerd-shim-runc-v2 -namespace k8s.io -address $run" 2>/dev/null || true
+  ip link del "$bridge" 2>/dev/null || true
   if [ -f "$run/sysctls" ]; then
     { read -r om; read -r kp; read -r kpo; } < "$run/sysctls"
     sysctl -q -w vm.overcommit_memory="$om" kernel.panic="$kp" kernel.panic_on_oops="$kpo" || true
@@ -367,5 +399,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   env) env_lines ;;
-  *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
+  load) load "${2:-}" ;;
+  *) echo "usage: $0 up|down|env|load [ARCHIVE]" >&2; exit 2 ;;
 esac

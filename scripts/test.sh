@@ -45,6 +45,13 @@ for example in rust-engine rust-router; do
     CARGO_TARGET_DIR="$guest_target" cargo clippy --locked --target wasm32-wasip2 -- -D warnings)
   CARGO_TARGET_DIR="$guest_target" bash "examples/plugins/$example/build.sh"
 done
+# The Kubernetes suite (host/tessera/tests/kubernetes.rs), with TESSERA_K8S=1: a real
+# Kubernetes v1.20.2 (built once, cached) and the tessera image loaded into it.
+if [ "${TESSERA_K8S:-0}" = 1 ]; then
+  eval "$(bash scripts/k8s-cluster.sh up)"
+  eval "$(bash scripts/k8s-image.sh)"
+  export TESSERA_REQUIRE_K8S=1
+fi
 export TESSERA_EXAMPLE_PLUGINS="$PWD/examples/plugins/dist"
 export TESSERA_REQUIRE_GUEST_PLUGINS=1
 # The end-to-end tests are integration tests of the `tessera` package: Cargo builds the

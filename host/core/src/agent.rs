@@ -123,6 +123,54 @@ pub struct AgentSpec {
     pub max_concurrent_tasks: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<tes::Resources>,
+    /// Where the agent's tasks run when they go to a Kubernetes target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesPod>,
+}
+
+/// An agent's pods on Kubernetes targets (ignored on Docker).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesPod {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "serviceAccount"
+    )]
+    pub service_account: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        alias = "nodeSelector"
+    )]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<KubernetesToleration>,
+    /// Labels on the pods (beside Tessera's own).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        alias = "podLabels"
+    )]
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+/// A Kubernetes toleration (core/v1 Toleration without tolerationSeconds).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesToleration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Exists` or `Equal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
 }
 
 /// A contextual task as submitted (`POST /v1/tasks`).

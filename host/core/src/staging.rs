@@ -51,6 +51,16 @@ pub trait Filers: Send + Sync {
         url: &str,
         directory: bool,
     ) -> Result<Vec<StagedFile>, FilerError>;
+
+    /// The filers of `schemes` as a document another process (a Kubernetes pod's
+    /// `tessera stage`) loads the same plugins from, with their settings (secrets
+    /// included: keep it secret). Refused for a filer that process cannot load.
+    fn portable(&self, schemes: &[String]) -> Result<String, FilerError> {
+        let _ = schemes;
+        Err(FilerError::NoFiler(
+            "these filers cannot be handed to another process".into(),
+        ))
+    }
 }
 
 /// The scheme of a URL, lower case (`None` without `://`).

@@ -187,6 +187,11 @@ impl Resources {
         self.ram_gb.map_or(0, crate::units::gb_to_bytes)
     }
 
+    /// `disk_gb` in bytes ([`crate::units`]); 0 when not asked for.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_gb.map_or(0, crate::units::gb_to_bytes)
+    }
+
     /// `cpu_cores` as a count; 0 when not asked for (or not positive).
     pub fn cpu_count(&self) -> u32 {
         self.cpu_cores

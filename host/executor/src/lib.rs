@@ -15,6 +15,7 @@
 
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod job;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -25,7 +25,7 @@ pub struct DefaultBinding {
     pub world: World,
     pub scope: String,
     /// A built-in plugin (its version is the built-in's).
-    pub plugin: &'static str,
+    pub plugin: String,
     pub settings: Settings,
 }
 
@@ -34,7 +34,7 @@ pub(crate) fn default_row(d: &DefaultBinding, version: &str) -> BindingRow {
     BindingRow {
         world: d.world,
         scope: d.scope.clone(),
-        plugin: d.plugin.to_string(),
+        plugin: d.plugin.clone(),
         version: version.to_string(),
         previous: None,
         previous_settings: None,

@@ -27,6 +27,7 @@ mod view;
 pub use bindings::{BindingMetrics, DefaultBinding};
 pub use install::parse_manifest;
 pub use notify::{EventFilter, MAX_ATTEMPTS, backoff, event_for};
+pub use staging::PortableFiler;
 pub use view::{BindingView, CallStats, PluginView, VersionView};
 
 use bindings::{ActiveEngineAdapter, ActiveFiler, ActiveNotifier, Slot};
@@ -161,6 +162,8 @@ struct Inner {
     generation: AtomicU64,
     /// The built-ins' names: an upload may not take one.
     builtin_names: Vec<String>,
+    /// The built-ins' names and versions (what a pod's `tessera stage` has too).
+    builtin_versions: Vec<(String, String)>,
     /// Serialises activations, rollbacks and deletions (the store's order is the
     /// in-memory order).
     changes: tokio::sync::Mutex<()>,
@@ -210,6 +213,10 @@ impl Registry {
             builtin_names: builtins
                 .iter()
                 .map(|b| parse_manifest(b.manifest).map(|m| m.name))
+                .collect::<Result<_, _>>()?,
+            builtin_versions: builtins
+                .iter()
+                .map(|b| parse_manifest(b.manifest).map(|m| (m.name, m.version)))
                 .collect::<Result<_, _>>()?,
             changes: tokio::sync::Mutex::new(()),
         }));

@@ -5,6 +5,7 @@ use tessera_core::staging::FilerError;
 use tessera_plugin_runtime::{CallError, FileKind, FilerWorkspace};
 
 use crate::Registry;
+use crate::activation::decode_settings;
 use crate::bindings::ActiveFiler;
 
 impl tessera_core::staging::Filers for Registry {
@@ -52,6 +53,66 @@ impl tessera_core::staging::Filers for Registry {
             FileKind::File
         };
         staged(&filer, filer.plugin.stage_out(&ws, path, url, kind))
+    }
+
+    fn portable(&self, schemes: &[String]) -> Result<String, FilerError> {
+        let filers = self.filers();
+        let mut out = Vec::new();
+        for scheme in schemes {
+            let filer = filers
+                .get(scheme)
+                .ok_or_else(|| FilerError::NoFiler(format!("{scheme}:// URLs")))?;
+            let b = &filer.binding;
+            if !self
+                .0
+                .builtin_versions
+                .iter()
+                .any(|(n, v)| *n == b.plugin && *v == b.version)
+            {
+                return Err(FilerError::Failed {
+                    filer: format!("{}@{}", b.plugin, b.version),
+                    message: format!(
+                        "it serves {scheme}:// but is not built into the tessera binary, \
+                         so a pod cannot load it; only built-in filers stage on Kubernetes"
+                    ),
+                });
+            }
+            let settings = decode_settings(&b.settings).map_err(|e| FilerError::Failed {
+                filer: format!("{}@{}", b.plugin, b.version),
+                message: e.to_string(),
+            })?;
+            out.push(PortableFiler {
+                scheme: scheme.clone(),
+                plugin: b.plugin.clone(),
+                version: b.version.clone(),
+                settings,
+            });
+        }
+        serde_json::to_string(&out).map_err(|e| FilerError::Workspace(e.to_string()))
+    }
+}
+
+/// A filer binding as another process loads it ([`Filers::portable`]): a built-in plugin
+/// and the binding's settings.
+///
+/// [`Filers::portable`]: tessera_core::staging::Filers::portable
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PortableFiler {
+    pub scheme: String,
+    pub plugin: String,
+    pub version: String,
+    pub settings: crate::Settings,
+}
+
+impl PortableFiler {
+    /// As the binding that serves its scheme where nothing is stored.
+    pub fn into_default(self) -> crate::DefaultBinding {
+        crate::DefaultBinding {
+            world: tessera_plugin_runtime::World::Filer,
+            scope: self.scheme,
+            plugin: self.plugin,
+            settings: self.settings,
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! a task and resumes one after a crash, and no executor runs twice.
 
 mod drive;
+pub mod drive_job;
 pub mod fair;
 pub mod metrics;
 pub mod spec;
@@ -27,6 +28,7 @@ use tessera_core::State;
 use tessera_core::identity::Quota;
 use tessera_core::routing::{self, Candidate, Free, Outcome, RouteError, Router, TargetSpec};
 use tessera_core::task::{NewTask, TaskRecord};
+use tessera_executor::job::JobExecutor;
 use tessera_executor::{Executor, Isolation};
 use tessera_store::{Adoption, Lease, Store, StoreError};
 use tokio::sync::{Notify, Semaphore, oneshot};
@@ -78,6 +80,12 @@ pub struct TargetConfig {
     pub ram_bytes: Option<u64>,
     /// How its processes are isolated (user, network, root file system).
     pub isolation: Isolation,
+    /// `Some(i)`: the target is job executor `i` of [`Runner::set_job_executors`]
+    /// (Kubernetes): each task runs there whole. `None`: the runner's process executor.
+    pub job_executor: Option<usize>,
+    /// On a job executor, how long a task's pod may wait with a reason (a missing image,
+    /// unschedulable) before the task fails SYSTEM_ERROR.
+    pub pending_timeout: Duration,
 }
 
 /// Tasks the sweep reads from the store at a time.
@@ -283,6 +291,8 @@ struct Inner {
     store: Store,
     /// `None`: no executor, tasks stay queued.
     executor: Option<Arc<dyn Executor>>,
+    /// Executors that run whole tasks (Kubernetes), for targets that name them.
+    jobs: std::sync::OnceLock<Vec<Arc<dyn JobExecutor>>>,
     cfg: RunnerConfig,
     wake: Notify,
     router: Arc<dyn Router>,
@@ -363,6 +373,8 @@ impl Runner {
                 cpu_cores: None,
                 ram_bytes: None,
                 isolation: cfg.isolation.clone(),
+                job_executor: None,
+                pending_timeout: Duration::from_secs(300),
             });
         }
         let status = if executor.is_some() {
@@ -373,6 +385,7 @@ impl Runner {
         metrics::init();
         Runner(Arc::new(Inner {
             secrets: std::sync::OnceLock::new(),
+            jobs: std::sync::OnceLock::new(),
             store,
             executor,
             slots: cfg
@@ -396,6 +409,31 @@ impl Runner {
 
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// The executors that run whole tasks, for the targets that name them (once, before
+    /// [`Runner::start`]; later calls are ignored).
+    pub fn set_job_executors(&self, jobs: Vec<Arc<dyn JobExecutor>>) {
+        if !jobs.is_empty() && self.0.executor.is_none() {
+            self.set_executor_status(ExecutorStatus::Unknown);
+        }
+        let _ = self.0.jobs.set(jobs);
+    }
+
+    fn job_executors(&self) -> &[Arc<dyn JobExecutor>] {
+        self.0.jobs.get().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The job executor of task `id`'s target, when it runs on one (from the target
+    /// recorded in its log).
+    fn job_executor_of(&self, task: &TaskRecord) -> Option<Arc<dyn JobExecutor>> {
+        let name = task
+            .logs
+            .last()
+            .and_then(|l| l.metadata.as_ref())
+            .and_then(|m| m.get(TARGET_METADATA))?;
+        let target = self.0.cfg.targets.iter().find(|t| t.spec.name == *name)?;
+        self.job_executors().get(target.job_executor?).cloned()
     }
 
     /// Where secret values come from (once; later calls are ignored).
@@ -480,7 +518,11 @@ impl Runner {
 
     /// The executor's kind (`docker`), or `none`.
     pub fn executor_kind(&self) -> &'static str {
-        self.0.executor.as_ref().map_or("none", |e| e.kind())
+        match (&self.0.executor, self.job_executors().first()) {
+            (Some(e), _) => e.kind(),
+            (None, Some(j)) => j.kind(),
+            (None, None) => "none",
+        }
     }
 
     fn set_executor_status(&self, status: ExecutorStatus) -> bool {
@@ -778,6 +820,12 @@ impl Runner {
         let runner = self.clone();
         tokio::spawn(async move {
             if runner.still_held(&id).await {
+                if let Ok(Some(task)) = runner.0.store.get_task(&id).await
+                    && let Some(job) = runner.job_executor_of(&task)
+                    && let Err(e) = job.delete(&id).await
+                {
+                    tracing::warn!(task_id = %id, error = %e, "deleting the task's job failed");
+                }
                 runner.remove_task_resources(&id).await;
                 runner.finish_canceled(&id, None, true).await;
             }
@@ -801,9 +849,9 @@ impl Runner {
 
     /// Check the executor; on a change, log it and update the reason of queued tasks.
     async fn probe_executor(&self) -> bool {
-        let Some(exec) = &self.0.executor else {
+        if self.0.executor.is_none() && self.job_executors().is_empty() {
             return false;
-        };
+        }
         // Re-ask at most once a second: cheap, and a vanished executor is noticed before
         // more tasks are claimed for it.
         let due = self
@@ -821,7 +869,12 @@ impl Runner {
         if !due {
             return self.executor_status().is_ready();
         }
-        let status = match exec.capacity().await {
+        let capacity = match (&self.0.executor, self.job_executors().first()) {
+            (Some(exec), _) => exec.capacity().await,
+            (None, Some(job)) => job.capacity().await,
+            (None, None) => return false,
+        };
+        let status = match capacity {
             Ok(c) => ExecutorStatus::Ready {
                 version: c.version,
                 cpus: c.cpus,
@@ -832,7 +885,7 @@ impl Runner {
         };
         let ready = status.is_ready();
         if self.set_executor_status(status.clone()) {
-            let kind = exec.kind();
+            let kind = self.executor_kind();
             match &status {
                 ExecutorStatus::Ready { version, .. } => {
                     tracing::info!(executor = kind, version = %version, "the executor is reachable")
@@ -920,6 +973,18 @@ impl Runner {
         };
         if let Ok(mut placed) = self.0.placed.lock() {
             placed.insert(task.id.clone(), placement);
+        }
+        if let Some(j) = self.0.cfg.targets[t].job_executor {
+            match self.job_executors().get(j).cloned() {
+                Some(exec) => {
+                    tokio::spawn(self.clone().drive_job(exec, task, token, permit, t, note));
+                }
+                None => tracing::error!(
+                    target = t,
+                    "the target names a job executor that is not set"
+                ),
+            }
+            return;
         }
         // Dispatch happens only while an executor answers.
         let Some(exec) = self.0.executor.clone() else {
@@ -1296,6 +1361,12 @@ impl Runner {
             Some(exec) => exec.list(None).await.ok(),
             None => None,
         };
+        let mut jobs = Vec::new();
+        for exec in self.job_executors() {
+            if let Ok(ids) = exec.list().await {
+                jobs.push((exec.clone(), ids));
+            }
+        }
         let mut workspaces = Vec::new();
         if let Ok(mut dir) = tokio::fs::read_dir(&self.0.cfg.work_dir).await {
             while let Ok(Some(entry)) = dir.next_entry().await {
@@ -1314,6 +1385,14 @@ impl Runner {
                 }
             }
             exec.tidy().await;
+        }
+        for (exec, ids) in jobs {
+            for id in ids.iter().filter(|id| !live.contains(*id)) {
+                tracing::info!(task_id = %id, executor = exec.kind(), "removing the job of a finished or unknown task");
+                if let Err(e) = exec.delete(id).await {
+                    tracing::warn!(task_id = %id, error = %e, "removing a job failed");
+                }
+            }
         }
         for entry in workspaces {
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -5,6 +5,7 @@ use clap::Args;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Flags of `tessera serve`. Each has an environment variable; unset ones fall back to
 /// the config file, then to the default shown.
@@ -25,7 +26,8 @@ pub struct ServeArgs {
     /// Tasks that run at once; the rest wait QUEUED [default: 4]
     #[arg(long, env = "TESSERA_MAX_CONCURRENT_TASKS")]
     pub max_concurrent_tasks: Option<usize>,
-    /// Executor: "docker" or "none" (accept tasks, never run them) [default: docker]
+    /// Executor: "docker", "kubernetes" (needs [kubernetes] in the config file) or "none"
+    /// (accept tasks, never run them) [default: docker]
     #[arg(long, env = "TESSERA_EXECUTOR")]
     pub executor: Option<String>,
     /// Docker engine socket [default: DOCKER_HOST or /var/run/docker.sock]
@@ -251,6 +253,75 @@ pub struct TargetFile {
     pub network: Option<String>,
     /// Mount images read-only [default: the server's `read_only_root`].
     pub read_only_root: Option<bool>,
+    /// Run its tasks as Kubernetes Jobs (the `[kubernetes]` section says where).
+    pub kubernetes: Option<bool>,
+}
+
+/// Where Kubernetes targets run their tasks (`[kubernetes]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesFile {
+    /// A kubeconfig file [default: the pod's service account in a cluster, else
+    /// `$KUBECONFIG` or `~/.kube/config`].
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the tasks' Jobs [default: "default"].
+    pub namespace: Option<String>,
+    /// The image with this version's `tessera` at `/tessera` (staging runs it).
+    pub image: String,
+    /// The storage class of task workspaces [default: the cluster's default].
+    pub storage_class: Option<String>,
+    /// [default: "ReadWriteOnce"].
+    pub access_mode: Option<String>,
+    /// A task whose pod waits this long with a reason (a missing image,
+    /// unschedulable) fails SYSTEM_ERROR [default: 300].
+    pub pending_timeout_secs: Option<u64>,
+    /// How long finished Jobs stay if the server cannot remove them [default: 3600].
+    pub ttl_after_finished_secs: Option<u64>,
+    /// Requests per second to the API server, at most [default: 50].
+    pub requests_per_second: Option<u32>,
+}
+
+/// The Kubernetes executor's settings, checked.
+#[derive(Debug, Clone)]
+pub struct KubernetesConfig {
+    pub settings: tessera_kube::KubeSettings,
+    pub pending_timeout: Duration,
+}
+
+impl KubernetesFile {
+    fn check(self) -> Result<KubernetesConfig, String> {
+        if self.image.trim().is_empty() {
+            return Err("kubernetes: image must name the tessera image".into());
+        }
+        let rps = self.requests_per_second.unwrap_or(50);
+        if rps == 0 {
+            return Err("kubernetes: requests_per_second must be at least 1".into());
+        }
+        let access_mode = self.access_mode.unwrap_or_else(|| "ReadWriteOnce".into());
+        if !matches!(
+            access_mode.as_str(),
+            "ReadWriteOnce" | "ReadWriteMany" | "ReadWriteOncePod"
+        ) {
+            return Err(format!(
+                "kubernetes: access_mode {access_mode:?} is not one of ReadWriteOnce, ReadWriteMany, ReadWriteOncePod"
+            ));
+        }
+        Ok(KubernetesConfig {
+            settings: tessera_kube::KubeSettings {
+                kubeconfig: self.kubeconfig,
+                namespace: self.namespace.unwrap_or_else(|| "default".into()),
+                image: self.image,
+                storage_class: self.storage_class,
+                access_mode,
+                ttl_after_finished: Duration::from_secs(
+                    self.ttl_after_finished_secs.unwrap_or(3600),
+                ),
+                requests_per_second: rps,
+                ..tessera_kube::KubeSettings::default()
+            },
+            pending_timeout: Duration::from_secs(self.pending_timeout_secs.unwrap_or(300)),
+        })
+    }
 }
 
 /// The config file's shape; every key optional.
@@ -272,6 +343,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub route_tag_keys: Option<Vec<String>>,
     pub targets: Option<Vec<TargetFile>>,
+    pub kubernetes: Option<KubernetesFile>,
     pub s3: Option<S3File>,
     pub http_allow_hosts: Option<Vec<String>>,
     pub response_url_allow_hosts: Option<Vec<String>>,
@@ -326,6 +398,8 @@ pub struct Config {
     pub database_url: String,
     pub max_concurrent_tasks: usize,
     pub executor_docker: bool,
+    /// Kubernetes targets' executor (`[kubernetes]`).
+    pub kubernetes: Option<KubernetesConfig>,
     pub allow_dirs: Vec<PathBuf>,
     pub log_tail_bytes: usize,
     pub max_body_bytes: usize,
@@ -405,13 +479,19 @@ impl Config {
             .unwrap_or_else(|| "docker".into());
         let executor_docker = match executor.as_str() {
             "docker" => true,
-            "none" => false,
+            "none" | "kubernetes" => false,
             other => {
                 return Err(format!(
-                    "executor {other:?} is not one of \"docker\", \"none\""
+                    "executor {other:?} is not one of \"docker\", \"kubernetes\", \"none\""
                 ));
             }
         };
+        let kubernetes = file.kubernetes.map(KubernetesFile::check).transpose()?;
+        if executor == "kubernetes" && kubernetes.is_none() {
+            return Err(
+                "executor \"kubernetes\" needs a [kubernetes] section (image, namespace, …)".into(),
+            );
+        }
         let log_format = args
             .log_format
             .or(file.log_format)
@@ -442,7 +522,22 @@ impl Config {
         if max_concurrent_tasks == 0 {
             return Err("max_concurrent_tasks must be at least 1".into());
         }
-        let targets = file.targets.unwrap_or_default();
+        let mut targets = file.targets.unwrap_or_default();
+        if executor == "kubernetes" && targets.is_empty() {
+            // One target: the cluster.
+            targets.push(TargetFile {
+                name: "kubernetes".into(),
+                slots: u32::try_from(max_concurrent_tasks).unwrap_or(u32::MAX),
+                tags: Default::default(),
+                groups: Vec::new(),
+                cpu_cores: None,
+                ram_gb: None,
+                user: None,
+                network: None,
+                read_only_root: None,
+                kubernetes: Some(true),
+            });
+        }
         let mut names = std::collections::BTreeSet::new();
         for t in &targets {
             if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
@@ -453,6 +548,21 @@ impl Config {
             }
             if t.slots == 0 {
                 return Err(format!("target {:?}: slots must be at least 1", t.name));
+            }
+            if t.kubernetes == Some(true) {
+                if kubernetes.is_none() {
+                    return Err(format!(
+                        "target {:?} runs on Kubernetes: add a [kubernetes] section",
+                        t.name
+                    ));
+                }
+                if t.user.is_some() || t.network.is_some() || t.read_only_root.is_some() {
+                    return Err(format!(
+                        "target {:?}: user, network and read_only_root are Docker settings; \
+                         on Kubernetes the pod's security context and network policies decide",
+                        t.name
+                    ));
+                }
             }
             if t.ram_gb.is_some_and(|g| !(g.is_finite() && g > 0.0)) {
                 return Err(format!(
@@ -743,6 +853,7 @@ impl Config {
             database_url,
             max_concurrent_tasks,
             executor_docker,
+            kubernetes,
             allow_dirs: if args.allow_dirs.is_empty() {
                 file.allow_dirs.unwrap_or_default()
             } else {

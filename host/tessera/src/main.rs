@@ -9,6 +9,7 @@ mod http_server;
 mod identity_cli;
 mod plugin_cli;
 mod run_cli;
+mod stage_cli;
 
 /// The plugins built into this binary (see build.rs).
 mod builtins {
@@ -54,6 +55,10 @@ enum Command {
     Whoami(identity_cli::SessionArgs),
     /// Users, groups and your personal access tokens.
     Admin(identity_cli::AdminArgs),
+    /// Inside a task's Kubernetes pod: stage its inputs, run an executor, stage its
+    /// outputs (the server's Jobs run these; not for use by hand).
+    #[command(hide = true)]
+    Stage(stage_cli::StageArgs),
     /// Print the OpenAPI 3.1 document of the APIs (what a server serves at
     /// /v1/openapi.json), e.g. to generate a client.
     Openapi,
@@ -61,6 +66,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS provider for every client that asks rustls for the process default (the
+    // Kubernetes client): ring, whatever other crates' features turn on.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if !matches!(cli.command, Command::Serve(_)) {
         // A client command whose reader goes away (`tessera task get ID | head -3`) ends
         // quietly, as other command-line tools do, instead of panicking on a broken
@@ -98,6 +106,7 @@ fn main() -> ExitCode {
         Command::Logout(args) => runtime.block_on(identity_cli::logout(args)),
         Command::Whoami(args) => runtime.block_on(identity_cli::whoami(args)),
         Command::Admin(args) => runtime.block_on(identity_cli::admin(args)),
+        Command::Stage(args) => runtime.block_on(stage_cli::run(args)),
         Command::Openapi => {
             println!("{}", tessera_api::openapi_json());
             ExitCode::SUCCESS
@@ -241,8 +250,32 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
             cpu_cores: t.cpu_cores,
             ram_bytes: t.ram_gb.map(tessera_core::units::gb_to_bytes),
             isolation: isolation.clone(),
+            job_executor: (t.kubernetes == Some(true)).then_some(0),
+            pending_timeout: cfg
+                .kubernetes
+                .as_ref()
+                .map_or(Duration::from_secs(300), |k| k.pending_timeout),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let kubernetes: Option<std::sync::Arc<dyn tessera_executor::job::JobExecutor>> =
+        match &cfg.kubernetes {
+            Some(k) if targets.iter().any(|t| t.job_executor.is_some()) => {
+                let mut settings = k.settings.clone();
+                settings.instance = instance.to_ascii_lowercase();
+                settings.object_store_secret = cfg
+                    .s3
+                    .as_ref()
+                    .map(stage_cli::PortableObjectStore::of)
+                    .map(|o| serde_json::to_string(&o))
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                let exec = tessera_kube::KubeExecutor::connect(settings)
+                    .await
+                    .map_err(|e| format!("the Kubernetes executor: {e}"))?;
+                Some(std::sync::Arc::new(exec))
+            }
+            _ => None,
+        };
     let executor: Option<std::sync::Arc<dyn tessera_executor::Executor>> = if cfg.executor_docker {
         Some(std::sync::Arc::new(
             tessera_docker::DockerExecutor::connect(&instance, cfg.docker.clone())
@@ -269,6 +302,7 @@ async fn serve(args: config::ServeArgs) -> Result<(), String> {
         std::sync::Arc::new(registry.clone()),
         std::sync::Arc::new(registry.clone()),
     );
+    runner.set_job_executors(kubernetes.into_iter().collect());
     runner.start();
 
     let policy = tessera_core::validate::Policy {
@@ -388,7 +422,7 @@ fn default_bindings(
     let summaries = tessera_registry::DefaultBinding {
         world: tessera_plugin_runtime::World::Notifier,
         scope: tessera_core::plugin::RUN_SUMMARY_SCOPE.into(),
-        plugin: "notifier-webhook",
+        plugin: "notifier-webhook".into(),
         settings: tessera_registry::Settings {
             secrets: [("signing-key".to_string(), webhook_key.to_string())].into(),
             allow_hosts: std::iter::once("*".to_string())
@@ -411,14 +445,14 @@ fn default_bindings(
         .map(|scheme| tessera_registry::DefaultBinding {
             world: tessera_plugin_runtime::World::Filer,
             scope: scheme.into(),
-            plugin: "filer-http",
+            plugin: "filer-http".into(),
             settings: http.clone(),
         })
         .collect();
     defaults.push(tessera_registry::DefaultBinding {
         world: tessera_plugin_runtime::World::Filer,
         scope: "s3".into(),
-        plugin: "filer-s3",
+        plugin: "filer-s3".into(),
         settings: tessera_registry::Settings {
             buckets: vec!["*".into()],
             ..tessera_registry::Settings::default()

@@ -1,0 +1,438 @@
+//! The Kubernetes executor end to end, on the real cluster `scripts/k8s-cluster.sh`
+//! runs (Kubernetes v1.20.2): TES tasks become Jobs in a namespace of their own per
+//! test, staged in their pods by the `tessera` image the test command builds, with
+//! inputs and outputs through the S3 store (Garage).
+//!
+//! Needs TESSERA_TEST_KUBECONFIG, TESSERA_TEST_K8S_TESSERA_IMAGE and the other
+//! TESSERA_TEST_K8S_* variables (`scripts/test.sh` with TESSERA_K8S=1 sets them); skipped
+//! without, unless TESSERA_REQUIRE_K8S=1.
+
+mod common;
+
+use common::{Options, Server, short};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    kubeconfig: String,
+    busybox: String,
+    tessera_image: String,
+    storage_class: String,
+    host_ip: String,
+}
+
+fn cluster() -> Option<Cluster> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let Some(kubeconfig) = var("TESSERA_TEST_KUBECONFIG") else {
+        assert!(
+            var("TESSERA_REQUIRE_K8S").is_none(),
+            "TESSERA_TEST_KUBECONFIG is not set (scripts/k8s-cluster.sh up sets it)"
+        );
+        eprintln!("skipping: no Kubernetes cluster (TESSERA_TEST_KUBECONFIG)");
+        return None;
+    };
+    let need = |k: &str| var(k).unwrap_or_else(|| panic!("{k} is not set"));
+    Some(Cluster {
+        kubeconfig,
+        busybox: need("TESSERA_TEST_K8S_IMAGE"),
+        tessera_image: need("TESSERA_TEST_K8S_TESSERA_IMAGE"),
+        storage_class: need("TESSERA_TEST_K8S_STORAGE_CLASS"),
+        host_ip: need("TESSERA_TEST_K8S_HOST_IP"),
+    })
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("running kubectl");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+}
+
+/// A namespace of the test's own, deleted when it ends.
+struct Namespace<'a> {
+    cluster: &'a Cluster,
+    name: String,
+}
+
+static NAMESPACES: AtomicUsize = AtomicUsize::new(0);
+
+impl<'a> Namespace<'a> {
+    fn new(cluster: &'a Cluster) -> Namespace<'a> {
+        let name = format!(
+            "tessera-e2e-{}-{}",
+            std::process::id(),
+            NAMESPACES.fetch_add(1, Ordering::Relaxed)
+        );
+        let (ok, out) = cluster.kubectl(&["create", "namespace", &name]);
+        assert!(ok, "{out}");
+        Namespace { cluster, name }
+    }
+
+    fn jobs(&self) -> String {
+        let (ok, out) = self.cluster.kubectl(&[
+            "-n",
+            &self.name,
+            "get",
+            "jobs",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ]);
+        assert!(ok, "{out}");
+        out.trim().to_string()
+    }
+}
+
+impl Drop for Namespace<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .cluster
+            .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// Garage as the pods see it: a forwarder on the host's address on the pods' bridge to
+/// the store on loopback.
+async fn s3_for_pods(host_ip: &str) -> Option<(String, String)> {
+    let endpoint = std::env::var("TESSERA_TEST_S3_ENDPOINT").ok()?;
+    let upstream = endpoint.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind((host_ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    let bucket = std::env::var("TESSERA_TEST_S3_BUCKET").ok()?;
+    Some((format!("http://{addr}"), bucket))
+}
+
+/// A server whose only target is the cluster, in namespace `ns`.
+async fn server(c: &Cluster, ns: &Namespace<'_>, s3_endpoint: Option<&str>) -> Server {
+    let dir = std::env::temp_dir().join(format!("{}-config", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tessera.toml");
+    let mut text = format!(
+        "[kubernetes]\nkubeconfig = {:?}\nnamespace = {:?}\nimage = {:?}\nstorage_class = {:?}\npending_timeout_secs = 15\n",
+        c.kubeconfig, ns.name, c.tessera_image, c.storage_class
+    );
+    if let Some(endpoint) = s3_endpoint {
+        text.push_str(&format!(
+            "[s3]\nendpoint = {endpoint:?}\nregion = {:?}\naccess_key_id = {:?}\nsecret_access_key = {:?}\n",
+            std::env::var("TESSERA_TEST_S3_REGION").unwrap_or_else(|_| "garage".into()),
+            std::env::var("TESSERA_TEST_S3_ACCESS_KEY").unwrap(),
+            std::env::var("TESSERA_TEST_S3_SECRET_KEY").unwrap(),
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
+    Server::start(Options {
+        executor: "kubernetes",
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Options::default()
+    })
+    .await
+}
+
+fn sh(c: &Cluster, script: &str) -> Value {
+    json!({"image": c.busybox, "command": ["sh", "-c", script]})
+}
+
+/// Why the task is where it is (the status view's `reason`).
+async fn reason_of(s: &Server, id: &str) -> String {
+    s.status(id).await["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn system_logs(task: &Value) -> String {
+    task["logs"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["system_logs"].as_array())
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+fn executor_logs(task: &Value) -> Vec<Value> {
+    task["logs"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["logs"].as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tes_task_runs_as_a_job_staging_inputs_and_outputs_through_s3() {
+    let Some(c) = cluster() else { return };
+    let Some((endpoint, bucket)) = s3_for_pods(&c.host_ip).await else {
+        panic!("the Kubernetes suite needs the S3 store (TESSERA_TEST_S3_*)");
+    };
+    let ns = Namespace::new(&c);
+    let s = server(&c, &ns, Some(&endpoint)).await;
+    let (status, b) = s
+        .post_json(
+            &format!("{}/v1/plugins/filer-s3/versions/0.2.0/activate", s.url),
+            &json!({"scope": "s3", "buckets": [bucket]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    let prefix = format!("k8s-e2e-{}", std::process::id());
+    // A first task writes an object; the second reads it back as an input.
+    let first = s
+        .create(&json!({
+            "inputs": [{"path": "/in/greeting.txt", "content": "hello from TES\n"}],
+            "outputs": [{"url": format!("s3://{bucket}/{prefix}/out/shout.txt"), "path": "/out/shout.txt"}],
+            "executors": [
+                sh(&c, "tr a-z A-Z < /in/greeting.txt > /out/shout.txt && echo staged"),
+            ],
+            "resources": {"cpu_cores": 1, "ram_gb": 0.25}
+        }))
+        .await;
+    let done = s.wait_done(&first).await;
+    assert_eq!(
+        done["state"],
+        "COMPLETE",
+        "{}\n{}",
+        short(&done),
+        s.server_log()
+    );
+    let logs = executor_logs(&done);
+    assert_eq!(logs.len(), 1, "{}", short(&done));
+    assert_eq!(logs[0]["exit_code"], 0);
+    assert!(
+        logs[0]["stdout"].as_str().unwrap_or("").contains("staged"),
+        "{}",
+        short(&done)
+    );
+    let outputs = done["logs"][0]["outputs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(outputs.len(), 1, "{}", short(&done));
+    assert_eq!(outputs[0]["size_bytes"], "15");
+    let meta = &done["logs"][0]["metadata"];
+    assert_eq!(meta["target"], "kubernetes");
+    assert!(
+        meta["kubernetes_job"]
+            .as_str()
+            .is_some_and(|j| j.starts_with("tessera-")),
+        "{meta}"
+    );
+
+    let second = s
+        .create(&json!({
+            "inputs": [{"url": format!("s3://{bucket}/{prefix}/out/shout.txt"), "path": "/data/in.txt"}],
+            "executors": [sh(&c, "cat /data/in.txt")],
+        }))
+        .await;
+    let done = s.wait_done(&second).await;
+    assert_eq!(
+        done["state"],
+        "COMPLETE",
+        "{}\n{}",
+        short(&done),
+        s.server_log()
+    );
+    assert_eq!(executor_logs(&done)[0]["stdout"], "HELLO FROM TES\n");
+    // The finished tasks' Jobs (and with them their pods, PVCs, ConfigMaps, Secrets) go.
+    let deadline = Instant::now() + common::DEADLINE;
+    while !ns.jobs().is_empty() {
+        assert!(Instant::now() < deadline, "jobs left: {}", ns.jobs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_run_in_order_with_ignore_error_streams_and_their_own_logs() {
+    let Some(c) = cluster() else { return };
+    let ns = Namespace::new(&c);
+    let s = server(&c, &ns, None).await;
+    let mut tolerated = sh(&c, "echo first; exit 3");
+    tolerated["ignore_error"] = json!(true);
+    let mut piped = sh(&c, "tr a-z A-Z");
+    piped["stdin"] = json!("/data/words");
+    piped["stdout"] = json!("/data/upper");
+    let id = s
+        .create(&json!({
+            "inputs": [{"path": "/data/words", "content": "quiet words\n"}],
+            "volumes": ["/data"],
+            "executors": [
+                tolerated,
+                piped,
+                sh(&c, "cat /data/upper; echo oops >&2; exit 5"),
+                sh(&c, "echo never"),
+            ],
+        }))
+        .await;
+    let done = s.wait_done(&id).await;
+    assert_eq!(
+        done["state"],
+        "EXECUTOR_ERROR",
+        "{}\n{}",
+        short(&done),
+        s.server_log()
+    );
+    let logs = executor_logs(&done);
+    let codes: Vec<i64> = logs
+        .iter()
+        .map(|l| l["exit_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [3, 0, 5], "the fourth never ran: {}", short(&done));
+    assert_eq!(logs[0]["stdout"], "first\n");
+    assert_eq!(logs[1]["stdout"], "QUIET WORDS\n");
+    assert!(logs[2]["stdout"].as_str().unwrap().contains("QUIET WORDS"));
+    assert!(logs[2]["stdout"].as_str().unwrap().contains("oops"));
+    let reason = reason_of(&s, &id).await;
+    assert!(reason.contains("executor 2 exited with code 5"), "{reason}");
+
+    // A failing last executor without ignore_error, no wrapper: the same result.
+    let id = s
+        .create(&json!({"executors": [sh(&c, "echo bye; exit 7")]}))
+        .await;
+    let done = s.wait_done(&id).await;
+    assert_eq!(done["state"], "EXECUTOR_ERROR", "{}", short(&done));
+    assert_eq!(executor_logs(&done)[0]["exit_code"], 7);
+    assert_eq!(executor_logs(&done)[0]["stdout"], "bye\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_deletes_the_job_and_a_deadline_or_a_missing_image_fail_readably() {
+    let Some(c) = cluster() else { return };
+    let ns = Namespace::new(&c);
+    let s = server(&c, &ns, None).await;
+
+    let long = s
+        .create(&json!({"executors": [sh(&c, "echo started; sleep 300")]}))
+        .await;
+    s.wait_until(&long, "RUNNING", |t| t["state"] == "RUNNING")
+        .await;
+    let (status, _) = s.cancel(&long).await;
+    assert_eq!(status, 200);
+    let done = s.wait_done(&long).await;
+    assert_eq!(done["state"], "CANCELED", "{}", short(&done));
+    let deadline = Instant::now() + common::DEADLINE;
+    while !ns.jobs().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the canceled task's Job stays: {}",
+            ns.jobs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let overdue = s
+        .create(&json!({
+            "executors": [sh(&c, "sleep 300")],
+            "resources": {"backend_parameters": {"max_run_time": "3"}},
+        }))
+        .await;
+    let done = s.wait_done(&overdue).await;
+    assert_eq!(done["state"], "SYSTEM_ERROR", "{}", short(&done));
+    let reason = reason_of(&s, &overdue).await;
+    assert!(reason.contains("maximum run time"), "{reason}");
+
+    let missing = s
+        .create(
+            &json!({"executors": [{"image": "127.0.0.1:1/no-such-image:1", "command": ["true"]}]}),
+        )
+        .await;
+    let done = s.wait_done(&missing).await;
+    assert_eq!(done["state"], "SYSTEM_ERROR", "{}", short(&done));
+    let reason = reason_of(&s, &missing).await;
+    assert!(
+        reason.contains("ErrImagePull") || reason.contains("ImagePullBackOff"),
+        "{reason}"
+    );
+    assert!(system_logs(&done).contains("pending: "), "{}", short(&done));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_deleted_outside_fails_its_task_and_a_restarted_server_resumes_its_tasks() {
+    let Some(c) = cluster() else { return };
+    let ns = Namespace::new(&c);
+    let mut s = server(&c, &ns, None).await;
+
+    let orphan = s.create(&json!({"executors": [sh(&c, "sleep 300")]})).await;
+    s.wait_until(&orphan, "RUNNING", |t| t["state"] == "RUNNING")
+        .await;
+    let task = s.task(&orphan, "FULL").await;
+    let job = task["logs"][0]["metadata"]["kubernetes_job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, out) = c.kubectl(&["-n", &ns.name, "delete", "job", &job, "--wait=false"]);
+    assert!(ok, "{out}");
+    let done = s.wait_done(&orphan).await;
+    assert_eq!(done["state"], "SYSTEM_ERROR", "{}", short(&done));
+    let reason = reason_of(&s, &orphan).await;
+    assert!(reason.contains("is gone"), "{reason}");
+
+    // A task running when the server dies finishes after it comes back.
+    let id = s
+        .create(&json!({"executors": [sh(&c, "echo before; sleep 6; echo after")]}))
+        .await;
+    s.wait_until(&id, "RUNNING", |t| t["state"] == "RUNNING")
+        .await;
+    s.kill9();
+    // Meanwhile a Job of this server's appears whose task it does not have (a task
+    // deleted with the server down, say): the server removes it when it comes back.
+    let instance = std::fs::read_to_string(s.data_dir.join("instance-id"))
+        .unwrap()
+        .trim()
+        .to_ascii_lowercase();
+    let orphan = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "tessera-orphan-0", "labels": {
+            "app.kubernetes.io/managed-by": "tessera",
+            "tessera.dev/instance": instance,
+            "tessera.dev/task": "0000000000000000000000orph"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "step-0", "image": c.busybox, "command": ["sleep", "300"]}]}}}
+    });
+    let file = std::env::temp_dir().join(format!("{}-orphan.json", ns.name));
+    std::fs::write(&file, orphan.to_string()).unwrap();
+    let (ok, out) = c.kubectl(&["-n", &ns.name, "create", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    s.spawn().await;
+    let done = s.wait_done(&id).await;
+    assert_eq!(
+        done["state"],
+        "COMPLETE",
+        "{}\n{}",
+        short(&done),
+        s.server_log()
+    );
+    assert_eq!(executor_logs(&done)[0]["stdout"], "before\nafter\n");
+    let deadline = Instant::now() + common::DEADLINE;
+    while ns.jobs().contains("tessera-orphan-0") {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned Job stays: {}",
+            ns.jobs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
