@@ -12,6 +12,7 @@ eval "$(bash scripts/test-env.sh)"
 
 cargo fmt --all -- --check
 bash scripts/check-links.sh
+bash scripts/check-deploy.sh
 # The plugin runtime's modules are layered: no module imports one that imports it back.
 bash scripts/check-module-cycles.sh host/plugin-runtime/src
 # The runner knows executors only through their trait: no Docker client in its tree.

@@ -1,11 +1,12 @@
 //! `tessera-bench`: measures Tessera against baselines taken in the same run and prints
 //! figures and ratios. Not a test: nothing here passes or fails on timing.
 //!
-//!   cargo run --release -p tessera-bench -- [--only store|create|auth|read|docker|dispatch|taskapi|workflows] [--tessera PATH]
+//!   cargo run --release -p tessera-bench -- [--only store|create|auth|read|docker|dispatch|taskapi|workflows|kubernetes] [--tessera PATH]
 //!
 //! The dispatch part loads builtin-plugins/dist/router-default.wasm (`bash builtin-plugins/build.sh`).
 
 mod airflow;
+mod kubernetes;
 mod task_api;
 mod workflows;
 
@@ -22,7 +23,8 @@ use tessera_store::{ListQuery, Store};
 
 #[derive(Parser)]
 struct Args {
-    /// Run one part only: store, create, auth, read, docker, dispatch, taskapi or workflows
+    /// Run one part only: store, create, auth, read, docker, dispatch, taskapi, workflows or
+    /// kubernetes
     #[arg(long)]
     only: Option<String>,
     /// The tessera binary [default: next to this benchmark]
@@ -541,6 +543,9 @@ async fn main() {
     }
     if only.is_none() || only == Some("workflows") {
         workflows::bench_workflows(&args).await;
+    }
+    if only.is_none() || only == Some("kubernetes") {
+        kubernetes::bench_kubernetes(&args).await;
     }
 }
 

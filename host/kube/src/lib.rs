@@ -29,6 +29,7 @@ pub struct KubeSettings {
     /// A kubeconfig file; `None`: the pod's service account (in the cluster), else
     /// `$KUBECONFIG` or `~/.kube/config`.
     pub kubeconfig: Option<std::path::PathBuf>,
+    /// Empty: the kubeconfig context's namespace, or in a pod its own.
     pub namespace: String,
     /// The image with the `tessera` binary at `/tessera` (staging runs it).
     pub image: String,
@@ -153,7 +154,7 @@ fn api_error(e: kube::Error) -> ExecError {
 
 impl KubeExecutor {
     /// Connect and start watching this server's Jobs and pods.
-    pub async fn connect(settings: KubeSettings) -> Result<KubeExecutor, ExecError> {
+    pub async fn connect(mut settings: KubeSettings) -> Result<KubeExecutor, ExecError> {
         let config = match &settings.kubeconfig {
             Some(path) => {
                 let kc = kube::config::Kubeconfig::read_from(path)
@@ -168,12 +169,18 @@ impl KubeExecutor {
         };
         let client = Client::try_from(config)
             .map_err(|e| ExecError::Other(format!("Kubernetes client: {e}")))?;
-        let selector = manifest::instance_selector(&settings.instance);
+        if settings.namespace.is_empty() {
+            // The kubeconfig context's namespace, or in a pod its own.
+            settings.namespace = client.default_namespace().to_string();
+        }
+        // Every server's Jobs in the namespace, not only this one's: a server that adopts
+        // a task from another (a replica whose lease ran out) follows its Job.
+        let selector = manifest::MANAGED_SELECTOR;
         let (seen_tx, seen) = tokio::sync::watch::channel(0u64);
         let seen_tx = Arc::new(seen_tx);
         let (jobs, jobs_writer) = reflector::store::<Job>();
         let (pods, pods_writer) = reflector::store::<Pod>();
-        let cfg = watcher::Config::default().labels(&selector);
+        let cfg = watcher::Config::default().labels(selector);
         let job_api: Api<Job> = Api::namespaced(client.clone(), &settings.namespace);
         let pod_api: Api<Pod> = Api::namespaced(client.clone(), &settings.namespace);
         let bump = |tx: Arc<tokio::sync::watch::Sender<u64>>| move || tx.send_modify(|n| *n += 1);
@@ -252,11 +259,9 @@ impl KubeExecutor {
         Ok(newest(listed.items))
     }
 
+    /// The objects of one task, whichever server made them (task ids are unique).
     fn task_selector(&self, task_id: &str) -> String {
-        format!(
-            "{},{LABEL_TASK}={task_id}",
-            manifest::instance_selector(&self.settings.instance)
-        )
+        format!("{},{LABEL_TASK}={task_id}", manifest::MANAGED_SELECTOR)
     }
 
     fn pod_of(&self, job: &Job) -> Option<Pod> {

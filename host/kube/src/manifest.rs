@@ -123,6 +123,9 @@ pub fn job_name(task_id: &str, attempt: usize) -> String {
     format!("tessera-{task_id}-{attempt}")
 }
 
+/// The label selector of everything Tessera makes.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=tessera";
+
 /// The label selector of every object this server made.
 pub fn instance_selector(instance: &str) -> String {
     format!("{LABEL_MANAGED_BY}=tessera,{LABEL_INSTANCE}={instance}")

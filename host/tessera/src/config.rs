@@ -264,7 +264,8 @@ pub struct KubernetesFile {
     /// A kubeconfig file [default: the pod's service account in a cluster, else
     /// `$KUBECONFIG` or `~/.kube/config`].
     pub kubeconfig: Option<PathBuf>,
-    /// The namespace of the tasks' Jobs [default: "default"].
+    /// The namespace of the tasks' Jobs [default: the kubeconfig context's, or in a pod
+    /// its own].
     pub namespace: Option<String>,
     /// The image with this version's `tessera` at `/tessera` (staging runs it).
     pub image: String,
@@ -309,7 +310,7 @@ impl KubernetesFile {
         Ok(KubernetesConfig {
             settings: tessera_kube::KubeSettings {
                 kubeconfig: self.kubeconfig,
-                namespace: self.namespace.unwrap_or_else(|| "default".into()),
+                namespace: self.namespace.unwrap_or_default(),
                 image: self.image,
                 storage_class: self.storage_class,
                 access_mode,
@@ -966,6 +967,65 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.contains("bogus_key"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_targets_need_their_section_and_refuse_docker_settings() {
+        let dir = std::env::temp_dir().join(format!("tessera-k8s-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::load(ServeArgs {
+                config: Some(file.clone()),
+                ..ServeArgs::default()
+            })
+        };
+        let section = "[kubernetes]\nimage = \"tessera:1\"\n";
+        // The cluster as the only target.
+        let cfg = load(&format!(
+            "executor = \"kubernetes\"\nmax_concurrent_tasks = 9\n{section}"
+        ))
+        .unwrap();
+        assert!(!cfg.executor_docker);
+        assert_eq!(cfg.targets.len(), 1);
+        assert_eq!(cfg.targets[0].kubernetes, Some(true));
+        assert_eq!(cfg.targets[0].slots, 9);
+        let k = cfg.kubernetes.unwrap();
+        assert_eq!(k.settings.access_mode, "ReadWriteOnce");
+        assert_eq!(k.settings.namespace, "", "the client's namespace decides");
+        assert_eq!(k.pending_timeout, Duration::from_secs(300));
+        // Beside Docker.
+        let cfg = load(&format!(
+            "[[targets]]\nname = \"box\"\nslots = 2\n[[targets]]\nname = \"k8s\"\nslots = 5\nkubernetes = true\n{section}"
+        ))
+        .unwrap();
+        assert!(cfg.executor_docker);
+        assert_eq!(cfg.targets[1].kubernetes, Some(true));
+        for (bad, says) in [
+            ("executor = \"kubernetes\"\n".to_string(), "[kubernetes]"),
+            (
+                "[[targets]]\nname = \"k\"\nslots = 1\nkubernetes = true\n".into(),
+                "[kubernetes]",
+            ),
+            (
+                format!(
+                    "[[targets]]\nname = \"k\"\nslots = 1\nkubernetes = true\nuser = \"1000\"\n{section}"
+                ),
+                "Docker settings",
+            ),
+            (
+                format!("{section}access_mode = \"Sometimes\"\n"),
+                "access_mode",
+            ),
+            (
+                format!("{section}requests_per_second = 0\n"),
+                "requests_per_second",
+            ),
+        ] {
+            let err = load(&bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

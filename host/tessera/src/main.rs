@@ -7,6 +7,7 @@ mod data_cli;
 mod data_dir;
 mod http_server;
 mod identity_cli;
+mod operator_cli;
 mod plugin_cli;
 mod run_cli;
 mod stage_cli;
@@ -59,6 +60,9 @@ enum Command {
     /// outputs (the server's Jobs run these; not for use by hand).
     #[command(hide = true)]
     Stage(stage_cli::StageArgs),
+    /// Kubernetes: reconcile Task, CronTask, Agent and TesseraConfig resources into a
+    /// server (`run`), or print their CRDs (`crds`).
+    Operator(operator_cli::OperatorArgs),
     /// Print the OpenAPI 3.1 document of the APIs (what a server serves at
     /// /v1/openapi.json), e.g. to generate a client.
     Openapi,
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
         Command::Whoami(args) => runtime.block_on(identity_cli::whoami(args)),
         Command::Admin(args) => runtime.block_on(identity_cli::admin(args)),
         Command::Stage(args) => runtime.block_on(stage_cli::run(args)),
+        Command::Operator(args) => runtime.block_on(operator_cli::run(args)),
         Command::Openapi => {
             println!("{}", tessera_api::openapi_json());
             ExitCode::SUCCESS
@@ -114,7 +119,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+pub(crate) fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| {
         EnvFilter::new("info,sqlx=warn,wasmtime_wasi_http=warn,wasmtime_wasi=warn")

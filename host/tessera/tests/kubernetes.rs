@@ -436,3 +436,247 @@ async fn a_job_deleted_outside_fails_its_task_and_a_restarted_server_resumes_its
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `tessera operator run` beside the server, for one namespace; stopped on drop.
+struct OperatorProcess(std::process::Child);
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Apply a manifest given as JSON (kubectl reads JSON as YAML).
+fn apply(c: &Cluster, ns: &Namespace<'_>, doc: Value) {
+    let file = std::env::temp_dir().join(format!(
+        "{}-{}.json",
+        ns.name,
+        doc["metadata"]["name"].as_str().unwrap_or("doc")
+    ));
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let (ok, out) = c.kubectl(&["-n", &ns.name, "apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+}
+
+/// Poll `kubectl get` with a JSONPath until `done` holds for what it prints.
+async fn kubectl_until(
+    c: &Cluster,
+    args: &[&str],
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        let (_, out) = c.kubectl(args);
+        if done(out.trim()) {
+            return out.trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "{what}: last {out:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_agent_and_cron_task_resources_work_through_kubectl() {
+    let Some(c) = cluster() else { return };
+    let ns = Namespace::new(&c);
+    let s = server(&c, &ns, None).await;
+    let crds = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/crds/tessera.dev.yaml"
+    );
+    let (ok, out) = c.kubectl(&["apply", "-f", crds]);
+    assert!(ok, "{out}");
+    for crd in ["tasks", "crontasks", "agents", "tesseraconfigs"] {
+        let (ok, out) = c.kubectl(&[
+            "wait",
+            "--for=condition=established",
+            &format!("crd/{crd}.tessera.dev"),
+            "--timeout=60s",
+        ]);
+        assert!(ok, "{out}");
+    }
+    let _operator = OperatorProcess(
+        Command::new(common::tessera_bin())
+            .args([
+                "operator",
+                "run",
+                "--server",
+                &s.url,
+                "--namespace",
+                &ns.name,
+            ])
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .arg("--token-file")
+            .arg(s.data_dir.join("api-token"))
+            .spawn()
+            .expect("starting the operator"),
+    );
+    let field = |kind: &str, name: &str, path: &str| -> String {
+        let (_, out) = c.kubectl(&[
+            "-n",
+            &ns.name,
+            "get",
+            kind,
+            name,
+            "-o",
+            &format!("jsonpath={{{path}}}"),
+        ]);
+        out.trim().to_string()
+    };
+    let until = |kind: &'static str, name: &'static str, path: &'static str, want: &'static str| {
+        let field = &field;
+        async move {
+            let deadline = Instant::now() + common::DEADLINE;
+            loop {
+                let got = field(kind, name, path);
+                if got == want {
+                    return;
+                }
+                assert!(
+                    got != "Failed",
+                    "{kind}/{name} failed: {}",
+                    field(kind, name, ".status")
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "{kind}/{name} {path}: {got:?}, not {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+
+    apply(
+        &c,
+        &ns,
+        json!({
+            "apiVersion": "tessera.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "reader"},
+            "spec": {"image": c.busybox, "command": ["cat", "/work/task.md"]}
+        }),
+    );
+    until("agent", "reader", ".status.synced", "true").await;
+
+    apply(
+        &c,
+        &ns,
+        json!({
+            "apiVersion": "tessera.dev/v1alpha1", "kind": "Task",
+            "metadata": {"name": "hello"},
+            "spec": {"agentRef": "reader",
+                     "contexts": [{"text": "hello from kubectl\n", "filePath": "/work/task.md"}]}
+        }),
+    );
+    until("task", "hello", ".status.phase", "Completed").await;
+    let id = field("task", "hello", ".status.taskId");
+    assert!(field("task", "hello", ".status.jobName").starts_with("tessera-"));
+    assert!(!field("task", "hello", ".status.completionTime").is_empty());
+    // The same task through the REST APIs, run on the cluster.
+    let task = s.task(&id, "FULL").await;
+    assert_eq!(task["state"], "COMPLETE", "{}", short(&task));
+    assert_eq!(executor_logs(&task)[0]["stdout"], "hello from kubectl\n");
+    let (_, listed) = c.kubectl(&["-n", &ns.name, "get", "tasks"]);
+    assert!(
+        listed.contains("hello") && listed.contains("Completed"),
+        "{listed}"
+    );
+
+    // `kubectl delete task` stops the work.
+    apply(
+        &c,
+        &ns,
+        json!({
+            "apiVersion": "tessera.dev/v1alpha1", "kind": "Task",
+            "metadata": {"name": "long"},
+            "spec": {"agentRef": "reader", "command": ["sleep", "300"]}
+        }),
+    );
+    until("task", "long", ".status.phase", "Running").await;
+    let id = field("task", "long", ".status.taskId");
+    let (ok, out) = c.kubectl(&[
+        "-n",
+        &ns.name,
+        "delete",
+        "task",
+        "long",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "{out}");
+    let done = s.wait_done(&id).await;
+    assert_eq!(done["state"], "CANCELED", "{}", short(&done));
+
+    // A CronTask is the server's cron task; its children are named {name}-{unix time}.
+    apply(
+        &c,
+        &ns,
+        json!({
+            "apiVersion": "tessera.dev/v1alpha1", "kind": "CronTask",
+            "metadata": {"name": "tick"},
+            "spec": {"schedule": "0 0 1 1 *", "task": {"agentRef": "reader", "command": ["true"]}}
+        }),
+    );
+    until("crontask", "tick", ".status.synced", "true").await;
+    let (status, body) = s
+        .post_json(&format!("{}/v1/cron-tasks/tick/trigger", s.url), &json!({}))
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let (_, listed) = s.get_json(&format!("{}/v1/tasks?origin=cron", s.url)).await;
+    let name = listed["tasks"][0]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let stamp = name.strip_prefix("tick-").unwrap_or_default();
+    assert!(
+        !stamp.is_empty() && stamp.chars().all(|ch| ch.is_ascii_digit()),
+        "{name}"
+    );
+    let (ok, out) = c.kubectl(&[
+        "-n",
+        &ns.name,
+        "delete",
+        "crontask",
+        "tick",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "{out}");
+    let (status, _) = s.get_json(&format!("{}/v1/cron-tasks/tick", s.url)).await;
+    assert_eq!(status, 404);
+
+    // With a TTL, a finished Task resource goes by itself.
+    apply(
+        &c,
+        &ns,
+        json!({
+            "apiVersion": "tessera.dev/v1alpha1", "kind": "TesseraConfig",
+            "metadata": {"name": "settings"}, "spec": {"ttlSecondsAfterFinished": 1}
+        }),
+    );
+    apply(
+        &c,
+        &ns,
+        json!({
+            "apiVersion": "tessera.dev/v1alpha1", "kind": "Task",
+            "metadata": {"name": "brief"},
+            "spec": {"agentRef": "reader", "command": ["true"]}
+        }),
+    );
+    kubectl_until(
+        &c,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "tasks",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+        "the finished task's resource is deleted after its TTL",
+        |o| !o.contains("brief"),
+    )
+    .await;
+}
