@@ -4,12 +4,13 @@
 //! TESSERA_TEST_KUBECONFIG and TESSERA_TEST_K8S_TESSERA_IMAGE are set
 //! (`scripts/k8s-cluster.sh up`, `scripts/k8s-image.sh`).
 //!
-//! The container's start is the time it prints (`date +%s.%N`, the same clock as the
-//! client's: one machine), since Kubernetes reports container starts in whole seconds.
+//! The container's start is the time it prints: `cat /proc/uptime`, the kernel's clock,
+//! which the client reads too (one machine, one kernel; 10 ms steps), since Kubernetes
+//! reports container starts in whole seconds and busybox's `date` has no sub-seconds.
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -55,20 +56,27 @@ impl Drop for Cluster {
     }
 }
 
+/// Seconds since boot, as `/proc/uptime` says.
+fn uptime(text: &str) -> Option<f64> {
+    text.trim()
+        .lines()
+        .last()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| uptime(&t))
+        .expect("/proc/uptime")
 }
 
 /// The time a container printed.
 fn printed(text: &str) -> f64 {
-    text.trim()
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no time in {text:?}"))
+    uptime(text).unwrap_or_else(|| panic!("no time in {text:?}"))
 }
 
 /// The Job the baseline makes: what Tessera makes for a task that stages nothing.
@@ -81,12 +89,12 @@ fn job(c: &Cluster, name: &str) -> Value {
             "automountServiceAccountToken": false,
             "containers": [{"name": "step-0", "image": c.busybox,
                             "imagePullPolicy": "IfNotPresent",
-                            "command": ["date", "+%s.%N"]}]}}}
+                            "command": ["cat", "/proc/uptime"]}]}}}
     })
 }
 
 fn task(c: &Cluster) -> Value {
-    json!({"executors": [{"image": c.busybox, "command": ["date", "+%s.%N"]}]})
+    json!({"executors": [{"image": c.busybox, "command": ["cat", "/proc/uptime"]}]})
 }
 
 async fn direct_one(c: &Cluster, i: usize) -> f64 {

@@ -680,3 +680,52 @@ async fn task_agent_and_cron_task_resources_work_through_kubectl() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_and_kubernetes_targets_side_by_side_are_chosen_by_tags() {
+    let Some(c) = cluster() else { return };
+    let ns = Namespace::new(&c);
+    let dir = std::env::temp_dir().join(format!("{}-config", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tessera.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "route_tag_keys = [\"site\"]\n\
+             [[targets]]\nname = \"box\"\nslots = 2\ntags = {{ site = \"docker\" }}\n\
+             [[targets]]\nname = \"cluster\"\nslots = 2\nkubernetes = true\ntags = {{ site = \"k8s\" }}\n\
+             [kubernetes]\nkubeconfig = {:?}\nnamespace = {:?}\nimage = {:?}\n",
+            c.kubeconfig, ns.name, c.tessera_image
+        ),
+    )
+    .unwrap();
+    let s = Server::start(Options {
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..Options::default()
+    })
+    .await;
+    let on_k8s = s
+        .create(&json!({"tags": {"site": "k8s"}, "executors": [sh(&c, "echo pod")]}))
+        .await;
+    let on_docker = s
+        .create(&json!({"tags": {"site": "docker"},
+                        "executors": [{"image": common::BUSYBOX, "command": ["echo", "container"]}]}))
+        .await;
+    let k8s = s.wait_done(&on_k8s).await;
+    let docker = s.wait_done(&on_docker).await;
+    assert_eq!(
+        k8s["state"],
+        "COMPLETE",
+        "{}\n{}",
+        short(&k8s),
+        s.server_log()
+    );
+    assert_eq!(docker["state"], "COMPLETE", "{}", short(&docker));
+    let meta = |t: &Value| t["logs"][0]["metadata"].clone();
+    assert_eq!(meta(&k8s)["target"], "cluster");
+    assert!(meta(&k8s)["kubernetes_job"].is_string(), "{}", meta(&k8s));
+    assert_eq!(executor_logs(&k8s)[0]["stdout"], "pod\n");
+    assert_eq!(meta(&docker)["target"], "box");
+    assert!(meta(&docker)["kubernetes_job"].is_null());
+    assert_eq!(executor_logs(&docker)[0]["stdout"], "container\n");
+}
