@@ -155,20 +155,9 @@ fn api_error(e: kube::Error) -> ExecError {
 impl KubeExecutor {
     /// Connect and start watching this server's Jobs and pods.
     pub async fn connect(mut settings: KubeSettings) -> Result<KubeExecutor, ExecError> {
-        let config = match &settings.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| ExecError::Other(format!("kubeconfig {}: {e}", path.display())))?;
-                kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .map_err(|e| ExecError::Other(format!("kubeconfig {}: {e}", path.display())))?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| ExecError::Other(format!("no Kubernetes configuration: {e}")))?,
-        };
-        let client = Client::try_from(config)
-            .map_err(|e| ExecError::Other(format!("Kubernetes client: {e}")))?;
+        let client = client(settings.kubeconfig.as_deref())
+            .await
+            .map_err(ExecError::Other)?;
         if settings.namespace.is_empty() {
             // The kubeconfig context's namespace, or in a pod its own.
             settings.namespace = client.default_namespace().to_string();
@@ -371,6 +360,24 @@ impl KubeExecutor {
             },
         }
     }
+}
+
+/// A client from a kubeconfig file, or with `None` from the pod's service account (in a
+/// cluster), else `$KUBECONFIG` or `~/.kube/config`.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no Kubernetes configuration: {e}"))?,
+    };
+    Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
 }
 
 fn label<'a>(labels: &'a Option<BTreeMap<String, String>>, key: &str) -> Option<&'a str> {

@@ -150,13 +150,34 @@ impl Runner {
     }
 }
 
+/// The current attempt's log (the last; made when there is none).
+pub(crate) fn current_log(logs: &mut Vec<TaskLog>) -> &mut TaskLog {
+    if logs.is_empty() {
+        logs.push(TaskLog::default());
+    }
+    let last = logs.len() - 1;
+    &mut logs[last]
+}
+
+/// Set a metadata entry of the current attempt's log.
+pub(crate) fn put_meta(logs: &mut Vec<TaskLog>, key: String, value: String) {
+    current_log(logs)
+        .metadata
+        .get_or_insert_with(BTreeMap::new)
+        .insert(key, value);
+}
+
+/// Add a line to the current attempt's system logs.
+pub(crate) fn push_system_log(logs: &mut Vec<TaskLog>, line: String) {
+    current_log(logs)
+        .system_logs
+        .get_or_insert_with(Vec::new)
+        .push(line);
+}
+
 impl Drive {
     fn log(&mut self) -> &mut TaskLog {
-        if self.logs.is_empty() {
-            self.logs.push(TaskLog::default());
-        }
-        let last = self.logs.len() - 1;
-        &mut self.logs[last]
+        current_log(&mut self.logs)
     }
 
     /// The attempt whose executors run now (its log is the last one).
@@ -169,17 +190,11 @@ impl Drive {
     }
 
     fn meta(&mut self, key: impl Into<String>, value: impl ToString) {
-        self.log()
-            .metadata
-            .get_or_insert_with(BTreeMap::new)
-            .insert(key.into(), value.to_string());
+        put_meta(&mut self.logs, key.into(), value.to_string());
     }
 
     fn system_log(&mut self, line: impl Into<String>) {
-        self.log()
-            .system_logs
-            .get_or_insert_with(Vec::new)
-            .push(line.into());
+        push_system_log(&mut self.logs, line.into());
     }
 
     /// Save the logs as they are now (output so far): a failure is only logged, the

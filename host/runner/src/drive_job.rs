@@ -9,7 +9,6 @@
 //! then followed, not made twice); a recorded job that is gone is a job someone else
 //! removed: the task fails SYSTEM_ERROR. Logs are saved before the job is removed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +26,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::drive::{current_log, push_system_log, put_meta};
 use crate::tail::Tail;
 use crate::task_dir::plan_mounts;
 use crate::{Runner, metrics};
@@ -164,11 +164,7 @@ impl Runner {
 
 impl JobDrive {
     fn log(&mut self) -> &mut TaskLog {
-        if self.logs.is_empty() {
-            self.logs.push(TaskLog::default());
-        }
-        let last = self.logs.len() - 1;
-        &mut self.logs[last]
+        current_log(&mut self.logs)
     }
 
     fn attempt(&self) -> usize {
@@ -176,17 +172,11 @@ impl JobDrive {
     }
 
     fn meta(&mut self, key: impl Into<String>, value: impl ToString) {
-        self.log()
-            .metadata
-            .get_or_insert_with(BTreeMap::new)
-            .insert(key.into(), value.to_string());
+        put_meta(&mut self.logs, key.into(), value.to_string());
     }
 
     fn system_log(&mut self, line: impl Into<String>) {
-        self.log()
-            .system_logs
-            .get_or_insert_with(Vec::new)
-            .push(line.into());
+        push_system_log(&mut self.logs, line.into());
     }
 
     fn recorded(&self) -> bool {

@@ -71,19 +71,7 @@ async fn operate(a: RunArgs) -> Result<(), String> {
         (None, Some(t)) if !t.is_empty() => t,
         _ => return Err("give the server's token: --token-file or TESSERA_TOKEN".into()),
     };
-    let config = match &a.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no Kubernetes configuration: {e}"))?,
-    };
-    let client = kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+    let client = tessera_kube::client(a.kubeconfig.as_deref()).await?;
     let namespace = a
         .namespace
         .unwrap_or_else(|| client.default_namespace().to_string());
