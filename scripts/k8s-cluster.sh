@@ -14,7 +14,10 @@
 # Binaries and the extracted Debian packages are kept under
 # ${TESSERA_CACHE:-~/.cache/tessera}/k8s (the Kubernetes source and Go cache are removed
 # after the build); the running cluster's state under .../k8s/run. Everything listens on
-# 127.0.0.1 only; the kubelet runs with AWS_EC2_METADATA_DISABLED so its built-in
+# 127.0.0.1 only but the API server, which listens on the host's address on the pods'
+# bridge ($host_ip below, a bridge with no uplink) so that pods reach it too: the
+# cluster has no kube-proxy, so a pod given KUBERNETES_SERVICE_HOST=$host_ip and
+# KUBERNETES_SERVICE_PORT=6443 talks to it as through the `kubernetes` Service. The kubelet runs with AWS_EC2_METADATA_DISABLED so its built-in
 # credential provider never probes the metadata address.
 set -euo pipefail
 log() { echo "[k8s] $*" >&2; }
@@ -37,7 +40,7 @@ host_ip=10.244.77.1
 
 need_packages() {
   local need=()
-  for c in rsync jq gcc containerd runc; do command -v "$c" >/dev/null 2>&1 || need+=("$c"); done
+  for c in rsync jq gcc containerd runc iptables; do command -v "$c" >/dev/null 2>&1 || need+=("$c"); done
   [ -x /bin/busybox ] || need+=(busybox-static)
   command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
   if [ ${#need[@]} -gt 0 ]; then
@@ -97,23 +100,41 @@ build() {
   log "built: $("$bin/kube-apiserver" --version)"
 }
 
-pki() {
-  local p="$run/pki"
-  [ -f "$p/ca.crt" ] && [ -f "$run/admin.kubeconfig" ] && return
-  log "making the cluster's certificates"
-  mkdir -p "$p" && cd "$p"
-  openssl genrsa -out ca.key 2048 2>/dev/null
-  openssl req -x509 -new -nodes -key ca.key -subj /CN=tessera-test-ca -days 3650 -sha256 -out ca.crt
-  mkcert() {
+mkcert() {
     openssl genrsa -out "$1.key" 2048 2>/dev/null
     openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
     printf "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=%s\n%s\n" \
       "$3" "${4:+subjectAltName=$4}" > "$1.ext"
     openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
       -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-  }
+}
+
+pki() {
+  local p="$run/pki"
+  mkdir -p "$p" && cd "$p"
+  if ! [ -f ca.crt ] || ! [ -f "$run/admin.kubeconfig" ]; then
+    log "making the cluster's certificates"
+    openssl genrsa -out ca.key 2048 2>/dev/null
+    openssl req -x509 -new -nodes -key ca.key -subj /CN=tessera-test-ca -days 3650 -sha256 -out ca.crt
+    certs
+  fi
+  # A cache from before the API server listened on the bridge: a certificate naming it.
+  openssl x509 -in apiserver.crt -noout -text | grep -q "IP Address:$host_ip" || apiserver_cert
+  for u in admin kubelet; do
+    kubectl config --kubeconfig="$run/$u.kubeconfig" set-cluster tessera-test \
+      --server="https://$host_ip:6443" >/dev/null
+  done
+  cd - >/dev/null
+}
+
+apiserver_cert() {
   mkcert apiserver /CN=kube-apiserver serverAuth \
-    "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "IP:$host_ip,IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+}
+
+# In $run/pki: every certificate and the kubeconfigs.
+certs() {
+  apiserver_cert
   mkcert admin "/O=system:masters/CN=admin" clientAuth
   mkcert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
   # The node is named localhost: the kubelet refuses a loopback node IP.
@@ -124,14 +145,13 @@ pki() {
   echo "$token,admin,admin,system:masters" > tokens.csv
   for u in admin kubelet; do
     local k="$run/$u.kubeconfig"
-    kubectl config --kubeconfig="$k" set-cluster tessera-test --server=https://127.0.0.1:6443 \
+    kubectl config --kubeconfig="$k" set-cluster tessera-test --server="https://$host_ip:6443" \
       --certificate-authority=ca.crt --embed-certs=true >/dev/null
     kubectl config --kubeconfig="$k" set-credentials "$u" --client-certificate="$u.crt" \
       --client-key="$u.key" --embed-certs=true >/dev/null
     kubectl config --kubeconfig="$k" set-context tessera-test --cluster=tessera-test --user="$u" >/dev/null
     kubectl config --kubeconfig="$k" use-context tessera-test >/dev/null
   done
-  cd - >/dev/null
 }
 
 configs() {
@@ -289,14 +309,24 @@ up() {
   pki
   configs
   local p="$run/pki" k="$run/admin.kubeconfig"
+  # The bridge exists with the host's address before the API server listens on it and
+  # before the first pod, so a test can listen on it at once (the CNI plugin takes the
+  # bridge as it finds it).
+  ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
+  ip addr show dev "$bridge" | grep -q "inet $host_ip/" || ip addr add "$host_ip/24" dev "$bridge"
+  ip link set "$bridge" up
+  # Pod to pod on the bridge: with br_netfilter loaded (Docker loads it) bridged frames
+  # pass the FORWARD chain, whose policy Docker sets to DROP. Only this bridge to itself.
+  iptables -C FORWARD -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null ||
+    iptables -I FORWARD -i "$bridge" -o "$bridge" -j ACCEPT
   start etcd "$root/usr/bin/etcd" --name tessera-test --data-dir "$run/etcd-data" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster tessera-test=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381
   start apiserver "$bin/kube-apiserver" \
     --etcd-servers=http://127.0.0.1:2379 \
-    --bind-address=127.0.0.1 --secure-port=6443 --insecure-port=0 \
-    --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+    --bind-address="$host_ip" --secure-port=6443 --insecure-port=0 \
+    --advertise-address="$host_ip" --endpoint-reconciler-type=none \
     --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
     --client-ca-file="$p/ca.crt" --token-auth-file="$p/tokens.csv" \
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
@@ -322,11 +352,6 @@ up() {
   start scheduler "$bin/kube-scheduler" --kubeconfig="$k" --authentication-kubeconfig="$k" \
     --authorization-kubeconfig="$k" --bind-address=127.0.0.1 --secure-port=10259 --port=0 \
     --leader-elect=false
-  # The bridge exists with the host's address before the first pod, so a test can listen
-  # on it at once (the CNI plugin takes the bridge as it finds it).
-  ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
-  ip addr show dev "$bridge" | grep -q "inet $host_ip/" || ip addr add "$host_ip/24" dev "$bridge"
-  ip link set "$bridge" up
   start containerd containerd --config "$run/containerd/config.toml"
   wait_for "containerd" 30 ctr --address "$run/containerd/containerd.sock" version
   images
@@ -387,6 +412,7 @@ down() {
   # Pod shims outlive containerd.
   pkill -f "containerd-shim-runc-v2 -namespace k8s.io -address $run" 2>/dev/null || true
   ip link del "$bridge" 2>/dev/null || true
+  iptables -D FORWARD -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null || true
   if [ -f "$run/sysctls" ]; then
     { read -r om; read -r kp; read -r kpo; } < "$run/sysctls"
     sysctl -q -w vm.overcommit_memory="$om" kernel.panic="$kp" kernel.panic_on_oops="$kpo" || true

@@ -17,7 +17,7 @@ trap 'rm -rf "$ctx"' EXIT
 cp "$CARGO_TARGET_DIR/$triple/debug/tessera" "$ctx/tessera"
 # Without its debug information: half the size, copied into every wrapped pod.
 strip "$ctx/tessera"
-cp deploy/Dockerfile "$ctx/"
+cp deploy/Dockerfile deploy/nsswitch.conf "$ctx/"
 docker build -q -t "$tag" "$ctx" >&2
 docker save "$tag" | bash scripts/k8s-cluster.sh load
 echo "export TESSERA_TEST_K8S_TESSERA_IMAGE=$tag"

@@ -136,3 +136,51 @@ impl ApiError {
         }
     }
 }
+
+/// An error and its sources, joined with ": " — what to log or show where the top-level
+/// message says little (hyper's "error sending request", the AWS SDK's "dispatch
+/// failure"). A source whose text the message already holds is left out.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !text.is_empty() && !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = e.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::chain;
+
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Option<Box<Wrapped>>);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn the_sources_follow_the_message_once_each() {
+        let inner = Wrapped("connection refused", None);
+        let mid = Wrapped("client error (Connect)", Some(Box::new(inner)));
+        let top = Wrapped("error sending request", Some(Box::new(mid)));
+        assert_eq!(
+            chain(&top),
+            "error sending request: client error (Connect): connection refused"
+        );
+        let repeated = Wrapped("dns error: failed", Some(Box::new(Wrapped("failed", None))));
+        assert_eq!(chain(&repeated), "dns error: failed");
+    }
+}

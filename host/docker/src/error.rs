@@ -1,7 +1,5 @@
 //! The one error type of this crate, and the mapping from bollard's errors onto it.
 
-use std::error::Error as StdError;
-
 /// Everything that can go wrong talking to the Docker engine.
 ///
 /// The variants are chosen by what a caller does about them: an unreachable engine is a
@@ -46,20 +44,7 @@ impl DockerError {
     }
 }
 
-/// An error and all its sources, joined with ": " (hyper's errors say little at the top).
-pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+pub(crate) use tessera_core::error::chain;
 
 /// The daemon's own message where there is one, else a description of the error.
 pub(crate) fn message(err: &bollard::errors::Error) -> String {

@@ -75,7 +75,7 @@ impl TesseraApi {
         let resp = req
             .send()
             .await
-            .map_err(|e| OpError::Server(e.to_string()))?;
+            .map_err(|e| OpError::Server(tessera_core::error::chain(&e)))?;
         let status = resp.status().as_u16();
         let value = resp.json::<Value>().await.unwrap_or(Value::Null);
         if status >= 500 {
@@ -384,6 +384,8 @@ pub async fn run(client: Client, namespace: &str, api: TesseraApi) {
     let agents: Api<Agent> = Api::namespaced(client.clone(), namespace);
     let crons: Api<CronTask> = Api::namespaced(client.clone(), namespace);
     let task_controller = Controller::new(tasks.clone(), watcher::Config::default())
+        // SIGTERM (a pod being replaced) or Ctrl-C: finish what runs, then stop.
+        .shutdown_on_signal()
         .run(
             move |t: Arc<Task>, ctx: Arc<Ctx>| {
                 let tasks = tasks.clone();
@@ -403,6 +405,7 @@ pub async fn run(client: Client, namespace: &str, api: TesseraApi) {
         )
         .for_each(|_| async {});
     let agent_controller = Controller::new(agents.clone(), watcher::Config::default())
+        .shutdown_on_signal()
         .run(
             move |a: Arc<Agent>, ctx: Arc<Ctx>| {
                 let agents = agents.clone();
@@ -424,6 +427,7 @@ pub async fn run(client: Client, namespace: &str, api: TesseraApi) {
         )
         .for_each(|_| async {});
     let cron_controller = Controller::new(crons.clone(), watcher::Config::default())
+        .shutdown_on_signal()
         .run(
             move |c: Arc<CronTask>, ctx: Arc<Ctx>| {
                 let crons = crons.clone();
@@ -446,6 +450,7 @@ pub async fn run(client: Client, namespace: &str, api: TesseraApi) {
         .for_each(|_| async {});
     tracing::info!(namespace, "operator started");
     tokio::join!(task_controller, agent_controller, cron_controller);
+    tracing::info!(namespace, "operator stopped");
 }
 
 #[cfg(test)]

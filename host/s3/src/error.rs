@@ -108,21 +108,7 @@ where
     scrub(error, scrubber)
 }
 
-/// An error and its sources, `: `-separated (what `DisplayErrorContext` says, without
-/// the `Debug` dump it appends).
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !text.is_empty() && !message.ends_with(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = e.source();
-    }
-    message
-}
+pub(crate) use tessera_core::error::chain;
 
 pub(crate) fn scrub(error: S3Error, scrubber: &Scrubber) -> S3Error {
     match error {

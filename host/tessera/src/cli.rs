@@ -168,10 +168,7 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the server at {}: {e}", self.base))?;
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         Self::answer(resp).await
     }
 
@@ -185,7 +182,11 @@ impl Client {
     }
 
     pub(crate) fn unreachable(&self, e: reqwest::Error) -> String {
-        format!("cannot reach the server at {}: {e}", self.base)
+        format!(
+            "cannot reach the server at {}: {}",
+            self.base,
+            tessera_core::error::chain(&e)
+        )
     }
 
     pub(crate) async fn call(
@@ -205,10 +206,7 @@ impl Client {
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the server at {}: {e}", self.base))?;
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         Self::answer(resp).await
     }
 

@@ -729,3 +729,283 @@ async fn docker_and_kubernetes_targets_side_by_side_are_chosen_by_tags() {
     assert!(meta(&docker)["kubernetes_job"].is_null());
     assert_eq!(executor_logs(&docker)[0]["stdout"], "container\n");
 }
+
+/// The kustomize overlay `deploy/kubernetes/overlays/sqlite` under a test overlay of
+/// `dir`: the test's namespace, image and storage class, and what this cluster lacks
+/// (no kube-proxy: the API server's address given to the pods; the host-path
+/// provisioner's volumes are root's, so an init container hands the data volume to the
+/// server's user).
+fn test_overlay(c: &Cluster, ns: &Namespace<'_>, dir: &std::path::Path) {
+    let deploy = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/overlays/sqlite"
+    ))
+    .canonicalize()
+    .unwrap();
+    let dir = dir.canonicalize().unwrap();
+    // kustomize takes a base by relative path only.
+    let up = "../".repeat(dir.components().count() - 1);
+    let base = format!("{up}{}", deploy.strip_prefix("/").unwrap().display());
+    let (_, server) = c.kubectl(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let authority = server.trim().trim_start_matches("https://");
+    let (api_host, api_port) = authority.rsplit_once(':').unwrap();
+    let api_env = json!([
+        {"name": "KUBERNETES_SERVICE_HOST", "value": api_host},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": api_port},
+    ]);
+    let (image, tag) = c.tessera_image.rsplit_once(':').unwrap();
+    std::fs::write(
+        dir.join("tessera.toml"),
+        format!(
+            "listen = \"0.0.0.0:8000\"\nexecutor = \"kubernetes\"\nlog_format = \"json\"\n\
+             [kubernetes]\nimage = {:?}\nstorage_class = {:?}\npending_timeout_secs = 60\n",
+            c.tessera_image, c.storage_class
+        ),
+    )
+    .unwrap();
+    let kustomization = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": ns.name,
+        "resources": [base],
+        "images": [{"name": "tessera.local/tessera", "newName": image, "newTag": tag}],
+        "configMapGenerator": [{"name": "tessera-config", "behavior": "replace", "files": ["tessera.toml"]}],
+        "patches": [
+            {"target": {"kind": "PersistentVolumeClaim", "name": "tessera-data"},
+             "patch": json!([{"op": "add", "path": "/spec/storageClassName", "value": c.storage_class}]).to_string()},
+            {"patch": json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tessera"},
+                "spec": {"template": {"spec": {
+                    "initContainers": [{
+                        "name": "data-owner", "image": c.busybox,
+                        "command": ["/bin/busybox", "chown", "65532:65532", "/var/lib/tessera"],
+                        "securityContext": {"runAsUser": 0, "runAsNonRoot": false},
+                        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/tessera"}]
+                    }],
+                    "containers": [{"name": "tessera", "env": api_env}]
+                }}}
+            }).to_string()},
+            {"patch": json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tessera-operator"},
+                "spec": {"template": {"spec": {"containers": [{"name": "operator", "env": api_env}]}}}
+            }).to_string()},
+        ]
+    });
+    std::fs::write(dir.join("kustomization.yaml"), kustomization.to_string()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_deployed_from_the_kustomize_manifests_runs_tasks_as_jobs_beside_it() {
+    let Some(c) = cluster() else { return };
+    let ns = Namespace::new(&c);
+    let dir = std::env::temp_dir().join(format!("{}-deploy", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    test_overlay(&c, &ns, &dir);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let token = format!("tsr-deploy-test-{nanos:x}{:x}", std::process::id());
+    for secret in ["tessera-admin", "tessera-operator"] {
+        let (ok, out) = c.kubectl(&[
+            "-n",
+            &ns.name,
+            "create",
+            "secret",
+            "generic",
+            secret,
+            &format!("--from-literal=token={token}"),
+        ]);
+        assert!(ok, "{out}");
+    }
+    // The CRDs are the cluster's: another test may be applying them at the same moment.
+    let mut applied = c.kubectl(&["apply", "-k", dir.to_str().unwrap()]);
+    for _ in 0..3 {
+        if applied.0 {
+            break;
+        }
+        applied = c.kubectl(&["apply", "-k", dir.to_str().unwrap()]);
+    }
+    assert!(applied.0, "{}", applied.1);
+    let logs = |deployment: &str| {
+        c.kubectl(&[
+            "-n",
+            &ns.name,
+            "logs",
+            &format!("deployment/{deployment}"),
+            "--all-containers",
+        ])
+        .1
+    };
+    let (ok, out) = c.kubectl(&[
+        "-n",
+        &ns.name,
+        "rollout",
+        "status",
+        "deployment/tessera",
+        "--timeout=120s",
+    ]);
+    assert!(ok, "{out}\n{}", logs("tessera"));
+
+    // No kube-proxy here: the Service is reached at its endpoint, as kube-proxy would.
+    let ip = kubectl_until(
+        &c,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "endpoints",
+            "tessera",
+            "-o",
+            "jsonpath={.subsets[0].addresses[0].ip}",
+        ],
+        "the Service has the server's pod as its endpoint",
+        |o| o.parse::<std::net::Ipv4Addr>().is_ok(),
+    )
+    .await;
+    let url = format!("http://{ip}:8000");
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{url}{path}"))
+            .bearer_auth(&token)
+    };
+    let unauthenticated = http
+        .get(format!("{url}/ga4gh/tes/v1/tasks"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+
+    let created: Value = call(reqwest::Method::POST, "/ga4gh/tes/v1/tasks")
+        .json(&json!({
+            "inputs": [{"path": "/data/note.txt", "content": "staged by the server's image\n"}],
+            "executors": [sh(&c, "cat /data/note.txt")],
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().expect("a task id").to_string();
+    let deadline = Instant::now() + common::DEADLINE;
+    let done = loop {
+        let task: Value = call(
+            reqwest::Method::GET,
+            &format!("/ga4gh/tes/v1/tasks/{id}?view=FULL"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        if common::is_terminal(task["state"].as_str().unwrap_or("")) {
+            break task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}\n{}",
+            short(&task),
+            logs("tessera")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        done["state"],
+        "COMPLETE",
+        "{}\n{}",
+        short(&done),
+        logs("tessera")
+    );
+    assert_eq!(
+        executor_logs(&done)[0]["stdout"],
+        "staged by the server's image\n"
+    );
+    assert!(
+        done["logs"][0]["metadata"]["kubernetes_job"]
+            .as_str()
+            .is_some_and(|j| j.starts_with("tessera-")),
+        "{}",
+        short(&done)
+    );
+
+    // The operator beside it: a Task resource through kubectl becomes the server's task.
+    // (No cluster DNS here either: the Service's name is pointed at its endpoint.)
+    let (ok, out) = c.kubectl(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "deployment",
+        "tessera-operator",
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"template": {"spec": {"hostAliases": [{"ip": ip, "hostnames": ["tessera"]}]}}}})
+            .to_string(),
+    ]);
+    assert!(ok, "{out}");
+    apply(
+        &c,
+        &ns,
+        json!({
+            "apiVersion": "tessera.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "echo"},
+            "spec": {"image": c.busybox, "command": ["echo", "from the operator's pod"]}
+        }),
+    );
+    apply(
+        &c,
+        &ns,
+        json!({
+            "apiVersion": "tessera.dev/v1alpha1", "kind": "Task",
+            "metadata": {"name": "deployed"},
+            "spec": {"agentRef": "echo"}
+        }),
+    );
+    let phase = kubectl_until(
+        &c,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "task",
+            "deployed",
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+        "the Task resource completes",
+        |o| o == "Completed" || o == "Failed",
+    )
+    .await;
+    assert_eq!(phase, "Completed", "{}", logs("tessera-operator"));
+    let (_, task_id) = c.kubectl(&[
+        "-n",
+        &ns.name,
+        "get",
+        "task",
+        "deployed",
+        "-o",
+        "jsonpath={.status.taskId}",
+    ]);
+    let task: Value = call(
+        reqwest::Method::GET,
+        &format!("/ga4gh/tes/v1/tasks/{}?view=FULL", task_id.trim()),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(task["state"], "COMPLETE", "{}", short(&task));
+    assert_eq!(
+        executor_logs(&task)[0]["stdout"],
+        "from the operator's pod\n"
+    );
+}
