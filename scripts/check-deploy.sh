@@ -20,7 +20,8 @@ for overlay in sqlite postgres s3; do
       grep -q "type: Recreate" <<<"$out" || fail "$overlay: SQLite must not roll two servers at once" ;;
     postgres)
       grep -q "replicas: 3" <<<"$out" || fail "postgres: several replicas"
-      grep -q "TESSERA_DATABASE_URL" <<<"$out" || fail "postgres: no database URL" ;;
+      grep -q "TESSERA_DATABASE_URL" <<<"$out" || fail "postgres: no database URL"
+      grep -q "TESSERA_SIGNING_KEY" <<<"$out" || fail "postgres: replicas must share a signing key" ;;
   esac
 done
 echo "deploy/kubernetes: 3 overlays render"

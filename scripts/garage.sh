@@ -11,7 +11,8 @@
 #
 # Prints the tests' environment as `export` lines on stdout, everything else on stderr:
 #   eval "$(bash scripts/garage.sh)"
-# `bash scripts/garage.sh stop` stops the server started here.
+# `bash scripts/garage.sh stop` stops the server started here; `install` only builds the
+# binary.
 set -euo pipefail
 log() { echo "[garage] $*" >&2; }
 
@@ -61,6 +62,7 @@ if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "cargo:$version "
   rm -rf "$cache/garage-build"
   log "installed in $((SECONDS - started)) s"
 fi
+[ "${1:-}" = install ] && exit 0
 garage() { "$bin" -c "$config" "$@"; }
 
 # Configuration: written once (the RPC secret and the node's identity in meta/ must stay

@@ -384,7 +384,19 @@ EOF
 
 # Load a `docker save` archive (or stdin) into the cluster's containerd.
 load() {
-  ctr --address "$run/containerd/containerd.sock" -n k8s.io images import "${1:--}" >&2
+  local archive=${1:--} i
+  if [ "$archive" = - ]; then
+    ctr --address "$run/containerd/containerd.sock" -n k8s.io images import - >&2
+    return
+  fi
+  # containerd 1.6 now and then fails an import ("parent snapshot ... does not exist")
+  # while it collects the layers of an image the import replaces: once more then.
+  for i in 1 2 3; do
+    ctr --address "$run/containerd/containerd.sock" -n k8s.io images import "$archive" >&2 && return
+    log "importing $archive failed (attempt $i)"
+    sleep 1
+  done
+  return 1
 }
 
 env_lines() {

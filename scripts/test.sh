@@ -46,12 +46,15 @@ for example in rust-engine rust-router; do
     CARGO_TARGET_DIR="$guest_target" cargo clippy --locked --target wasm32-wasip2 -- -D warnings)
   CARGO_TARGET_DIR="$guest_target" bash "examples/plugins/$example/build.sh"
 done
-# The Kubernetes suite (host/tessera/tests/kubernetes.rs), with TESSERA_K8S=1: a real
-# Kubernetes v1.20.2 (built once, cached) and the tessera image loaded into it.
-if [ "${TESSERA_K8S:-0}" = 1 ]; then
+# The deployment suites (TESSERA_SKIP_DEPLOY=1 leaves them out): deploy/compose with
+# PostgreSQL and Garage images built here (host/tessera/tests/compose.rs), and a real
+# Kubernetes v1.20.2 (built once, cached) with the tessera image loaded into it
+# (host/tessera/tests/kubernetes.rs).
+if [ "${TESSERA_SKIP_DEPLOY:-0}" != 1 ]; then
+  eval "$(bash scripts/compose-images.sh)"
   eval "$(bash scripts/k8s-cluster.sh up)"
   eval "$(bash scripts/k8s-image.sh)"
-  export TESSERA_REQUIRE_K8S=1
+  export TESSERA_REQUIRE_K8S=1 TESSERA_REQUIRE_COMPOSE=1
 fi
 export TESSERA_EXAMPLE_PLUGINS="$PWD/examples/plugins/dist"
 export TESSERA_REQUIRE_GUEST_PLUGINS=1

@@ -75,9 +75,11 @@ impl SigningKey {
         SigningKey::from_pkcs8(pkcs8.as_ref())
     }
 
-    /// The key pair from its PKCS#8 document (as [`SigningKey::pkcs8`] gave it).
+    /// The key pair from its PKCS#8 document: as [`SigningKey::pkcs8`] gave it (v2, with
+    /// the public key), or v1 without it as `openssl genpkey -algorithm ed25519 -outform
+    /// DER` writes it (a key made for servers that share a store).
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<SigningKey, AuthError> {
-        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8)
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
             .map_err(|e| AuthError::Key(e.to_string()))?;
         Ok(SigningKey {
             pkcs8: pkcs8.to_vec(),
@@ -194,6 +196,22 @@ mod tests {
             }
             out
         }
+    }
+
+    #[test]
+    fn a_pkcs8_v1_key_as_openssl_writes_it_signs_and_verifies() {
+        // RFC 8410 section 10.3's example private key (PKCS#8 v1, no public key).
+        let v1: [u8; 48] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20, 0xd4, 0xee, 0x72, 0xdb, 0xf9, 0x13, 0x58, 0x4a, 0xd5, 0xb6, 0xd8, 0xf1,
+            0xf7, 0x69, 0xf8, 0xad, 0x3a, 0xfe, 0x7c, 0x28, 0xcb, 0xf1, 0xd4, 0xfb, 0xe0, 0x97,
+            0xa8, 0x8f, 0x44, 0x75, 0x58, 0x42,
+        ];
+        let key = SigningKey::from_pkcs8(&v1).unwrap();
+        let token = AccessToken::new("ada", 1, false, NOW, HOUR);
+        let signed = token.sign(&key).unwrap();
+        assert_eq!(AccessToken::verify(&signed, &key, NOW).unwrap(), token);
+        assert!(SigningKey::from_pkcs8(&v1[..40]).is_err());
     }
 
     #[test]

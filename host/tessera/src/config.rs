@@ -385,7 +385,8 @@ pub struct S3File {
     /// e.g. `http://127.0.0.1:3900`; unset for AWS S3.
     pub endpoint: Option<String>,
     pub region: String,
-    pub access_key_id: String,
+    /// Or the environment variable TESSERA_S3_ACCESS_KEY_ID.
+    pub access_key_id: Option<String>,
     /// Or the environment variable TESSERA_S3_SECRET_ACCESS_KEY.
     pub secret_access_key: Option<String>,
     /// Path-style addressing (most self-hosted stores) [default: true].
@@ -651,10 +652,15 @@ impl Config {
                     .or(f.secret_access_key)
                     .filter(|s| !s.is_empty())
                     .ok_or("s3: secret_access_key is required (or TESSERA_S3_SECRET_ACCESS_KEY)")?;
+                let access_key_id = std::env::var("TESSERA_S3_ACCESS_KEY_ID")
+                    .ok()
+                    .or(f.access_key_id)
+                    .filter(|s| !s.is_empty())
+                    .ok_or("s3: access_key_id is required (or TESSERA_S3_ACCESS_KEY_ID)")?;
                 Some(tessera_s3::S3Config {
                     endpoint: f.endpoint,
                     region: f.region,
-                    access_key_id: f.access_key_id,
+                    access_key_id,
                     secret_access_key: tessera_s3::Secret::new(secret),
                     path_style: f.path_style.unwrap_or(true),
                 })

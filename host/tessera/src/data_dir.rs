@@ -22,8 +22,14 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, String> {
     if mode & 0o077 != 0 {
         tracing::info!(data_dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "making the data directory private (0700)");
     }
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("making {} private: {e}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (it belongs to another user: name a directory inside it, which the server makes as its own)"
+        } else {
+            ""
+        };
+        format!("making {} private: {e}{hint}", dir.display())
+    })?;
     Ok(dir)
 }
 
@@ -44,8 +50,24 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
 
 /// Tighten an existing file to 0600.
 pub fn keep_private(path: &Path) -> Result<(), String> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("making {} private: {e}", path.display()))
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        Ok(()) => Ok(()),
+        // A key on a read-only mount that only its group may read (a Kubernetes Secret
+        // given to the pod's fsGroup) is as private as it can be made there.
+        Err(e) if mode & 0o007 == 0 => {
+            tracing::info!(path = %path.display(), mode = format!("{mode:o}"), error = %e, "kept a group-readable key as it is");
+            Ok(())
+        }
+        Err(e) => Err(format!("making {} private: {e}", path.display())),
+    }
 }
 
 /// Refuse allowed directories that overlap the data directory or the task workspaces, or
@@ -91,6 +113,20 @@ pub fn check_allowed_dirs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_readable_by_others_is_made_private() {
+        let dir = std::env::temp_dir().join(format!("tessera-keep-private-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, b"k").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        keep_private(&key).unwrap();
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(keep_private(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn allowed_directories_stay_clear_of_the_data_and_the_database() {

@@ -4,7 +4,7 @@
 //! inputs and outputs through the S3 store (Garage).
 //!
 //! Needs TESSERA_TEST_KUBECONFIG, TESSERA_TEST_K8S_TESSERA_IMAGE and the other
-//! TESSERA_TEST_K8S_* variables (`scripts/test.sh` with TESSERA_K8S=1 sets them); skipped
+//! TESSERA_TEST_K8S_* variables (`scripts/test.sh` sets them); skipped
 //! without, unless TESSERA_REQUIRE_K8S=1.
 
 mod common;
@@ -99,11 +99,9 @@ impl Drop for Namespace<'_> {
     }
 }
 
-/// Garage as the pods see it: a forwarder on the host's address on the pods' bridge to
-/// the store on loopback.
-async fn s3_for_pods(host_ip: &str) -> Option<(String, String)> {
-    let endpoint = std::env::var("TESSERA_TEST_S3_ENDPOINT").ok()?;
-    let upstream = endpoint.trim_start_matches("http://").to_string();
+/// A forwarder on the host's address on the pods' bridge to `upstream` on loopback: how
+/// pods reach the test's Garage and PostgreSQL. Its address.
+async fn forward_for_pods(host_ip: &str, upstream: String) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind((host_ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -119,6 +117,14 @@ async fn s3_for_pods(host_ip: &str) -> Option<(String, String)> {
             });
         }
     });
+    addr
+}
+
+/// Garage as the pods see it: its endpoint and the test bucket.
+async fn s3_for_pods(host_ip: &str) -> Option<(String, String)> {
+    let endpoint = std::env::var("TESSERA_TEST_S3_ENDPOINT").ok()?;
+    let upstream = endpoint.trim_start_matches("http://").to_string();
+    let addr = forward_for_pods(host_ip, upstream).await;
     let bucket = std::env::var("TESSERA_TEST_S3_BUCKET").ok()?;
     Some((format!("http://{addr}"), bucket))
 }
@@ -459,6 +465,20 @@ fn apply(c: &Cluster, ns: &Namespace<'_>, doc: Value) {
     assert!(ok, "{out}");
 }
 
+/// `kubectl apply` of something holding the CRDs, which are the cluster's: another test
+/// may be applying them at the same moment (a conflict, or an "already exists" from the
+/// create that lost), so a failure is retried a few times.
+fn apply_cluster_wide(c: &Cluster, args: &[&str]) -> (bool, String) {
+    let mut applied = c.kubectl(args);
+    for _ in 0..4 {
+        if applied.0 {
+            break;
+        }
+        applied = c.kubectl(args);
+    }
+    applied
+}
+
 /// Poll `kubectl get` with a JSONPath until `done` holds for what it prints.
 async fn kubectl_until(
     c: &Cluster,
@@ -486,7 +506,7 @@ async fn task_agent_and_cron_task_resources_work_through_kubectl() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/kubernetes/crds/tessera.dev.yaml"
     );
-    let (ok, out) = c.kubectl(&["apply", "-f", crds]);
+    let (ok, out) = apply_cluster_wide(&c, &["apply", "-f", crds]);
     assert!(ok, "{out}");
     for crd in ["tasks", "crontasks", "agents", "tesseraconfigs"] {
         let (ok, out) = c.kubectl(&[
@@ -730,18 +750,22 @@ async fn docker_and_kubernetes_targets_side_by_side_are_chosen_by_tags() {
     assert_eq!(executor_logs(&docker)[0]["stdout"], "container\n");
 }
 
-/// The kustomize overlay `deploy/kubernetes/overlays/sqlite` under a test overlay of
-/// `dir`: the test's namespace, image and storage class, and what this cluster lacks
-/// (no kube-proxy: the API server's address given to the pods; the host-path
-/// provisioner's volumes are root's, so an init container hands the data volume to the
-/// server's user).
-fn test_overlay(c: &Cluster, ns: &Namespace<'_>, dir: &std::path::Path) {
-    let deploy = std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/kubernetes/overlays/sqlite"
-    ))
-    .canonicalize()
-    .unwrap();
+/// `deploy/kubernetes/overlays/{overlay}` under a test overlay in `dir`: the test's
+/// namespace, image and configuration (storage class), `patches` of the test's own, and
+/// what this cluster lacks: no kube-proxy, so the API server's address is given to the
+/// pods.
+fn test_overlay(
+    c: &Cluster,
+    ns: &Namespace<'_>,
+    dir: &std::path::Path,
+    overlay: &str,
+    patches: Vec<Value>,
+) {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/kubernetes/overlays")
+        .join(overlay)
+        .canonicalize()
+        .unwrap();
     let dir = dir.canonicalize().unwrap();
     // kustomize takes a base by relative path only.
     let up = "../".repeat(dir.components().count() - 1);
@@ -769,6 +793,17 @@ fn test_overlay(c: &Cluster, ns: &Namespace<'_>, dir: &std::path::Path) {
         ),
     )
     .unwrap();
+    let mut all = vec![
+        json!({"patch": json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tessera"},
+            "spec": {"template": {"spec": {"containers": [{"name": "tessera", "env": api_env}]}}}
+        }).to_string()}),
+        json!({"patch": json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tessera-operator"},
+            "spec": {"template": {"spec": {"containers": [{"name": "operator", "env": api_env}]}}}
+        }).to_string()}),
+    ];
+    all.extend(patches);
     let kustomization = json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -776,28 +811,164 @@ fn test_overlay(c: &Cluster, ns: &Namespace<'_>, dir: &std::path::Path) {
         "resources": [base],
         "images": [{"name": "tessera.local/tessera", "newName": image, "newTag": tag}],
         "configMapGenerator": [{"name": "tessera-config", "behavior": "replace", "files": ["tessera.toml"]}],
-        "patches": [
-            {"target": {"kind": "PersistentVolumeClaim", "name": "tessera-data"},
-             "patch": json!([{"op": "add", "path": "/spec/storageClassName", "value": c.storage_class}]).to_string()},
-            {"patch": json!({
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tessera"},
-                "spec": {"template": {"spec": {
-                    "initContainers": [{
-                        "name": "data-owner", "image": c.busybox,
-                        "command": ["/bin/busybox", "chown", "65532:65532", "/var/lib/tessera"],
-                        "securityContext": {"runAsUser": 0, "runAsNonRoot": false},
-                        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/tessera"}]
-                    }],
-                    "containers": [{"name": "tessera", "env": api_env}]
-                }}}
-            }).to_string()},
-            {"patch": json!({
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tessera-operator"},
-                "spec": {"template": {"spec": {"containers": [{"name": "operator", "env": api_env}]}}}
-            }).to_string()},
-        ]
+        "patches": all,
     });
     std::fs::write(dir.join("kustomization.yaml"), kustomization.to_string()).unwrap();
+}
+
+/// A server deployed from the manifests, reached at its pods' addresses.
+struct Deployed<'a> {
+    c: &'a Cluster,
+    ns: &'a Namespace<'a>,
+    token: String,
+    /// One URL per replica (the Service's endpoints).
+    urls: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl<'a> Deployed<'a> {
+    /// Secrets (the admin's token and `secrets`, name → (key, value)), then the overlay
+    /// in `dir` applied and rolled out with `replicas` servers.
+    async fn apply(
+        c: &'a Cluster,
+        ns: &'a Namespace<'a>,
+        dir: &std::path::Path,
+        replicas: usize,
+        secrets: &[(&str, &str, String)],
+    ) -> Deployed<'a> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let token = format!("tsr-deploy-test-{nanos:x}{:x}", std::process::id());
+        let admin = [
+            ("tessera-admin", "token", token.clone()),
+            ("tessera-operator", "token", token.clone()),
+        ];
+        for (name, key, value) in admin.iter().chain(secrets) {
+            let (ok, out) = c.kubectl(&[
+                "-n",
+                &ns.name,
+                "create",
+                "secret",
+                "generic",
+                name,
+                &format!("--from-literal={key}={value}"),
+            ]);
+            assert!(ok, "{out}");
+        }
+        let (ok, out) = apply_cluster_wide(c, &["apply", "-k", dir.to_str().unwrap()]);
+        assert!(ok, "{out}");
+        let d = Deployed {
+            c,
+            ns,
+            token,
+            urls: Vec::new(),
+            http: reqwest::Client::new(),
+        };
+        let (ok, out) = c.kubectl(&[
+            "-n",
+            &ns.name,
+            "rollout",
+            "status",
+            "deployment/tessera",
+            "--timeout=120s",
+        ]);
+        assert!(ok, "{out}\n{}", d.logs("tessera"));
+        // No kube-proxy here: the Service is reached at its endpoints, as kube-proxy would.
+        let ips = kubectl_until(
+            c,
+            &[
+                "-n",
+                &ns.name,
+                "get",
+                "endpoints",
+                "tessera",
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ],
+            "the Service has the servers' pods as its endpoints",
+            |o| o.split_whitespace().count() == replicas,
+        )
+        .await;
+        Deployed {
+            urls: ips
+                .split_whitespace()
+                .map(|ip| format!("http://{ip}:8000"))
+                .collect(),
+            ..d
+        }
+    }
+
+    fn logs(&self, deployment: &str) -> String {
+        self.c
+            .kubectl(&[
+                "-n",
+                &self.ns.name,
+                "logs",
+                &format!("deployment/{deployment}"),
+                "--all-containers",
+            ])
+            .1
+    }
+
+    async fn call(
+        &self,
+        replica: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        token: &str,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.urls[replica]));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("the deployed server answers");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A TES task submitted to replica 0, followed to its end on `follow`.
+    async fn run(&self, task: Value, follow: usize) -> Value {
+        let (status, created) = self
+            .call(
+                0,
+                reqwest::Method::POST,
+                "/ga4gh/tes/v1/tasks",
+                Some(&task),
+                &self.token,
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        let id = created["id"].as_str().expect("a task id").to_string();
+        let deadline = Instant::now() + common::DEADLINE;
+        loop {
+            let (_, task) = self
+                .call(
+                    follow,
+                    reqwest::Method::GET,
+                    &format!("/ga4gh/tes/v1/tasks/{id}?view=FULL"),
+                    None,
+                    &self.token,
+                )
+                .await;
+            if common::is_terminal(task["state"].as_str().unwrap_or("")) {
+                return task;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}\n{}",
+                short(&task),
+                self.logs("tessera")
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -806,123 +977,46 @@ async fn the_server_deployed_from_the_kustomize_manifests_runs_tasks_as_jobs_bes
     let ns = Namespace::new(&c);
     let dir = std::env::temp_dir().join(format!("{}-deploy", ns.name));
     std::fs::create_dir_all(&dir).unwrap();
-    test_overlay(&c, &ns, &dir);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let token = format!("tsr-deploy-test-{nanos:x}{:x}", std::process::id());
-    for secret in ["tessera-admin", "tessera-operator"] {
-        let (ok, out) = c.kubectl(&[
-            "-n",
-            &ns.name,
-            "create",
-            "secret",
-            "generic",
-            secret,
-            &format!("--from-literal=token={token}"),
-        ]);
-        assert!(ok, "{out}");
-    }
-    // The CRDs are the cluster's: another test may be applying them at the same moment.
-    let mut applied = c.kubectl(&["apply", "-k", dir.to_str().unwrap()]);
-    for _ in 0..3 {
-        if applied.0 {
-            break;
-        }
-        applied = c.kubectl(&["apply", "-k", dir.to_str().unwrap()]);
-    }
-    assert!(applied.0, "{}", applied.1);
-    let logs = |deployment: &str| {
-        c.kubectl(&[
-            "-n",
-            &ns.name,
-            "logs",
-            &format!("deployment/{deployment}"),
-            "--all-containers",
-        ])
-        .1
-    };
-    let (ok, out) = c.kubectl(&[
-        "-n",
-        &ns.name,
-        "rollout",
-        "status",
-        "deployment/tessera",
-        "--timeout=120s",
-    ]);
-    assert!(ok, "{out}\n{}", logs("tessera"));
-
-    // No kube-proxy here: the Service is reached at its endpoint, as kube-proxy would.
-    let ip = kubectl_until(
-        &c,
-        &[
-            "-n",
-            &ns.name,
-            "get",
-            "endpoints",
-            "tessera",
-            "-o",
-            "jsonpath={.subsets[0].addresses[0].ip}",
-        ],
-        "the Service has the server's pod as its endpoint",
-        |o| o.parse::<std::net::Ipv4Addr>().is_ok(),
-    )
-    .await;
-    let url = format!("http://{ip}:8000");
-    let http = reqwest::Client::new();
-    let call = |method: reqwest::Method, path: &str| {
-        http.request(method, format!("{url}{path}"))
-            .bearer_auth(&token)
-    };
-    let unauthenticated = http
-        .get(format!("{url}/ga4gh/tes/v1/tasks"))
+    // The host-path provisioner's volumes are root's (0750): an init container hands the
+    // data volume to the server's user, as fsGroup does on other volume types.
+    let patches = vec![
+        json!({"target": {"kind": "PersistentVolumeClaim", "name": "tessera-data"},
+               "patch": json!([{"op": "add", "path": "/spec/storageClassName", "value": c.storage_class}]).to_string()}),
+        json!({"patch": json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tessera"},
+            "spec": {"template": {"spec": {"initContainers": [{
+                "name": "data-owner", "image": c.busybox,
+                "command": ["/bin/busybox", "chown", "65532:65532", "/var/lib/tessera"],
+                "securityContext": {"runAsUser": 0, "runAsNonRoot": false},
+                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/tessera"}]
+            }]}}}
+        }).to_string()}),
+    ];
+    test_overlay(&c, &ns, &dir, "sqlite", patches);
+    let d = Deployed::apply(&c, &ns, &dir, 1, &[]).await;
+    let unauthenticated = d
+        .http
+        .get(format!("{}/ga4gh/tes/v1/tasks", d.urls[0]))
         .send()
         .await
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
 
-    let created: Value = call(reqwest::Method::POST, "/ga4gh/tes/v1/tasks")
-        .json(&json!({
-            "inputs": [{"path": "/data/note.txt", "content": "staged by the server's image\n"}],
-            "executors": [sh(&c, "cat /data/note.txt")],
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().expect("a task id").to_string();
-    let deadline = Instant::now() + common::DEADLINE;
-    let done = loop {
-        let task: Value = call(
-            reqwest::Method::GET,
-            &format!("/ga4gh/tes/v1/tasks/{id}?view=FULL"),
+    let done = d
+        .run(
+            json!({
+                "inputs": [{"path": "/data/note.txt", "content": "staged by the server's image\n"}],
+                "executors": [sh(&c, "cat /data/note.txt")],
+            }),
+            0,
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-        if common::is_terminal(task["state"].as_str().unwrap_or("")) {
-            break task;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}\n{}",
-            short(&task),
-            logs("tessera")
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+        .await;
     assert_eq!(
         done["state"],
         "COMPLETE",
         "{}\n{}",
         short(&done),
-        logs("tessera")
+        d.logs("tessera")
     );
     assert_eq!(
         executor_logs(&done)[0]["stdout"],
@@ -938,6 +1032,9 @@ async fn the_server_deployed_from_the_kustomize_manifests_runs_tasks_as_jobs_bes
 
     // The operator beside it: a Task resource through kubectl becomes the server's task.
     // (No cluster DNS here either: the Service's name is pointed at its endpoint.)
+    let ip = d.urls[0]
+        .trim_start_matches("http://")
+        .trim_end_matches(":8000");
     let (ok, out) = c.kubectl(&[
         "-n",
         &ns.name,
@@ -983,7 +1080,7 @@ async fn the_server_deployed_from_the_kustomize_manifests_runs_tasks_as_jobs_bes
         |o| o == "Completed" || o == "Failed",
     )
     .await;
-    assert_eq!(phase, "Completed", "{}", logs("tessera-operator"));
+    assert_eq!(phase, "Completed", "{}", d.logs("tessera-operator"));
     let (_, task_id) = c.kubectl(&[
         "-n",
         &ns.name,
@@ -993,19 +1090,137 @@ async fn the_server_deployed_from_the_kustomize_manifests_runs_tasks_as_jobs_bes
         "-o",
         "jsonpath={.status.taskId}",
     ]);
-    let task: Value = call(
-        reqwest::Method::GET,
-        &format!("/ga4gh/tes/v1/tasks/{}?view=FULL", task_id.trim()),
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let (_, task) = d
+        .call(
+            0,
+            reqwest::Method::GET,
+            &format!("/ga4gh/tes/v1/tasks/{}?view=FULL", task_id.trim()),
+            None,
+            &d.token,
+        )
+        .await;
     assert_eq!(task["state"], "COMPLETE", "{}", short(&task));
     assert_eq!(
         executor_logs(&task)[0]["stdout"],
         "from the operator's pod\n"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_deployed_on_postgresql_share_tasks_and_each_others_access_tokens() {
+    let Some(c) = cluster() else { return };
+    let Some((database_url, database)) = common::fresh_database("tessera_k8s_deploy").await else {
+        panic!("the Kubernetes suite needs PostgreSQL (TESSERA_TEST_POSTGRES_URL)");
+    };
+    let ns = Namespace::new(&c);
+    let dir = std::env::temp_dir().join(format!("{}-deploy", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    // PostgreSQL as the pods see it.
+    let authority = database_url
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(authority, _)| authority.to_string())
+        .expect("host:port in the database URL");
+    let forwarded = forward_for_pods(&c.host_ip, authority.clone()).await;
+    let pod_database_url = database_url.replace(&authority, &forwarded.to_string());
+    // A signing key made as the overlay's instructions say.
+    let key_file = dir.join("signing-key");
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-outform",
+            "DER",
+            "-out",
+        ])
+        .arg(&key_file)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, out) = c.kubectl(&[
+        "-n",
+        &ns.name,
+        "create",
+        "secret",
+        "generic",
+        "tessera-signing-key",
+        &format!("--from-file=signing-key={}", key_file.display()),
+    ]);
+    assert!(ok, "{out}");
+    // Two replicas (the overlay's three would only load this machine), no operator.
+    let patches = vec![
+        json!({"target": {"kind": "Deployment", "name": "tessera"},
+               "patch": json!([{"op": "replace", "path": "/spec/replicas", "value": 2}]).to_string()}),
+        json!({"target": {"kind": "Deployment", "name": "tessera-operator"},
+               "patch": json!([{"op": "replace", "path": "/spec/replicas", "value": 0}]).to_string()}),
+    ];
+    test_overlay(&c, &ns, &dir, "postgres", patches);
+    let d = Deployed::apply(
+        &c,
+        &ns,
+        &dir,
+        2,
+        &[("tessera-database", "url", pod_database_url)],
+    )
+    .await;
+
+    // A user logs in at one replica; the other takes the access token.
+    let (status, body) = d
+        .call(
+            0,
+            reqwest::Method::POST,
+            "/v1/admin/users",
+            Some(&json!({"name": "ada", "password": "ada-password-1"})),
+            &d.token,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, login) = d
+        .call(
+            0,
+            reqwest::Method::POST,
+            "/v1/auth/token",
+            Some(&json!({"username": "ada", "password": "ada-password-1"})),
+            "",
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    let access = login["access_token"].as_str().expect("an access token");
+    for replica in 0..2 {
+        let (status, me) = d
+            .call(
+                replica,
+                reqwest::Method::GET,
+                "/v1/auth/whoami",
+                None,
+                access,
+            )
+            .await;
+        assert_eq!(
+            (status, me["username"].as_str()),
+            (200, Some("ada")),
+            "replica {replica}: {me}"
+        );
+    }
+
+    // A task submitted to one replica is followed to its end on the other.
+    let done = d
+        .run(json!({"executors": [sh(&c, "echo from a replica")]}), 1)
+        .await;
+    assert_eq!(
+        done["state"],
+        "COMPLETE",
+        "{}\n{}",
+        short(&done),
+        d.logs("tessera")
+    );
+    assert_eq!(executor_logs(&done)[0]["stdout"], "from a replica\n");
+    drop(d);
+    drop(ns);
+    common::drop_database(&database).await;
 }

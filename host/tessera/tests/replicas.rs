@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{BUSYBOX, DEADLINE, Options, Server, docker};
+use common::{BUSYBOX, DEADLINE, Options, Server, docker, drop_database, fresh_database};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use std::collections::HashMap;
@@ -17,45 +17,6 @@ const TASKS: usize = 200;
 /// longer than the sweep's 5 s, so a server that ignored leases would be caught taking
 /// the dead server's tasks early.
 const LEASE_SECS: &str = "10";
-
-/// A database of its own on the test PostgreSQL; `None` skips (unless required).
-async fn fresh_database() -> Option<(String, String)> {
-    let base = match std::env::var("TESSERA_TEST_POSTGRES_URL") {
-        Ok(url) => url,
-        Err(_) => {
-            assert!(
-                std::env::var("TESSERA_REQUIRE_POSTGRES").is_err()
-                    && std::env::var("TESSERA_REQUIRE_ALL").is_err(),
-                "TESSERA_TEST_POSTGRES_URL is not set; scripts/test-env.sh starts PostgreSQL"
-            );
-            eprintln!("SKIPPED: TESSERA_TEST_POSTGRES_URL not set (run scripts/test.sh)");
-            return None;
-        }
-    };
-    let name = format!(
-        "tessera_replicas_{}_{}",
-        std::process::id(),
-        time::OffsetDateTime::now_utc().unix_timestamp_nanos()
-    );
-    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let (server, _) = base.rsplit_once('/').expect("a database URL");
-    Some((format!("{server}/{name}"), name))
-}
-
-async fn drop_database(name: &str) {
-    let base = std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap();
-    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-    sqlx::raw_sql(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-}
 
 /// Task `i`: the first executor leaves a file in the task's volume, the second reads it
 /// back, so a task resumed by another server proves it kept the workspace.
@@ -72,7 +33,7 @@ fn task(i: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_a_store_and_one_finishes_what_the_other_left() {
-    let Some((database_url, database)) = fresh_database().await else {
+    let Some((database_url, database)) = fresh_database("tessera_replicas").await else {
         return;
     };
     let mut db = sqlx::PgConnection::connect(&database_url).await.unwrap();

@@ -810,3 +810,46 @@ pub async fn subscribe(
     );
     r
 }
+
+/// A database of its own on the test PostgreSQL; `None` skips (unless required).
+pub async fn fresh_database(prefix: &str) -> Option<(String, String)> {
+    let base = match std::env::var("TESSERA_TEST_POSTGRES_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            assert!(
+                std::env::var("TESSERA_REQUIRE_POSTGRES").is_err()
+                    && std::env::var("TESSERA_REQUIRE_ALL").is_err(),
+                "TESSERA_TEST_POSTGRES_URL is not set; scripts/test-env.sh starts PostgreSQL"
+            );
+            eprintln!("SKIPPED: TESSERA_TEST_POSTGRES_URL not set (run scripts/test.sh)");
+            return None;
+        }
+    };
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+    );
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::Connection::close(conn).await.unwrap();
+    let (server, _) = base.rsplit_once('/').expect("a database URL");
+    Some((format!("{server}/{name}"), name))
+}
+
+pub async fn drop_database(name: &str) {
+    let base = std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::Connection::close(conn).await.unwrap();
+}
