@@ -124,7 +124,9 @@ async fn a_task_past_its_maximum_run_time_ends_system_error_and_its_container_go
     .await;
     let id = s
         .create(&json!({
-            "resources": {"backend_parameters": {"max_run_time": "2"}},
+            // Long enough for the container to start and print on a loaded machine (the
+            // run time counts from the task's start, container creation included).
+            "resources": {"backend_parameters": {"max_run_time": "5"}},
             "executors": [
                 {"image": BUSYBOX, "command": ["sh", "-c", "echo started; sleep 600"]},
                 {"image": BUSYBOX, "command": ["echo", "never"]}
@@ -135,7 +137,7 @@ async fn a_task_past_its_maximum_run_time_ends_system_error_and_its_container_go
     assert_eq!(t["state"], "SYSTEM_ERROR", "{t}");
     let reason = t["logs"][0]["system_logs"].to_string();
     assert!(
-        reason.contains("maximum run time of 2 s"),
+        reason.contains("maximum run time of 5 s"),
         "a readable reason: {reason}"
     );
     assert_eq!(stdout(&t, 0), "started\n");

@@ -101,7 +101,21 @@ async fn a_full_disk_fails_the_task_that_needs_space_and_nothing_else() {
     let (status, list) = s.get_json(&s.tes("/tasks?view=BASIC")).await;
     assert_eq!(status, 200);
     assert_eq!(list["tasks"][0]["id"], id.as_str());
-    // And a task that fits runs.
+    // Its workspace (with what did fit of the input) goes after its final state is
+    // written; then a task that fits runs.
+    assert!(
+        s.data_dir.join("work").is_dir(),
+        "the workspaces' directory"
+    );
+    let workspace = s.data_dir.join("work").join(&id);
+    let start = std::time::Instant::now();
+    while workspace.exists() {
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "the failed task's workspace stays"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let small = s
         .create(&serde_json::json!({
             "inputs": [{"content": "fits\n", "path": "/data/small.txt"}],

@@ -376,6 +376,46 @@ async fn cancel_deletes_the_job_and_a_deadline_or_a_missing_image_fail_readably(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_over_its_memory_or_beyond_the_node_fails_with_the_clusters_reason() {
+    let Some(c) = cluster() else { return };
+    let ns = Namespace::new(&c);
+    let s = server(&c, &ns, None).await;
+
+    // 32 MiB of memory and a shell that holds 200 MB: the kernel kills it.
+    let hungry = s
+        .create(&json!({
+            "executors": [sh(&c, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived")],
+            "resources": {"ram_gb": 0.03125},
+        }))
+        .await;
+    // More CPUs than the node has: the scheduler says so until the pending timeout.
+    let wide = s
+        .create(&json!({
+            "executors": [sh(&c, "true")],
+            "resources": {"cpu_cores": 512},
+        }))
+        .await;
+
+    let done = s.wait_done(&hungry).await;
+    assert_eq!(done["state"], "EXECUTOR_ERROR", "{}", short(&done));
+    assert_eq!(
+        executor_logs(&done)[0]["exit_code"],
+        137,
+        "{}",
+        short(&done)
+    );
+    assert!(system_logs(&done).contains("OOMKilled"), "{}", short(&done));
+
+    let done = s.wait_done(&wide).await;
+    assert_eq!(done["state"], "SYSTEM_ERROR", "{}", short(&done));
+    let reason = reason_of(&s, &wide).await;
+    assert!(
+        reason.contains("Unschedulable") && reason.contains("Insufficient cpu"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_deleted_outside_fails_its_task_and_a_restarted_server_resumes_its_tasks() {
     let Some(c) = cluster() else { return };
     let ns = Namespace::new(&c);
