@@ -376,7 +376,7 @@ async fn cancel_deletes_the_job_and_a_deadline_or_a_missing_image_fail_readably(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_over_its_memory_or_beyond_the_node_fails_with_the_clusters_reason() {
+async fn a_task_over_its_memory_or_on_no_node_fails_with_the_clusters_reason() {
     let Some(c) = cluster() else { return };
     let ns = Namespace::new(&c);
     let s = server(&c, &ns, None).await;
@@ -388,13 +388,43 @@ async fn a_task_over_its_memory_or_beyond_the_node_fails_with_the_clusters_reaso
             "resources": {"ram_gb": 0.03125},
         }))
         .await;
-    // More CPUs than the node has: the scheduler says so until the pending timeout.
-    let wide = s
-        .create(&json!({
-            "executors": [sh(&c, "true")],
-            "resources": {"cpu_cores": 512},
-        }))
+    // An agent whose pods go to a pool no node is in: the scheduler says so until the
+    // pending timeout. (More CPUs than the node has would be refused at submission once
+    // the server knows the node's size.)
+    let (status, body) = s
+        .post_json(
+            &format!("{}/v1/agents", s.url),
+            &json!({"name": "nowhere", "image": c.busybox, "command": ["true"],
+                    "kubernetes": {"node_selector": {"tessera.dev/test-pool": "none"},
+                                   "pod_labels": {"tessera-test": "placed"}}}),
+        )
         .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = s
+        .post_json(
+            &format!("{}/v1/tasks", s.url),
+            &json!({"agent_ref": "nowhere"}),
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let unplaced = body["id"].as_str().expect("a task id").to_string();
+    // The agent's placement is on the pod.
+    kubectl_until(
+        &c,
+        &[
+            "-n",
+            &ns.name,
+            "get",
+            "pods",
+            "-l",
+            "tessera-test=placed",
+            "-o",
+            "jsonpath={.items[*].spec.nodeSelector}",
+        ],
+        "the agent's pod labels and node selector on its pod",
+        |o| o.contains("tessera.dev/test-pool"),
+    )
+    .await;
 
     let done = s.wait_done(&hungry).await;
     assert_eq!(done["state"], "EXECUTOR_ERROR", "{}", short(&done));
@@ -406,11 +436,13 @@ async fn a_task_over_its_memory_or_beyond_the_node_fails_with_the_clusters_reaso
     );
     assert!(system_logs(&done).contains("OOMKilled"), "{}", short(&done));
 
-    let done = s.wait_done(&wide).await;
+    let done = s.wait_done(&unplaced).await;
     assert_eq!(done["state"], "SYSTEM_ERROR", "{}", short(&done));
-    let reason = reason_of(&s, &wide).await;
+    let reason = reason_of(&s, &unplaced).await;
+    // Kubernetes 1.20 words a node selector as node affinity.
     assert!(
-        reason.contains("Unschedulable") && reason.contains("Insufficient cpu"),
+        reason.contains("Unschedulable: 0/1 nodes are available")
+            && (reason.contains("node selector") || reason.contains("node affinity")),
         "{reason}"
     );
 }
