@@ -13,17 +13,23 @@ log() { echo "[compose-images] $*" >&2; }
 force=0
 [ "${1:-}" = --force ] && force=1
 cache="${TESSERA_CACHE:-$HOME/.cache/tessera}"
-garage_version=2.5.0
+garage_version=$(sed -n 's/^version=//p' scripts/garage.sh)
 
-if ! [ -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 ||
-  ! command -v docker-compose >/dev/null; then
-  log "installing busybox-static, postgresql and docker-compose"
+need=()
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
   apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static postgresql docker-compose >&2
+  # Not the recommended packages: docker-compose would bring Debian's docker.io.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
 fi
 pg_version=$(ls /usr/lib/postgresql | sort -n | tail -1)
-postgres_image=tessera.local/postgres:$pg_version
-garage_image=tessera.local/garage:$garage_version
+# Tagged with a digest of how they are made, so a changed recipe makes a new image.
+recipe() { cat "deploy/compose/$1"/* scripts/compose-images.sh | sha256sum | cut -c1-12; }
+postgres_image=tessera.local/postgres:$pg_version-$(recipe postgres)
+garage_image=tessera.local/garage:$garage_version-$(recipe garage)
 
 # Copies into ROOT, at their paths, the shared libraries FILE... load.
 libraries() {
@@ -47,10 +53,12 @@ base_root() {
   for a in sh cat test sleep rm echo grep sed cut head touch mkdir kill; do ln -sf busybox "$root/bin/$a"; done
   printf 'root:x:0:0:root:/:/bin/sh\n%s:x:999:999::%s:/bin/sh\n' "$name" "$home" > "$root/etc/passwd"
   printf 'root:x:0:\n%s:x:999:\n' "$name" > "$root/etc/group"
-  printf 'passwd: files\ngroup: files\nhosts: files dns\n' > "$root/etc/nsswitch.conf"
+  { printf 'passwd: files\ngroup: files\n'; cat deploy/nsswitch.conf; } > "$root/etc/nsswitch.conf"
 }
 
 exists() { [ "$force" = 0 ] && docker image inspect "$1" >/dev/null 2>&1; }
+ctx=""
+trap '[ -z "$ctx" ] || rm -rf "$ctx"' EXIT
 
 if ! exists "$postgres_image"; then
   log "building $postgres_image"
@@ -68,7 +76,7 @@ if ! exists "$postgres_image"; then
   cp deploy/compose/postgres/Dockerfile "$ctx/"
   cp deploy/compose/postgres/entrypoint.sh "$root/entrypoint.sh"
   docker build -q -t "$postgres_image" "$ctx" >&2
-  rm -rf "$ctx"
+  rm -rf "$ctx" && ctx=""
 fi
 
 if ! exists "$garage_image"; then
@@ -84,10 +92,16 @@ if ! exists "$garage_image"; then
   cp deploy/compose/garage/Dockerfile "$ctx/"
   cp deploy/compose/garage/entrypoint.sh "$root/entrypoint.sh"
   docker build -q -t "$garage_image" "$ctx" >&2
-  rm -rf "$ctx"
+  rm -rf "$ctx" && ctx=""
 fi
 
+# Images of earlier recipes go (unless a container still uses them).
+for image in "$postgres_image" "$garage_image"; do
+  docker images --format '{{.Repository}}:{{.Tag}}' "${image%:*}" | grep -vxF "$image" |
+    xargs -r docker rmi >/dev/null 2>&1 || true
+done
 bash scripts/tessera-image.sh >/dev/null
-echo "export TESSERA_TEST_COMPOSE_POSTGRES_IMAGE=$postgres_image"
-echo "export TESSERA_TEST_COMPOSE_GARAGE_IMAGE=$garage_image"
-echo "export TESSERA_TEST_COMPOSE_TESSERA_IMAGE=tessera.local/tessera:test"
+# The names compose.yaml reads.
+echo "export TESSERA_POSTGRES_IMAGE=$postgres_image"
+echo "export TESSERA_GARAGE_IMAGE=$garage_image"
+echo "export TESSERA_IMAGE=tessera.local/tessera:test"

@@ -28,7 +28,8 @@ root="$cache/debs/root"
 run="$cache/run"
 version=v1.20.2
 components=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
-# The token the tests and kubectl may also use (the cluster is loopback-only and made for tests).
+# The token the tests and kubectl may also use (the API answers only this host and its
+# pods, and the cluster is made for tests).
 token=tessera-test-admin-token-0123456789
 pause_image=tessera.local/pause:3.2
 # Not `latest`: that tag makes the pull policy Always, and there is no registry.
@@ -319,6 +320,12 @@ up() {
   # pass the FORWARD chain, whose policy Docker sets to DROP. Only this bridge to itself.
   iptables -C FORWARD -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null ||
     iptables -I FORWARD -i "$bridge" -o "$bridge" -j ACCEPT
+  # The API server on the bridge's address answers the host and the pods only (not
+  # Docker's containers, nor anything routed here).
+  iptables -C INPUT -d "$host_ip" -p tcp --dport 6443 ! -i "$bridge" -j DROP 2>/dev/null ||
+    iptables -I INPUT -d "$host_ip" -p tcp --dport 6443 ! -i "$bridge" -j DROP
+  iptables -C INPUT -d "$host_ip" -p tcp --dport 6443 -i lo -j ACCEPT 2>/dev/null ||
+    iptables -I INPUT -d "$host_ip" -p tcp --dport 6443 -i lo -j ACCEPT
   start etcd "$root/usr/bin/etcd" --name tessera-test --data-dir "$run/etcd-data" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
@@ -425,6 +432,8 @@ down() {
   pkill -f "containerd-shim-runc-v2 -namespace k8s.io -address $run" 2>/dev/null || true
   ip link del "$bridge" 2>/dev/null || true
   iptables -D FORWARD -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null || true
+  iptables -D INPUT -d "$host_ip" -p tcp --dport 6443 ! -i "$bridge" -j DROP 2>/dev/null || true
+  iptables -D INPUT -d "$host_ip" -p tcp --dport 6443 -i lo -j ACCEPT 2>/dev/null || true
   if [ -f "$run/sysctls" ]; then
     { read -r om; read -r kp; read -r kpo; } < "$run/sysctls"
     sysctl -q -w vm.overcommit_memory="$om" kernel.panic="$kp" kernel.panic_on_oops="$kpo" || true

@@ -8,7 +8,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
 # Incremental data only grows in a cache every run reuses (tens of GB after a while),
 # and a run from a fresh clone gains little from it.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-eval "$(bash scripts/test-env.sh)"
+# Each script's exports are taken only when it succeeded (`eval "$(…)"` would hide a failure).
+env_lines=$(bash scripts/test-env.sh) && eval "$env_lines"
 
 cargo fmt --all -- --check
 bash scripts/check-links.sh
@@ -51,9 +52,9 @@ done
 # Kubernetes v1.20.2 (built once, cached) with the tessera image loaded into it
 # (host/tessera/tests/kubernetes.rs).
 if [ "${TESSERA_SKIP_DEPLOY:-0}" != 1 ]; then
-  eval "$(bash scripts/compose-images.sh)"
-  eval "$(bash scripts/k8s-cluster.sh up)"
-  eval "$(bash scripts/k8s-image.sh)"
+  env_lines=$(bash scripts/compose-images.sh) && eval "$env_lines"
+  env_lines=$(bash scripts/k8s-cluster.sh up) && eval "$env_lines"
+  env_lines=$(bash scripts/k8s-image.sh) && eval "$env_lines"
   export TESSERA_REQUIRE_K8S=1 TESSERA_REQUIRE_COMPOSE=1
 fi
 export TESSERA_EXAMPLE_PLUGINS="$PWD/examples/plugins/dist"

@@ -1,6 +1,7 @@
 # One Garage node: its layout applied once, the key S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY
 # imported and allowed on the bucket S3_BUCKET; /tmp/ready says all of that is done.
 set -eu
+umask 077
 rm -f /tmp/ready
 : "${GARAGE_RPC_SECRET:?}" "${S3_ACCESS_KEY_ID:?}" "${S3_SECRET_ACCESS_KEY:?}" "${S3_BUCKET:?}"
 config=/tmp/garage.toml

@@ -5,6 +5,7 @@ PATH=$(echo /usr/lib/postgresql/*/bin):/bin
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is not set}"
   umask 077
+  trap 'rm -f /tmp/pwfile' EXIT
   printf '%s\n' "$POSTGRES_PASSWORD" > /tmp/pwfile
   initdb -D "$PGDATA" -U postgres --pwfile=/tmp/pwfile --auth=scram-sha-256 --no-locale -E UTF8 >/dev/null
   rm -f /tmp/pwfile

@@ -374,7 +374,8 @@ fn fin(e: kube::runtime::finalizer::Error<OpError>) -> OpError {
     OpError::Finalizer(e.to_string())
 }
 
-/// Run the controllers of `namespace` until the process ends.
+/// Run the controllers of `namespace` until SIGTERM or Ctrl-C (then what is running
+/// finishes first).
 pub async fn run(client: Client, namespace: &str, api: TesseraApi) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),

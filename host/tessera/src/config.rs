@@ -649,11 +649,13 @@ impl Config {
             Some(f) => {
                 let secret = std::env::var("TESSERA_S3_SECRET_ACCESS_KEY")
                     .ok()
+                    .filter(|s| !s.is_empty())
                     .or(f.secret_access_key)
                     .filter(|s| !s.is_empty())
                     .ok_or("s3: secret_access_key is required (or TESSERA_S3_SECRET_ACCESS_KEY)")?;
                 let access_key_id = std::env::var("TESSERA_S3_ACCESS_KEY_ID")
                     .ok()
+                    .filter(|s| !s.is_empty())
                     .or(f.access_key_id)
                     .filter(|s| !s.is_empty())
                     .ok_or("s3: access_key_id is required (or TESSERA_S3_ACCESS_KEY_ID)")?;

@@ -60,9 +60,15 @@ pub fn keep_private(path: &Path) -> Result<(), String> {
     }
     match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
         Ok(()) => Ok(()),
-        // A key on a read-only mount that only its group may read (a Kubernetes Secret
-        // given to the pod's fsGroup) is as private as it can be made there.
-        Err(e) if mode & 0o007 == 0 => {
+        // A key on a read-only mount (or not ours) that its group may only read (a
+        // Kubernetes Secret given to the pod's fsGroup) is as private as it can be there.
+        Err(e)
+            if mode & 0o037 == 0
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+        {
             tracing::info!(path = %path.display(), mode = format!("{mode:o}"), error = %e, "kept a group-readable key as it is");
             Ok(())
         }

@@ -4,13 +4,13 @@
 //! and another reading it back, and the tasks still there after the server's container
 //! is replaced (its state is in PostgreSQL).
 //!
-//! Needs TESSERA_TEST_COMPOSE_* (`eval "$(bash scripts/compose-images.sh)"`; the test
-//! command sets them); skipped without, unless
-//! TESSERA_REQUIRE_COMPOSE=1.
+//! Needs the images compose.yaml names in TESSERA_IMAGE, TESSERA_POSTGRES_IMAGE and
+//! TESSERA_GARAGE_IMAGE (`eval "$(bash scripts/compose-images.sh)"`; the test command
+//! sets them); skipped without, unless TESSERA_REQUIRE_COMPOSE=1.
 
 mod common;
 
-use common::short;
+use common::{Remote, short};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,19 +24,19 @@ struct Images {
 
 fn images() -> Option<Images> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let Some(tessera) = var("TESSERA_TEST_COMPOSE_TESSERA_IMAGE") else {
+    let Some(tessera) = var("TESSERA_IMAGE") else {
         assert!(
             var("TESSERA_REQUIRE_COMPOSE").is_none(),
-            "TESSERA_TEST_COMPOSE_TESSERA_IMAGE is not set (scripts/compose-images.sh sets it)"
+            "TESSERA_IMAGE is not set (scripts/compose-images.sh sets it)"
         );
-        eprintln!("skipping: no compose images (TESSERA_TEST_COMPOSE_*)");
+        eprintln!("skipping: no compose images (TESSERA_IMAGE)");
         return None;
     };
     let need = |k: &str| var(k).unwrap_or_else(|| panic!("{k} is not set"));
     Some(Images {
         tessera,
-        postgres: need("TESSERA_TEST_COMPOSE_POSTGRES_IMAGE"),
-        garage: need("TESSERA_TEST_COMPOSE_GARAGE_IMAGE"),
+        postgres: need("TESSERA_POSTGRES_IMAGE"),
+        garage: need("TESSERA_GARAGE_IMAGE"),
     })
 }
 
@@ -122,12 +122,11 @@ async fn the_compose_file_runs_the_server_with_postgresql_and_an_s3_store() {
     let (ok, out) = p.compose(&["up", "-d"]);
     assert!(ok, "{out}\n{}", p.logs());
 
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let api = Remote::new(format!("http://127.0.0.1:{port}"), &token);
     let ready = || async {
         let deadline = Instant::now() + common::DEADLINE;
         loop {
-            let up = http.get(format!("{url}/readyz")).send().await;
+            let up = api.http.get(format!("{}/readyz", api.url)).send().await;
             if up.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
@@ -136,56 +135,24 @@ async fn the_compose_file_runs_the_server_with_postgresql_and_an_s3_store() {
         }
     };
     ready().await;
-    let call = |method: reqwest::Method, path: &str| {
-        http.request(method, format!("{url}{path}"))
-            .bearer_auth(&token)
-    };
-    let unauthenticated = http
-        .get(format!("{url}/ga4gh/tes/v1/tasks"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unauthenticated.status(), 401);
-    let activated = call(
-        reqwest::Method::POST,
-        "/v1/plugins/filer-s3/versions/0.2.0/activate",
-    )
-    .json(&json!({"scope": "s3", "buckets": [bucket]}))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(activated.status(), 200, "{}", p.logs());
+    let (status, _) = api
+        .call_as(None, reqwest::Method::GET, "/ga4gh/tes/v1/tasks", None)
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/plugins/filer-s3/versions/0.2.0/activate",
+            Some(&json!({"scope": "s3", "buckets": [bucket]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}\n{}", p.logs());
     let run = |task: Value| {
-        let call = &call;
-        let p = &p;
+        let (api, p) = (&api, &p);
         async move {
-            let created: Value = call(reqwest::Method::POST, "/ga4gh/tes/v1/tasks")
-                .json(&task)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let id = created["id"].as_str().expect("a task id").to_string();
-            let deadline = Instant::now() + common::DEADLINE;
-            loop {
-                let task: Value = call(
-                    reqwest::Method::GET,
-                    &format!("/ga4gh/tes/v1/tasks/{id}?view=FULL"),
-                )
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-                if common::is_terminal(task["state"].as_str().unwrap_or("")) {
-                    return (id, task);
-                }
-                assert!(Instant::now() < deadline, "{}\n{}", short(&task), p.logs());
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            let id = api.create(&task).await;
+            let done = api.wait_done(&id, || p.logs()).await;
+            (id, done)
         }
     };
     let busybox = "tessera-test/busybox:latest";
@@ -209,15 +176,12 @@ async fn the_compose_file_runs_the_server_with_postgresql_and_an_s3_store() {
     let (ok, out) = p.compose(&["up", "-d", "--force-recreate", "--no-deps", "tessera"]);
     assert!(ok, "{out}");
     ready().await;
-    let task: Value = call(
-        reqwest::Method::GET,
-        &format!("/ga4gh/tes/v1/tasks/{first}?view=MINIMAL"),
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let (_, task) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/ga4gh/tes/v1/tasks/{first}?view=MINIMAL"),
+            None,
+        )
+        .await;
     assert_eq!(task["state"], "COMPLETE", "{}\n{}", short(&task), p.logs());
 }

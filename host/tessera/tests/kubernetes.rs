@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Options, Server, short};
+use common::{Options, Remote, Server, short};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -892,10 +892,8 @@ fn test_overlay(
 struct Deployed<'a> {
     c: &'a Cluster,
     ns: &'a Namespace<'a>,
-    token: String,
-    /// One URL per replica (the Service's endpoints).
-    urls: Vec<String>,
-    http: reqwest::Client,
+    /// One per replica (the Service's endpoints), with the admin's token.
+    replicas: Vec<Remote>,
 }
 
 impl<'a> Deployed<'a> {
@@ -934,9 +932,7 @@ impl<'a> Deployed<'a> {
         let d = Deployed {
             c,
             ns,
-            token,
-            urls: Vec::new(),
-            http: reqwest::Client::new(),
+            replicas: Vec::new(),
         };
         let (ok, out) = c.kubectl(&[
             "-n",
@@ -964,9 +960,9 @@ impl<'a> Deployed<'a> {
         )
         .await;
         Deployed {
-            urls: ips
+            replicas: ips
                 .split_whitespace()
-                .map(|ip| format!("http://{ip}:8000"))
+                .map(|ip| Remote::new(format!("http://{ip}:8000"), &token))
                 .collect(),
             ..d
         }
@@ -984,62 +980,12 @@ impl<'a> Deployed<'a> {
             .1
     }
 
-    async fn call(
-        &self,
-        replica: usize,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-        token: &str,
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.urls[replica]));
-        if !token.is_empty() {
-            req = req.bearer_auth(token);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let r = req.send().await.expect("the deployed server answers");
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
     /// A TES task submitted to replica 0, followed to its end on `follow`.
     async fn run(&self, task: Value, follow: usize) -> Value {
-        let (status, created) = self
-            .call(
-                0,
-                reqwest::Method::POST,
-                "/ga4gh/tes/v1/tasks",
-                Some(&task),
-                &self.token,
-            )
-            .await;
-        assert_eq!(status, 200, "{created}");
-        let id = created["id"].as_str().expect("a task id").to_string();
-        let deadline = Instant::now() + common::DEADLINE;
-        loop {
-            let (_, task) = self
-                .call(
-                    follow,
-                    reqwest::Method::GET,
-                    &format!("/ga4gh/tes/v1/tasks/{id}?view=FULL"),
-                    None,
-                    &self.token,
-                )
-                .await;
-            if common::is_terminal(task["state"].as_str().unwrap_or("")) {
-                return task;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}\n{}",
-                short(&task),
-                self.logs("tessera")
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        let id = self.replicas[0].create(&task).await;
+        self.replicas[follow]
+            .wait_done(&id, || self.logs("tessera"))
+            .await
     }
 }
 
@@ -1066,13 +1012,10 @@ async fn the_server_deployed_from_the_kustomize_manifests_runs_tasks_as_jobs_bes
     ];
     test_overlay(&c, &ns, &dir, "sqlite", patches);
     let d = Deployed::apply(&c, &ns, &dir, 1, &[]).await;
-    let unauthenticated = d
-        .http
-        .get(format!("{}/ga4gh/tes/v1/tasks", d.urls[0]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unauthenticated.status(), 401);
+    let (status, _) = d.replicas[0]
+        .call_as(None, reqwest::Method::GET, "/ga4gh/tes/v1/tasks", None)
+        .await;
+    assert_eq!(status, 401);
 
     let done = d
         .run(
@@ -1104,7 +1047,8 @@ async fn the_server_deployed_from_the_kustomize_manifests_runs_tasks_as_jobs_bes
 
     // The operator beside it: a Task resource through kubectl becomes the server's task.
     // (No cluster DNS here either: the Service's name is pointed at its endpoint.)
-    let ip = d.urls[0]
+    let ip = d.replicas[0]
+        .url
         .trim_start_matches("http://")
         .trim_end_matches(":8000");
     let (ok, out) = c.kubectl(&[
@@ -1162,13 +1106,11 @@ async fn the_server_deployed_from_the_kustomize_manifests_runs_tasks_as_jobs_bes
         "-o",
         "jsonpath={.status.taskId}",
     ]);
-    let (_, task) = d
+    let (_, task) = d.replicas[0]
         .call(
-            0,
             reqwest::Method::GET,
             &format!("/ga4gh/tes/v1/tasks/{}?view=FULL", task_id.trim()),
             None,
-            &d.token,
         )
         .await;
     assert_eq!(task["state"], "COMPLETE", "{}", short(&task));
@@ -1242,36 +1184,27 @@ async fn replicas_deployed_on_postgresql_share_tasks_and_each_others_access_toke
     .await;
 
     // A user logs in at one replica; the other takes the access token.
-    let (status, body) = d
+    let (status, body) = d.replicas[0]
         .call(
-            0,
             reqwest::Method::POST,
             "/v1/admin/users",
             Some(&json!({"name": "ada", "password": "ada-password-1"})),
-            &d.token,
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let (status, login) = d
-        .call(
-            0,
+    let (status, login) = d.replicas[0]
+        .call_as(
+            None,
             reqwest::Method::POST,
             "/v1/auth/token",
             Some(&json!({"username": "ada", "password": "ada-password-1"})),
-            "",
         )
         .await;
     assert_eq!(status, 200, "{login}");
     let access = login["access_token"].as_str().expect("an access token");
     for replica in 0..2 {
-        let (status, me) = d
-            .call(
-                replica,
-                reqwest::Method::GET,
-                "/v1/auth/whoami",
-                None,
-                access,
-            )
+        let (status, me) = d.replicas[replica]
+            .call_as(Some(access), reqwest::Method::GET, "/v1/auth/whoami", None)
             .await;
         assert_eq!(
             (status, me["username"].as_str()),

@@ -455,6 +455,81 @@ pub fn is_terminal(state: &str) -> bool {
     )
 }
 
+/// A server the test did not start itself (in a container, a pod), at `url`.
+pub struct Remote {
+    pub url: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Remote {
+    pub fn new(url: String, token: &str) -> Remote {
+        Remote {
+            url,
+            token: token.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A call with `token` (none: unauthenticated): the status and the JSON body.
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("the server answers");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A call with the admin's token.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        self.call_as(Some(&self.token), method, path, body).await
+    }
+
+    /// Submit a TES task; its id.
+    pub async fn create(&self, task: &Value) -> String {
+        let (status, created) = self
+            .call(reqwest::Method::POST, "/ga4gh/tes/v1/tasks", Some(task))
+            .await;
+        assert_eq!(status, 200, "{created}");
+        created["id"].as_str().expect("a task id").to_string()
+    }
+
+    /// The TES task `id` (FULL) once it has ended; `context` (the server's logs) is
+    /// printed if it does not in time.
+    pub async fn wait_done(&self, id: &str, context: impl Fn() -> String) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (_, task) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/ga4gh/tes/v1/tasks/{id}?view=FULL"),
+                    None,
+                )
+                .await;
+            if is_terminal(task["state"].as_str().unwrap_or("")) {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "{}\n{}", short(&task), context());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// A one-executor task running `command` in the busybox test image.
 pub fn simple_task(command: &[&str]) -> Value {
     json!({
