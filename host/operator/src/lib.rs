@@ -374,6 +374,48 @@ fn fin(e: kube::runtime::finalizer::Error<OpError>) -> OpError {
     OpError::Finalizer(e.to_string())
 }
 
+/// The controller of a kind the server keeps by name (agents, cron tasks): each resource
+/// PUT (or POSTed) to `collection` as `body` says, and deleted with it.
+async fn named_controller<K>(
+    api: Api<K>,
+    ctx: Arc<Ctx>,
+    collection: &'static str,
+    body: fn(&K) -> Value,
+) where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    Controller::new(api.clone(), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(
+            move |obj: Arc<K>, ctx: Arc<Ctx>| {
+                let api = api.clone();
+                async move {
+                    finalizer(&api, FINALIZER, obj, |event| async {
+                        let (obj, delete) = match event {
+                            Event::Apply(obj) => (obj, false),
+                            Event::Cleanup(obj) => (obj, true),
+                        };
+                        let body = body(&obj);
+                        sync_named(obj, &ctx, collection, body, delete).await
+                    })
+                    .await
+                    .map_err(fin)
+                }
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await
+}
+
 /// Run the controllers of `namespace` until SIGTERM or Ctrl-C (then what is running
 /// finishes first).
 pub async fn run(client: Client, namespace: &str, api: TesseraApi) {
@@ -405,50 +447,8 @@ pub async fn run(client: Client, namespace: &str, api: TesseraApi) {
             ctx.clone(),
         )
         .for_each(|_| async {});
-    let agent_controller = Controller::new(agents.clone(), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(
-            move |a: Arc<Agent>, ctx: Arc<Ctx>| {
-                let agents = agents.clone();
-                async move {
-                    finalizer(&agents, FINALIZER, a, |event| async {
-                        let (a, delete) = match event {
-                            Event::Apply(a) => (a, false),
-                            Event::Cleanup(a) => (a, true),
-                        };
-                        let body = agent_body(&a);
-                        sync_named(a, &ctx, "/v1/agents", body, delete).await
-                    })
-                    .await
-                    .map_err(fin)
-                }
-            },
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let cron_controller = Controller::new(crons.clone(), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(
-            move |c: Arc<CronTask>, ctx: Arc<Ctx>| {
-                let crons = crons.clone();
-                async move {
-                    finalizer(&crons, FINALIZER, c, |event| async {
-                        let (c, delete) = match event {
-                            Event::Apply(c) => (c, false),
-                            Event::Cleanup(c) => (c, true),
-                        };
-                        let body = cron_body(&c);
-                        sync_named(c, &ctx, "/v1/cron-tasks", body, delete).await
-                    })
-                    .await
-                    .map_err(fin)
-                }
-            },
-            error_policy,
-            ctx,
-        )
-        .for_each(|_| async {});
+    let agent_controller = named_controller(agents, ctx.clone(), "/v1/agents", agent_body);
+    let cron_controller = named_controller(crons, ctx, "/v1/cron-tasks", cron_body);
     tracing::info!(namespace, "operator started");
     tokio::join!(task_controller, agent_controller, cron_controller);
     tracing::info!(namespace, "operator stopped");

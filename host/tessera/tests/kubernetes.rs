@@ -77,17 +77,22 @@ impl<'a> Namespace<'a> {
         Namespace { cluster, name }
     }
 
-    fn jobs(&self) -> String {
-        let (ok, out) = self.cluster.kubectl(&[
-            "-n",
-            &self.name,
-            "get",
-            "jobs",
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ]);
-        assert!(ok, "{out}");
-        out.trim().to_string()
+    /// Wait until the names of the namespace's Jobs satisfy `done`.
+    async fn jobs_until(&self, what: &str, done: impl Fn(&str) -> bool) {
+        kubectl_until(
+            self.cluster,
+            &[
+                "-n",
+                &self.name,
+                "get",
+                "jobs",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+            what,
+            done,
+        )
+        .await;
     }
 }
 
@@ -264,11 +269,8 @@ async fn a_tes_task_runs_as_a_job_staging_inputs_and_outputs_through_s3() {
     );
     assert_eq!(executor_logs(&done)[0]["stdout"], "HELLO FROM TES\n");
     // The finished tasks' Jobs (and with them their pods, PVCs, ConfigMaps, Secrets) go.
-    let deadline = Instant::now() + common::DEADLINE;
-    while !ns.jobs().is_empty() {
-        assert!(Instant::now() < deadline, "jobs left: {}", ns.jobs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    ns.jobs_until("the finished tasks' Jobs go", str::is_empty)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,15 +341,8 @@ async fn cancel_deletes_the_job_and_a_deadline_or_a_missing_image_fail_readably(
     assert_eq!(status, 200);
     let done = s.wait_done(&long).await;
     assert_eq!(done["state"], "CANCELED", "{}", short(&done));
-    let deadline = Instant::now() + common::DEADLINE;
-    while !ns.jobs().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the canceled task's Job stays: {}",
-            ns.jobs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    ns.jobs_until("the canceled task's Job goes", str::is_empty)
+        .await;
 
     let overdue = s
         .create(&json!({
@@ -504,15 +499,10 @@ async fn a_job_deleted_outside_fails_its_task_and_a_restarted_server_resumes_its
         s.server_log()
     );
     assert_eq!(executor_logs(&done)[0]["stdout"], "before\nafter\n");
-    let deadline = Instant::now() + common::DEADLINE;
-    while ns.jobs().contains("tessera-orphan-0") {
-        assert!(
-            Instant::now() < deadline,
-            "the orphaned Job stays: {}",
-            ns.jobs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    ns.jobs_until("the orphaned Job goes", |jobs| {
+        !jobs.contains("tessera-orphan-0")
+    })
+    .await;
 }
 
 /// `tessera operator run` beside the server, for one namespace; stopped on drop.

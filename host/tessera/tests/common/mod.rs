@@ -905,26 +905,21 @@ pub async fn fresh_database(prefix: &str) -> Option<(String, String)> {
         std::process::id(),
         time::OffsetDateTime::now_utc().unix_timestamp_nanos()
     );
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
-        .await
-        .unwrap();
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::Connection::close(conn).await.unwrap();
+    on_test_postgres(&base, &format!("CREATE DATABASE {name}")).await;
     let (server, _) = base.rsplit_once('/').expect("a database URL");
     Some((format!("{server}/{name}"), name))
 }
 
 pub async fn drop_database(name: &str) {
     let base = std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap();
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+    on_test_postgres(&base, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+}
+
+/// One statement on the test PostgreSQL at `url`, on a connection of its own.
+async fn on_test_postgres(url: &str, sql: &str) {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
         .await
         .unwrap();
-    sqlx::raw_sql(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
     sqlx::Connection::close(conn).await.unwrap();
 }
