@@ -753,7 +753,8 @@ async fn quotas_bound_each_group_and_a_long_queue_does_not_hold_back_another_gro
         "{body}"
     );
     // Group b's first task starts next to a's long queue: between its submission and
-    // its start, at most one of a's tasks starts (one slot's turnover).
+    // its start, at most one of a's tasks starts per slot (a dispatch that read the
+    // queue just before b's task arrived fills each slot freed in it).
     let (status, b_first) = create(&admin, "b-first", Some("b")).await;
     assert_eq!(status, 200);
     let (_, b_events) = admin.get(&format!("/v1/tasks/{b_first}")).await;
@@ -772,7 +773,7 @@ async fn quotas_bound_each_group_and_a_long_queue_does_not_hold_back_another_gro
         .filter(|(_, start, _)| *start > b_queued && *start < b_start)
         .count();
     assert!(
-        overtaking <= 1,
+        overtaking <= 2,
         "{overtaking} of a's tasks started while b's first waited (queued at event {b_queued}, started at {b_start})"
     );
     assert!(
